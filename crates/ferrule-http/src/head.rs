@@ -1,0 +1,259 @@
+//! The request head parser: a pure function over a byte buffer.
+//!
+//! `parse_head` is called with everything received so far. It returns `Ok(None)`
+//! while the head is incomplete and within limits, the parsed [`Head`] once the
+//! blank line has arrived, or the first error. The head refers to its bytes by
+//! [`Span`]s, so nothing is copied; the caller keeps the bytes.
+
+use crate::chars::{is_field_value, is_token, trim_ows};
+use crate::config::{HeaderMap, ParserConfig};
+use crate::error::ParseError;
+use crate::framing::{self, Framing};
+use crate::target::{check_method, parse_target, parse_version, Target, Version};
+use memchr::memchr;
+
+/// Bit set in `Span::start` when the bytes live in [`Head::owned`] rather than the buffer.
+const OWNED: u32 = 1 << 31;
+
+/// A byte range of the head (or of the head's own side buffer, for folded values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    pub(crate) fn at(start: usize, len: usize) -> Span {
+        Span {
+            start: start as u32,
+            end: (start + len) as u32,
+        }
+    }
+
+    fn owned(start: usize, len: usize) -> Span {
+        Span {
+            start: start as u32 | OWNED,
+            end: (start + len) as u32,
+        }
+    }
+
+    /// The range inside whichever buffer holds the bytes.
+    pub fn range(self) -> std::ops::Range<usize> {
+        (self.start & !OWNED) as usize..self.end as usize
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.range().is_empty()
+    }
+
+    fn is_owned(self) -> bool {
+        self.start & OWNED != 0
+    }
+}
+
+/// One header field as received: the name with its original case, the value without OWS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub name: Span,
+    pub value: Span,
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Bytes of the head, blank line included, counted from the buffer's start.
+    pub len: usize,
+    pub method: Span,
+    pub target: Target,
+    pub version: Version,
+    /// Fields in wire order; names with `_` are already gone under `header_map=drop`.
+    pub headers: Vec<Header>,
+    pub framing: Framing,
+    /// Bytes that are not in the buffer: folded values and a case-folded method.
+    owned: Vec<u8>,
+}
+
+impl Head {
+    /// The bytes of `span`, taken from `buf` (the buffer the head was parsed from) or the side buffer.
+    #[inline]
+    pub fn get<'a>(&'a self, buf: &'a [u8], span: Span) -> &'a [u8] {
+        if span.is_owned() {
+            &self.owned[span.range()]
+        } else {
+            &buf[span.range()]
+        }
+    }
+}
+
+/// Parses the head at the start of `buf`. Empty lines before the request line are skipped.
+pub fn parse_head(buf: &[u8], cfg: &ParserConfig) -> Result<Option<Head>, ParseError> {
+    let mut start = 0;
+    while buf[start..].starts_with(b"\r\n") {
+        start += 2;
+    }
+    let line_limit = cfg.request_line_limit();
+    let Some(lf) = memchr(b'\n', &buf[start..]).map(|i| start + i) else {
+        return if buf.len() - start > line_limit + 1 {
+            Err(ParseError::LimitRequestLine)
+        } else {
+            Ok(None)
+        };
+    };
+    let line = match buf[start..lf].strip_suffix(b"\r") {
+        Some(l) => l,
+        None => return Err(ParseError::InvalidRequestLine),
+    };
+    if line.len() > line_limit {
+        return Err(ParseError::LimitRequestLine);
+    }
+    let mut owned = Vec::new();
+    let (method, target, version) = request_line(line, start, cfg, &mut owned)?;
+    let mut headers = Vec::with_capacity(16);
+    let mut pos = lf + 1;
+    // Size of the field being built, CRLF included, for limits across folded lines.
+    let mut field_len = 0usize;
+    let mut last_dropped = false;
+    let mut count = 0usize;
+    let field_limit = cfg.field_size_limit();
+    loop {
+        let Some(lf) = memchr(b'\n', &buf[pos..]).map(|i| pos + i) else {
+            return if buf.len() - pos > field_limit {
+                Err(ParseError::LimitRequestHeaders)
+            } else {
+                Ok(None)
+            };
+        };
+        let line = match buf[pos..lf].strip_suffix(b"\r") {
+            Some(l) => l,
+            None => return Err(ParseError::InvalidHeader),
+        };
+        let line_start = pos;
+        pos = lf + 1;
+        if line.is_empty() {
+            break;
+        }
+        if matches!(line[0], b' ' | b'\t') {
+            if !cfg.permit_obsolete_folding {
+                return Err(ParseError::ObsoleteFolding);
+            }
+            if count == 0 {
+                return Err(ParseError::InvalidHeader);
+            }
+            field_len += line.len() + 2;
+            if field_len > field_limit {
+                return Err(ParseError::LimitRequestHeaders);
+            }
+            if !last_dropped {
+                let last = headers.last_mut().ok_or(ParseError::InvalidHeader)?;
+                fold(buf, last, trim_ows(line), &mut owned)?;
+            }
+            continue;
+        }
+        field_len = line.len() + 2;
+        if field_len > field_limit {
+            return Err(ParseError::LimitRequestHeaders);
+        }
+        count += 1;
+        if count > cfg.fields_limit() {
+            return Err(ParseError::LimitRequestHeaders);
+        }
+        let colon = memchr(b':', line).ok_or(ParseError::InvalidHeader)?;
+        let mut name = &line[..colon];
+        if cfg.strip_header_spaces {
+            name = trim_ows(name);
+        }
+        if !is_token(name) {
+            return Err(ParseError::InvalidHeaderName);
+        }
+        let raw_value = &line[colon + 1..];
+        let value = trim_ows(raw_value);
+        if !is_field_value(value) {
+            return Err(ParseError::InvalidHeader);
+        }
+        last_dropped = name.contains(&b'_') && cfg.header_map != HeaderMap::Dangerous;
+        if last_dropped && cfg.header_map == HeaderMap::Refuse {
+            return Err(ParseError::InvalidHeaderName);
+        }
+        if !last_dropped {
+            let value_off = value.as_ptr() as usize - raw_value.as_ptr() as usize;
+            headers.push(Header {
+                name: Span::at(line_start, name.len()),
+                value: Span::at(line_start + colon + 1 + value_off, value.len()),
+            });
+        }
+    }
+    let mut head = Head {
+        len: pos,
+        method,
+        target,
+        version,
+        headers,
+        framing: Framing::default(),
+        owned,
+    };
+    head.framing = framing::analyse(&head, buf, cfg)?;
+    Ok(Some(head))
+}
+
+fn request_line(
+    line: &[u8],
+    base: usize,
+    cfg: &ParserConfig,
+    owned: &mut Vec<u8>,
+) -> Result<(Span, Target, Version), ParseError> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(m), Some(t), Some(v), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ParseError::InvalidRequestLine);
+    };
+    if m.is_empty() || t.is_empty() || v.is_empty() {
+        return Err(ParseError::InvalidRequestLine);
+    }
+    check_method(m, cfg.permit_unconventional_http_method)?;
+    let method = if cfg.casefold_http_method && m.iter().any(u8::is_ascii_lowercase) {
+        let at = owned.len();
+        owned.extend(m.iter().map(u8::to_ascii_uppercase));
+        Span::owned(at, m.len())
+    } else {
+        Span::at(base, m.len())
+    };
+    let upper;
+    let m_for_target = if method.is_owned() {
+        upper = owned[method.range()].to_vec();
+        &upper[..]
+    } else {
+        m
+    };
+    let target = parse_target(m_for_target, t, base + m.len() + 1)?;
+    let version = parse_version(v)?;
+    Ok((method, target, version))
+}
+
+/// Appends a continuation line to a field's value, joined by one space.
+fn fold(buf: &[u8], h: &mut Header, more: &[u8], owned: &mut Vec<u8>) -> Result<(), ParseError> {
+    if !is_field_value(more) {
+        return Err(ParseError::InvalidHeader);
+    }
+    if !h.value.is_owned() {
+        let at = owned.len();
+        owned.extend_from_slice(&buf[h.value.range()]);
+        h.value = Span::owned(at, h.value.range().len());
+    }
+    if h.value.range().end != owned.len() {
+        // Another value was folded after this one; move this one to the end.
+        let copy = owned[h.value.range()].to_vec();
+        let at = owned.len();
+        owned.extend_from_slice(&copy);
+        h.value = Span::owned(at, copy.len());
+    }
+    if !more.is_empty() {
+        if !h.value.is_empty() {
+            owned.push(b' ');
+        }
+        owned.extend_from_slice(more);
+    }
+    let start = h.value.range().start;
+    h.value = Span::owned(start, owned.len() - start);
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! Sans-IO HTTP/1.x for ferrule: bytes in, parsed heads and body data out;
+//! response heads and chunks serialised into caller-owned buffers.
+//!
+//! Nothing here touches a socket, a clock (time is passed in) or Python, so every
+//! rule is checked by table tests, the gunicorn corpus and the fuzz targets alone.
+#![forbid(unsafe_code)]
+
+mod body;
+mod chars;
+mod config;
+mod error;
+mod forwarded;
+mod framing;
+mod head;
+pub mod percent;
+mod response;
+mod target;
+
+pub use body::{BodyDecoder, Step};
+pub use config::{HeaderMap, ParserConfig, MAX_REQUEST_LINE};
+pub use error::ParseError;
+pub use forwarded::{secure_scheme, SECURE_SCHEME_HEADERS};
+pub use framing::{BodyKind, Framing};
+pub use head::{parse_head, Head, Header, Span};
+pub use response::{
+    choose_framing, classify_field, error_response, finish_head, parse_status, reason_phrase,
+    write_chunk, write_field, write_status_line, DateCache, FieldKind, ResponseError,
+    ResponseFraming, LAST_CHUNK,
+};
+pub use target::{Target, TargetForm, Version};
