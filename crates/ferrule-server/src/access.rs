@@ -1,0 +1,204 @@
+//! The access log with gunicorn's `--access-logformat` atoms and default format.
+
+use crate::clock::access_stamp;
+use crate::exchange::Exchange;
+use crate::listener::Peer;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// gunicorn's default `--access-logformat`.
+pub const DEFAULT_FORMAT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Remote,
+    Dash,
+    User,
+    Time,
+    RequestLine,
+    Method,
+    Path,
+    Query,
+    Protocol,
+    Status,
+    BytesB,
+    BytesDash,
+    Referer,
+    Agent,
+    Secs,
+    Millis,
+    Micros,
+    DecimalSecs,
+    Pid,
+    ReqHeader(String),
+    RespHeader(String),
+    Env(String),
+}
+
+pub struct AccessLog {
+    pieces: Vec<Piece>,
+    sink: Mutex<Box<dyn Write + Send>>,
+}
+
+impl AccessLog {
+    /// Parses `format`; unknown atoms are an error naming the atom.
+    pub fn new(format: &str, sink: Box<dyn Write + Send>) -> Result<AccessLog, String> {
+        Ok(AccessLog { pieces: parse(format)?, sink: Mutex::new(sink) })
+    }
+
+    /// Whether a `%({name}o)s` atom needs the response's fields.
+    pub fn wants_response_headers(&self) -> bool {
+        self.pieces.iter().any(|p| matches!(p, Piece::RespHeader(_)))
+    }
+
+    pub(crate) fn record(&self, ex: &Exchange) {
+        let line = self.format(ex);
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = sink.write_all(line.as_bytes());
+        let _ = sink.flush();
+    }
+
+    fn format(&self, ex: &Exchange) -> String {
+        let o = ex.outcome();
+        let elapsed = ex.started.elapsed();
+        let text = |b: Option<&[u8]>| b.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_else(|| "-".into());
+        let mut s = String::with_capacity(128);
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => s.push_str(t),
+                Piece::Remote => match ex.peer() {
+                    Peer::Tcp(a) => s.push_str(&a.ip().to_canonical().to_string()),
+                    Peer::Unix => s.push_str("unix"),
+                },
+                Piece::Dash => s.push('-'),
+                Piece::User => s.push_str(&basic_user(ex.header(b"authorization")).unwrap_or_else(|| "-".into())),
+                Piece::Time => s.push_str(&access_stamp(SystemTime::now())),
+                Piece::RequestLine => {
+                    s.push_str(&String::from_utf8_lossy(ex.method()));
+                    s.push(' ');
+                    s.push_str(&String::from_utf8_lossy(ex.raw_target()));
+                    s.push(' ');
+                    s.push_str(ex.version().as_str());
+                }
+                Piece::Method => s.push_str(&String::from_utf8_lossy(ex.method())),
+                Piece::Path => s.push_str(&String::from_utf8_lossy(ex.path())),
+                Piece::Query => s.push_str(&String::from_utf8_lossy(ex.query())),
+                Piece::Protocol => s.push_str(ex.version().as_str()),
+                Piece::Status => s.push_str(&o.status.to_string()),
+                Piece::BytesB => s.push_str(&o.body_bytes.to_string()),
+                Piece::BytesDash if o.body_bytes == 0 => s.push('-'),
+                Piece::BytesDash => s.push_str(&o.body_bytes.to_string()),
+                Piece::Referer => s.push_str(&text(ex.header(b"referer"))),
+                Piece::Agent => s.push_str(&text(ex.header(b"user-agent"))),
+                Piece::Secs => s.push_str(&elapsed.as_secs().to_string()),
+                Piece::Millis => s.push_str(&elapsed.as_millis().to_string()),
+                Piece::Micros => s.push_str(&elapsed.as_micros().to_string()),
+                Piece::DecimalSecs => s.push_str(&format!("{:.6}", elapsed.as_secs_f64())),
+                Piece::Pid => s.push_str(&format!("<{}>", std::process::id())),
+                Piece::ReqHeader(h) => s.push_str(&text(ex.header(h.as_bytes()))),
+                Piece::RespHeader(h) => s.push_str(&text(ex.response_header(h.as_bytes()))),
+                Piece::Env(v) => s.push_str(&std::env::var(v).unwrap_or_else(|_| "-".into())),
+            }
+        }
+        s.push('\n');
+        s
+    }
+}
+
+fn parse(format: &str) -> Result<Vec<Piece>, String> {
+    let mut out = Vec::new();
+    let mut rest = format;
+    while let Some(i) = rest.find("%(") {
+        if i > 0 {
+            out.push(Piece::Text(rest[..i].to_string()));
+        }
+        let after = &rest[i + 2..];
+        let end = after.find(")s").ok_or_else(|| format!("access-logformat: unclosed atom in {format:?}"))?;
+        let atom = &after[..end];
+        out.push(match atom {
+            "h" => Piece::Remote,
+            "l" => Piece::Dash,
+            "u" => Piece::User,
+            "t" => Piece::Time,
+            "r" => Piece::RequestLine,
+            "m" => Piece::Method,
+            "U" => Piece::Path,
+            "q" => Piece::Query,
+            "H" => Piece::Protocol,
+            "s" => Piece::Status,
+            "B" => Piece::BytesB,
+            "b" => Piece::BytesDash,
+            "f" => Piece::Referer,
+            "a" => Piece::Agent,
+            "T" => Piece::Secs,
+            "M" => Piece::Millis,
+            "D" => Piece::Micros,
+            "L" => Piece::DecimalSecs,
+            "p" => Piece::Pid,
+            a if a.starts_with('{') && a.ends_with("}i") => Piece::ReqHeader(a[1..a.len() - 2].to_string()),
+            a if a.starts_with('{') && a.ends_with("}o") => Piece::RespHeader(a[1..a.len() - 2].to_string()),
+            a if a.starts_with('{') && a.ends_with("}e") => Piece::Env(a[1..a.len() - 2].to_string()),
+            other => return Err(format!("access-logformat: unknown atom %({other})s")),
+        });
+        rest = &after[end + 2..];
+    }
+    if !rest.is_empty() {
+        out.push(Piece::Text(rest.to_string()));
+    }
+    Ok(out)
+}
+
+/// The user name of `Authorization: Basic`, as gunicorn's `%(u)s` shows it.
+fn basic_user(auth: Option<&[u8]>) -> Option<String> {
+    let auth = auth?;
+    let b64 = auth.strip_prefix(b"Basic ").or_else(|| auth.strip_prefix(b"basic "))?;
+    let decoded = base64_decode(b64.trim_ascii())?;
+    let text = String::from_utf8_lossy(&decoded).into_owned();
+    Some(text.split_once(':').map(|(u, _)| u.to_string()).unwrap_or(text))
+}
+
+fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for &c in s.iter().take_while(|&&c| c != b'=') {
+        acc = (acc << 6) | u32::from(val(c)?);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_default_format() {
+        let p = parse(DEFAULT_FORMAT).unwrap();
+        assert_eq!(p[0], Piece::Remote);
+        assert!(p.contains(&Piece::RequestLine));
+        assert!(p.contains(&Piece::Agent));
+        assert_eq!(parse("%({x-id}i)s %({Content-Type}o)s").unwrap()[0], Piece::ReqHeader("x-id".into()));
+        assert!(parse("%(zz)s").is_err());
+        assert!(parse("%(h").is_err());
+    }
+
+    #[test]
+    fn basic_auth_user() {
+        assert_eq!(basic_user(Some(b"Basic YWxhZGRpbjpvcGVuc2VzYW1l")).as_deref(), Some("aladdin"));
+        assert_eq!(basic_user(Some(b"Bearer x")), None);
+    }
+}

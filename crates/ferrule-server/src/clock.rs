@@ -1,0 +1,66 @@
+//! UTC calendar fields for log timestamps (no time-zone database needed).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Year, month (1-12), day, hour, minute, second.
+pub struct Civil {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+}
+
+pub fn civil(t: SystemTime) -> Civil {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Civil {
+        year,
+        month,
+        day,
+        hour: (rem / 3600) as u32,
+        minute: (rem % 3600 / 60) as u32,
+        second: (rem % 60) as u32,
+    }
+}
+
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/// `2026-11-23 21:07:11 +0000`, gunicorn's error-log stamp.
+pub fn log_stamp(t: SystemTime) -> String {
+    let c = civil(t);
+    format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02} +0000", c.year, c.month, c.day, c.hour, c.minute, c.second)
+}
+
+/// `[23/Nov/2026:21:07:11 +0000]`, the access log's `%(t)s`.
+pub fn access_stamp(t: SystemTime) -> String {
+    let c = civil(t);
+    let mon = MONTHS[(c.month as usize).saturating_sub(1) % 12];
+    format!("[{:02}/{mon}/{:04}:{:02}:{:02}:{:02} +0000]", c.day, c.year, c.hour, c.minute, c.second)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn known_dates() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_468_031); // 2026-11-23 21:07:11 UTC
+        assert_eq!(log_stamp(t), "2026-11-23 21:07:11 +0000");
+        assert_eq!(access_stamp(t), "[23/Nov/2026:21:07:11 +0000]");
+        assert_eq!(log_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29 00:00:00 +0000");
+    }
+}

@@ -1,0 +1,63 @@
+//! A client connection between requests: its socket, the bytes received so far,
+//! and the clock that decides when it has waited too long.
+
+use crate::listener::{Peer, Stream};
+use memchr::memrchr;
+use std::time::Instant;
+
+pub struct Conn {
+    pub(crate) stream: Stream,
+    pub(crate) peer: Peer,
+    /// Index of the listener it came from.
+    pub(crate) listener: usize,
+    /// Slot in the connection table, with its generation.
+    pub(crate) token: u64,
+    /// Bytes received and not yet used by a finished request.
+    pub(crate) buf: Vec<u8>,
+    /// Prefix of `buf` already offered to the parser.
+    pub(crate) scanned: usize,
+    /// Start of the last incomplete line in `buf`.
+    pub(crate) line_start: usize,
+    /// When the first byte of the current head arrived.
+    pub(crate) head_since: Option<Instant>,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: Stream, peer: Peer, listener: usize) -> Conn {
+        Conn { stream, peer, listener, token: 0, buf: Vec::new(), scanned: 0, line_start: 0, head_since: None }
+    }
+
+    /// Whether the bytes that arrived since the last look can change the parser's
+    /// answer: a new line ended, or the current line outgrew the smallest line limit.
+    /// This keeps a client that sends one byte at a time from costing a full parse per byte.
+    pub(crate) fn worth_parsing(&mut self, min_line_limit: usize) -> bool {
+        if self.scanned >= self.buf.len() {
+            return false;
+        }
+        let fresh = &self.buf[self.scanned..];
+        let found = memrchr(b'\n', fresh).map(|i| self.scanned + i + 1);
+        self.scanned = self.buf.len();
+        match found {
+            Some(end) => {
+                self.line_start = end;
+                true
+            }
+            None => self.buf.len() - self.line_start > min_line_limit,
+        }
+    }
+
+    /// Forgets parser progress after a request used the front of the buffer.
+    pub(crate) fn reset_scan(&mut self) {
+        self.scanned = 0;
+        self.line_start = 0;
+        self.head_since = if self.buf.is_empty() { None } else { Some(Instant::now()) };
+    }
+
+    /// Releases the buffer of an idle connection, so thousands of idle keep-alive
+    /// clients cost a socket each and no memory.
+    pub(crate) fn shrink_if_idle(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+        }
+    }
+}

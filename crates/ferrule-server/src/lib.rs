@@ -1,0 +1,21 @@
+//! ferrule's server: listening sockets, connections, timeouts and threads.
+//!
+//! Knows HTTP only through `ferrule-http` and Python not at all: the app is behind
+//! the [`Handler`] trait, which the PyO3 bridge implements.
+
+pub mod access;
+mod clock;
+pub mod config;
+mod conn;
+mod error;
+mod exchange;
+mod listener;
+pub mod log;
+mod server;
+mod sys;
+
+pub use config::{parse_bind, AllowIps, Bind, ServerConfig};
+pub use error::{Error, Phase};
+pub use exchange::{Exchange, NoPark, Outcome, Park};
+pub use listener::{BindError, Local, Peer};
+pub use server::{Handler, Server};

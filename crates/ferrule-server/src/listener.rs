@@ -1,0 +1,176 @@
+//! Listening sockets and accepted streams, TCP or Unix, behind one type each.
+
+use crate::config::Bind;
+use socket2::{Domain, Socket, Type};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+/// Why a bind failed, worded for the person starting the server.
+#[derive(Debug)]
+pub struct BindError {
+    pub bind: Bind,
+    pub cause: io::Error,
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.cause.kind() {
+            io::ErrorKind::AddrInUse => write!(f, "cannot listen at {}: address already in use (is another server running?)", self.bind),
+            io::ErrorKind::PermissionDenied => write!(f, "cannot listen at {}: permission denied", self.bind),
+            _ => write!(f, "cannot listen at {}: {}", self.bind, self.cause),
+        }
+    }
+}
+
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+impl Listener {
+    pub fn bind(bind: &Bind, backlog: i32) -> Result<Listener, BindError> {
+        let err = |cause| BindError { bind: bind.clone(), cause };
+        match bind {
+            Bind::Tcp(addr) => {
+                let sock = Socket::new(Domain::for_address(*addr), Type::STREAM, None).map_err(err)?;
+                sock.set_reuse_address(true).map_err(err)?;
+                if addr.is_ipv6() {
+                    sock.set_only_v6(true).map_err(err)?;
+                }
+                sock.bind(&(*addr).into()).map_err(err)?;
+                sock.listen(backlog).map_err(err)?;
+                sock.set_nonblocking(true).map_err(err)?;
+                Ok(Listener::Tcp(sock.into()))
+            }
+            Bind::Unix(path) => {
+                // A socket file left by a previous run would make bind fail; a live
+                // server behind it answers connect, so only a dead one is removed.
+                if path.exists() && UnixStream::connect(path).is_err() {
+                    let _ = std::fs::remove_file(path);
+                }
+                let l = UnixListener::bind(path).map_err(err)?;
+                l.set_nonblocking(true).map_err(err)?;
+                Ok(Listener::Unix(l, path.clone()))
+            }
+        }
+    }
+
+    /// Accepts one connection, or `WouldBlock`.
+    pub fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, addr) = l.accept()?;
+                s.set_nonblocking(true)?;
+                s.set_nodelay(true)?;
+                Ok((Stream::Tcp(s), Peer::Tcp(addr)))
+            }
+            Listener::Unix(l, _) => {
+                let (s, _) = l.accept()?;
+                s.set_nonblocking(true)?;
+                Ok((Stream::Unix(s), Peer::Unix))
+            }
+        }
+    }
+
+    /// The address clients reach (with the real port when 0 was asked for).
+    pub fn local(&self) -> Local {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => Local::Tcp(a),
+                Err(_) => Local::Unix(PathBuf::new()),
+            },
+            Listener::Unix(_, p) => Local::Unix(p.clone()),
+        }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l, _) => l.as_fd(),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Unix,
+}
+
+impl Peer {
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Peer::Tcp(a) => Some(a.ip().to_canonical()),
+            Peer::Unix => None,
+        }
+    }
+}
+
+/// The server's address a connection arrived at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// An accepted connection.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+
+    pub fn write_vectored_all_once(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
