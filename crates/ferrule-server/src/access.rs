@@ -45,12 +45,17 @@ pub struct AccessLog {
 impl AccessLog {
     /// Parses `format`; unknown atoms are an error naming the atom.
     pub fn new(format: &str, sink: Box<dyn Write + Send>) -> Result<AccessLog, String> {
-        Ok(AccessLog { pieces: parse(format)?, sink: Mutex::new(sink) })
+        Ok(AccessLog {
+            pieces: parse(format)?,
+            sink: Mutex::new(sink),
+        })
     }
 
     /// Whether a `%({name}o)s` atom needs the response's fields.
     pub fn wants_response_headers(&self) -> bool {
-        self.pieces.iter().any(|p| matches!(p, Piece::RespHeader(_)))
+        self.pieces
+            .iter()
+            .any(|p| matches!(p, Piece::RespHeader(_)))
     }
 
     pub(crate) fn record(&self, ex: &Exchange) {
@@ -63,7 +68,10 @@ impl AccessLog {
     fn format(&self, ex: &Exchange) -> String {
         let o = ex.outcome();
         let elapsed = ex.started.elapsed();
-        let text = |b: Option<&[u8]>| b.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_else(|| "-".into());
+        let text = |b: Option<&[u8]>| {
+            b.map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_else(|| "-".into())
+        };
         let mut s = String::with_capacity(128);
         for p in &self.pieces {
             match p {
@@ -73,7 +81,9 @@ impl AccessLog {
                     Peer::Unix => s.push_str("unix"),
                 },
                 Piece::Dash => s.push('-'),
-                Piece::User => s.push_str(&basic_user(ex.header(b"authorization")).unwrap_or_else(|| "-".into())),
+                Piece::User => s.push_str(
+                    &basic_user(ex.header(b"authorization")).unwrap_or_else(|| "-".into()),
+                ),
                 Piece::Time => s.push_str(&access_stamp(SystemTime::now())),
                 Piece::RequestLine => {
                     s.push_str(&String::from_utf8_lossy(ex.method()));
@@ -115,7 +125,9 @@ fn parse(format: &str) -> Result<Vec<Piece>, String> {
             out.push(Piece::Text(rest[..i].to_string()));
         }
         let after = &rest[i + 2..];
-        let end = after.find(")s").ok_or_else(|| format!("access-logformat: unclosed atom in {format:?}"))?;
+        let end = after
+            .find(")s")
+            .ok_or_else(|| format!("access-logformat: unclosed atom in {format:?}"))?;
         let atom = &after[..end];
         out.push(match atom {
             "h" => Piece::Remote,
@@ -137,9 +149,15 @@ fn parse(format: &str) -> Result<Vec<Piece>, String> {
             "D" => Piece::Micros,
             "L" => Piece::DecimalSecs,
             "p" => Piece::Pid,
-            a if a.starts_with('{') && a.ends_with("}i") => Piece::ReqHeader(a[1..a.len() - 2].to_string()),
-            a if a.starts_with('{') && a.ends_with("}o") => Piece::RespHeader(a[1..a.len() - 2].to_string()),
-            a if a.starts_with('{') && a.ends_with("}e") => Piece::Env(a[1..a.len() - 2].to_string()),
+            a if a.starts_with('{') && a.ends_with("}i") => {
+                Piece::ReqHeader(a[1..a.len() - 2].to_string())
+            }
+            a if a.starts_with('{') && a.ends_with("}o") => {
+                Piece::RespHeader(a[1..a.len() - 2].to_string())
+            }
+            a if a.starts_with('{') && a.ends_with("}e") => {
+                Piece::Env(a[1..a.len() - 2].to_string())
+            }
             other => return Err(format!("access-logformat: unknown atom %({other})s")),
         });
         rest = &after[end + 2..];
@@ -153,10 +171,16 @@ fn parse(format: &str) -> Result<Vec<Piece>, String> {
 /// The user name of `Authorization: Basic`, as gunicorn's `%(u)s` shows it.
 fn basic_user(auth: Option<&[u8]>) -> Option<String> {
     let auth = auth?;
-    let b64 = auth.strip_prefix(b"Basic ").or_else(|| auth.strip_prefix(b"basic "))?;
+    let b64 = auth
+        .strip_prefix(b"Basic ")
+        .or_else(|| auth.strip_prefix(b"basic "))?;
     let decoded = base64_decode(b64.trim_ascii())?;
     let text = String::from_utf8_lossy(&decoded).into_owned();
-    Some(text.split_once(':').map(|(u, _)| u.to_string()).unwrap_or(text))
+    Some(
+        text.split_once(':')
+            .map(|(u, _)| u.to_string())
+            .unwrap_or(text),
+    )
 }
 
 fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
@@ -191,14 +215,20 @@ mod tests {
         assert_eq!(p[0], Piece::Remote);
         assert!(p.contains(&Piece::RequestLine));
         assert!(p.contains(&Piece::Agent));
-        assert_eq!(parse("%({x-id}i)s %({Content-Type}o)s").unwrap()[0], Piece::ReqHeader("x-id".into()));
+        assert_eq!(
+            parse("%({x-id}i)s %({Content-Type}o)s").unwrap()[0],
+            Piece::ReqHeader("x-id".into())
+        );
         assert!(parse("%(zz)s").is_err());
         assert!(parse("%(h").is_err());
     }
 
     #[test]
     fn basic_auth_user() {
-        assert_eq!(basic_user(Some(b"Basic YWxhZGRpbjpvcGVuc2VzYW1l")).as_deref(), Some("aladdin"));
+        assert_eq!(
+            basic_user(Some(b"Basic YWxhZGRpbjpvcGVuc2VzYW1l")).as_deref(),
+            Some("aladdin")
+        );
         assert_eq!(basic_user(Some(b"Bearer x")), None);
     }
 }

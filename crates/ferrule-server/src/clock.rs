@@ -36,19 +36,27 @@ pub fn civil(t: SystemTime) -> Civil {
     }
 }
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// `2026-11-23 21:07:11 +0000`, gunicorn's error-log stamp.
 pub fn log_stamp(t: SystemTime) -> String {
     let c = civil(t);
-    format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02} +0000", c.year, c.month, c.day, c.hour, c.minute, c.second)
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} +0000",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
+    )
 }
 
 /// `[23/Nov/2026:21:07:11 +0000]`, the access log's `%(t)s`.
 pub fn access_stamp(t: SystemTime) -> String {
     let c = civil(t);
     let mon = MONTHS[(c.month as usize).saturating_sub(1) % 12];
-    format!("[{:02}/{mon}/{:04}:{:02}:{:02}:{:02} +0000]", c.day, c.year, c.hour, c.minute, c.second)
+    format!(
+        "[{:02}/{mon}/{:04}:{:02}:{:02}:{:02} +0000]",
+        c.day, c.year, c.hour, c.minute, c.second
+    )
 }
 
 #[cfg(test)]
@@ -61,6 +69,9 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1_795_468_031); // 2026-11-23 21:07:11 UTC
         assert_eq!(log_stamp(t), "2026-11-23 21:07:11 +0000");
         assert_eq!(access_stamp(t), "[23/Nov/2026:21:07:11 +0000]");
-        assert_eq!(log_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29 00:00:00 +0000");
+        assert_eq!(
+            log_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29 00:00:00 +0000"
+        );
     }
 }

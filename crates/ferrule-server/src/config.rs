@@ -34,7 +34,9 @@ pub fn parse_bind(s: &str) -> Result<Vec<Bind>, String> {
         return Err(format!("bind {s:?}: fd:// binds are not supported yet"));
     }
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or_else(|| format!("bind {s:?}: missing ']'"))?;
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("bind {s:?}: missing ']'"))?;
         let port = match after.strip_prefix(':') {
             Some(p) => p,
             None if after.is_empty() => "8000",
@@ -47,7 +49,9 @@ pub fn parse_bind(s: &str) -> Result<Vec<Bind>, String> {
             None => (s, "8000"),
         }
     };
-    let port: u16 = port.parse().map_err(|_| format!("bind {s:?}: port {port:?} is not a number from 0 to 65535"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("bind {s:?}: port {port:?} is not a number from 0 to 65535"))?;
     let host = if host.is_empty() { "0.0.0.0" } else { host };
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![Bind::Tcp(SocketAddr::new(ip, port))]);
@@ -78,7 +82,10 @@ impl AllowIps {
         s.split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(|p| p.parse::<IpAddr>().map_err(|_| format!("forwarded-allow-ips: {p:?} is not an IP address")))
+            .map(|p| {
+                p.parse::<IpAddr>()
+                    .map_err(|_| format!("forwarded-allow-ips: {p:?} is not an IP address"))
+            })
             .collect::<Result<_, _>>()
             .map(AllowIps::List)
     }
@@ -87,7 +94,10 @@ impl AllowIps {
     pub fn allows(&self, peer: Option<IpAddr>) -> bool {
         match (self, peer) {
             (AllowIps::Any, _) | (_, None) => true,
-            (AllowIps::List(l), Some(ip)) => l.contains(&ip) || ip.to_canonical().is_loopback() && l.iter().any(|a| a.is_loopback()),
+            (AllowIps::List(l), Some(ip)) => {
+                l.contains(&ip)
+                    || ip.to_canonical().is_loopback() && l.iter().any(|a| a.is_loopback())
+            }
         }
     }
 }
@@ -126,7 +136,10 @@ impl Default for ServerConfig {
             io_timeout: Duration::from_secs(30),
             graceful_timeout: Duration::from_secs(30),
             parser: ParserConfig::default(),
-            forwarded_allow_ips: AllowIps::List(vec![[127, 0, 0, 1].into(), "::1".parse().expect("literal")]),
+            forwarded_allow_ips: AllowIps::List(vec![
+                [127, 0, 0, 1].into(),
+                "::1".parse().expect("literal"),
+            ]),
             script_name: String::new(),
             workers: 1,
         }
@@ -147,7 +160,10 @@ mod tests {
         assert_eq!(tcp("[::1]:9000"), "[::1]:9000");
         assert_eq!(tcp(":9000"), "0.0.0.0:9000");
         assert_eq!(tcp("127.0.0.1"), "127.0.0.1:8000");
-        assert_eq!(parse_bind("unix:/tmp/x.sock").unwrap(), vec![Bind::Unix("/tmp/x.sock".into())]);
+        assert_eq!(
+            parse_bind("unix:/tmp/x.sock").unwrap(),
+            vec![Bind::Unix("/tmp/x.sock".into())]
+        );
         assert!(parse_bind("localhost:http").is_err());
         assert!(parse_bind("[::1:80").is_err());
         assert!(parse_bind("unix:").is_err());
@@ -160,7 +176,9 @@ mod tests {
         assert!(a.allows(Some("127.0.0.1".parse().unwrap())));
         assert!(!a.allows(Some("10.0.0.1".parse().unwrap())));
         assert!(a.allows(None));
-        assert!(AllowIps::parse("*").unwrap().allows(Some("10.0.0.1".parse().unwrap())));
+        assert!(AllowIps::parse("*")
+            .unwrap()
+            .allows(Some("10.0.0.1".parse().unwrap())));
         assert!(AllowIps::parse("nope").is_err());
     }
 }

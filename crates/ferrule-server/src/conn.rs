@@ -24,7 +24,16 @@ pub struct Conn {
 
 impl Conn {
     pub(crate) fn new(stream: Stream, peer: Peer, listener: usize) -> Conn {
-        Conn { stream, peer, listener, token: 0, buf: Vec::new(), scanned: 0, line_start: 0, head_since: None }
+        Conn {
+            stream,
+            peer,
+            listener,
+            token: 0,
+            buf: Vec::new(),
+            scanned: 0,
+            line_start: 0,
+            head_since: None,
+        }
     }
 
     /// Whether the bytes that arrived since the last look can change the parser's
@@ -50,7 +59,11 @@ impl Conn {
     pub(crate) fn reset_scan(&mut self) {
         self.scanned = 0;
         self.line_start = 0;
-        self.head_since = if self.buf.is_empty() { None } else { Some(Instant::now()) };
+        self.head_since = if self.buf.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
     }
 
     /// Releases the buffer of an idle connection, so thousands of idle keep-alive

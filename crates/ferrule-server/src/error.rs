@@ -33,11 +33,15 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Parse(e) => write!(f, "{e}"),
-            Error::Timeout(p) => write!(f, "client timed out while {}", match p {
-                Phase::Head => "sending the request head",
-                Phase::Body => "sending the request body",
-                Phase::Send => "receiving the response",
-            }),
+            Error::Timeout(p) => write!(
+                f,
+                "client timed out while {}",
+                match p {
+                    Phase::Head => "sending the request head",
+                    Phase::Body => "sending the request body",
+                    Phase::Send => "receiving the response",
+                }
+            ),
             Error::Disconnected => f.write_str("client disconnected"),
             Error::Response(e) => write!(f, "invalid response from the app: {e}"),
             Error::Protocol(what) => f.write_str(what),

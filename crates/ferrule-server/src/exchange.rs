@@ -11,8 +11,9 @@ use crate::listener::{Local, Peer};
 use crate::server::Shared;
 use crate::sys::{self, Interest};
 use ferrule_http::{
-    choose_framing, classify_field, error_response, finish_head, parse_status, write_chunk, write_status_line,
-    BodyDecoder, DateCache, FieldKind, Head, ParseError, ResponseFraming, Version, LAST_CHUNK,
+    choose_framing, classify_field, error_response, finish_head, parse_status, write_chunk,
+    write_status_line, BodyDecoder, DateCache, FieldKind, Head, ParseError, ResponseFraming,
+    Version, LAST_CHUNK,
 };
 use std::cell::RefCell;
 use std::io::{self, IoSlice, Read};
@@ -53,9 +54,18 @@ enum Response {
     /// Nothing decided yet.
     Pending,
     /// Status line and fields are being written into `out`.
-    Building { code: u16, declared: Option<u64>, server: bool, date: bool },
+    Building {
+        code: u16,
+        declared: Option<u64>,
+        server: bool,
+        date: bool,
+    },
     /// The head is out (or queued); body bytes follow.
-    Body { framing: ResponseFraming, declared: bool, sent: u64 },
+    Body {
+        framing: ResponseFraming,
+        declared: bool,
+        sent: u64,
+    },
     /// The response is complete.
     Done,
 }
@@ -133,10 +143,15 @@ impl Exchange {
         self.head.version
     }
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.head.headers.iter().map(|h| (self.bytes(h.name), self.bytes(h.value)))
+        self.head
+            .headers
+            .iter()
+            .map(|h| (self.bytes(h.name), self.bytes(h.value)))
     }
     pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
-        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
     pub fn host(&self) -> Option<&[u8]> {
         self.head.framing.host.map(|s| self.bytes(s))
@@ -169,7 +184,9 @@ impl Exchange {
         head.split(|&b| b == b'\n').skip(1).find_map(|line| {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let colon = line.iter().position(|&b| b == b':')?;
-            line[..colon].eq_ignore_ascii_case(name).then(|| line[colon + 1..].trim_ascii())
+            line[..colon]
+                .eq_ignore_ascii_case(name)
+                .then(|| line[colon + 1..].trim_ascii())
         })
     }
 
@@ -243,13 +260,24 @@ impl Exchange {
         let code = parse_status(status)?;
         self.out.clear();
         write_status_line(&mut self.out, self.head.version, status);
-        self.response = Response::Building { code, declared: None, server: false, date: false };
+        self.response = Response::Building {
+            code,
+            declared: None,
+            server: false,
+            date: false,
+        };
         Ok(())
     }
 
     /// Adds one of the app's fields after checking it.
     pub fn add_header(&mut self, name: &[u8], value: &[u8]) -> Result<(), Error> {
-        let Response::Building { declared, server, date, .. } = &mut self.response else {
+        let Response::Building {
+            declared,
+            server,
+            date,
+            ..
+        } = &mut self.response
+        else {
             return Err(Error::Protocol("header added outside a response head"));
         };
         match classify_field(name, value)? {
@@ -268,7 +296,13 @@ impl Exchange {
 
     /// Ends the head. `known_len` is the body size when the server already holds all of it.
     pub fn end_head(&mut self, known_len: Option<u64>) -> Result<(), Error> {
-        let Response::Building { code, declared, server, date } = self.response else {
+        let Response::Building {
+            code,
+            declared,
+            server,
+            date,
+        } = self.response
+        else {
             return Err(Error::Protocol("end of a head that was not begun"));
         };
         let head_req = self.method() == b"HEAD";
@@ -286,18 +320,37 @@ impl Exchange {
         let declared_kept = declared.is_some();
         let framing = match (framing, declared) {
             (ResponseFraming::Length(n), None) if head_req => {
-                ferrule_http::write_field(&mut self.out, b"Content-Length", itoa::Buffer::new().format(n).as_bytes());
+                ferrule_http::write_field(
+                    &mut self.out,
+                    b"Content-Length",
+                    itoa::Buffer::new().format(n).as_bytes(),
+                );
                 ResponseFraming::NoBody
             }
             (ResponseFraming::Length(_), Some(_)) if head_req => ResponseFraming::NoBody,
             (f, _) => f,
         };
-        finish_head(&mut self.out, framing, declared_kept, self.keep_alive, self.head.version);
-        if self.shared.access.as_ref().is_some_and(|a| a.wants_response_headers()) {
+        finish_head(
+            &mut self.out,
+            framing,
+            declared_kept,
+            self.keep_alive,
+            self.head.version,
+        );
+        if self
+            .shared
+            .access
+            .as_ref()
+            .is_some_and(|a| a.wants_response_headers())
+        {
             self.response_head = Some(self.out.clone());
         }
         self.outcome.status = code;
-        self.response = Response::Body { framing, declared: declared_kept, sent: 0 };
+        self.response = Response::Body {
+            framing,
+            declared: declared_kept,
+            sent: 0,
+        };
         Ok(())
     }
 
@@ -333,7 +386,8 @@ impl Exchange {
         if data.len() >= ZERO_COPY_MIN {
             let crlf: &[u8] = if chunked { b"\r\n" } else { b"" };
             if chunked {
-                self.out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                self.out
+                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
             }
             let out = std::mem::take(&mut self.out);
             let r = send(&mut self.conn, &[&out, data, crlf], park, timeout);
@@ -354,7 +408,13 @@ impl Exchange {
 
     /// Sends a regular file's bytes with sendfile(2). Returns `Ok(false)` when the
     /// framing needs the bytes copied (chunked), so the caller falls back to reads.
-    pub fn send_file(&mut self, file: std::os::fd::RawFd, offset: u64, len: u64, park: &dyn Park) -> Result<bool, Error> {
+    pub fn send_file(
+        &mut self,
+        file: std::os::fd::RawFd,
+        offset: u64,
+        len: u64,
+        park: &dyn Park,
+    ) -> Result<bool, Error> {
         let Response::Body { framing, sent, .. } = self.response else {
             return Err(Error::Protocol("body written before the head"));
         };
@@ -440,7 +500,12 @@ impl Exchange {
         self.out.clear();
         self.outcome.status = status;
         self.response = Response::Done;
-        send(&mut self.conn, &[&bytes], park, self.shared.config.io_timeout)
+        send(
+            &mut self.conn,
+            &[&bytes],
+            park,
+            self.shared.config.io_timeout,
+        )
     }
 
     /// Says the connection must close after this response.
@@ -470,7 +535,9 @@ impl Exchange {
             if self.body.is_done() {
                 return true;
             }
-            let Ok(step) = self.body.decode(&self.conn.buf[self.pos..]) else { return false };
+            let Ok(step) = self.body.decode(&self.conn.buf[self.pos..]) else {
+                return false;
+            };
             self.pos += step.consumed;
             if step.data.len() > budget {
                 return false;
@@ -499,7 +566,12 @@ impl Exchange {
 }
 
 /// Writes every part, waiting (parked) while the socket is full.
-fn send(conn: &mut Conn, parts: &[&[u8]], park: &dyn Park, timeout: std::time::Duration) -> Result<(), Error> {
+fn send(
+    conn: &mut Conn,
+    parts: &[&[u8]],
+    park: &dyn Park,
+    timeout: std::time::Duration,
+) -> Result<(), Error> {
     let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
     while !parts.is_empty() {
         let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();

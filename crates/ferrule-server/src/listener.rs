@@ -23,8 +23,14 @@ pub struct BindError {
 impl std::fmt::Display for BindError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.cause.kind() {
-            io::ErrorKind::AddrInUse => write!(f, "cannot listen at {}: address already in use (is another server running?)", self.bind),
-            io::ErrorKind::PermissionDenied => write!(f, "cannot listen at {}: permission denied", self.bind),
+            io::ErrorKind::AddrInUse => write!(
+                f,
+                "cannot listen at {}: address already in use (is another server running?)",
+                self.bind
+            ),
+            io::ErrorKind::PermissionDenied => {
+                write!(f, "cannot listen at {}: permission denied", self.bind)
+            }
             _ => write!(f, "cannot listen at {}: {}", self.bind, self.cause),
         }
     }
@@ -38,10 +44,14 @@ impl std::error::Error for BindError {
 
 impl Listener {
     pub fn bind(bind: &Bind, backlog: i32) -> Result<Listener, BindError> {
-        let err = |cause| BindError { bind: bind.clone(), cause };
+        let err = |cause| BindError {
+            bind: bind.clone(),
+            cause,
+        };
         match bind {
             Bind::Tcp(addr) => {
-                let sock = Socket::new(Domain::for_address(*addr), Type::STREAM, None).map_err(err)?;
+                let sock =
+                    Socket::new(Domain::for_address(*addr), Type::STREAM, None).map_err(err)?;
                 sock.set_reuse_address(true).map_err(err)?;
                 if addr.is_ipv6() {
                     sock.set_only_v6(true).map_err(err)?;

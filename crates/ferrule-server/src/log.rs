@@ -29,7 +29,9 @@ impl std::str::FromStr for LogLevel {
             "warning" | "warn" => Ok(LogLevel::Warning),
             "error" => Ok(LogLevel::Error),
             "critical" => Ok(LogLevel::Critical),
-            _ => Err(format!("log-level must be one of debug, info, warning, error, critical (got {s:?})")),
+            _ => Err(format!(
+                "log-level must be one of debug, info, warning, error, critical (got {s:?})"
+            )),
         }
     }
 }
@@ -52,14 +54,24 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let level = match *event.metadata().level() {
             Level::ERROR => "ERROR",
             Level::WARN => "WARNING",
             Level::INFO => "INFO",
             _ => "DEBUG",
         };
-        write!(w, "[{}] [{}] [{level}] ", log_stamp(SystemTime::now()), std::process::id())?;
+        write!(
+            w,
+            "[{}] [{}] [{level}] ",
+            log_stamp(SystemTime::now()),
+            std::process::id()
+        )?;
         ctx.field_format().format_fields(w.by_ref(), event)?;
         writeln!(w)
     }
@@ -67,7 +79,9 @@ where
 
 /// Installs the error log. `path` None or `-` means stderr. Calling it again is a no-op.
 pub fn init(level: LogLevel, path: Option<&Path>) -> Result<(), String> {
-    let builder = tracing_subscriber::fmt().event_format(GunicornFormat).with_max_level(level.max());
+    let builder = tracing_subscriber::fmt()
+        .event_format(GunicornFormat)
+        .with_max_level(level.max());
     let result = match path {
         Some(p) if p != Path::new("-") => {
             let file = std::fs::OpenOptions::new()

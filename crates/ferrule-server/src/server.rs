@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 pub trait Handler: Send + Sync + 'static {
     /// Runs a thread's whole serving loop, inside whatever context the handler needs
     /// (the Python bridge attaches the thread to the interpreter once, here).
-    fn run_thread(&self, serve: &mut dyn FnMut()) {
+    fn run_thread(&self, serve: &mut (dyn FnMut() + Send)) {
         serve()
     }
 
@@ -83,12 +83,17 @@ impl Server {
             .iter()
             .map(|b| Listener::bind(b, config.backlog))
             .collect::<Result<Vec<_>, _>>()?;
-        let io_err = |cause| BindError { bind: config.binds[0].clone(), cause };
+        let io_err = |cause| BindError {
+            bind: config.binds[0].clone(),
+            cause,
+        };
         let poller = Poller::new().map_err(io_err)?;
         let waker = Waker::new().map_err(io_err)?;
         poller.add_level(waker.fd(), WAKE).map_err(io_err)?;
         for (i, l) in listeners.iter().enumerate() {
-            poller.add_oneshot(l.fd(), LISTENER | i as u64).map_err(io_err)?;
+            poller
+                .add_oneshot(l.fd(), LISTENER | i as u64)
+                .map_err(io_err)?;
         }
         let locals = listeners.iter().map(Listener::local).collect();
         let shared = Shared {
@@ -105,7 +110,10 @@ impl Server {
             all_stopped: Condvar::new(),
             in_flight: AtomicUsize::new(0),
         };
-        Ok(Server { shared: Arc::new(shared), threads: Vec::new() })
+        Ok(Server {
+            shared: Arc::new(shared),
+            threads: Vec::new(),
+        })
     }
 
     /// The addresses actually bound (with real ports for port 0).
@@ -116,20 +124,30 @@ impl Server {
     /// Starts the serving threads and the timeout sweeper.
     pub fn start<H: Handler>(&mut self, handler: Arc<H>) -> io::Result<()> {
         let n = self.shared.config.threads.max(1);
-        *self.shared.running.lock().unwrap_or_else(|p| p.into_inner()) = n + 1;
+        *self
+            .shared
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = n + 1;
         for i in 0..n {
             let (shared, handler) = (self.shared.clone(), handler.clone());
-            let t = std::thread::Builder::new().name(format!("ferrule-{i}")).spawn(move || {
-                handler.run_thread(&mut || worker_loop(&shared, &*handler));
-                shared.thread_exited();
-            })?;
+            let t = std::thread::Builder::new()
+                .name(format!("ferrule-{i}"))
+                .spawn(move || {
+                    handler.run_thread(&mut || worker_loop(&shared, &*handler));
+                    shared.thread_exited();
+                })?;
             self.threads.push(t);
         }
         let shared = self.shared.clone();
-        self.threads.push(std::thread::Builder::new().name("ferrule-sweeper".into()).spawn(move || {
-            sweeper(&shared);
-            shared.thread_exited();
-        })?);
+        self.threads.push(
+            std::thread::Builder::new()
+                .name("ferrule-sweeper".into())
+                .spawn(move || {
+                    sweeper(&shared);
+                    shared.thread_exited();
+                })?,
+        );
         Ok(())
     }
 
@@ -150,7 +168,11 @@ impl Server {
             if left.is_zero() {
                 return false;
             }
-            running = s.all_stopped.wait_timeout(running, left).unwrap_or_else(|p| p.into_inner()).0;
+            running = s
+                .all_stopped
+                .wait_timeout(running, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         drop(running);
         for t in self.threads {
@@ -190,7 +212,12 @@ impl Shared {
             conn.token = (u64::from(generation) << 32) | entry.key() as u64;
             let r = self.poller.add_oneshot(conn.stream.fd(), conn.token);
             if r.is_ok() {
-                entry.insert(Slot { generation, conn: Some(conn), deadline, idle_since: now });
+                entry.insert(Slot {
+                    generation,
+                    conn: Some(conn),
+                    deadline,
+                    idle_since: now,
+                });
             }
             return;
         }
@@ -221,7 +248,10 @@ impl Shared {
     fn release(&self, token: u64) {
         let mut slots = self.slots();
         let idx = (token & 0xffff_ffff) as usize;
-        if slots.get(idx).is_some_and(|s| u64::from(s.generation) == token >> 32) {
+        if slots
+            .get(idx)
+            .is_some_and(|s| u64::from(s.generation) == token >> 32)
+        {
             slots.remove(idx);
         }
     }
@@ -257,7 +287,9 @@ fn accept_all(shared: &Shared, idx: usize) {
         match listener.accept() {
             Ok((stream, peer)) => shared.park(Conn::new(stream, peer, idx), true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::Interrupted
+                    || e.kind() == io::ErrorKind::ConnectionAborted => {}
             Err(e) => {
                 // Out of file descriptors and the like: log, and let the backlog hold them.
                 tracing::error!("accept failed: {e}");
@@ -291,7 +323,9 @@ fn serve(shared: &Arc<Shared>, handler: &dyn Handler, mut conn: Conn) {
                     shared.in_flight.fetch_add(1, Ordering::Relaxed);
                     let ex = handler.handle(Exchange::new(conn, head, shared.clone(), https));
                     shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    let Some(ex) = ex else { return shared.release(token) };
+                    let Some(ex) = ex else {
+                        return shared.release(token);
+                    };
                     if let Some(log) = &shared.access {
                         log.record(&ex);
                     }
@@ -346,7 +380,11 @@ fn reject(shared: &Shared, mut conn: Conn, e: Error) {
 fn sweeper(shared: &Shared) {
     let mut guard = shared.running.lock().unwrap_or_else(|p| p.into_inner());
     while !shared.stopping() {
-        guard = shared.all_stopped.wait_timeout(guard, SWEEP_EVERY).unwrap_or_else(|p| p.into_inner()).0;
+        guard = shared
+            .all_stopped
+            .wait_timeout(guard, SWEEP_EVERY)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
         if shared.stopping() {
             break;
         }
@@ -374,8 +412,16 @@ fn sweeper(shared: &Shared) {
         }
         for mut conn in expired {
             if !conn.buf.is_empty() {
-                tracing::warn!("closing a connection that did not send a complete request head in time");
-                let bytes = with_date(|d| error_response(Error::Timeout(Phase::Head).status().unwrap_or(408), Version::Http11, d));
+                tracing::warn!(
+                    "closing a connection that did not send a complete request head in time"
+                );
+                let bytes = with_date(|d| {
+                    error_response(
+                        Error::Timeout(Phase::Head).status().unwrap_or(408),
+                        Version::Http11,
+                        d,
+                    )
+                });
                 let _ = conn.stream.write(&bytes);
             }
         }

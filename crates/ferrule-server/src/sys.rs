@@ -21,24 +21,34 @@ pub type Event = EpollEvent;
 
 impl Poller {
     pub fn new() -> io::Result<Poller> {
-        Ok(Poller { epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)? })
+        Ok(Poller {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+        })
     }
 
     /// Registers `fd` for one readiness report (EPOLLIN, one-shot).
     pub fn add_oneshot(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-        let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT | EpollFlags::EPOLLRDHUP, token);
+        let ev = EpollEvent::new(
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT | EpollFlags::EPOLLRDHUP,
+            token,
+        );
         Ok(self.epoll.add(fd, ev)?)
     }
 
     /// Re-arms a one-shot registration.
     pub fn rearm(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-        let mut ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT | EpollFlags::EPOLLRDHUP, token);
+        let mut ev = EpollEvent::new(
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT | EpollFlags::EPOLLRDHUP,
+            token,
+        );
         Ok(self.epoll.modify(fd, &mut ev)?)
     }
 
     /// Registers `fd` level-triggered (the shutdown eventfd wakes every thread).
     pub fn add_level(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-        Ok(self.epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))?)
+        Ok(self
+            .epoll
+            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))?)
     }
 
     pub fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -67,7 +77,9 @@ pub struct Waker {
 
 impl Waker {
     pub fn new() -> io::Result<Waker> {
-        Ok(Waker { fd: EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)? })
+        Ok(Waker {
+            fd: EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
+        })
     }
 
     pub fn wake(&self) -> io::Result<()> {
@@ -98,7 +110,10 @@ pub fn wait_ready(fd: BorrowedFd<'_>, interest: Interest, timeout: Duration) -> 
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
         let mut fds = [PollFd::new(fd, flags)];
-        match nix::poll::poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+        match nix::poll::poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
             Ok(0) => return Ok(false),
             Ok(_) => return Ok(true),
             Err(Errno::EINTR) => continue,
@@ -109,7 +124,12 @@ pub fn wait_ready(fd: BorrowedFd<'_>, interest: Interest, timeout: Duration) -> 
 
 /// Sends up to `count` bytes of the file `file` from `offset` on the socket without
 /// copying them through user space. Returns bytes sent (0 at end of file).
-pub fn sendfile(sock: BorrowedFd<'_>, file: std::os::fd::RawFd, offset: &mut i64, count: usize) -> io::Result<usize> {
+pub fn sendfile(
+    sock: BorrowedFd<'_>,
+    file: std::os::fd::RawFd,
+    offset: &mut i64,
+    count: usize,
+) -> io::Result<usize> {
     // SAFETY: `file` is the descriptor of a Python file object that the caller holds a
     // reference to for the whole call, so it stays open; the borrow does not outlive
     // this function and the descriptor is never closed through it.

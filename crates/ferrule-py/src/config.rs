@@ -1,0 +1,122 @@
+//! Settings from the Python front end, checked and turned into typed values once.
+
+use ferrule_http::{HeaderMap, ParserConfig};
+use ferrule_server::access::AccessLog;
+use ferrule_server::log::LogLevel;
+use ferrule_server::{parse_bind, AllowIps, ServerConfig};
+use pyo3::prelude::*;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The settings as the front end passes them: a dict with these keys.
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+pub struct Settings {
+    bind: Vec<String>,
+    threads: i64,
+    workers: i64,
+    backlog: i64,
+    keep_alive: f64,
+    header_timeout: f64,
+    io_timeout: f64,
+    graceful_timeout: f64,
+    limit_request_line: i64,
+    limit_request_fields: i64,
+    limit_request_field_size: i64,
+    limit_request_body: i64,
+    header_map: String,
+    permit_obsolete_folding: bool,
+    strip_header_spaces: bool,
+    casefold_http_method: bool,
+    permit_unconventional_http_method: bool,
+    forwarded_allow_ips: String,
+    log_level: String,
+    error_logfile: Option<String>,
+    access_logfile: Option<String>,
+    access_logformat: String,
+    script_name: String,
+}
+
+/// Where the error log goes and how much of it.
+pub struct LogSettings {
+    pub level: LogLevel,
+    pub path: Option<PathBuf>,
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration, String> {
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("{name} must be a number of seconds >= 0 (got {v})"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn count(name: &str, v: i64, min: i64) -> Result<usize, String> {
+    if v < min {
+        return Err(format!("{name} must be an integer >= {min} (got {v})"));
+    }
+    Ok(v as usize)
+}
+
+impl Settings {
+    /// Checks every value; the error names the setting and says what is wrong.
+    pub fn into_config(self) -> Result<(ServerConfig, LogSettings, Option<AccessLog>), String> {
+        let mut binds = Vec::new();
+        for b in &self.bind {
+            binds.extend(parse_bind(b)?);
+        }
+        if binds.is_empty() {
+            return Err("bind: at least one address is needed".into());
+        }
+        let parser = ParserConfig {
+            limit_request_line: count("limit-request-line", self.limit_request_line, 0)?,
+            limit_request_fields: count("limit-request-fields", self.limit_request_fields, 0)?,
+            limit_request_field_size: count(
+                "limit-request-field_size",
+                self.limit_request_field_size.max(0),
+                0,
+            )?,
+            limit_request_body: count("limit-request-body", self.limit_request_body, 0)? as u64,
+            header_map: self.header_map.parse::<HeaderMap>()?,
+            permit_obsolete_folding: self.permit_obsolete_folding,
+            strip_header_spaces: self.strip_header_spaces,
+            casefold_http_method: self.casefold_http_method,
+            permit_unconventional_http_method: self.permit_unconventional_http_method,
+        };
+        let config = ServerConfig {
+            binds,
+            backlog: i32::try_from(count("backlog", self.backlog, 1)?).unwrap_or(i32::MAX),
+            threads: count("threads", self.threads, 1)?,
+            workers: count("workers", self.workers, 1)?,
+            keep_alive: seconds("keep-alive", self.keep_alive)?,
+            header_timeout: seconds("header-timeout", self.header_timeout)?,
+            io_timeout: seconds("io-timeout", self.io_timeout)?,
+            graceful_timeout: seconds("graceful-timeout", self.graceful_timeout)?,
+            parser,
+            forwarded_allow_ips: AllowIps::parse(&self.forwarded_allow_ips)?,
+            script_name: self.script_name.trim_end_matches('/').to_string(),
+        };
+        let log = LogSettings {
+            level: self.log_level.parse()?,
+            path: self.error_logfile.filter(|p| p != "-").map(PathBuf::from),
+        };
+        let access = match self.access_logfile {
+            None => None,
+            Some(path) => {
+                let sink: Box<dyn Write + Send> = if path == "-" {
+                    Box::new(std::io::stdout())
+                } else {
+                    Box::new(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&path)
+                            .map_err(|e| format!("access-logfile {path}: {e}"))?,
+                    )
+                };
+                Some(AccessLog::new(&self.access_logformat, sink)?)
+            }
+        };
+        Ok((config, log, access))
+    }
+}

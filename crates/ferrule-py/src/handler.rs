@@ -1,0 +1,247 @@
+//! Calling the app and sending what it returns (PEP 3333's server side).
+
+use crate::environ::Environ;
+use crate::errors::format_exception;
+use crate::file_wrapper::{regular_file, FileWrapper};
+use crate::park::ReleaseGil;
+use crate::text::type_name;
+use crate::tx::{StartResponse, Tx};
+use ferrule_server::{Error, Exchange, Handler};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+pub struct Wsgi {
+    app: PyObject,
+    environ: Environ,
+}
+
+/// Why sending a response stopped.
+enum Failure {
+    /// The app (or its iterable) raised, or broke the protocol.
+    App(PyErr),
+    /// The client went away or was too slow; nothing the app did wrong.
+    Transport(Error),
+}
+
+impl From<PyErr> for Failure {
+    fn from(e: PyErr) -> Self {
+        Failure::App(e)
+    }
+}
+
+impl Wsgi {
+    pub fn new(app: PyObject, environ: Environ) -> Wsgi {
+        Wsgi { app, environ }
+    }
+
+    fn call(&self, py: Python<'_>, ex: Exchange) -> Option<Exchange> {
+        let tx = match Py::new(
+            py,
+            Tx {
+                ex: Some(ex),
+                started: false,
+                input_error: None,
+            },
+        ) {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::error!("cannot allocate the request: {e}");
+                return None;
+            }
+        };
+        let result = self.environ.build(py, &tx).and_then(|environ| {
+            let sr = StartResponse {
+                tx: tx.clone_ref(py),
+            };
+            self.app.bind(py).call1((environ, sr))
+        });
+        let outcome = match &result {
+            Ok(iterable) => {
+                let sent = send_iterable(py, &tx, iterable);
+                close_iterable(py, iterable);
+                sent
+            }
+            Err(e) => Err(Failure::App(e.clone_ref(py))),
+        };
+        let mut t = tx.borrow_mut(py);
+        let input_error = t.input_error;
+        let mut ex = t.ex.take()?;
+        drop(t);
+        if let Err(failure) = outcome {
+            fail(py, &mut ex, failure, input_error);
+        }
+        Some(ex)
+    }
+}
+
+impl Handler for Wsgi {
+    fn run_thread(&self, serve: &mut (dyn FnMut() + Send)) {
+        // Attach this thread to the interpreter once; it holds the GIL only while
+        // it runs Python, never while it waits for connections.
+        Python::with_gil(|py| py.allow_threads(serve));
+    }
+
+    fn handle(&self, ex: Exchange) -> Option<Exchange> {
+        Python::with_gil(|py| self.call(py, ex))
+    }
+}
+
+/// Logs a failed request and answers it, if its head is not out yet.
+fn fail(py: Python<'_>, ex: &mut Exchange, failure: Failure, input_error: Option<u16>) {
+    let target = String::from_utf8_lossy(ex.raw_target()).into_owned();
+    let park = ReleaseGil(py);
+    match failure {
+        Failure::Transport(e) => {
+            tracing::debug!("{target}: {e}");
+            ex.close_after();
+            if let Some(status) = e.status().filter(|_| !ex.head_sent()) {
+                let _ = ex.respond_error(status, &park);
+            }
+        }
+        Failure::App(err) => {
+            let status = match input_error {
+                Some(status) => {
+                    tracing::warn!("bad request body for {target}: {}", err.value(py));
+                    status
+                }
+                None => {
+                    tracing::error!(
+                        "Error handling request {target}\n{}",
+                        format_exception(py, &err)
+                    );
+                    500
+                }
+            };
+            if ex.head_sent() {
+                // Part of the response is out: cut the connection so the client
+                // sees an incomplete response rather than a wrong one.
+                ex.close_after();
+            } else {
+                ex.abort_head();
+                if let Err(e) = ex.respond_error(status, &park) {
+                    tracing::debug!("{target}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Calls `close()` on the app's iterable, as PEP 3333 requires in every case.
+fn close_iterable(py: Python<'_>, iterable: &Bound<'_, PyAny>) {
+    match iterable.hasattr("close") {
+        Ok(true) => {
+            if let Err(e) = iterable.call_method0("close") {
+                tracing::error!(
+                    "Error closing the response iterable\n{}",
+                    format_exception(py, &e)
+                );
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!("{e}"),
+    }
+}
+
+/// Runs `f` on the exchange; a server error becomes a transport failure.
+fn with_ex<R>(
+    py: Python<'_>,
+    tx: &Py<Tx>,
+    f: impl FnOnce(&mut Exchange) -> Result<R, Error>,
+) -> Result<R, Failure> {
+    let mut t = tx.borrow_mut(py);
+    let started = t.started;
+    let ex = t.exchange()?;
+    if !started && !ex.head_sent() {
+        return Err(Failure::App(PyRuntimeError::new_err(
+            "the app returned a body without calling start_response()",
+        )));
+    }
+    f(ex).map_err(|e| match e {
+        Error::Response(_) | Error::Protocol(_) => Failure::App(crate::tx::to_pyerr(e)),
+        other => Failure::Transport(other),
+    })
+}
+
+fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> Result<&'a Bound<'py, PyBytes>, Failure> {
+    item.downcast::<PyBytes>().map_err(|_| {
+        Failure::App(PyTypeError::new_err(format!(
+            "the app's iterable must yield bytes, got {}",
+            type_name(item)
+        )))
+    })
+}
+
+fn send_iterable(py: Python<'_>, tx: &Py<Tx>, iterable: &Bound<'_, PyAny>) -> Result<(), Failure> {
+    let park = ReleaseGil(py);
+    if let Ok(fw) = iterable.downcast::<FileWrapper>() {
+        if send_file(py, tx, &fw.borrow())? {
+            return Ok(());
+        }
+    }
+    // A list or tuple is all there is: send it in one write, with its length.
+    let seq: Option<Vec<Bound<'_, PyAny>>> = if let Ok(l) = iterable.downcast::<PyList>() {
+        Some(l.iter().collect())
+    } else {
+        iterable
+            .downcast::<PyTuple>()
+            .ok()
+            .map(|t| t.iter().collect())
+    };
+    if let Some(items) = seq {
+        let mut total = 0u64;
+        for item in &items {
+            total += as_bytes(item)?.as_bytes().len() as u64;
+        }
+        return with_ex(py, tx, |ex| {
+            if !ex.head_sent() {
+                ex.end_head(Some(total))?;
+            }
+            for item in &items {
+                if let Ok(b) = item.downcast::<PyBytes>() {
+                    ex.write_body(b.as_bytes(), false, &park)?;
+                }
+            }
+            ex.finish(&park)
+        });
+    }
+    // Anything else is streamed: each block is sent before the next is asked for.
+    for item in iterable.try_iter()? {
+        let item = item?;
+        let data = as_bytes(&item)?.as_bytes();
+        if data.is_empty() {
+            continue;
+        }
+        with_ex(py, tx, |ex| {
+            if !ex.head_sent() {
+                ex.end_head(None)?;
+            }
+            ex.write_body(data, true, &park)
+        })?;
+    }
+    with_ex(py, tx, |ex| {
+        if !ex.head_sent() {
+            ex.end_head(Some(0))?;
+        }
+        ex.finish(&park)
+    })
+}
+
+/// sendfile for a real file; `Ok(false)` means iterate the wrapper instead.
+fn send_file(py: Python<'_>, tx: &Py<Tx>, fw: &FileWrapper) -> Result<bool, Failure> {
+    let filelike = fw.filelike.bind(py);
+    let Some((fd, offset, size)) = regular_file(py, filelike)? else {
+        return Ok(false);
+    };
+    let park = ReleaseGil(py);
+    with_ex(py, tx, |ex| {
+        if !ex.head_sent() {
+            ex.end_head(Some(size))?;
+        }
+        if !ex.send_file(fd, offset, size, &park)? {
+            return Ok(false);
+        }
+        ex.finish(&park)?;
+        Ok(true)
+    })
+}

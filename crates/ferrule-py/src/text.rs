@@ -1,0 +1,52 @@
+//! Latin-1 conversions, the WSGI rule for bytes that travel as `str`.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+/// A native string whose code points are the bytes (ASCII needs no copy of logic).
+pub fn latin1_str<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
+    if b.is_ascii() {
+        if let Ok(s) = std::str::from_utf8(b) {
+            return PyString::new(py, s);
+        }
+    }
+    let s: String = b.iter().map(|&c| c as char).collect();
+    PyString::new(py, &s)
+}
+
+/// The bytes of a native string that must be latin-1 (status and header fields).
+/// `what` names the value in the error an app sees.
+pub fn latin1_bytes<'a>(
+    s: &'a Bound<'_, PyAny>,
+    what: &str,
+    scratch: &'a mut Vec<u8>,
+) -> PyResult<&'a [u8]> {
+    let s = s.downcast::<PyString>().map_err(|_| {
+        PyValueError::new_err(format!("{what} must be a str, got {}", type_name(s)))
+    })?;
+    let text = s.to_cow()?;
+    if text.is_ascii() {
+        scratch.clear();
+        scratch.extend_from_slice(text.as_bytes());
+        return Ok(&scratch[..]);
+    }
+    scratch.clear();
+    for c in text.chars() {
+        let code = c as u32;
+        if code > 0xff {
+            return Err(PyValueError::new_err(format!(
+                "{what} {text:?} is not latin-1"
+            )));
+        }
+        scratch.push(code as u8);
+    }
+    Ok(&scratch[..])
+}
+
+pub fn type_name(o: &Bound<'_, PyAny>) -> String {
+    o.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}

@@ -1,0 +1,12 @@
+"""ferrule: a production WSGI server with a Rust core.
+
+Run from the command line (``ferrule module:app``) or from Python::
+
+    import ferrule
+    ferrule.run(app, bind="127.0.0.1:8000")
+"""
+
+from ferrule._ferrule import BindError, ConfigError, FileWrapper, __version__
+from ferrule.settings import Settings, run
+
+__all__ = ["BindError", "ConfigError", "FileWrapper", "Settings", "__version__", "run"]

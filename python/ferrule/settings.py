@@ -1,0 +1,86 @@
+"""Settings with gunicorn's names and defaults, and the programmatic ``run``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from typing import Callable, List, Optional
+
+from ferrule import _ferrule
+
+#: gunicorn's default access log format.
+DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+#: Threads per process when --threads is not given. Threads wait on connections
+#: without the GIL, so idle ones cost nothing; 32 keeps an app that blocks on I/O
+#: (database, HTTP calls, sleep) concurrent without tuning.
+DEFAULT_THREADS = 32
+
+
+@dataclasses.dataclass
+class Settings:
+    """Every setting ``serve`` understands; field names match gunicorn's."""
+
+    bind: List[str] = dataclasses.field(default_factory=lambda: ["127.0.0.1:8000"])
+    threads: int = DEFAULT_THREADS
+    workers: int = 1
+    backlog: int = 2048
+    #: Seconds an idle keep-alive connection is kept. Longer than the idle timeout of
+    #: common load balancers (AWS ALB 60 s, nginx upstream keepalive 60 s), so the
+    #: balancer always closes first and never sends a request into a closing socket.
+    keep_alive: float = 75.0
+    header_timeout: float = 30.0
+    io_timeout: float = 30.0
+    graceful_timeout: float = 30.0
+    limit_request_line: int = 4094
+    limit_request_fields: int = 100
+    limit_request_field_size: int = 8190
+    limit_request_body: int = 0
+    header_map: str = "drop"
+    permit_obsolete_folding: bool = False
+    strip_header_spaces: bool = False
+    casefold_http_method: bool = False
+    permit_unconventional_http_method: bool = False
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    log_level: str = "info"
+    error_logfile: Optional[str] = "-"
+    access_logfile: Optional[str] = None
+    access_logformat: str = DEFAULT_ACCESS_LOG_FORMAT
+    script_name: str = ""
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _install_signal_handlers() -> None:
+    """TERM: graceful stop; INT and QUIT: quick stop (gunicorn's meanings)."""
+
+    def graceful(signum, frame):
+        raise SystemExit(0)
+
+    def quick(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, graceful)
+    signal.signal(signal.SIGQUIT, quick)
+
+
+def run(app: Callable, ready: Optional[Callable[[List[str]], None]] = None, **options) -> None:
+    """Serves ``app`` until SIGTERM, SIGINT or SIGQUIT; options are :class:`Settings` fields.
+
+    ``bind`` may be a string or a list of strings. Must be called from the main thread.
+    """
+    if isinstance(options.get("bind"), str):
+        options["bind"] = [options["bind"]]
+    if "script_name" not in options:
+        options["script_name"] = os.environ.get("SCRIPT_NAME", "")
+    try:
+        settings = Settings(**options)
+    except TypeError as e:
+        raise _ferrule.ConfigError(str(e)) from None
+    _install_signal_handlers()
+    try:
+        _ferrule.serve(app, settings.as_dict(), ready)
+    except (KeyboardInterrupt, SystemExit):
+        pass
