@@ -250,16 +250,11 @@ fn chunk_size(line: &[u8]) -> Result<u64, ParseError> {
     if digits == 0 {
         return Err(ParseError::InvalidChunkSize);
     }
-    match line[digits..].first() {
+    let ext = &line[digits..];
+    match ext.first() {
         None => {}
-        Some(b';') => {
-            if !line[digits..]
-                .iter()
-                .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-            {
-                return Err(ParseError::InvalidChunkExtension);
-            }
-        }
+        Some(b';') if ext.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) => {}
+        Some(b';') => return Err(ParseError::InvalidChunkExtension),
         Some(_) => return Err(ParseError::InvalidChunkSize),
     }
     let significant = line[..digits].iter().skip_while(|&&b| b == b'0').count();

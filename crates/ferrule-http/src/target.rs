@@ -207,11 +207,8 @@ mod tests {
 
     #[test]
     fn target_forms() {
-        let table: &[(
-            &str,
-            &str,
-            Result<(TargetForm, &str, &str, &str), ParseError>,
-        )] = &[
+        type Want = Result<(TargetForm, &'static str, &'static str, &'static str), ParseError>;
+        let table: &[(&str, &str, Want)] = &[
             (
                 "GET",
                 "/a?b=1#c",
@@ -263,9 +260,8 @@ mod tests {
         ];
         for (m, t, want) in table {
             let got = parts(m, t);
-            let want = want
-                .clone()
-                .map(|(f, p, q, fr)| (f, p.to_string(), q.to_string(), fr.to_string()));
+            let want =
+                (*want).map(|(f, p, q, fr)| (f, p.to_string(), q.to_string(), fr.to_string()));
             assert_eq!(got, want, "{m} {t}");
         }
     }

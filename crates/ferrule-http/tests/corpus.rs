@@ -1,189 +1,23 @@
 //! gunicorn's HTTP/1 parser corpus, run against the sans-IO parser: every case whole
 //! and one byte at a time, bodies and pipelined requests included.
 
-use base64::Engine;
-use ferrule_http::{parse_head, secure_scheme, BodyDecoder, HeaderMap, ParseError, ParserConfig};
-use serde_json::Value;
-use std::path::PathBuf;
+#[path = "support/corpus.rs"]
+mod support;
 
-/// Cases where ferrule deliberately answers differently (see docs/http.md).
-const DEVIATIONS: &[(&str, &str)] = &[(
-    "valid/009",
-    "Transfer-Encoding: identity next to Content-Length is rejected with 400 (InvalidHeader)",
-)];
-
-fn corpus_dir() -> PathBuf {
-    match std::env::var_os("FERRULE_CORPUS") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/gunicorn")
-        }
-    }
-}
-
-fn config(cfg: &Value) -> ParserConfig {
-    let mut c = ParserConfig::default();
-    let num = |k: &str| {
-        cfg.get(k)
-            .and_then(Value::as_i64)
-            .map(|n| n.max(0) as usize)
-    };
-    let flag = |k: &str| cfg.get(k).and_then(Value::as_bool).unwrap_or(false);
-    if let Some(n) = num("limit_request_line") {
-        c.limit_request_line = n;
-    }
-    if let Some(n) = num("limit_request_fields") {
-        c.limit_request_fields = n;
-    }
-    if let Some(n) = num("limit_request_field_size") {
-        c.limit_request_field_size = n;
-    }
-    if let Some(m) = cfg.get("header_map").and_then(Value::as_str) {
-        c.header_map = m.parse::<HeaderMap>().expect("known header_map");
-    }
-    c.permit_obsolete_folding = flag("permit_obsolete_folding");
-    c.strip_header_spaces = flag("strip_header_spaces");
-    c.casefold_http_method = flag("casefold_http_method");
-    c.permit_unconventional_http_method = flag("permit_unconventional_http_method");
-    c
-}
-
-/// What the parser saw of one request, in the corpus's JSON vocabulary.
-#[derive(Debug, PartialEq)]
-struct Seen {
-    method: String,
-    path: String,
-    query: String,
-    fragment: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-fn latin1(b: &[u8]) -> String {
-    b.iter().map(|&c| c as char).collect()
-}
-
-/// Feeds `raw` to the parser `step` bytes at a time, as a connection would, until
-/// the stream is used up. Returns the requests seen and the error that ended it, if any.
-fn run(
-    raw: &[u8],
-    cfg: &ParserConfig,
-    step: usize,
-    trust_scheme: bool,
-) -> (Vec<Seen>, Option<ParseError>) {
-    let mut seen = Vec::new();
-    let mut start = 0; // first byte of the current request
-    let mut avail = step.min(raw.len());
-    loop {
-        if start == raw.len() {
-            return (seen, None);
-        }
-        let head = match parse_head(&raw[start..avail], cfg) {
-            Ok(Some(h)) => h,
-            Ok(None) if avail == raw.len() => {
-                // Only empty lines left is a clean end; anything else was cut short.
-                let rest = &raw[start..];
-                let blank = rest.iter().all(|&b| b == b'\r' || b == b'\n');
-                return (seen, (!blank).then_some(ParseError::NoMoreData));
-            }
-            Ok(None) => {
-                avail = (avail + step).min(raw.len());
-                continue;
-            }
-            Err(e) => return (seen, Some(e)),
-        };
-        let buf = &raw[start..];
-        if trust_scheme {
-            if let Err(e) = secure_scheme(&head, buf) {
-                return (seen, Some(e));
-            }
-        }
-        let g = |s| latin1(head.get(buf, s));
-        let mut req = Seen {
-            method: g(head.method),
-            path: g(head.target.path),
-            query: g(head.target.query),
-            fragment: g(head.target.fragment),
-            headers: head
-                .headers
-                .iter()
-                .map(|h| (g(h.name).to_ascii_uppercase(), g(h.value)))
-                .collect(),
-            body: Vec::new(),
-        };
-        let mut pos = start + head.len;
-        let mut dec = BodyDecoder::new(head.framing.body, cfg);
-        while !dec.is_done() {
-            let s = match dec.decode(&raw[pos..avail.max(pos)]) {
-                Ok(s) => s,
-                Err(e) => return (seen, Some(e)),
-            };
-            req.body.extend_from_slice(&raw[pos..][s.data.clone()]);
-            pos += s.consumed;
-            if s.consumed == 0 && !s.done {
-                if avail == raw.len() {
-                    seen.push(req);
-                    return (seen, Some(dec.eof_error()));
-                }
-                avail = (avail + step).min(raw.len());
-            }
-        }
-        seen.push(req);
-        start = pos;
-        avail = avail.max(start);
-        if !head.framing.keep_alive {
-            // The server closes after this response: later bytes are never parsed.
-            return (seen, None);
-        }
-    }
-}
-
-fn expected(req: &Value) -> Seen {
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    Seen {
-        method: s(&req["method"]),
-        path: s(&req["uri"]["path"]),
-        query: s(&req["uri"]["query"]),
-        fragment: s(&req["uri"]["fragment"]),
-        headers: req["headers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|h| (s(&h[0]), s(&h[1])))
-            .collect(),
-        body: base64::engine::general_purpose::STANDARD
-            .decode(req["body_b64"].as_str().unwrap_or_default())
-            .expect("base64 body"),
-    }
-}
+use ferrule_http::ParseError;
+use support::{config, expected, run, Seen, DEVIATIONS};
 
 #[test]
 fn gunicorn_corpus() {
-    let dir = corpus_dir();
-    let index: Value = serde_json::from_slice(
-        &std::fs::read(dir.join("index.json"))
-            .unwrap_or_else(|e| panic!("conformance corpus not found at {}: {e}", dir.display())),
-    )
-    .expect("index.json");
     let mut failures = Vec::new();
     let mut checked = 0;
-    for case in index["cases"].as_array().expect("cases") {
-        let (kind, name) = (
-            case["kind"].as_str().unwrap_or(""),
-            case["name"].as_str().unwrap_or(""),
-        );
-        let id = format!("{kind}/{name}");
-        if name.starts_with("pp_") {
-            continue; // PROXY protocol: a later issue.
-        }
-        let raw = std::fs::read(dir.join(format!("{id}.http"))).expect("case bytes");
-        let exp: Value =
-            serde_json::from_slice(&std::fs::read(dir.join(format!("{id}.json"))).expect("json"))
-                .expect("case json");
-        let cfg = config(&case["cfg"]);
-        let trust = case["cfg"].get("forwarded_allow_ips").is_some();
+    for case in support::cases() {
+        let (kind, id) = (case.kind.as_str(), case.id.as_str());
+        let (raw, exp) = (&case.raw, &case.expect);
+        let cfg = config(&case.cfg);
+        let trust = case.cfg.get("forwarded_allow_ips").is_some();
         for step in [raw.len().max(1), 1] {
-            let (seen, err) = run(&raw, &cfg, step, trust);
+            let (seen, err) = run(raw, &cfg, step, trust);
             checked += 1;
             let deviation = DEVIATIONS.iter().find(|(d, _)| *d == id);
             let ok = match (kind, deviation) {
@@ -195,17 +29,10 @@ fn gunicorn_corpus() {
                         .iter()
                         .map(expected)
                         .collect();
-                    // CONNECT's authority-form has no path (the corpus records urlsplit's guess).
-                    let fix = |mut w: Vec<Seen>| {
-                        w.iter_mut()
-                            .filter(|r| r.method == "CONNECT")
-                            .for_each(|r| r.path.clear());
-                        w
-                    };
                     // valid/099's file stops short of its Content-Length; gunicorn's
                     // harness reads what is there, so a cut-short body is accepted.
                     let short = id == "valid/099" && err == Some(ParseError::NoMoreData);
-                    (err.is_none() || short) && seen == fix(want)
+                    (err.is_none() || short) && seen == support::connect_has_no_path(want)
                 }
                 _ => err.map(ParseError::name) == exp["error"].as_str(),
             };

@@ -160,6 +160,7 @@ impl Server {
             let _ = s.poller.delete(l.fd());
         }
         let _ = s.waker.wake();
+        s.all_stopped.notify_all();
         drop(std::mem::take(&mut *s.slots()));
         let deadline = Instant::now() + graceful;
         let mut running = s.running.lock().unwrap_or_else(|p| p.into_inner());

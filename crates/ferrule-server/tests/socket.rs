@@ -1,0 +1,390 @@
+//! ferrule-server over real loopback sockets, with a Rust handler in place of Python:
+//! the gunicorn corpus whole and one byte at a time, and connection behaviour.
+#![allow(clippy::disallowed_methods)] // tests may sleep
+
+#[path = "../../ferrule-http/tests/support/corpus.rs"]
+mod corpus;
+
+use corpus::{config, expected, latin1, Seen, DEVIATIONS};
+use ferrule_http::ParserConfig;
+use ferrule_server::{Exchange, Handler, Local, NoPark, Server, ServerConfig};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Records every request whose body was read completely, answers `200 ok`.
+/// `/sleep` waits 300 ms first; `/stream` answers in chunks of unknown length.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<Seen>>,
+}
+
+impl Handler for Recorder {
+    fn handle(&self, mut ex: Exchange) -> Option<Exchange> {
+        let mut body = Vec::new();
+        loop {
+            match ex.fill_body(&NoPark) {
+                Ok([]) => break,
+                Ok(b) => {
+                    let n = b.len();
+                    body.extend_from_slice(b);
+                    ex.consume(n);
+                }
+                Err(e) => {
+                    match e.status() {
+                        Some(status) => drop(ex.respond_error(status, &NoPark)),
+                        None => ex.close_after(),
+                    }
+                    return Some(ex);
+                }
+            }
+        }
+        let seen = Seen {
+            method: latin1(ex.method()),
+            path: latin1(ex.path()),
+            query: latin1(ex.query()),
+            fragment: String::new(),
+            headers: ex
+                .headers()
+                .map(|(n, v)| (latin1(n).to_ascii_uppercase(), latin1(v)))
+                .collect(),
+            body,
+        };
+        let path = seen.path.clone();
+        self.seen.lock().unwrap().push(seen);
+        if path == "/sleep" {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        ex.begin_head(b"200 OK").ok()?;
+        if path == "/stream" {
+            ex.end_head(None).ok()?;
+            for part in [&b"one,"[..], b"two,", b"three"] {
+                ex.write_body(part, true, &NoPark).ok()?;
+            }
+        } else {
+            ex.add_header(b"Content-Length", b"2").ok()?;
+            ex.end_head(None).ok()?;
+            ex.write_body(b"ok", true, &NoPark).ok()?;
+        }
+        ex.finish(&NoPark).ok()?;
+        Some(ex)
+    }
+}
+
+struct Running {
+    server: Option<Server>,
+    addr: SocketAddr,
+    handler: Arc<Recorder>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop(Duration::from_secs(2));
+        }
+    }
+}
+
+fn start(parser: ParserConfig, tweak: impl FnOnce(&mut ServerConfig)) -> Running {
+    let mut cfg = ServerConfig {
+        binds: vec![ferrule_server::Bind::Tcp("127.0.0.1:0".parse().unwrap())],
+        threads: 4,
+        parser,
+        ..ServerConfig::default()
+    };
+    tweak(&mut cfg);
+    let mut server = Server::bind(cfg, None).expect("bind");
+    let addr = match &server.addresses()[0] {
+        Local::Tcp(a) => *a,
+        other => panic!("{other:?}"),
+    };
+    let handler = Arc::new(Recorder::default());
+    server.start(handler.clone()).expect("start");
+    Running {
+        server: Some(server),
+        addr,
+        handler,
+    }
+}
+
+/// Sends `raw` (byte by byte when `slow`), half-closes, and reads until the server closes.
+fn exchange(addr: SocketAddr, raw: &[u8], slow: bool) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    if slow {
+        for b in raw {
+            if s.write_all(&[*b]).is_err() {
+                break; // the server may close early on a rejected request
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    } else {
+        let _ = s.write_all(raw);
+    }
+    let _ = s.shutdown(Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// The status codes of the responses in `bytes`, in order.
+fn statuses(bytes: &[u8]) -> Vec<u16> {
+    let text = String::from_utf8_lossy(bytes);
+    text.match_indices("HTTP/1.")
+        .filter_map(|(i, _)| text.get(i + 9..i + 12).and_then(|c| c.parse().ok()))
+        .collect()
+}
+
+#[test]
+fn corpus_over_a_socket_whole_and_byte_by_byte() {
+    let mut failures = Vec::new();
+    for case in corpus::cases() {
+        let cfg = config(&case.cfg);
+        let trust_all = case.cfg.get("forwarded_allow_ips").is_some();
+        for slow in [false, true] {
+            let srv = start(cfg.clone(), |c| {
+                if trust_all {
+                    c.forwarded_allow_ips = ferrule_server::AllowIps::Any;
+                }
+            });
+            let reply = exchange(srv.addr, &case.raw, slow);
+            let codes = statuses(&reply);
+            let seen = std::mem::take(&mut *srv.handler.seen.lock().unwrap());
+            // The reference model (the sans-IO parser): requests accepted before any error.
+            let (model, model_err) = corpus::run(&case.raw, &cfg, case.raw.len().max(1), trust_all);
+            let deviation = DEVIATIONS.iter().any(|(d, _)| *d == case.id);
+            let ok = if case.kind == "valid" && !deviation {
+                let want: Vec<Seen> = corpus::connect_has_no_path(
+                    case.expect["requests"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(expected)
+                        .collect(),
+                );
+                if case.id == "valid/099" {
+                    // Its body is cut short: the app never runs on a partial request.
+                    seen.is_empty() && codes.is_empty()
+                } else {
+                    let strip = |v: Vec<Seen>| {
+                        v.into_iter()
+                            .map(|mut r| {
+                                r.fragment.clear();
+                                r
+                            })
+                            .collect::<Vec<_>>()
+                    };
+                    let n = want.len();
+                    strip(seen.clone()) == strip(want) && codes == vec![200; n]
+                }
+            } else {
+                // Rejected: no byte of the bad request reaches the app (only complete
+                // requests before it may), and it gets gunicorn's status, or, where
+                // gunicorn sends none (errors inside a body), a 4xx or a plain close.
+                let before = model.len()
+                    - usize::from(
+                        model_err.is_some()
+                            && case.kind == "invalid"
+                            && !model.is_empty()
+                            && model.len() > seen.len(),
+                    );
+                let want_status = case.expect["gunicorn_status"].as_u64().map(|s| s as u16);
+                let status_ok = match (want_status, codes.last().copied()) {
+                    (_, Some(got)) if deviation => got == 400,
+                    (Some(w), Some(got)) => got == w,
+                    (Some(_), None) => false,
+                    (None, got) => got.is_none_or(|g| (400..500).contains(&g)),
+                };
+                seen.len() <= before
+                    && status_ok
+                    && codes.iter().filter(|&&c| c == 200).count() == seen.len()
+            };
+            if !ok {
+                failures.push(format!(
+                    "{} (slow={slow}): statuses {codes:?}, app saw {} request(s), model {} {:?}",
+                    case.id,
+                    seen.len(),
+                    model.len(),
+                    model_err
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+fn request(addr: SocketAddr, raw: &[u8]) -> (TcpStream, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut buf = vec![0; 65536];
+    let n = s.read(&mut buf).unwrap_or(0);
+    buf.truncate(n);
+    (s, buf)
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let srv = start(ParserConfig::default(), |_| {});
+    let raw = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let reply = exchange(srv.addr, raw, false);
+    assert_eq!(statuses(&reply), vec![200, 200, 200]);
+    let paths: Vec<String> = srv
+        .handler
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(paths, ["/a", "/b", "/c"]);
+    assert!(String::from_utf8_lossy(&reply).ends_with("Connection: close\r\n\r\nok"));
+}
+
+#[test]
+fn http10_closes_unless_keep_alive_is_asked_for() {
+    let srv = start(ParserConfig::default(), |_| {});
+    let reply = exchange(
+        srv.addr,
+        b"GET / HTTP/1.0\r\n\r\nGET /never HTTP/1.0\r\n\r\n",
+        false,
+    );
+    assert_eq!(statuses(&reply), vec![200]);
+    let reply = exchange(
+        srv.addr,
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /two HTTP/1.0\r\n\r\n",
+        false,
+    );
+    assert_eq!(statuses(&reply), vec![200, 200]);
+    assert!(String::from_utf8_lossy(&reply).contains("Connection: keep-alive"));
+}
+
+#[test]
+fn unknown_length_is_chunked_on_http11_and_close_delimited_on_http10() {
+    let srv = start(ParserConfig::default(), |_| {});
+    let reply = String::from_utf8(exchange(
+        srv.addr,
+        b"GET /stream HTTP/1.1\r\nConnection: close\r\n\r\n",
+        false,
+    ))
+    .unwrap();
+    assert!(reply.contains("Transfer-Encoding: chunked\r\n"), "{reply}");
+    assert!(
+        reply.ends_with("4\r\none,\r\n4\r\ntwo,\r\n5\r\nthree\r\n0\r\n\r\n"),
+        "{reply}"
+    );
+    let reply =
+        String::from_utf8(exchange(srv.addr, b"GET /stream HTTP/1.0\r\n\r\n", false)).unwrap();
+    assert!(!reply.contains("Transfer-Encoding"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\none,two,three"), "{reply}");
+}
+
+#[test]
+fn a_slow_head_gets_408_and_an_idle_connection_is_closed() {
+    let srv = start(ParserConfig::default(), |c| {
+        c.header_timeout = Duration::from_millis(300);
+        c.keep_alive = Duration::from_millis(300);
+    });
+    let started = Instant::now();
+    let (mut s, first) = request(srv.addr, b"GET / HTTP/1.1\r\nHost: x\r\n");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let all = [first, rest].concat();
+    assert_eq!(statuses(&all), vec![408]);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // An idle keep-alive connection is closed without a response.
+    let (mut s, first) = request(srv.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(statuses(&first), vec![200]);
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).unwrap_or(0), 0);
+}
+
+#[test]
+fn expect_100_continue_is_sent_only_when_the_body_is_read() {
+    let srv = start(ParserConfig::default(), |_| {});
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").unwrap();
+    let n = s.read(&mut buf).unwrap();
+    assert_eq!(statuses(&buf[..n]), vec![200]);
+    assert_eq!(srv.handler.seen.lock().unwrap()[0].body, b"hello");
+}
+
+#[test]
+fn body_over_the_limit_is_413_before_the_app_sees_it() {
+    let parser = ParserConfig {
+        limit_request_body: 4,
+        ..ParserConfig::default()
+    };
+    let srv = start(parser, |_| {});
+    let reply = exchange(
+        srv.addr,
+        b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        false,
+    );
+    assert_eq!(statuses(&reply), vec![413]);
+    let reply = exchange(
+        srv.addr,
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        false,
+    );
+    assert_eq!(statuses(&reply), vec![413]);
+    assert!(srv.handler.seen.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_blocked_request_does_not_stall_others() {
+    let srv = start(ParserConfig::default(), |_| {});
+    let addr = srv.addr;
+    let slow = std::thread::spawn(move || {
+        exchange(
+            addr,
+            b"GET /sleep HTTP/1.1\r\nConnection: close\r\n\r\n",
+            false,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    let reply = exchange(
+        srv.addr,
+        b"GET /fast HTTP/1.1\r\nConnection: close\r\n\r\n",
+        false,
+    );
+    assert_eq!(statuses(&reply), vec![200]);
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(statuses(&slow.join().unwrap()), vec![200]);
+}
+
+#[test]
+fn graceful_stop_lets_the_request_in_flight_finish() {
+    let mut srv = start(ParserConfig::default(), |_| {});
+    let addr = srv.addr;
+    let slow = std::thread::spawn(move || exchange(addr, b"GET /sleep HTTP/1.1\r\n\r\n", false));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(srv.server.take().unwrap().stop(Duration::from_secs(5)));
+    let reply = String::from_utf8(slow.join().unwrap()).unwrap();
+    assert_eq!(statuses(reply.as_bytes()), vec![200]);
+    assert!(reply.contains("Connection: close"), "{reply}");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still accepting after stop"
+    );
+}
