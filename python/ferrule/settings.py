@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import sys
 from typing import Callable, List, Optional
 
 from ferrule import _ferrule
@@ -80,7 +81,9 @@ def run(app: Callable, ready: Optional[Callable[[List[str]], None]] = None, **op
     except TypeError as e:
         raise _ferrule.ConfigError(str(e)) from None
     _install_signal_handlers()
-    try:
-        _ferrule.serve(app, settings.as_dict(), ready)
-    except (KeyboardInterrupt, SystemExit):
-        pass
+    clean = _ferrule.serve(app, settings.as_dict(), ready)
+    if not clean:
+        # Threads still inside the app must not run into interpreter shutdown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

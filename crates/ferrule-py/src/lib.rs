@@ -33,9 +33,16 @@ create_exception!(
     "A listening address could not be bound."
 );
 
-/// Binds, serves `app` until a signal ends it (SIGINT: quick, other: graceful).
+/// Least time a quick stop gives threads to leave: idle ones leave at once.
+const QUICK_STOP: Duration = Duration::from_secs(1);
+
+/// Binds, serves `app` until a signal handler raises (KeyboardInterrupt: quick stop,
+/// anything else: graceful stop). `ready` is called with the bound addresses once
+/// the server accepts connections.
 ///
-/// `ready` is called with the bound addresses once the server accepts connections.
+/// Returns True when every thread finished; False when requests were abandoned, in
+/// which case the caller must leave with `os._exit`: those threads still belong to
+/// the interpreter and must not meet its finalisation.
 #[pyfunction]
 #[pyo3(signature = (app, settings, ready=None))]
 fn serve(
@@ -43,7 +50,7 @@ fn serve(
     app: PyObject,
     settings: config::Settings,
     ready: Option<PyObject>,
-) -> PyResult<()> {
+) -> PyResult<bool> {
     let (cfg, logs, access) = settings.into_config().map_err(ConfigError::new_err)?;
     log::init(logs.level, logs.path.as_deref()).map_err(ConfigError::new_err)?;
     let graceful = cfg.graceful_timeout;
@@ -78,7 +85,7 @@ fn serve(
         py.allow_threads(|| std::thread::park_timeout(Duration::from_millis(100)));
         if let Err(signal) = py.check_signals() {
             let quick = signal.is_instance_of::<PyKeyboardInterrupt>(py);
-            let wait = if quick { Duration::ZERO } else { graceful };
+            let wait = if quick { QUICK_STOP } else { graceful };
             tracing::info!(
                 "Shutting down: {}",
                 if quick { "quick" } else { "graceful" }
@@ -90,7 +97,7 @@ fn serve(
                     wait.as_secs_f64()
                 );
             }
-            return Err(signal);
+            return Ok(clean);
         }
     }
 }

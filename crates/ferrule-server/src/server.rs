@@ -327,6 +327,12 @@ fn serve(shared: &Arc<Shared>, handler: &dyn Handler, mut conn: Conn) {
                     let Some(ex) = ex else {
                         return shared.release(token);
                     };
+                    if ex.outcome().length_mismatch {
+                        tracing::error!(
+                            "{}: the app's body did not match its Content-Length; connection closed",
+                            String::from_utf8_lossy(ex.raw_target())
+                        );
+                    }
                     if let Some(log) = &shared.access {
                         log.record(&ex);
                     }

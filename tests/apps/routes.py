@@ -1,0 +1,160 @@
+"""A raw PEP 3333 app with one route per feature the server must support.
+
+`app` is the plain app; `validated` is the same app inside wsgiref.validate.
+"""
+
+import io
+import json
+import os
+import sys
+import time
+from wsgiref.validate import validator
+
+
+def _text(start_response, body, status="200 OK", ctype="text/plain"):
+    data = body.encode() if isinstance(body, str) else body
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def _read_all(inp):
+    chunks = []
+    while True:
+        block = inp.read(8192)
+        if not block:
+            return b"".join(chunks)
+        chunks.append(block)
+
+
+class Closing:
+    """An iterable whose close() leaves a marker file, to prove close() was called."""
+
+    def __init__(self, chunks, marker):
+        self.chunks, self.marker = chunks, marker
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def close(self):
+        if self.marker:
+            with open(self.marker, "w") as f:
+                f.write("closed")
+
+
+def _endless(size):
+    block = b"x" * size
+    for _ in range(100000):
+        yield block
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    query = environ.get("QUERY_STRING", "")
+    inp = environ["wsgi.input"]
+    if path == "/hello":
+        return _text(start_response, "Hello, World!")
+    if path.startswith("/environ"):
+        dump = {k: v for k, v in environ.items() if isinstance(v, (str, bool, int))}
+        dump["wsgi.version"] = list(environ["wsgi.version"])
+        dump["has_input"] = hasattr(inp, "read")
+        return _text(start_response, json.dumps(dump), ctype="application/json")
+    if path == "/echo":
+        return _text(start_response, _read_all(inp), ctype="application/octet-stream")
+    if path == "/read-sizes":
+        parts = [inp.read(3), inp.read(0), inp.read(4)]
+        rest = _read_all(inp)
+        after = inp.read(10)
+        return _text(start_response, json.dumps([p.decode() for p in parts] + [rest.decode(), after.decode()]))
+    if path == "/lines":
+        first = inp.readline()
+        limited = inp.readline(3)
+        rest = inp.readlines()
+        return _text(start_response, json.dumps([first.decode(), limited.decode()] + [l.decode() for l in rest]))
+    if path == "/iterate":
+        return _text(start_response, json.dumps([line.decode() for line in inp]))
+    if path == "/stream":
+        def gen():
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"one,"
+            yield b""
+            yield b"two,"
+            yield b"three"
+        return gen()
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written,")
+        return [b"returned"]
+    if path == "/empty-generator":
+        start_response("204 No Content", [])
+        return iter(())
+    if path == "/file":
+        f = open(os.environ["FERRULE_TEST_FILE"], "rb")
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f, 65536)
+    if path == "/bytesio":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"in memory " * 1000), 4096)
+    if path == "/exc-info":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"replaced"]
+    if path == "/status":
+        code = query or "404 Not Found"
+        return _text(start_response, "status", status=code.replace("+", " "))
+    if path == "/sleep":
+        time.sleep(float(query or "0.2"))
+        return _text(start_response, "slept")
+    if path == "/unicode-header":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Latin", "caf\u00e9")])
+        return [b"ok"]
+    # Routes below break PEP 3333 on purpose; they are not used under the validator.
+    if path == "/error":
+        raise ValueError("secret detail that must not reach the client")
+    if path == "/error-after":
+        def gen():
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"partial"
+            raise ValueError("failed mid-stream")
+        return gen()
+    if path == "/bad-header":
+        start_response("200 OK", [("X-Bad", "a\r\nInjected: yes")])
+        return [b"never"]
+    if path == "/hop-by-hop":
+        start_response("200 OK", [("Connection", "close")])
+        return [b"never"]
+    if path == "/not-bytes":
+        start_response("200 OK", [])
+        return ["text instead of bytes"]
+    if path == "/cl-more":
+        start_response("200 OK", [("Content-Length", "3")])
+        return [b"abcdef"]
+    if path == "/cl-less":
+        start_response("200 OK", [("Content-Length", "10")])
+        return [b"abc"]
+    if path == "/twice":
+        start_response("200 OK", [])
+        start_response("200 OK", [])
+        return [b"never"]
+    if path == "/no-start":
+        return [b"never"]
+    if path == "/endless":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return Closing(_endless(65536), os.environ.get("FERRULE_CLOSE_MARKER"))
+    if path == "/errors-stream":
+        environ["wsgi.errors"].write("app wrote to wsgi.errors\n")
+        return _text(start_response, "logged")
+    return _text(start_response, "not found", status="404 Not Found")
+
+
+def factory(greeting="factory"):
+    def made(environ, start_response):
+        return _text(start_response, greeting)
+    return made
+
+
+validated = validator(app)
+not_callable = 42
+application = app

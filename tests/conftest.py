@@ -1,0 +1,113 @@
+"""Starts real `ferrule` processes on loopback ports for the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+APPS = Path(__file__).parent / "apps"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ferrule exited early with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"ferrule did not listen on {port} within {timeout}s")
+
+
+class Server:
+    """A running ferrule process; `log()` is its stderr so far."""
+
+    def __init__(self, target: str, args: list[str], tmp: Path, env: dict | None = None):
+        self.port = free_port()
+        self.errlog = tmp / f"err-{self.port}.log"
+        self.outlog = tmp / f"out-{self.port}.log"
+        cmd = [sys.executable, "-m", "ferrule", target, "-b", f"127.0.0.1:{self.port}", "--chdir", str(APPS), *args]
+        full_env = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(cmd, stdout=open(self.outlog, "wb"), stderr=open(self.errlog, "wb"), env=full_env)
+        wait_for_port(self.port, self.proc)
+
+    def log(self) -> str:
+        return self.errlog.read_text(errors="replace")
+
+    def out(self) -> str:
+        return self.outlog.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+@pytest.fixture
+def serve(tmp_path):
+    started = []
+
+    def start(target: str, *args: str, env: dict | None = None) -> Server:
+        s = Server(target, list(args), tmp_path, env)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+
+
+def raw(port: int, data: bytes, timeout: float = 5.0, half_close: bool = True) -> bytes:
+    """Sends bytes, then reads until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+def parse(reply: bytes):
+    """Splits one HTTP/1.x response into (status, headers dict lower-cased, body)."""
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        decoded, rest = b"", body
+        while True:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            decoded, rest = decoded + rest[:size], rest[size + 2:]
+        body = decoded
+    return status, headers, body

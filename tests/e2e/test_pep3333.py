@@ -1,0 +1,168 @@
+"""PEP 3333 end to end: every feature route, plain and inside wsgiref.validate."""
+
+import json
+import os
+import re
+import socket
+
+import pytest
+
+from conftest import parse, raw
+
+COMPLAINTS = ("AssertionError", "WSGIWarning", "Exception ignored", "Traceback")
+
+
+@pytest.fixture(params=["routes:app", "routes:validated"])
+def server(request, serve, tmp_path):
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(1024 * 1024))
+    s = serve(request.param, env={"FERRULE_TEST_FILE": str(data),
+                                  "PYTHONWARNINGS": "error::wsgiref.validate.WSGIWarning"})
+    s.data = data.read_bytes()
+    s.target = request.param
+    yield s
+    assert s.stop() == 0
+    log = s.log()
+    for word in COMPLAINTS:
+        assert word not in log, log
+
+
+def get(server, path, method="GET", body=b"", headers=""):
+    req = f"{method} {path} HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n{headers}"
+    if body:
+        req += f"Content-Length: {len(body)}\r\n"
+    return parse(raw(server.port, req.encode() + b"\r\n" + body))
+
+
+def test_environ_has_every_cgi_and_wsgi_key(server):
+    status, _, body = get(server, "/environ?a=1&b=%20", headers="X-Multi: 1\r\nX-Multi: 2\r\nX_Under: no\r\n")
+    env = json.loads(body)
+    assert status == 200
+    assert env["REQUEST_METHOD"] == "GET"
+    assert env["SCRIPT_NAME"] == ""
+    assert env["PATH_INFO"] == "/environ"
+    assert env["QUERY_STRING"] == "a=1&b=%20"
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["SERVER_NAME"] == "example.com" and env["SERVER_PORT"] == "80"
+    assert env["REMOTE_ADDR"] == "127.0.0.1" and env["REMOTE_PORT"].isdigit()
+    assert env["HTTP_HOST"] == "example.com"
+    assert env["HTTP_X_MULTI"] == "1,2"
+    assert "HTTP_X_UNDER" not in env  # header names with "_" are dropped
+    assert env["wsgi.version"] == [1, 0]
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["wsgi.multithread"] is True and env["wsgi.multiprocess"] is False
+    assert env["wsgi.run_once"] is False and env["wsgi.input_terminated"] is True
+    assert "CONTENT_LENGTH" not in env and "HTTP_CONTENT_LENGTH" not in env
+    assert "PATH" not in env  # no copy of the OS environment
+
+
+def test_path_info_is_percent_decoded_as_latin1(server):
+    _, _, body = get(server, "/environ%2Fx%C3%A9")
+    assert json.loads(body)["PATH_INFO"] == "/environ/x\u00c3\u00a9"
+
+
+def test_content_headers_and_http10(server):
+    reply = raw(server.port, b"POST /environ HTTP/1.0\r\nContent-Type: text/x\r\nContent-Length: 2\r\n\r\nhi")
+    status, headers, body = parse(reply)
+    env = json.loads(body)
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.0"
+    assert env["CONTENT_TYPE"] == "text/x" and env["CONTENT_LENGTH"] == "2"
+    assert "HTTP_CONTENT_TYPE" not in env
+    assert headers["connection"] == "close"
+
+
+def test_input_read_sizes_never_pass_the_body(server):
+    _, _, body = get(server, "/read-sizes", "POST", b"abcdefghij")
+    assert json.loads(body) == ["abc", "", "defg", "hij", ""]
+
+
+def test_input_readline_readlines_and_iteration(server):
+    _, _, body = get(server, "/lines", "POST", b"first\nsecond line\nthird\nlast")
+    assert json.loads(body) == ["first\n", "sec", "ond line\n", "third\n", "last"]
+    _, _, body = get(server, "/iterate", "POST", b"a\nb\nc")
+    assert json.loads(body) == ["a\n", "b\n", "c"]
+
+
+def test_chunked_request_body_is_dechunked(server):
+    req = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    req += b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: ignored\r\n\r\n"
+    status, _, body = parse(raw(server.port, req))
+    assert (status, body) == (200, b"hello world")
+
+
+def test_streaming_input_app_starts_before_the_body_arrives(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello")
+        import time
+        time.sleep(0.3)
+        s.sendall(b"world")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert parse(data)[2] == b"helloworld"
+
+
+def test_generator_response_calls_start_response_late_and_is_chunked(server):
+    status, headers, body = get(server, "/stream")
+    assert status == 200 and headers["transfer-encoding"] == "chunked"
+    assert body == b"one,two,three"
+
+
+def test_write_callable(server):
+    status, _, body = get(server, "/write")
+    assert (status, body) == (200, b"written,returned")
+
+
+def test_list_response_gets_a_content_length(server):
+    _, headers, body = get(server, "/echo", "POST", b"12345")
+    assert headers["content-length"] == "5" and body == b"12345"
+    assert "date" in headers and headers["server"] == "ferrule"
+
+
+def test_empty_generator_and_204(server):
+    status, headers, body = get(server, "/empty-generator")
+    assert status == 204 and body == b"" and "content-length" not in headers
+
+
+def test_head_sends_headers_only(server):
+    reply = raw(server.port, b"HEAD /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status, headers, body = parse(reply)
+    assert status == 200 and headers["content-length"] == "13" and body == b""
+
+
+def test_file_wrapper_real_file_and_bytesio(server):
+    status, headers, body = get(server, "/file")
+    assert status == 200 and body == server.data
+    if "validated" not in server.target:
+        # The wrapper itself was returned: its size is known and sendfile sends it.
+        assert int(headers["content-length"]) == len(server.data)
+    status, _, body = get(server, "/bytesio")
+    assert body == b"in memory " * 1000
+
+
+def test_exc_info_replaces_an_unsent_head(server):
+    status, _, body = get(server, "/exc-info")
+    assert (status, body) == (503, b"replaced")
+
+
+def test_latin1_header_values(server):
+    _, headers, _ = get(server, "/unicode-header")
+    assert headers["x-latin"].encode("latin-1") == "caf\u00e9".encode("latin-1")
+
+
+def test_keep_alive_and_pipelining_in_order(server):
+    reqs = b"".join(f"GET /status?20{i}+OK HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(3))
+    reply = raw(server.port, reqs + b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert [int(c) for c in re.findall(rb"HTTP/1\.1 (\d{3}) ", reply)] == [200, 201, 202, 200]
+
+
+def test_expect_100_continue_only_when_the_app_reads(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"abc")
+        assert parse(s.recv(65536))[2] == b"abc"
+    # An app that never reads the body sends no 100 Continue.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"POST /hello HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 200 OK")

@@ -1,0 +1,155 @@
+"""Process-level behaviour: threads, signals, logs, binds."""
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from conftest import APPS, free_port, parse, raw, wait_for_port
+
+
+def get(port, path, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", path, headers=headers or {})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, body
+
+
+def test_blocking_app_stays_concurrent_with_default_threads(serve):
+    s = serve("routes:app")
+    results = []
+
+    def one():
+        results.append(get(s.port, "/sleep?0.5"))
+
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    assert results == [(200, b"slept")] * 20
+    assert elapsed < 3.0, f"20 x 0.5 s sleeps took {elapsed:.1f}s: requests were serialised"
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(serve):
+    s = serve("routes:app")
+    out = {}
+
+    def slow():
+        out["r"] = get(s.port, "/sleep?1")
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.3)
+    s.proc.send_signal(signal.SIGTERM)
+    t.join()
+    assert out["r"] == (200, b"slept")
+    assert s.proc.wait(timeout=10) == 0
+    assert "Shutting down: graceful" in s.log()
+
+
+def test_sigint_is_a_quick_exit_0(serve):
+    s = serve("routes:app")
+    s.proc.send_signal(signal.SIGINT)
+    assert s.proc.wait(timeout=10) == 0
+    assert "Shutting down: quick" in s.log()
+
+
+def test_default_access_log_format(serve):
+    s = serve("routes:app", "--access-logfile", "-")
+    get(s.port, "/hello?x=1", {"User-Agent": "tester/1", "Referer": "http://ref/"})
+    s.stop()
+    line = s.out().strip().splitlines()[-1]
+    assert re.fullmatch(r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
+                        r'"GET /hello\?x=1 HTTP/1\.1" 200 13 "http://ref/" "tester/1"', line), line
+
+
+def test_custom_access_log_atoms(serve, tmp_path):
+    path = tmp_path / "access.log"
+    fmt = "%(m)s %(U)s %(q)s %(H)s %(s)s %(B)s %(b)s %({x-id}i)s %({content-type}o)s %(D)s %(u)s"
+    s = serve("routes:app", "--access-logfile", str(path), "--access-logformat", fmt)
+    get(s.port, "/hello?q=2", {"X-Id": "abc", "Authorization": "Basic dXNlcjpwdw=="})
+    s.stop()
+    parts = path.read_text().split()
+    assert parts[:9] == ["GET", "/hello", "q=2", "HTTP/1.1", "200", "13", "13", "abc", "text/plain"]
+    assert parts[9].isdigit() and parts[10] == "user"
+
+
+def test_error_logfile_and_log_level(serve, tmp_path):
+    path = tmp_path / "error.log"
+    s = serve("routes:app", "--error-logfile", str(path), "--log-level", "warning")
+    get(s.port, "/error")
+    s.stop()
+    text = path.read_text()
+    assert "[ERROR] Error handling request /error" in text
+    assert "[INFO]" not in text
+
+
+def test_unix_socket_and_several_binds(tmp_path):
+    sock = tmp_path / "f.sock"
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-m", "ferrule", "routes:app", "--chdir", str(APPS),
+                          "-b", f"unix:{sock}", "-b", f"127.0.0.1:{port}"], stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, p)
+        with socket.socket(socket.AF_UNIX) as u:
+            u.connect(str(sock))
+            u.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := u.recv(4096):
+                data += chunk
+        assert parse(data)[2] == b"Hello, World!"
+        assert get(port, "/hello")[0] == 200
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(10)
+    assert not sock.exists()
+
+
+def test_ipv6_bind(tmp_path):
+    if not socket.has_ipv6:
+        return
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-m", "ferrule", "routes:app", "--chdir", str(APPS),
+                          "-b", f"[::1]:{port}"], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                c = socket.create_connection(("::1", port), timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or p.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        c.sendall(b"GET /environ HTTP/1.1\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+        c.close()
+        assert b'"REMOTE_ADDR": "::1"' in parse(data)[2]
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(10)
+
+
+def test_python_run_api(tmp_path):
+    port = free_port()
+    code = (f"import sys; sys.path.insert(0, {str(APPS)!r}); import ferrule, routes; "
+            f"ferrule.run(routes.app, bind='127.0.0.1:{port}', threads=2)")
+    p = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, p)
+        assert get(port, "/hello") == (200, b"Hello, World!")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
