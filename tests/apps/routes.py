@@ -101,6 +101,16 @@ def app(environ, start_response):
         except RuntimeError:
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
         return [b"replaced"]
+    if path == "/exc-info-late":
+        def gen():
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"head is out"
+            try:
+                raise KeyError("late failure")
+            except KeyError:
+                start_response("500 Internal Server Error", [], sys.exc_info())
+            yield b"never"
+        return gen()
     if path == "/status":
         code = query or "404 Not Found"
         return _text(start_response, "status", status=code.replace("+", " "))

@@ -116,3 +116,18 @@ def test_wsgi_errors_goes_to_the_error_log(serve):
     assert get(s.port, "/errors-stream")[0] == 200
     s.stop()
     assert "app wrote to wsgi.errors" in s.log()
+
+
+def test_exc_info_after_the_head_reraises_and_cuts_the_connection(serve):
+    s = serve("routes:app")
+    reply = raw(s.port, b"GET /exc-info-late HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 OK") and b"head is out" in reply and b"never" not in reply
+    s.stop()
+    assert "KeyError: 'late failure'" in s.log()
+
+
+def test_body_read_timeout_gives_408(serve):
+    s = serve("routes:app", "--io-timeout", "0.5")
+    start = time.monotonic()
+    reply = raw(s.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc", half_close=False)
+    assert parse(reply)[0] == 408 and time.monotonic() - start < 5

@@ -11,6 +11,7 @@ mod config;
 mod error;
 mod forwarded;
 mod framing;
+mod fuzz;
 mod head;
 pub mod percent;
 mod response;
@@ -21,6 +22,7 @@ pub use config::{HeaderMap, ParserConfig, MAX_REQUEST_LINE};
 pub use error::ParseError;
 pub use forwarded::{secure_scheme, SECURE_SCHEME_HEADERS};
 pub use framing::{BodyKind, Framing};
+pub use fuzz::fuzz_one;
 pub use head::{parse_head, Head, Header, Span};
 pub use response::{
     choose_framing, classify_field, error_response, finish_head, parse_status, reason_phrase,

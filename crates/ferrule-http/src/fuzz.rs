@@ -1,0 +1,104 @@
+//! The fuzz entry point: a whole request stream through the real API, checking the
+//! invariants a server relies on. Shared by the cargo-fuzz target and the randomized
+//! test below, so the test suite fuzzes a little on every run.
+
+use crate::{parse_head, BodyDecoder, ParserConfig};
+
+/// Parses `data` as a stream of requests, whole and in two pieces, and panics if
+/// the two disagree or a span points outside the buffer.
+pub fn fuzz_one(data: &[u8]) {
+    let cfg = ParserConfig {
+        limit_request_body: 1 << 20,
+        ..ParserConfig::default()
+    };
+    let whole = walk(data, &cfg, data.len());
+    let split = walk(data, &cfg, data.len() / 2 + 1);
+    assert_eq!(whole, split, "whole and split delivery disagree");
+}
+
+/// Returns (requests parsed, bytes used, error) for delivery in pieces of `step`.
+fn walk(data: &[u8], cfg: &ParserConfig, step: usize) -> (usize, usize, Option<crate::ParseError>) {
+    let (mut start, mut avail, mut n) = (0, step.min(data.len()), 0);
+    while start < data.len() {
+        let buf = &data[start..avail];
+        let head = match parse_head(buf, cfg) {
+            Ok(Some(h)) => h,
+            Ok(None) if avail == data.len() => return (n, start, None),
+            Ok(None) => {
+                avail = (avail + step).min(data.len());
+                continue;
+            }
+            Err(e) => return (n, start, Some(e)),
+        };
+        assert!(head.len <= buf.len());
+        let _ = head.get(buf, head.method);
+        let _ = head.get(buf, head.target.path);
+        for h in &head.headers {
+            let _ = (head.get(buf, h.name), head.get(buf, h.value));
+        }
+        let mut pos = start + head.len;
+        let mut body = BodyDecoder::new(head.framing.body, cfg);
+        while !body.is_done() {
+            let input = &data[pos..avail.max(pos)];
+            match body.decode(input) {
+                Ok(s) => {
+                    assert!(s.consumed <= input.len() && s.data.end <= s.consumed);
+                    pos += s.consumed;
+                    if s.consumed == 0 && !s.done {
+                        if avail == data.len() {
+                            return (n, start, Some(body.eof_error()));
+                        }
+                        avail = (avail + step).min(data.len());
+                    }
+                }
+                Err(e) => return (n, start, Some(e)),
+            }
+        }
+        n += 1;
+        start = pos;
+        avail = avail.max(start);
+        if !head.framing.keep_alive {
+            break;
+        }
+    }
+    (n, start, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fuzz_one;
+
+    /// A few thousand mutations of valid requests, deterministic (xorshift), every run.
+    #[test]
+    fn mutated_requests_never_panic_and_split_delivery_agrees() {
+        let seeds: &[&[u8]] = &[
+            b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+            b"PUT /x HTTP/1.1\r\nContent-Length: 3\r\nA: b\r\n\r\nabcGET / HTTP/1.1\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"\r\n :;,0aZ\t\x00\x7f\xff-_/?#%";
+        for i in 0..20_000 {
+            let mut data = seeds[i % seeds.len()].to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % (data.len() + 1);
+                let byte = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 if at < data.len() => data[at] = byte,
+                    1 if at < data.len() => {
+                        data.remove(at);
+                    }
+                    _ => data.insert(at, byte),
+                }
+            }
+            fuzz_one(&data);
+        }
+    }
+}
