@@ -1,0 +1,50 @@
+"""The apps every server is measured with (one module, one callable per scenario)."""
+
+import os
+import time
+
+HELLO = b"Hello, World!"
+CHUNK = b"x" * 4096
+FILE = os.environ.get("BENCH_FILE", "/tmp/ferrule-bench-1mb.bin")
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [HELLO]
+
+
+def sleep(environ, start_response):
+    time.sleep(0.01)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [HELLO]
+
+
+def echo(environ, start_response):
+    n = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(n)
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def stream(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return (CHUNK for _ in range(25))
+
+
+def file(environ, start_response):
+    f = open(FILE, "rb")
+    start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                              ("Content-Length", str(os.fstat(f.fileno()).st_size))])
+    return environ["wsgi.file_wrapper"](f, 65536)
+
+
+try:
+    from flask import Flask
+
+    flask_app = Flask(__name__)
+
+    @flask_app.get("/")
+    def _index():
+        return "Hello, World!"
+except ImportError:  # the bench installs Flask; tests of the harness may not
+    flask_app = None

@@ -1,0 +1,378 @@
+"""ferrule against its peers, every scenario, in one run.
+
+Each server runs pinned to CPU 1 and wrk to CPU 0. Per scenario and server it records the
+server's CPU time per request (utime+stime of the whole process tree / requests), RPS, p50,
+p99 and RSS, and writes bench/RESULTS.md with ratios ferrule/peer. `--smoke` runs every
+scenario for one second against ferrule only (the harness check used in CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+TICK = os.sysconf("SC_CLK_TCK")
+SERVER_CPU, LOAD_CPU = "1", "0"
+
+
+def cmd_ferrule(app, port):
+    return [str(BIN / "ferrule"), f"apps:{app}", "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+
+
+def cmd_bjoern(app, port):
+    return [sys.executable, "-c", f"import bjoern, apps; bjoern.run(apps.{app}, '127.0.0.1', {port})"]
+
+
+def cmd_granian(app, port, extra=()):
+    return [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--log-level", "warning", *extra, f"apps:{app}"]
+
+
+def cmd_gunicorn(app, port):
+    return [str(BIN / "gunicorn"), "-k", "gthread", "--threads", "8", "-w", "1", "-b", f"127.0.0.1:{port}",
+            "--log-level", "warning", f"apps:{app}"]
+
+
+def cmd_uwsgi(app, port):
+    return [str(BIN / "uwsgi"), "--http-socket", f"127.0.0.1:{port}", "--module", f"apps:{app}",
+            "--processes", "1", "--threads", "8", "--disable-logging", "--die-on-term", "--need-app"]
+
+
+def cmd_waitress(app, port):
+    return [str(BIN / "waitress-serve"), f"--listen=127.0.0.1:{port}", "--threads=8", f"apps:{app}"]
+
+
+def cmd_pyruvate(app, port):
+    return [sys.executable, "-c", f"import pyruvate, apps; pyruvate.serve(apps.{app}, '127.0.0.1:{port}', 8)"]
+
+
+SERVERS = {
+    "ferrule": cmd_ferrule,
+    "bjoern": cmd_bjoern,
+    "granian": cmd_granian,
+    "granian-bt1": lambda a, p: cmd_granian(a, p, ("--blocking-threads", "1")),
+    "gunicorn-gthread8": cmd_gunicorn,
+    "uwsgi-t8": cmd_uwsgi,
+    "waitress-t8": cmd_waitress,
+    "pyruvate-t8": cmd_pyruvate,
+}
+
+
+@dataclass
+class Scenario:
+    name: str
+    app: str
+    conns: int = 50
+    script: str | None = None
+    headers: list = field(default_factory=list)
+    path: str = "/"
+
+
+SCENARIOS = [
+    Scenario("hello", "hello"),
+    Scenario("flask hello", "flask_app"),
+    Scenario("sleep 10ms, 50 conns", "sleep", 50),
+    Scenario("sleep 10ms, 200 conns", "sleep", 200),
+    Scenario("4 KB POST echo", "echo", script="post.lua"),
+    Scenario("100 KB generator (4 KB chunks)", "stream"),
+    Scenario("1 MB file_wrapper", "file"),
+    Scenario("pipelined hello (16 deep)", "hello", script="pipeline.lua"),
+    Scenario("hello, new connection per request", "hello", headers=["Connection: close"]),
+]
+
+
+@dataclass
+class Result:
+    cpu_us: float = float("nan")
+    rps: float = float("nan")
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    rss_mb: float = float("nan")
+    idle_rss_mb: float = float("nan")
+    requests: int = 0
+    errors: str = ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append(int(d.name))
+            except (OSError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0
+    for p in tree(pid):
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])  # utime, stime
+        except (OSError, IndexError):
+            pass
+    return total / TICK
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def wait_port(port: int, proc, timeout=20.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def stop(proc):
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(5)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        return float("nan")
+    v, unit = float(m.group(1)), m.group(2)
+    return {"us": v / 1000, "ms": v, "s": v * 1000, "m": v * 60000}[unit]
+
+
+def run_wrk(port: int, sc: Scenario, seconds: float) -> tuple[int, float, float, float, str]:
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{sc.conns}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    for h in sc.headers:
+        cmd += ["-H", h]
+    if sc.script:
+        cmd += ["-s", str(HERE / sc.script)]
+    cmd.append(f"http://127.0.0.1:{port}{sc.path}")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    reqs = int(re.search(r"(\d+) requests in", out).group(1)) if "requests in" in out else 0
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)) if "Requests/sec" in out else 0.0
+    p50 = re.search(r"50%\s+(\S+)", out)
+    p99 = re.search(r"99%\s+(\S+)", out)
+    errs = []
+    for pat in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: (.*)"):
+        m = re.search(pat, out)
+        if m:
+            errs.append(m.group(0))
+    return reqs, rps, ms(p50.group(1)) if p50 else float("nan"), ms(p99.group(1)) if p99 else float("nan"), "; ".join(errs)
+
+
+def measure(server: str, sc: Scenario, seconds: float) -> Result:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *SERVERS[server](sc.app, port)], cwd=HERE, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    r = Result()
+    try:
+        if not wait_port(port, proc):
+            r.errors = "did not start: " + (proc.stderr.read().decode(errors="replace")[-300:] if proc.poll() is not None else "timeout")
+            return r
+        time.sleep(0.3)
+        r.idle_rss_mb = rss_mb(proc.pid)
+        c0 = cpu_seconds(proc.pid)
+        reqs, r.rps, r.p50_ms, r.p99_ms, r.errors = run_wrk(port, sc, seconds)
+        c1 = cpu_seconds(proc.pid)
+        r.rss_mb = rss_mb(proc.pid)
+        r.requests = reqs
+        if reqs:
+            r.cpu_us = (c1 - c0) / reqs * 1e6
+    finally:
+        stop(proc)
+    return r
+
+
+def memory_soak(total: int) -> list[tuple[int, float]]:
+    """RSS of ferrule at points of a long hello run."""
+    port = free_port()
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *cmd_ferrule("hello", port)], cwd=HERE,
+                            env={**os.environ, "PYTHONPATH": str(HERE)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    points = []
+    try:
+        wait_port(port, proc)
+        done = 0
+        points.append((0, rss_mb(proc.pid)))
+        while done < total:
+            reqs, *_ = run_wrk(port, Scenario("soak", "hello"), 5)
+            if not reqs:
+                break
+            done += reqs
+            points.append((done, rss_mb(proc.pid)))
+    finally:
+        stop(proc)
+    return points
+
+
+def instructions_per_request(server: str) -> float:
+    """Instruction count per hello request under callgrind: the difference between
+    runs of two lengths, so start-up cost cancels out."""
+    counts = []
+    for n in (300, 1300):
+        port = free_port()
+        out = f"/tmp/ferrule-callgrind-{server}-{n}.out"
+        proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                                 *SERVERS[server]("hello", port)], cwd=HERE,
+                                env={**os.environ, "PYTHONPATH": str(HERE)}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            if not wait_port(port, proc, timeout=120):
+                return float("nan")
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                for _ in range(n):
+                    s.sendall(req)
+                    got = b""
+                    while not got.endswith(b"Hello, World!"):
+                        got += s.recv(4096)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        text = Path(out).read_text(errors="replace")
+        m = re.search(r"^(?:totals|summary): (\d+)", text, re.M)
+        counts.append(int(m.group(1)) if m else 0)
+    return (counts[1] - counts[0]) / 1000 if all(counts) else float("nan")
+
+
+def fmt(v: float, digits=1) -> str:
+    return "—" if v != v else f"{v:,.{digits}f}"
+
+
+def write_results(results, soak, instr, seconds, servers) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `make bench` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{os.cpu_count()} CPUs. Server pinned to CPU {SERVER_CPU}, `wrk -t1` to CPU {LOAD_CPU}, "
+        f"{seconds:g} s per run, all servers in this one run. CPU µs/req = utime+stime of the server's "
+        "process tree / requests completed. Ratios are ferrule / peer (CPU: lower is better; RPS: higher).",
+        "",
+        "ferrule runs with its defaults (32 threads, 1 process). Peers: bjoern (1 thread), Granian "
+        "(default, and `--blocking-threads 1`), gunicorn gthread 8 threads, uWSGI 8 threads, waitress 8 "
+        "threads, pyruvate 8 threads.",
+        "",
+    ]
+    for sc in SCENARIOS:
+        lines += [f"## {sc.name}", "", f"`{sc.app}`, {sc.conns} connections"
+                  + (f", `{sc.script}`" if sc.script else "") + (f", `{' '.join(sc.headers)}`" if sc.headers else ""), "",
+                  "| server | CPU µs/req | RPS | p50 ms | p99 ms | RSS MB | ferrule CPU ratio | ferrule RPS ratio | errors |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        base = results.get(("ferrule", sc.name))
+        for server in servers:
+            r = results.get((server, sc.name))
+            if r is None:
+                continue
+            cpu_ratio = base.cpu_us / r.cpu_us if base and r.cpu_us == r.cpu_us and r.cpu_us else float("nan")
+            rps_ratio = base.rps / r.rps if base and r.rps else float("nan")
+            lines.append(f"| {server} | {fmt(r.cpu_us)} | {fmt(r.rps, 0)} | {fmt(r.p50_ms, 2)} | {fmt(r.p99_ms, 2)} | "
+                         f"{fmt(r.rss_mb)} | {fmt(cpu_ratio, 2)} | {fmt(rps_ratio, 2)} | {r.errors or ''} |")
+        lines.append("")
+    lines += ["## Idle RSS (hello app, before load)", "", "| server | idle RSS MB |", "|---|---|"]
+    for server in servers:
+        r = results.get((server, "hello"))
+        if r:
+            lines.append(f"| {server} | {fmt(r.idle_rss_mb)} |")
+    lines.append("")
+    if soak:
+        lines += ["## ferrule RSS over a long hello run", "", "| requests | RSS MB |", "|---|---|"]
+        lines += [f"| {n:,} | {fmt(m)} |" for n, m in soak]
+        lines.append("")
+    if instr:
+        lines += ["## Instructions per hello request (callgrind)", "",
+                  "Difference between a 1,300-request and a 300-request run over one keep-alive connection, "
+                  "divided by 1,000: start-up cancels out. Stable on a noisy machine.", "",
+                  "| server | instructions/request |", "|---|---|"]
+        lines += [f"| {s} | {fmt(v, 0)} |" for s, v in instr.items()]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--smoke", action="store_true", help="1 s per scenario, ferrule only, no soak/callgrind")
+    ap.add_argument("--only", help="comma-separated servers")
+    ap.add_argument("--scenarios", help="comma-separated scenario names (substring match)")
+    ap.add_argument("--no-callgrind", action="store_true")
+    ap.add_argument("--soak", type=int, default=1_000_000, help="requests in the RSS soak (0: none)")
+    ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = ap.parse_args()
+    servers = list(SERVERS) if not args.only else args.only.split(",")
+    seconds = args.seconds
+    if args.smoke:
+        servers, seconds, args.no_callgrind, args.soak = ["ferrule"], 1, True, 0
+    Path(os.environ.get("BENCH_FILE", "/tmp/ferrule-bench-1mb.bin")).write_bytes(os.urandom(1 << 20))
+    scenarios = [s for s in SCENARIOS if not args.scenarios or any(k in s.name for k in args.scenarios.split(","))]
+    results = {}
+    for sc in scenarios:
+        for server in servers:
+            r = measure(server, sc, seconds)
+            results[(server, sc.name)] = r
+            print(f"{sc.name:40} {server:18} cpu {fmt(r.cpu_us):>8} us/req  rps {fmt(r.rps, 0):>9}  "
+                  f"p99 {fmt(r.p99_ms, 2):>8} ms  rss {fmt(r.rss_mb):>6} MB  {r.errors}", flush=True)
+    soak = memory_soak(args.soak) if args.soak else []
+    instr = {} if args.no_callgrind else {s: instructions_per_request(s) for s in ("ferrule", "bjoern") if s in servers}
+    for s, v in instr.items():
+        print(f"callgrind {s}: {fmt(v, 0)} instructions/request")
+    text = write_results(results, soak, instr, seconds, servers)
+    if args.smoke:
+        failed = [k for k, r in results.items() if not r.requests or r.errors.startswith("did not start")]
+        print("smoke:", "ok" if not failed else f"failed {failed}")
+        sys.exit(1 if failed else 0)
+    Path(args.out).write_text(text)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+wrk.method = "POST"
+wrk.body = string.rep("a", 4096)
+wrk.headers["Content-Type"] = "application/octet-stream"

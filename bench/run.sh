@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the peers into bench/.cache and runs bench.py (all servers, one run).
+# Usage: bench/run.sh [--smoke] [--seconds N] [--only SERVER,...] [--no-callgrind]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE=bench/.cache
+if ! command -v wrk >/dev/null || [ ! -e /usr/include/ev.h ] || ! command -v valgrind >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq wrk libev-dev valgrind >/dev/null
+fi
+if [ ! -e "$CACHE/venv/.ready" ]; then
+  python3 -m venv "$CACHE/venv"
+  "$CACHE/venv/bin/pip" install -q --upgrade pip
+  "$CACHE/venv/bin/pip" install -q maturin flask gunicorn granian bjoern waitress pyruvate uwsgi
+  touch "$CACHE/venv/.ready"
+fi
+"$CACHE/venv/bin/pip" install -q --force-reinstall --no-deps .
+exec "$CACHE/venv/bin/python" bench/bench.py "$@"
