@@ -186,7 +186,8 @@ def ms(text: str) -> float:
 
 
 def run_wrk(port: int, sc: Scenario, seconds: float) -> tuple[int, float, float, float, str]:
-    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{sc.conns}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{sc.conns}", f"-d{max(1, round(seconds))}s", "--latency",
+           "--timeout", "5s"]
     for h in sc.headers:
         cmd += ["-H", h]
     if sc.script:
@@ -343,7 +344,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--smoke", action="store_true", help="1 s per scenario, ferrule only, no soak/callgrind")
     ap.add_argument("--only", help="comma-separated servers")
-    ap.add_argument("--scenarios", help="comma-separated scenario names (substring match)")
+    ap.add_argument("--scenarios", help="|-separated scenario names (substring match)")
     ap.add_argument("--no-callgrind", action="store_true")
     ap.add_argument("--soak", type=int, default=1_000_000, help="requests in the RSS soak (0: none)")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
@@ -353,7 +354,7 @@ def main():
     if args.smoke:
         servers, seconds, args.no_callgrind, args.soak = ["ferrule"], 1, True, 0
     Path(os.environ.get("BENCH_FILE", "/tmp/ferrule-bench-1mb.bin")).write_bytes(os.urandom(1 << 20))
-    scenarios = [s for s in SCENARIOS if not args.scenarios or any(k in s.name for k in args.scenarios.split(","))]
+    scenarios = [s for s in SCENARIOS if not args.scenarios or any(k in s.name for k in args.scenarios.split("|"))]
     results = {}
     for sc in scenarios:
         for server in servers:

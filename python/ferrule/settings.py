@@ -13,10 +13,11 @@ from ferrule import _ferrule
 #: gunicorn's default access log format.
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
-#: Threads per process when --threads is not given. Threads wait on connections
-#: without the GIL, so idle ones cost nothing; 32 keeps an app that blocks on I/O
-#: (database, HTTP calls, sleep) concurrent without tuning.
-DEFAULT_THREADS = 32
+#: Most threads per process running the app at once. ferrule runs one thread and
+#: starts (or wakes) another only while every running one is blocked (database, HTTP
+#: call, sleep) and requests wait, so a CPU-bound app never has threads fighting
+#: over the GIL and a blocking app still gets concurrency without tuning.
+DEFAULT_THREADS = 512
 
 
 @dataclasses.dataclass

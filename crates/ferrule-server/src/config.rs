@@ -107,7 +107,7 @@ impl AllowIps {
 pub struct ServerConfig {
     pub binds: Vec<Bind>,
     pub backlog: i32,
-    /// Threads that wait for connections and run the app.
+    /// Most threads running the app at once; they are started only as needed (`sched.rs`).
     pub threads: usize,
     /// How long an idle keep-alive connection is kept.
     pub keep_alive: Duration,
@@ -130,7 +130,7 @@ impl Default for ServerConfig {
         ServerConfig {
             binds: vec![Bind::Tcp(SocketAddr::from(([127, 0, 0, 1], 8000)))],
             backlog: 2048,
-            threads: 32,
+            threads: 512,
             keep_alive: Duration::from_secs(75),
             header_timeout: Duration::from_secs(30),
             io_timeout: Duration::from_secs(30),

@@ -11,8 +11,11 @@ mod error;
 mod exchange;
 mod listener;
 pub mod log;
+mod sched;
+mod serve;
 mod server;
 mod sys;
+mod table;
 
 pub use config::{parse_bind, AllowIps, Bind, ServerConfig};
 pub use error::{Error, Phase};

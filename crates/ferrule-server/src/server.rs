@@ -1,21 +1,21 @@
-//! Threads, the shared epoll set, the connection table and shutdown.
+//! The server's life: binding, the serving threads, the monitor, and shutdown.
 //!
-//! Every thread is alike: it waits on the one epoll set, and the connection it is
-//! woken for is its own until it parks it again (one-shot registration). It reads,
-//! parses and runs the app for that connection itself, so a request never changes
-//! threads; an app that blocks holds one thread while the others keep serving.
+//! Serving threads wait on one shared epoll set; the connection a thread is woken
+//! for is its own until it parks it again (one-shot registration), and that thread
+//! reads, parses and runs the app for it (`serve.rs`): a request never changes
+//! threads. `sched.rs` decides how many threads serve at once.
 
 use crate::access::AccessLog;
 use crate::config::ServerConfig;
 use crate::conn::Conn;
-use crate::error::{Error, Phase};
-use crate::exchange::{with_date, Exchange};
+use crate::exchange::Exchange;
 use crate::listener::{BindError, Listener, Local};
-use crate::sys::{empty_event, Poller, Waker};
-use ferrule_http::{error_response, parse_head, secure_scheme, Version};
-use slab::Slab;
-use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use crate::sched::Sched;
+use crate::serve::{accept_all, serve};
+use crate::sys::{empty_event, process_cpu_time, Poller, Waker};
+use crate::table::{Deadlines, Table};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -33,30 +33,29 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 const WAKE: u64 = u64::MAX;
-const LISTENER: u64 = 1 << 63;
+pub(crate) const LISTENER: u64 = 1 << 63;
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
-
-struct Slot {
-    generation: u32,
-    /// `None` while a thread is serving the connection.
-    conn: Option<Conn>,
-    deadline: Instant,
-    idle_since: Instant,
-}
+/// Monitor tick while requests run.
+const TICK_BUSY: Duration = Duration::from_micros(250);
+/// Monitor tick while nothing runs.
+const TICK_IDLE: Duration = Duration::from_millis(10);
 
 pub struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) locals: Vec<Local>,
-    listeners: Vec<Listener>,
-    poller: Poller,
+    pub(crate) listeners: Vec<Listener>,
+    pub(crate) poller: Poller,
     waker: Waker,
-    slots: Mutex<Slab<Slot>>,
-    generation: AtomicU32,
+    pub(crate) table: Table,
+    deadlines: Deadlines,
     stopping: AtomicBool,
     pub(crate) access: Option<AccessLog>,
+    /// Threads alive, and the condition the monitor ticks on and stop waits on.
     running: Mutex<usize>,
     all_stopped: Condvar,
-    in_flight: AtomicUsize,
+    pub(crate) in_flight: AtomicUsize,
+    sched: Sched,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -64,15 +63,29 @@ impl Shared {
         self.stopping.load(Ordering::Relaxed)
     }
 
-    fn slots(&self) -> MutexGuard<'_, Slab<Slot>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn park(&self, conn: Conn, new: bool) {
+        if !self.stopping() {
+            self.table.park(&self.poller, conn, new, &self.deadlines);
+        }
+    }
+
+    fn running(&self) -> MutexGuard<'_, usize> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn threads(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.threads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn thread_exited(&self) {
+        *self.running() -= 1;
+        self.all_stopped.notify_all();
     }
 }
 
 /// A bound, running server.
 pub struct Server {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
 }
 
 impl Server {
@@ -95,24 +108,27 @@ impl Server {
                 .add_oneshot(l.fd(), LISTENER | i as u64)
                 .map_err(io_err)?;
         }
-        let locals = listeners.iter().map(Listener::local).collect();
         let shared = Shared {
-            config,
-            locals,
+            locals: listeners.iter().map(Listener::local).collect(),
             listeners,
             poller,
             waker,
-            slots: Mutex::new(Slab::with_capacity(1024)),
-            generation: AtomicU32::new(1),
+            table: Table::new(),
+            deadlines: Deadlines {
+                header: config.header_timeout,
+                keep_alive: config.keep_alive,
+            },
             stopping: AtomicBool::new(false),
             access,
             running: Mutex::new(0),
             all_stopped: Condvar::new(),
             in_flight: AtomicUsize::new(0),
+            sched: Sched::new(config.threads),
+            threads: Mutex::new(Vec::new()),
+            config,
         };
         Ok(Server {
             shared: Arc::new(shared),
-            threads: Vec::new(),
         })
     }
 
@@ -121,34 +137,17 @@ impl Server {
         &self.shared.locals
     }
 
-    /// Starts the serving threads and the timeout sweeper.
+    /// Starts the first serving thread and the monitor, which starts more on demand.
     pub fn start<H: Handler>(&mut self, handler: Arc<H>) -> io::Result<()> {
-        let n = self.shared.config.threads.max(1);
-        *self
-            .shared
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = n + 1;
-        for i in 0..n {
-            let (shared, handler) = (self.shared.clone(), handler.clone());
-            let t = std::thread::Builder::new()
-                .name(format!("ferrule-{i}"))
-                .spawn(move || {
-                    handler.run_thread(&mut || worker_loop(&shared, &*handler));
-                    shared.thread_exited();
-                })?;
-            self.threads.push(t);
-        }
-        let shared = self.shared.clone();
-        self.threads.push(
-            std::thread::Builder::new()
-                .name("ferrule-sweeper".into())
-                .spawn(move || {
-                    sweeper(&shared);
-                    shared.thread_exited();
-                })?,
-        );
-        Ok(())
+        let first = self.shared.sched.first();
+        spawn(&self.shared, format!("ferrule-{first}"), {
+            let (s, h) = (self.shared.clone(), handler.clone());
+            move || h.run_thread(&mut || worker_loop(&s, &*h, first))
+        })?;
+        let (s, h) = (self.shared.clone(), handler);
+        spawn(&self.shared, "ferrule-monitor".into(), move || {
+            monitor(&s, &h)
+        })
     }
 
     /// Stops accepting, closes idle connections, lets requests in flight finish for up
@@ -160,10 +159,11 @@ impl Server {
             let _ = s.poller.delete(l.fd());
         }
         let _ = s.waker.wake();
+        s.sched.stop();
         s.all_stopped.notify_all();
-        drop(std::mem::take(&mut *s.slots()));
+        s.table.clear();
         let deadline = Instant::now() + graceful;
-        let mut running = s.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = s.running();
         while *running > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -176,7 +176,7 @@ impl Server {
                 .0;
         }
         drop(running);
-        for t in self.threads {
+        for t in std::mem::take(&mut *s.threads()) {
             let _ = t.join();
         }
         true
@@ -188,249 +188,99 @@ impl Server {
     }
 }
 
-impl Shared {
-    fn thread_exited(&self) {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        *running -= 1;
-        self.all_stopped.notify_all();
-    }
-
-    /// Puts a connection in the table (new) or back (served), and arms it.
-    fn park(&self, mut conn: Conn, new: bool) {
-        let now = Instant::now();
-        let deadline = match conn.head_since {
-            Some(t) => t + self.config.header_timeout,
-            None if new => now + self.config.header_timeout,
-            None => now + self.config.keep_alive,
-        };
-        let mut slots = self.slots();
-        if self.stopping() {
-            return;
+/// Starts a thread that counts as running until `body` returns.
+fn spawn(
+    shared: &Arc<Shared>,
+    name: String,
+    body: impl FnOnce() + Send + 'static,
+) -> io::Result<()> {
+    *shared.running() += 1;
+    let s = shared.clone();
+    match std::thread::Builder::new().name(name).spawn(move || {
+        body();
+        s.thread_exited();
+    }) {
+        Ok(t) => {
+            shared.threads().push(t);
+            Ok(())
         }
-        if new {
-            let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-            let entry = slots.vacant_entry();
-            conn.token = (u64::from(generation) << 32) | entry.key() as u64;
-            let r = self.poller.add_oneshot(conn.stream.fd(), conn.token);
-            if r.is_ok() {
-                entry.insert(Slot {
-                    generation,
-                    conn: Some(conn),
-                    deadline,
-                    idle_since: now,
-                });
-            }
-            return;
-        }
-        let idx = (conn.token & 0xffff_ffff) as usize;
-        let token = conn.token;
-        if let Some(slot) = slots.get_mut(idx) {
-            if self.poller.rearm(conn.stream.fd(), token).is_ok() {
-                slot.conn = Some(conn);
-                slot.deadline = deadline;
-                slot.idle_since = now;
-            } else {
-                slots.remove(idx);
-            }
-        }
-    }
-
-    /// Takes the connection an event was for; `None` if it was closed meanwhile.
-    fn take(&self, token: u64) -> Option<Conn> {
-        let mut slots = self.slots();
-        let slot = slots.get_mut((token & 0xffff_ffff) as usize)?;
-        if u64::from(slot.generation) != token >> 32 {
-            return None;
-        }
-        slot.conn.take()
-    }
-
-    /// Forgets a connection that is closing.
-    fn release(&self, token: u64) {
-        let mut slots = self.slots();
-        let idx = (token & 0xffff_ffff) as usize;
-        if slots
-            .get(idx)
-            .is_some_and(|s| u64::from(s.generation) == token >> 32)
-        {
-            slots.remove(idx);
-        }
-    }
-}
-
-fn worker_loop(shared: &Arc<Shared>, handler: &dyn Handler) {
-    let mut events = [empty_event(); 4];
-    while !shared.stopping() {
-        let n = match shared.poller.wait(&mut events[..1], Duration::from_secs(1)) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!("epoll wait failed: {e}");
-                return;
-            }
-        };
-        for ev in &events[..n] {
-            match ev.data() {
-                WAKE => {}
-                t if t & LISTENER != 0 => accept_all(shared, (t & !LISTENER) as usize),
-                t => {
-                    if let Some(conn) = shared.take(t) {
-                        serve(shared, handler, conn);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn accept_all(shared: &Shared, idx: usize) {
-    let listener = &shared.listeners[idx];
-    for _ in 0..256 {
-        match listener.accept() {
-            Ok((stream, peer)) => shared.park(Conn::new(stream, peer, idx), true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+        Err(e) => {
+            shared.thread_exited();
             Err(e)
-                if e.kind() == io::ErrorKind::Interrupted
-                    || e.kind() == io::ErrorKind::ConnectionAborted => {}
-            Err(e) => {
-                // Out of file descriptors and the like: log, and let the backlog hold them.
-                tracing::error!("accept failed: {e}");
-                break;
-            }
         }
-    }
-    if !shared.stopping() {
-        let _ = shared.poller.rearm(listener.fd(), LISTENER | idx as u64);
     }
 }
 
-/// Serves a connection until it has no complete request left, then parks or closes it.
-fn serve(shared: &Arc<Shared>, handler: &dyn Handler, mut conn: Conn) {
-    let cfg = &shared.config.parser;
-    let min_line = cfg.request_line_limit().min(cfg.field_size_limit()) + 1;
-    loop {
-        if conn.worth_parsing(min_line) {
-            match parse_head(&conn.buf, cfg) {
-                Ok(Some(head)) => {
-                    let trusted = shared.config.forwarded_allow_ips.allows(conn.peer.ip());
-                    let https = if trusted {
-                        match secure_scheme(&head, &conn.buf) {
-                            Ok(v) => v.unwrap_or(false),
-                            Err(e) => return reject(shared, conn, e.into()),
+/// A thread's life: park until allowed to be a runner, then wait for connections and
+/// serve them, until a finished request finds another runner idle.
+fn worker_loop(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
+    let mut events = [empty_event(); 1];
+    'park: while shared.sched.become_runner() {
+        while !shared.stopping() {
+            let n = match shared.poller.wait(&mut events, Duration::from_secs(1)) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!("epoll wait failed: {e}");
+                    return;
+                }
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    WAKE => {}
+                    t if t & LISTENER != 0 => accept_all(shared, (t & !LISTENER) as usize),
+                    t => {
+                        if let Some(conn) = shared.table.take(t) {
+                            shared.sched.start_request(me);
+                            serve(shared, handler, conn);
+                            if shared.sched.end_request(me) {
+                                continue 'park;
+                            }
                         }
-                    } else {
-                        false
-                    };
-                    let token = conn.token;
-                    shared.in_flight.fetch_add(1, Ordering::Relaxed);
-                    let ex = handler.handle(Exchange::new(conn, head, shared.clone(), https));
-                    shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    let Some(ex) = ex else {
-                        return shared.release(token);
-                    };
-                    if ex.outcome().length_mismatch {
-                        tracing::error!(
-                            "{}: the app's body did not match its Content-Length; connection closed",
-                            String::from_utf8_lossy(ex.raw_target())
-                        );
                     }
-                    if let Some(log) = &shared.access {
-                        log.record(&ex);
-                    }
-                    match ex.into_conn() {
-                        Some(c) => conn = c,
-                        None => return shared.release(token),
-                    }
-                    conn.reset_scan();
-                    continue;
                 }
-                Ok(None) => {}
-                Err(e) => return reject(shared, conn, e.into()),
             }
         }
-        match conn.read_some() {
-            Ok(0) => {
-                if !conn.buf.is_empty() {
-                    tracing::debug!("client closed the connection in the middle of a request head");
-                }
-                return shared.release(conn.token);
-            }
-            Ok(_) => {
-                conn.head_since.get_or_insert_with(Instant::now);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return shared.park(conn, false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                tracing::debug!("read failed: {e}");
-                return shared.release(conn.token);
-            }
-        }
+        return;
     }
 }
 
-/// Answers a request the server refuses before the app sees it, logs why, and closes.
-fn reject(shared: &Shared, mut conn: Conn, e: Error) {
-    let peer = match conn.peer.ip() {
-        Some(ip) => ip.to_string(),
-        None => "unix".to_string(),
-    };
-    tracing::warn!("invalid request from {peer}: {e}");
-    if let Some(status) = e.status() {
-        let bytes = with_date(|d| error_response(status, Version::Http11, d));
-        // Best effort: the socket is non-blocking and the answer is small.
-        let _ = conn.stream.write(&bytes);
-    }
-    shared.release(conn.token);
-}
-
-/// Closes connections that were idle longer than keep-alive or slower than the
-/// header timeout; frees the buffers of idle ones.
-fn sweeper(shared: &Shared) {
-    let mut guard = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+/// The monitor thread: adds a runner when all are blocked (see `sched.rs`), and
+/// every `SWEEP_EVERY` closes connections past their deadline.
+fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
+    let mut last_sweep = Instant::now();
+    let (mut last_wall, mut last_cpu) = (Instant::now(), process_cpu_time());
     while !shared.stopping() {
-        guard = shared
-            .all_stopped
-            .wait_timeout(guard, SWEEP_EVERY)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
+        let tick = if shared.sched.any_busy() {
+            TICK_BUSY
+        } else {
+            TICK_IDLE
+        };
+        let guard = shared.running();
+        drop(
+            shared
+                .all_stopped
+                .wait_timeout(guard, tick)
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         if shared.stopping() {
             break;
         }
-        let now = Instant::now();
-        let mut expired = Vec::new();
-        {
-            let mut slots = shared.slots();
-            let keys: Vec<usize> = slots
-                .iter()
-                .filter(|(_, s)| s.conn.is_some() && s.deadline <= now)
-                .map(|(k, _)| k)
-                .collect();
-            for k in keys {
-                if let Some(conn) = slots.remove(k).conn {
-                    expired.push(conn);
-                }
-            }
-            for (_, slot) in slots.iter_mut() {
-                if let Some(c) = slot.conn.as_mut() {
-                    if now.duration_since(slot.idle_since) > Duration::from_secs(1) {
-                        c.shrink_if_idle();
-                    }
-                }
+        let (wall, cpu) = (Instant::now(), process_cpu_time());
+        let elapsed = wall.duration_since(last_wall).as_secs_f64().max(1e-6);
+        let share = cpu.saturating_sub(last_cpu).as_secs_f64() / elapsed;
+        (last_wall, last_cpu) = (wall, cpu);
+        for id in shared.sched.maybe_grow(|| shared.poller.pending(), share) {
+            let (s, h) = (shared.clone(), handler.clone());
+            let started = spawn(shared, format!("ferrule-{id}"), move || {
+                h.run_thread(&mut || worker_loop(&s, &*h, id));
+            });
+            if let Err(e) = started {
+                tracing::error!("cannot start a thread: {e}");
             }
         }
-        for mut conn in expired {
-            if !conn.buf.is_empty() {
-                tracing::warn!(
-                    "closing a connection that did not send a complete request head in time"
-                );
-                let bytes = with_date(|d| {
-                    error_response(
-                        Error::Timeout(Phase::Head).status().unwrap_or(408),
-                        Version::Http11,
-                        d,
-                    )
-                });
-                let _ = conn.stream.write(&bytes);
-            }
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = Instant::now();
+            shared.table.sweep();
         }
     }
 }

@@ -55,6 +55,11 @@ impl Poller {
         Ok(self.epoll.delete(fd)?)
     }
 
+    /// Whether some registered descriptor is ready (nothing is taken from the set).
+    pub fn pending(&self) -> bool {
+        wait_ready(self.epoll.0.as_fd(), Interest::Read, Duration::ZERO).unwrap_or(false)
+    }
+
     /// Waits for events; an interrupted wait returns no events.
     pub fn wait(&self, events: &mut [Event], timeout: Duration) -> io::Result<usize> {
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
@@ -120,6 +125,14 @@ pub fn wait_ready(fd: BorrowedFd<'_>, interest: Interest, timeout: Duration) -> 
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// CPU time used by the whole process so far.
+pub fn process_cpu_time() -> Duration {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 /// Sends up to `count` bytes of the file `file` from `offset` on the socket without

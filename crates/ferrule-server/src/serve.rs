@@ -1,0 +1,117 @@
+//! One connection on one thread: accept, read, parse, run the handler, repeat while
+//! requests are pipelined, then park the connection in epoll or close it.
+
+use crate::conn::Conn;
+use crate::error::Error;
+use crate::exchange::{with_date, Exchange};
+use crate::server::{Handler, Shared};
+use ferrule_http::{error_response, parse_head, secure_scheme, Version};
+use std::io::{self, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Accepts every pending connection of listener `idx` and registers them.
+pub(crate) fn accept_all(shared: &Shared, idx: usize) {
+    let listener = &shared.listeners[idx];
+    for _ in 0..256 {
+        match listener.accept() {
+            Ok((stream, peer)) => shared.park(Conn::new(stream, peer, idx), true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e)
+                if e.kind() == io::ErrorKind::Interrupted
+                    || e.kind() == io::ErrorKind::ConnectionAborted => {}
+            Err(e) => {
+                // Out of file descriptors and the like: log, and let the backlog hold them.
+                tracing::error!("accept failed: {e}");
+                break;
+            }
+        }
+    }
+    if !shared.stopping() {
+        let _ = shared
+            .poller
+            .rearm(listener.fd(), crate::server::LISTENER | idx as u64);
+    }
+}
+
+/// Serves a connection until it has no complete request left, then parks or closes it.
+pub(crate) fn serve(shared: &Arc<Shared>, handler: &dyn Handler, mut conn: Conn) {
+    let cfg = &shared.config.parser;
+    let min_line = cfg.request_line_limit().min(cfg.field_size_limit()) + 1;
+    loop {
+        if conn.worth_parsing(min_line) {
+            match parse_head(&conn.buf, cfg) {
+                Ok(Some(head)) => {
+                    let trusted = shared.config.forwarded_allow_ips.allows(conn.peer.ip());
+                    let https = match trusted.then(|| secure_scheme(&head, &conn.buf)) {
+                        Some(Ok(v)) => v.unwrap_or(false),
+                        Some(Err(e)) => return reject(shared, conn, e.into()),
+                        None => false,
+                    };
+                    let token = conn.token;
+                    shared.in_flight.fetch_add(1, Ordering::Relaxed);
+                    let ex = handler.handle(Exchange::new(conn, head, shared.clone(), https));
+                    shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    let Some(ex) = ex else {
+                        return shared.table.release(token);
+                    };
+                    if ex.outcome().length_mismatch {
+                        tracing::error!(
+                            "{}: the app's body did not match its Content-Length; connection closed",
+                            String::from_utf8_lossy(ex.raw_target())
+                        );
+                    }
+                    if let Some(log) = &shared.access {
+                        log.record(&ex);
+                    }
+                    match ex.into_conn() {
+                        Some(c) => conn = c,
+                        None => return shared.table.release(token),
+                    }
+                    conn.reset_scan();
+                    if conn.buf.is_empty() {
+                        // Nothing pipelined: epoll says when the next request arrives,
+                        // which saves a read that would find nothing.
+                        return shared.park(conn, false);
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return reject(shared, conn, e.into()),
+            }
+        }
+        match conn.read_some() {
+            Ok(0) => {
+                if !conn.buf.is_empty() {
+                    tracing::debug!("client closed the connection in the middle of a request head");
+                }
+                return shared.table.release(conn.token);
+            }
+            Ok(_) => {
+                conn.head_since.get_or_insert_with(Instant::now);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return shared.park(conn, false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::debug!("read failed: {e}");
+                return shared.table.release(conn.token);
+            }
+        }
+    }
+}
+
+/// Answers a request the server refuses before the app sees it, logs why, and closes.
+fn reject(shared: &Shared, mut conn: Conn, e: Error) {
+    let peer = match conn.peer.ip() {
+        Some(ip) => ip.to_string(),
+        None => "unix".to_string(),
+    };
+    tracing::warn!("invalid request from {peer}: {e}");
+    if let Some(status) = e.status() {
+        let bytes = with_date(|d| error_response(status, Version::Http11, d));
+        // Best effort: the socket is non-blocking and the answer is small.
+        let _ = conn.stream.write(&bytes);
+    }
+    shared.table.release(conn.token);
+}

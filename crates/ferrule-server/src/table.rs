@@ -1,0 +1,148 @@
+//! The connection table: connections waiting in epoll between requests, keyed by
+//! the token their epoll registration carries, with the deadline that ends their wait.
+
+use crate::conn::Conn;
+use crate::error::{Error, Phase};
+use crate::exchange::with_date;
+use crate::sys::Poller;
+use ferrule_http::{error_response, Version};
+use slab::Slab;
+use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Idle connections keep their read buffer this long, then free it.
+const SHRINK_AFTER: Duration = Duration::from_secs(1);
+
+struct Slot {
+    generation: u32,
+    /// `None` while a thread is serving the connection.
+    conn: Option<Conn>,
+    deadline: Instant,
+    idle_since: Instant,
+}
+
+/// Timeouts a parked connection is held to.
+pub(crate) struct Deadlines {
+    pub header: Duration,
+    pub keep_alive: Duration,
+}
+
+pub(crate) struct Table {
+    slots: Mutex<Slab<Slot>>,
+    generation: AtomicU32,
+}
+
+impl Table {
+    pub(crate) fn new() -> Table {
+        Table {
+            slots: Mutex::new(Slab::with_capacity(1024)),
+            generation: AtomicU32::new(1),
+        }
+    }
+
+    fn slots(&self) -> MutexGuard<'_, Slab<Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts a connection in the table (`new`) or back, and arms its epoll registration.
+    pub(crate) fn park(&self, poller: &Poller, mut conn: Conn, new: bool, d: &Deadlines) {
+        let now = Instant::now();
+        let deadline = match conn.head_since {
+            Some(t) => t + d.header,
+            None if new => now + d.header,
+            None => now + d.keep_alive,
+        };
+        let mut slots = self.slots();
+        if new {
+            let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+            let entry = slots.vacant_entry();
+            conn.token = (u64::from(generation) << 32) | entry.key() as u64;
+            if poller.add_oneshot(conn.stream.fd(), conn.token).is_ok() {
+                entry.insert(Slot {
+                    generation,
+                    conn: Some(conn),
+                    deadline,
+                    idle_since: now,
+                });
+            }
+            return;
+        }
+        let idx = (conn.token & 0xffff_ffff) as usize;
+        let token = conn.token;
+        if let Some(slot) = slots.get_mut(idx) {
+            if poller.rearm(conn.stream.fd(), token).is_ok() {
+                slot.conn = Some(conn);
+                slot.deadline = deadline;
+                slot.idle_since = now;
+            } else {
+                slots.remove(idx);
+            }
+        }
+    }
+
+    /// Takes the connection an event was for; `None` if it was closed meanwhile.
+    pub(crate) fn take(&self, token: u64) -> Option<Conn> {
+        let mut slots = self.slots();
+        let slot = slots.get_mut((token & 0xffff_ffff) as usize)?;
+        if u64::from(slot.generation) != token >> 32 {
+            return None;
+        }
+        slot.conn.take()
+    }
+
+    /// Forgets a connection that is closing.
+    pub(crate) fn release(&self, token: u64) {
+        let mut slots = self.slots();
+        let idx = (token & 0xffff_ffff) as usize;
+        if slots
+            .get(idx)
+            .is_some_and(|s| u64::from(s.generation) == token >> 32)
+        {
+            slots.remove(idx);
+        }
+    }
+
+    /// Drops every parked connection (shutdown).
+    pub(crate) fn clear(&self) {
+        drop(std::mem::take(&mut *self.slots()));
+    }
+
+    /// Closes connections past their deadline (408 to those inside a head) and frees
+    /// the buffers of connections idle for a while.
+    pub(crate) fn sweep(&self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        {
+            let mut slots = self.slots();
+            let keys: Vec<usize> = slots
+                .iter()
+                .filter(|(_, s)| s.conn.is_some() && s.deadline <= now)
+                .map(|(k, _)| k)
+                .collect();
+            for k in keys {
+                if let Some(conn) = slots.remove(k).conn {
+                    expired.push(conn);
+                }
+            }
+            for (_, slot) in slots.iter_mut() {
+                if let Some(c) = slot.conn.as_mut() {
+                    if now.duration_since(slot.idle_since) > SHRINK_AFTER {
+                        c.shrink_if_idle();
+                    }
+                }
+            }
+        }
+        for mut conn in expired {
+            if !conn.buf.is_empty() {
+                tracing::warn!(
+                    "closing a connection that did not send a complete request head in time"
+                );
+                let status = Error::Timeout(Phase::Head).status().unwrap_or(408);
+                let bytes = with_date(|d| error_response(status, Version::Http11, d));
+                let _ = conn.stream.write(&bytes);
+            }
+        }
+    }
+}
