@@ -26,6 +26,8 @@ rust-checks:
 
 test: rust-checks install
 	$(PY) -m pytest tests -q
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+	$(PY) bench/bench.py --smoke
 
 bench: install
 	bench/run.sh

@@ -13,16 +13,26 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
-/// Header names cached before new ones are converted per request (bounds memory
-/// against clients that send random names).
-const HEADER_CACHE_MAX: usize = 512;
+/// Entries each cache keeps; past that, values are converted per request (bounds
+/// memory against clients that send random header names or Host values).
+const CACHE_MAX: usize = 512;
+
+/// Python strings made once and reused: `HTTP_*` keys by header name, SERVER_NAME and
+/// SERVER_PORT by Host value, REMOTE_ADDR by peer address.
+#[derive(Default)]
+struct Caches {
+    header_keys: HashMap<Vec<u8>, Py<PyString>>,
+    hosts: HashMap<Vec<u8>, (Py<PyString>, Py<PyString>)>,
+    peers: HashMap<IpAddr, Py<PyString>>,
+}
 
 pub struct Environ {
     template: Py<PyDict>,
     methods: Vec<(&'static [u8], Py<PyString>)>,
-    header_keys: Mutex<HashMap<Vec<u8>, Py<PyString>>>,
+    caches: Mutex<Caches>,
     script_name: Vec<u8>,
 }
 
@@ -66,7 +76,7 @@ impl Environ {
         Ok(Environ {
             template: t.unbind(),
             methods,
-            header_keys: Mutex::new(HashMap::new()),
+            caches: Mutex::new(Caches::default()),
             script_name: cfg.script_name.as_bytes().to_vec(),
         })
     }
@@ -106,8 +116,10 @@ impl Environ {
         if let Some(cl) = ex.content_length() {
             env.set_item(intern!(py, "CONTENT_LENGTH"), latin1_str(py, cl))?;
         }
-        self.server_and_remote(py, &env, ex)?;
-        self.headers(py, &env, ex)?;
+        let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        self.server_and_remote(py, &env, ex, &mut caches)?;
+        self.headers(py, &env, ex, &mut caches)?;
+        drop(caches);
         drop(t);
         env.set_item(
             intern!(py, "wsgi.input"),
@@ -123,42 +135,79 @@ impl Environ {
         py: Python<'_>,
         env: &Bound<'_, PyDict>,
         ex: &Exchange,
+        caches: &mut Caches,
     ) -> PyResult<()> {
-        let default_port = if ex.is_https() { "443" } else { "80" };
-        let (name, port): (String, String) = match ex.host() {
-            Some(host) => {
-                let host = String::from_utf8_lossy(host);
-                match split_host(&host) {
-                    (h, Some(p)) => (h.to_string(), p.to_string()),
-                    (h, None) => (h.to_string(), default_port.to_string()),
+        let (name, port) = match ex.host() {
+            Some(host) => match caches.hosts.get(host) {
+                Some((n, p)) => (n.clone_ref(py), p.clone_ref(py)),
+                None => {
+                    let text = String::from_utf8_lossy(host);
+                    let default_port = if ex.is_https() { "443" } else { "80" };
+                    let (h, p) = split_host(&text);
+                    let pair = (
+                        PyString::new(py, h).unbind(),
+                        PyString::new(py, p.unwrap_or(default_port)).unbind(),
+                    );
+                    if caches.hosts.len() < CACHE_MAX {
+                        caches
+                            .hosts
+                            .insert(host.to_vec(), (pair.0.clone_ref(py), pair.1.clone_ref(py)));
+                    }
+                    pair
                 }
-            }
+            },
             None => match ex.local() {
-                Local::Tcp(a) => (a.ip().to_string(), a.port().to_string()),
-                Local::Unix(_) => ("localhost".into(), default_port.into()),
+                Local::Tcp(a) => (
+                    PyString::new(py, &a.ip().to_string()).unbind(),
+                    PyString::new(py, itoa::Buffer::new().format(a.port())).unbind(),
+                ),
+                Local::Unix(_) => {
+                    let port = if ex.is_https() { "443" } else { "80" };
+                    (
+                        PyString::new(py, "localhost").unbind(),
+                        PyString::new(py, port).unbind(),
+                    )
+                }
             },
         };
         env.set_item(intern!(py, "SERVER_NAME"), name)?;
         env.set_item(intern!(py, "SERVER_PORT"), port)?;
         match ex.peer() {
             Peer::Tcp(a) => {
+                let ip = a.ip().to_canonical();
+                let addr = match caches.peers.get(&ip) {
+                    Some(s) => s.clone_ref(py),
+                    None => {
+                        let s = PyString::new(py, &ip.to_string()).unbind();
+                        if caches.peers.len() < CACHE_MAX {
+                            caches.peers.insert(ip, s.clone_ref(py));
+                        }
+                        s
+                    }
+                };
+                env.set_item(intern!(py, "REMOTE_ADDR"), addr)?;
                 env.set_item(
-                    intern!(py, "REMOTE_ADDR"),
-                    a.ip().to_canonical().to_string(),
+                    intern!(py, "REMOTE_PORT"),
+                    itoa::Buffer::new().format(a.port()),
                 )?;
-                env.set_item(intern!(py, "REMOTE_PORT"), a.port().to_string())?;
             }
             Peer::Unix => {
-                env.set_item(intern!(py, "REMOTE_ADDR"), "")?;
-                env.set_item(intern!(py, "REMOTE_PORT"), "")?;
+                env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?;
+                env.set_item(intern!(py, "REMOTE_PORT"), intern!(py, ""))?;
             }
         }
         Ok(())
     }
 
     /// `HTTP_*` keys; repeated fields are joined with "," as gunicorn does.
-    fn headers(&self, py: Python<'_>, env: &Bound<'_, PyDict>, ex: &Exchange) -> PyResult<()> {
-        let mut cache = self.header_keys.lock().unwrap_or_else(|p| p.into_inner());
+    fn headers(
+        &self,
+        py: Python<'_>,
+        env: &Bound<'_, PyDict>,
+        ex: &Exchange,
+        caches: &mut Caches,
+    ) -> PyResult<()> {
+        let cache = &mut caches.header_keys;
         for (name, value) in ex.headers() {
             if name.eq_ignore_ascii_case(b"content-type")
                 || name.eq_ignore_ascii_case(b"content-length")
@@ -169,7 +218,7 @@ impl Environ {
                 Some(k) => k.clone_ref(py),
                 None => {
                     let k = header_key(py, name);
-                    if cache.len() < HEADER_CACHE_MAX {
+                    if cache.len() < CACHE_MAX {
                         cache.insert(name.to_vec(), k.clone_ref(py));
                     }
                     k

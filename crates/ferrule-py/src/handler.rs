@@ -8,6 +8,7 @@ use crate::text::type_name;
 use crate::tx::{StartResponse, Tx};
 use ferrule_server::{Error, Exchange, Handler};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
@@ -129,9 +130,13 @@ fn fail(py: Python<'_>, ex: &mut Exchange, failure: Failure, input_error: Option
 
 /// Calls `close()` on the app's iterable, as PEP 3333 requires in every case.
 fn close_iterable(py: Python<'_>, iterable: &Bound<'_, PyAny>) {
-    match iterable.hasattr("close") {
+    // Lists and tuples have no close(); asking would raise and clear an AttributeError.
+    if iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>() {
+        return;
+    }
+    match iterable.hasattr(intern!(py, "close")) {
         Ok(true) => {
-            if let Err(e) = iterable.call_method0("close") {
+            if let Err(e) = iterable.call_method0(intern!(py, "close")) {
                 tracing::error!(
                     "Error closing the response iterable\n{}",
                     format_exception(py, &e)

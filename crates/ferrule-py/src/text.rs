@@ -3,6 +3,7 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
+use std::borrow::Cow;
 
 /// A native string whose code points are the bytes (ASCII needs no copy of logic).
 pub fn latin1_str<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
@@ -15,33 +16,23 @@ pub fn latin1_str<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
     PyString::new(py, &s)
 }
 
-/// The bytes of a native string that must be latin-1 (status and header fields).
-/// `what` names the value in the error an app sees.
-pub fn latin1_bytes<'a>(
-    s: &'a Bound<'_, PyAny>,
-    what: &str,
-    scratch: &'a mut Vec<u8>,
-) -> PyResult<&'a [u8]> {
+/// The bytes of a native string that must be latin-1 (status and header fields);
+/// ASCII, the usual case, is borrowed as is. `what` names the value in errors.
+pub fn latin1_bytes<'a>(s: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, [u8]>> {
     let s = s.downcast::<PyString>().map_err(|_| {
         PyValueError::new_err(format!("{what} must be a str, got {}", type_name(s)))
     })?;
-    let text = s.to_cow()?;
+    let text = s.to_str()?;
     if text.is_ascii() {
-        scratch.clear();
-        scratch.extend_from_slice(text.as_bytes());
-        return Ok(&scratch[..]);
+        return Ok(Cow::Borrowed(text.as_bytes()));
     }
-    scratch.clear();
-    for c in text.chars() {
-        let code = c as u32;
-        if code > 0xff {
-            return Err(PyValueError::new_err(format!(
-                "{what} {text:?} is not latin-1"
-            )));
-        }
-        scratch.push(code as u8);
-    }
-    Ok(&scratch[..])
+    text.chars()
+        .map(|c| {
+            u8::try_from(u32::from(c))
+                .map_err(|_| PyValueError::new_err(format!("{what} {text:?} is not latin-1")))
+        })
+        .collect::<PyResult<Vec<u8>>>()
+        .map(Cow::Owned)
 }
 
 pub fn type_name(o: &Bound<'_, PyAny>) -> String {

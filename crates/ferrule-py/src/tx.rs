@@ -77,8 +77,7 @@ impl StartResponse {
                 type_name(headers)
             ))
         })?;
-        let mut scratch = Vec::new();
-        ex.begin_head(latin1_bytes(status, "status", &mut scratch)?)
+        ex.begin_head(&latin1_bytes(status, "status")?)
             .map_err(to_pyerr)?;
         let result = add_headers(ex, headers);
         if result.is_err() {
@@ -93,7 +92,6 @@ impl StartResponse {
 }
 
 fn add_headers(ex: &mut Exchange, headers: &Bound<'_, PyList>) -> PyResult<()> {
-    let (mut n, mut v) = (Vec::new(), Vec::new());
     for item in headers.iter() {
         let pair = item.downcast::<PyTuple>().map_err(|_| {
             PyTypeError::new_err(format!(
@@ -107,10 +105,10 @@ fn add_headers(ex: &mut Exchange, headers: &Bound<'_, PyList>) -> PyResult<()> {
             ));
         }
         let (name_obj, value_obj) = (pair.get_item(0)?, pair.get_item(1)?);
-        let name = latin1_bytes(&name_obj, "header name", &mut n)?;
-        let value = latin1_bytes(&value_obj, "header value", &mut v)?;
-        ex.add_header(name, value).map_err(|e| {
-            PyValueError::new_err(format!("header {:?}: {e}", String::from_utf8_lossy(name)))
+        let name = latin1_bytes(&name_obj, "header name")?;
+        let value = latin1_bytes(&value_obj, "header value")?;
+        ex.add_header(&name, &value).map_err(|e| {
+            PyValueError::new_err(format!("header {:?}: {e}", String::from_utf8_lossy(&name)))
         })?;
     }
     Ok(())

@@ -14,6 +14,8 @@ pub struct Conn {
     pub(crate) token: u64,
     /// Bytes received and not yet used by a finished request.
     pub(crate) buf: Vec<u8>,
+    /// The response buffer, kept between requests so it is allocated once.
+    pub(crate) out: Vec<u8>,
     /// Prefix of `buf` already offered to the parser.
     pub(crate) scanned: usize,
     /// Start of the last incomplete line in `buf`.
@@ -30,6 +32,7 @@ impl Conn {
             listener,
             token: 0,
             buf: Vec::new(),
+            out: Vec::new(),
             scanned: 0,
             line_start: 0,
             head_since: None,
@@ -71,6 +74,7 @@ impl Conn {
     pub(crate) fn shrink_if_idle(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 0 {
             self.buf = Vec::new();
+            self.out = Vec::new();
         }
     }
 }

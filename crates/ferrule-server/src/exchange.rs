@@ -16,7 +16,7 @@ use ferrule_http::{
     Version, LAST_CHUNK,
 };
 use std::cell::RefCell;
-use std::io::{self, IoSlice, Read};
+use std::io::{self, IoSlice};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -95,12 +95,25 @@ pub struct Exchange {
     https: bool,
     pub(crate) started: Instant,
     outcome: Outcome,
+    /// Bytes at the front of `out` that belong to earlier responses not yet written.
+    mark: usize,
+    /// This response may wait in `out` after it is complete (other connections are
+    /// ready, and its thread writes everything in one burst after serving them).
+    defer: bool,
     /// A copy of the response head, kept only when the access log shows response fields.
     response_head: Option<Vec<u8>>,
 }
 
 impl Exchange {
-    pub(crate) fn new(conn: Conn, head: Head, shared: Arc<Shared>, https: bool) -> Exchange {
+    pub(crate) fn new(
+        mut conn: Conn,
+        head: Head,
+        shared: Arc<Shared>,
+        https: bool,
+        defer: bool,
+    ) -> Exchange {
+        let out = std::mem::take(&mut conn.out);
+        let mark = out.len();
         let body = BodyDecoder::new(head.framing.body, &shared.config.parser);
         let pos = head.len;
         Exchange {
@@ -111,11 +124,13 @@ impl Exchange {
             pos,
             avail: pos..pos,
             body,
-            out: Vec::with_capacity(512),
+            out,
             response: Response::Pending,
             https,
             started: Instant::now(),
             outcome: Outcome::default(),
+            mark,
+            defer,
             response_head: None,
             head,
         }
@@ -258,7 +273,7 @@ impl Exchange {
             return Err(Error::Protocol("response head already sent"));
         }
         let code = parse_status(status)?;
-        self.out.clear();
+        self.out.truncate(self.mark);
         write_status_line(&mut self.out, self.head.version, status);
         self.response = Response::Building {
             code,
@@ -357,7 +372,7 @@ impl Exchange {
     /// Forgets a head that was being built (an app error before any body).
     pub fn abort_head(&mut self) {
         if matches!(self.response, Response::Building { .. }) {
-            self.out.clear();
+            self.out.truncate(self.mark);
             self.response = Response::Pending;
         }
     }
@@ -393,6 +408,7 @@ impl Exchange {
             let r = send(&mut self.conn, &[&out, data, crlf], park, timeout);
             self.out = out;
             self.out.clear();
+            self.mark = 0;
             return r;
         }
         if chunked {
@@ -470,6 +486,7 @@ impl Exchange {
         let r = send(&mut self.conn, &[&out], park, self.shared.config.io_timeout);
         self.out = out;
         self.out.clear();
+        self.mark = 0;
         r
     }
 
@@ -487,6 +504,11 @@ impl Exchange {
             }
             self.response = Response::Done;
         }
+        if self.defer && self.keep_alive && !self.shared.stopping() {
+            // The whole response is here and other connections are ready: the
+            // serving thread writes it after them, in one burst (`serve.rs`).
+            return Ok(());
+        }
         self.flush(park)
     }
 
@@ -496,16 +518,14 @@ impl Exchange {
             return Err(Error::Protocol("response head already sent"));
         }
         self.keep_alive = false;
-        let bytes = with_date(|d| error_response(status, self.head.version, d));
-        self.out.clear();
+        self.out.truncate(self.mark);
+        with_date(|d| {
+            self.out
+                .extend_from_slice(&error_response(status, self.head.version, d))
+        });
         self.outcome.status = status;
         self.response = Response::Done;
-        send(
-            &mut self.conn,
-            &[&bytes],
-            park,
-            self.shared.config.io_timeout,
-        )
+        self.flush(park)
     }
 
     /// Says the connection must close after this response.
@@ -514,15 +534,17 @@ impl Exchange {
     }
 
     /// Hands the connection back for the next request, or `None` when it must close.
+    /// A response left in the buffer (see `finish`) travels with the connection.
     pub(crate) fn into_conn(mut self) -> Option<Conn> {
-        if !matches!(self.response, Response::Done) || !self.keep_alive || self.shared.stopping() {
-            return None;
-        }
-        if !self.drain() {
+        let reusable =
+            matches!(self.response, Response::Done) && self.keep_alive && !self.shared.stopping();
+        if !reusable || !self.drain() {
+            let _ = self.flush(&NoPark);
             return None;
         }
         let used = self.pos;
         self.conn.buf.drain(..used);
+        self.conn.out = std::mem::take(&mut self.out);
         self.conn.scanned = 0;
         Some(self.conn)
     }
@@ -602,17 +624,21 @@ fn send(
 }
 
 impl Conn {
+    /// Writes responses left in `out` (waiting, without any lock held, while the
+    /// socket is full). False when the client is gone or too slow.
+    pub(crate) fn flush_out(&mut self, timeout: std::time::Duration) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let out = std::mem::take(&mut self.out);
+        let ok = send(self, &[&out], &NoPark, timeout).is_ok();
+        self.out = out;
+        self.out.clear();
+        ok
+    }
+
     /// One non-blocking read into the buffer.
     pub(crate) fn read_some(&mut self) -> io::Result<usize> {
-        let len = self.buf.len();
-        if self.buf.capacity() - len < 4096 {
-            self.buf.reserve(16 * 1024);
-        }
-        let cap = self.buf.capacity();
-        self.buf.resize(cap, 0);
-        let r = self.stream.read(&mut self.buf[len..]);
-        let n = *r.as_ref().unwrap_or(&0);
-        self.buf.truncate(len + n);
-        r
+        sys::read_append(self.stream.fd(), &mut self.buf, 4096, 16 * 1024)
     }
 }

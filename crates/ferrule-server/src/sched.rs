@@ -3,22 +3,35 @@
 //! A thread that runs Python needs the GIL, so two threads running Python at once
 //! only take turns, and every turn costs a hand-off. ferrule therefore keeps one
 //! *runner* (a thread allowed to wait for connections and run the app) and adds
-//! another only when every runner has been inside a request for a while, requests
-//! are waiting, and the process is not busy on the CPU: the runners are blocked
-//! (database, HTTP call, sleep), not computing. A runner that finishes a request
-//! while another runner is already idle parks itself, so the count falls back when
-//! the blocking stops. Threads are started on demand, up to the configured maximum.
+//! more only when no runner is idle, requests are waiting, and the busy runners'
+//! own CPU clocks stand still: they are blocked (database, HTTP call, sleep), not
+//! computing. A runner that finishes a request while another runner is idle parks
+//! itself, unless runners were all blocked lately, so the count falls back when the
+//! blocking stops. Threads are started on demand, up to the configured maximum.
 
+use crate::sys::ThreadState;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Above this share of one CPU over the last tick, runners are computing, not blocked.
-pub(crate) const BUSY_CPU_SHARE: f64 = 0.85;
+/// A busy runner whose CPU clock advanced faster than this share of wall time since
+/// it was last sampled is computing, not blocked.
+const COMPUTING_SHARE: f64 = 0.3;
+/// Busy runners sampled per tick (all of them when there are this few).
+const SAMPLE: usize = 8;
 /// Runners are kept while all of them were seen blocked this recently: a blocking
 /// app would otherwise lose runners between its requests and wait to regain them.
 pub(crate) const KEEP_AFTER_BLOCKED: Duration = Duration::from_millis(50);
+
+/// A thread's CPU clock, its last sample, and its scheduler state.
+#[derive(Default)]
+struct Clock {
+    id: AtomicI32,
+    wall: AtomicU64,
+    cpu: AtomicU64,
+    state: OnceLock<ThreadState>,
+}
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -36,6 +49,10 @@ pub(crate) struct Sched {
     parked: Condvar,
     /// Per thread: nanoseconds since `epoch` when its current request began, 0 if none.
     busy: Vec<AtomicU64>,
+    /// Per thread: its CPU clock, and the last (wall, CPU) sample of it in nanoseconds.
+    clocks: Vec<Clock>,
+    /// Where the next sample starts.
+    cursor: AtomicUsize,
     /// Runners waiting for a connection (not inside a request).
     idle: AtomicUsize,
     /// Nanoseconds since `epoch` when the monitor last saw every runner blocked.
@@ -56,6 +73,8 @@ impl Sched {
             }),
             parked: Condvar::new(),
             busy: (0..max).map(|_| AtomicU64::new(0)).collect(),
+            clocks: (0..max).map(|_| Clock::default()).collect(),
+            cursor: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
             last_all_blocked: AtomicU64::new(0),
             pressure: AtomicUsize::new(0),
@@ -73,6 +92,14 @@ impl Sched {
         let mut c = self.counts();
         c.spawned = 1;
         0
+    }
+
+    /// Records the CPU clock and state file of thread `me` (called by the thread itself).
+    pub(crate) fn register(&self, me: usize, clock: i32, state: Option<ThreadState>) {
+        self.clocks[me].id.store(clock, Ordering::Relaxed);
+        if let Some(s) = state {
+            let _ = self.clocks[me].state.set(s);
+        }
     }
 
     /// Blocks until thread `me` may be a runner; false when the server stops.
@@ -102,16 +129,16 @@ impl Sched {
     }
 
     /// Thread `me` finished a request. Returns true when it should stop being a
-    /// runner because another runner is already waiting for work and the runners
-    /// have not all been blocked lately.
-    pub(crate) fn end_request(&self, me: usize) -> bool {
+    /// runner because another runner is already waiting for work, the runners have
+    /// not all been blocked lately, and `may_park` (no queued work needs it).
+    pub(crate) fn end_request(&self, me: usize, may_park: bool) -> bool {
         self.busy[me].store(0, Ordering::Relaxed);
         let blocked_lately = self
             .now()
             .saturating_sub(self.last_all_blocked.load(Ordering::Relaxed))
             < KEEP_AFTER_BLOCKED.as_nanos() as u64
             && self.last_all_blocked.load(Ordering::Relaxed) != 0;
-        if !blocked_lately && self.idle.load(Ordering::SeqCst) > 0 {
+        if may_park && !blocked_lately && self.idle.load(Ordering::SeqCst) > 0 {
             let mut c = self.counts();
             if c.runners > 1 {
                 c.runners -= 1;
@@ -123,18 +150,17 @@ impl Sched {
         false
     }
 
-    /// Called by the monitor each tick with the process's CPU share over the tick.
-    /// Adds runners when, on two ticks in a row, no runner was idle, connections were
-    /// waiting (`pending`) and the CPU share was low: the runners are blocked, not
-    /// computing. Adds an eighth of the current count (at least one), so a heavily
-    /// blocking app reaches the concurrency it needs quickly. Returns the numbers of
-    /// threads to start (parked threads are woken here).
+    /// Called by the monitor each tick. Adds runners when, on two ticks in a row, no
+    /// runner was idle, connections were waiting (`pending`), and no sampled busy
+    /// runner was computing (`cpu_of` reads a thread CPU clock). Adds an eighth of the
+    /// current count (at least one), so a heavily blocking app reaches the concurrency
+    /// it needs quickly. Returns the numbers of threads to start (parked ones are woken).
     pub(crate) fn maybe_grow(
         &self,
         pending: impl FnOnce() -> bool,
-        cpu_share: f64,
+        cpu_of: impl Fn(i32) -> Option<Duration>,
     ) -> Range<usize> {
-        if self.idle.load(Ordering::SeqCst) > 0 || cpu_share > BUSY_CPU_SHARE || !pending() {
+        if self.idle.load(Ordering::SeqCst) > 0 || !pending() || self.computing(&cpu_of) {
             self.pressure.store(0, Ordering::Relaxed);
             return 0..0;
         }
@@ -158,12 +184,44 @@ impl Sched {
         start..c.spawned
     }
 
-    /// Whether any request is running (the monitor ticks fast only then).
-    pub(crate) fn any_busy(&self) -> bool {
+    /// Whether a sampled busy runner is computing: it used the CPU for more than
+    /// `COMPUTING_SHARE` of the time since its last sample, or it is runnable (its
+    /// clock stood still only because it waited for a CPU). A runner sampled for the
+    /// first time counts as computing, so a decision rests on a measured interval.
+    fn computing(&self, cpu_of: &impl Fn(i32) -> Option<Duration>) -> bool {
         let spawned = self.counts().spawned;
-        self.busy[..spawned]
-            .iter()
-            .any(|b| b.load(Ordering::Relaxed) != 0)
+        let now = self.now();
+        let start = self.cursor.fetch_add(SAMPLE, Ordering::Relaxed);
+        let mut computing = false;
+        for k in 0..spawned.min(SAMPLE) {
+            let i = (start + k) % spawned;
+            if self.busy[i].load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let clock = &self.clocks[i];
+            let Some(cpu) = cpu_of(clock.id.load(Ordering::Relaxed)) else {
+                continue;
+            };
+            let cpu = cpu.as_nanos() as u64;
+            let (wall0, cpu0) = (
+                clock.wall.swap(now, Ordering::Relaxed),
+                clock.cpu.swap(cpu, Ordering::Relaxed),
+            );
+            let elapsed = now.saturating_sub(wall0);
+            if wall0 == 0
+                || elapsed == 0
+                || cpu.saturating_sub(cpu0) as f64 > COMPUTING_SHARE * elapsed as f64
+                || clock.state.get().is_some_and(ThreadState::runnable)
+            {
+                computing = true;
+            }
+        }
+        computing
+    }
+
+    /// When the monitor last saw every runner blocked (changes tell it to tick fast).
+    pub(crate) fn blocked_since_start(&self) -> u64 {
+        self.last_all_blocked.load(Ordering::Relaxed)
     }
 
     /// Wakes every parked thread so it can see the server stopping.
@@ -183,6 +241,15 @@ impl Sched {
 mod tests {
     use super::*;
 
+    /// CPU clocks for the test: clock id = thread number; `cpu` holds their times.
+    fn clocks(cpu: &[AtomicU64]) -> impl Fn(i32) -> Option<Duration> + '_ {
+        move |id| {
+            Some(Duration::from_nanos(
+                cpu[id as usize].load(Ordering::Relaxed),
+            ))
+        }
+    }
+
     #[test]
     fn one_runner_until_all_are_blocked() {
         let mut s = Sched::new(4);
@@ -190,30 +257,34 @@ mod tests {
         s.epoch = Instant::now()
             .checked_sub(Duration::from_secs(1))
             .expect("uptime");
+        let cpu: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
         let me = s.first();
+        s.register(me, 0, None);
+        s.register(1, 1, None);
         assert!(s.become_runner());
         // An idle runner: nothing to add.
-        assert_eq!(s.maybe_grow(|| true, 0.0), 0..0);
-        assert_eq!(s.maybe_grow(|| true, 0.0), 0..0);
+        assert_eq!(s.maybe_grow(|| true, clocks(&cpu)), 0..0);
         s.start_request(me);
-        // Computing (high CPU share), or nothing waiting: nothing to add.
-        assert_eq!(s.maybe_grow(|| true, 0.95), 0..0);
-        assert_eq!(s.maybe_grow(|| true, 0.95), 0..0);
-        assert_eq!(s.maybe_grow(|| false, 0.0), 0..0);
-        assert_eq!(s.maybe_grow(|| false, 0.0), 0..0);
-        // Blocked with work waiting, two ticks in a row: start thread 1.
-        assert_eq!(s.maybe_grow(|| true, 0.0), 0..0);
-        assert_eq!(s.maybe_grow(|| true, 0.0), 1..2);
+        // Nothing waiting: nothing to add.
+        assert_eq!(s.maybe_grow(|| false, clocks(&cpu)), 0..0);
+        // Computing: its CPU clock runs with the wall clock.
+        for _ in 0..3 {
+            cpu[0].fetch_add(10_000_000_000, Ordering::Relaxed);
+            assert_eq!(s.maybe_grow(|| true, clocks(&cpu)), 0..0);
+        }
+        // Blocked (the clock stands still) with work waiting, two ticks in a row: start thread 1.
+        assert_eq!(s.maybe_grow(|| true, clocks(&cpu)), 0..0);
+        assert_eq!(s.maybe_grow(|| true, clocks(&cpu)), 1..2);
         assert_eq!(s.allowed(), 2);
         // While runners were blocked lately, finishing a request does not park.
         assert!(s.become_runner());
         s.start_request(1);
-        assert!(!s.end_request(me));
-        assert!(!s.end_request(1));
+        assert!(!s.end_request(me, true));
+        assert!(!s.end_request(1, true));
         // Once the blocking is old news, a runner that finds another idle parks.
         s.last_all_blocked.store(1, Ordering::Relaxed);
         s.start_request(1);
-        assert!(s.end_request(1));
+        assert!(s.end_request(1, true));
         assert_eq!(s.allowed(), 1);
     }
 }

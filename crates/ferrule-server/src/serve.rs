@@ -35,8 +35,11 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
     }
 }
 
-/// Serves a connection until it has no complete request left, then parks or closes it.
-pub(crate) fn serve(shared: &Arc<Shared>, handler: &dyn Handler, mut conn: Conn) {
+/// Serves a connection until it has no complete request left, then parks or closes
+/// it. Returns it instead when its last response waits in its buffer (deferred by
+/// `Exchange::finish` because other connections are ready): the caller writes it
+/// with the others ([`flush_all`]) and parks it.
+pub(crate) fn serve(shared: &Arc<Shared>, handler: &dyn Handler, mut conn: Conn) -> Option<Conn> {
     let cfg = &shared.config.parser;
     let min_line = cfg.request_line_limit().min(cfg.field_size_limit()) + 1;
     loop {
@@ -50,11 +53,14 @@ pub(crate) fn serve(shared: &Arc<Shared>, handler: &dyn Handler, mut conn: Conn)
                         None => false,
                     };
                     let token = conn.token;
+                    let defer = shared.ready_len() > 0;
                     shared.in_flight.fetch_add(1, Ordering::Relaxed);
-                    let ex = handler.handle(Exchange::new(conn, head, shared.clone(), https));
+                    let ex =
+                        handler.handle(Exchange::new(conn, head, shared.clone(), https, defer));
                     shared.in_flight.fetch_sub(1, Ordering::Relaxed);
                     let Some(ex) = ex else {
-                        return shared.table.release(token);
+                        shared.table.release(token);
+                        return None;
                     };
                     if ex.outcome().length_mismatch {
                         tracing::error!(
@@ -67,13 +73,20 @@ pub(crate) fn serve(shared: &Arc<Shared>, handler: &dyn Handler, mut conn: Conn)
                     }
                     match ex.into_conn() {
                         Some(c) => conn = c,
-                        None => return shared.table.release(token),
+                        None => {
+                            shared.table.release(token);
+                            return None;
+                        }
                     }
                     conn.reset_scan();
                     if conn.buf.is_empty() {
+                        if !conn.out.is_empty() {
+                            return Some(conn);
+                        }
                         // Nothing pipelined: epoll says when the next request arrives,
                         // which saves a read that would find nothing.
-                        return shared.park(conn, false);
+                        shared.park(conn, false);
+                        return None;
                     }
                     continue;
                 }
@@ -86,23 +99,52 @@ pub(crate) fn serve(shared: &Arc<Shared>, handler: &dyn Handler, mut conn: Conn)
                 if !conn.buf.is_empty() {
                     tracing::debug!("client closed the connection in the middle of a request head");
                 }
-                return shared.table.release(conn.token);
+                close(shared, conn);
+                return None;
             }
             Ok(_) => {
                 conn.head_since.get_or_insert_with(Instant::now);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return shared.park(conn, false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Responses to pipelined requests go out before the connection waits.
+                if conn.flush_out(shared.config.io_timeout) {
+                    shared.park(conn, false);
+                } else {
+                    shared.table.release(conn.token);
+                }
+                return None;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::debug!("read failed: {e}");
-                return shared.table.release(conn.token);
+                shared.table.release(conn.token);
+                return None;
             }
         }
     }
 }
 
+/// Writes every deferred response, then parks those connections (or drops them).
+pub(crate) fn flush_all(shared: &Shared, pending: &mut Vec<Conn>) {
+    for mut conn in pending.drain(..) {
+        if conn.flush_out(shared.config.io_timeout) {
+            shared.park(conn, false);
+        } else {
+            shared.table.release(conn.token);
+        }
+    }
+}
+
+/// Closes a connection after writing what is still owed to it.
+fn close(shared: &Shared, mut conn: Conn) {
+    conn.flush_out(shared.config.io_timeout);
+    shared.table.release(conn.token);
+}
+
 /// Answers a request the server refuses before the app sees it, logs why, and closes.
-fn reject(shared: &Shared, mut conn: Conn, e: Error) {
+fn reject(shared: &Shared, mut conn: Conn, e: Error) -> Option<Conn> {
+    // Answers to earlier pipelined requests come first.
+    conn.flush_out(shared.config.io_timeout);
     let peer = match conn.peer.ip() {
         Some(ip) => ip.to_string(),
         None => "unix".to_string(),
@@ -114,4 +156,5 @@ fn reject(shared: &Shared, mut conn: Conn, e: Error) {
         let _ = conn.stream.write(&bytes);
     }
     shared.table.release(conn.token);
+    None
 }

@@ -11,9 +11,12 @@ use crate::conn::Conn;
 use crate::exchange::Exchange;
 use crate::listener::{BindError, Listener, Local};
 use crate::sched::Sched;
-use crate::serve::{accept_all, serve};
-use crate::sys::{empty_event, process_cpu_time, Poller, Waker};
+use crate::serve::{accept_all, flush_all, serve};
+use crate::sys::{
+    current_thread_cpu_clock, empty_event, thread_cpu_time, Poller, ThreadState, Waker,
+};
 use crate::table::{Deadlines, Table};
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -33,12 +36,20 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 const WAKE: u64 = u64::MAX;
+/// Most complete responses a thread holds back to write in one burst.
+const MAX_DEFERRED: usize = 16;
+/// A request slower than this flushes the held-back responses at once.
+const MAX_DEFER_DELAY: Duration = Duration::from_micros(500);
+/// Events taken from epoll per wait: answering ready connections back to back keeps
+/// the clients' side busy, which makes each wake-up on their side cheaper.
+const BATCH: usize = 64;
 pub(crate) const LISTENER: u64 = 1 << 63;
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
-/// Monitor tick while requests run.
-const TICK_BUSY: Duration = Duration::from_micros(250);
-/// Monitor tick while nothing runs.
-const TICK_IDLE: Duration = Duration::from_millis(10);
+/// Monitor tick while runners look blocked: how fast a blocking app gets threads.
+const TICK_FAST: Duration = Duration::from_micros(250);
+/// Longest monitor tick: while runners compute or wait for clients, the tick doubles
+/// up to this, so the monitor rarely preempts a runner on a busy CPU.
+const TICK_SLOW: Duration = Duration::from_millis(4);
 
 pub struct Shared {
     pub(crate) config: ServerConfig,
@@ -55,12 +66,39 @@ pub struct Shared {
     all_stopped: Condvar,
     pub(crate) in_flight: AtomicUsize,
     sched: Sched,
+    /// Ready events taken from epoll in a batch and not yet handled.
+    ready: Mutex<VecDeque<u64>>,
+    ready_len: AtomicUsize,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Shared {
     pub(crate) fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    fn ready(&self) -> MutexGuard<'_, VecDeque<u64>> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pop_ready(&self) -> Option<u64> {
+        if self.ready_len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut q = self.ready();
+        let t = q.pop_front();
+        self.ready_len.store(q.len(), Ordering::Release);
+        t
+    }
+
+    fn push_ready(&self, tokens: impl Iterator<Item = u64>) {
+        let mut q = self.ready();
+        q.extend(tokens);
+        self.ready_len.store(q.len(), Ordering::Release);
+    }
+
+    pub(crate) fn ready_len(&self) -> usize {
+        self.ready_len.load(Ordering::Acquire)
     }
 
     pub(crate) fn park(&self, conn: Conn, new: bool) {
@@ -124,6 +162,8 @@ impl Server {
             all_stopped: Condvar::new(),
             in_flight: AtomicUsize::new(0),
             sched: Sched::new(config.threads),
+            ready: Mutex::new(VecDeque::with_capacity(BATCH)),
+            ready_len: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
             config,
         };
@@ -214,32 +254,60 @@ fn spawn(
 /// A thread's life: park until allowed to be a runner, then wait for connections and
 /// serve them, until a finished request finds another runner idle.
 fn worker_loop(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
-    let mut events = [empty_event(); 1];
+    let mut events = [empty_event(); BATCH];
+    // Connections whose complete responses wait to be written in one burst.
+    let mut unflushed: Vec<Conn> = Vec::with_capacity(MAX_DEFERRED);
+    shared.sched.register(
+        me,
+        current_thread_cpu_clock(),
+        ThreadState::open_current().ok(),
+    );
     'park: while shared.sched.become_runner() {
         while !shared.stopping() {
-            let n = match shared.poller.wait(&mut events, Duration::from_secs(1)) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!("epoll wait failed: {e}");
-                    return;
+            let token = match shared.pop_ready() {
+                Some(t) => t,
+                None => {
+                    flush_all(shared, &mut unflushed);
+                    match shared.poller.wait(&mut events, Duration::from_secs(1)) {
+                        Ok(0) => continue,
+                        Ok(n) => {
+                            // Events beyond the first wait in the shared queue, so another
+                            // runner takes them if this one blocks in the app.
+                            if n > 1 {
+                                shared.push_ready(events[1..n].iter().map(|e| e.data()));
+                            }
+                            events[0].data()
+                        }
+                        Err(e) => {
+                            tracing::error!("epoll wait failed: {e}");
+                            return;
+                        }
+                    }
                 }
             };
-            for ev in &events[..n] {
-                match ev.data() {
-                    WAKE => {}
-                    t if t & LISTENER != 0 => accept_all(shared, (t & !LISTENER) as usize),
-                    t => {
-                        if let Some(conn) = shared.table.take(t) {
-                            shared.sched.start_request(me);
-                            serve(shared, handler, conn);
-                            if shared.sched.end_request(me) {
-                                continue 'park;
-                            }
+            match token {
+                WAKE => {}
+                t if t & LISTENER != 0 => accept_all(shared, (t & !LISTENER) as usize),
+                t => {
+                    if let Some(conn) = shared.table.take(t) {
+                        shared.sched.start_request(me);
+                        let started = Instant::now();
+                        if let Some(c) = serve(shared, handler, conn) {
+                            unflushed.push(c);
+                        }
+                        // A slow request means the deferred answers already waited long.
+                        if unflushed.len() >= MAX_DEFERRED || started.elapsed() > MAX_DEFER_DELAY {
+                            flush_all(shared, &mut unflushed);
+                        }
+                        if shared.sched.end_request(me, shared.ready_len() == 0) {
+                            flush_all(shared, &mut unflushed);
+                            continue 'park;
                         }
                     }
                 }
             }
         }
+        flush_all(shared, &mut unflushed);
         return;
     }
 }
@@ -248,13 +316,8 @@ fn worker_loop(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
 /// every `SWEEP_EVERY` closes connections past their deadline.
 fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
     let mut last_sweep = Instant::now();
-    let (mut last_wall, mut last_cpu) = (Instant::now(), process_cpu_time());
+    let mut tick = TICK_SLOW;
     while !shared.stopping() {
-        let tick = if shared.sched.any_busy() {
-            TICK_BUSY
-        } else {
-            TICK_IDLE
-        };
         let guard = shared.running();
         drop(
             shared
@@ -265,11 +328,11 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
         if shared.stopping() {
             break;
         }
-        let (wall, cpu) = (Instant::now(), process_cpu_time());
-        let elapsed = wall.duration_since(last_wall).as_secs_f64().max(1e-6);
-        let share = cpu.saturating_sub(last_cpu).as_secs_f64() / elapsed;
-        (last_wall, last_cpu) = (wall, cpu);
-        for id in shared.sched.maybe_grow(|| shared.poller.pending(), share) {
+        let blocked_before = shared.sched.blocked_since_start();
+        for id in shared.sched.maybe_grow(
+            || shared.ready_len() > 0 || shared.poller.pending(),
+            thread_cpu_time,
+        ) {
             let (s, h) = (shared.clone(), handler.clone());
             let started = spawn(shared, format!("ferrule-{id}"), move || {
                 h.run_thread(&mut || worker_loop(&s, &*h, id));
@@ -278,6 +341,11 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
                 tracing::error!("cannot start a thread: {e}");
             }
         }
+        tick = if shared.sched.blocked_since_start() != blocked_before {
+            TICK_FAST
+        } else {
+            (tick * 2).min(TICK_SLOW)
+        };
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             shared.table.sweep();

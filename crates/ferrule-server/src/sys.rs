@@ -1,6 +1,7 @@
-//! The only module that talks to the kernel directly: epoll, eventfd, poll and
-//! sendfile, through nix's safe wrappers. The one `unsafe` block borrows a file
-//! descriptor number that came from Python (`wsgi.file_wrapper`).
+//! The only module that talks to the kernel directly: epoll, eventfd, poll, read
+//! and sendfile, mostly through nix's safe wrappers. `unsafe` appears twice: reading
+//! into a buffer's spare capacity (zero-filling 16 KiB per read cost more than the
+//! rest of a request), and borrowing a descriptor number from Python's file_wrapper.
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -127,12 +128,73 @@ pub fn wait_ready(fd: BorrowedFd<'_>, interest: Interest, timeout: Duration) -> 
     }
 }
 
-/// CPU time used by the whole process so far.
-pub fn process_cpu_time() -> Duration {
+/// Reads from `fd` into the spare capacity of `buf`, growing it by `grow` bytes when
+/// fewer than `min_spare` are free. Returns the bytes read (0 at end of stream).
+pub fn read_append(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    min_spare: usize,
+    grow: usize,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    if buf.capacity() - buf.len() < min_spare {
+        buf.reserve(grow);
+    }
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `spare` points to `spare.len()` writable bytes owned by `buf`; read(2)
+    // writes at most that many and never reads them.
+    let n = unsafe { nix::libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: read(2) initialised the first `n` bytes of the spare capacity, and
+    // `n <= spare.len()`, so the new length is within the allocation.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// The CPU-time clock of the calling thread, as other threads can read it: the
+/// kernel's encoding of a per-thread scheduler clock, which is what glibc's
+/// `pthread_getcpuclockid` returns.
+pub fn current_thread_cpu_clock() -> i32 {
+    let tid = nix::unistd::gettid().as_raw();
+    (!tid << 3) | 6
+}
+
+/// A thread's `/proc` stat file, opened by the thread itself and read by others, to
+/// tell a blocked thread (sleeping in I/O) from a runnable one that is only waiting
+/// for a CPU (preempted, or its virtual CPU stolen by the host).
+pub struct ThreadState(std::fs::File);
+
+impl ThreadState {
+    /// Opens the calling thread's stat file.
+    pub fn open_current() -> io::Result<ThreadState> {
+        std::fs::File::open("/proc/thread-self/stat").map(ThreadState)
+    }
+
+    /// Whether the thread is running or runnable (state `R`).
+    pub fn runnable(&self) -> bool {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 512];
+        let Ok(n) = self.0.read_at(&mut buf, 0) else {
+            return false;
+        };
+        let text = &buf[..n];
+        // "tid (comm) S ...": the state follows the last ')', as comm may hold ')'.
+        match text.iter().rposition(|&b| b == b')') {
+            Some(i) => text.get(i + 2) == Some(&b'R'),
+            None => false,
+        }
+    }
+}
+
+/// CPU time used so far by the thread whose clock is `clock`.
+pub fn thread_cpu_time(clock: i32) -> Option<Duration> {
     use nix::time::{clock_gettime, ClockId};
-    clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID)
+    clock_gettime(ClockId::from_raw(clock))
+        .ok()
         .map(Duration::from)
-        .unwrap_or_default()
 }
 
 /// Sends up to `count` bytes of the file `file` from `offset` on the socket without
@@ -151,4 +213,40 @@ pub fn sendfile(
     let n = nix::sys::sendfile::sendfile(sock, file, Some(&mut off), count)?;
     *offset = off;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_state_tells_running_from_sleeping() {
+        assert!(ThreadState::open_current().unwrap().runnable());
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (stx, srx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            stx.send(ThreadState::open_current().unwrap()).unwrap();
+            let _ = rx.recv(); // blocks: state S
+        });
+        let state = srx.recv().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while state.runnable() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(!state.runnable());
+        drop(tx);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn thread_cpu_clock_reads_this_thread() {
+        let clock = current_thread_cpu_clock();
+        let a = thread_cpu_time(clock).unwrap();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        assert!(thread_cpu_time(clock).unwrap() > a);
+    }
 }
