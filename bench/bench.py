@@ -45,7 +45,7 @@ def cmd_gunicorn(app, port):
 
 
 def cmd_uwsgi(app, port):
-    return [str(BIN / "uwsgi"), "--http-socket", f"127.0.0.1:{port}", "--module", f"apps:{app}",
+    return [str(BIN / "uwsgi"), "--http11-socket", f"127.0.0.1:{port}", "--module", f"apps:{app}",
             "--processes", "1", "--threads", "8", "--disable-logging", "--die-on-term", "--need-app"]
 
 
@@ -322,7 +322,8 @@ def write_results(results, soak, instr, seconds, servers, repeat) -> str:
         f"{seconds:g} s per run, median of {repeat} interleaved rounds, all servers in this one run. CPU µs/req = utime+stime of the server's "
         "process tree / requests completed. Ratios are ferrule / peer (CPU: lower is better; RPS: higher).",
         "",
-        "ferrule runs with its defaults (32 threads, 1 process). Peers: bjoern (1 thread), Granian "
+        "ferrule runs with its defaults (one process; one thread runs the app, more only while all are "
+        "blocked, up to 512). Peers: bjoern (1 thread), Granian "
         "(default, and `--blocking-threads 1`), gunicorn gthread 8 threads, uWSGI 8 threads, waitress 8 "
         "threads, pyruvate 8 threads.",
         "",
