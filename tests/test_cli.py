@@ -3,6 +3,7 @@
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -93,8 +94,10 @@ def test_env_flag_sets_environment_for_the_app(serve, tmp_path):
 
 
 def test_python_m_and_console_script_are_the_same(tmp_path):
+    # The console script pip installed beside this interpreter (the venv need not be on PATH).
+    script = Path(sys.executable).parent / "ferrule"
     port = free_port()
-    p = subprocess.Popen(["ferrule", "routes:app", "--chdir", str(APPS), "-b", f"127.0.0.1:{port}"],
+    p = subprocess.Popen([str(script), "routes:app", "--chdir", str(APPS), "-b", f"127.0.0.1:{port}"],
                          stderr=subprocess.PIPE)
     try:
         wait_for_port(port, p)
