@@ -153,3 +153,37 @@ def test_python_run_api(tmp_path):
     finally:
         p.send_signal(signal.SIGTERM)
         assert p.wait(10) == 0
+
+
+def test_many_keep_alive_connections_get_every_response_intact(serve):
+    """Responses held back and written in bursts (complete ones, while other connections
+    are ready) must all arrive, in order, on every connection."""
+    s = serve("flask_app:app")
+    errors = []
+
+    def client(n):
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        try:
+            for i in range(25):
+                path = ["/", "/stream", "/json"][i % 3]
+                if path == "/json":
+                    c.request("POST", path, body=f'{{"n": {n}, "i": {i}}}', headers={"Content-Type": "application/json"})
+                else:
+                    c.request("GET", path)
+                r = c.getresponse()
+                body = r.read()
+                want = {"/": b"Hello from Flask",
+                        "/stream": b"".join(f"line {k}\n".encode() for k in range(5))}.get(path)
+                if want is not None and body != want or b'"i":' in body and f'"i":{i}'.encode() not in body.replace(b" ", b""):
+                    errors.append((n, i, body[:60]))
+        except Exception as e:  # noqa: BLE001 - recorded and asserted below
+            errors.append((n, repr(e)))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

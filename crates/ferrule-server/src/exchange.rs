@@ -416,10 +416,18 @@ impl Exchange {
         } else {
             self.out.extend_from_slice(data);
         }
-        if flush {
+        // A block that completes the declared length is the whole response, not a
+        // block the app is still following up: it may wait like any complete one.
+        let complete = matches!(self.response, Response::Body { framing: ResponseFraming::Length(n), sent, .. } if sent == n);
+        if flush && !(complete && self.may_defer()) {
             self.flush(park)?;
         }
         Ok(())
+    }
+
+    /// Whether a complete response may wait in the buffer (see `finish`).
+    fn may_defer(&self) -> bool {
+        self.defer && self.keep_alive && !self.shared.stopping()
     }
 
     /// Sends a regular file's bytes with sendfile(2). Returns `Ok(false)` when the
@@ -504,7 +512,7 @@ impl Exchange {
             }
             self.response = Response::Done;
         }
-        if self.defer && self.keep_alive && !self.shared.stopping() {
+        if self.may_defer() {
             // The whole response is here and other connections are ready: the
             // serving thread writes it after them, in one burst (`serve.rs`).
             return Ok(());

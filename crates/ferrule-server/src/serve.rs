@@ -39,7 +39,14 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
 /// it. Returns it instead when its last response waits in its buffer (deferred by
 /// `Exchange::finish` because other connections are ready): the caller writes it
 /// with the others ([`flush_all`]) and parks it.
-pub(crate) fn serve(shared: &Arc<Shared>, handler: &dyn Handler, mut conn: Conn) -> Option<Conn> {
+///
+/// `holding` says the calling thread already holds responses back.
+pub(crate) fn serve(
+    shared: &Arc<Shared>,
+    handler: &dyn Handler,
+    mut conn: Conn,
+    holding: bool,
+) -> Option<Conn> {
     let cfg = &shared.config.parser;
     let min_line = cfg.request_line_limit().min(cfg.field_size_limit()) + 1;
     loop {
@@ -53,7 +60,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, handler: &dyn Handler, mut conn: Conn)
                         None => false,
                     };
                     let token = conn.token;
-                    let defer = shared.ready_len() > 0;
+                    let defer = holding || shared.ready_len() > 0;
                     shared.in_flight.fetch_add(1, Ordering::Relaxed);
                     let ex =
                         handler.handle(Exchange::new(conn, head, shared.clone(), https, defer));

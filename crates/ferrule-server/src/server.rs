@@ -267,8 +267,18 @@ fn worker_loop(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
             let token = match shared.pop_ready() {
                 Some(t) => t,
                 None => {
-                    flush_all(shared, &mut unflushed);
-                    match shared.poller.wait(&mut events, Duration::from_secs(1)) {
+                    // With responses held back, first take what is ready right now (no
+                    // wait) and serve it too; write the burst only when nothing is.
+                    let wait = if unflushed.is_empty() {
+                        Duration::from_secs(1)
+                    } else {
+                        Duration::ZERO
+                    };
+                    match shared.poller.wait(&mut events, wait) {
+                        Ok(0) if !unflushed.is_empty() => {
+                            flush_all(shared, &mut unflushed);
+                            continue;
+                        }
                         Ok(0) => continue,
                         Ok(n) => {
                             // Events beyond the first wait in the shared queue, so another
@@ -292,7 +302,7 @@ fn worker_loop(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
                     if let Some(conn) = shared.table.take(t) {
                         shared.sched.start_request(me);
                         let started = Instant::now();
-                        if let Some(c) = serve(shared, handler, conn) {
+                        if let Some(c) = serve(shared, handler, conn, !unflushed.is_empty()) {
                             unflushed.push(c);
                         }
                         // A slow request means the deferred answers already waited long.
