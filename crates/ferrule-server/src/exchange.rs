@@ -12,8 +12,8 @@ use crate::server::Shared;
 use crate::sys::{self, Interest};
 use ferrule_http::{
     choose_framing, classify_field, error_response, finish_head, parse_status, write_chunk,
-    write_status_line, BodyDecoder, DateCache, FieldKind, Head, ParseError, ResponseFraming,
-    Version, LAST_CHUNK,
+    write_status_line, BodyDecoder, DateCache, FieldKind, Head, ResponseFraming, Version,
+    LAST_CHUNK,
 };
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
@@ -585,14 +585,6 @@ impl Exchange {
             }
         }
     }
-
-    /// The parse error a failed body read ended with, if that is what happened.
-    pub fn body_error(e: &Error) -> Option<ParseError> {
-        match e {
-            Error::Parse(p) => Some(*p),
-            _ => None,
-        }
-    }
 }
 
 /// Writes every part, waiting (parked) while the socket is full.
@@ -605,7 +597,7 @@ fn send(
     let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
     while !parts.is_empty() {
         let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-        match conn.stream.write_vectored_all_once(&slices) {
+        match conn.stream.write_vectored(&slices) {
             Ok(0) => return Err(Error::Disconnected),
             Ok(mut n) => {
                 while n > 0 {

@@ -7,7 +7,6 @@ use crate::exchange::{with_date, Exchange};
 use crate::server::{Handler, Shared};
 use ferrule_http::{error_response, parse_head, secure_scheme, Version};
 use std::io::{self, Write};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -61,10 +60,8 @@ pub(crate) fn serve(
                     };
                     let token = conn.token;
                     let defer = holding || shared.ready_len() > 0;
-                    shared.in_flight.fetch_add(1, Ordering::Relaxed);
                     let ex =
                         handler.handle(Exchange::new(conn, head, shared.clone(), https, defer));
-                    shared.in_flight.fetch_sub(1, Ordering::Relaxed);
                     let Some(ex) = ex else {
                         shared.table.release(token);
                         return None;

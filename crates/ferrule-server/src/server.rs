@@ -64,7 +64,6 @@ pub struct Shared {
     /// Threads alive, and the condition the monitor ticks on and stop waits on.
     running: Mutex<usize>,
     all_stopped: Condvar,
-    pub(crate) in_flight: AtomicUsize,
     sched: Sched,
     /// Ready events taken from epoll in a batch and not yet handled.
     ready: Mutex<VecDeque<u64>>,
@@ -160,7 +159,6 @@ impl Server {
             access,
             running: Mutex::new(0),
             all_stopped: Condvar::new(),
-            in_flight: AtomicUsize::new(0),
             sched: Sched::new(config.threads),
             ready: Mutex::new(VecDeque::with_capacity(BATCH)),
             ready_len: AtomicUsize::new(0),
@@ -220,11 +218,6 @@ impl Server {
             let _ = t.join();
         }
         true
-    }
-
-    /// Requests being answered right now.
-    pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::Relaxed)
     }
 }
 
