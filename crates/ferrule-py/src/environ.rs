@@ -138,24 +138,20 @@ impl Environ {
         caches: &mut Caches,
     ) -> PyResult<()> {
         let (name, port) = match ex.host() {
-            Some(host) => match caches.hosts.get(host) {
-                Some((n, p)) => (n.clone_ref(py), p.clone_ref(py)),
-                None => {
+            Some(host) => {
+                let make = || {
                     let text = String::from_utf8_lossy(host);
                     let default_port = if ex.is_https() { "443" } else { "80" };
                     let (h, p) = split_host(&text);
-                    let pair = (
+                    (
                         PyString::new(py, h).unbind(),
                         PyString::new(py, p.unwrap_or(default_port)).unbind(),
-                    );
-                    if caches.hosts.len() < CACHE_MAX {
-                        caches
-                            .hosts
-                            .insert(host.to_vec(), (pair.0.clone_ref(py), pair.1.clone_ref(py)));
-                    }
-                    pair
-                }
-            },
+                    )
+                };
+                cached(&mut caches.hosts, host, make, |(n, p)| {
+                    (n.clone_ref(py), p.clone_ref(py))
+                })
+            }
             None => match ex.local() {
                 Local::Tcp(a) => (
                     PyString::new(py, &a.ip().to_string()).unbind(),
@@ -175,16 +171,8 @@ impl Environ {
         match ex.peer() {
             Peer::Tcp(a) => {
                 let ip = a.ip().to_canonical();
-                let addr = match caches.peers.get(&ip) {
-                    Some(s) => s.clone_ref(py),
-                    None => {
-                        let s = PyString::new(py, &ip.to_string()).unbind();
-                        if caches.peers.len() < CACHE_MAX {
-                            caches.peers.insert(ip, s.clone_ref(py));
-                        }
-                        s
-                    }
-                };
+                let make = || PyString::new(py, &ip.to_string()).unbind();
+                let addr = cached(&mut caches.peers, &ip, make, |s| s.clone_ref(py));
                 env.set_item(intern!(py, "REMOTE_ADDR"), addr)?;
                 env.set_item(
                     intern!(py, "REMOTE_PORT"),
@@ -214,16 +202,7 @@ impl Environ {
             {
                 continue;
             }
-            let key = match cache.get(name) {
-                Some(k) => k.clone_ref(py),
-                None => {
-                    let k = header_key(py, name);
-                    if cache.len() < CACHE_MAX {
-                        cache.insert(name.to_vec(), k.clone_ref(py));
-                    }
-                    k
-                }
-            };
+            let key = cached(cache, name, || header_key(py, name), |k| k.clone_ref(py));
             let key = key.bind(py);
             let value = latin1_str(py, value);
             match env.get_item(key)? {
@@ -236,6 +215,28 @@ impl Environ {
         }
         Ok(())
     }
+}
+
+/// The value cached for `key`, or a new one from `make`, kept while the cache has
+/// fewer than `CACHE_MAX` entries. `copy` makes the caller's own reference.
+fn cached<K, Q, V>(
+    map: &mut HashMap<K, V>,
+    key: &Q,
+    make: impl FnOnce() -> V,
+    copy: impl Fn(&V) -> V,
+) -> V
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(v) = map.get(key) {
+        return copy(v);
+    }
+    let v = make();
+    if map.len() < CACHE_MAX {
+        map.insert(key.to_owned(), copy(&v));
+    }
+    v
 }
 
 fn header_key(py: Python<'_>, name: &[u8]) -> Py<PyString> {

@@ -1,8 +1,11 @@
 //! A client connection between requests: its socket, the bytes received so far,
 //! and the clock that decides when it has waited too long.
 
+use crate::exchange::with_date;
 use crate::listener::{Peer, Stream};
+use ferrule_http::{error_response, Version};
 use memchr::memrchr;
+use std::io::Write;
 use std::time::Instant;
 
 pub struct Conn {
@@ -56,6 +59,13 @@ impl Conn {
             }
             None => self.buf.len() - self.line_start > min_line_limit,
         }
+    }
+
+    /// Answers with an error status the server writes itself, best effort: the socket is
+    /// non-blocking and the answer is small (the connection closes right after).
+    pub(crate) fn answer_error(&mut self, status: u16) {
+        let bytes = with_date(|d| error_response(status, Version::Http11, d));
+        let _ = self.stream.write(&bytes);
     }
 
     /// Forgets parser progress after a request used the front of the buffer.

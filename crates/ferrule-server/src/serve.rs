@@ -3,10 +3,10 @@
 
 use crate::conn::Conn;
 use crate::error::Error;
-use crate::exchange::{with_date, Exchange};
+use crate::exchange::Exchange;
 use crate::server::{Handler, Shared};
-use ferrule_http::{error_response, parse_head, secure_scheme, Version};
-use std::io::{self, Write};
+use ferrule_http::{parse_head, secure_scheme};
+use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -155,9 +155,7 @@ fn reject(shared: &Shared, mut conn: Conn, e: Error) -> Option<Conn> {
     };
     tracing::warn!("invalid request from {peer}: {e}");
     if let Some(status) = e.status() {
-        let bytes = with_date(|d| error_response(status, Version::Http11, d));
-        // Best effort: the socket is non-blocking and the answer is small.
-        let _ = conn.stream.write(&bytes);
+        conn.answer_error(status);
     }
     shared.table.release(conn.token);
     None

@@ -15,7 +15,7 @@ use crate::serve::{accept_all, flush_all, serve};
 use crate::sys::{
     current_thread_cpu_clock, empty_event, thread_cpu_time, Poller, ThreadState, Waker,
 };
-use crate::table::{Deadlines, Table};
+use crate::table::Table;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -58,7 +58,6 @@ pub struct Shared {
     pub(crate) poller: Poller,
     waker: Waker,
     pub(crate) table: Table,
-    deadlines: Deadlines,
     stopping: AtomicBool,
     pub(crate) access: Option<AccessLog>,
     /// Threads alive, and the condition the monitor ticks on and stop waits on.
@@ -102,7 +101,7 @@ impl Shared {
 
     pub(crate) fn park(&self, conn: Conn, new: bool) {
         if !self.stopping() {
-            self.table.park(&self.poller, conn, new, &self.deadlines);
+            self.table.park(&self.poller, conn, new, &self.config);
         }
     }
 
@@ -151,10 +150,6 @@ impl Server {
             poller,
             waker,
             table: Table::new(),
-            deadlines: Deadlines {
-                header: config.header_timeout,
-                keep_alive: config.keep_alive,
-            },
             stopping: AtomicBool::new(false),
             access,
             running: Mutex::new(0),

@@ -1,13 +1,11 @@
 //! The connection table: connections waiting in epoll between requests, keyed by
 //! the token their epoll registration carries, with the deadline that ends their wait.
 
+use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::error::{Error, Phase};
-use crate::exchange::with_date;
 use crate::sys::Poller;
-use ferrule_http::{error_response, Version};
 use slab::Slab;
-use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -21,12 +19,6 @@ struct Slot {
     conn: Option<Conn>,
     deadline: Instant,
     idle_since: Instant,
-}
-
-/// Timeouts a parked connection is held to.
-pub(crate) struct Deadlines {
-    pub header: Duration,
-    pub keep_alive: Duration,
 }
 
 pub(crate) struct Table {
@@ -47,12 +39,12 @@ impl Table {
     }
 
     /// Puts a connection in the table (`new`) or back, and arms its epoll registration.
-    pub(crate) fn park(&self, poller: &Poller, mut conn: Conn, new: bool, d: &Deadlines) {
+    pub(crate) fn park(&self, poller: &Poller, mut conn: Conn, new: bool, cfg: &ServerConfig) {
         let now = Instant::now();
         let deadline = match conn.head_since {
-            Some(t) => t + d.header,
-            None if new => now + d.header,
-            None => now + d.keep_alive,
+            Some(t) => t + cfg.header_timeout,
+            None if new => now + cfg.header_timeout,
+            None => now + cfg.keep_alive,
         };
         let mut slots = self.slots();
         if new {
@@ -139,9 +131,7 @@ impl Table {
                 tracing::warn!(
                     "closing a connection that did not send a complete request head in time"
                 );
-                let status = Error::Timeout(Phase::Head).status().unwrap_or(408);
-                let bytes = with_date(|d| error_response(status, Version::Http11, d));
-                let _ = conn.stream.write(&bytes);
+                conn.answer_error(Error::Timeout(Phase::Head).status().unwrap_or(408));
             }
         }
     }
