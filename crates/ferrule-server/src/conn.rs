@@ -25,6 +25,11 @@ pub struct Conn {
     pub(crate) line_start: usize,
     /// When the first byte of the current head arrived.
     pub(crate) head_since: Option<Instant>,
+    /// The last read left the socket empty, so epoll will report the next bytes.
+    pub(crate) drained: bool,
+    /// Epoll reported the peer's end of stream (or an error): a short read then does
+    /// not mean an event will follow, so the connection is read until it says so.
+    pub(crate) peer_done: bool,
 }
 
 impl Conn {
@@ -39,6 +44,9 @@ impl Conn {
             scanned: 0,
             line_start: 0,
             head_since: None,
+            // The registration reports bytes that are already there.
+            drained: true,
+            peer_done: false,
         }
     }
 

@@ -637,8 +637,15 @@ impl Conn {
         ok
     }
 
-    /// One non-blocking read into the buffer.
+    /// One non-blocking read into the buffer. Records whether the socket is known to be
+    /// empty now: edge-triggered epoll reports only bytes that arrive later.
     pub(crate) fn read_some(&mut self) -> io::Result<usize> {
-        sys::read_append(self.stream.fd(), &mut self.buf, 4096, 16 * 1024)
+        let got = sys::read_append(self.stream.fd(), &mut self.buf, 4096, 16 * 1024);
+        self.drained = match &got {
+            // A read that filled the buffer may have left more behind.
+            Ok(_) => self.buf.len() < self.buf.capacity(),
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        };
+        got
     }
 }

@@ -1,7 +1,7 @@
 //! The server's life: binding, the serving threads, the monitor, and shutdown.
 //!
 //! Serving threads wait on one shared epoll set; the connection a thread is woken
-//! for is its own until it parks it again (one-shot registration), and that thread
+//! for is its own until it parks it again (the table hands it out once), and that thread
 //! reads, parses and runs the app for it (`serve.rs`): a request never changes
 //! threads. `sched.rs` decides how many threads serve at once.
 
@@ -13,7 +13,8 @@ use crate::listener::{BindError, Listener, Local};
 use crate::sched::Sched;
 use crate::serve::{accept_all, flush_all, serve};
 use crate::sys::{
-    current_thread_cpu_clock, empty_event, thread_cpu_time, Poller, ThreadState, Waker,
+    current_thread_cpu_clock, empty_event, ends_stream, thread_cpu_time, Event, Poller,
+    ThreadState, Waker,
 };
 use crate::table::Table;
 use std::collections::VecDeque;
@@ -44,6 +45,8 @@ const MAX_DEFER_DELAY: Duration = Duration::from_micros(500);
 /// the clients' side busy, which makes each wake-up on their side cheaper.
 const BATCH: usize = 64;
 pub(crate) const LISTENER: u64 = 1 << 63;
+/// Set on a connection's token when its event reported the peer's end of stream.
+const PEER_DONE: u64 = 1 << 62;
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// Monitor tick while runners look blocked: how fast a blocking app gets threads.
 const TICK_FAST: Duration = Duration::from_micros(250);
@@ -101,7 +104,9 @@ impl Shared {
 
     pub(crate) fn park(&self, conn: Conn, new: bool) {
         if !self.stopping() {
-            self.table.park(&self.poller, conn, new, &self.config);
+            if let Some(token) = self.table.park(&self.poller, conn, new, &self.config) {
+                self.push_ready(std::iter::once(token));
+            }
         }
     }
 
@@ -272,9 +277,9 @@ fn worker_loop(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
                             // Events beyond the first wait in the shared queue, so another
                             // runner takes them if this one blocks in the app.
                             if n > 1 {
-                                shared.push_ready(events[1..n].iter().map(|e| e.data()));
+                                shared.push_ready(events[1..n].iter().map(token_of));
                             }
-                            events[0].data()
+                            token_of(&events[0])
                         }
                         Err(e) => {
                             tracing::error!("epoll wait failed: {e}");
@@ -287,7 +292,8 @@ fn worker_loop(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
                 WAKE => {}
                 t if t & LISTENER != 0 => accept_all(shared, (t & !LISTENER) as usize),
                 t => {
-                    if let Some(conn) = shared.table.take(t) {
+                    if let Some(mut conn) = shared.table.take(t & !PEER_DONE) {
+                        conn.peer_done |= t & PEER_DONE != 0;
                         shared.sched.start_request(me);
                         let started = Instant::now();
                         if let Some(c) = serve(shared, handler, conn, !unflushed.is_empty()) {
@@ -307,6 +313,14 @@ fn worker_loop(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
         }
         flush_all(shared, &mut unflushed);
         return;
+    }
+}
+
+/// The token an event carries, marked when the peer has closed or failed.
+fn token_of(e: &Event) -> u64 {
+    match e.data() {
+        t if t & LISTENER == 0 && ends_stream(e) => t | PEER_DONE,
+        t => t,
     }
 }
 

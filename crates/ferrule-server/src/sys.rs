@@ -11,8 +11,9 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
-/// A shared epoll set. Connections are registered one-shot, so an event hands a
-/// connection to exactly one thread, which re-arms it when it parks it again.
+/// A shared epoll set. Connections are registered edge-triggered once for their whole
+/// life (no `epoll_ctl` per request); the connection table decides which thread owns a
+/// connection. Listeners are one-shot, so one thread accepts at a time.
 pub struct Poller {
     epoll: Epoll,
 }
@@ -31,6 +32,15 @@ impl Poller {
     pub fn add_oneshot(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
         let ev = EpollEvent::new(
             EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT | EpollFlags::EPOLLRDHUP,
+            token,
+        );
+        Ok(self.epoll.add(fd, ev)?)
+    }
+
+    /// Registers a connection edge-triggered: one event per arrival of new bytes.
+    pub fn add_edge(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let ev = EpollEvent::new(
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLET | EpollFlags::EPOLLRDHUP,
             token,
         );
         Ok(self.epoll.add(fd, ev)?)
@@ -70,6 +80,12 @@ impl Poller {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Whether an event reports the peer's end of stream, a hang-up or an error.
+pub fn ends_stream(e: &Event) -> bool {
+    e.events()
+        .intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
 }
 
 pub fn empty_event() -> Event {

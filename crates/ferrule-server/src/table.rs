@@ -1,5 +1,10 @@
 //! The connection table: connections waiting in epoll between requests, keyed by
 //! the token their epoll registration carries, with the deadline that ends their wait.
+//!
+//! Registrations are edge-triggered and never re-armed, so an event can arrive while a
+//! thread is serving its connection. The table remembers it (`missed`), and parking
+//! that connection then hands it straight back as ready instead of waiting for an
+//! event that already came.
 
 use crate::config::ServerConfig;
 use crate::conn::Conn;
@@ -17,6 +22,8 @@ struct Slot {
     generation: u32,
     /// `None` while a thread is serving the connection.
     conn: Option<Conn>,
+    /// An event came while the connection was being served.
+    missed: bool,
     deadline: Instant,
     idle_since: Instant,
 }
@@ -38,8 +45,16 @@ impl Table {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Puts a connection in the table (`new`) or back, and arms its epoll registration.
-    pub(crate) fn park(&self, poller: &Poller, mut conn: Conn, new: bool, cfg: &ServerConfig) {
+    /// Puts a connection in the table (`new`, registering it) or back. Returns its
+    /// token when it must be served again without waiting: bytes may be in its socket
+    /// that no event will announce.
+    pub(crate) fn park(
+        &self,
+        poller: &Poller,
+        mut conn: Conn,
+        new: bool,
+        cfg: &ServerConfig,
+    ) -> Option<u64> {
         let now = Instant::now();
         let deadline = match conn.head_since {
             Some(t) => t + cfg.header_timeout,
@@ -48,40 +63,41 @@ impl Table {
         };
         let mut slots = self.slots();
         if new {
-            let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+            // 30 bits: the top two bits of a token mark listeners and end-of-stream.
+            let generation = self.generation.fetch_add(1, Ordering::Relaxed) & 0x3fff_ffff;
             let entry = slots.vacant_entry();
             conn.token = (u64::from(generation) << 32) | entry.key() as u64;
-            if poller.add_oneshot(conn.stream.fd(), conn.token).is_ok() {
+            if poller.add_edge(conn.stream.fd(), conn.token).is_ok() {
                 entry.insert(Slot {
                     generation,
                     conn: Some(conn),
+                    missed: false,
                     deadline,
                     idle_since: now,
                 });
             }
-            return;
+            return None;
         }
-        let idx = (conn.token & 0xffff_ffff) as usize;
         let token = conn.token;
-        if let Some(slot) = slots.get_mut(idx) {
-            if poller.rearm(conn.stream.fd(), token).is_ok() {
-                slot.conn = Some(conn);
-                slot.deadline = deadline;
-                slot.idle_since = now;
-            } else {
-                slots.remove(idx);
-            }
-        }
+        let again = !conn.drained || conn.peer_done;
+        let slot = slots.get_mut((token & 0xffff_ffff) as usize)?;
+        slot.conn = Some(conn);
+        slot.deadline = deadline;
+        slot.idle_since = now;
+        (std::mem::take(&mut slot.missed) || again).then_some(token)
     }
 
-    /// Takes the connection an event was for; `None` if it was closed meanwhile.
+    /// Takes the connection an event was for; `None` if it was closed meanwhile, or
+    /// if a thread is serving it (which then learns of the event when it parks it).
     pub(crate) fn take(&self, token: u64) -> Option<Conn> {
         let mut slots = self.slots();
         let slot = slots.get_mut((token & 0xffff_ffff) as usize)?;
         if u64::from(slot.generation) != token >> 32 {
             return None;
         }
-        slot.conn.take()
+        let conn = slot.conn.take();
+        slot.missed = conn.is_none();
+        conn
     }
 
     /// Forgets a connection that is closing.

@@ -8,7 +8,7 @@ mod corpus;
 use corpus::{config, expected, latin1, Seen, DEVIATIONS};
 use ferrule_http::ParserConfig;
 use ferrule_server::{Exchange, Handler, Local, NoPark, Server, ServerConfig};
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -125,7 +125,14 @@ fn exchange(addr: SocketAddr, raw: &[u8], slow: bool) -> Vec<u8> {
     }
     let _ = s.shutdown(Shutdown::Write);
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    // After the client's end of stream the server owes an answer or a close at once;
+    // waiting for the read timeout means it lost track of the connection.
+    if let Err(e) = s.read_to_end(&mut out) {
+        assert!(
+            !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "the server neither answered nor closed after the client's end of stream"
+        );
+    }
     out
 }
 
