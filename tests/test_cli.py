@@ -30,7 +30,7 @@ def test_bad_flag_prints_usage_and_exits_2():
     (["--keep-alive", "-1"], "must be >= 0"),
     (["--header-map", "maybe"], "invalid choice"),
     (["--env", "NOEQUALS"], "expected KEY=VALUE"),
-    (["--workers", "3"], "only one worker process"),
+    (["--workers", "0"], "workers must be an integer >= 1"),
     (["--access-logfile", "-", "--access-logformat", "%(zz)s"], "unknown atom %(zz)s"),
 ])
 def test_bad_values_get_one_line_and_exit_2(args, words):

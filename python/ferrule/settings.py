@@ -28,6 +28,7 @@ class Settings:
     threads: int = DEFAULT_THREADS
     workers: int = 1
     backlog: int = 2048
+    reuse_port: bool = False
     #: Seconds an idle keep-alive connection is kept. Longer than the idle timeout of
     #: common load balancers (AWS ALB 60 s, nginx upstream keepalive 60 s), so the
     #: balancer always closes first and never sends a request into a closing socket.
@@ -50,6 +51,24 @@ class Settings:
     access_logfile: Optional[str] = None
     access_logformat: str = DEFAULT_ACCESS_LOG_FORMAT
     script_name: str = ""
+    # The process model (read by the master and the workers, not by the Rust core).
+    app: Optional[str] = None
+    #: A request running longer than this gets its worker's stacks logged and the worker
+    #: replaced; a worker silent this long (GIL held in native code) is killed. 0: never.
+    timeout: float = 30.0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    #: Resident memory (MB) above which a worker is replaced; 0: no limit.
+    max_worker_memory: int = 0
+    preload_app: bool = False
+    pidfile: Optional[str] = None
+    reload: bool = False
+    user: Optional[str] = None
+    group: Optional[str] = None
+    umask: int = 0
+    chdir: Optional[str] = None
+    pythonpath: Optional[str] = None
+    env: List[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

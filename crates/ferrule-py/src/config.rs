@@ -6,7 +6,8 @@ use ferrule_server::log::LogLevel;
 use ferrule_server::{parse_bind, AllowIps, ServerConfig};
 use pyo3::prelude::*;
 use std::io::Write;
-use std::path::PathBuf;
+use ferrule_server::logfile::{LogFile, LogWriter};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The settings as the front end passes them: a dict with these keys.
@@ -17,6 +18,7 @@ pub struct Settings {
     threads: i64,
     workers: i64,
     backlog: i64,
+    reuse_port: bool,
     keep_alive: f64,
     header_timeout: f64,
     io_timeout: f64,
@@ -86,6 +88,7 @@ impl Settings {
         let config = ServerConfig {
             binds,
             backlog: i32::try_from(count("backlog", self.backlog, 1)?).unwrap_or(i32::MAX),
+            reuse_port: self.reuse_port,
             threads: count("threads", self.threads, 1)?,
             workers: count("workers", self.workers, 1)?,
             keep_alive: seconds("keep-alive", self.keep_alive)?,
@@ -106,13 +109,10 @@ impl Settings {
                 let sink: Box<dyn Write + Send> = if path == "-" {
                     Box::new(std::io::stdout())
                 } else {
-                    Box::new(
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(&path)
+                    Box::new(LogWriter(
+                        LogFile::open(Path::new(&path))
                             .map_err(|e| format!("access-logfile {path}: {e}"))?,
-                    )
+                    ))
                 };
                 Some(AccessLog::new(&self.access_logformat, sink)?)
             }

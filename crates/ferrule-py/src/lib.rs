@@ -13,7 +13,7 @@ mod text;
 mod tx;
 
 use ferrule_server::log::{self, LogLevel};
-use ferrule_server::{Local, Server};
+use ferrule_server::{Listener, Local, Server};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -36,20 +36,39 @@ create_exception!(
 /// Least time a quick stop gives threads to leave: idle ones leave at once.
 const QUICK_STOP: Duration = Duration::from_secs(1);
 
+/// How often the serving loop looks at signals and calls `tick`.
+const LOOP_EVERY: Duration = Duration::from_millis(100);
+
+/// The addresses of bound listeners, as they are shown in logs.
+fn urls(locals: &[Local]) -> Vec<String> {
+    locals
+        .iter()
+        .map(|l| match l {
+            Local::Tcp(a) => format!("http://{a}"),
+            Local::Unix(p) => format!("unix:{}", p.display()),
+        })
+        .collect()
+}
+
 /// Binds, serves `app` until a signal handler raises (KeyboardInterrupt: quick stop,
-/// anything else: graceful stop). `ready` is called with the bound addresses once
-/// the server accepts connections.
+/// anything else: graceful stop) or `tick` returns True (graceful stop). `ready` is
+/// called with the bound addresses once the server accepts connections. `tick` is
+/// called about every 100 ms with (requests answered, seconds the oldest request in
+/// flight has run or None); the worker process uses it for its heartbeat, timeouts
+/// and recycling. `worker` says a master started this process (its log lines differ).
 ///
 /// Returns True when every thread finished; False when requests were abandoned, in
 /// which case the caller must leave with `os._exit`: those threads still belong to
 /// the interpreter and must not meet its finalisation.
 #[pyfunction]
-#[pyo3(signature = (app, settings, ready=None))]
+#[pyo3(signature = (app, settings, ready=None, tick=None, worker=false))]
 fn serve(
     py: Python<'_>,
     app: PyObject,
     settings: config::Settings,
     ready: Option<PyObject>,
+    tick: Option<PyObject>,
+    worker: bool,
 ) -> PyResult<bool> {
     let (cfg, logs, access) = settings.into_config().map_err(ConfigError::new_err)?;
     log::init(logs.level, logs.path.as_deref()).map_err(ConfigError::new_err)?;
@@ -64,27 +83,41 @@ fn serve(
             .unbind(),
     )?;
     let mut server = Server::bind(cfg, access).map_err(|e| BindError::new_err(e.to_string()))?;
-    let addresses: Vec<String> = server
-        .addresses()
-        .iter()
-        .map(|l| match l {
-            Local::Tcp(a) => format!("http://{a}"),
-            Local::Unix(p) => format!("unix:{}", p.display()),
-        })
-        .collect();
-    tracing::info!("Starting ferrule {}", env!("CARGO_PKG_VERSION"));
-    for a in &addresses {
-        tracing::info!("Listening at: {a} ({})", std::process::id());
+    let addresses = urls(server.addresses());
+    if worker {
+        tracing::info!("Booting worker with pid: {}", std::process::id());
+    } else {
+        tracing::info!("Starting ferrule {}", env!("CARGO_PKG_VERSION"));
+        for a in &addresses {
+            tracing::info!("Listening at: {a} ({})", std::process::id());
+        }
+        tracing::info!("Using {threads} threads");
     }
-    tracing::info!("Using {threads} threads");
     server.start(Arc::new(handler::Wsgi::new(app, environ)))?;
     if let Some(ready) = ready {
         ready.call1(py, (addresses,))?;
     }
     loop {
-        py.allow_threads(|| std::thread::park_timeout(Duration::from_millis(100)));
-        if let Err(signal) = py.check_signals() {
-            let quick = signal.is_instance_of::<PyKeyboardInterrupt>(py);
+        py.allow_threads(|| std::thread::park_timeout(LOOP_EVERY));
+        let stop = match py.check_signals() {
+            Err(signal) => Some(signal.is_instance_of::<PyKeyboardInterrupt>(py)),
+            Ok(()) => match &tick {
+                None => None,
+                Some(tick) => {
+                    let age = server.oldest_request().map(|d| d.as_secs_f64());
+                    match tick.call1(py, (server.requests_served(), age)) {
+                        Ok(v) if v.is_truthy(py)? => Some(false),
+                        Ok(_) => None,
+                        Err(e) => {
+                            // A failing tick must not take the worker down mid-request.
+                            tracing::error!("worker tick failed: {e}");
+                            None
+                        }
+                    }
+                }
+            },
+        };
+        if let Some(quick) = stop {
             let wait = if quick { QUICK_STOP } else { graceful };
             tracing::info!(
                 "Shutting down: {}",
@@ -102,6 +135,46 @@ fn serve(
     }
 }
 
+/// Binds every address in `settings` for worker processes to inherit, and returns
+/// (descriptor, address shown in logs) pairs. The descriptors stay open in this
+/// process, so connections queued on them survive any one worker.
+#[pyfunction]
+fn bind(settings: config::Settings) -> PyResult<Vec<(i32, String)>> {
+    let (cfg, _, _) = settings.into_config().map_err(ConfigError::new_err)?;
+    let mut out = Vec::new();
+    for b in &cfg.binds {
+        let l = Listener::bind(b, cfg.backlog, cfg.reuse_port)
+            .map_err(|e| BindError::new_err(e.to_string()))?;
+        let url = urls(&[l.local()]).remove(0);
+        out.push((l.into_raw_fd(), url));
+    }
+    Ok(out)
+}
+
+/// Checks every setting the Rust core reads, without binding or serving.
+#[pyfunction]
+fn check_settings(settings: config::Settings) -> PyResult<()> {
+    settings
+        .into_config()
+        .map(drop)
+        .map_err(ConfigError::new_err)
+}
+
+/// Starts the error log before `serve` (the master logs too); a no-op once started.
+#[pyfunction]
+#[pyo3(signature = (level, path=None))]
+fn init_logging(level: &str, path: Option<&str>) -> PyResult<()> {
+    let level: LogLevel = level.parse().map_err(ConfigError::new_err)?;
+    let path = path.filter(|p| *p != "-").map(std::path::Path::new);
+    log::init(level, path).map_err(ConfigError::new_err)
+}
+
+/// Reopens the log files of this process (SIGUSR1, after logrotate).
+#[pyfunction]
+fn reopen_logs() -> PyResult<()> {
+    ferrule_server::logfile::reopen_all().map_err(|e| PyOSError::new_err(e.to_string()))
+}
+
 /// Writes a line to the error log (used by the front end before and after `serve`).
 #[pyfunction]
 fn log_message(level: &str, message: &str) -> PyResult<()> {
@@ -115,6 +188,10 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(log_message, m)?)?;
+    m.add_function(wrap_pyfunction!(bind, m)?)?;
+    m.add_function(wrap_pyfunction!(check_settings, m)?)?;
+    m.add_function(wrap_pyfunction!(init_logging, m)?)?;
+    m.add_function(wrap_pyfunction!(reopen_logs, m)?)?;
     m.add_class::<file_wrapper::FileWrapper>()?;
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;
     m.add("BindError", m.py().get_type::<BindError>())?;

@@ -10,6 +10,8 @@ use std::time::Duration;
 pub enum Bind {
     Tcp(SocketAddr),
     Unix(PathBuf),
+    /// A listening socket this process inherited (`fd://N`: systemd, or the master).
+    Fd(i32),
 }
 
 impl std::fmt::Display for Bind {
@@ -17,6 +19,7 @@ impl std::fmt::Display for Bind {
         match self {
             Bind::Tcp(a) => write!(f, "http://{a}"),
             Bind::Unix(p) => write!(f, "unix:{}", p.display()),
+            Bind::Fd(n) => write!(f, "fd://{n}"),
         }
     }
 }
@@ -30,8 +33,11 @@ pub fn parse_bind(s: &str) -> Result<Vec<Bind>, String> {
         }
         return Ok(vec![Bind::Unix(PathBuf::from(path))]);
     }
-    if s.starts_with("fd://") {
-        return Err(format!("bind {s:?}: fd:// binds are not supported yet"));
+    if let Some(n) = s.strip_prefix("fd://") {
+        return match n.parse::<i32>() {
+            Ok(n) if n >= 0 => Ok(vec![Bind::Fd(n)]),
+            _ => Err(format!("bind {s:?}: fd:// needs a descriptor number")),
+        };
     }
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, after) = rest
@@ -107,6 +113,8 @@ impl AllowIps {
 pub struct ServerConfig {
     pub binds: Vec<Bind>,
     pub backlog: i32,
+    /// SO_REUSEPORT on TCP listeners (`--reuse-port`).
+    pub reuse_port: bool,
     /// Most threads running the app at once; they are started only as needed (`sched.rs`).
     pub threads: usize,
     /// How long an idle keep-alive connection is kept.
@@ -130,6 +138,7 @@ impl Default for ServerConfig {
         ServerConfig {
             binds: vec![Bind::Tcp(SocketAddr::from(([127, 0, 0, 1], 8000)))],
             backlog: 2048,
+            reuse_port: false,
             threads: 512,
             keep_alive: Duration::from_secs(75),
             header_timeout: Duration::from_secs(30),
@@ -167,6 +176,8 @@ mod tests {
         assert!(parse_bind("localhost:http").is_err());
         assert!(parse_bind("[::1:80").is_err());
         assert!(parse_bind("unix:").is_err());
+        assert_eq!(parse_bind("fd://3").unwrap(), vec![Bind::Fd(3)]);
+        assert!(parse_bind("fd://x").is_err());
         assert!(!parse_bind("localhost:0").unwrap().is_empty());
     }
 

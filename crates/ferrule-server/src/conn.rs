@@ -30,6 +30,8 @@ pub struct Conn {
     /// Epoll reported the peer's end of stream (or an error): a short read then does
     /// not mean an event will follow, so the connection is read until it says so.
     pub(crate) peer_done: bool,
+    /// At least one request was answered: when idle, it is a keep-alive connection.
+    pub(crate) served: bool,
 }
 
 impl Conn {
@@ -47,6 +49,7 @@ impl Conn {
             // The registration reports bytes that are already there.
             drained: true,
             peer_done: false,
+            served: false,
         }
     }
 

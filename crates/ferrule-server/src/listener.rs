@@ -1,6 +1,7 @@
 //! Listening sockets and accepted streams, TCP or Unix, behind one type each.
 
 use crate::config::Bind;
+use crate::sys;
 use socket2::{Domain, Socket, Type};
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -10,7 +11,8 @@ use std::path::PathBuf;
 
 pub enum Listener {
     Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    /// The path, and whether this process created it (and so removes it).
+    Unix(UnixListener, PathBuf, bool),
 }
 
 /// Why a bind failed, worded for the person starting the server.
@@ -43,7 +45,7 @@ impl std::error::Error for BindError {
 }
 
 impl Listener {
-    pub fn bind(bind: &Bind, backlog: i32) -> Result<Listener, BindError> {
+    pub fn bind(bind: &Bind, backlog: i32, reuse_port: bool) -> Result<Listener, BindError> {
         let err = |cause| BindError {
             bind: bind.clone(),
             cause,
@@ -53,6 +55,9 @@ impl Listener {
                 let sock =
                     Socket::new(Domain::for_address(*addr), Type::STREAM, None).map_err(err)?;
                 sock.set_reuse_address(true).map_err(err)?;
+                if reuse_port {
+                    sock.set_reuse_port(true).map_err(err)?;
+                }
                 if addr.is_ipv6() {
                     sock.set_only_v6(true).map_err(err)?;
                 }
@@ -69,9 +74,35 @@ impl Listener {
                 }
                 let l = UnixListener::bind(path).map_err(err)?;
                 l.set_nonblocking(true).map_err(err)?;
-                Ok(Listener::Unix(l, path.clone()))
+                Ok(Listener::Unix(l, path.clone(), true))
+            }
+            Bind::Fd(n) => {
+                let sock = sys::inherited_listener(*n).map_err(err)?;
+                sock.set_nonblocking(true).map_err(err)?;
+                match sock.local_addr().map_err(err)?.as_socket() {
+                    Some(_) => Ok(Listener::Tcp(sock.into())),
+                    None => {
+                        let l: UnixListener = sock.into();
+                        let path = l
+                            .local_addr()
+                            .ok()
+                            .and_then(|a| a.as_pathname().map(PathBuf::from))
+                            .unwrap_or_default();
+                        // Whoever created the socket file removes it.
+                        Ok(Listener::Unix(l, path, false))
+                    }
+                }
             }
         }
+    }
+
+    /// Gives up the socket without closing it, for a process that binds for others
+    /// (the master binds, workers inherit the descriptor).
+    pub fn into_raw_fd(self) -> i32 {
+        use std::os::fd::AsRawFd;
+        let fd = self.fd().as_raw_fd();
+        std::mem::forget(self);
+        fd
     }
 
     /// Accepts one connection, or `WouldBlock`.
@@ -83,7 +114,7 @@ impl Listener {
                 s.set_nodelay(true)?;
                 Ok((Stream::Tcp(s), Peer::Tcp(addr)))
             }
-            Listener::Unix(l, _) => {
+            Listener::Unix(l, _, _) => {
                 let (s, _) = l.accept()?;
                 s.set_nonblocking(true)?;
                 Ok((Stream::Unix(s), Peer::Unix))
@@ -98,21 +129,21 @@ impl Listener {
                 Ok(a) => Local::Tcp(a),
                 Err(_) => Local::Unix(PathBuf::new()),
             },
-            Listener::Unix(_, p) => Local::Unix(p.clone()),
+            Listener::Unix(_, p, _) => Local::Unix(p.clone()),
         }
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
         match self {
             Listener::Tcp(l) => l.as_fd(),
-            Listener::Unix(l, _) => l.as_fd(),
+            Listener::Unix(l, _, _) => l.as_fd(),
         }
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
+        if let Listener::Unix(_, path, true) = self {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -3,7 +3,7 @@
 use crate::clock::log_stamp;
 use std::fmt;
 use std::path::Path;
-use std::sync::Mutex;
+use crate::logfile::LogFile;
 use std::time::SystemTime;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -84,12 +84,9 @@ pub fn init(level: LogLevel, path: Option<&Path>) -> Result<(), String> {
         .with_max_level(level.max());
     let result = match path {
         Some(p) if p != Path::new("-") => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| format!("error-logfile {}: {e}", p.display()))?;
-            builder.with_writer(Mutex::new(file)).try_init()
+            let file =
+                LogFile::open(p).map_err(|e| format!("error-logfile {}: {e}", p.display()))?;
+            builder.with_writer(file).try_init()
         }
         _ => builder.with_writer(std::io::stderr).try_init(),
     };

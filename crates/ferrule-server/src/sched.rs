@@ -128,6 +128,17 @@ impl Sched {
         self.epoch.elapsed().as_nanos() as u64
     }
 
+    /// Age of the longest-running request in flight.
+    pub(crate) fn oldest_request(&self) -> Option<Duration> {
+        let oldest = self
+            .busy
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .filter(|&t| t != 0)
+            .min()?;
+        Some(Duration::from_nanos(self.now().saturating_sub(oldest)))
+    }
+
     /// Thread `me` finished a request. Returns true when it should stop being a
     /// runner because another runner is already waiting for work, the runners have
     /// not all been blocked lately, and `may_park` (no queued work needs it).

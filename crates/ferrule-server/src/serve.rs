@@ -7,6 +7,7 @@ use crate::exchange::Exchange;
 use crate::server::{Handler, Shared};
 use ferrule_http::{parse_head, secure_scheme};
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,11 +27,6 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
                 break;
             }
         }
-    }
-    if !shared.stopping() {
-        let _ = shared
-            .poller
-            .rearm(listener.fd(), crate::server::LISTENER | idx as u64);
     }
 }
 
@@ -75,6 +71,7 @@ pub(crate) fn serve(
                     if let Some(log) = &shared.access {
                         log.record(&ex);
                     }
+                    shared.served.fetch_add(1, Ordering::Relaxed);
                     match ex.into_conn() {
                         Some(c) => conn = c,
                         None => {
@@ -83,6 +80,7 @@ pub(crate) fn serve(
                         }
                     }
                     conn.reset_scan();
+                    conn.served = true;
                     if conn.buf.is_empty() {
                         if !conn.out.is_empty() {
                             return Some(conn);

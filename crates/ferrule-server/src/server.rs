@@ -19,7 +19,7 @@ use crate::sys::{
 use crate::table::Table;
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,6 +48,11 @@ pub(crate) const LISTENER: u64 = 1 << 63;
 /// Set on a connection's token when its event reported the peer's end of stream.
 const PEER_DONE: u64 = 1 << 62;
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// On a graceful stop, a connection accepted but still silent gets this long to send
+/// its request before it is closed.
+const DRAIN_FRESH: Duration = Duration::from_secs(1);
+/// Longest epoll wait: how soon a runner notices a stop it was not woken for.
+const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// Monitor tick while runners look blocked: how fast a blocking app gets threads.
 const TICK_FAST: Duration = Duration::from_micros(250);
 /// Longest monitor tick: while runners compute or wait for clients, the tick doubles
@@ -62,6 +67,8 @@ pub struct Shared {
     waker: Waker,
     pub(crate) table: Table,
     stopping: AtomicBool,
+    /// Requests answered.
+    pub(crate) served: AtomicU64,
     pub(crate) access: Option<AccessLog>,
     /// Threads alive, and the condition the monitor ticks on and stop waits on.
     running: Mutex<usize>,
@@ -76,6 +83,11 @@ pub struct Shared {
 impl Shared {
     pub(crate) fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Stopping, and no connection is left to serve.
+    fn drained(&self) -> bool {
+        self.stopping() && self.table.is_empty()
     }
 
     fn ready(&self) -> MutexGuard<'_, VecDeque<u64>> {
@@ -103,10 +115,9 @@ impl Shared {
     }
 
     pub(crate) fn park(&self, conn: Conn, new: bool) {
-        if !self.stopping() {
-            if let Some(token) = self.table.park(&self.poller, conn, new, &self.config) {
-                self.push_ready(std::iter::once(token));
-            }
+        // Also while stopping: a connection parked then is one the drain still serves.
+        if let Some(token) = self.table.park(&self.poller, conn, new, &self.config) {
+            self.push_ready(std::iter::once(token));
         }
     }
 
@@ -135,7 +146,7 @@ impl Server {
         let listeners = config
             .binds
             .iter()
-            .map(|b| Listener::bind(b, config.backlog))
+            .map(|b| Listener::bind(b, config.backlog, config.reuse_port))
             .collect::<Result<Vec<_>, _>>()?;
         let io_err = |cause| BindError {
             bind: config.binds[0].clone(),
@@ -146,7 +157,7 @@ impl Server {
         poller.add_level(waker.fd(), WAKE).map_err(io_err)?;
         for (i, l) in listeners.iter().enumerate() {
             poller
-                .add_oneshot(l.fd(), LISTENER | i as u64)
+                .add_listener(l.fd(), LISTENER | i as u64)
                 .map_err(io_err)?;
         }
         let shared = Shared {
@@ -156,6 +167,7 @@ impl Server {
             waker,
             table: Table::new(),
             stopping: AtomicBool::new(false),
+            served: AtomicU64::new(0),
             access,
             running: Mutex::new(0),
             all_stopped: Condvar::new(),
@@ -188,18 +200,31 @@ impl Server {
         })
     }
 
-    /// Stops accepting, closes idle connections, lets requests in flight finish for up
-    /// to `graceful`, then returns. Returns false when some requests were still running.
+    /// Requests answered so far (for `--max-requests`).
+    pub fn requests_served(&self) -> u64 {
+        self.shared.served.load(Ordering::Relaxed)
+    }
+
+    /// How long the longest-running request in flight has been running (for `--timeout`).
+    pub fn oldest_request(&self) -> Option<Duration> {
+        self.shared.sched.oldest_request()
+    }
+
+    /// Stops accepting (connections still queued in a shared listening socket stay
+    /// there for the other workers), closes idle keep-alive connections, serves the
+    /// requests already received and lets those in flight finish, each answered with
+    /// `Connection: close`, for up to `graceful`. Returns false when some were still
+    /// running.
     pub fn stop(self, graceful: Duration) -> bool {
         let s = &self.shared;
         s.stopping.store(true, Ordering::SeqCst);
         for l in &s.listeners {
             let _ = s.poller.delete(l.fd());
         }
+        s.table.drain_idle(DRAIN_FRESH.min(graceful));
         let _ = s.waker.wake();
         s.sched.stop();
         s.all_stopped.notify_all();
-        s.table.clear();
         let deadline = Instant::now() + graceful;
         let mut running = s.running();
         while *running > 0 {
@@ -256,14 +281,14 @@ fn worker_loop(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
         ThreadState::open_current().ok(),
     );
     'park: while shared.sched.become_runner() {
-        while !shared.stopping() {
+        while !shared.drained() {
             let token = match shared.pop_ready() {
                 Some(t) => t,
                 None => {
                     // With responses held back, first take what is ready right now (no
                     // wait) and serve it too; write the burst only when nothing is.
                     let wait = if unflushed.is_empty() {
-                        Duration::from_secs(1)
+                        IDLE_WAIT
                     } else {
                         Duration::ZERO
                     };
@@ -289,6 +314,11 @@ fn worker_loop(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
                 }
             };
             match token {
+                // The level-triggered waker would wake this thread again and again
+                // while it drains; the threads it missed notice within IDLE_WAIT.
+                WAKE if shared.stopping() => {
+                    let _ = shared.poller.delete(shared.waker.fd());
+                }
                 WAKE => {}
                 t if t & LISTENER != 0 => accept_all(shared, (t & !LISTENER) as usize),
                 t => {
@@ -329,7 +359,7 @@ fn token_of(e: &Event) -> u64 {
 fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
     let mut last_sweep = Instant::now();
     let mut tick = TICK_SLOW;
-    while !shared.stopping() {
+    while !shared.drained() {
         let guard = shared.running();
         drop(
             shared
@@ -338,7 +368,8 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
                 .unwrap_or_else(|p| p.into_inner()),
         );
         if shared.stopping() {
-            break;
+            shared.table.sweep();
+            continue;
         }
         let blocked_before = shared.sched.blocked_since_start();
         for id in shared.sched.maybe_grow(

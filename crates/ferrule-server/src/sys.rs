@@ -28,15 +28,6 @@ impl Poller {
         })
     }
 
-    /// Registers `fd` for one readiness report (EPOLLIN, one-shot).
-    pub fn add_oneshot(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-        let ev = EpollEvent::new(
-            EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT | EpollFlags::EPOLLRDHUP,
-            token,
-        );
-        Ok(self.epoll.add(fd, ev)?)
-    }
-
     /// Registers a connection edge-triggered: one event per arrival of new bytes.
     pub fn add_edge(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
         let ev = EpollEvent::new(
@@ -46,13 +37,11 @@ impl Poller {
         Ok(self.epoll.add(fd, ev)?)
     }
 
-    /// Re-arms a one-shot registration.
-    pub fn rearm(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-        let mut ev = EpollEvent::new(
-            EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT | EpollFlags::EPOLLRDHUP,
-            token,
-        );
-        Ok(self.epoll.modify(fd, &mut ev)?)
+    /// Registers a listening socket level-triggered and exclusive: when several worker
+    /// processes share it, a new connection wakes one of them, not all.
+    pub fn add_listener(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, token);
+        Ok(self.epoll.add(fd, ev)?)
     }
 
     /// Registers `fd` level-triggered (the shutdown eventfd wakes every thread).
@@ -86,6 +75,43 @@ impl Poller {
 pub fn ends_stream(e: &Event) -> bool {
     e.events()
         .intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
+}
+
+/// Takes ownership of an inherited descriptor after checking it is a listening
+/// stream socket, so a wrong `fd://N` is an error and not a stranger's file closed.
+pub fn inherited_listener(fd: i32) -> io::Result<socket2::Socket> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    // SAFETY: the descriptor is only borrowed for the checks, while it is open (fcntl
+    // has just said so); ownership is taken below only when the checks pass.
+    let borrowed = unsafe {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD)?;
+        BorrowedFd::borrow_raw(fd)
+    };
+    let listening = getsockopt(&borrowed, sockopt::AcceptConn)?;
+    let stream = getsockopt(&borrowed, sockopt::SockType)? == nix::sys::socket::SockType::Stream;
+    if !(listening && stream) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a listening stream socket",
+        ));
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: `fd` is open, is a listening socket, and was handed to this process to
+    // serve on (by systemd or the master); nothing else in the process owns it.
+    Ok(unsafe { socket2::Socket::from_raw_fd(fd) })
+}
+
+/// Whether bytes (or the end of stream) wait in a socket, without taking them.
+pub fn has_bytes(fd: BorrowedFd<'_>) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut one = [0u8; 1];
+    recv(
+        fd.as_raw_fd(),
+        &mut one,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    )
+    .is_ok()
 }
 
 pub fn empty_event() -> Event {

@@ -9,7 +9,7 @@
 use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::error::{Error, Phase};
-use crate::sys::Poller;
+use crate::sys::{has_bytes, Poller};
 use slab::Slab;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -112,9 +112,34 @@ impl Table {
         }
     }
 
-    /// Drops every parked connection (shutdown).
-    pub(crate) fn clear(&self) {
-        drop(std::mem::take(&mut *self.slots()));
+    /// No connection is parked or being served.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slots().is_empty()
+    }
+
+    /// Graceful stop: closes idle keep-alive connections at once, and gives
+    /// connections that were accepted but have sent nothing `grace` to start. Those
+    /// with bytes waiting stay and are served.
+    pub(crate) fn drain_idle(&self, grace: Duration) {
+        let now = Instant::now();
+        let mut slots = self.slots();
+        let idle: Vec<usize> = slots
+            .iter_mut()
+            .filter_map(|(k, s)| {
+                let c = s.conn.as_ref()?;
+                if !c.buf.is_empty() || has_bytes(c.stream.fd()) {
+                    return None;
+                }
+                if c.served {
+                    return Some(k);
+                }
+                s.deadline = s.deadline.min(now + grace);
+                None
+            })
+            .collect();
+        for k in idle {
+            slots.remove(k);
+        }
     }
 
     /// Closes connections past their deadline (408 to those inside a head) and frees

@@ -1,0 +1,359 @@
+"""The master process: binds, forks workers before any thread exists, keeps their
+number right, and turns gunicorn's signals into actions.
+
+The master never serves a request. It sleeps in ``select`` on a self-pipe (woken by
+signals) and the workers' pipes (heartbeats and messages, see ``worker.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import select
+import signal
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+from ferrule import _ferrule, systemd
+from ferrule import worker as worker_mod
+from ferrule.log import Log
+from ferrule.settings import Settings
+from ferrule.worker import Worker
+
+SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
+           signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD)
+#: How long a quick stop (INT, QUIT) waits for workers before killing them.
+QUICK_WAIT = 2.0
+
+
+class HaltServer(Exception):
+    def __init__(self, reason: str, code: int):
+        super().__init__(reason)
+        self.reason, self.code = reason, code
+
+
+class Arbiter:
+    """The ``server`` argument of hooks (gunicorn's attribute names)."""
+
+    def __init__(self, cfg: Settings, hooks: Dict[str, Callable], reload_config: Callable[[], Tuple[Settings, dict]],
+                 app: Optional[Callable] = None):
+        self.cfg = cfg
+        self.hooks = hooks
+        self._reload_config = reload_config
+        self.app = app
+        self.pid = os.getpid()
+        self.num_workers = cfg.workers
+        self.WORKERS: Dict[int, Worker] = {}
+        self.log = Log()
+        self.listeners: List[Tuple[int, str]] = []
+        self.worker_age = 0
+        self._signals: List[int] = []
+        self._wake_r = self._wake_w = -1
+        self._ready_sent = False
+
+    # Hooks -----------------------------------------------------------------------
+
+    def call_hook(self, name: str, *args, fatal: bool = False) -> None:
+        hook = self.hooks.get(name)
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except Exception:
+            self.log.exception(f"Exception in {name} hook")
+            if fatal:
+                raise
+
+    # Start-up --------------------------------------------------------------------
+
+    def start(self) -> None:
+        os.umask(self.cfg.umask)
+        self.call_hook("on_starting", self, fatal=True)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_w)
+        for sig in SIGNALS:
+            signal.signal(sig, self._on_signal)
+        inherited = systemd.listen_fds()
+        binds = inherited or self.cfg.bind
+        settings = dataclasses.replace(self.cfg, bind=binds).as_dict()
+        self.listeners = _ferrule.bind(settings)
+        if inherited:
+            self.log.info(f"Using {len(inherited)} socket(s) from systemd (LISTEN_FDS)")
+        self.log.info(f"Starting ferrule {_ferrule.__version__}")
+        for _, url in self.listeners:
+            self.log.info(f"Listening at: {url} ({self.pid})")
+        self.log.info(f"Using {self.num_workers} worker(s), up to {self.cfg.threads} threads each")
+        if self.cfg.pidfile:
+            _write_pidfile(self.cfg.pidfile, self.pid)
+        self.call_hook("when_ready", self)
+
+    def _on_signal(self, signum, frame) -> None:
+        if len(self._signals) < 20:
+            self._signals.append(signum)
+
+    # Main loop -------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.start()
+        try:
+            while True:
+                self._manage()
+                self._wait(1.0)
+                while self._signals:
+                    sig = self._signals.pop(0)
+                    if sig == signal.SIGCHLD:
+                        continue  # reaped below
+                    if sig == signal.SIGTERM:
+                        return self.stop(graceful=True, why="Handling signal: term")
+                    if sig in (signal.SIGINT, signal.SIGQUIT):
+                        name = signal.Signals(sig).name[3:].lower()
+                        return self.stop(graceful=False, why=f"Handling signal: {name}")
+                    if sig == signal.SIGHUP:
+                        self.reload()
+                    elif sig == signal.SIGTTIN:
+                        self._set_workers(self.num_workers + 1)
+                    elif sig == signal.SIGTTOU:
+                        self._set_workers(max(self.num_workers - 1, 1))
+                    elif sig == signal.SIGUSR1:
+                        self.reopen_logs()
+                self._reap()
+                self._check_workers()
+        except HaltServer as h:
+            self.log.error(h.reason)
+            self.stop(graceful=False, why="halting")
+            return h.code
+
+    def _wait(self, timeout: float) -> None:
+        fds = [self._wake_r] + [w.pipe_r for w in self.WORKERS.values()]
+        try:
+            ready, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            return
+        now = time.monotonic()
+        for fd in ready:
+            try:
+                data = os.read(fd, 512)
+            except OSError:
+                continue
+            if fd == self._wake_r:
+                continue
+            w = next((w for w in self.WORKERS.values() if w.pipe_r == fd), None)
+            if w is None:
+                continue
+            w.last_beat = now
+            if b"U" in data and not w.booted:
+                w.booted = True
+                self._on_ready(w)
+            if b"R" in data:
+                w.retiring = True
+
+    def _on_ready(self, w: Worker) -> None:
+        old = self.WORKERS.get(w.replaces) if w.replaces else None
+        if old is not None and old.term_at is None:
+            self.log.info(f"Worker {w.pid} is accepting; stopping worker {old.pid} it replaces")
+            self._signal(old, signal.SIGTERM)
+        if not self._ready_sent and sum(1 for x in self.WORKERS.values() if x.booted) >= self.num_workers:
+            self._ready_sent = True
+            systemd.notify(f"READY=1\nSTATUS=ferrule: {self.num_workers} worker(s) accepting\nMAINPID={self.pid}")
+
+    def _manage(self) -> None:
+        """Starts workers until enough serve; each replacement names the worker it
+        replaces, which is stopped only once the replacement accepts. Extra workers
+        (TTOU) are stopped oldest first."""
+        live = [w for w in self.WORKERS.values() if w.term_at is None]
+        keep = [w for w in live if not w.retiring]
+        waiting = [w for w in live if w.retiring and not any(x.replaces == w.pid for x in keep)]
+        while len(keep) < self.num_workers:
+            replaces = waiting.pop(0).pid if waiting else None
+            keep.append(self.spawn(replaces))
+        for w in sorted(keep, key=lambda w: w.age)[: max(len(keep) - self.num_workers, 0)]:
+            self._signal(w, signal.SIGTERM)
+        # A retiring worker nobody replaces (fewer workers wanted now) just stops.
+        for w in live:
+            if w.retiring and not any(x.replaces == w.pid for x in self.WORKERS.values()):
+                self._signal(w, signal.SIGTERM)
+
+    def spawn(self, replaces: Optional[int] = None) -> Worker:
+        self.worker_age += 1
+        w = Worker(self.worker_age, self.cfg, self.pid)
+        w.replaces = replaces
+        w.pipe_r, w.pipe_w = os.pipe2(os.O_CLOEXEC)
+        self.call_hook("pre_fork", self, w)
+        pid = os.fork()
+        if pid == 0:
+            worker_mod.run(self, w)
+        os.close(w.pipe_w)
+        w.pid = pid
+        w.last_beat = time.monotonic()
+        self.WORKERS[pid] = w
+        return w
+
+    def close_in_child(self, me: Worker) -> None:
+        """In a new worker: drops the master's descriptors and other workers' pipes."""
+        for fd in [self._wake_r, self._wake_w] + [w.pipe_r for w in self.WORKERS.values()] + [me.pipe_r]:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.WORKERS = {}
+
+    def _signal(self, w: Worker, sig: int) -> None:
+        if sig == signal.SIGTERM and w.term_at is None:
+            w.term_at = time.monotonic()
+        w.sent.add(sig)
+        if sig == signal.SIGKILL:
+            w.killed_by_master = True
+        try:
+            os.kill(w.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            w = self.WORKERS.pop(pid, None)
+            if w is None:
+                continue
+            os.close(w.pipe_r)
+            w.alive = False
+            self._log_exit(w, status)
+            self.call_hook("child_exit", self, w)
+            code = os.waitstatus_to_exitcode(status)
+            if not w.booted and code in (worker_mod.EXIT_APP_LOAD, worker_mod.EXIT_BOOT):
+                what = "could not load the app" if code == worker_mod.EXIT_APP_LOAD else "failed to boot"
+                raise HaltServer(f"Worker {pid} {what}; shutting down (the error is above)", code)
+
+    def _log_exit(self, w: Worker, status: int) -> None:
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0:
+            self.log.info(f"Worker exiting (pid: {w.pid})")
+        elif code < 0 and -code in w.sent:
+            self.log.info(f"Worker (pid:{w.pid}) ended by the master's {signal.Signals(-code).name}")
+        elif code < 0:
+            name = signal.Signals(-code).name
+            hint = " Perhaps out of memory?" if -code == signal.SIGKILL and not w.killed_by_master else ""
+            self.log.error(f"Worker (pid:{w.pid}) was sent {name}!{hint}")
+        else:
+            self.log.error(f"Worker (pid:{w.pid}) exited with code {code}")
+
+    def _check_workers(self) -> None:
+        now = time.monotonic()
+        for w in list(self.WORKERS.values()):
+            if w.term_at is not None and now - w.term_at > self.cfg.graceful_timeout + 2 and not w.killed_by_master:
+                self.log.error(f"Worker {w.pid} still running {self.cfg.graceful_timeout:g}s after SIGTERM; killing it")
+                self._signal(w, signal.SIGKILL)
+            elif self.cfg.timeout > 0 and now - w.last_beat > max(self.cfg.timeout, 2.0) and not w.killed_by_master:
+                self.log.critical(f"WORKER TIMEOUT (pid:{w.pid}): no heartbeat for {now - w.last_beat:.1f}s "
+                                  "(something holds the GIL, e.g. a C extension); killing it")
+                self.call_hook("worker_abort", w)
+                self._signal(w, signal.SIGKILL)
+
+    # Signals ---------------------------------------------------------------------
+
+    def _set_workers(self, n: int) -> None:
+        old, self.num_workers = self.num_workers, n
+        if n != old:
+            self.log.info(f"Number of workers: {old} -> {n}")
+            self.call_hook("nworkers_changed", self, n, old)
+
+    def reload(self) -> None:
+        """HUP: re-read the configuration, then replace every worker; each old one is
+        stopped only when its replacement accepts."""
+        self.log.info("Hang up: reloading")
+        try:
+            cfg, hooks = self._reload_config()
+        except Exception as exc:  # a broken edit must not take the server down
+            self.log.error(f"configuration not reloaded: {exc}")
+            cfg, hooks = self.cfg, self.hooks
+        old_n = self.cfg.workers
+        self.cfg, self.hooks = cfg, hooks
+        if cfg.workers != old_n:
+            self._set_workers(cfg.workers)
+        self.call_hook("on_reload", self)
+        for w in self.WORKERS.values():
+            if w.term_at is None:
+                w.retiring = True
+
+    def reopen_logs(self) -> None:
+        try:
+            _ferrule.reopen_logs()
+        except OSError as exc:
+            self.log.error(f"cannot reopen log files: {exc}")
+        for w in self.WORKERS.values():
+            self._signal(w, signal.SIGUSR1)
+
+    def stop(self, graceful: bool, why: str) -> int:
+        systemd.notify("STOPPING=1")
+        self.log.info(why)
+        sig = signal.SIGTERM if graceful else signal.SIGQUIT
+        deadline = time.monotonic() + (self.cfg.graceful_timeout + 1 if graceful else QUICK_WAIT)
+        for w in self.WORKERS.values():
+            self._signal(w, sig)
+        while self.WORKERS and time.monotonic() < deadline:
+            self._wait(0.05)
+            try:
+                self._reap()
+            except HaltServer:
+                pass
+        for w in self.WORKERS.values():
+            self._signal(w, signal.SIGKILL)
+        while self.WORKERS:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.WORKERS.pop(pid, None)
+        self.log.info("Shutting down: Master")
+        self.call_hook("on_exit", self)
+        self._cleanup()
+        return 0
+
+    def _cleanup(self) -> None:
+        if self.cfg.pidfile:
+            _remove_pidfile(self.cfg.pidfile, self.pid)
+        for _, url in self.listeners:
+            if url.startswith("unix:"):
+                try:
+                    os.unlink(url[5:])
+                except OSError:
+                    pass
+
+
+def _write_pidfile(path: str, pid: int) -> None:
+    try:
+        with open(path) as f:
+            old = int(f.read().strip() or 0)
+        if old and old != pid:
+            os.kill(old, 0)
+            raise HaltServer(f"pidfile {path}: already running on pid {old}", 1)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        pass
+    tmp = f"{path}.{pid}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{pid}\n")
+    os.replace(tmp, path)
+
+
+def _remove_pidfile(path: str, pid: int) -> None:
+    try:
+        with open(path) as f:
+            if int(f.read().strip() or 0) != pid:
+                return
+        os.unlink(path)
+    except (OSError, ValueError):
+        pass
+
+
+def preload(cfg: Settings, load: Callable[[], Callable]) -> Callable:
+    """Imports the app in the master, then freezes what exists so the workers share it
+    copy-on-write (the collector would otherwise touch every object's page)."""
+    app = load()
+    gc.collect()
+    gc.freeze()
+    return app

@@ -1,0 +1,328 @@
+"""A worker process: what runs after the master forks. It loads the app (unless the
+master preloaded it), serves on the inherited sockets, and keeps the master informed
+over a pipe: ``.`` heartbeat, ``U`` accepting, ``R`` please replace me (max-requests,
+memory, timeout, changed source files)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Optional
+
+from ferrule import _ferrule
+from ferrule.loader import AppLoadError, load_app
+from ferrule.log import Log
+
+#: Exit codes the master understands: the app could not be imported / a boot hook failed.
+EXIT_APP_LOAD = 4
+EXIT_BOOT = 3
+
+HEARTBEAT_EVERY = 1.0
+CHECK_EVERY = 1.0
+
+
+class Worker:
+    """The ``worker`` argument of hooks (gunicorn's attribute names)."""
+
+    def __init__(self, age: int, cfg: Any, ppid: int):
+        self.age = age
+        self.cfg = cfg
+        self.ppid = ppid
+        self.pid: Optional[int] = None
+        self.log = Log()
+        self.booted = False
+        self.alive = True
+        self.wsgi: Optional[Callable] = None
+        # Master-side bookkeeping.
+        self.pipe_r = -1
+        self.pipe_w = -1
+        self.last_beat = time.monotonic()
+        self.retiring = False
+        self.term_at: Optional[float] = None
+        self.killed_by_master = False
+        self.sent: set = set()
+        self.replaces: Optional[int] = None
+
+    def __repr__(self) -> str:
+        return f"<Worker pid={self.pid} age={self.age}>"
+
+
+class Request:
+    """The ``req`` argument of pre_request/post_request, built from the environ."""
+
+    def __init__(self, environ: dict):
+        self.method = environ.get("REQUEST_METHOD", "")
+        self.path = environ.get("PATH_INFO", "")
+        self.query = environ.get("QUERY_STRING", "")
+        self.uri = environ.get("RAW_URI") or (self.path + ("?" + self.query if self.query else ""))
+        proto = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+        self.version = tuple(int(x) for x in proto[5:].split(".")) if proto.startswith("HTTP/") else (1, 1)
+        self.headers = [(k[5:].replace("_", "-"), v) for k, v in environ.items() if k.startswith("HTTP_")]
+        if "CONTENT_TYPE" in environ:
+            self.headers.append(("CONTENT-TYPE", environ["CONTENT_TYPE"]))
+        if "CONTENT_LENGTH" in environ:
+            self.headers.append(("CONTENT-LENGTH", environ["CONTENT_LENGTH"]))
+
+
+class Response:
+    """The ``resp`` argument of post_request."""
+
+    def __init__(self):
+        self.status: Optional[str] = None
+        self.headers: list = []
+        self.sent = 0
+
+    @property
+    def status_code(self) -> Optional[int]:
+        return int(self.status.split(None, 1)[0]) if self.status else None
+
+
+class _AfterClose:
+    """Iterates the app's response and runs `after` once it is closed."""
+
+    def __init__(self, result, resp: Response, after: Callable[[], None]):
+        self._result, self._resp, self._after = result, resp, after
+
+    def __iter__(self):
+        for block in self._result:
+            self._resp.sent += len(block)
+            yield block
+
+    def close(self):
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._after()
+
+
+def with_request_hooks(app: Callable, worker: Worker, pre, post) -> Callable:
+    """Wraps the app only when pre_request or post_request is set, so the fast paths
+    (lists, sendfile) stay untouched otherwise. An exception in pre_request fails the
+    request (500); one in post_request is logged (gunicorn's handling)."""
+
+    def wrapped(environ, start_response):
+        req = Request(environ)
+        if pre is not None:
+            pre(worker, req)
+        resp = Response()
+
+        def sr(status, headers, exc_info=None):
+            resp.status, resp.headers = status, headers
+            return start_response(status, headers, exc_info)
+
+        result = app(environ, sr)
+        if post is None:
+            return result
+
+        def after():
+            try:
+                post(worker, req, environ, resp)
+            except Exception:
+                worker.log.exception("Exception in post_request hook")
+
+        return _AfterClose(result, resp, after)
+
+    return wrapped
+
+
+def dump_stacks(log: Log, why: str) -> None:
+    """Writes the Python stack of every thread of this process to the error log."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    parts = [why]
+    for ident, frame in sys._current_frames().items():
+        parts.append(f"Thread {names.get(ident, 'ferrule runner')} ({ident}), most recent call last:")
+        parts.append("".join(traceback.format_stack(frame)).rstrip("\n"))
+    log.critical("\n".join(parts))
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+def _source_mtimes() -> dict:
+    out = {}
+    for mod in list(sys.modules.values()):
+        path = getattr(mod, "__file__", None)
+        if path and path.endswith(".py"):
+            try:
+                out[path] = os.stat(path).st_mtime
+            except OSError:
+                pass
+    return out
+
+
+class Ticker:
+    """Called by the serving loop about every 100 ms: heartbeat, parent check, request
+    timeout, and the reasons to be replaced. Returns True to stop this worker now."""
+
+    def __init__(self, arbiter, worker: Worker):
+        self.arbiter, self.worker, self.cfg = arbiter, worker, worker.cfg
+        self.limit = self.cfg.max_requests + random.randint(0, max(self.cfg.max_requests_jitter, 0)) \
+            if self.cfg.max_requests > 0 else 0
+        self.next_beat = 0.0
+        self.next_check = time.monotonic() + CHECK_EVERY
+        self.mtimes = _source_mtimes() if self.cfg.reload else {}
+        self.retiring = False
+        self.stopping = False
+
+    def send(self, msg: bytes) -> None:
+        try:
+            os.write(self.worker.pipe_w, msg)
+        except OSError:
+            pass
+
+    def retire(self, why: str) -> None:
+        if not self.retiring:
+            self.retiring = True
+            self.worker.log.info(f"Worker {self.worker.pid} asks to be replaced: {why}")
+            self.send(b"R")
+
+    def __call__(self, served: int, oldest: Optional[float]) -> bool:
+        if self.stopping:
+            return False
+        now = time.monotonic()
+        if now >= self.next_beat:
+            self.next_beat = now + HEARTBEAT_EVERY
+            self.send(b".")
+        if os.getppid() != self.worker.ppid:
+            self.worker.log.info(f"Parent changed, shutting down: {self.worker}")
+            self.stopping = True
+            return True
+        timeout = self.cfg.timeout
+        if timeout > 0 and oldest is not None and oldest > timeout:
+            dump_stacks(self.worker.log, f"WORKER TIMEOUT (pid:{self.worker.pid}): a request has run for "
+                                         f"{oldest:.1f}s (timeout {timeout:g}s); stacks of every thread:")
+            self.arbiter.call_hook("worker_abort", self.worker)
+            self.retire("request timeout")
+            self.stopping = True
+            return True
+        if self.limit and served >= self.limit:
+            self.retire(f"max requests ({self.limit}) reached")
+        if now >= self.next_check and not self.retiring:
+            self.next_check = now + CHECK_EVERY
+            if self.cfg.max_worker_memory > 0:
+                rss = _rss_mb()
+                if rss > self.cfg.max_worker_memory:
+                    self.retire(f"resident memory {rss:.0f} MB over max-worker-memory {self.cfg.max_worker_memory} MB")
+            if self.cfg.reload:
+                fresh = _source_mtimes()
+                changed = [p for p, m in fresh.items() if self.mtimes.get(p, m) != m]
+                self.mtimes.update(fresh)
+                if changed:
+                    self.retire(f"{changed[0]} modified")
+        return False
+
+
+def _switch_user(cfg) -> None:
+    if cfg.group is None and cfg.user is None:
+        return
+    import grp
+    import pwd
+    if cfg.group is not None:
+        gid = int(cfg.group) if cfg.group.isdigit() else grp.getgrnam(cfg.group).gr_gid
+        os.setgid(gid)
+        os.setgroups([gid])
+    if cfg.user is not None:
+        uid = int(cfg.user) if cfg.user.isdigit() else pwd.getpwnam(cfg.user).pw_uid
+        os.setuid(uid)
+
+
+def run(arbiter, worker: Worker) -> "NoReturn":  # noqa: F821
+    """The child's whole life after fork; never returns."""
+    code = 1
+    try:
+        code = _serve(arbiter, worker)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    except BaseException:
+        worker.log.exception(f"Exception in worker process {os.getpid()}")
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _serve(arbiter, worker: Worker) -> int:
+    worker.pid = os.getpid()
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # A stop asked for while booting is remembered and honoured before serving.
+    serving = False
+    early_stop: list = []
+
+    def graceful(signum, frame):
+        if serving:
+            raise SystemExit(0)
+        early_stop.append(signum)
+
+    def quick(signum, frame):
+        if serving:
+            arbiter.call_hook("worker_int", worker)
+            raise KeyboardInterrupt
+        early_stop.append(signum)
+
+    def reopen(signum, frame):
+        try:
+            _ferrule.reopen_logs()
+        except OSError as exc:
+            worker.log.error(f"cannot reopen log files: {exc}")
+
+    signal.signal(signal.SIGTERM, graceful)
+    signal.signal(signal.SIGINT, quick)
+    signal.signal(signal.SIGQUIT, quick)
+    signal.signal(signal.SIGUSR1, reopen)
+    arbiter.close_in_child(worker)
+    os.set_blocking(worker.pipe_w, False)
+    cfg = worker.cfg
+    try:
+        arbiter.call_hook("post_fork", arbiter, worker, fatal=True)
+        _switch_user(cfg)
+    except Exception:
+        return EXIT_BOOT
+    app = arbiter.app
+    if app is None:
+        try:
+            app = load_app(cfg.app)
+        except AppLoadError as exc:
+            worker.log.error(f"cannot load app {cfg.app!r}: {exc}")
+            return EXIT_APP_LOAD
+        except Exception:
+            worker.log.exception(f"cannot load app {cfg.app!r}")
+            return EXIT_APP_LOAD
+    pre, post = arbiter.hooks.get("pre_request"), arbiter.hooks.get("post_request")
+    if pre is not None or post is not None:
+        app = with_request_hooks(app, worker, pre, post)
+    worker.wsgi = app
+    try:
+        arbiter.call_hook("post_worker_init", worker, fatal=True)
+    except Exception:
+        return EXIT_BOOT
+
+    if early_stop:
+        return 0
+    ticker = Ticker(arbiter, worker)
+
+    def ready(addresses):
+        worker.booted = True
+        ticker.send(b"U")
+
+    settings = dataclasses.replace(cfg, bind=[f"fd://{fd}" for fd, _ in arbiter.listeners]).as_dict()
+    serving = True
+    try:
+        clean = _ferrule.serve(app, settings, ready, ticker, True)
+    finally:
+        serving = False
+    worker.alive = False
+    arbiter.call_hook("worker_exit", arbiter, worker)
+    return 0 if clean else 1

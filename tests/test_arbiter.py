@@ -1,0 +1,272 @@
+"""The master process (mirrors python/ferrule/arbiter.py and worker.py): real worker
+processes, real signals, load from client threads. Every load loop is bounded."""
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import APPS, free_port
+
+
+def get(port, path="/", timeout=10.0):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path, headers={"Connection": "close"})
+        r = c.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        c.close()
+
+
+def wait_until(cond, timeout=15.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def children(pid):
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return sorted(out)
+
+
+def serving(pid):
+    """A worker serves once its monitor thread runs (started right before it accepts)."""
+    try:
+        return any((t / "comm").read_text().strip() == "ferrule-monitor"
+                   for t in Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
+
+
+def booted(s, n):
+    """Waits until the master has n workers, all serving; returns their pids."""
+    def ready():
+        kids = children(s.proc.pid)
+        return len(kids) == n and all(serving(k) for k in kids) and kids
+    pids = wait_until(ready)
+    assert get(s.port)[0] == 200
+    return pids
+
+
+class Load:
+    """Client threads sending requests (a new connection each) until stopped; at most
+    `limit` requests and `seconds` in all."""
+
+    def __init__(self, port, clients=4, path="/", limit=20000, seconds=30.0):
+        self.port, self.path, self.limit = port, path, limit
+        self.deadline = time.monotonic() + seconds
+        self.ok = 0
+        self.failed = []
+        self.pids = set()
+        self.stopping = False
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self):
+        while not self.stopping and time.monotonic() < self.deadline:
+            with self.lock:
+                if self.ok + len(self.failed) >= self.limit:
+                    return
+            try:
+                status, body = get(self.port, self.path)
+                with self.lock:
+                    if status == 200:
+                        self.ok += 1
+                        self.pids.add(int(body))
+                    else:
+                        self.failed.append(status)
+            except Exception as exc:  # noqa: BLE001 - every failure counts
+                with self.lock:
+                    self.failed.append(repr(exc))
+
+    def stop(self):
+        self.stopping = True
+        for t in self.threads:
+            t.join(timeout=30)
+        return self
+
+
+def test_kill_9_of_a_worker_under_load_loses_only_its_requests_and_it_is_replaced(serve):
+    s = serve("proc:app", "-w", "2")
+    old = booted(s, 2)
+    load = Load(s.port, clients=4)
+    wait_until(lambda: load.ok > 200)
+    os.kill(old[0], signal.SIGKILL)
+    replacement = wait_until(lambda: [p for p in children(s.proc.pid) if p not in old])
+    wait_until(lambda: replacement[0] in load.pids)
+    load.stop()
+    # Only requests the dead worker had in flight may fail: one per client at most.
+    assert len(load.failed) <= 4, load.failed
+    assert f"Worker (pid:{old[0]}) was sent SIGKILL! Perhaps out of memory?" in s.log()
+
+
+def test_hup_under_load_replaces_every_worker_with_no_failed_request(serve):
+    s = serve("proc:app", "-w", "2")
+    old = booted(s, 2)
+    load = Load(s.port, clients=4)
+    wait_until(lambda: load.ok > 200)
+    s.proc.send_signal(signal.SIGHUP)
+    new = wait_until(lambda: (k := children(s.proc.pid)) and len(k) == 2 and not set(k) & set(old) and k)
+    before = load.ok
+    wait_until(lambda: load.ok > before + 200)
+    load.stop()
+    assert load.failed == []
+    assert set(new) <= load.pids
+    log = s.log()
+    assert "Hang up: reloading" in log
+    for pid in old:
+        assert f"Worker exiting (pid: {pid})" in log
+
+
+def test_ttin_adds_a_worker_and_ttou_removes_one(serve):
+    s = serve("proc:app", "-w", "1")
+    booted(s, 1)
+    s.proc.send_signal(signal.SIGTTIN)
+    wait_until(lambda: len(children(s.proc.pid)) == 2)
+    booted(s, 2)
+    s.proc.send_signal(signal.SIGTTOU)
+    wait_until(lambda: len(children(s.proc.pid)) == 1)
+    assert get(s.port)[0] == 200
+    assert "Number of workers: 1 -> 2" in s.log() and "Number of workers: 2 -> 1" in s.log()
+
+
+def test_a_request_over_the_timeout_logs_the_stuck_function_and_the_worker_is_replaced(serve):
+    s = serve("proc:app", "-w", "1", "--timeout", "1", "--graceful-timeout", "1")
+    old = booted(s, 1)
+    with pytest.raises(Exception):
+        get(s.port, "/stuck", timeout=8)
+    new = wait_until(lambda: [p for p in children(s.proc.pid) if p not in old])
+    assert int(get(s.port)[1]) == new[0]
+    log = s.log()
+    assert "WORKER TIMEOUT" in log and "stuck_in_the_app" in log and "time.sleep(60)" in log
+
+
+def test_a_worker_holding_the_gil_misses_its_heartbeat_and_is_killed(serve):
+    s = serve("proc:app", "-w", "1", "--timeout", "2")
+    old = booted(s, 1)
+    with pytest.raises(Exception):
+        get(s.port, "/gil", timeout=10)
+    wait_until(lambda: [p for p in children(s.proc.pid) if p not in old])
+    assert get(s.port)[0] == 200
+    log = s.log()
+    assert "no heartbeat" in log and "killing it" in log
+    assert "Perhaps out of memory" not in log
+
+
+def test_term_lets_a_slow_request_finish_then_exits_0_and_removes_the_pid_file(serve, tmp_path):
+    pidfile = tmp_path / "ferrule.pid"
+    s = serve("proc:app", "-w", "2", "--pid", str(pidfile))
+    booted(s, 2)
+    assert int(pidfile.read_text()) == s.proc.pid
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=get(s.port, "/sleep?s=1.5")))
+    t.start()
+    time.sleep(0.5)
+    s.proc.send_signal(signal.SIGTERM)
+    t.join(10)
+    assert result["r"][0] == 200
+    assert s.proc.wait(timeout=15) == 0
+    assert not pidfile.exists()
+
+
+def test_max_requests_recycles_workers_without_failures(serve):
+    s = serve("proc:app", "-w", "1", "--max-requests", "50", "--max-requests-jitter", "10")
+    booted(s, 1)
+    load = Load(s.port, clients=2, limit=1500)
+    for t in load.threads:
+        t.join(60)
+    assert load.failed == [] and load.ok >= 1500
+    assert len(load.pids) >= 3, load.pids
+    assert "max requests" in s.log()
+
+
+def test_max_worker_memory_replaces_a_big_worker(serve):
+    s = serve("proc:app", "-w", "1", "--max-worker-memory", "30", env={"BIG_IMPORT": "400000"})
+    old = booted(s, 1)
+    wait_until(lambda: [p for p in children(s.proc.pid) if p not in old], timeout=20)
+    assert "over max-worker-memory 30 MB" in s.log()
+
+
+def _pss_kb(pids):
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total
+
+
+def test_preload_shares_the_app_between_workers(serve):
+    sizes = {}
+    for mode in ([], ["--preload"]):
+        s = serve("proc:app", "-w", "3", *mode, env={"BIG_IMPORT": "300000"})
+        booted(s, 3)
+        sizes[bool(mode)] = _pss_kb([s.proc.pid, *children(s.proc.pid)])
+        s.stop()
+    # Proportional set size splits shared pages between the processes sharing them.
+    assert sizes[True] < sizes[False] * 0.8, sizes
+
+
+def test_usr1_reopens_the_access_log(serve, tmp_path):
+    access = tmp_path / "access.log"
+    s = serve("proc:app", "-w", "2", "--access-logfile", str(access))
+    booted(s, 2)
+    wait_until(lambda: access.exists() and "GET / " in access.read_text())
+    access.rename(tmp_path / "access.log.1")
+    s.proc.send_signal(signal.SIGUSR1)
+    wait_until(access.exists)
+    time.sleep(0.5)  # every worker has handled the signal
+    for _ in range(10):
+        assert get(s.port, "/after")[0] == 200
+    wait_until(lambda: access.read_text().count("/after") == 10)
+    assert "/after" not in (tmp_path / "access.log.1").read_text()
+
+
+def test_a_worker_that_cannot_load_the_app_stops_the_master_once():
+    r = subprocess.run([sys.executable, "-m", "ferrule", "proc:nope", "-w", "3", "--chdir", str(APPS),
+                        "-b", f"127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 4, r.stderr
+    # The master stops at the first worker that fails; it does not respawn it.
+    assert 1 <= r.stderr.count("Failed to find attribute 'nope'") <= 3
+    assert "could not load the app" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("ferrule: error:")
+
+
+def test_reload_replaces_the_worker_when_a_source_file_changes(serve, tmp_path):
+    app = tmp_path / "live.py"
+    app.write_text("def app(e, sr):\n    sr('200 OK', [])\n    return [b'one']\n")
+    s = serve("live:app", "--reload", "--pythonpath", str(tmp_path))
+    wait_until(lambda: get(s.port)[1] == "one")
+    time.sleep(1.1)  # a new mtime
+    app.write_text("def app(e, sr):\n    sr('200 OK', [])\n    return [b'two']\n")
+    wait_until(lambda: get(s.port)[1] == "two", timeout=15)
+    assert "live.py modified" in s.log()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="switching users needs root")
+def test_user_and_group_switch_the_workers(serve):
+    # --preload: the interpreter here lives under /root, which nobody cannot read, so
+    # the app and what it imports are loaded by the master before the switch.
+    s = serve("proc:app", "--user", "nobody", "--group", "nogroup", "--preload")
+    assert get(s.port, "/uid")[1] == str(Path("/etc/passwd").read_text().split("nobody:x:")[1].split(":")[0])
