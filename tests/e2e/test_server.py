@@ -59,9 +59,10 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(serve):
 
 def test_sigint_is_a_quick_exit_0(serve):
     s = serve("routes:app")
+    assert get(s.port, "/hello")[0] == 200  # the worker serves
     s.proc.send_signal(signal.SIGINT)
     assert s.proc.wait(timeout=10) == 0
-    assert "Shutting down: quick" in s.log()
+    assert "Handling signal: int" in s.log() and "Shutting down: quick" in s.log()
 
 
 def test_default_access_log_format(serve):

@@ -3,10 +3,10 @@
 use ferrule_http::{HeaderMap, ParserConfig};
 use ferrule_server::access::AccessLog;
 use ferrule_server::log::LogLevel;
+use ferrule_server::logfile::{LogFile, LogWriter};
 use ferrule_server::{parse_bind, AllowIps, ServerConfig};
 use pyo3::prelude::*;
 use std::io::Write;
-use ferrule_server::logfile::{LogFile, LogWriter};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

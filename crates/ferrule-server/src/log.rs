@@ -1,9 +1,9 @@
 //! The error log: gunicorn's line format, to stderr or a file, through `tracing`.
 
 use crate::clock::log_stamp;
+use crate::logfile::LogFile;
 use std::fmt;
 use std::path::Path;
-use crate::logfile::LogFile;
 use std::time::SystemTime;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;

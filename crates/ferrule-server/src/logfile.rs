@@ -73,7 +73,10 @@ pub fn reopen_all() -> io::Result<()> {
     for f in files {
         if let Err(e) = f.reopen() {
             if result.is_ok() {
-                result = Err(io::Error::new(e.kind(), format!("{}: {e}", f.path.display())));
+                result = Err(io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", f.path.display()),
+                ));
             }
         }
     }
@@ -95,7 +98,10 @@ mod tests {
         reopen_all().unwrap();
         (&*log).write_all(b"two\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
-        assert_eq!(std::fs::read_to_string(dir.join("a.log.1")).unwrap(), "one\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("a.log.1")).unwrap(),
+            "one\n"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
