@@ -51,6 +51,7 @@ class Arbiter:
         self._signals: List[int] = []
         self._wake_r = self._wake_w = -1
         self._ready_sent = False
+        self._booted_once = False
 
     # Hooks -----------------------------------------------------------------------
 
@@ -143,7 +144,7 @@ class Arbiter:
                 continue
             w.last_beat = now
             if b"U" in data and not w.booted:
-                w.booted = True
+                w.booted = self._booted_once = True
                 self._on_ready(w)
             if b"R" in data:
                 w.retiring = True
@@ -164,10 +165,13 @@ class Arbiter:
         live = [w for w in self.WORKERS.values() if w.term_at is None]
         keep = [w for w in live if not w.retiring]
         waiting = [w for w in live if w.retiring and not any(x.replaces == w.pid for x in keep)]
-        while len(keep) < self.num_workers:
+        # Until one worker has booted, only one boots: an app that cannot be imported
+        # stops the server with its error shown once, not once per worker.
+        want = self.num_workers if self._booted_once else min(self.num_workers, 1)
+        while len(keep) < want:
             replaces = waiting.pop(0).pid if waiting else None
             keep.append(self.spawn(replaces))
-        for w in sorted(keep, key=lambda w: w.age)[: max(len(keep) - self.num_workers, 0)]:
+        for w in sorted(keep, key=lambda w: w.age)[: max(len(keep) - want, 0)]:
             self._signal(w, signal.SIGTERM)
         # A retiring worker nobody replaces (fewer workers wanted now) just stops.
         for w in live:

@@ -395,3 +395,23 @@ fn graceful_stop_lets_the_request_in_flight_finish() {
         "still accepting after stop"
     );
 }
+
+#[test]
+fn graceful_stop_closes_idle_keep_alive_connections_at_once() {
+    let mut srv = start(ParserConfig::default(), |_| {});
+    let addr = srv.addr;
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut first = [0u8; 1024];
+    assert!(idle.read(&mut first).unwrap() > 0);
+    let slow = std::thread::spawn(move || exchange(addr, b"GET /sleep HTTP/1.1\r\n\r\n", false));
+    std::thread::sleep(Duration::from_millis(50));
+    let server = srv.server.take().unwrap();
+    let stopper = std::thread::spawn(move || server.stop(Duration::from_secs(5)));
+    // The idle connection is closed while the slow request (300 ms) is still running.
+    idle.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert_eq!(idle.read(&mut first).unwrap_or(usize::MAX), 0);
+    assert_eq!(statuses(&slow.join().unwrap()), vec![200]);
+    assert!(stopper.join().unwrap());
+}
