@@ -39,8 +39,8 @@ def cmd_granian(app, port, extra=()):
             "--workers", "1", "--log-level", "warning", *extra, f"apps:{app}"]
 
 
-def cmd_gunicorn(app, port):
-    return [str(BIN / "gunicorn"), "-k", "gthread", "--threads", "8", "-w", "1", "-b", f"127.0.0.1:{port}",
+def cmd_gunicorn(app, port, worker=("-k", "gthread", "--threads", "8")):
+    return [str(BIN / "gunicorn"), *worker, "-w", "1", "-b", f"127.0.0.1:{port}",
             "--log-level", "warning", f"apps:{app}"]
 
 
@@ -63,6 +63,7 @@ SERVERS = {
     "granian": cmd_granian,
     "granian-bt1": lambda a, p: cmd_granian(a, p, ("--blocking-threads", "1")),
     "gunicorn-gthread8": cmd_gunicorn,
+    "gunicorn-sync": lambda a, p: cmd_gunicorn(a, p, ("-k", "sync")),
     "uwsgi-t8": cmd_uwsgi,
     "waitress-t8": cmd_waitress,
     "pyruvate-t8": cmd_pyruvate,
@@ -100,6 +101,7 @@ class Result:
     p99_ms: float = float("nan")
     rss_mb: float = float("nan")
     idle_rss_mb: float = float("nan")
+    idle_worker_rss_mb: float = float("nan")
     requests: int = 0
     errors: str = ""
 
@@ -139,16 +141,28 @@ def cpu_seconds(pid: int) -> float:
     return total / TICK
 
 
-def rss_mb(pid: int) -> float:
-    total = 0
+def rss_mb(pid: int, largest: bool = False) -> float:
+    """VmRSS of the process tree, summed, or of its largest process (the worker)."""
+    sizes = []
     for p in tree(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+                    sizes.append(int(line.split()[1]))
         except OSError:
             pass
-    return total / 1024
+    return (max(sizes, default=0) if largest else sum(sizes)) / 1024
+
+
+def warm(port: int, path: str) -> None:
+    """One request, so a server whose master binds before its worker boots is serving."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            while s.recv(65536):
+                pass
+    except OSError:
+        pass
 
 
 def wait_port(port: int, proc, timeout=20.0) -> bool:
@@ -216,8 +230,10 @@ def measure(server: str, sc: Scenario, seconds: float) -> Result:
         if not wait_port(port, proc):
             r.errors = "did not start: " + (proc.stderr.read().decode(errors="replace")[-300:] if proc.poll() is not None else "timeout")
             return r
+        warm(port, sc.path)
         time.sleep(0.3)
         r.idle_rss_mb = rss_mb(proc.pid)
+        r.idle_worker_rss_mb = rss_mb(proc.pid, largest=True)
         c0 = cpu_seconds(proc.pid)
         reqs, r.rps, r.p50_ms, r.p99_ms, r.errors = run_wrk(port, sc, seconds)
         c1 = cpu_seconds(proc.pid)
@@ -256,11 +272,14 @@ def instructions_per_request(server: str, n: int = 1000) -> float:
     """Instructions per hello request under callgrind: counters are zeroed after a
     warm-up, `n` requests run over one keep-alive connection, and the dump is read."""
     port = free_port()
-    out = f"/tmp/ferrule-callgrind-{server}.out"
-    for old in Path("/tmp").glob(f"ferrule-callgrind-{server}.out*"):
+    out = f"/tmp/ferrule-callgrind-{server}.%p"
+    for old in Path("/tmp").glob(f"ferrule-callgrind-{server}.*"):
         old.unlink()
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                             *SERVERS[server]("hello", port)], cwd=HERE,
+    # ferrule in one process (`ferrule.run`, no master): callgrind_control cannot reach a
+    # forked child. The request path is the same code as in a worker.
+    cmd = ([sys.executable, "-c", f"import ferrule, apps; ferrule.run(apps.hello, bind='127.0.0.1:{port}', "
+            "log_level='warning')"] if server == "ferrule" else SERVERS[server]("hello", port))
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd], cwd=HERE,
                             env={**os.environ, "PYTHONPATH": str(HERE)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -277,9 +296,12 @@ def instructions_per_request(server: str, n: int = 1000) -> float:
                         got += s.recv(4096)
 
             run(300)
-            subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, timeout=120)
+            pids = [str(p) for p in tree(proc.pid)]
+            for p in pids:
+                subprocess.run(["callgrind_control", "-z", p], capture_output=True, timeout=120)
             run(n)
-            subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, timeout=120)
+            for p in pids:
+                subprocess.run(["callgrind_control", "-d", p], capture_output=True, timeout=120)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -287,9 +309,10 @@ def instructions_per_request(server: str, n: int = 1000) -> float:
             pass
         proc.wait()
     total = 0
-    for dump in Path("/tmp").glob(f"ferrule-callgrind-{server}.out*"):
+    # Dumps made by callgrind_control are FILE.N; FILE itself is written only at exit.
+    for dump in Path("/tmp").glob(f"ferrule-callgrind-{server}.*.*"):
         m = re.search(r"^(?:totals|summary): (\d+)", dump.read_text(errors="replace"), re.M)
-        if m and dump.name != Path(out).name:
+        if m:
             total += int(m.group(1))
     return total / n if total else float("nan")
 
@@ -302,7 +325,7 @@ def median(values):
 def combine(runs: list[Result]) -> Result:
     """The median of each metric over repeated runs."""
     r = Result()
-    for f in ("cpu_us", "rps", "p50_ms", "p99_ms", "rss_mb", "idle_rss_mb"):
+    for f in ("cpu_us", "rps", "p50_ms", "p99_ms", "rss_mb", "idle_rss_mb", "idle_worker_rss_mb"):
         setattr(r, f, median([getattr(x, f) for x in runs]))
     r.requests = sum(x.requests for x in runs)
     r.errors = "; ".join(sorted({x.errors for x in runs if x.errors}))
@@ -322,10 +345,10 @@ def write_results(results, soak, instr, seconds, servers, repeat) -> str:
         f"{seconds:g} s per run, median of {repeat} interleaved rounds, all servers in this one run. CPU µs/req = utime+stime of the server's "
         "process tree / requests completed. Ratios are ferrule / peer (CPU: lower is better; RPS: higher).",
         "",
-        "ferrule runs with its defaults (one process; one thread runs the app, more only while all are "
-        "blocked, up to 512). Peers: bjoern (1 thread), Granian "
-        "(default, and `--blocking-threads 1`), gunicorn gthread 8 threads, uWSGI 8 threads, waitress 8 "
-        "threads, pyruvate 8 threads.",
+        "ferrule runs with its defaults (a master and one worker; one thread runs the app, more only while "
+        "all are blocked, up to 512). Peers: bjoern (1 thread), Granian "
+        "(default, and `--blocking-threads 1`), gunicorn gthread 8 threads and sync (master and one worker "
+        "each), uWSGI 8 threads, waitress 8 threads, pyruvate 8 threads.",
         "",
     ]
     for sc in SCENARIOS:
@@ -343,11 +366,13 @@ def write_results(results, soak, instr, seconds, servers, repeat) -> str:
             lines.append(f"| {server} | {fmt(r.cpu_us)} | {fmt(r.rps, 0)} | {fmt(r.p50_ms, 2)} | {fmt(r.p99_ms, 2)} | "
                          f"{fmt(r.rss_mb)} | {fmt(cpu_ratio, 2)} | {fmt(rps_ratio, 2)} | {r.errors or ''} |")
         lines.append("")
-    lines += ["## Idle RSS (hello app, before load)", "", "| server | idle RSS MB |", "|---|---|"]
+    lines += ["## Idle RSS (hello app, after one request)", "",
+              "All processes of the server, and its largest process (the worker where there is a master).", "",
+              "| server | idle RSS MB, all | idle RSS MB, worker |", "|---|---|---|"]
     for server in servers:
         r = results.get((server, "hello"))
         if r:
-            lines.append(f"| {server} | {fmt(r.idle_rss_mb)} |")
+            lines.append(f"| {server} | {fmt(r.idle_rss_mb)} | {fmt(r.idle_worker_rss_mb)} |")
     lines.append("")
     if soak:
         lines += ["## ferrule RSS over a long hello run", "", "| requests | RSS MB |", "|---|---|"]
