@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -111,3 +112,57 @@ def parse(reply: bytes):
             decoded, rest = decoded + rest[:size], rest[size + 2:]
         body = decoded
     return status, headers, body
+
+
+# Process-model helpers (tests/test_arbiter.py, tests/test_config.py).
+
+def get(port, path="/", timeout=10.0):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path, headers={"Connection": "close"})
+        r = c.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        c.close()
+
+
+def wait_until(cond, timeout=15.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def children(pid):
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return sorted(out)
+
+
+def serving(pid):
+    """A worker serves once its monitor thread runs (started right before it accepts)."""
+    try:
+        return any((t / "comm").read_text().strip() == "ferrule-monitor"
+                   for t in Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
+
+
+def booted(s, n):
+    """Waits until the master has n workers, all serving; returns their pids."""
+    def ready():
+        kids = children(s.proc.pid)
+        return len(kids) == n and all(serving(k) for k in kids) and kids
+    pids = wait_until(ready)
+    assert get(s.port)[0] == 200
+    return pids

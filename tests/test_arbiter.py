@@ -1,7 +1,6 @@
 """The master process (mirrors python/ferrule/arbiter.py and worker.py): real worker
 processes, real signals, load from client threads. Every load loop is bounded."""
 
-import http.client
 import os
 import signal
 import subprocess
@@ -12,59 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, free_port
-
-
-def get(port, path="/", timeout=10.0):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        c.request("GET", path, headers={"Connection": "close"})
-        r = c.getresponse()
-        return r.status, r.read().decode()
-    finally:
-        c.close()
-
-
-def wait_until(cond, timeout=15.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
-def children(pid):
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return sorted(out)
-
-
-def serving(pid):
-    """A worker serves once its monitor thread runs (started right before it accepts)."""
-    try:
-        return any((t / "comm").read_text().strip() == "ferrule-monitor"
-                   for t in Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return False
-
-
-def booted(s, n):
-    """Waits until the master has n workers, all serving; returns their pids."""
-    def ready():
-        kids = children(s.proc.pid)
-        return len(kids) == n and all(serving(k) for k in kids) and kids
-    pids = wait_until(ready)
-    assert get(s.port)[0] == 200
-    return pids
+from conftest import APPS, booted, children, free_port, get, wait_until
 
 
 class Load:
@@ -305,3 +252,17 @@ def test_a_new_connection_wakes_one_worker_not_all(serve):
     # A thundering herd would wake all four workers' threads for each connection
     # (400 or more); idle timeouts add a few per second.
     assert woken < 250, woken
+
+
+def test_reuse_port_lets_two_servers_share_a_port(tmp_path):
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "ferrule", "proc:app", "--chdir", str(APPS), "--reuse-port",
+                               "-b", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        # Workers are forked only after the master bound: both masters have one.
+        wait_until(lambda: all(p.poll() is None and children(p.pid) for p in procs))
+        assert get(port)[0] == 200
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(timeout=15) == 0

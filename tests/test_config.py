@@ -8,8 +8,7 @@ import subprocess
 import sys
 import time
 
-from conftest import APPS, free_port
-from test_arbiter import booted, children, get, wait_until
+from conftest import APPS, booted, children, free_port, get, wait_until
 
 HOOKS_FILE = '''
 import json, os
@@ -140,6 +139,7 @@ def test_precedence_is_file_then_env_args_then_command_line(tmp_path):
     assert "keep_alive                   = 5.0" in out
     env["FERRULE_CMD_ARGS"] = "--workers 4"
     assert "workers                      = 4" in ferrule("-c", str(conf), "--print-config", env=env).stdout
+    assert "workers                      = 6" in ferrule("--print-config", env={"WEB_CONCURRENCY": "6"}).stdout
 
 
 def test_bad_setting_and_bad_hook_stop_start_up_with_one_line(tmp_path):

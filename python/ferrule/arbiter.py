@@ -249,10 +249,17 @@ class Arbiter:
     def _check_workers(self) -> None:
         now = time.monotonic()
         for w in list(self.WORKERS.values()):
-            if w.term_at is not None and now - w.term_at > self.cfg.graceful_timeout + 2 and not w.killed_by_master:
-                self.log.error(f"Worker {w.pid} still running {self.cfg.graceful_timeout:g}s after SIGTERM; killing it")
-                self._signal(w, signal.SIGKILL)
-            elif self.cfg.timeout > 0 and now - w.last_beat > max(self.cfg.timeout, 2.0) and not w.killed_by_master:
+            if w.killed_by_master:
+                continue
+            # A stopping worker sends no heartbeat; --graceful-timeout bounds it instead.
+            # So does a worker that asked to be replaced (it may be stopping itself).
+            silent = now - w.last_beat - (self.cfg.graceful_timeout if w.retiring else 0)
+            if w.term_at is not None:
+                if now - w.term_at > self.cfg.graceful_timeout + 2:
+                    self.log.error(f"Worker {w.pid} still running {self.cfg.graceful_timeout:g}s after SIGTERM; "
+                                   "killing it")
+                    self._signal(w, signal.SIGKILL)
+            elif self.cfg.timeout > 0 and silent > max(self.cfg.timeout, 2.0):
                 self.log.critical(f"WORKER TIMEOUT (pid:{w.pid}): no heartbeat for {now - w.last_beat:.1f}s "
                                   "(something holds the GIL, e.g. a C extension); killing it")
                 self.call_hook("worker_abort", w)

@@ -11,7 +11,7 @@ import os
 import shlex
 import sys
 import traceback
-from typing import List, Tuple
+from typing import List, NoReturn, Tuple
 
 from ferrule import _ferrule, config
 from ferrule.arbiter import Arbiter, HaltServer, preload
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(code: int, message: str) -> "NoReturn":  # noqa: F821
+def _fail(code: int, message: str) -> NoReturn:
     print(f"ferrule: error: {message}", file=sys.stderr)
     sys.exit(code)
 

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 from ferrule import _ferrule
 from ferrule.loader import AppLoadError, load_app
@@ -236,7 +236,7 @@ def _switch_user(cfg) -> None:
         os.setuid(uid)
 
 
-def run(arbiter, worker: Worker) -> "NoReturn":  # noqa: F821
+def run(arbiter, worker: Worker) -> NoReturn:
     """The child's whole life after fork; never returns."""
     code = 1
     try:

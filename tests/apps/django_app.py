@@ -1,6 +1,5 @@
 """A single-file Django project."""
 
-import json
 
 from django.conf import settings
 

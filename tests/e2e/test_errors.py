@@ -1,6 +1,5 @@
 """App errors and bad clients: clear answers, logs, nothing leaked, nothing harmed."""
 
-import os
 import socket
 import time
 

@@ -1,7 +1,6 @@
 """Process-level behaviour: threads, signals, logs, binds."""
 
 import http.client
-import os
 import re
 import signal
 import socket
@@ -10,7 +9,7 @@ import sys
 import threading
 import time
 
-from conftest import APPS, free_port, parse, raw, wait_for_port
+from conftest import APPS, free_port, parse, wait_for_port
 
 
 def get(port, path, headers=None):

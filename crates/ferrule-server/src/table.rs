@@ -11,7 +11,7 @@ use crate::conn::Conn;
 use crate::error::{Error, Phase};
 use crate::sys::{has_bytes, Poller};
 use slab::Slab;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,9 @@ struct Slot {
 pub(crate) struct Table {
     slots: Mutex<Slab<Slot>>,
     generation: AtomicU32,
+    /// Set by `drain_idle`, read by `park`, both under the `slots` lock, so a
+    /// keep-alive connection parked after the drain is closed too.
+    closing: AtomicBool,
 }
 
 impl Table {
@@ -38,6 +41,7 @@ impl Table {
         Table {
             slots: Mutex::new(Slab::with_capacity(1024)),
             generation: AtomicU32::new(1),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -79,8 +83,18 @@ impl Table {
             return None;
         }
         let token = conn.token;
+        let idx = (token & 0xffff_ffff) as usize;
+        if self.closing.load(Ordering::SeqCst)
+            && conn.served
+            && conn.buf.is_empty()
+            && !has_bytes(conn.stream.fd())
+        {
+            // An idle keep-alive connection during a graceful stop: close it.
+            slots.try_remove(idx);
+            return None;
+        }
         let again = !conn.drained || conn.peer_done;
-        let slot = slots.get_mut((token & 0xffff_ffff) as usize)?;
+        let slot = slots.get_mut(idx)?;
         slot.conn = Some(conn);
         slot.deadline = deadline;
         slot.idle_since = now;
@@ -123,6 +137,7 @@ impl Table {
     pub(crate) fn drain_idle(&self, grace: Duration) {
         let now = Instant::now();
         let mut slots = self.slots();
+        self.closing.store(true, Ordering::SeqCst);
         let idle: Vec<usize> = slots
             .iter_mut()
             .filter_map(|(k, s)| {
