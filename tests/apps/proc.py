@@ -24,6 +24,16 @@ def app(environ, start_response):
     elif path == "/gil":
         # The regex engine keeps the GIL for the whole (exponential) match.
         re.match(r"(a+)+$", "a" * 64 + "b")
+    elif path == "/drip":
+        # Two blocks at once, then a pause: the second must not wait for the third.
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def drip():
+            yield b"first;"
+            yield b"second;"
+            time.sleep(0.5)
+            yield b"third;"
+        return drip()
     elif path == "/uid":
         body = str(os.getuid()).encode()
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])

@@ -187,3 +187,21 @@ def test_many_keep_alive_connections_get_every_response_intact(serve):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_a_streamed_block_is_not_held_while_the_app_produces_the_next(serve):
+    """PEP 3333: blocks may be coalesced in the kernel (TCP_CORK), but one the app is
+    slow to follow is sent within about a millisecond, not at the next block."""
+    s = serve("proc:app")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
+        c.sendall(b"GET /drip HTTP/1.1\r\nHost: x\r\n\r\n")
+        got, started = b"", time.monotonic()
+        while b"second;" not in got:
+            got += c.recv(4096)
+        second_after = time.monotonic() - started
+        while b"third;" not in got:
+            got += c.recv(4096)
+        third_after = time.monotonic() - started
+    # The kernel's own cork limit is 200 ms; the app pauses 500 ms before the third.
+    assert second_after < 0.15, second_after
+    assert third_after >= 0.5

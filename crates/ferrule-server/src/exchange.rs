@@ -6,6 +6,7 @@
 //! socket go through a [`Park`], which lets the Python side release the GIL.
 
 use crate::conn::Conn;
+use crate::cork::CorkState;
 use crate::error::{Error, Phase};
 use crate::listener::{Local, Peer};
 use crate::server::Shared;
@@ -102,6 +103,9 @@ pub struct Exchange {
     defer: bool,
     /// A copy of the response head, kept only when the access log shows response fields.
     response_head: Option<Vec<u8>>,
+    /// The runner serving this request (its slot in `Shared::corks`).
+    me: usize,
+    cork: CorkState,
 }
 
 impl Exchange {
@@ -111,6 +115,7 @@ impl Exchange {
         shared: Arc<Shared>,
         https: bool,
         defer: bool,
+        me: usize,
     ) -> Exchange {
         let out = std::mem::take(&mut conn.out);
         let mark = out.len();
@@ -133,7 +138,45 @@ impl Exchange {
             defer,
             response_head: None,
             head,
+            me,
+            cork: CorkState::Idle,
         }
+    }
+
+    /// Before a streamed block is written: the second block corks the socket, and a
+    /// held cork the monitor pushed meanwhile ends corking for this response.
+    fn cork_before_block(&mut self) {
+        let Some(fd) = self.conn.stream.tcp_fd() else {
+            self.cork = CorkState::Off;
+            return;
+        };
+        match self.cork {
+            CorkState::FirstSent => {
+                sys::set_cork(fd, true);
+                self.cork = CorkState::Held;
+            }
+            CorkState::Held if !self.shared.corks.take(self.me) => self.cork = CorkState::Off,
+            _ => {}
+        }
+    }
+
+    /// After a streamed block is written, before the app produces the next one.
+    fn cork_after_block(&mut self) {
+        match (self.cork, self.conn.stream.tcp_fd()) {
+            (CorkState::Idle, _) => self.cork = CorkState::FirstSent,
+            (CorkState::Held, Some(fd)) => self.shared.corks.hold(self.me, fd),
+            _ => {}
+        }
+    }
+
+    /// At the end of a response: sends what the cork holds, unless the monitor did.
+    fn uncork(&mut self) {
+        if let (CorkState::Held, Some(fd)) = (self.cork, self.conn.stream.tcp_fd()) {
+            if self.shared.corks.take(self.me) {
+                sys::set_cork(fd, false);
+            }
+        }
+        self.cork = CorkState::Off;
     }
 
     // ---- the request ----
@@ -404,11 +447,13 @@ impl Exchange {
                 self.out
                     .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
             }
+            self.cork_before_block();
             let out = std::mem::take(&mut self.out);
             let r = send(&mut self.conn, &[&out, data, crlf], park, timeout);
             self.out = out;
             self.out.clear();
             self.mark = 0;
+            self.cork_after_block();
             return r;
         }
         if chunked {
@@ -420,7 +465,9 @@ impl Exchange {
         // block the app is still following up: it may wait like any complete one.
         let complete = matches!(self.response, Response::Body { framing: ResponseFraming::Length(n), sent, .. } if sent == n);
         if flush && !(complete && self.may_defer()) {
+            self.cork_before_block();
             self.flush(park)?;
+            self.cork_after_block();
         }
         Ok(())
     }
@@ -512,12 +559,15 @@ impl Exchange {
             }
             self.response = Response::Done;
         }
-        if self.may_defer() {
+        let corked = self.cork == CorkState::Held;
+        if self.may_defer() && !corked {
             // The whole response is here and other connections are ready: the
             // serving thread writes it after them, in one burst (`serve.rs`).
             return Ok(());
         }
-        self.flush(park)
+        let r = self.flush(park);
+        self.uncork();
+        r
     }
 
     /// Answers with an error status the server writes itself (400, 408, 413, 500...).

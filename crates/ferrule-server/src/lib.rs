@@ -7,6 +7,7 @@ pub mod access;
 mod clock;
 pub mod config;
 mod conn;
+mod cork;
 mod error;
 mod exchange;
 mod listener;

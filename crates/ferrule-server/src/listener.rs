@@ -179,6 +179,15 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// The descriptor number of a TCP stream (the kind that can be corked).
+    pub(crate) fn tcp_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match self {
+            Stream::Tcp(s) => Some(s.as_raw_fd()),
+            Stream::Unix(_) => None,
+        }
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         match self {
             Stream::Tcp(s) => s.as_fd(),

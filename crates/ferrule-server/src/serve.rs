@@ -41,6 +41,7 @@ pub(crate) fn serve(
     handler: &dyn Handler,
     mut conn: Conn,
     holding: bool,
+    me: usize,
 ) -> Option<Conn> {
     let cfg = &shared.config.parser;
     let min_line = cfg.request_line_limit().min(cfg.field_size_limit()) + 1;
@@ -57,7 +58,7 @@ pub(crate) fn serve(
                     let token = conn.token;
                     let defer = holding || shared.ready_len() > 0;
                     let ex =
-                        handler.handle(Exchange::new(conn, head, shared.clone(), https, defer));
+                        handler.handle(Exchange::new(conn, head, shared.clone(), https, defer, me));
                     let Some(ex) = ex else {
                         shared.table.release(token);
                         return None;

@@ -8,6 +8,7 @@
 use crate::access::AccessLog;
 use crate::config::ServerConfig;
 use crate::conn::Conn;
+use crate::cork::{Corks, PUSH_AFTER};
 use crate::exchange::Exchange;
 use crate::listener::{BindError, Listener, Local};
 use crate::sched::Sched;
@@ -74,6 +75,8 @@ pub struct Shared {
     running: Mutex<usize>,
     all_stopped: Condvar,
     sched: Sched,
+    /// Streamed responses held corked, per runner (`cork.rs`).
+    pub(crate) corks: Corks,
     /// Ready events taken from epoll in a batch and not yet handled.
     ready: Mutex<VecDeque<u64>>,
     ready_len: AtomicUsize,
@@ -172,6 +175,7 @@ impl Server {
             running: Mutex::new(0),
             all_stopped: Condvar::new(),
             sched: Sched::new(config.threads),
+            corks: Corks::new(config.threads),
             ready: Mutex::new(VecDeque::with_capacity(BATCH)),
             ready_len: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
@@ -326,7 +330,7 @@ fn worker_loop(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
                         conn.peer_done |= t & PEER_DONE != 0;
                         shared.sched.start_request(me);
                         let started = Instant::now();
-                        if let Some(c) = serve(shared, handler, conn, !unflushed.is_empty()) {
+                        if let Some(c) = serve(shared, handler, conn, !unflushed.is_empty(), me) {
                             unflushed.push(c);
                         }
                         // A slow request means the deferred answers already waited long.
@@ -389,6 +393,9 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
         } else {
             (tick * 2).min(TICK_SLOW)
         };
+        if shared.corks.push_stale() {
+            tick = tick.min(PUSH_AFTER);
+        }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             shared.table.sweep();

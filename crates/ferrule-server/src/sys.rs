@@ -1,7 +1,9 @@
-//! The only module that talks to the kernel directly: epoll, eventfd, poll, read
-//! and sendfile, mostly through nix's safe wrappers. `unsafe` appears twice: reading
-//! into a buffer's spare capacity (zero-filling 16 KiB per read cost more than the
-//! rest of a request), and borrowing a descriptor number from Python's file_wrapper.
+//! The only module that talks to the kernel directly: epoll, eventfd, poll, read,
+//! sendfile and socket options, mostly through nix's safe wrappers. `unsafe` is used
+//! for: reading into a buffer's spare capacity (zero-filling 16 KiB per read cost more
+//! than the rest of a request), borrowing a descriptor number from Python's
+//! file_wrapper, taking ownership of an inherited listening socket (`fd://N`), and
+//! uncorking a socket by number from the monitor thread.
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -99,6 +101,26 @@ pub fn inherited_listener(fd: i32) -> io::Result<socket2::Socket> {
     // SAFETY: `fd` is open, is a listening socket, and was handed to this process to
     // serve on (by systemd or the master); nothing else in the process owns it.
     Ok(unsafe { socket2::Socket::from_raw_fd(fd) })
+}
+
+/// Sets or clears `TCP_CORK` on a socket named by number. The monitor calls it for a
+/// socket a runner is serving, which may have been closed (or its number reused) in
+/// the meantime: the call then fails, or uncorks a socket that is not corked, which
+/// sends what it holds; neither does harm. Errors are ignored for the same reason.
+pub fn set_cork(fd: std::os::fd::RawFd, on: bool) {
+    let value: nix::libc::c_int = on.into();
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&value`, a live local
+    // of that size; a stale descriptor number only makes the call fail or act on
+    // another socket's cork, not on memory.
+    unsafe {
+        nix::libc::setsockopt(
+            fd,
+            nix::libc::IPPROTO_TCP,
+            nix::libc::TCP_CORK,
+            (&value as *const nix::libc::c_int).cast(),
+            std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
+        );
+    }
 }
 
 /// Whether bytes (or the end of stream) wait in a socket, without taking them.
