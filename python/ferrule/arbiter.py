@@ -361,7 +361,7 @@ def _remove_pidfile(path: str, pid: int) -> None:
         pass
 
 
-def preload(cfg: Settings, load: Callable[[], Callable]) -> Callable:
+def preload(load: Callable[[], Callable]) -> Callable:
     """Imports the app in the master, then freezes what exists so the workers share it
     copy-on-write (the collector would otherwise touch every object's page)."""
     app = load()

@@ -216,7 +216,7 @@ def main(argv=None) -> None:
         _load(cfg.app)
         print(f"ferrule: configuration OK ({cfg.workers} worker(s), app {cfg.app})")
         return
-    app = preload(cfg, lambda: _load(cfg.app)) if cfg.preload_app else None
+    app = preload(lambda: _load(cfg.app)) if cfg.preload_app else None
 
     def reload_config():
         fresh, fresh_hooks, _ = load_settings(args, env_args)
