@@ -184,9 +184,15 @@ class Arbiter:
         w.replaces = replaces
         w.pipe_r, w.pipe_w = os.pipe2(os.O_CLOEXEC)
         self.call_hook("pre_fork", self, w)
-        pid = os.fork()
-        if pid == 0:
-            worker_mod.run(self, w)
+        # Until the child has its own handlers, a stop signal must wait (blocked), not
+        # reach the master's handler copied into it, which would only queue it there.
+        signal.pthread_sigmask(signal.SIG_BLOCK, worker_mod.STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                worker_mod.run(self, w)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, worker_mod.STOP_SIGNALS)
         os.close(w.pipe_w)
         w.pid = pid
         w.last_beat = time.monotonic()

@@ -23,6 +23,9 @@ from ferrule.log import Log
 EXIT_APP_LOAD = 4
 EXIT_BOOT = 3
 
+#: Blocked by the master across fork, unblocked once the worker's handlers are set.
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1}
+
 HEARTBEAT_EVERY = 1.0
 CHECK_EVERY = 1.0
 
@@ -282,6 +285,7 @@ def _serve(arbiter, worker: Worker) -> int:
     signal.signal(signal.SIGINT, quick)
     signal.signal(signal.SIGQUIT, quick)
     signal.signal(signal.SIGUSR1, reopen)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     arbiter.close_in_child(worker)
     os.set_blocking(worker.pipe_w, False)
     cfg = worker.cfg
