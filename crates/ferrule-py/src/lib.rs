@@ -13,7 +13,7 @@ mod text;
 mod tx;
 
 use ferrule_server::log::{self, LogLevel};
-use ferrule_server::{Listener, Local, Server};
+use ferrule_server::{bind_all, Server};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -38,17 +38,6 @@ const QUICK_STOP: Duration = Duration::from_secs(1);
 
 /// How often the serving loop looks at signals and calls `tick`.
 const LOOP_EVERY: Duration = Duration::from_millis(100);
-
-/// The addresses of bound listeners, as they are shown in logs.
-fn urls(locals: &[Local]) -> Vec<String> {
-    locals
-        .iter()
-        .map(|l| match l {
-            Local::Tcp(a) => format!("http://{a}"),
-            Local::Unix(p) => format!("unix:{}", p.display()),
-        })
-        .collect()
-}
 
 /// Binds, serves `app` until a signal handler raises (KeyboardInterrupt: quick stop,
 /// anything else: graceful stop) or `tick` returns True (graceful stop). `ready` is
@@ -83,7 +72,7 @@ fn serve(
             .unbind(),
     )?;
     let mut server = Server::bind(cfg, access).map_err(|e| BindError::new_err(e.to_string()))?;
-    let addresses = urls(server.addresses());
+    let addresses: Vec<String> = server.addresses().iter().map(ToString::to_string).collect();
     if worker {
         tracing::info!("Booting worker with pid: {}", std::process::id());
     } else {
@@ -141,14 +130,14 @@ fn serve(
 #[pyfunction]
 fn bind(settings: config::Settings) -> PyResult<Vec<(i32, String)>> {
     let (cfg, _, _) = settings.into_config().map_err(ConfigError::new_err)?;
-    let mut out = Vec::new();
-    for b in &cfg.binds {
-        let l = Listener::bind(b, cfg.backlog, cfg.reuse_port)
-            .map_err(|e| BindError::new_err(e.to_string()))?;
-        let url = urls(&[l.local()]).remove(0);
-        out.push((l.into_raw_fd(), url));
-    }
-    Ok(out)
+    let listeners = bind_all(&cfg).map_err(|e| BindError::new_err(e.to_string()))?;
+    Ok(listeners
+        .into_iter()
+        .map(|l| {
+            let url = l.local().to_string();
+            (l.into_raw_fd(), url)
+        })
+        .collect())
 }
 
 /// Checks every setting the Rust core reads, without binding or serving.

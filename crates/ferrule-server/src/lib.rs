@@ -22,5 +22,5 @@ mod table;
 pub use config::{parse_bind, AllowIps, Bind, ServerConfig};
 pub use error::{Error, Phase};
 pub use exchange::{Exchange, NoPark, Outcome, Park};
-pub use listener::{BindError, Listener, Local, Peer};
+pub use listener::{bind_all, BindError, Listener, Local, Peer};
 pub use server::{Handler, Server};

@@ -172,6 +172,26 @@ pub enum Local {
     Unix(PathBuf),
 }
 
+/// Shown in logs as the bind it came from is: `http://ADDR` or `unix:PATH`.
+impl std::fmt::Display for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Local::Tcp(a) => write!(f, "http://{a}"),
+            Local::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Binds every address of `config` (for a server, or for a master whose workers
+/// inherit the sockets).
+pub fn bind_all(config: &crate::config::ServerConfig) -> Result<Vec<Listener>, BindError> {
+    config
+        .binds
+        .iter()
+        .map(|b| Listener::bind(b, config.backlog, config.reuse_port))
+        .collect()
+}
+
 /// An accepted connection.
 pub enum Stream {
     Tcp(TcpStream),

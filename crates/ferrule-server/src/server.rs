@@ -10,7 +10,7 @@ use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::cork::{Corks, PUSH_AFTER};
 use crate::exchange::Exchange;
-use crate::listener::{BindError, Listener, Local};
+use crate::listener::{bind_all, BindError, Listener, Local};
 use crate::sched::Sched;
 use crate::serve::{accept_all, flush_all, serve};
 use crate::sys::{
@@ -146,11 +146,7 @@ pub struct Server {
 impl Server {
     /// Binds every address; nothing is served until [`Server::start`].
     pub fn bind(config: ServerConfig, access: Option<AccessLog>) -> Result<Server, BindError> {
-        let listeners = config
-            .binds
-            .iter()
-            .map(|b| Listener::bind(b, config.backlog, config.reuse_port))
-            .collect::<Result<Vec<_>, _>>()?;
+        let listeners = bind_all(&config)?;
         let io_err = |cause| BindError {
             bind: config.binds[0].clone(),
             cause,
