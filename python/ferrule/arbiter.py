@@ -212,8 +212,6 @@ class Arbiter:
         if sig == signal.SIGTERM and w.term_at is None:
             w.term_at = time.monotonic()
         w.sent.add(sig)
-        if sig == signal.SIGKILL:
-            w.killed_by_master = True
         try:
             os.kill(w.pid, sig)
         except ProcessLookupError:
@@ -232,22 +230,23 @@ class Arbiter:
                 continue
             os.close(w.pipe_r)
             w.alive = False
-            self._log_exit(w, status)
-            self.call_hook("child_exit", self, w)
             code = os.waitstatus_to_exitcode(status)
+            self._log_exit(w, code)
+            self.call_hook("child_exit", self, w)
             if not w.booted and code in (worker_mod.EXIT_APP_LOAD, worker_mod.EXIT_BOOT):
                 what = "could not load the app" if code == worker_mod.EXIT_APP_LOAD else "failed to boot"
                 raise HaltServer(f"Worker {pid} {what}; shutting down (the error is above)", code)
 
-    def _log_exit(self, w: Worker, status: int) -> None:
-        code = os.waitstatus_to_exitcode(status)
+    def _log_exit(self, w: Worker, code: int) -> None:
+        """`code` is the exit code, or minus the signal that ended the worker."""
         if code == 0:
             self.log.info(f"Worker exiting (pid: {w.pid})")
         elif code < 0 and -code in w.sent:
             self.log.info(f"Worker (pid:{w.pid}) ended by the master's {signal.Signals(-code).name}")
         elif code < 0:
             name = signal.Signals(-code).name
-            hint = " Perhaps out of memory?" if -code == signal.SIGKILL and not w.killed_by_master else ""
+            # The master's own SIGKILL is logged above, so this one came from elsewhere.
+            hint = " Perhaps out of memory?" if -code == signal.SIGKILL else ""
             self.log.error(f"Worker (pid:{w.pid}) was sent {name}!{hint}")
         else:
             self.log.error(f"Worker (pid:{w.pid}) exited with code {code}")
@@ -255,7 +254,7 @@ class Arbiter:
     def _check_workers(self) -> None:
         now = time.monotonic()
         for w in list(self.WORKERS.values()):
-            if w.killed_by_master:
+            if signal.SIGKILL in w.sent:
                 continue
             # A stopping worker sends no heartbeat; --graceful-timeout bounds it instead.
             # So does a worker that asked to be replaced (it may be stopping itself).

@@ -48,7 +48,7 @@ class Worker:
         self.last_beat = time.monotonic()
         self.retiring = False
         self.term_at: Optional[float] = None
-        self.killed_by_master = False
+        #: Signals the master sent it.
         self.sent: set = set()
         self.replaces: Optional[int] = None
 
