@@ -63,12 +63,13 @@ impl Corks {
         self.fds[me].swap(-1, Ordering::AcqRel) != -1
     }
 
-    /// The monitor's part: uncorks sockets held longer than `PUSH_AFTER`. Returns
-    /// whether any socket is still held (the monitor then ticks fast enough).
-    pub(crate) fn push_stale(&self) -> bool {
+    /// The monitor's part: uncorks sockets held longer than `PUSH_AFTER`, looking at
+    /// the first `runners` slots (threads started). Returns whether any socket is
+    /// still held (the monitor then ticks fast enough).
+    pub(crate) fn push_stale(&self, runners: usize) -> bool {
         let now = self.now();
         let mut held = false;
-        for (fd, since) in self.fds.iter().zip(self.since.iter()) {
+        for (fd, since) in self.fds.iter().zip(self.since.iter()).take(runners) {
             let f = fd.load(Ordering::Acquire);
             if f < 0 {
                 continue;
@@ -100,9 +101,9 @@ mod tests {
     fn a_held_cork_is_pushed_once_stale_and_the_runner_learns_it() {
         let corks = Corks::new(2);
         corks.hold(1, NOT_OPEN); // no such descriptor: the push is a failed syscall
-        assert!(corks.push_stale(), "fresh: still held");
+        assert!(corks.push_stale(2), "fresh: still held");
         std::thread::sleep(PUSH_AFTER * 3);
-        assert!(!corks.push_stale(), "stale: pushed");
+        assert!(!corks.push_stale(2), "stale: pushed");
         assert!(!corks.take(1), "the runner sees the monitor pushed it");
         corks.hold(0, NOT_OPEN);
         assert!(corks.take(0), "the runner uncorks it itself");

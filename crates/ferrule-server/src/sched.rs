@@ -133,6 +133,7 @@ impl Sched {
         let oldest = self
             .busy
             .iter()
+            .take(self.spawned())
             .map(|b| b.load(Ordering::Relaxed))
             .filter(|&t| t != 0)
             .min()?;
@@ -199,8 +200,13 @@ impl Sched {
     /// `COMPUTING_SHARE` of the time since its last sample, or it is runnable (its
     /// clock stood still only because it waited for a CPU). A runner sampled for the
     /// first time counts as computing, so a decision rests on a measured interval.
+    /// Threads started so far: slots past this one are unused.
+    pub(crate) fn spawned(&self) -> usize {
+        self.counts().spawned
+    }
+
     fn computing(&self, cpu_of: &impl Fn(i32) -> Option<Duration>) -> bool {
-        let spawned = self.counts().spawned;
+        let spawned = self.spawned();
         let now = self.now();
         let start = self.cursor.fetch_add(SAMPLE, Ordering::Relaxed);
         let mut computing = false;

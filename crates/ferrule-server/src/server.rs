@@ -389,7 +389,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
         } else {
             (tick * 2).min(TICK_SLOW)
         };
-        if shared.corks.push_stale() {
+        if shared.corks.push_stale(shared.sched.spawned()) {
             tick = tick.min(PUSH_AFTER);
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
