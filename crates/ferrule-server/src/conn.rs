@@ -79,6 +79,12 @@ impl Conn {
         let _ = self.stream.write(&bytes);
     }
 
+    /// Nothing of a next request has arrived, neither in the buffer nor in the socket
+    /// (asks the kernel: used only while stopping).
+    pub(crate) fn silent(&self) -> bool {
+        self.buf.is_empty() && !crate::sys::has_bytes(self.stream.fd())
+    }
+
     /// Forgets parser progress after a request used the front of the buffer.
     pub(crate) fn reset_scan(&mut self) {
         self.scanned = 0;

@@ -9,7 +9,7 @@
 use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::error::{Error, Phase};
-use crate::sys::{has_bytes, Poller};
+use crate::sys::Poller;
 use slab::Slab;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -84,11 +84,7 @@ impl Table {
         }
         let token = conn.token;
         let idx = (token & 0xffff_ffff) as usize;
-        if self.closing.load(Ordering::SeqCst)
-            && conn.served
-            && conn.buf.is_empty()
-            && !has_bytes(conn.stream.fd())
-        {
+        if self.closing.load(Ordering::SeqCst) && conn.served && conn.silent() {
             // An idle keep-alive connection during a graceful stop: close it.
             slots.try_remove(idx);
             return None;
@@ -142,7 +138,7 @@ impl Table {
             .iter_mut()
             .filter_map(|(k, s)| {
                 let c = s.conn.as_ref()?;
-                if !c.buf.is_empty() || has_bytes(c.stream.fd()) {
+                if !c.silent() {
                     return None;
                 }
                 if c.served {
