@@ -57,6 +57,7 @@ def app(environ, start_response):
         dump = {k: v for k, v in environ.items() if isinstance(v, (str, bool, int))}
         dump["wsgi.version"] = list(environ["wsgi.version"])
         dump["has_input"] = hasattr(inp, "read")
+        dump["none_keys"] = [k for k, v in environ.items() if v is None]
         return _text(start_response, json.dumps(dump), ctype="application/json")
     if path == "/echo":
         return _text(start_response, _read_all(inp), ctype="application/octet-stream")

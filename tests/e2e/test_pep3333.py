@@ -54,6 +54,16 @@ def test_environ_has_every_cgi_and_wsgi_key(server):
     assert env["wsgi.run_once"] is False and env["wsgi.input_terminated"] is True
     assert "CONTENT_LENGTH" not in env and "HTTP_CONTENT_LENGTH" not in env
     assert "PATH" not in env  # no copy of the OS environment
+    assert env["none_keys"] == []  # the template's placeholders are all replaced
+
+
+def test_environ_with_more_headers_than_the_template_has_room_for(server):
+    # The environ template leaves room for 14 header keys; 30 make the copy grow.
+    extra = "".join(f"X-Field-{i}: v{i}\r\n" for i in range(30))
+    _, _, body = get(server, "/environ", headers=extra)
+    env = json.loads(body)
+    assert [env[f"HTTP_X_FIELD_{i}"] for i in range(30)] == [f"v{i}" for i in range(30)]
+    assert env["REQUEST_METHOD"] == "GET" and env["none_keys"] == []
 
 
 def test_path_info_is_percent_decoded_as_latin1(server):

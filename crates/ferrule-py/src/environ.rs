@@ -3,6 +3,10 @@
 //! Constant keys live in a template dict that is copied per request (one C-level
 //! dict copy); key names are interned once; header names are turned into `HTTP_*`
 //! keys once and cached.
+//!
+//! The template also holds every key that each request sets, with a `None` that
+//! `build` always replaces, and room for more: replacing a value in the copy is a
+//! lookup, while inserting a key the copy has no room for rebuilds its hash table.
 
 use crate::input::Input;
 use crate::text::latin1_str;
@@ -12,7 +16,7 @@ use ferrule_server::{Exchange, Local, Peer};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -20,8 +24,28 @@ use std::sync::Mutex;
 /// memory against clients that send random header names or Host values).
 const CACHE_MAX: usize = 512;
 
+/// Keys `build` sets on every request, placeholders in the template.
+const PER_REQUEST: [&str; 10] = [
+    "REQUEST_METHOD",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "SERVER_PROTOCOL",
+    "wsgi.url_scheme",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "wsgi.input",
+];
+
+/// Keys inserted into the template and deleted again, so its copies have a 64-slot
+/// table with room for 14 header keys. CPython copies a dict's table as is while at
+/// most a third of its entries are deleted (`dict_copy`): 9 of 28 here.
+const HEADROOM: usize = 9;
+
 /// Python strings made once and reused: `HTTP_*` keys by header name, SERVER_NAME and
-/// SERVER_PORT by Host value, REMOTE_ADDR by peer address.
+/// SERVER_PORT by Host value, REMOTE_ADDR by peer address. FxHash: the maps are small
+/// and bounded (`CACHE_MAX`), so a client choosing colliding names gains nothing.
 #[derive(Default)]
 struct Caches {
     header_keys: HashMap<Vec<u8>, Py<PyString>>,
@@ -56,6 +80,15 @@ impl Environ {
             "SERVER_SOFTWARE",
             concat!("ferrule/", env!("CARGO_PKG_VERSION")),
         )?;
+        for key in PER_REQUEST {
+            t.set_item(PyString::intern(py, key), py.None())?;
+        }
+        for i in 0..HEADROOM {
+            t.set_item(format!("ferrule.headroom.{i}"), py.None())?;
+        }
+        for i in 0..HEADROOM {
+            t.del_item(format!("ferrule.headroom.{i}"))?;
+        }
         let methods = [
             &b"GET"[..],
             b"POST",

@@ -36,7 +36,7 @@ impl Wsgi {
         Wsgi { app, environ }
     }
 
-    fn call(&self, py: Python<'_>, ex: Exchange) -> Option<Exchange> {
+    fn call(&self, py: Python<'_>, ex: Box<Exchange>) -> Option<Box<Exchange>> {
         let tx = match Py::new(
             py,
             Tx {
@@ -83,7 +83,7 @@ impl Handler for Wsgi {
         Python::with_gil(|py| py.allow_threads(serve));
     }
 
-    fn handle(&self, ex: Exchange) -> Option<Exchange> {
+    fn handle(&self, ex: Box<Exchange>) -> Option<Box<Exchange>> {
         Python::with_gil(|py| self.call(py, ex))
     }
 }

@@ -12,7 +12,8 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 #[pyclass(module = "ferrule._ferrule")]
 pub struct Tx {
     /// The connection, until the request is over (then objects the app kept fail cleanly).
-    pub ex: Option<Exchange>,
+    /// Boxed: the exchange moves in and out of this object once per request.
+    pub ex: Option<Box<Exchange>>,
     /// `start_response` has been called (and not undone by `exc_info`).
     pub started: bool,
     /// The status a failed body read calls for (400, 408, 413), if one failed.
@@ -22,7 +23,7 @@ pub struct Tx {
 impl Tx {
     pub fn exchange(&mut self) -> PyResult<&mut Exchange> {
         self.ex
-            .as_mut()
+            .as_deref_mut()
             .ok_or_else(|| PyRuntimeError::new_err("this request is already finished"))
     }
 }

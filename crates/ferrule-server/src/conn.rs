@@ -1,12 +1,12 @@
 //! A client connection between requests: its socket, the bytes received so far,
 //! and the clock that decides when it has waited too long.
 
+use crate::clock::Tick;
 use crate::exchange::with_date;
 use crate::listener::{Peer, Stream};
 use ferrule_http::{error_response, Version};
 use memchr::memrchr;
 use std::io::Write;
-use std::time::Instant;
 
 pub struct Conn {
     pub(crate) stream: Stream,
@@ -24,7 +24,7 @@ pub struct Conn {
     /// Start of the last incomplete line in `buf`.
     pub(crate) line_start: usize,
     /// When the first byte of the current head arrived.
-    pub(crate) head_since: Option<Instant>,
+    pub(crate) head_since: Option<Tick>,
     /// The last read left the socket empty, so epoll will report the next bytes.
     pub(crate) drained: bool,
     /// Epoll reported the peer's end of stream (or an error): a short read then does
@@ -92,7 +92,7 @@ impl Conn {
         self.head_since = if self.buf.is_empty() {
             None
         } else {
-            Some(Instant::now())
+            Some(Tick::now())
         };
     }
 

@@ -20,7 +20,7 @@ use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// Gives a caller the chance to drop a lock while the thread waits on the socket.
 pub trait Park {
@@ -42,7 +42,7 @@ thread_local! {
 
 /// Appends the current `Date` value.
 pub(crate) fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
-    DATE.with(|d| f(d.borrow_mut().get(SystemTime::now())))
+    DATE.with(|d| f(d.borrow_mut().get(crate::clock::coarse_wall())))
 }
 
 /// Bodies at least this large are written from the app's buffer instead of copied.
@@ -113,9 +113,9 @@ impl Exchange {
         mut conn: Conn,
         head: Head,
         shared: Arc<Shared>,
-        https: bool,
-        defer: bool,
+        (https, defer): (bool, bool),
         me: usize,
+        started: Instant,
     ) -> Exchange {
         let out = std::mem::take(&mut conn.out);
         let mark = out.len();
@@ -132,7 +132,7 @@ impl Exchange {
             out,
             response: Response::Pending,
             https,
-            started: Instant::now(),
+            started,
             outcome: Outcome::default(),
             mark,
             defer,
@@ -593,7 +593,7 @@ impl Exchange {
 
     /// Hands the connection back for the next request, or `None` when it must close.
     /// A response left in the buffer (see `finish`) travels with the connection.
-    pub(crate) fn into_conn(mut self) -> Option<Conn> {
+    pub(crate) fn into_conn(mut self: Box<Self>) -> Option<Conn> {
         let reusable =
             matches!(self.response, Response::Done) && self.keep_alive && !self.shared.stopping();
         if !reusable || !self.drain() {

@@ -118,9 +118,9 @@ impl Sched {
     }
 
     /// Thread `me` starts a request.
-    pub(crate) fn start_request(&self, me: usize) {
+    pub(crate) fn start_request(&self, me: usize, now: Instant) {
         self.idle.fetch_sub(1, Ordering::SeqCst);
-        let now = self.epoch.elapsed().as_nanos() as u64;
+        let now = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         self.busy[me].store(now.max(1), Ordering::Relaxed);
     }
 
@@ -143,10 +143,9 @@ impl Sched {
     /// Thread `me` finished a request. Returns true when it should stop being a
     /// runner because another runner is already waiting for work, the runners have
     /// not all been blocked lately, and `may_park` (no queued work needs it).
-    pub(crate) fn end_request(&self, me: usize, may_park: bool) -> bool {
+    pub(crate) fn end_request(&self, me: usize, may_park: bool, now: Instant) -> bool {
         self.busy[me].store(0, Ordering::Relaxed);
-        let blocked_lately = self
-            .now()
+        let blocked_lately = (now.saturating_duration_since(self.epoch).as_nanos() as u64)
             .saturating_sub(self.last_all_blocked.load(Ordering::Relaxed))
             < KEEP_AFTER_BLOCKED.as_nanos() as u64
             && self.last_all_blocked.load(Ordering::Relaxed) != 0;
@@ -281,7 +280,7 @@ mod tests {
         assert!(s.become_runner());
         // An idle runner: nothing to add.
         assert_eq!(s.maybe_grow(|| true, clocks(&cpu)), 0..0);
-        s.start_request(me);
+        s.start_request(me, Instant::now());
         // Nothing waiting: nothing to add.
         assert_eq!(s.maybe_grow(|| false, clocks(&cpu)), 0..0);
         // Computing: its CPU clock runs with the wall clock.
@@ -295,13 +294,13 @@ mod tests {
         assert_eq!(s.allowed(), 2);
         // While runners were blocked lately, finishing a request does not park.
         assert!(s.become_runner());
-        s.start_request(1);
-        assert!(!s.end_request(me, true));
-        assert!(!s.end_request(1, true));
+        s.start_request(1, Instant::now());
+        assert!(!s.end_request(me, true, Instant::now()));
+        assert!(!s.end_request(1, true, Instant::now()));
         // Once the blocking is old news, a runner that finds another idle parks.
         s.last_all_blocked.store(1, Ordering::Relaxed);
-        s.start_request(1);
-        assert!(s.end_request(1, true));
+        s.start_request(1, Instant::now());
+        assert!(s.end_request(1, true, Instant::now()));
         assert_eq!(s.allowed(), 1);
     }
 }

@@ -1,6 +1,7 @@
 //! One connection on one thread: accept, read, parse, run the handler, repeat while
 //! requests are pipelined, then park the connection in epoll or close it.
 
+use crate::clock::Tick;
 use crate::conn::Conn;
 use crate::error::Error;
 use crate::exchange::Exchange;
@@ -42,7 +43,10 @@ pub(crate) fn serve(
     mut conn: Conn,
     holding: bool,
     me: usize,
+    started: Instant,
 ) -> Option<Conn> {
+    // The first request starts when the event was taken; pipelined ones read the clock.
+    let mut started = Some(started);
     let cfg = &shared.config.parser;
     let min_line = cfg.request_line_limit().min(cfg.field_size_limit()) + 1;
     loop {
@@ -57,8 +61,15 @@ pub(crate) fn serve(
                     };
                     let token = conn.token;
                     let defer = holding || shared.ready_len() > 0;
-                    let ex =
-                        handler.handle(Exchange::new(conn, head, shared.clone(), https, defer, me));
+                    let at = started.take().unwrap_or_else(Instant::now);
+                    let ex = handler.handle(Box::new(Exchange::new(
+                        conn,
+                        head,
+                        shared.clone(),
+                        (https, defer),
+                        me,
+                        at,
+                    )));
                     let Some(ex) = ex else {
                         shared.table.release(token);
                         return None;
@@ -106,7 +117,7 @@ pub(crate) fn serve(
                 return None;
             }
             Ok(_) => {
-                conn.head_since.get_or_insert_with(Instant::now);
+                conn.head_since.get_or_insert_with(Tick::now);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Responses to pipelined requests go out before the connection waits.

@@ -34,7 +34,7 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     /// Answers one request. Returning `None` closes the connection.
-    fn handle(&self, ex: Exchange) -> Option<Exchange>;
+    fn handle(&self, ex: Box<Exchange>) -> Option<Box<Exchange>>;
 }
 
 const WAKE: u64 = u64::MAX;
@@ -324,16 +324,19 @@ fn worker_loop(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
                 t => {
                     if let Some(mut conn) = shared.table.take(t & !PEER_DONE) {
                         conn.peer_done |= t & PEER_DONE != 0;
-                        shared.sched.start_request(me);
+                        // Two clock reads per event: the start and the end.
                         let started = Instant::now();
-                        if let Some(c) = serve(shared, handler, conn, !unflushed.is_empty(), me) {
+                        shared.sched.start_request(me, started);
+                        let holding = !unflushed.is_empty();
+                        if let Some(c) = serve(shared, handler, conn, holding, me, started) {
                             unflushed.push(c);
                         }
+                        let ended = Instant::now();
                         // A slow request means the deferred answers already waited long.
-                        if unflushed.len() >= MAX_DEFERRED || started.elapsed() > MAX_DEFER_DELAY {
+                        if unflushed.len() >= MAX_DEFERRED || ended - started > MAX_DEFER_DELAY {
                             flush_all(shared, &mut unflushed);
                         }
-                        if shared.sched.end_request(me, shared.ready_len() == 0) {
+                        if shared.sched.end_request(me, shared.ready_len() == 0, ended) {
                             flush_all(shared, &mut unflushed);
                             continue 'park;
                         }

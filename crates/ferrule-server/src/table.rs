@@ -6,6 +6,7 @@
 //! that connection then hands it straight back as ready instead of waiting for an
 //! event that already came.
 
+use crate::clock::Tick;
 use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::error::{Error, Phase};
@@ -13,7 +14,7 @@ use crate::sys::Poller;
 use slab::Slab;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Idle connections keep their read buffer this long, then free it.
 const SHRINK_AFTER: Duration = Duration::from_secs(1);
@@ -24,8 +25,8 @@ struct Slot {
     conn: Option<Conn>,
     /// An event came while the connection was being served.
     missed: bool,
-    deadline: Instant,
-    idle_since: Instant,
+    deadline: Tick,
+    idle_since: Tick,
 }
 
 pub(crate) struct Table {
@@ -59,7 +60,7 @@ impl Table {
         new: bool,
         cfg: &ServerConfig,
     ) -> Option<u64> {
-        let now = Instant::now();
+        let now = Tick::now();
         let deadline = match conn.head_since {
             Some(t) => t + cfg.header_timeout,
             None if new => now + cfg.header_timeout,
@@ -131,7 +132,7 @@ impl Table {
     /// connections that were accepted but have sent nothing `grace` to start. Those
     /// with bytes waiting stay and are served.
     pub(crate) fn drain_idle(&self, grace: Duration) {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut slots = self.slots();
         self.closing.store(true, Ordering::SeqCst);
         let idle: Vec<usize> = slots
@@ -156,7 +157,7 @@ impl Table {
     /// Closes connections past their deadline (408 to those inside a head) and frees
     /// the buffers of connections idle for a while.
     pub(crate) fn sweep(&self) {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut expired = Vec::new();
         {
             let mut slots = self.slots();
@@ -172,7 +173,7 @@ impl Table {
             }
             for (_, slot) in slots.iter_mut() {
                 if let Some(c) = slot.conn.as_mut() {
-                    if now.duration_since(slot.idle_since) > SHRINK_AFTER {
+                    if now.since(slot.idle_since) > SHRINK_AFTER {
                         c.shrink_if_idle();
                     }
                 }

@@ -21,7 +21,7 @@ struct Recorder {
 }
 
 impl Handler for Recorder {
-    fn handle(&self, mut ex: Exchange) -> Option<Exchange> {
+    fn handle(&self, mut ex: Box<Exchange>) -> Option<Box<Exchange>> {
         let mut body = Vec::new();
         loop {
             match ex.fill_body(&NoPark) {
