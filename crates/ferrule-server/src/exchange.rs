@@ -45,6 +45,8 @@ pub(crate) fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
     DATE.with(|d| f(d.borrow_mut().get(crate::clock::coarse_wall())))
 }
 
+/// Most slices one `send` call writes: head, body, chunk trailer.
+const MAX_PARTS: usize = 3;
 /// Bodies at least this large are written from the app's buffer instead of copied.
 const ZERO_COPY_MIN: usize = 16 * 1024;
 /// Unread body bytes the server reads and discards to keep a connection alive.
@@ -637,25 +639,41 @@ impl Exchange {
     }
 }
 
-/// Writes every part, waiting (parked) while the socket is full.
+/// Writes every part (at most [`MAX_PARTS`]), waiting (parked) while the socket is
+/// full. One part left goes out with `send(2)`, several with one `writev(2)`; nothing
+/// is allocated.
 fn send(
     conn: &mut Conn,
     parts: &[&[u8]],
     park: &dyn Park,
     timeout: std::time::Duration,
 ) -> Result<(), Error> {
-    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
-    while !parts.is_empty() {
-        let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-        match conn.stream.write_vectored(&slices) {
+    let mut left: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
+    let mut count = 0;
+    for p in parts.iter().filter(|p| !p.is_empty()) {
+        left[count] = p;
+        count += 1;
+    }
+    let mut first = 0;
+    while first < count {
+        let result = if first + 1 == count {
+            conn.stream.send(left[first])
+        } else {
+            let mut slices = [IoSlice::new(&[]); MAX_PARTS];
+            for (s, p) in slices.iter_mut().zip(&left[first..count]) {
+                *s = IoSlice::new(p);
+            }
+            conn.stream.write_vectored(&slices[..count - first])
+        };
+        match result {
             Ok(0) => return Err(Error::Disconnected),
             Ok(mut n) => {
                 while n > 0 {
-                    if n >= parts[0].len() {
-                        n -= parts[0].len();
-                        parts.remove(0);
+                    if n >= left[first].len() {
+                        n -= left[first].len();
+                        first += 1;
                     } else {
-                        parts[0] = &parts[0][n..];
+                        left[first] = &left[first][n..];
                         n = 0;
                     }
                 }

@@ -215,6 +215,11 @@ impl Stream {
         }
     }
 
+    /// `send(2)`: a socket's own call, shorter in the kernel than `write(2)`'s file path.
+    pub fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        crate::sys::send(self.fd(), buf)
+    }
+
     pub fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),

@@ -192,6 +192,17 @@ pub fn wait_ready(fd: BorrowedFd<'_>, interest: Interest, timeout: Duration) -> 
     }
 }
 
+/// `send(2)`; a closed peer is an `EPIPE` error, never a SIGPIPE.
+pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    nix::sys::socket::send(
+        fd.as_raw_fd(),
+        buf,
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+    )
+    .map_err(io::Error::from)
+}
+
 /// Reads from `fd` into the spare capacity of `buf`, growing it by `grow` bytes when
 /// fewer than `min_spare` are free. Returns the bytes read (0 at end of stream).
 pub fn read_append(
@@ -205,14 +216,15 @@ pub fn read_append(
         buf.reserve(grow);
     }
     let spare = buf.spare_capacity_mut();
-    // SAFETY: `spare` points to `spare.len()` writable bytes owned by `buf`; read(2)
-    // writes at most that many and never reads them.
-    let n = unsafe { nix::libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+    // SAFETY: `spare` points to `spare.len()` writable bytes owned by `buf`; recv(2)
+    // writes at most that many and never reads them. recv rather than read: the
+    // socket call skips the file layer's checks.
+    let n = unsafe { nix::libc::recv(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), 0) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
     let n = n as usize;
-    // SAFETY: read(2) initialised the first `n` bytes of the spare capacity, and
+    // SAFETY: recv(2) initialised the first `n` bytes of the spare capacity, and
     // `n <= spare.len()`, so the new length is within the allocation.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
