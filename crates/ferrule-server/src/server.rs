@@ -38,8 +38,10 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 const WAKE: u64 = u64::MAX;
-/// Most complete responses a thread holds back to write in one burst.
-const MAX_DEFERRED: usize = 16;
+/// Most complete responses a thread holds back to write in one burst. Measured at
+/// 1, 4 and 16 with 50 keep-alive clients: CPU per request within the noise, p99 about
+/// 0.65 ms at 1 and 4 and 0.7-1.3 ms at 16 (the first answer of a burst waits for the rest).
+const MAX_DEFERRED: usize = 4;
 /// A request slower than this flushes the held-back responses at once.
 const MAX_DEFER_DELAY: Duration = Duration::from_micros(500);
 /// Events taken from epoll per wait: answering ready connections back to back keeps
