@@ -84,7 +84,14 @@ impl Handler for Wsgi {
     }
 
     fn handle(&self, ex: Box<Exchange>) -> Option<Box<Exchange>> {
+        // Inside `hold` the GIL is already held: this only counts a nesting level.
         Python::with_gil(|py| self.call(py, ex))
+    }
+
+    fn hold(&self, batch: &mut dyn FnMut(&dyn ferrule_server::Park)) {
+        // One GIL acquisition for every request ready at once. Waits for a full
+        // socket release it (`ReleaseGil`), and the app's own blocking calls do too.
+        Python::with_gil(|py| batch(&ReleaseGil(py)))
     }
 }
 

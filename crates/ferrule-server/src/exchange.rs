@@ -595,11 +595,11 @@ impl Exchange {
 
     /// Hands the connection back for the next request, or `None` when it must close.
     /// A response left in the buffer (see `finish`) travels with the connection.
-    pub(crate) fn into_conn(mut self: Box<Self>) -> Option<Conn> {
+    pub(crate) fn into_conn(mut self: Box<Self>, park: &dyn Park) -> Option<Conn> {
         let reusable =
             matches!(self.response, Response::Done) && self.keep_alive && !self.shared.stopping();
         if !reusable || !self.drain() {
-            let _ = self.flush(&NoPark);
+            let _ = self.flush(park);
             return None;
         }
         let used = self.pos;
@@ -694,12 +694,12 @@ fn send(
 impl Conn {
     /// Writes responses left in `out` (waiting, without any lock held, while the
     /// socket is full). False when the client is gone or too slow.
-    pub(crate) fn flush_out(&mut self, timeout: std::time::Duration) -> bool {
+    pub(crate) fn flush_out(&mut self, timeout: std::time::Duration, park: &dyn Park) -> bool {
         if self.out.is_empty() {
             return true;
         }
         let out = std::mem::take(&mut self.out);
-        let ok = send(self, &[&out], &NoPark, timeout).is_ok();
+        let ok = send(self, &[&out], park, timeout).is_ok();
         self.out = out;
         self.out.clear();
         ok

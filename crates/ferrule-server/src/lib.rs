@@ -13,6 +13,7 @@ mod exchange;
 mod listener;
 pub mod log;
 pub mod logfile;
+mod runner;
 mod sched;
 mod serve;
 mod server;

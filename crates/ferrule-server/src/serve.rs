@@ -4,7 +4,7 @@
 use crate::clock::Tick;
 use crate::conn::Conn;
 use crate::error::Error;
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, Park};
 use crate::server::{Handler, Shared};
 use ferrule_http::{parse_head, secure_scheme};
 use std::io;
@@ -42,8 +42,8 @@ pub(crate) fn serve(
     handler: &dyn Handler,
     mut conn: Conn,
     holding: bool,
-    me: usize,
-    started: Instant,
+    (me, started): (usize, Instant),
+    park: &dyn Park,
 ) -> Option<Conn> {
     // The first request starts when the event was taken; pipelined ones read the clock.
     let mut started = Some(started);
@@ -56,7 +56,7 @@ pub(crate) fn serve(
                     let trusted = shared.config.forwarded_allow_ips.allows(conn.peer.ip());
                     let https = match trusted.then(|| secure_scheme(&head, &conn.buf)) {
                         Some(Ok(v)) => v.unwrap_or(false),
-                        Some(Err(e)) => return reject(shared, conn, e.into()),
+                        Some(Err(e)) => return reject(shared, conn, e.into(), park),
                         None => false,
                     };
                     let token = conn.token;
@@ -84,7 +84,7 @@ pub(crate) fn serve(
                         log.record(&ex);
                     }
                     shared.served.fetch_add(1, Ordering::Relaxed);
-                    match ex.into_conn() {
+                    match ex.into_conn(park) {
                         Some(c) => conn = c,
                         None => {
                             shared.table.release(token);
@@ -105,7 +105,7 @@ pub(crate) fn serve(
                     continue;
                 }
                 Ok(None) => {}
-                Err(e) => return reject(shared, conn, e.into()),
+                Err(e) => return reject(shared, conn, e.into(), park),
             }
         }
         match conn.read_some() {
@@ -113,7 +113,7 @@ pub(crate) fn serve(
                 if !conn.buf.is_empty() {
                     tracing::debug!("client closed the connection in the middle of a request head");
                 }
-                close(shared, conn);
+                close(shared, conn, park);
                 return None;
             }
             Ok(_) => {
@@ -121,7 +121,7 @@ pub(crate) fn serve(
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Responses to pipelined requests go out before the connection waits.
-                if conn.flush_out(shared.config.io_timeout) {
+                if conn.flush_out(shared.config.io_timeout, park) {
                     shared.park(conn, false);
                 } else {
                     shared.table.release(conn.token);
@@ -139,9 +139,9 @@ pub(crate) fn serve(
 }
 
 /// Writes every deferred response, then parks those connections (or drops them).
-pub(crate) fn flush_all(shared: &Shared, pending: &mut Vec<Conn>) {
+pub(crate) fn flush_all(shared: &Shared, pending: &mut Vec<Conn>, park: &dyn Park) {
     for mut conn in pending.drain(..) {
-        if conn.flush_out(shared.config.io_timeout) {
+        if conn.flush_out(shared.config.io_timeout, park) {
             shared.park(conn, false);
         } else {
             shared.table.release(conn.token);
@@ -150,15 +150,15 @@ pub(crate) fn flush_all(shared: &Shared, pending: &mut Vec<Conn>) {
 }
 
 /// Closes a connection after writing what is still owed to it.
-fn close(shared: &Shared, mut conn: Conn) {
-    conn.flush_out(shared.config.io_timeout);
+fn close(shared: &Shared, mut conn: Conn, park: &dyn Park) {
+    conn.flush_out(shared.config.io_timeout, park);
     shared.table.release(conn.token);
 }
 
 /// Answers a request the server refuses before the app sees it, logs why, and closes.
-fn reject(shared: &Shared, mut conn: Conn, e: Error) -> Option<Conn> {
+fn reject(shared: &Shared, mut conn: Conn, e: Error, park: &dyn Park) -> Option<Conn> {
     // Answers to earlier pipelined requests come first.
-    conn.flush_out(shared.config.io_timeout);
+    conn.flush_out(shared.config.io_timeout, park);
     let peer = match conn.peer.ip() {
         Some(ip) => ip.to_string(),
         None => "unix".to_string(),

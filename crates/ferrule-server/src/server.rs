@@ -9,14 +9,11 @@ use crate::access::AccessLog;
 use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::cork::{Corks, PUSH_AFTER};
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, NoPark, Park};
 use crate::listener::{bind_all, BindError, Listener, Local};
+use crate::runner::{self, BATCH};
 use crate::sched::Sched;
-use crate::serve::{accept_all, flush_all, serve};
-use crate::sys::{
-    current_thread_cpu_clock, empty_event, ends_stream, thread_cpu_time, Event, Poller,
-    ThreadState, Waker,
-};
+use crate::sys::{thread_cpu_time, Poller, Waker};
 use crate::table::Table;
 use std::collections::VecDeque;
 use std::io;
@@ -35,27 +32,23 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Answers one request. Returning `None` closes the connection.
     fn handle(&self, ex: Box<Exchange>) -> Option<Box<Exchange>>;
+
+    /// Runs a batch of requests (`runner.rs`) with whatever `handle` needs held across
+    /// them: the Python bridge takes the GIL once per batch. Waits inside go through
+    /// the given [`Park`], which must let go of what is held.
+    fn hold(&self, batch: &mut dyn FnMut(&dyn Park)) {
+        batch(&NoPark)
+    }
 }
 
-const WAKE: u64 = u64::MAX;
-/// Most complete responses a thread holds back to write in one burst. Measured at
-/// 1, 4 and 16 with 50 keep-alive clients: CPU per request within the noise, p99 about
-/// 0.65 ms at 1 and 4 and 0.7-1.3 ms at 16 (the first answer of a burst waits for the rest).
-const MAX_DEFERRED: usize = 4;
-/// A request slower than this flushes the held-back responses at once.
-const MAX_DEFER_DELAY: Duration = Duration::from_micros(500);
-/// Events taken from epoll per wait: answering ready connections back to back keeps
-/// the clients' side busy, which makes each wake-up on their side cheaper.
-const BATCH: usize = 64;
+/// The waker's token.
+pub(crate) const WAKE: u64 = u64::MAX;
+/// Set on a listener's token (its index in the low bits).
 pub(crate) const LISTENER: u64 = 1 << 63;
-/// Set on a connection's token when its event reported the peer's end of stream.
-const PEER_DONE: u64 = 1 << 62;
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// On a graceful stop, a connection accepted but still silent gets this long to send
 /// its request before it is closed.
 const DRAIN_FRESH: Duration = Duration::from_secs(1);
-/// Longest epoll wait: how soon a runner notices a stop it was not woken for.
-const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// Monitor tick while runners look blocked: how fast a blocking app gets threads.
 const TICK_FAST: Duration = Duration::from_micros(250);
 /// Longest monitor tick: while runners compute or wait for clients, the tick doubles
@@ -67,7 +60,7 @@ pub struct Shared {
     pub(crate) locals: Vec<Local>,
     pub(crate) listeners: Vec<Listener>,
     pub(crate) poller: Poller,
-    waker: Waker,
+    pub(crate) waker: Waker,
     pub(crate) table: Table,
     stopping: AtomicBool,
     /// Requests answered.
@@ -76,7 +69,7 @@ pub struct Shared {
     /// Threads alive, and the condition the monitor ticks on and stop waits on.
     running: Mutex<usize>,
     all_stopped: Condvar,
-    sched: Sched,
+    pub(crate) sched: Sched,
     /// Streamed responses held corked, per runner (`cork.rs`).
     pub(crate) corks: Corks,
     /// Ready events taken from epoll in a batch and not yet handled.
@@ -91,7 +84,7 @@ impl Shared {
     }
 
     /// Stopping, and no connection is left to serve.
-    fn drained(&self) -> bool {
+    pub(crate) fn drained(&self) -> bool {
         self.stopping() && self.table.is_empty()
     }
 
@@ -99,7 +92,7 @@ impl Shared {
         self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn pop_ready(&self) -> Option<u64> {
+    pub(crate) fn pop_ready(&self) -> Option<u64> {
         if self.ready_len.load(Ordering::Acquire) == 0 {
             return None;
         }
@@ -109,7 +102,7 @@ impl Shared {
         t
     }
 
-    fn push_ready(&self, tokens: impl Iterator<Item = u64>) {
+    pub(crate) fn push_ready(&self, tokens: impl Iterator<Item = u64>) {
         let mut q = self.ready();
         q.extend(tokens);
         self.ready_len.store(q.len(), Ordering::Release);
@@ -194,7 +187,7 @@ impl Server {
         let first = self.shared.sched.first();
         spawn(&self.shared, format!("ferrule-{first}"), {
             let (s, h) = (self.shared.clone(), handler.clone());
-            move || h.run_thread(&mut || worker_loop(&s, &*h, first))
+            move || h.run_thread(&mut || runner::run(&s, &*h, first))
         })?;
         let (s, h) = (self.shared.clone(), handler);
         spawn(&self.shared, "ferrule-monitor".into(), move || {
@@ -271,94 +264,6 @@ fn spawn(
     }
 }
 
-/// A thread's life: park until allowed to be a runner, then wait for connections and
-/// serve them, until a finished request finds another runner idle.
-fn worker_loop(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
-    let mut events = [empty_event(); BATCH];
-    // Connections whose complete responses wait to be written in one burst.
-    let mut unflushed: Vec<Conn> = Vec::with_capacity(MAX_DEFERRED);
-    shared.sched.register(
-        me,
-        current_thread_cpu_clock(),
-        ThreadState::open_current().ok(),
-    );
-    'park: while shared.sched.become_runner() {
-        while !shared.drained() {
-            let token = match shared.pop_ready() {
-                Some(t) => t,
-                None => {
-                    // With responses held back, first take what is ready right now (no
-                    // wait) and serve it too; write the burst only when nothing is.
-                    let wait = if unflushed.is_empty() {
-                        IDLE_WAIT
-                    } else {
-                        Duration::ZERO
-                    };
-                    match shared.poller.wait(&mut events, wait) {
-                        Ok(0) if !unflushed.is_empty() => {
-                            flush_all(shared, &mut unflushed);
-                            continue;
-                        }
-                        Ok(0) => continue,
-                        Ok(n) => {
-                            // Events beyond the first wait in the shared queue, so another
-                            // runner takes them if this one blocks in the app.
-                            if n > 1 {
-                                shared.push_ready(events[1..n].iter().map(token_of));
-                            }
-                            token_of(&events[0])
-                        }
-                        Err(e) => {
-                            tracing::error!("epoll wait failed: {e}");
-                            return;
-                        }
-                    }
-                }
-            };
-            match token {
-                // The level-triggered waker would wake this thread again and again
-                // while it drains; the threads it missed notice within IDLE_WAIT.
-                WAKE if shared.stopping() => {
-                    let _ = shared.poller.delete(shared.waker.fd());
-                }
-                WAKE => {}
-                t if t & LISTENER != 0 => accept_all(shared, (t & !LISTENER) as usize),
-                t => {
-                    if let Some(mut conn) = shared.table.take(t & !PEER_DONE) {
-                        conn.peer_done |= t & PEER_DONE != 0;
-                        // Two clock reads per event: the start and the end.
-                        let started = Instant::now();
-                        shared.sched.start_request(me, started);
-                        let holding = !unflushed.is_empty();
-                        if let Some(c) = serve(shared, handler, conn, holding, me, started) {
-                            unflushed.push(c);
-                        }
-                        let ended = Instant::now();
-                        // A slow request means the deferred answers already waited long.
-                        if unflushed.len() >= MAX_DEFERRED || ended - started > MAX_DEFER_DELAY {
-                            flush_all(shared, &mut unflushed);
-                        }
-                        if shared.sched.end_request(me, shared.ready_len() == 0, ended) {
-                            flush_all(shared, &mut unflushed);
-                            continue 'park;
-                        }
-                    }
-                }
-            }
-        }
-        flush_all(shared, &mut unflushed);
-        return;
-    }
-}
-
-/// The token an event carries, marked when the peer has closed or failed.
-fn token_of(e: &Event) -> u64 {
-    match e.data() {
-        t if t & LISTENER == 0 && ends_stream(e) => t | PEER_DONE,
-        t => t,
-    }
-}
-
 /// The monitor thread: adds a runner when all are blocked (see `sched.rs`), and
 /// every `SWEEP_EVERY` closes connections past their deadline.
 fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
@@ -383,7 +288,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
         ) {
             let (s, h) = (shared.clone(), handler.clone());
             let started = spawn(shared, format!("ferrule-{id}"), move || {
-                h.run_thread(&mut || worker_loop(&s, &*h, id));
+                h.run_thread(&mut || runner::run(&s, &*h, id));
             });
             if let Err(e) = started {
                 tracing::error!("cannot start a thread: {e}");
