@@ -231,6 +231,12 @@ impl Environ {
         caches: &mut Caches,
     ) -> PyResult<()> {
         let cache = &mut caches.header_keys;
+        // Keys are interned, so a repeated field has the very same key object (kept
+        // alive by the dict): the addresses of the keys set so far tell a repeat
+        // without a dict lookup per field. Past `SEEN` fields, every field looks.
+        const SEEN: usize = 16;
+        let mut seen = [0usize; SEEN];
+        let mut count = 0;
         for (name, value) in ex.headers() {
             if name.eq_ignore_ascii_case(b"content-type")
                 || name.eq_ignore_ascii_case(b"content-length")
@@ -240,12 +246,22 @@ impl Environ {
             let key = cached(cache, name, || header_key(py, name), |k| k.clone_ref(py));
             let key = key.bind(py);
             let value = latin1_str(py, value);
-            match env.get_item(key)? {
+            let addr = key.as_ptr() as usize;
+            let maybe_repeat = count >= SEEN || seen[..count].contains(&addr);
+            match maybe_repeat
+                .then(|| env.get_item(key))
+                .transpose()?
+                .flatten()
+            {
                 Some(prev) => {
                     let joined = format!("{},{}", prev.extract::<String>()?, value.to_cow()?);
                     env.set_item(key, joined)?;
                 }
                 None => env.set_item(key, value)?,
+            }
+            if count < SEEN {
+                seen[count] = addr;
+                count += 1;
             }
         }
         Ok(())
