@@ -151,6 +151,9 @@ def app(environ, start_response):
         return [b"never"]
     if path == "/no-start":
         return [b"never"]
+    if path == "/no-headers":
+        start_response("200 OK")
+        return [b"never"]
     if path == "/endless":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return Closing(_endless(65536), os.environ.get("FERRULE_CLOSE_MARKER"))

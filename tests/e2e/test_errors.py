@@ -25,13 +25,15 @@ def test_protocol_violations_become_500_and_are_logged(serve):
     s = serve("routes:app")
     for path, words in [("/bad-header", "control character"), ("/hop-by-hop", "hop-by-hop"),
                         ("/not-bytes", "must yield bytes"), ("/twice", "second time"),
-                        ("/no-start", "without calling start_response")]:
+                        ("/no-start", "without calling start_response"),
+                        ("/no-headers", "takes a status and a list of headers")]:
         status, _, body = get(s.port, path)
         assert status == 500, path
         assert b"Injected" not in body
     s.stop()
     log = s.log()
-    for words in ["control character", "hop-by-hop", "must yield bytes", "second time", "start_response"]:
+    for words in ["control character", "hop-by-hop", "must yield bytes", "second time", "start_response",
+                  "takes a status and a list of headers"]:
         assert words in log, words
 
 

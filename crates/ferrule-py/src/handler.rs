@@ -5,7 +5,7 @@ use crate::errors::format_exception;
 use crate::file_wrapper::{regular_file, FileWrapper};
 use crate::park::ReleaseGil;
 use crate::text::type_name;
-use crate::tx::{StartResponse, Tx};
+use crate::tx::Tx;
 use ferrule_server::{Error, Exchange, Handler};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::intern;
@@ -51,12 +51,10 @@ impl Wsgi {
                 return None;
             }
         };
-        let result = self.environ.build(py, &tx).and_then(|environ| {
-            let sr = StartResponse {
-                tx: tx.clone_ref(py),
-            };
-            self.app.bind(py).call1((environ, sr))
-        });
+        let result = self
+            .environ
+            .build(py, &tx)
+            .and_then(|environ| self.app.bind(py).call1((environ, tx.clone_ref(py))));
         let outcome = match &result {
             Ok(iterable) => {
                 let sent = send_iterable(py, &tx, iterable);

@@ -1,5 +1,5 @@
-//! The per-request objects an app holds: `start_response`, the `write` callable and
-//! the transaction they share, which owns the connection while the app runs.
+//! The per-request object an app holds as `start_response` and as the `write`
+//! callable; it owns the connection while the app runs (`wsgi.input` reads through it).
 
 use crate::park::ReleaseGil;
 use crate::text::{latin1_bytes, type_name};
@@ -8,8 +8,8 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-/// One request's state, shared by `start_response`, `write` and `wsgi.input`.
-#[pyclass(module = "ferrule._ferrule")]
+/// One request's state: `start_response`, `write`, and what `wsgi.input` reads through.
+#[pyclass(module = "ferrule._ferrule", name = "StartResponse")]
 pub struct Tx {
     /// The connection, until the request is over (then objects the app kept fail cleanly).
     /// Boxed: the exchange moves in and out of this object once per request.
@@ -37,59 +37,68 @@ pub fn to_pyerr(e: Error) -> PyErr {
     }
 }
 
-/// The `start_response` callable.
-#[pyclass(module = "ferrule._ferrule")]
-pub struct StartResponse {
-    pub tx: Py<Tx>,
+#[pymethods]
+impl Tx {
+    /// `start_response(status, headers, exc_info=None)`, and the `write(data)` callable
+    /// it returns, which is this same object: one object per request instead of three
+    /// (each allocation costs as much as parsing a short request head). They cannot be
+    /// confused: `write` takes one argument, `start_response` at least two.
+    #[pyo3(signature = (status_or_data, headers=None, exc_info=None))]
+    fn __call__(
+        slf: &Bound<'_, Self>,
+        status_or_data: &Bound<'_, PyAny>,
+        headers: Option<&Bound<'_, PyAny>>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Py<Tx>>> {
+        let py = slf.py();
+        let Some(headers) = headers else {
+            write(py, &mut slf.borrow_mut(), status_or_data)?;
+            return Ok(None);
+        };
+        start_response(&mut slf.borrow_mut(), status_or_data, headers, exc_info)?;
+        Ok(Some(slf.clone().unbind()))
+    }
 }
 
-#[pymethods]
-impl StartResponse {
-    #[pyo3(signature = (status, headers, exc_info=None))]
-    fn __call__(
-        &self,
-        py: Python<'_>,
-        status: &Bound<'_, PyAny>,
-        headers: &Bound<'_, PyAny>,
-        exc_info: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Writer> {
-        let mut tx = self.tx.borrow_mut(py);
-        let started = tx.started;
-        let ex = tx.exchange()?;
-        match exc_info.filter(|e| !e.is_none()) {
-            Some(info) => {
-                if ex.head_sent() {
-                    // PEP 3333: too late to change the response; re-raise the app's error.
-                    let value = info.get_item(1)?;
-                    return Err(PyErr::from_value(value));
-                }
-                ex.abort_head();
+fn start_response(
+    tx: &mut Tx,
+    status: &Bound<'_, PyAny>,
+    headers: &Bound<'_, PyAny>,
+    exc_info: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let started = tx.started;
+    let ex = tx.exchange()?;
+    match exc_info.filter(|e| !e.is_none()) {
+        Some(info) => {
+            if ex.head_sent() {
+                // PEP 3333: too late to change the response; re-raise the app's error.
+                let value = info.get_item(1)?;
+                return Err(PyErr::from_value(value));
             }
-            None if started => {
-                return Err(PyRuntimeError::new_err(
-                    "start_response() called a second time without exc_info",
-                ));
-            }
-            None => {}
-        }
-        let headers = headers.downcast::<PyList>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "headers must be a list, got {}",
-                type_name(headers)
-            ))
-        })?;
-        ex.begin_head(&latin1_bytes(status, "status")?)
-            .map_err(to_pyerr)?;
-        let result = add_headers(ex, headers);
-        if result.is_err() {
             ex.abort_head();
         }
-        result?;
-        tx.started = true;
-        Ok(Writer {
-            tx: self.tx.clone_ref(py),
-        })
+        None if started => {
+            return Err(PyRuntimeError::new_err(
+                "start_response() called a second time without exc_info",
+            ));
+        }
+        None => {}
     }
+    let headers = headers.downcast::<PyList>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "headers must be a list, got {}",
+            type_name(headers)
+        ))
+    })?;
+    ex.begin_head(&latin1_bytes(status, "status")?)
+        .map_err(to_pyerr)?;
+    let result = add_headers(ex, headers);
+    if result.is_err() {
+        ex.abort_head();
+    }
+    result?;
+    tx.started = true;
+    Ok(())
 }
 
 fn add_headers(ex: &mut Exchange, headers: &Bound<'_, PyList>) -> PyResult<()> {
@@ -115,24 +124,21 @@ fn add_headers(ex: &mut Exchange, headers: &Bound<'_, PyList>) -> PyResult<()> {
     Ok(())
 }
 
-/// The legacy `write(data)` callable returned by `start_response`.
-#[pyclass(module = "ferrule._ferrule")]
-pub struct Writer {
-    tx: Py<Tx>,
-}
-
-#[pymethods]
-impl Writer {
-    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let data = data.downcast::<PyBytes>().map_err(|_| {
-            PyTypeError::new_err(format!("write() takes bytes, got {}", type_name(data)))
-        })?;
-        let mut tx = self.tx.borrow_mut(py);
-        let ex = tx.exchange()?;
-        if !ex.head_sent() {
-            ex.end_head(None).map_err(to_pyerr)?;
-        }
-        ex.write_body(data.as_bytes(), true, &ReleaseGil(py))
-            .map_err(to_pyerr)
+/// The legacy `write(data)`: sends the head if it is not out, then `data`.
+fn write(py: Python<'_>, tx: &mut Tx, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    if !tx.started {
+        return Err(PyTypeError::new_err(
+            "start_response() takes a status and a list of headers (write() is only \
+             for the callable start_response returns)",
+        ));
     }
+    let data = data.downcast::<PyBytes>().map_err(|_| {
+        PyTypeError::new_err(format!("write() takes bytes, got {}", type_name(data)))
+    })?;
+    let ex = tx.exchange()?;
+    if !ex.head_sent() {
+        ex.end_head(None).map_err(to_pyerr)?;
+    }
+    ex.write_body(data.as_bytes(), true, &ReleaseGil(py))
+        .map_err(to_pyerr)
 }
