@@ -8,7 +8,6 @@
 //! `build` always replaces, and room for more: replacing a value in the copy is a
 //! lookup, while inserting a key the copy has no room for rebuilds its hash table.
 
-use crate::input::Input;
 use crate::text::latin1_str;
 use crate::tx::Tx;
 use ferrule_http::{percent, Version};
@@ -156,12 +155,7 @@ impl Environ {
         self.headers(py, &env, ex, &mut caches)?;
         drop(caches);
         drop(t);
-        env.set_item(
-            intern!(py, "wsgi.input"),
-            Input {
-                tx: tx.clone_ref(py),
-            },
-        )?;
+        env.set_item(intern!(py, "wsgi.input"), tx)?;
         Ok(env)
     }
 

@@ -1,4 +1,5 @@
 //! `wsgi.input`: the request body as a file-like object, streamed from the socket.
+//! The object is the request's [`Tx`]; its `read` methods call these functions.
 
 use crate::park::ReleaseGil;
 use crate::tx::{to_pyerr, Tx};
@@ -6,20 +7,14 @@ use ferrule_server::{Error, Exchange};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-#[pyclass(module = "ferrule._ferrule")]
-pub struct Input {
-    pub tx: Py<Tx>,
-}
-
 /// Reads through the exchange, recording why a read failed so the response can say it.
 fn with_body<R>(
-    py: Python<'_>,
-    tx: &Py<Tx>,
+    tx: &Bound<'_, Tx>,
     f: impl FnOnce(&mut Exchange, &ReleaseGil<'_>) -> Result<R, Error>,
 ) -> PyResult<R> {
-    let mut t = tx.borrow_mut(py);
+    let mut t = tx.borrow_mut();
     let ex = t.exchange()?;
-    match f(ex, &ReleaseGil(py)) {
+    match f(ex, &ReleaseGil(tx.py())) {
         Ok(r) => Ok(r),
         Err(e) => {
             t.input_error = e.status();
@@ -66,50 +61,40 @@ fn limit(size: Option<isize>) -> Option<usize> {
     size.and_then(|s| usize::try_from(s).ok())
 }
 
-#[pymethods]
-impl Input {
-    /// `read()` reads the whole body; `read(n)` up to `n` bytes (fewer only at the end).
-    #[pyo3(signature = (size=None))]
-    fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let data = with_body(py, &self.tx, |ex, park| {
-            collect(ex, park, limit(size), false)
-        })?;
-        Ok(PyBytes::new(py, &data))
-    }
+/// `read()` reads the whole body; `read(n)` up to `n` bytes (fewer only at the end).
+pub fn read<'py>(tx: &Bound<'py, Tx>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+    let py = tx.py();
+    let data = with_body(tx, |ex, park| collect(ex, park, limit(size), false))?;
+    Ok(PyBytes::new(py, &data))
+}
 
-    #[pyo3(signature = (size=None))]
-    fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let data = with_body(py, &self.tx, |ex, park| {
-            collect(ex, park, limit(size), true)
-        })?;
-        Ok(PyBytes::new(py, &data))
-    }
+pub fn readline<'py>(tx: &Bound<'py, Tx>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+    let py = tx.py();
+    let data = with_body(tx, |ex, park| collect(ex, park, limit(size), true))?;
+    Ok(PyBytes::new(py, &data))
+}
 
-    #[pyo3(signature = (hint=None))]
-    fn readlines<'py>(&self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
-        let hint = limit(hint).filter(|&h| h > 0);
-        let lines = PyList::empty(py);
-        let mut total = 0;
-        loop {
-            let line = with_body(py, &self.tx, |ex, park| collect(ex, park, None, true))?;
-            if line.is_empty() {
-                break;
-            }
-            total += line.len();
-            lines.append(PyBytes::new(py, &line))?;
-            if hint.is_some_and(|h| total >= h) {
-                break;
-            }
+pub fn readlines<'py>(tx: &Bound<'py, Tx>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+    let py = tx.py();
+    let hint = limit(hint).filter(|&h| h > 0);
+    let lines = PyList::empty(py);
+    let mut total = 0;
+    loop {
+        let line = with_body(tx, |ex, park| collect(ex, park, None, true))?;
+        if line.is_empty() {
+            break;
         }
-        Ok(lines)
+        total += line.len();
+        lines.append(PyBytes::new(py, &line))?;
+        if hint.is_some_and(|h| total >= h) {
+            break;
+        }
     }
+    Ok(lines)
+}
 
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let line = with_body(py, &self.tx, |ex, park| collect(ex, park, None, true))?;
-        Ok((!line.is_empty()).then(|| PyBytes::new(py, &line)))
-    }
+/// The next line for iteration; `None` at the end of the body.
+pub fn next_line<'py>(tx: &Bound<'py, Tx>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let line = with_body(tx, |ex, park| collect(ex, park, None, true))?;
+    Ok((!line.is_empty()).then(|| PyBytes::new(tx.py(), &line)))
 }

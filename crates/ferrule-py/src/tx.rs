@@ -1,6 +1,9 @@
-//! The per-request object an app holds as `start_response` and as the `write`
-//! callable; it owns the connection while the app runs (`wsgi.input` reads through it).
+//! The request's one Python object: the app gets it as `start_response`, as the
+//! `write` callable `start_response` returns, and as `wsgi.input`. One allocation per
+//! request instead of four: each costs about as much as parsing a short request head.
+//! It owns the connection while the app runs.
 
+use crate::input;
 use crate::park::ReleaseGil;
 use crate::text::{latin1_bytes, type_name};
 use ferrule_server::{Error, Exchange};
@@ -8,8 +11,8 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-/// One request's state: `start_response`, `write`, and what `wsgi.input` reads through.
-#[pyclass(module = "ferrule._ferrule", name = "StartResponse")]
+/// One request's state, and `start_response`, `write` and `wsgi.input`.
+#[pyclass(module = "ferrule._ferrule", name = "Request")]
 pub struct Tx {
     /// The connection, until the request is over (then objects the app kept fail cleanly).
     /// Boxed: the exchange moves in and out of this object once per request.
@@ -40,9 +43,8 @@ pub fn to_pyerr(e: Error) -> PyErr {
 #[pymethods]
 impl Tx {
     /// `start_response(status, headers, exc_info=None)`, and the `write(data)` callable
-    /// it returns, which is this same object: one object per request instead of three
-    /// (each allocation costs as much as parsing a short request head). They cannot be
-    /// confused: `write` takes one argument, `start_response` at least two.
+    /// it returns, which is this same object. They cannot be confused: `write` takes
+    /// one argument, `start_response` at least two.
     #[pyo3(signature = (status_or_data, headers=None, exc_info=None))]
     fn __call__(
         slf: &Bound<'_, Self>,
@@ -57,6 +59,31 @@ impl Tx {
         };
         start_response(&mut slf.borrow_mut(), status_or_data, headers, exc_info)?;
         Ok(Some(slf.clone().unbind()))
+    }
+
+    // `wsgi.input` (see input.rs).
+
+    #[pyo3(signature = (size=None))]
+    fn read<'py>(slf: &Bound<'py, Self>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        input::read(slf, size)
+    }
+
+    #[pyo3(signature = (size=None))]
+    fn readline<'py>(slf: &Bound<'py, Self>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        input::readline(slf, size)
+    }
+
+    #[pyo3(signature = (hint=None))]
+    fn readlines<'py>(slf: &Bound<'py, Self>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+        input::readlines(slf, hint)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        input::next_line(slf)
     }
 }
 
