@@ -2,11 +2,18 @@
 //! and the clock that decides when it has waited too long.
 
 use crate::clock::Tick;
+use crate::error::{Error, Phase};
 use crate::exchange::with_date;
+use crate::exchange::Park;
 use crate::listener::{Peer, Stream};
+use crate::sys::{self, Interest};
 use ferrule_http::{error_response, Version};
 use memchr::memrchr;
-use std::io::Write;
+use std::io::{self, IoSlice, Write};
+use std::time::Duration;
+
+/// Most slices one [`Conn::send`] writes: head, body, chunk trailer.
+pub(crate) const MAX_PARTS: usize = 3;
 
 pub struct Conn {
     pub(crate) stream: Stream,
@@ -103,5 +110,82 @@ impl Conn {
             self.buf = Vec::new();
             self.out = Vec::new();
         }
+    }
+
+    /// Writes every part (at most [`MAX_PARTS`]), waiting through `park` while the
+    /// socket is full. One part left goes out with `send(2)`, several with one
+    /// `writev(2)`; nothing is allocated.
+    pub(crate) fn send(
+        &mut self,
+        parts: &[&[u8]],
+        park: &dyn Park,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let mut left: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
+        let mut count = 0;
+        for p in parts.iter().filter(|p| !p.is_empty()) {
+            left[count] = p;
+            count += 1;
+        }
+        let mut first = 0;
+        while first < count {
+            let result = if first + 1 == count {
+                self.stream.send(left[first])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_PARTS];
+                for (s, p) in slices.iter_mut().zip(&left[first..count]) {
+                    *s = IoSlice::new(p);
+                }
+                self.stream.write_vectored(&slices[..count - first])
+            };
+            match result {
+                Ok(0) => return Err(Error::Disconnected),
+                Ok(mut n) => {
+                    while n > 0 {
+                        if n >= left[first].len() {
+                            n -= left[first].len();
+                            first += 1;
+                        } else {
+                            left[first] = &left[first][n..];
+                            n = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let fd = self.stream.fd();
+                    if !park.park(&mut || sys::wait_ready(fd, Interest::Write, timeout))? {
+                        return Err(Error::Timeout(Phase::Send));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes responses left in `out` (waiting through `park` while the socket is
+    /// full). False when the client is gone or too slow.
+    pub(crate) fn flush_out(&mut self, timeout: Duration, park: &dyn Park) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let out = std::mem::take(&mut self.out);
+        let ok = self.send(&[&out], park, timeout).is_ok();
+        self.out = out;
+        self.out.clear();
+        ok
+    }
+
+    /// One non-blocking read into the buffer. Records whether the socket is known to be
+    /// empty now: edge-triggered epoll reports only bytes that arrive later.
+    pub(crate) fn read_some(&mut self) -> io::Result<usize> {
+        let got = sys::read_append(self.stream.fd(), &mut self.buf, 4096, 16 * 1024);
+        self.drained = match &got {
+            // A read that filled the buffer may have left more behind.
+            Ok(_) => self.buf.len() < self.buf.capacity(),
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        };
+        got
     }
 }

@@ -1,0 +1,349 @@
+//! The response side of an [`Exchange`]: the head the app starts, its body blocks,
+//! files, corking of streamed blocks, and the writes to the socket.
+
+use super::{Exchange, Park, Response};
+use crate::cork::CorkState;
+use crate::error::{Error, Phase};
+use crate::sys::{self, Interest};
+use ferrule_http::{
+    choose_framing, classify_field, error_response, finish_head, parse_status, write_chunk,
+    write_status_line, DateCache, FieldKind, ResponseFraming, LAST_CHUNK,
+};
+use std::cell::RefCell;
+use std::io;
+
+thread_local! {
+    static DATE: RefCell<DateCache> = RefCell::new(DateCache::default());
+}
+
+/// Appends the current `Date` value.
+pub(crate) fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
+    DATE.with(|d| f(d.borrow_mut().get(crate::clock::coarse_wall())))
+}
+
+/// Bodies at least this large are written from the app's buffer instead of copied.
+const ZERO_COPY_MIN: usize = 16 * 1024;
+
+impl Exchange {
+    /// True once the status line and fields are committed: `exc_info` must then re-raise.
+    pub fn head_sent(&self) -> bool {
+        matches!(self.response, Response::Body { .. } | Response::Done)
+    }
+
+    /// Starts a head with the app's status (`"200 OK"`).
+    pub fn begin_head(&mut self, status: &[u8]) -> Result<(), Error> {
+        if self.head_sent() {
+            return Err(Error::Protocol("response head already sent"));
+        }
+        let code = parse_status(status)?;
+        self.out.truncate(self.mark);
+        write_status_line(&mut self.out, self.head.version, status);
+        self.response = Response::Building {
+            code,
+            declared: None,
+            server: false,
+            date: false,
+        };
+        Ok(())
+    }
+
+    /// Adds one of the app's fields after checking it.
+    pub fn add_header(&mut self, name: &[u8], value: &[u8]) -> Result<(), Error> {
+        let Response::Building {
+            declared,
+            server,
+            date,
+            ..
+        } = &mut self.response
+        else {
+            return Err(Error::Protocol("header added outside a response head"));
+        };
+        match classify_field(name, value)? {
+            FieldKind::ContentLength(n) => {
+                if declared.replace(n).is_some_and(|old| old != n) {
+                    return Err(Error::Protocol("two different Content-Length headers"));
+                }
+            }
+            FieldKind::Server => *server = true,
+            FieldKind::Date => *date = true,
+            FieldKind::Other => {}
+        }
+        ferrule_http::write_field(&mut self.out, name, value);
+        Ok(())
+    }
+
+    /// Ends the head. `known_len` is the body size when the server already holds all of it.
+    pub fn end_head(&mut self, known_len: Option<u64>) -> Result<(), Error> {
+        let Response::Building {
+            code,
+            declared,
+            server,
+            date,
+        } = self.response
+        else {
+            return Err(Error::Protocol("end of a head that was not begun"));
+        };
+        let head_req = self.method() == b"HEAD";
+        let framing = choose_framing(self.head.version, head_req, code, declared, known_len);
+        if matches!(framing, ResponseFraming::Close) || self.shared.stopping() {
+            self.keep_alive = false;
+        }
+        if !server {
+            ferrule_http::write_field(&mut self.out, b"Server", b"ferrule");
+        }
+        if !date {
+            with_date(|d| ferrule_http::write_field(&mut self.out, b"Date", d.as_bytes()));
+        }
+        // Declared lengths are kept for HEAD and for 304 (they describe the GET).
+        let declared_kept = declared.is_some();
+        let framing = match (framing, declared) {
+            (ResponseFraming::Length(n), None) if head_req => {
+                ferrule_http::write_field(
+                    &mut self.out,
+                    b"Content-Length",
+                    itoa::Buffer::new().format(n).as_bytes(),
+                );
+                ResponseFraming::NoBody
+            }
+            (ResponseFraming::Length(_), Some(_)) if head_req => ResponseFraming::NoBody,
+            (f, _) => f,
+        };
+        finish_head(
+            &mut self.out,
+            framing,
+            declared_kept,
+            self.keep_alive,
+            self.head.version,
+        );
+        if self
+            .shared
+            .access
+            .as_ref()
+            .is_some_and(|a| a.wants_response_headers())
+        {
+            self.response_head = Some(self.out.clone());
+        }
+        self.outcome.status = code;
+        self.response = Response::Body {
+            framing,
+            declared: declared_kept,
+            sent: 0,
+        };
+        Ok(())
+    }
+
+    /// Forgets a head that was being built (an app error before any body).
+    pub fn abort_head(&mut self) {
+        if matches!(self.response, Response::Building { .. }) {
+            self.out.truncate(self.mark);
+            self.response = Response::Pending;
+        }
+    }
+
+    /// Sends body bytes. With `flush` false they may wait in the buffer for more.
+    pub fn write_body(&mut self, data: &[u8], flush: bool, park: &dyn Park) -> Result<(), Error> {
+        let Response::Body { framing, sent, .. } = &mut self.response else {
+            return Err(Error::Protocol("body written before the head"));
+        };
+        let data = match *framing {
+            ResponseFraming::Length(n) => {
+                let room = n - *sent;
+                if data.len() as u64 > room {
+                    self.outcome.length_mismatch = true;
+                    self.keep_alive = false;
+                }
+                &data[..data.len().min(room as usize)]
+            }
+            ResponseFraming::NoBody => &[][..],
+            _ => data,
+        };
+        *sent += data.len() as u64;
+        self.outcome.body_bytes += data.len() as u64;
+        let chunked = *framing == ResponseFraming::Chunked;
+        let timeout = self.shared.config.io_timeout;
+        if data.len() >= ZERO_COPY_MIN {
+            let crlf: &[u8] = if chunked { b"\r\n" } else { b"" };
+            if chunked {
+                self.out
+                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            }
+            self.cork_before_block();
+            let out = std::mem::take(&mut self.out);
+            let r = self.conn.send(&[&out, data, crlf], park, timeout);
+            self.out = out;
+            self.out.clear();
+            self.mark = 0;
+            self.cork_after_block();
+            return r;
+        }
+        if chunked {
+            write_chunk(&mut self.out, data);
+        } else {
+            self.out.extend_from_slice(data);
+        }
+        // A block that completes the declared length is the whole response, not a
+        // block the app is still following up: it may wait like any complete one.
+        let complete = matches!(self.response, Response::Body { framing: ResponseFraming::Length(n), sent, .. } if sent == n);
+        if flush && !(complete && self.may_defer()) {
+            self.cork_before_block();
+            self.flush(park)?;
+            self.cork_after_block();
+        }
+        Ok(())
+    }
+
+    /// Whether a complete response may wait in the buffer (see `finish`).
+    fn may_defer(&self) -> bool {
+        self.defer && self.keep_alive && !self.shared.stopping()
+    }
+
+    /// Sends a regular file's bytes with sendfile(2). Returns `Ok(false)` when the
+    /// framing needs the bytes copied (chunked), so the caller falls back to reads.
+    pub fn send_file(
+        &mut self,
+        file: std::os::fd::RawFd,
+        offset: u64,
+        len: u64,
+        park: &dyn Park,
+    ) -> Result<bool, Error> {
+        let Response::Body { framing, sent, .. } = self.response else {
+            return Err(Error::Protocol("body written before the head"));
+        };
+        let len = match framing {
+            ResponseFraming::Length(n) => len.min(n - sent),
+            ResponseFraming::NoBody => 0,
+            _ => return Ok(false),
+        };
+        self.flush(park)?;
+        let (mut off, end) = (offset as i64, (offset + len) as i64);
+        let timeout = self.shared.config.io_timeout;
+        let sock = self.conn.stream.fd();
+        // The whole copy happens with the lock parked: it may take a while.
+        let mut result: Result<(), Error> = Ok(());
+        park.park(&mut || {
+            while off < end {
+                let count = (end - off) as usize;
+                match sys::sendfile(sock, file, &mut off, count) {
+                    Ok(0) => {
+                        result = Err(Error::Protocol("file shorter than its length"));
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if !sys::wait_ready(sock, Interest::Write, timeout)? {
+                            result = Err(Error::Timeout(Phase::Send));
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        result = Err(e.into());
+                        break;
+                    }
+                }
+            }
+            Ok(true)
+        })?;
+        let done = (off - offset as i64) as u64;
+        if let Response::Body { sent, .. } = &mut self.response {
+            *sent += done;
+        }
+        self.outcome.body_bytes += done;
+        result.map(|()| true)
+    }
+
+    /// Writes whatever is buffered.
+    pub fn flush(&mut self, park: &dyn Park) -> Result<(), Error> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let r = self.conn.send(&[&out], park, self.shared.config.io_timeout);
+        self.out = out;
+        self.out.clear();
+        self.mark = 0;
+        r
+    }
+
+    /// Ends the body (last chunk) and flushes. A body shorter than its declared
+    /// length is logged by the caller and the connection is closed.
+    pub fn finish(&mut self, park: &dyn Park) -> Result<(), Error> {
+        if let Response::Body { framing, sent, .. } = self.response {
+            match framing {
+                ResponseFraming::Chunked => self.out.extend_from_slice(LAST_CHUNK),
+                ResponseFraming::Length(n) if sent < n => {
+                    self.outcome.length_mismatch = true;
+                    self.keep_alive = false;
+                }
+                _ => {}
+            }
+            self.response = Response::Done;
+        }
+        let corked = self.cork == CorkState::Held;
+        if self.may_defer() && !corked {
+            // The whole response is here and other connections are ready: the
+            // serving thread writes it after them, in one burst (`serve.rs`).
+            return Ok(());
+        }
+        let r = self.flush(park);
+        self.uncork();
+        r
+    }
+
+    /// Answers with an error status the server writes itself (400, 408, 413, 500...).
+    pub fn respond_error(&mut self, status: u16, park: &dyn Park) -> Result<(), Error> {
+        if self.head_sent() {
+            return Err(Error::Protocol("response head already sent"));
+        }
+        self.keep_alive = false;
+        self.out.truncate(self.mark);
+        with_date(|d| {
+            self.out
+                .extend_from_slice(&error_response(status, self.head.version, d))
+        });
+        self.outcome.status = status;
+        self.response = Response::Done;
+        self.flush(park)
+    }
+
+    /// Says the connection must close after this response.
+    pub fn close_after(&mut self) {
+        self.keep_alive = false;
+    }
+
+    /// Before a streamed block is written: the second block corks the socket, and a
+    /// held cork the monitor pushed meanwhile ends corking for this response.
+    fn cork_before_block(&mut self) {
+        let Some(fd) = self.conn.stream.tcp_fd() else {
+            self.cork = CorkState::Off;
+            return;
+        };
+        match self.cork {
+            CorkState::FirstSent => {
+                sys::set_cork(fd, true);
+                self.cork = CorkState::Held;
+            }
+            CorkState::Held if !self.shared.corks.take(self.me) => self.cork = CorkState::Off,
+            _ => {}
+        }
+    }
+
+    /// After a streamed block is written, before the app produces the next one.
+    fn cork_after_block(&mut self) {
+        match (self.cork, self.conn.stream.tcp_fd()) {
+            (CorkState::Idle, _) => self.cork = CorkState::FirstSent,
+            (CorkState::Held, Some(fd)) => self.shared.corks.hold(self.me, fd),
+            _ => {}
+        }
+    }
+
+    /// At the end of a response: sends what the cork holds, unless the monitor did.
+    fn uncork(&mut self) {
+        if let (CorkState::Held, Some(fd)) = (self.cork, self.conn.stream.tcp_fd()) {
+            if self.shared.corks.take(self.me) {
+                sys::set_cork(fd, false);
+            }
+        }
+        self.cork = CorkState::Off;
+    }
+}
