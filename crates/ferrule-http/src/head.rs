@@ -87,6 +87,17 @@ impl Head {
 
 /// Parses the head at the start of `buf`. Empty lines before the request line are skipped.
 pub fn parse_head(buf: &[u8], cfg: &ParserConfig) -> Result<Option<Head>, ParseError> {
+    parse_head_into(buf, cfg, Vec::with_capacity(16))
+}
+
+/// [`parse_head`] with the vector the fields go into (cleared first): a server passes
+/// the previous request's `Head::headers`, so a keep-alive request allocates nothing.
+pub fn parse_head_into(
+    buf: &[u8],
+    cfg: &ParserConfig,
+    mut headers: Vec<Header>,
+) -> Result<Option<Head>, ParseError> {
+    headers.clear();
     let mut start = 0;
     while buf[start..].starts_with(b"\r\n") {
         start += 2;
@@ -108,7 +119,6 @@ pub fn parse_head(buf: &[u8], cfg: &ParserConfig) -> Result<Option<Head>, ParseE
     }
     let mut owned = Vec::new();
     let (method, target, version) = request_line(line, start, cfg, &mut owned)?;
-    let mut headers = Vec::with_capacity(16);
     let mut pos = lf + 1;
     // Size of the field being built, CRLF included, for limits across folded lines.
     let mut field_len = 0usize;
@@ -256,4 +266,26 @@ fn fold(buf: &[u8], h: &mut Header, more: &[u8], owned: &mut Vec<u8>) -> Result<
     let start = h.value.range().start;
     h.value = Span::owned(start, owned.len() - start);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_field_vector_gives_the_same_head() {
+        let cfg = ParserConfig::default();
+        let first = b"GET /a HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n";
+        let second = b"POST /b HTTP/1.1\r\nHost: y\r\nContent-Length: 0\r\n\r\n";
+        let used = parse_head(first, &cfg).unwrap().unwrap().headers;
+        assert_eq!(used.len(), 3);
+        let reused = parse_head_into(second, &cfg, used).unwrap().unwrap();
+        let fresh = parse_head(second, &cfg).unwrap().unwrap();
+        assert_eq!(reused.headers.len(), 2);
+        for (a, b) in reused.headers.iter().zip(&fresh.headers) {
+            assert_eq!(reused.get(second, a.name), fresh.get(second, b.name));
+            assert_eq!(reused.get(second, a.value), fresh.get(second, b.value));
+        }
+        assert_eq!(reused.framing, fresh.framing);
+    }
 }

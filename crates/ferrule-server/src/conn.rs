@@ -7,7 +7,7 @@ use crate::exchange::with_date;
 use crate::exchange::Park;
 use crate::listener::{Peer, Stream};
 use crate::sys::{self, Interest};
-use ferrule_http::{error_response, Version};
+use ferrule_http::{error_response, Header, Version};
 use memchr::memrchr;
 use std::io::{self, IoSlice, Write};
 use std::time::Duration;
@@ -26,6 +26,8 @@ pub struct Conn {
     pub(crate) buf: Vec<u8>,
     /// The response buffer, kept between requests so it is allocated once.
     pub(crate) out: Vec<u8>,
+    /// The last request's field vector, reused by the next parse.
+    pub(crate) fields: Vec<Header>,
     /// Prefix of `buf` already offered to the parser.
     pub(crate) scanned: usize,
     /// Start of the last incomplete line in `buf`.
@@ -50,6 +52,7 @@ impl Conn {
             token: 0,
             buf: Vec::new(),
             out: Vec::new(),
+            fields: Vec::new(),
             scanned: 0,
             line_start: 0,
             head_since: None,
@@ -109,6 +112,7 @@ impl Conn {
         if self.buf.is_empty() && self.buf.capacity() > 0 {
             self.buf = Vec::new();
             self.out = Vec::new();
+            self.fields = Vec::new();
         }
     }
 

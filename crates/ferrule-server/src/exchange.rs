@@ -269,6 +269,7 @@ impl Exchange {
         }
         let used = self.pos;
         self.conn.buf.drain(..used);
+        self.conn.fields = std::mem::take(&mut self.head.headers);
         self.conn.out = std::mem::take(&mut self.out);
         self.conn.scanned = 0;
         Some(self.conn)

@@ -6,7 +6,7 @@ use crate::conn::Conn;
 use crate::error::Error;
 use crate::exchange::{Exchange, Park};
 use crate::server::{Handler, Shared};
-use ferrule_http::{parse_head, secure_scheme};
+use ferrule_http::{parse_head_into, secure_scheme};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -51,7 +51,11 @@ pub(crate) fn serve(
     let min_line = cfg.request_line_limit().min(cfg.field_size_limit()) + 1;
     loop {
         if conn.worth_parsing(min_line) {
-            match parse_head(&conn.buf, cfg) {
+            let fields = match std::mem::take(&mut conn.fields) {
+                v if v.capacity() == 0 => Vec::with_capacity(16),
+                v => v,
+            };
+            match parse_head_into(&conn.buf, cfg, fields) {
                 Ok(Some(head)) => {
                     let trusted = shared.config.forwarded_allow_ips.allows(conn.peer.ip());
                     let https = match trusted.then(|| secure_scheme(&head, &conn.buf)) {
