@@ -25,7 +25,7 @@ rust-checks:
 	cargo test --workspace
 
 test: rust-checks install
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -rf
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 	$(PY) bench/bench.py --smoke
 
