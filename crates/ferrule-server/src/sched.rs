@@ -120,12 +120,16 @@ impl Sched {
     /// Thread `me` starts a request.
     pub(crate) fn start_request(&self, me: usize, now: Instant) {
         self.idle.fetch_sub(1, Ordering::SeqCst);
-        let now = now.saturating_duration_since(self.epoch).as_nanos() as u64;
-        self.busy[me].store(now.max(1), Ordering::Relaxed);
+        self.busy[me].store(self.nanos(now).max(1), Ordering::Relaxed);
+    }
+
+    /// `at` as nanoseconds since `epoch`, the unit of the stamps kept here.
+    fn nanos(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        self.nanos(Instant::now())
     }
 
     /// Age of the longest-running request in flight.
@@ -145,7 +149,8 @@ impl Sched {
     /// not all been blocked lately, and `may_park` (no queued work needs it).
     pub(crate) fn end_request(&self, me: usize, may_park: bool, now: Instant) -> bool {
         self.busy[me].store(0, Ordering::Relaxed);
-        let blocked_lately = (now.saturating_duration_since(self.epoch).as_nanos() as u64)
+        let blocked_lately = self
+            .nanos(now)
             .saturating_sub(self.last_all_blocked.load(Ordering::Relaxed))
             < KEEP_AFTER_BLOCKED.as_nanos() as u64
             && self.last_all_blocked.load(Ordering::Relaxed) != 0;
@@ -195,15 +200,15 @@ impl Sched {
         start..c.spawned
     }
 
-    /// Whether a sampled busy runner is computing: it used the CPU for more than
-    /// `COMPUTING_SHARE` of the time since its last sample, or it is runnable (its
-    /// clock stood still only because it waited for a CPU). A runner sampled for the
-    /// first time counts as computing, so a decision rests on a measured interval.
     /// Threads started so far: slots past this one are unused.
     pub(crate) fn spawned(&self) -> usize {
         self.counts().spawned
     }
 
+    /// Whether a sampled busy runner is computing: it used the CPU for more than
+    /// `COMPUTING_SHARE` of the time since its last sample, or it is runnable (its
+    /// clock stood still only because it waited for a CPU). A runner sampled for the
+    /// first time counts as computing, so a decision rests on a measured interval.
     fn computing(&self, cpu_of: &impl Fn(i32) -> Option<Duration>) -> bool {
         let spawned = self.spawned();
         let now = self.now();
