@@ -3,17 +3,13 @@
 
 use crate::clock::Tick;
 use crate::error::{Error, Phase};
-use crate::exchange::with_date;
-use crate::exchange::Park;
+use crate::exchange::{with_date, Park};
 use crate::listener::{Peer, Stream};
 use crate::sys::{self, Interest};
 use ferrule_http::{error_response, Header, Version};
 use memchr::memrchr;
 use std::io::{self, IoSlice, Write};
 use std::time::Duration;
-
-/// Most slices one [`Conn::send`] writes: head, body, chunk trailer.
-pub(crate) const MAX_PARTS: usize = 3;
 
 pub struct Conn {
     pub(crate) stream: Stream,
@@ -92,7 +88,7 @@ impl Conn {
     /// Nothing of a next request has arrived, neither in the buffer nor in the socket
     /// (asks the kernel: used only while stopping).
     pub(crate) fn silent(&self) -> bool {
-        self.buf.is_empty() && !crate::sys::has_bytes(self.stream.fd())
+        self.buf.is_empty() && !sys::has_bytes(self.stream.fd())
     }
 
     /// Forgets parser progress after a request used the front of the buffer.
@@ -116,18 +112,18 @@ impl Conn {
         }
     }
 
-    /// Writes every part (at most [`MAX_PARTS`]), waiting through `park` while the
-    /// socket is full. One part left goes out with `send(2)`, several with one
-    /// `writev(2)`; nothing is allocated.
-    pub(crate) fn send(
+    /// Writes every part, waiting through `park` while the socket is full. One part
+    /// left goes out with `send(2)`, several with one `writev(2)`; nothing is
+    /// allocated (the parts are an array, so their number is known when compiling).
+    pub(crate) fn send<const N: usize>(
         &mut self,
-        parts: &[&[u8]],
+        parts: [&[u8]; N],
         park: &dyn Park,
         timeout: Duration,
     ) -> Result<(), Error> {
-        let mut left: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
+        let mut left: [&[u8]; N] = [&[]; N];
         let mut count = 0;
-        for p in parts.iter().filter(|p| !p.is_empty()) {
+        for p in parts.into_iter().filter(|p| !p.is_empty()) {
             left[count] = p;
             count += 1;
         }
@@ -136,7 +132,7 @@ impl Conn {
             let result = if first + 1 == count {
                 self.stream.send(left[first])
             } else {
-                let mut slices = [IoSlice::new(&[]); MAX_PARTS];
+                let mut slices = [IoSlice::new(&[]); N];
                 for (s, p) in slices.iter_mut().zip(&left[first..count]) {
                     *s = IoSlice::new(p);
                 }
@@ -175,7 +171,7 @@ impl Conn {
             return true;
         }
         let out = std::mem::take(&mut self.out);
-        let ok = self.send(&[&out], park, timeout).is_ok();
+        let ok = self.send([&out], park, timeout).is_ok();
         self.out = out;
         self.out.clear();
         ok

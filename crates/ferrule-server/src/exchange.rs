@@ -232,7 +232,7 @@ impl Exchange {
             self.continue_pending = false;
             let msg: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
             let timeout = self.shared.config.io_timeout;
-            self.conn.send(&[msg], park, timeout)?;
+            self.conn.send([msg], park, timeout)?;
         }
         // Body bytes already handed out are dropped so the buffer does not grow with the body.
         if self.pos == self.conn.buf.len() && self.pos > self.head.len {

@@ -1,5 +1,5 @@
-//! The only module that talks to the kernel directly: epoll, eventfd, poll, read,
-//! sendfile and socket options, mostly through nix's safe wrappers. `unsafe` is used
+//! The only module that talks to the kernel directly: epoll, eventfd, poll, recv,
+//! send, sendfile and socket options, mostly through nix's safe wrappers. `unsafe` is used
 //! for: reading into a buffer's spare capacity (zero-filling 16 KiB per read cost more
 //! than the rest of a request), borrowing a descriptor number from Python's
 //! file_wrapper, taking ownership of an inherited listening socket (`fd://N`), and

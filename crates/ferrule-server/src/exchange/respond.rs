@@ -169,7 +169,7 @@ impl Exchange {
             }
             self.cork_before_block();
             let out = std::mem::take(&mut self.out);
-            let r = self.conn.send(&[&out, data, crlf], park, timeout);
+            let r = self.conn.send([&out, data, crlf], park, timeout);
             self.out = out;
             self.out.clear();
             self.mark = 0;
@@ -258,7 +258,7 @@ impl Exchange {
             return Ok(());
         }
         let out = std::mem::take(&mut self.out);
-        let r = self.conn.send(&[&out], park, self.shared.config.io_timeout);
+        let r = self.conn.send([&out], park, self.shared.config.io_timeout);
         self.out = out;
         self.out.clear();
         self.mark = 0;
