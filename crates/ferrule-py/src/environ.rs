@@ -23,20 +23,6 @@ use std::sync::Mutex;
 /// memory against clients that send random header names or Host values).
 const CACHE_MAX: usize = 512;
 
-/// Keys `build` sets on every request, placeholders in the template.
-const PER_REQUEST: [&str; 10] = [
-    "REQUEST_METHOD",
-    "PATH_INFO",
-    "QUERY_STRING",
-    "SERVER_PROTOCOL",
-    "wsgi.url_scheme",
-    "SERVER_NAME",
-    "SERVER_PORT",
-    "REMOTE_ADDR",
-    "REMOTE_PORT",
-    "wsgi.input",
-];
-
 /// Keys inserted into the template and deleted again, so its copies have a 64-slot
 /// table with room for 14 header keys. CPython copies a dict's table as is while at
 /// most a third of its entries are deleted (`dict_copy`): 9 of 28 here. Measured
@@ -81,8 +67,8 @@ impl Environ {
             "SERVER_SOFTWARE",
             concat!("ferrule/", env!("CARGO_PKG_VERSION")),
         )?;
-        for key in PER_REQUEST {
-            t.set_item(PyString::intern(py, key), py.None())?;
+        for (key, none) in PerRequest::placeholders(py).items(py) {
+            t.set_item(key, none)?;
         }
         for i in 0..HEADROOM {
             t.set_item(format!("ferrule.headroom.{i}"), py.None())?;
@@ -121,29 +107,24 @@ impl Environ {
         let mut t = tx.borrow_mut(py);
         let ex = t.exchange()?;
         let method = ex.method();
-        match self.methods.iter().find(|(m, _)| *m == method) {
-            Some((_, s)) => env.set_item(intern!(py, "REQUEST_METHOD"), s.bind(py))?,
-            None => env.set_item(intern!(py, "REQUEST_METHOD"), latin1_str(py, method))?,
-        }
+        let method = match self.methods.iter().find(|(m, _)| *m == method) {
+            Some((_, s)) => s.bind(py).clone(),
+            None => latin1_str(py, method),
+        };
         let raw_path = ex.path();
         let decoded = percent::decode(raw_path);
         let mut path = decoded.as_deref().unwrap_or(raw_path);
         if !self.script_name.is_empty() && path.starts_with(&self.script_name) {
             path = &path[self.script_name.len()..];
         }
-        env.set_item(intern!(py, "PATH_INFO"), latin1_str(py, path))?;
-        env.set_item(intern!(py, "QUERY_STRING"), latin1_str(py, ex.query()))?;
-        let proto = match ex.version() {
+        let protocol = match ex.version() {
             Version::Http10 => intern!(py, "HTTP/1.0"),
             Version::Http11 => intern!(py, "HTTP/1.1"),
         };
-        env.set_item(intern!(py, "SERVER_PROTOCOL"), proto)?;
-        let scheme = if ex.is_https() {
-            intern!(py, "https")
-        } else {
-            intern!(py, "http")
+        let scheme = match ex.is_https() {
+            true => intern!(py, "https"),
+            false => intern!(py, "http"),
         };
-        env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
         if let Some(ct) = ex.content_type() {
             env.set_item(intern!(py, "CONTENT_TYPE"), latin1_str(py, ct))?;
         }
@@ -151,22 +132,37 @@ impl Environ {
             env.set_item(intern!(py, "CONTENT_LENGTH"), latin1_str(py, cl))?;
         }
         let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
-        self.server_and_remote(py, &env, ex, &mut caches)?;
+        let (server_name, server_port) = self.server(py, ex, &mut caches);
+        let (remote_addr, remote_port) = remote(py, ex, &mut caches);
         self.headers(py, &env, ex, &mut caches)?;
         drop(caches);
+        let values = PerRequest {
+            method: method.into_any(),
+            path: latin1_str(py, path).into_any(),
+            query: latin1_str(py, ex.query()).into_any(),
+            protocol: protocol.clone().into_any(),
+            scheme: scheme.clone().into_any(),
+            server_name: server_name.into_bound(py).into_any(),
+            server_port: server_port.into_bound(py).into_any(),
+            remote_addr: remote_addr.into_any(),
+            remote_port: remote_port.into_any(),
+            input: tx.bind(py).clone().into_any(),
+        };
         drop(t);
-        env.set_item(intern!(py, "wsgi.input"), tx)?;
+        for (key, value) in values.items(py) {
+            env.set_item(key, value)?;
+        }
         Ok(env)
     }
 
-    fn server_and_remote(
+    /// SERVER_NAME and SERVER_PORT: from Host, else the listening address.
+    fn server(
         &self,
         py: Python<'_>,
-        env: &Bound<'_, PyDict>,
         ex: &Exchange,
         caches: &mut Caches,
-    ) -> PyResult<()> {
-        let (name, port) = match ex.host() {
+    ) -> (Py<PyString>, Py<PyString>) {
+        match ex.host() {
             Some(host) => {
                 let make = || {
                     let text = String::from_utf8_lossy(host);
@@ -194,26 +190,7 @@ impl Environ {
                     )
                 }
             },
-        };
-        env.set_item(intern!(py, "SERVER_NAME"), name)?;
-        env.set_item(intern!(py, "SERVER_PORT"), port)?;
-        match ex.peer() {
-            Peer::Tcp(a) => {
-                let ip = a.ip().to_canonical();
-                let make = || PyString::new(py, &ip.to_string()).unbind();
-                let addr = cached(&mut caches.peers, &ip, make, |s| s.clone_ref(py));
-                env.set_item(intern!(py, "REMOTE_ADDR"), addr)?;
-                env.set_item(
-                    intern!(py, "REMOTE_PORT"),
-                    itoa::Buffer::new().format(a.port()),
-                )?;
-            }
-            Peer::Unix => {
-                env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?;
-                env.set_item(intern!(py, "REMOTE_PORT"), intern!(py, ""))?;
-            }
         }
-        Ok(())
     }
 
     /// `HTTP_*` keys; repeated fields are joined with "," as gunicorn does.
@@ -259,6 +236,73 @@ impl Environ {
             }
         }
         Ok(())
+    }
+}
+
+/// REMOTE_ADDR and REMOTE_PORT; empty for a Unix socket, as gunicorn sets them.
+fn remote<'py>(
+    py: Python<'py>,
+    ex: &Exchange,
+    caches: &mut Caches,
+) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
+    match ex.peer() {
+        Peer::Tcp(a) => {
+            let ip = a.ip().to_canonical();
+            let make = || PyString::new(py, &ip.to_string()).unbind();
+            let addr = cached(&mut caches.peers, &ip, make, |s| s.clone_ref(py));
+            let port = PyString::new(py, itoa::Buffer::new().format(a.port()));
+            (addr.into_bound(py), port)
+        }
+        Peer::Unix => (intern!(py, "").clone(), intern!(py, "").clone()),
+    }
+}
+
+/// The keys every request sets. The template holds them all as placeholders (from
+/// [`PerRequest::placeholders`]) and `build` replaces them all; both go through
+/// [`PerRequest::items`], so no key can be in one list and missing from the other.
+struct PerRequest<'py> {
+    method: Bound<'py, PyAny>,
+    path: Bound<'py, PyAny>,
+    query: Bound<'py, PyAny>,
+    protocol: Bound<'py, PyAny>,
+    scheme: Bound<'py, PyAny>,
+    server_name: Bound<'py, PyAny>,
+    server_port: Bound<'py, PyAny>,
+    remote_addr: Bound<'py, PyAny>,
+    remote_port: Bound<'py, PyAny>,
+    input: Bound<'py, PyAny>,
+}
+
+impl<'py> PerRequest<'py> {
+    fn placeholders(py: Python<'py>) -> PerRequest<'py> {
+        let none = || py.None().into_bound(py);
+        PerRequest {
+            method: none(),
+            path: none(),
+            query: none(),
+            protocol: none(),
+            scheme: none(),
+            server_name: none(),
+            server_port: none(),
+            remote_addr: none(),
+            remote_port: none(),
+            input: none(),
+        }
+    }
+
+    fn items(self, py: Python<'py>) -> [(&'py Bound<'py, PyString>, Bound<'py, PyAny>); 10] {
+        [
+            (intern!(py, "REQUEST_METHOD"), self.method),
+            (intern!(py, "PATH_INFO"), self.path),
+            (intern!(py, "QUERY_STRING"), self.query),
+            (intern!(py, "SERVER_PROTOCOL"), self.protocol),
+            (intern!(py, "wsgi.url_scheme"), self.scheme),
+            (intern!(py, "SERVER_NAME"), self.server_name),
+            (intern!(py, "SERVER_PORT"), self.server_port),
+            (intern!(py, "REMOTE_ADDR"), self.remote_addr),
+            (intern!(py, "REMOTE_PORT"), self.remote_port),
+            (intern!(py, "wsgi.input"), self.input),
+        ]
     }
 }
 

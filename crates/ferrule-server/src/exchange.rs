@@ -70,6 +70,18 @@ pub struct Outcome {
     pub length_mismatch: bool,
 }
 
+/// What the runner knows about a request beyond its head.
+pub(crate) struct Admit {
+    /// Trusted forwarding headers say the client used https.
+    pub https: bool,
+    /// The response may wait in the connection's buffer for the runner's burst.
+    pub defer: bool,
+    /// The runner serving the request (its slot in `Shared::corks`).
+    pub me: usize,
+    /// When the request's event was taken, or its head parsed when pipelined.
+    pub started: Instant,
+}
+
 pub struct Exchange {
     conn: Conn,
     head: Head,
@@ -99,14 +111,13 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub(crate) fn new(
-        mut conn: Conn,
-        head: Head,
-        shared: Arc<Shared>,
-        (https, defer): (bool, bool),
-        me: usize,
-        started: Instant,
-    ) -> Exchange {
+    pub(crate) fn new(mut conn: Conn, head: Head, shared: Arc<Shared>, admit: Admit) -> Exchange {
+        let Admit {
+            https,
+            defer,
+            me,
+            started,
+        } = admit;
         let out = std::mem::take(&mut conn.out);
         let mark = out.len();
         let body = BodyDecoder::new(head.framing.body, &shared.config.parser);

@@ -154,8 +154,8 @@ impl Runner<'_> {
                 let started = Instant::now();
                 shared.sched.start_request(self.me, started);
                 let holding = !self.unflushed.is_empty();
-                let ctx = (self.me, started);
-                if let Some(c) = serve(shared, self.handler, conn, holding, ctx, park) {
+                let me = self.me;
+                if let Some(c) = serve(shared, self.handler, conn, holding, me, started, park) {
                     self.unflushed.push(c);
                 }
                 let ended = Instant::now();

@@ -4,7 +4,7 @@
 use crate::clock::Tick;
 use crate::conn::Conn;
 use crate::error::Error;
-use crate::exchange::{Exchange, Park};
+use crate::exchange::{Admit, Exchange, Park};
 use crate::server::{Handler, Shared};
 use ferrule_http::{parse_head_into, secure_scheme};
 use std::io;
@@ -42,7 +42,8 @@ pub(crate) fn serve(
     handler: &dyn Handler,
     mut conn: Conn,
     holding: bool,
-    (me, started): (usize, Instant),
+    me: usize,
+    started: Instant,
     park: &dyn Park,
 ) -> Option<Conn> {
     // The first request starts when the event was taken; pipelined ones read the clock.
@@ -64,16 +65,14 @@ pub(crate) fn serve(
                         None => false,
                     };
                     let token = conn.token;
-                    let defer = holding || shared.ready_len() > 0;
-                    let at = started.take().unwrap_or_else(Instant::now);
-                    let ex = handler.handle(Box::new(Exchange::new(
-                        conn,
-                        head,
-                        shared.clone(),
-                        (https, defer),
+                    let admit = Admit {
+                        https,
+                        defer: holding || shared.ready_len() > 0,
                         me,
-                        at,
-                    )));
+                        started: started.take().unwrap_or_else(Instant::now),
+                    };
+                    let ex = Exchange::new(conn, head, shared.clone(), admit);
+                    let ex = handler.handle(Box::new(ex));
                     let Some(ex) = ex else {
                         shared.table.release(token);
                         return None;
