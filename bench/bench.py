@@ -421,17 +421,25 @@ def main():
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the table shows medians")
     ap.add_argument("--smoke", action="store_true", help="1 s per scenario, ferrule only, no soak/callgrind")
     ap.add_argument("--only", help="comma-separated servers")
-    ap.add_argument("--scenarios", help="|-separated scenario names (substring match)")
+    ap.add_argument("--scenarios", help="|-separated scenario names, exactly as in RESULTS.md")
     ap.add_argument("--no-callgrind", action="store_true")
     ap.add_argument("--soak", type=int, default=1_000_000, help="requests in the RSS soak (0: none)")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = ap.parse_args()
     servers = list(SERVERS) if not args.only else args.only.split(",")
+    unknown = [s for s in servers if s not in SERVERS]
+    if unknown:
+        ap.error(f"--only: unknown server(s) {', '.join(unknown)}; choose from {', '.join(SERVERS)}")
+    by_name = {s.name: s for s in SCENARIOS}
+    wanted = args.scenarios.split("|") if args.scenarios else list(by_name)
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        ap.error(f"--scenarios: unknown scenario(s) {unknown}; choose from {' | '.join(by_name)}")
+    scenarios = [by_name[n] for n in wanted]
     seconds = args.seconds
     if args.smoke:
         servers, seconds, args.no_callgrind, args.soak, args.repeat = ["ferrule"], 1, True, 0, 1
     Path(os.environ.get("BENCH_FILE", "/tmp/ferrule-bench-1mb.bin")).write_bytes(os.urandom(1 << 20))
-    scenarios = [s for s in SCENARIOS if not args.scenarios or any(k in s.name for k in args.scenarios.split("|"))]
     runs: dict = {}
     # Repeats are interleaved (every server once per round), so a noisy minute on a
     # shared host hurts all servers alike; the table shows the median of the rounds.
