@@ -247,3 +247,60 @@ def test_fd_bind_serves_an_inherited_socket(tmp_path):
         assert proc.wait(timeout=15) == 0
     r = ferrule("proc:app", "-b", "fd://99")
     assert r.returncode == 3 and "fd://99" in r.stderr
+
+
+def test_hup_with_a_bad_value_keeps_the_running_configuration_and_workers(tmp_path):
+    # A value only the Rust core checks (threads >= 1) must be caught by the master on
+    # HUP, not by each new worker, which would fail to start.
+    port = free_port()
+    conf = tmp_path / "reload.conf.py"
+    good = f'bind = "127.0.0.1:{port}"\nworkers = 1\ngraceful_timeout = 1\n'
+    conf.write_text(good)
+    errlog = tmp_path / "err.log"
+    proc = subprocess.Popen([sys.executable, "-m", "ferrule", "proc:app", "-c", str(conf), "--chdir", str(APPS)],
+                            stderr=open(errlog, "wb"))
+    try:
+        s = Started(proc, port)
+        first = booted(s, 1)
+        conf.write_text(good + "threads = 0\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "configuration not reloaded" in errlog.read_text())
+        assert "threads must be an integer >= 1 (got 0)" in errlog.read_text()
+        # The worker is still replaced (a HUP reloads the app's code), with the old settings.
+        second = wait_until(lambda: (k := children(proc.pid)) and len(k) == 1 and k != first and k)
+        assert booted(s, 1) == second
+        conf.write_text(good + "threads = 4\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: (k := children(proc.pid)) and len(k) == 1 and k != second)
+        booted(s, 1)
+        assert "ConfigError" not in errlog.read_text()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_the_core_checks_settings_into_a_config_and_inherit_needs_descriptors():
+    from ferrule import _ferrule
+    from ferrule.settings import Settings
+    good = Settings().as_dict()
+    for key, value, message in (("threads", 0, "threads must be an integer >= 1 (got 0)"),
+                                ("header_map", "keep", "header-map must be one of drop, refuse, dangerous"),
+                                ("access_logfile", "-", None)):
+        settings = {**good, key: value}
+        if message is None:
+            assert isinstance(_ferrule.Config(settings), _ferrule.Config)
+            continue
+        try:
+            _ferrule.Config(settings)
+        except _ferrule.ConfigError as exc:
+            assert message in str(exc)
+        else:
+            raise AssertionError(f"{key}={value!r} was accepted")
+    try:
+        _ferrule.Config(good).inherit([])
+    except _ferrule.ConfigError as exc:
+        assert "no listening descriptor" in str(exc)
+    else:
+        raise AssertionError("inherit([]) was accepted")

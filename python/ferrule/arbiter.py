@@ -7,7 +7,6 @@ signals) and the workers' pipes (heartbeats and messages, see ``worker.py``).
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import os
 import select
@@ -36,9 +35,11 @@ class HaltServer(Exception):
 class Arbiter:
     """The ``server`` argument of hooks (gunicorn's attribute names)."""
 
-    def __init__(self, cfg: Settings, hooks: Dict[str, Callable], reload_config: Callable[[], Tuple[Settings, dict]],
-                 app: Optional[Callable] = None):
+    def __init__(self, cfg: Settings, core: _ferrule.Config, hooks: Dict[str, Callable],
+                 reload_config: Callable[[], Tuple[Settings, _ferrule.Config, dict]], app: Optional[Callable] = None):
         self.cfg = cfg
+        #: ``cfg`` as the Rust core checked it (``_ferrule.Config``); workers serve with it.
+        self.core = core
         self.hooks = hooks
         self._reload_config = reload_config
         self.app = app
@@ -76,9 +77,7 @@ class Arbiter:
         for sig in SIGNALS:
             signal.signal(sig, self._on_signal)
         inherited = systemd.listen_fds()
-        binds = inherited or self.cfg.bind
-        settings = dataclasses.replace(self.cfg, bind=binds).as_dict()
-        self.listeners = _ferrule.bind(settings)
+        self.listeners = _ferrule.bind(self.core.inherit(inherited) if inherited else self.core)
         if inherited:
             self.log.info(f"Using {len(inherited)} socket(s) from systemd (LISTEN_FDS)")
         self.log.info(f"Starting ferrule {_ferrule.__version__}")
@@ -283,12 +282,12 @@ class Arbiter:
         stopped only when its replacement accepts."""
         self.log.info("Hang up: reloading")
         try:
-            cfg, hooks = self._reload_config()
+            cfg, core, hooks = self._reload_config()
         except Exception as exc:  # a broken edit must not take the server down
             self.log.error(f"configuration not reloaded: {exc}")
-            cfg, hooks = self.cfg, self.hooks
+            cfg, core, hooks = self.cfg, self.core, self.hooks
         old_n = self.cfg.workers
-        self.cfg, self.hooks = cfg, hooks
+        self.cfg, self.core, self.hooks = cfg, core, hooks
         if cfg.workers != old_n:
             self._set_workers(cfg.workers)
         self.call_hook("on_reload", self)

@@ -206,7 +206,7 @@ def main(argv=None) -> None:
     if not cfg.app:
         _fail(EXIT_USAGE, "no app given: pass APP (e.g. myproject.wsgi:application) or set wsgi_app in the config file")
     try:
-        _ferrule.check_settings(cfg.as_dict())
+        core = _ferrule.Config(cfg.as_dict())
         _ferrule.init_logging(cfg.log_level, cfg.error_logfile)
     except _ferrule.ConfigError as exc:
         _fail(EXIT_USAGE, str(exc))
@@ -223,9 +223,10 @@ def main(argv=None) -> None:
         if fresh.bind != cfg.bind:
             _ferrule.log_message("warning", "bind changed in the configuration; it applies after a restart")
         fresh.bind, fresh.script_name = cfg.bind, cfg.script_name
-        return fresh, fresh_hooks
+        # Checked here, in the master: a value only the core rejects keeps the old settings.
+        return fresh, _ferrule.Config(fresh.as_dict()), fresh_hooks
 
-    arbiter = Arbiter(cfg, hooks, reload_config, app)
+    arbiter = Arbiter(cfg, core, hooks, reload_config, app)
     try:
         code = arbiter.run()
     except _ferrule.ConfigError as exc:

@@ -100,8 +100,9 @@ def run(app: Callable, ready: Optional[Callable[[List[str]], None]] = None, **op
         settings = Settings(**options)
     except TypeError as e:
         raise _ferrule.ConfigError(str(e)) from None
+    core = _ferrule.Config(settings.as_dict())
     _install_signal_handlers()
-    clean = _ferrule.serve(app, settings.as_dict(), ready)
+    clean = _ferrule.serve(app, core, ready)
     if not clean:
         # Threads still inside the app must not run into interpreter shutdown.
         sys.stdout.flush()

@@ -11,9 +11,9 @@ from typing import List
 LISTEN_FDS_START = 3
 
 
-def listen_fds() -> List[str]:
-    """The binds systemd passed to this process (``fd://N``), or none. The variables
-    are removed so worker processes do not take them for their own."""
+def listen_fds() -> List[int]:
+    """The listening descriptors systemd passed to this process, or none. The
+    variables are removed so worker processes do not take them for their own."""
     fds = os.environ.pop("LISTEN_FDS", None)
     pid = os.environ.pop("LISTEN_PID", None)
     os.environ.pop("LISTEN_FDNAMES", None)
@@ -23,7 +23,7 @@ def listen_fds() -> List[str]:
         count = int(fds)
     except ValueError:
         return []
-    return [f"fd://{LISTEN_FDS_START + i}" for i in range(count)]
+    return [LISTEN_FDS_START + i for i in range(count)]
 
 
 def notify(state: str) -> bool:

@@ -5,7 +5,6 @@ memory, timeout, changed source files)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import signal
@@ -321,10 +320,11 @@ def _serve(arbiter, worker: Worker) -> int:
         worker.booted = True
         ticker.send(b"U")
 
-    settings = dataclasses.replace(cfg, bind=[f"fd://{fd}" for fd, _ in arbiter.listeners]).as_dict()
+    # The settings the master checked when this worker was forked, on its sockets.
+    core = arbiter.core.inherit([fd for fd, _ in arbiter.listeners])
     serving = True
     try:
-        clean = _ferrule.serve(app, settings, ready, ticker, True)
+        clean = _ferrule.serve(app, core, ready, ticker, True)
     finally:
         serving = False
     worker.alive = False

@@ -1,13 +1,14 @@
 //! Settings from the Python front end, checked and turned into typed values once.
 
+use crate::ConfigError;
 use ferrule_http::{HeaderMap, ParserConfig};
-use ferrule_server::access::AccessLog;
+use ferrule_server::access::{AccessFormat, AccessLog};
 use ferrule_server::log::LogLevel;
 use ferrule_server::logfile::{LogFile, LogWriter};
-use ferrule_server::{parse_bind, AllowIps, ServerConfig};
+use ferrule_server::{parse_bind, AllowIps, Bind, ServerConfig};
 use pyo3::prelude::*;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The settings as the front end passes them: a dict with these keys.
@@ -41,6 +42,7 @@ pub struct Settings {
 }
 
 /// Where the error log goes and how much of it.
+#[derive(Clone)]
 pub struct LogSettings {
     pub level: LogLevel,
     pub path: Option<PathBuf>,
@@ -62,7 +64,7 @@ fn count(name: &str, v: i64, min: i64) -> Result<usize, String> {
 
 impl Settings {
     /// Checks every value; the error names the setting and says what is wrong.
-    pub fn into_config(self) -> Result<(ServerConfig, LogSettings, Option<AccessLog>), String> {
+    fn into_config(self) -> Result<Config, String> {
         let mut binds = Vec::new();
         for b in &self.bind {
             binds.extend(parse_bind(b)?);
@@ -85,7 +87,7 @@ impl Settings {
             casefold_http_method: self.casefold_http_method,
             permit_unconventional_http_method: self.permit_unconventional_http_method,
         };
-        let config = ServerConfig {
+        let server = ServerConfig {
             binds,
             backlog: i32::try_from(count("backlog", self.backlog, 1)?).unwrap_or(i32::MAX),
             reuse_port: self.reuse_port,
@@ -99,24 +101,90 @@ impl Settings {
             forwarded_allow_ips: AllowIps::parse(&self.forwarded_allow_ips)?,
             script_name: self.script_name.trim_end_matches('/').to_string(),
         };
-        let log = LogSettings {
+        let logs = LogSettings {
             level: self.log_level.parse()?,
             path: self.error_logfile.filter(|p| p != "-").map(PathBuf::from),
         };
         let access = match self.access_logfile {
             None => None,
             Some(path) => {
-                let sink: Box<dyn Write + Send> = if path == "-" {
-                    Box::new(std::io::stdout())
-                } else {
-                    Box::new(LogWriter(
-                        LogFile::open(Path::new(&path))
-                            .map_err(|e| format!("access-logfile {path}: {e}"))?,
-                    ))
+                let format = AccessFormat::parse(&self.access_logformat)?;
+                let target = match path.as_str() {
+                    "-" => AccessTarget::Stdout,
+                    _ => AccessTarget::File(PathBuf::from(path)),
                 };
-                Some(AccessLog::new(&self.access_logformat, sink)?)
+                // Opened once here so an unwritable path stops start-up (or a reload)
+                // with its name, rather than failing in every worker.
+                target.open()?;
+                Some((target, format))
             }
         };
-        Ok((config, log, access))
+        Ok(Config {
+            server,
+            logs,
+            access,
+        })
+    }
+}
+
+/// Where the access log goes.
+#[derive(Clone)]
+enum AccessTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+impl AccessTarget {
+    fn open(&self) -> Result<Box<dyn Write + Send>, String> {
+        Ok(match self {
+            AccessTarget::Stdout => Box::new(std::io::stdout()),
+            AccessTarget::File(path) => {
+                Box::new(LogWriter(LogFile::open(path).map_err(|e| {
+                    format!("access-logfile {}: {e}", path.display())
+                })?))
+            }
+        })
+    }
+}
+
+/// The settings, checked once into typed values. The front end makes one with
+/// `Config(settings)` at start-up and on each reload, where a bad value is one error
+/// naming the setting; `bind` and `serve` take it as it is.
+#[pyclass(frozen, module = "ferrule._ferrule")]
+#[derive(Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub logs: LogSettings,
+    access: Option<(AccessTarget, AccessFormat)>,
+}
+
+impl Config {
+    /// Opens the access log for this process, if there is one.
+    pub fn access_log(&self) -> Result<Option<AccessLog>, String> {
+        self.access
+            .as_ref()
+            .map(|(target, format)| Ok(AccessLog::new(format.clone(), target.open()?)))
+            .transpose()
+    }
+}
+
+#[pymethods]
+impl Config {
+    #[new]
+    fn py_new(settings: Settings) -> PyResult<Config> {
+        settings.into_config().map_err(ConfigError::new_err)
+    }
+
+    /// The same settings serving the inherited listening descriptors `fds` instead of
+    /// binding: a worker serves the sockets its master bound.
+    fn inherit(&self, fds: Vec<i32>) -> PyResult<Config> {
+        if fds.is_empty() {
+            return Err(ConfigError::new_err(
+                "inherit: no listening descriptor given",
+            ));
+        }
+        let mut config = self.clone();
+        config.server.binds = fds.into_iter().map(Bind::Fd).collect();
+        Ok(config)
     }
 }

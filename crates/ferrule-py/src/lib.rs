@@ -50,17 +50,20 @@ const LOOP_EVERY: Duration = Duration::from_millis(100);
 /// which case the caller must leave with `os._exit`: those threads still belong to
 /// the interpreter and must not meet its finalisation.
 #[pyfunction]
-#[pyo3(signature = (app, settings, ready=None, tick=None, worker=false))]
+#[pyo3(signature = (app, config, ready=None, tick=None, worker=false))]
 fn serve(
     py: Python<'_>,
     app: PyObject,
-    settings: config::Settings,
+    config: PyRef<'_, config::Config>,
     ready: Option<PyObject>,
     tick: Option<PyObject>,
     worker: bool,
 ) -> PyResult<bool> {
-    let (cfg, logs, access) = settings.into_config().map_err(ConfigError::new_err)?;
+    let access = config.access_log().map_err(ConfigError::new_err)?;
+    let logs = &config.logs;
     log::init(logs.level, logs.path.as_deref()).map_err(ConfigError::new_err)?;
+    let cfg = config.server.clone();
+    drop(config);
     let graceful = cfg.graceful_timeout;
     let threads = cfg.threads;
     let environ = environ::Environ::new(
@@ -124,13 +127,12 @@ fn serve(
     }
 }
 
-/// Binds every address in `settings` for worker processes to inherit, and returns
+/// Binds every address in `config` for worker processes to inherit, and returns
 /// (descriptor, address shown in logs) pairs. The descriptors stay open in this
 /// process, so connections queued on them survive any one worker.
 #[pyfunction]
-fn bind(settings: config::Settings) -> PyResult<Vec<(i32, String)>> {
-    let (cfg, _, _) = settings.into_config().map_err(ConfigError::new_err)?;
-    let listeners = bind_all(&cfg).map_err(|e| BindError::new_err(e.to_string()))?;
+fn bind(config: PyRef<'_, config::Config>) -> PyResult<Vec<(i32, String)>> {
+    let listeners = bind_all(&config.server).map_err(|e| BindError::new_err(e.to_string()))?;
     Ok(listeners
         .into_iter()
         .map(|l| {
@@ -138,15 +140,6 @@ fn bind(settings: config::Settings) -> PyResult<Vec<(i32, String)>> {
             (l.into_raw_fd(), url)
         })
         .collect())
-}
-
-/// Checks every setting the Rust core reads, without binding or serving.
-#[pyfunction]
-fn check_settings(settings: config::Settings) -> PyResult<()> {
-    settings
-        .into_config()
-        .map(drop)
-        .map_err(ConfigError::new_err)
 }
 
 /// Starts the error log before `serve` (the master logs too); a no-op once started.
@@ -178,9 +171,9 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(log_message, m)?)?;
     m.add_function(wrap_pyfunction!(bind, m)?)?;
-    m.add_function(wrap_pyfunction!(check_settings, m)?)?;
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;
     m.add_function(wrap_pyfunction!(reopen_logs, m)?)?;
+    m.add_class::<config::Config>()?;
     m.add_class::<file_wrapper::FileWrapper>()?;
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;
     m.add("BindError", m.py().get_type::<BindError>())?;

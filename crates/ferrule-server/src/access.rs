@@ -37,18 +37,28 @@ enum Piece {
     Env(String),
 }
 
+/// A parsed `--access-logformat`: checked once, when the settings are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessFormat(Vec<Piece>);
+
+impl AccessFormat {
+    /// Unknown atoms are an error naming the atom.
+    pub fn parse(format: &str) -> Result<AccessFormat, String> {
+        parse(format).map(AccessFormat)
+    }
+}
+
 pub struct AccessLog {
     pieces: Vec<Piece>,
     sink: Mutex<Box<dyn Write + Send>>,
 }
 
 impl AccessLog {
-    /// Parses `format`; unknown atoms are an error naming the atom.
-    pub fn new(format: &str, sink: Box<dyn Write + Send>) -> Result<AccessLog, String> {
-        Ok(AccessLog {
-            pieces: parse(format)?,
+    pub fn new(format: AccessFormat, sink: Box<dyn Write + Send>) -> AccessLog {
+        AccessLog {
+            pieces: format.0,
             sink: Mutex::new(sink),
-        })
+        }
     }
 
     /// Whether a `%({name}o)s` atom needs the response's fields.
