@@ -29,6 +29,8 @@ def test_blocking_app_stays_concurrent_with_default_threads(serve):
         results.append(get(s.port, "/sleep?0.5"))
 
     threads = [threading.Thread(target=one) for _ in range(20)]
+    # Idle past the monitor's doze (100 ms): the first request must wake it to get threads.
+    time.sleep(0.3)
     start = time.monotonic()
     for t in threads:
         t.start()

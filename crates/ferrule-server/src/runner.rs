@@ -153,6 +153,7 @@ impl Runner<'_> {
                 // Two clock reads per event: the start and the end.
                 let started = Instant::now();
                 shared.sched.start_request(self.me, started);
+                shared.rouse_monitor();
                 let holding = !self.unflushed.is_empty();
                 let me = self.me;
                 if let Some(c) = serve(shared, self.handler, conn, holding, me, started, park) {

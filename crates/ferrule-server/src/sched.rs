@@ -123,6 +123,13 @@ impl Sched {
         self.busy[me].store(self.nanos(now).max(1), Ordering::Relaxed);
     }
 
+    /// Whether some runner is inside a request. Reads `idle` with SeqCst, the order
+    /// of `start_request`'s decrement (see `Shared::rouse_monitor`).
+    pub(crate) fn in_flight(&self) -> bool {
+        let runners = self.counts().runners;
+        self.idle.load(Ordering::SeqCst) < runners
+    }
+
     /// `at` as nanoseconds since `epoch`, the unit of the stamps kept here.
     fn nanos(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.epoch).as_nanos() as u64

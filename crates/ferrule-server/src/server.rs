@@ -54,6 +54,10 @@ const TICK_FAST: Duration = Duration::from_micros(250);
 /// Longest monitor tick: while runners compute or wait for clients, the tick doubles
 /// up to this, so the monitor rarely preempts a runner on a busy CPU.
 const TICK_SLOW: Duration = Duration::from_millis(4);
+/// With no request in flight for this long, the monitor dozes: it wakes to sweep, or
+/// when a request starts (`Shared::rouse_monitor`), not every `TICK_SLOW`, so an idle
+/// worker is not woken 250 times a second.
+const DOZE_AFTER: Duration = Duration::from_millis(100);
 
 pub struct Shared {
     pub(crate) config: ServerConfig,
@@ -69,6 +73,8 @@ pub struct Shared {
     /// Threads alive, and the condition the monitor ticks on and stop waits on.
     running: Mutex<usize>,
     all_stopped: Condvar,
+    /// The monitor dozes (see `DOZE_AFTER`).
+    dozing: AtomicBool,
     pub(crate) sched: Sched,
     /// Streamed responses held corked, per runner (`cork.rs`).
     pub(crate) corks: Corks,
@@ -127,6 +133,28 @@ impl Shared {
         self.threads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Wakes the monitor if it dozes: the request that just started may block, and
+    /// only the monitor adds runners. Costs one load when it is awake.
+    pub(crate) fn rouse_monitor(&self) {
+        // SeqCst, paired with `doze`: the runner's `start_request` comes before this
+        // load, the monitor's store before its `in_flight`, so one of them sees the other.
+        if self.dozing.load(Ordering::SeqCst) && self.dozing.swap(false, Ordering::SeqCst) {
+            // The monitor holds this lock until it waits, so the notice cannot come early.
+            let _running = self.running();
+            self.all_stopped.notify_all();
+        }
+    }
+
+    /// Announces that the monitor dozes; false when a request is in flight after all.
+    fn doze(&self) -> bool {
+        self.dozing.store(true, Ordering::SeqCst);
+        if self.sched.in_flight() || self.ready_len() > 0 {
+            self.dozing.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
     fn thread_exited(&self) {
         *self.running() -= 1;
         self.all_stopped.notify_all();
@@ -165,6 +193,7 @@ impl Server {
             access,
             running: Mutex::new(0),
             all_stopped: Condvar::new(),
+            dozing: AtomicBool::new(false),
             sched: Sched::new(config.threads),
             corks: Corks::new(config.threads),
             ready: Mutex::new(VecDeque::with_capacity(BATCH)),
@@ -268,15 +297,26 @@ fn spawn(
 /// every `SWEEP_EVERY` closes connections past their deadline.
 fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
     let mut last_sweep = Instant::now();
+    let (mut last_busy, mut served) = (Instant::now(), 0);
     let mut tick = TICK_SLOW;
     while !shared.drained() {
         let guard = shared.running();
+        let wait = match last_busy.elapsed() >= DOZE_AFTER && !shared.stopping() && shared.doze() {
+            true => SWEEP_EVERY.saturating_sub(last_sweep.elapsed()).max(tick),
+            false => tick,
+        };
         drop(
             shared
                 .all_stopped
-                .wait_timeout(guard, tick)
+                .wait_timeout(guard, wait)
                 .unwrap_or_else(|p| p.into_inner()),
         );
+        shared.dozing.store(false, Ordering::SeqCst);
+        // Busy: a request in flight now, or answered since the last tick.
+        let now_served = shared.served.load(Ordering::Relaxed);
+        if shared.sched.in_flight() || now_served != served {
+            (last_busy, served) = (Instant::now(), now_served);
+        }
         if shared.stopping() {
             shared.table.sweep();
             continue;
