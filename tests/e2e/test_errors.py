@@ -105,11 +105,12 @@ def test_client_disconnect_mid_response_calls_close_and_harms_nothing(serve, tmp
     deadline = time.monotonic() + 10
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert marker.read_text() == "closed"
-    assert get(s.port, "/hello")[0] == 200
+    # The log goes into each message: this test failed once in about 40 full runs, unexplained.
+    assert marker.exists() and marker.read_text() == "closed", s.log()
+    assert get(s.port, "/hello")[0] == 200, s.log()
     s.stop()
     log = s.log()
-    assert "client disconnected" in log and "Traceback" not in log
+    assert "client disconnected" in log and "Traceback" not in log, log
 
 
 def test_wsgi_errors_goes_to_the_error_log(serve):
