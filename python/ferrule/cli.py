@@ -207,7 +207,7 @@ def main(argv=None) -> None:
         _fail(EXIT_USAGE, "no app given: pass APP (e.g. myproject.wsgi:application) or set wsgi_app in the config file")
     try:
         core = _ferrule.Config(cfg.as_dict())
-        _ferrule.init_logging(cfg.log_level, cfg.error_logfile)
+        _ferrule.init_logging(core)
     except _ferrule.ConfigError as exc:
         _fail(EXIT_USAGE, str(exc))
     for note in notes:

@@ -48,6 +48,13 @@ pub struct LogSettings {
     pub path: Option<PathBuf>,
 }
 
+impl LogSettings {
+    /// Starts the error log of this process; a no-op once started.
+    pub fn init(&self) -> Result<(), String> {
+        ferrule_server::log::init(self.level, self.path.as_deref())
+    }
+}
+
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
     if !v.is_finite() || v < 0.0 {
         return Err(format!("{name} must be a number of seconds >= 0 (got {v})"));

@@ -60,8 +60,7 @@ fn serve(
     worker: bool,
 ) -> PyResult<bool> {
     let access = config.access_log().map_err(ConfigError::new_err)?;
-    let logs = &config.logs;
-    log::init(logs.level, logs.path.as_deref()).map_err(ConfigError::new_err)?;
+    config.logs.init().map_err(ConfigError::new_err)?;
     let cfg = config.server.clone();
     drop(config);
     let graceful = cfg.graceful_timeout;
@@ -144,11 +143,8 @@ fn bind(config: PyRef<'_, config::Config>) -> PyResult<Vec<(i32, String)>> {
 
 /// Starts the error log before `serve` (the master logs too); a no-op once started.
 #[pyfunction]
-#[pyo3(signature = (level, path=None))]
-fn init_logging(level: &str, path: Option<&str>) -> PyResult<()> {
-    let level: LogLevel = level.parse().map_err(ConfigError::new_err)?;
-    let path = path.filter(|p| *p != "-").map(std::path::Path::new);
-    log::init(level, path).map_err(ConfigError::new_err)
+fn init_logging(config: PyRef<'_, config::Config>) -> PyResult<()> {
+    config.logs.init().map_err(ConfigError::new_err)
 }
 
 /// Reopens the log files of this process (SIGUSR1, after logrotate).
