@@ -232,7 +232,7 @@ def test_umask_applies_to_the_unix_socket(tmp_path):
     assert not sock.exists()
 
 
-def _runner_switches(pids, thread="ferrule-0"):
+def _thread_switches(pids, thread="ferrule-0"):
     total = 0
     for pid in pids:
         for t in Path(f"/proc/{pid}/task").iterdir():
@@ -245,10 +245,10 @@ def _runner_switches(pids, thread="ferrule-0"):
 def test_a_new_connection_wakes_one_worker_not_all(serve):
     s = serve("proc:app", "-w", "4")
     pids = booted(s, 4)
-    before = _runner_switches(pids)
+    before = _thread_switches(pids)
     for _ in range(100):
         assert get(s.port)[0] == 200
-    woken = _runner_switches(pids) - before
+    woken = _thread_switches(pids) - before
     # A thundering herd would wake all four workers' threads for each connection
     # (400 or more); idle timeouts add a few per second.
     assert woken < 250, woken
@@ -258,9 +258,9 @@ def test_an_idle_worker_is_not_woken_hundreds_of_times_a_second(serve):
     s = serve("proc:app")
     pids = booted(s, 1)
     time.sleep(0.3)  # the monitor dozes after 100 ms without a request
-    before = _runner_switches(pids, "ferrule-monitor")
+    before = _thread_switches(pids, "ferrule-monitor")
     time.sleep(2)
-    woken = _runner_switches(pids, "ferrule-monitor") - before
+    woken = _thread_switches(pids, "ferrule-monitor") - before
     # It wakes to sweep deadlines (a few times a second); ticking every 4 ms would be ~500.
     assert woken <= 20, woken
     assert get(s.port)[0] == 200

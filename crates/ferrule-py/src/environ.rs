@@ -162,11 +162,11 @@ impl Environ {
         ex: &Exchange,
         caches: &mut Caches,
     ) -> (Py<PyString>, Py<PyString>) {
+        let default_port = if ex.is_https() { "443" } else { "80" };
         match ex.host() {
             Some(host) => {
                 let make = || {
                     let text = String::from_utf8_lossy(host);
-                    let default_port = if ex.is_https() { "443" } else { "80" };
                     let (h, p) = split_host(&text);
                     (
                         PyString::new(py, h).unbind(),
@@ -182,13 +182,10 @@ impl Environ {
                     PyString::new(py, &a.ip().to_string()).unbind(),
                     PyString::new(py, itoa::Buffer::new().format(a.port())).unbind(),
                 ),
-                Local::Unix(_) => {
-                    let port = if ex.is_https() { "443" } else { "80" };
-                    (
-                        PyString::new(py, "localhost").unbind(),
-                        PyString::new(py, port).unbind(),
-                    )
-                }
+                Local::Unix(_) => (
+                    PyString::new(py, "localhost").unbind(),
+                    PyString::new(py, default_port).unbind(),
+                ),
             },
         }
     }

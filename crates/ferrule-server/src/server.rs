@@ -214,10 +214,7 @@ impl Server {
     /// Starts the first serving thread and the monitor, which starts more on demand.
     pub fn start<H: Handler>(&mut self, handler: Arc<H>) -> io::Result<()> {
         let first = self.shared.sched.first();
-        spawn(&self.shared, format!("ferrule-{first}"), {
-            let (s, h) = (self.shared.clone(), handler.clone());
-            move || h.run_thread(&mut || runner::run(&s, &*h, first))
-        })?;
+        spawn_runner(&self.shared, &handler, first)?;
         let (s, h) = (self.shared.clone(), handler);
         spawn(&self.shared, "ferrule-monitor".into(), move || {
             monitor(&s, &h)
@@ -293,6 +290,14 @@ fn spawn(
     }
 }
 
+/// Starts thread `id` of the pool, which serves as a runner when `sched` allows it.
+fn spawn_runner<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>, id: usize) -> io::Result<()> {
+    let (s, h) = (shared.clone(), handler.clone());
+    spawn(shared, format!("ferrule-{id}"), move || {
+        h.run_thread(&mut || runner::run(&s, &*h, id))
+    })
+}
+
 /// The monitor thread: adds a runner when all are blocked (see `sched.rs`), and
 /// every `SWEEP_EVERY` closes connections past their deadline.
 fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
@@ -326,11 +331,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
             || shared.ready_len() > 0 || shared.poller.pending(),
             thread_cpu_time,
         ) {
-            let (s, h) = (shared.clone(), handler.clone());
-            let started = spawn(shared, format!("ferrule-{id}"), move || {
-                h.run_thread(&mut || runner::run(&s, &*h, id));
-            });
-            if let Err(e) = started {
+            if let Err(e) = spawn_runner(shared, handler, id) {
                 tracing::error!("cannot start a thread: {e}");
             }
         }
