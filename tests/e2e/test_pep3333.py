@@ -178,3 +178,14 @@ def test_expect_100_continue_only_when_the_app_reads(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
         s.sendall(b"POST /hello HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_server_port_without_a_port_in_host_follows_each_request_s_scheme(server):
+    # The Host value is cached; its default port must still come from this request's scheme.
+    ports = []
+    for headers in ("", "X-Forwarded-Proto: https\r\n", ""):
+        _, _, body = get(server, "/environ", headers=headers)
+        env = json.loads(body)
+        ports.append((env["wsgi.url_scheme"], env["SERVER_NAME"], env["SERVER_PORT"]))
+    assert ports == [("http", "example.com", "80"), ("https", "example.com", "443"),
+                     ("http", "example.com", "80")]

@@ -36,9 +36,13 @@ const HEADROOM: usize = 9;
 #[derive(Default)]
 struct Caches {
     header_keys: HashMap<Vec<u8>, Py<PyString>>,
-    hosts: HashMap<Vec<u8>, (Py<PyString>, Py<PyString>)>,
+    hosts: HashMap<Vec<u8>, HostParts>,
     peers: HashMap<IpAddr, Py<PyString>>,
 }
+
+/// SERVER_NAME and the port written in Host, if any. The default port depends on
+/// each request's scheme, so it is not cached with the Host value.
+type HostParts = (Py<PyString>, Option<Py<PyString>>);
 
 pub struct Environ {
     template: Py<PyDict>,
@@ -162,20 +166,22 @@ impl Environ {
         ex: &Exchange,
         caches: &mut Caches,
     ) -> (Py<PyString>, Py<PyString>) {
-        let default_port = if ex.is_https() { "443" } else { "80" };
+        let default_port = match ex.is_https() {
+            true => intern!(py, "443"),
+            false => intern!(py, "80"),
+        };
         match ex.host() {
             Some(host) => {
                 let make = || {
                     let text = String::from_utf8_lossy(host);
                     let (h, p) = split_host(&text);
-                    (
-                        PyString::new(py, h).unbind(),
-                        PyString::new(py, p.unwrap_or(default_port)).unbind(),
-                    )
+                    let port = p.map(|p| PyString::new(py, p).unbind());
+                    (PyString::new(py, h).unbind(), port)
                 };
-                cached(&mut caches.hosts, host, make, |(n, p)| {
-                    (n.clone_ref(py), p.clone_ref(py))
-                })
+                let (name, port) = cached(&mut caches.hosts, host, make, |(n, p)| {
+                    (n.clone_ref(py), p.as_ref().map(|p| p.clone_ref(py)))
+                });
+                (name, port.unwrap_or_else(|| default_port.clone().unbind()))
             }
             None => match ex.local() {
                 Local::Tcp(a) => (
@@ -184,7 +190,7 @@ impl Environ {
                 ),
                 Local::Unix(_) => (
                     PyString::new(py, "localhost").unbind(),
-                    PyString::new(py, default_port).unbind(),
+                    default_port.clone().unbind(),
                 ),
             },
         }
