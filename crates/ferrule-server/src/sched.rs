@@ -5,9 +5,11 @@
 //! *runner* (a thread allowed to wait for connections and run the app) and adds
 //! more only when no runner is idle, requests are waiting, and the busy runners'
 //! own CPU clocks stand still: they are blocked (database, HTTP call, sleep), not
-//! computing. A runner that finishes a request while another runner is idle parks
-//! itself, unless runners were all blocked lately, so the count falls back when the
-//! blocking stops. Threads are started on demand, up to the configured maximum.
+//! computing. A runner that finishes a quick request while another runner is idle
+//! parks itself, unless runners were all blocked lately, so the count falls back when
+//! the blocking stops (a runner whose request was slow stays: a blocking app keeps as
+//! many runners as it has requests in flight). Threads are started on demand, up to
+//! the configured maximum.
 
 use crate::sys::ThreadState;
 use std::ops::Range;
@@ -23,6 +25,10 @@ const SAMPLE: usize = 8;
 /// Runners are kept while all of them were seen blocked this recently: a blocking
 /// app would otherwise lose runners between its requests and wait to regain them.
 pub(crate) const KEEP_AFTER_BLOCKED: Duration = Duration::from_millis(50);
+/// A runner whose request took this long does not park: a hand-off of the GIL is
+/// nothing beside such a request, while a runner too few makes the next request of
+/// a blocking app wait for the monitor to add one back.
+const KEEP_AFTER_SLOW: Duration = Duration::from_millis(1);
 
 /// A thread's CPU clock, its last sample, and its scheduler state.
 #[derive(Default)]
@@ -152,16 +158,17 @@ impl Sched {
     }
 
     /// Thread `me` finished a request. Returns true when it should stop being a
-    /// runner because another runner is already waiting for work, the runners have
-    /// not all been blocked lately, and `may_park` (no queued work needs it).
+    /// runner because another runner is already waiting for work, the request was
+    /// quick, the runners have not all been blocked lately, and `may_park` (no
+    /// queued work needs it).
     pub(crate) fn end_request(&self, me: usize, may_park: bool, now: Instant) -> bool {
-        self.busy[me].store(0, Ordering::Relaxed);
-        let blocked_lately = self
-            .nanos(now)
-            .saturating_sub(self.last_all_blocked.load(Ordering::Relaxed))
-            < KEEP_AFTER_BLOCKED.as_nanos() as u64
-            && self.last_all_blocked.load(Ordering::Relaxed) != 0;
-        if may_park && !blocked_lately && self.idle.load(Ordering::SeqCst) > 0 {
+        let now = self.nanos(now);
+        let started = self.busy[me].swap(0, Ordering::Relaxed);
+        let slow = now.saturating_sub(started) >= KEEP_AFTER_SLOW.as_nanos() as u64;
+        let last_blocked = self.last_all_blocked.load(Ordering::Relaxed);
+        let blocked_lately = last_blocked != 0
+            && now.saturating_sub(last_blocked) < KEEP_AFTER_BLOCKED.as_nanos() as u64;
+        if may_park && !slow && !blocked_lately && self.idle.load(Ordering::SeqCst) > 0 {
             let mut c = self.counts();
             if c.runners > 1 {
                 c.runners -= 1;
@@ -174,16 +181,23 @@ impl Sched {
     }
 
     /// Called by the monitor each tick. Adds runners when, on two ticks in a row, no
-    /// runner was idle, connections were waiting (`pending`), and no sampled busy
-    /// runner was computing (`cpu_of` reads a thread CPU clock). Adds an eighth of the
-    /// current count (at least one), so a heavily blocking app reaches the concurrency
-    /// it needs quickly. Returns the numbers of threads to start (parked ones are woken).
+    /// runner was idle, connections were waiting (`pending` counts at least how many),
+    /// and no sampled busy runner was computing (`cpu_of` reads a thread CPU clock).
+    /// Adds one runner per waiting connection, at most doubling the count (and at
+    /// least an eighth of it), so a blocking app that 50 clients hit at once reaches
+    /// 50 runners in a few milliseconds. Returns the numbers of threads to start
+    /// (parked ones are woken).
     pub(crate) fn maybe_grow(
         &self,
-        pending: impl FnOnce() -> bool,
+        pending: impl FnOnce() -> usize,
         cpu_of: impl Fn(i32) -> Option<Duration>,
     ) -> Range<usize> {
-        if self.idle.load(Ordering::SeqCst) > 0 || !pending() || self.computing(&cpu_of) {
+        if self.idle.load(Ordering::SeqCst) > 0 {
+            self.pressure.store(0, Ordering::Relaxed);
+            return 0..0;
+        }
+        let waiting = pending();
+        if waiting == 0 || self.computing(&cpu_of) {
             self.pressure.store(0, Ordering::Relaxed);
             return 0..0;
         }
@@ -196,7 +210,11 @@ impl Sched {
         if c.stopping || c.runners < c.allowed || c.allowed >= self.max {
             return 0..0;
         }
-        let add = (c.allowed / 8).max(1).min(self.max - c.allowed);
+        let add = waiting
+            .min(c.allowed)
+            .max(c.allowed / 8)
+            .max(1)
+            .min(self.max - c.allowed);
         c.allowed += add;
         let parked = c.spawned - c.runners;
         for _ in 0..add.min(parked) {
@@ -291,18 +309,18 @@ mod tests {
         s.register(1, 1, None);
         assert!(s.become_runner());
         // An idle runner: nothing to add.
-        assert_eq!(s.maybe_grow(|| true, clocks(&cpu)), 0..0);
+        assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), 0..0);
         s.start_request(me, Instant::now());
         // Nothing waiting: nothing to add.
-        assert_eq!(s.maybe_grow(|| false, clocks(&cpu)), 0..0);
+        assert_eq!(s.maybe_grow(|| 0, clocks(&cpu)), 0..0);
         // Computing: its CPU clock runs with the wall clock.
         for _ in 0..3 {
             cpu[0].fetch_add(10_000_000_000, Ordering::Relaxed);
-            assert_eq!(s.maybe_grow(|| true, clocks(&cpu)), 0..0);
+            assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), 0..0);
         }
         // Blocked (the clock stands still) with work waiting, two ticks in a row: start thread 1.
-        assert_eq!(s.maybe_grow(|| true, clocks(&cpu)), 0..0);
-        assert_eq!(s.maybe_grow(|| true, clocks(&cpu)), 1..2);
+        assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), 0..0);
+        assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), 1..2);
         assert_eq!(s.allowed(), 2);
         // While runners were blocked lately, finishing a request does not park.
         assert!(s.become_runner());
@@ -314,5 +332,64 @@ mod tests {
         s.start_request(1, Instant::now());
         assert!(s.end_request(1, true, Instant::now()));
         assert_eq!(s.allowed(), 1);
+    }
+
+    /// Ticks `s` with every busy runner blocked and `waiting` connections waiting
+    /// until it starts threads (a few ticks: each new runner's first sample, `SAMPLE`
+    /// runners a tick, then two ticks in a row of pressure); returns them.
+    fn grow(s: &Sched, cpu: &[AtomicU64], waiting: usize) -> Range<usize> {
+        (0..8)
+            .map(|_| s.maybe_grow(|| waiting, clocks(cpu)))
+            .find(|r| !r.is_empty())
+            .unwrap_or(0..0)
+    }
+
+    #[test]
+    fn grows_by_the_waiting_connections_at_most_doubling() {
+        let s = Sched::new(64);
+        let cpu: Vec<AtomicU64> = (0..64).map(|_| AtomicU64::new(0)).collect();
+        for i in 0..64 {
+            s.register(i, i as i32, None);
+        }
+        let me = s.first();
+        assert!(s.become_runner());
+        s.start_request(me, Instant::now());
+        // 40 connections wait: 1 -> 2 -> 4 -> 8 -> 16 -> 32 runners, then the 8 left.
+        let mut runners = 1;
+        for (want, waiting) in [(2, 40), (4, 39), (8, 37), (16, 33), (32, 25), (40, 8)] {
+            let started = grow(&s, &cpu, waiting);
+            assert_eq!(started, runners..want, "{waiting} waiting");
+            for id in started {
+                assert!(s.become_runner());
+                s.start_request(id, Instant::now());
+                runners += 1;
+            }
+            assert_eq!(s.allowed(), want);
+        }
+        // One connection waits: a single runner more (an eighth of 40 is 5).
+        assert_eq!(grow(&s, &cpu, 1), 40..45);
+    }
+
+    #[test]
+    fn a_runner_whose_request_was_slow_stays() {
+        let mut s = Sched::new(4);
+        s.epoch = Instant::now()
+            .checked_sub(Duration::from_secs(1))
+            .expect("uptime");
+        let cpu: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        let me = s.first();
+        s.register(me, 0, None);
+        s.register(1, 1, None);
+        assert!(s.become_runner());
+        let began = Instant::now();
+        s.start_request(me, began);
+        assert_eq!(grow(&s, &cpu, 1), 1..2);
+        assert!(s.become_runner());
+        // Runner 1 idles; the blocking is old news; runner 0's request took 5 ms.
+        s.last_all_blocked.store(1, Ordering::Relaxed);
+        assert!(!s.end_request(me, true, began + Duration::from_millis(5)));
+        // A quick request with a runner idle: step back.
+        s.start_request(me, began);
+        assert!(s.end_request(me, true, began + Duration::from_micros(50)));
     }
 }

@@ -328,7 +328,10 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
         }
         let blocked_before = shared.sched.blocked_since_start();
         for id in shared.sched.maybe_grow(
-            || shared.ready_len() > 0 || shared.poller.pending(),
+            || match shared.ready_len() {
+                0 => usize::from(shared.poller.pending()),
+                n => n,
+            },
             thread_cpu_time,
         ) {
             if let Err(e) = spawn_runner(shared, handler, id) {
