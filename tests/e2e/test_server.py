@@ -9,7 +9,9 @@ import sys
 import threading
 import time
 
-from conftest import APPS, free_port, parse, wait_for_port
+from pathlib import Path
+
+from conftest import APPS, booted, free_port, parse, wait_for_port
 
 
 def get(port, path, headers=None):
@@ -39,6 +41,39 @@ def test_blocking_app_stays_concurrent_with_default_threads(serve):
     elapsed = time.monotonic() - start
     assert results == [(200, b"slept")] * 20
     assert elapsed < 3.0, f"20 x 0.5 s sleeps took {elapsed:.1f}s: requests were serialised"
+
+
+def _runner_switches(pid):
+    """Voluntary context switches of each runner thread (`ferrule-N`) of process pid."""
+    out = {}
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        name = (t / "comm").read_text().strip()
+        if re.fullmatch(r"ferrule-\d+", name):
+            status = (t / "status").read_text()
+            out[t.name] = int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+    return out
+
+
+def test_threads_added_for_blocking_requests_park_once_requests_are_quick(serve):
+    s = serve("proc:app")
+    [worker] = booted(s, 1)
+    threads = [threading.Thread(target=get, args=(s.port, "/sleep?s=0.3")) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(_runner_switches(worker)) >= 8, "the blocking requests did not get threads"
+    time.sleep(0.2)  # past the 50 ms during which all-blocked runners are kept
+    for _ in range(50):  # each quick request that finds another runner idle parks its runner
+        assert get(s.port, "/")[0] == 200
+    before = _runner_switches(worker)
+    for _ in range(100):
+        assert get(s.port, "/")[0] == 200
+    after = _runner_switches(worker)
+    serving = [t for t in after if after[t] != before.get(t)]
+    # One runner is left; with every thread still a runner, each connection would wake
+    # whichever waited in epoll, and most of them would show up here.
+    assert len(serving) == 1, (serving, before, after)
 
 
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(serve):
