@@ -296,17 +296,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn one_runner_until_all_are_blocked() {
-        let mut s = Sched::new(4);
-        // Pretend the server has been up a while, so "1 ns after start" is long ago.
+    /// A scheduler for `n` threads, each registered with clock id = its number, whose
+    /// epoch lies a second back (so "1 ns after start" is long ago), and their CPU times.
+    fn up_a_second(n: usize) -> (Sched, Vec<AtomicU64>) {
+        let mut s = Sched::new(n);
         s.epoch = Instant::now()
             .checked_sub(Duration::from_secs(1))
             .expect("uptime");
-        let cpu: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        for i in 0..n {
+            s.register(i, i as i32, None);
+        }
+        (s, (0..n).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    #[test]
+    fn one_runner_until_all_are_blocked() {
+        let (s, cpu) = up_a_second(4);
         let me = s.first();
-        s.register(me, 0, None);
-        s.register(1, 1, None);
         assert!(s.become_runner());
         // An idle runner: nothing to add.
         assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), 0..0);
@@ -346,11 +352,7 @@ mod tests {
 
     #[test]
     fn grows_by_the_waiting_connections_at_most_doubling() {
-        let s = Sched::new(64);
-        let cpu: Vec<AtomicU64> = (0..64).map(|_| AtomicU64::new(0)).collect();
-        for i in 0..64 {
-            s.register(i, i as i32, None);
-        }
+        let (s, cpu) = up_a_second(64);
         let me = s.first();
         assert!(s.become_runner());
         s.start_request(me, Instant::now());
@@ -366,20 +368,14 @@ mod tests {
             }
             assert_eq!(s.allowed(), want);
         }
-        // One connection waits: a single runner more (an eighth of 40 is 5).
+        // One connection waits: still an eighth more (5 of 40), the least a step adds.
         assert_eq!(grow(&s, &cpu, 1), 40..45);
     }
 
     #[test]
     fn a_runner_whose_request_was_slow_stays() {
-        let mut s = Sched::new(4);
-        s.epoch = Instant::now()
-            .checked_sub(Duration::from_secs(1))
-            .expect("uptime");
-        let cpu: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        let (s, cpu) = up_a_second(4);
         let me = s.first();
-        s.register(me, 0, None);
-        s.register(1, 1, None);
         assert!(s.become_runner());
         let began = Instant::now();
         s.start_request(me, began);
