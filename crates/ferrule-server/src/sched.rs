@@ -185,8 +185,8 @@ impl Sched {
     /// and no sampled busy runner was computing (`cpu_of` reads a thread CPU clock).
     /// Adds one runner per waiting connection, at most doubling the count (and at
     /// least an eighth of it), so a blocking app that 50 clients hit at once reaches
-    /// 50 runners within 10-20 ms (new runners are sampled first). Returns the numbers of threads to start
-    /// (parked ones are woken).
+    /// 50 runners within 10-20 ms (each new runner is sampled once before the next
+    /// step). Returns the numbers of threads to start (parked ones are woken).
     pub(crate) fn maybe_grow(
         &self,
         pending: impl FnOnce() -> usize,
