@@ -158,6 +158,16 @@ def serving(pid):
         return False
 
 
+def thread_switches(pid):
+    """Voluntary context switches of each thread of process pid, keyed by (name, tid)."""
+    out = {}
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        status = (t / "status").read_text()
+        name = (t / "comm").read_text().strip()
+        out[(name, t.name)] = int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+    return out
+
+
 def booted(s, n):
     """Waits until the master has n workers, all serving; returns their pids."""
     def ready():

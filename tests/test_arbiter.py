@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, booted, children, free_port, get, wait_until
+from conftest import APPS, booted, children, free_port, get, thread_switches, wait_until
 
 
 class Load:
@@ -233,13 +233,7 @@ def test_umask_applies_to_the_unix_socket(tmp_path):
 
 
 def _thread_switches(pids, thread="ferrule-0"):
-    total = 0
-    for pid in pids:
-        for t in Path(f"/proc/{pid}/task").iterdir():
-            status = (t / "status").read_text()
-            if (t / "comm").read_text().strip() == thread:
-                total += int(status.split("voluntary_ctxt_switches:")[1].split()[0])
-    return total
+    return sum(n for pid in pids for (name, _), n in thread_switches(pid).items() if name == thread)
 
 
 def test_a_new_connection_wakes_one_worker_not_all(serve):

@@ -9,9 +9,7 @@ import sys
 import threading
 import time
 
-from pathlib import Path
-
-from conftest import APPS, booted, free_port, parse, wait_for_port
+from conftest import APPS, booted, free_port, parse, thread_switches, wait_for_port
 
 
 def get(port, path, headers=None):
@@ -45,13 +43,7 @@ def test_blocking_app_stays_concurrent_with_default_threads(serve):
 
 def _runner_switches(pid):
     """Voluntary context switches of each runner thread (`ferrule-N`) of process pid."""
-    out = {}
-    for t in Path(f"/proc/{pid}/task").iterdir():
-        name = (t / "comm").read_text().strip()
-        if re.fullmatch(r"ferrule-\d+", name):
-            status = (t / "status").read_text()
-            out[t.name] = int(status.split("voluntary_ctxt_switches:")[1].split()[0])
-    return out
+    return {tid: n for (name, tid), n in thread_switches(pid).items() if re.fullmatch(r"ferrule-\d+", name)}
 
 
 def test_threads_added_for_blocking_requests_park_once_requests_are_quick(serve):
