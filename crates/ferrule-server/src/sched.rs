@@ -192,11 +192,11 @@ impl Sched {
         pending: impl FnOnce() -> usize,
         cpu_of: impl Fn(i32) -> Option<Duration>,
     ) -> Range<usize> {
-        if self.idle.load(Ordering::SeqCst) > 0 {
-            self.pressure.store(0, Ordering::Relaxed);
-            return 0..0;
-        }
-        let waiting = pending();
+        // An idle runner takes the next connection itself: nothing counts as waiting.
+        let waiting = match self.idle.load(Ordering::SeqCst) {
+            0 => pending(),
+            _ => 0,
+        };
         if waiting == 0 || self.computing(&cpu_of) {
             self.pressure.store(0, Ordering::Relaxed);
             return 0..0;
