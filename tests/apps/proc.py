@@ -1,8 +1,11 @@
 """An app for the process-model tests: answers with the worker's pid, sleeps, gets
-stuck, holds the GIL, and (when BIG_IMPORT is set) carries a large heap from import."""
+stuck, holds the GIL, reports its threads' timer slack, and (when BIG_IMPORT is set)
+carries a large heap from import."""
 
+import ctypes
 import os
 import re
+import threading
 import time
 from urllib.parse import parse_qs
 
@@ -12,6 +15,11 @@ BIG = [str(i) * 3 for i in range(int(os.environ.get("BIG_IMPORT", "0")))]
 
 def stuck_in_the_app():
     time.sleep(60)
+
+
+def timer_slack():
+    """The calling thread's timer slack in nanoseconds (prctl PR_GET_TIMERSLACK)."""
+    return ctypes.CDLL(None).prctl(30, 0, 0, 0, 0)
 
 
 def app(environ, start_response):
@@ -36,6 +44,15 @@ def app(environ, start_response):
         return drip()
     elif path == "/uid":
         body = str(os.getuid()).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+    elif path == "/timerslack":
+        # The app's thread, and a thread it starts (which inherits the slack).
+        started = []
+        t = threading.Thread(target=lambda: started.append(timer_slack()))
+        t.start()
+        t.join()
+        body = f"{timer_slack()} {started[0]}".encode()
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
         return [body]
     body = str(os.getpid()).encode()

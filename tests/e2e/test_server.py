@@ -68,6 +68,13 @@ def test_threads_added_for_blocking_requests_park_once_requests_are_quick(serve)
     assert len(serving) == 1, (serving, before, after)
 
 
+def test_app_threads_have_precise_timers(serve):
+    # The kernel's default 50 us slack would make every time.sleep of the app late by
+    # up to that much; the runner sets 1 ns, and threads the app starts inherit it.
+    s = serve("proc:app")
+    assert get(s.port, "/timerslack") == (200, b"1 1")
+
+
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(serve):
     s = serve("routes:app")
     out = {}

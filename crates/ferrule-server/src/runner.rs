@@ -10,7 +10,9 @@ use crate::conn::Conn;
 use crate::exchange::Park;
 use crate::serve::{accept_all, flush_all, serve};
 use crate::server::{Handler, Shared, LISTENER, WAKE};
-use crate::sys::{current_thread_cpu_clock, empty_event, ends_stream, Event, ThreadState};
+use crate::sys::{
+    current_thread_cpu_clock, empty_event, ends_stream, precise_timers, Event, ThreadState,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +61,7 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
         events: [empty_event(); BATCH],
         unflushed: Vec::with_capacity(MAX_DEFERRED),
     };
+    precise_timers();
     shared.sched.register(
         me,
         current_thread_cpu_clock(),

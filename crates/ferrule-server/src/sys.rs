@@ -238,6 +238,15 @@ pub fn current_thread_cpu_clock() -> i32 {
     (!tid << 3) | 6
 }
 
+/// Makes the calling thread's timers fire on time instead of up to 50 µs late (the
+/// kernel's default slack, which lets it batch wake-ups). Runner threads run the app,
+/// so this is what its `time.sleep` and poll timeouts get; threads it starts inherit
+/// it. Measured with 50 threads sleeping 10 ms on one CPU: each sleep returns about
+/// 0.1 ms late instead of 0.2 ms. Failure only leaves the default.
+pub fn precise_timers() {
+    let _ = nix::sys::prctl::set_timerslack(1);
+}
+
 /// A thread's `/proc` stat file, opened by the thread itself and read by others, to
 /// tell a blocked thread (sleeping in I/O) from a runnable one that is only waiting
 /// for a CPU (preempted, or its virtual CPU stolen by the host).
@@ -294,6 +303,21 @@ pub fn sendfile(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn precise_timers_sets_the_calling_threads_slack_to_1ns() {
+        let ours = nix::sys::prctl::get_timerslack().unwrap();
+        let t = std::thread::spawn(|| {
+            precise_timers();
+            nix::sys::prctl::get_timerslack().unwrap()
+        });
+        assert_eq!(t.join().unwrap(), 1);
+        assert_eq!(
+            nix::sys::prctl::get_timerslack().unwrap(),
+            ours,
+            "other threads keep theirs"
+        );
+    }
 
     #[test]
     fn thread_state_tells_running_from_sleeping() {
