@@ -78,6 +78,14 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
                 },
             };
             let mut after = After::Wait;
+            // Just out of epoll_wait, this runner would take the GIL ahead of app
+            // threads that woke first (a sleep or a reply ended) and only wait for it.
+            // Yielding the CPU once lets those finish their requests first. Measured
+            // with a sleeping app: at 200 connections +7% requests and a lower p99;
+            // at 50 about -0.3%. One runner (a CPU-bound app) never pays it.
+            if shared.sched.several_runners() {
+                std::thread::yield_now();
+            }
             handler.hold(&mut |park| after = r.batch(first, park));
             match after {
                 After::Wait => {}

@@ -61,6 +61,8 @@ pub(crate) struct Sched {
     cursor: AtomicUsize,
     /// Runners waiting for a connection (not inside a request).
     idle: AtomicUsize,
+    /// `Counts::runners`, readable without the lock.
+    runner_count: AtomicUsize,
     /// Nanoseconds since `epoch` when the monitor last saw every runner blocked.
     last_all_blocked: AtomicU64,
     /// Consecutive ticks on which every runner was blocked with work waiting.
@@ -82,6 +84,7 @@ impl Sched {
             clocks: (0..max).map(|_| Clock::default()).collect(),
             cursor: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
+            runner_count: AtomicUsize::new(0),
             last_all_blocked: AtomicU64::new(0),
             pressure: AtomicUsize::new(0),
             max,
@@ -118,9 +121,15 @@ impl Sched {
             return false;
         }
         c.runners += 1;
+        self.runner_count.store(c.runners, Ordering::Relaxed);
         drop(c);
         self.idle.fetch_add(1, Ordering::SeqCst);
         true
+    }
+
+    /// Whether more than one thread is a runner: a hint, read without the lock.
+    pub(crate) fn several_runners(&self) -> bool {
+        self.runner_count.load(Ordering::Relaxed) > 1
     }
 
     /// Thread `me` starts a request.
@@ -172,6 +181,7 @@ impl Sched {
             let mut c = self.counts();
             if c.runners > 1 {
                 c.runners -= 1;
+                self.runner_count.store(c.runners, Ordering::Relaxed);
                 c.allowed = c.allowed.saturating_sub(1).max(1);
                 return true;
             }
@@ -314,6 +324,7 @@ mod tests {
         let (s, cpu) = up_a_second(4);
         let me = s.first();
         assert!(s.become_runner());
+        assert!(!s.several_runners());
         // An idle runner: nothing to add.
         assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), 0..0);
         s.start_request(me, Instant::now());
@@ -330,6 +341,7 @@ mod tests {
         assert_eq!(s.allowed(), 2);
         // While runners were blocked lately, finishing a request does not park.
         assert!(s.become_runner());
+        assert!(s.several_runners());
         s.start_request(1, Instant::now());
         assert!(!s.end_request(me, true, Instant::now()));
         assert!(!s.end_request(1, true, Instant::now()));
@@ -338,6 +350,7 @@ mod tests {
         s.start_request(1, Instant::now());
         assert!(s.end_request(1, true, Instant::now()));
         assert_eq!(s.allowed(), 1);
+        assert!(!s.several_runners());
     }
 
     /// Ticks `s` with every busy runner blocked and `waiting` connections waiting
