@@ -60,6 +60,9 @@ def app(environ, start_response):
         dump["wsgi.version"] = list(environ["wsgi.version"])
         dump["has_input"] = hasattr(inp, "read")
         dump["none_keys"] = [k for k, v in environ.items() if v is None]
+        if "mutate" in query:  # the next request must not see any of this
+            environ.update((k, "mutated") for k, v in dump.items() if isinstance(v, str))
+            environ.pop("SERVER_NAME")
         return _text(start_response, json.dumps(dump), ctype="application/json")
     if path == "/echo":
         return _text(start_response, _read_all(inp), ctype="application/octet-stream")

@@ -68,6 +68,53 @@ def test_environ_with_more_headers_than_the_template_has_room_for(server):
     assert env["REQUEST_METHOD"] == "GET" and env["none_keys"] == []
 
 
+def _one_response(s):
+    """Reads one response with a Content-Length from a keep-alive socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        body += s.recv(65536)
+    return json.loads(body)
+
+
+def test_environ_values_follow_each_request_across_connections(server):
+    # The template keeps the values the last request stored, and a request that repeats
+    # them skips the store. Two interleaved connections that differ in each such value,
+    # an exact repeat, and an app that rewrites its environ: every request must still
+    # see exactly its own values.
+    fields = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "SERVER_PROTOCOL", "wsgi.url_scheme",
+              "SERVER_NAME", "SERVER_PORT", "REMOTE_ADDR", "REMOTE_PORT", "HTTP_HOST")
+    a = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    b = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    port_a, port_b = (str(s.getsockname()[1]) for s in (a, b))
+    steps = [
+        (a, b"GET /environ?one HTTP/1.1\r\nHost: a.example\r\n\r\n",
+         ("GET", "/environ", "one", "HTTP/1.1", "http", "a.example", "80", "127.0.0.1", port_a, "a.example")),
+        (b, b"POST /environ/%41?two&mutate HTTP/1.0\r\nHost: b.example:8080\r\n"
+            b"Connection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+         ("POST", "/environ/A", "two&mutate", "HTTP/1.0", "http", "b.example", "8080", "127.0.0.1", port_b,
+          "b.example:8080")),
+        (a, b"GET /environ?one HTTP/1.1\r\nHost: a.example\r\n\r\n",
+         ("GET", "/environ", "one", "HTTP/1.1", "http", "a.example", "80", "127.0.0.1", port_a, "a.example")),
+        (a, b"GET /environ?one&mutate HTTP/1.1\r\nHost: a.example\r\n\r\n",
+         ("GET", "/environ", "one&mutate", "HTTP/1.1", "http", "a.example", "80", "127.0.0.1", port_a,
+          "a.example")),
+        (a, b"GET /environ?one HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-Proto: https\r\n\r\n",
+         ("GET", "/environ", "one", "HTTP/1.1", "https", "a.example", "443", "127.0.0.1", port_a, "a.example")),
+        (b, b"PUT /environ HTTP/1.1\r\nHost: [::1]:81\r\nContent-Length: 0\r\n\r\n",
+         ("PUT", "/environ", "", "HTTP/1.1", "http", "[::1]", "81", "127.0.0.1", port_b, "[::1]:81")),
+    ]
+    with a, b:
+        for i, (conn, request, want) in enumerate(steps):
+            conn.sendall(request)
+            env = _one_response(conn)
+            assert tuple(env.get(f) for f in fields) == want, f"request {i}"
+            assert env["none_keys"] == [] and env["has_input"], f"request {i}"
+
+
 def test_path_info_is_percent_decoded_as_latin1(server):
     _, _, body = get(server, "/environ%2Fx%C3%A9")
     assert json.loads(body)["PATH_INFO"] == "/environ/x\u00c3\u00a9"

@@ -2,11 +2,20 @@
 //!
 //! Constant keys live in a template dict that is copied per request (one C-level
 //! dict copy); key names are interned once; header names are turned into `HTTP_*`
-//! keys once and cached.
+//! keys once and cached (`strings.rs`).
 //!
-//! The template also holds every key that each request sets, with a `None` that
-//! `build` always replaces, and room for more: replacing a value in the copy is a
-//! lookup, while inserting a key the copy has no room for rebuilds its hash table.
+//! The template also holds every key that each request sets, with the value the
+//! last request stored there. A request whose value is the very same object (the
+//! same method, Host, client, or path as the one before: `strings.rs` hands out the
+//! same string for the same bytes) skips the store; a changed value is stored into
+//! the template before the copy. Either way the copy has the right value, and a
+//! skipped store saves a dict lookup and insert (about 190 instructions each).
+//! `wsgi.input` differs on every request and is stored into the copy.
+//!
+//! The template has room for more keys: replacing a value in the copy is a lookup,
+//! while inserting a key the copy has no room for rebuilds its hash table.
+
+mod strings;
 
 use crate::text::latin1_str;
 use crate::tx::Tx;
@@ -15,13 +24,8 @@ use ferrule_server::{Exchange, Local, Peer};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use rustc_hash::FxHashMap as HashMap;
-use std::net::IpAddr;
 use std::sync::Mutex;
-
-/// Entries each cache keeps; past that, values are converted per request (bounds
-/// memory against clients that send random header names or Host values).
-const CACHE_MAX: usize = 512;
+use strings::{cached, header_key, split_host, Strings};
 
 /// Keys inserted into the template and deleted again, so its copies have a 64-slot
 /// table with room for 14 header keys. CPython copies a dict's table as is while at
@@ -30,25 +34,20 @@ const CACHE_MAX: usize = 512;
 /// 32-slot template (which must grow), one with only `Host` 110 more (bigger copy).
 const HEADROOM: usize = 9;
 
-/// Python strings made once and reused: `HTTP_*` keys by header name, SERVER_NAME and
-/// SERVER_PORT by Host value, REMOTE_ADDR by peer address. FxHash: the maps are small
-/// and bounded (`CACHE_MAX`), so a client choosing colliding names gains nothing.
-#[derive(Default)]
-struct Caches {
-    header_keys: HashMap<Vec<u8>, Py<PyString>>,
-    hosts: HashMap<Vec<u8>, HostParts>,
-    peers: HashMap<IpAddr, Py<PyString>>,
-}
-
-/// SERVER_NAME and the port written in Host, if any. The default port depends on
-/// each request's scheme, so it is not cached with the Host value.
-type HostParts = (Py<PyString>, Option<Py<PyString>>);
-
 pub struct Environ {
     template: Py<PyDict>,
     methods: Vec<(&'static [u8], Py<PyString>)>,
-    caches: Mutex<Caches>,
+    /// Every use holds the GIL; the mutex only makes `Environ` shareable.
+    state: Mutex<State>,
     script_name: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    strings: Strings,
+    /// The template's values of the [`Sticky`] keys, in [`Sticky::items`] order
+    /// (`None` until the first request stores them).
+    stored: [Option<PyObject>; STICKY],
 }
 
 impl Environ {
@@ -71,9 +70,11 @@ impl Environ {
             "SERVER_SOFTWARE",
             concat!("ferrule/", env!("CARGO_PKG_VERSION")),
         )?;
-        for (key, none) in PerRequest::placeholders(py).items(py) {
+        // Placeholders: each request replaces them (so the copy never inserts them).
+        for (key, none) in Sticky::placeholders(py).items(py) {
             t.set_item(key, none)?;
         }
+        t.set_item(intern!(py, "wsgi.input"), py.None())?;
         for i in 0..HEADROOM {
             t.set_item(format!("ferrule.headroom.{i}"), py.None())?;
         }
@@ -100,16 +101,40 @@ impl Environ {
         Ok(Environ {
             template: t.unbind(),
             methods,
-            caches: Mutex::new(Caches::default()),
+            state: Mutex::new(State::default()),
             script_name: cfg.script_name.as_bytes().to_vec(),
         })
     }
 
     /// The environ for the request in `tx`.
     pub fn build<'py>(&self, py: Python<'py>, tx: &Py<Tx>) -> PyResult<Bound<'py, PyDict>> {
-        let env = self.template.bind(py).copy()?;
         let mut t = tx.borrow_mut(py);
         let ex = t.exchange()?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let State { strings, stored } = &mut *state;
+        let template = self.template.bind(py);
+        let values = self.sticky(py, ex, strings);
+        for ((key, value), stored) in values.items(py).into_iter().zip(stored.iter_mut()) {
+            if stored.as_ref().is_some_and(|s| value.is(s)) {
+                continue;
+            }
+            template.set_item(key, &value)?;
+            *stored = Some(value.unbind());
+        }
+        let env = template.copy()?;
+        env.set_item(intern!(py, "wsgi.input"), tx.bind(py))?;
+        if let Some(ct) = ex.content_type() {
+            env.set_item(intern!(py, "CONTENT_TYPE"), latin1_str(py, ct))?;
+        }
+        if let Some(cl) = ex.content_length() {
+            env.set_item(intern!(py, "CONTENT_LENGTH"), latin1_str(py, cl))?;
+        }
+        self.headers(py, &env, ex, strings)?;
+        Ok(env)
+    }
+
+    /// This request's values of the [`Sticky`] keys.
+    fn sticky<'py>(&self, py: Python<'py>, ex: &Exchange, strings: &mut Strings) -> Sticky<'py> {
         let method = ex.method();
         let method = match self.methods.iter().find(|(m, _)| *m == method) {
             Some((_, s)) => s.bind(py).clone(),
@@ -129,34 +154,19 @@ impl Environ {
             true => intern!(py, "https"),
             false => intern!(py, "http"),
         };
-        if let Some(ct) = ex.content_type() {
-            env.set_item(intern!(py, "CONTENT_TYPE"), latin1_str(py, ct))?;
-        }
-        if let Some(cl) = ex.content_length() {
-            env.set_item(intern!(py, "CONTENT_LENGTH"), latin1_str(py, cl))?;
-        }
-        let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
-        let (server_name, server_port) = self.server(py, ex, &mut caches);
-        let (remote_addr, remote_port) = remote(py, ex, &mut caches);
-        self.headers(py, &env, ex, &mut caches)?;
-        drop(caches);
-        let values = PerRequest {
+        let (server_name, server_port) = self.server(py, ex, strings);
+        let (remote_addr, remote_port) = remote(py, ex, strings);
+        Sticky {
             method: method.into_any(),
-            path: latin1_str(py, path).into_any(),
-            query: latin1_str(py, ex.query()).into_any(),
+            path: strings.path.get(py, path).into_any(),
+            query: strings.query.get(py, ex.query()).into_any(),
             protocol: protocol.clone().into_any(),
             scheme: scheme.clone().into_any(),
             server_name: server_name.into_bound(py).into_any(),
             server_port: server_port.into_bound(py).into_any(),
             remote_addr: remote_addr.into_any(),
             remote_port: remote_port.into_any(),
-            input: tx.bind(py).clone().into_any(),
-        };
-        drop(t);
-        for (key, value) in values.items(py) {
-            env.set_item(key, value)?;
         }
-        Ok(env)
     }
 
     /// SERVER_NAME and SERVER_PORT: from Host, else the listening address.
@@ -164,7 +174,7 @@ impl Environ {
         &self,
         py: Python<'_>,
         ex: &Exchange,
-        caches: &mut Caches,
+        strings: &mut Strings,
     ) -> (Py<PyString>, Py<PyString>) {
         let default_port = match ex.is_https() {
             true => intern!(py, "443"),
@@ -178,7 +188,7 @@ impl Environ {
                     let port = p.map(|p| PyString::new(py, p).unbind());
                     (PyString::new(py, h).unbind(), port)
                 };
-                let (name, port) = cached(&mut caches.hosts, host, make, |(n, p)| {
+                let (name, port) = cached(&mut strings.hosts, host, make, |(n, p)| {
                     (n.clone_ref(py), p.as_ref().map(|p| p.clone_ref(py)))
                 });
                 (name, port.unwrap_or_else(|| default_port.clone().unbind()))
@@ -202,9 +212,8 @@ impl Environ {
         py: Python<'_>,
         env: &Bound<'_, PyDict>,
         ex: &Exchange,
-        caches: &mut Caches,
+        strings: &mut Strings,
     ) -> PyResult<()> {
-        let cache = &mut caches.header_keys;
         // Keys are interned, so a repeated field has the very same key object (kept
         // alive by the dict): the addresses of the keys set so far tell a repeat
         // without a dict lookup per field. Past `SEEN` fields, every field looks.
@@ -217,9 +226,14 @@ impl Environ {
             {
                 continue;
             }
-            let key = cached(cache, name, || header_key(py, name), |k| k.clone_ref(py));
+            let make = || header_key(py, name);
+            let key = cached(&mut strings.header_keys, name, make, |k| k.clone_ref(py));
             let key = key.bind(py);
-            let value = latin1_str(py, value);
+            // Host is in nearly every request, and the same through a front server.
+            let value = match name.eq_ignore_ascii_case(b"host") {
+                true => strings.host_header.get(py, value),
+                false => latin1_str(py, value),
+            };
             let addr = key.as_ptr() as usize;
             let maybe_repeat = count >= SEEN || seen[..count].contains(&addr);
             match maybe_repeat
@@ -246,24 +260,27 @@ impl Environ {
 fn remote<'py>(
     py: Python<'py>,
     ex: &Exchange,
-    caches: &mut Caches,
+    strings: &mut Strings,
 ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
     match ex.peer() {
         Peer::Tcp(a) => {
             let ip = a.ip().to_canonical();
             let make = || PyString::new(py, &ip.to_string()).unbind();
-            let addr = cached(&mut caches.peers, &ip, make, |s| s.clone_ref(py));
-            let port = PyString::new(py, itoa::Buffer::new().format(a.port()));
+            let addr = cached(&mut strings.peers, &ip, make, |s| s.clone_ref(py));
+            let mut digits = itoa::Buffer::new();
+            let port = strings
+                .remote_port
+                .get(py, digits.format(a.port()).as_bytes());
             (addr.into_bound(py), port)
         }
         Peer::Unix => (intern!(py, "").clone(), intern!(py, "").clone()),
     }
 }
 
-/// The keys every request sets. The template holds them all as placeholders (from
-/// [`PerRequest::placeholders`]) and `build` replaces them all; both go through
-/// [`PerRequest::items`], so no key can be in one list and missing from the other.
-struct PerRequest<'py> {
+/// The keys every request sets but `wsgi.input`, kept in the template between requests
+/// (see the module's comment). Both the placeholders and each request's values go
+/// through [`Sticky::items`], so no key can be in one list and missing from the other.
+struct Sticky<'py> {
     method: Bound<'py, PyAny>,
     path: Bound<'py, PyAny>,
     query: Bound<'py, PyAny>,
@@ -273,13 +290,14 @@ struct PerRequest<'py> {
     server_port: Bound<'py, PyAny>,
     remote_addr: Bound<'py, PyAny>,
     remote_port: Bound<'py, PyAny>,
-    input: Bound<'py, PyAny>,
 }
 
-impl<'py> PerRequest<'py> {
-    fn placeholders(py: Python<'py>) -> PerRequest<'py> {
+const STICKY: usize = 9;
+
+impl<'py> Sticky<'py> {
+    fn placeholders(py: Python<'py>) -> Sticky<'py> {
         let none = || py.None().into_bound(py);
-        PerRequest {
+        Sticky {
             method: none(),
             path: none(),
             query: none(),
@@ -289,11 +307,10 @@ impl<'py> PerRequest<'py> {
             server_port: none(),
             remote_addr: none(),
             remote_port: none(),
-            input: none(),
         }
     }
 
-    fn items(self, py: Python<'py>) -> [(&'py Bound<'py, PyString>, Bound<'py, PyAny>); 10] {
+    fn items(self, py: Python<'py>) -> [(&'py Bound<'py, PyString>, Bound<'py, PyAny>); STICKY] {
         [
             (intern!(py, "REQUEST_METHOD"), self.method),
             (intern!(py, "PATH_INFO"), self.path),
@@ -304,72 +321,6 @@ impl<'py> PerRequest<'py> {
             (intern!(py, "SERVER_PORT"), self.server_port),
             (intern!(py, "REMOTE_ADDR"), self.remote_addr),
             (intern!(py, "REMOTE_PORT"), self.remote_port),
-            (intern!(py, "wsgi.input"), self.input),
         ]
-    }
-}
-
-/// The value cached for `key`, or a new one from `make`, kept while the cache has
-/// fewer than `CACHE_MAX` entries. `copy` makes the caller's own reference.
-fn cached<K, Q, V>(
-    map: &mut HashMap<K, V>,
-    key: &Q,
-    make: impl FnOnce() -> V,
-    copy: impl Fn(&V) -> V,
-) -> V
-where
-    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
-    Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
-{
-    if let Some(v) = map.get(key) {
-        return copy(v);
-    }
-    let v = make();
-    if map.len() < CACHE_MAX {
-        map.insert(key.to_owned(), copy(&v));
-    }
-    v
-}
-
-fn header_key(py: Python<'_>, name: &[u8]) -> Py<PyString> {
-    let mut key = String::with_capacity(5 + name.len());
-    key.push_str("HTTP_");
-    key.extend(name.iter().map(|&b| {
-        if b == b'-' {
-            '_'
-        } else {
-            b.to_ascii_uppercase() as char
-        }
-    }));
-    PyString::intern(py, &key).unbind()
-}
-
-/// Splits `host[:port]`, keeping IPv6 brackets.
-fn split_host(host: &str) -> (&str, Option<&str>) {
-    if host.starts_with('[') {
-        return match host.find("]:") {
-            Some(i) => (&host[..=i], Some(&host[i + 2..])),
-            None => (host, None),
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (host, None),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_host;
-
-    #[test]
-    fn hosts() {
-        assert_eq!(split_host("example.com"), ("example.com", None));
-        assert_eq!(
-            split_host("example.com:8080"),
-            ("example.com", Some("8080"))
-        );
-        assert_eq!(split_host("[::1]:80"), ("[::1]", Some("80")));
-        assert_eq!(split_host("[::1]"), ("[::1]", None));
     }
 }

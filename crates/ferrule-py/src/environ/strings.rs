@@ -1,0 +1,129 @@
+//! Python strings made once and reused by `environ`: a string the app gets again is
+//! not built again, and an unchanged value lets the template keep its entry (see
+//! `environ.rs`).
+
+use crate::text::latin1_str;
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+use rustc_hash::FxHashMap as HashMap;
+use std::net::IpAddr;
+
+/// Entries each cache keeps; past that, values are converted per request (bounds
+/// memory against clients that send random header names or Host values).
+const CACHE_MAX: usize = 512;
+
+/// Longest value a [`Recent`] keeps; longer ones are converted each time.
+const RECENT_MAX: usize = 256;
+
+/// `HTTP_*` keys by header name, SERVER_NAME and SERVER_PORT by Host value,
+/// REMOTE_ADDR by peer address, and the last string of the fields that often repeat
+/// from one request to the next. FxHash: the maps are small and bounded
+/// (`CACHE_MAX`), so a client choosing colliding names gains nothing.
+#[derive(Default)]
+pub struct Strings {
+    pub header_keys: HashMap<Vec<u8>, Py<PyString>>,
+    pub hosts: HashMap<Vec<u8>, HostParts>,
+    pub peers: HashMap<IpAddr, Py<PyString>>,
+    pub path: Recent,
+    pub query: Recent,
+    pub remote_port: Recent,
+    pub host_header: Recent,
+}
+
+/// SERVER_NAME and the port written in Host, if any. The default port depends on
+/// each request's scheme, so it is not cached with the Host value.
+pub type HostParts = (Py<PyString>, Option<Py<PyString>>);
+
+/// The string made for the last value of one field, reused while the bytes repeat:
+/// comparing a few bytes costs less than making and freeing a string, and the very
+/// same object is what lets `build` skip storing the value.
+#[derive(Default)]
+pub struct Recent(Option<(Vec<u8>, Py<PyString>)>);
+
+impl Recent {
+    pub fn get<'py>(&mut self, py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+        if let Some((last, s)) = &self.0 {
+            if last.as_slice() == bytes {
+                return s.bind(py).clone();
+            }
+        }
+        let s = latin1_str(py, bytes);
+        if bytes.len() <= RECENT_MAX {
+            match &mut self.0 {
+                Some((last, old)) => {
+                    last.clear();
+                    last.extend_from_slice(bytes);
+                    *old = s.clone().unbind();
+                }
+                None => self.0 = Some((bytes.to_vec(), s.clone().unbind())),
+            }
+        }
+        s
+    }
+}
+
+/// The value cached for `key`, or a new one from `make`, kept while the cache has
+/// fewer than `CACHE_MAX` entries. `copy` makes the caller's own reference.
+pub fn cached<K, Q, V>(
+    map: &mut HashMap<K, V>,
+    key: &Q,
+    make: impl FnOnce() -> V,
+    copy: impl Fn(&V) -> V,
+) -> V
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(v) = map.get(key) {
+        return copy(v);
+    }
+    let v = make();
+    if map.len() < CACHE_MAX {
+        map.insert(key.to_owned(), copy(&v));
+    }
+    v
+}
+
+/// The interned `HTTP_*` key of a header name.
+pub fn header_key(py: Python<'_>, name: &[u8]) -> Py<PyString> {
+    let mut key = String::with_capacity(5 + name.len());
+    key.push_str("HTTP_");
+    key.extend(name.iter().map(|&b| {
+        if b == b'-' {
+            '_'
+        } else {
+            b.to_ascii_uppercase() as char
+        }
+    }));
+    PyString::intern(py, &key).unbind()
+}
+
+/// Splits `host[:port]`, keeping IPv6 brackets.
+pub fn split_host(host: &str) -> (&str, Option<&str>) {
+    if host.starts_with('[') {
+        return match host.find("]:") {
+            Some(i) => (&host[..=i], Some(&host[i + 2..])),
+            None => (host, None),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (host, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(split_host("example.com"), ("example.com", None));
+        assert_eq!(
+            split_host("example.com:8080"),
+            ("example.com", Some("8080"))
+        );
+        assert_eq!(split_host("[::1]:80"), ("[::1]", Some("80")));
+        assert_eq!(split_host("[::1]"), ("[::1]", None));
+    }
+}
