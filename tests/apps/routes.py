@@ -7,6 +7,7 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 from wsgiref.validate import validator
 
@@ -60,6 +61,9 @@ def app(environ, start_response):
         dump["wsgi.version"] = list(environ["wsgi.version"])
         dump["has_input"] = hasattr(inp, "read")
         dump["none_keys"] = [k for k, v in environ.items() if v is None]
+        dump["thread"] = threading.get_ident()
+        if "sleep" in query:  # blocks, so that requests run on several threads
+            time.sleep(0.05)
         if "mutate" in query:  # the next request must not see any of this
             environ.update((k, "mutated") for k, v in dump.items() if isinstance(v, str))
             environ.pop("SERVER_NAME")

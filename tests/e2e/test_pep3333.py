@@ -4,6 +4,7 @@ import json
 import os
 import re
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -113,6 +114,26 @@ def test_environ_values_follow_each_request_across_connections(server):
             env = _one_response(conn)
             assert tuple(env.get(f) for f in fields) == want, f"request {i}"
             assert env["none_keys"] == [] and env["has_input"], f"request {i}"
+
+
+def test_environ_is_right_on_every_runner_thread(server):
+    # A blocking route at concurrency runs on several runner threads, each with its own
+    # template holding the values of the last request it served.
+    def one(i):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            host = f"h{i % 3}.example:{8000 + i}"
+            s.sendall(f"GET /environ/{i}?sleep&n={i} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            env = _one_response(s)
+            want = (f"/environ/{i}", f"sleep&n={i}", f"h{i % 3}.example", str(8000 + i),
+                    str(s.getsockname()[1]), host)
+            got = tuple(env[k] for k in ("PATH_INFO", "QUERY_STRING", "SERVER_NAME", "SERVER_PORT",
+                                         "REMOTE_PORT", "HTTP_HOST"))
+            return got == want, env["thread"]
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(64)))
+    assert all(ok for ok, _ in results)
+    assert len({thread for _, thread in results}) > 1
 
 
 def test_path_info_is_percent_decoded_as_latin1(server):

@@ -12,6 +12,11 @@
 //! skipped store saves a dict lookup and insert (about 190 instructions each).
 //! `wsgi.input` differs on every request and is stored into the copy.
 //!
+//! Each runner thread has its own template (a copy of the one made at start-up), so
+//! no lock is held across a copy: the copy can run Python code (a new dict may start
+//! a garbage collection, whose finalizers may let another thread take the GIL), and a
+//! thread waiting for such a lock would hold the GIL that the holder needs.
+//!
 //! The template has room for more keys: replacing a value in the copy is a lookup,
 //! while inserting a key the copy has no room for rebuilds its hash table.
 
@@ -21,11 +26,14 @@ use crate::text::latin1_str;
 use crate::tx::Tx;
 use ferrule_http::{percent, Version};
 use ferrule_server::{Exchange, Local, Peer};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use strings::{cached, header_key, split_host, Strings};
+use strings::{cached, header_key, split_host, Recent, Recents, Strings};
 
 /// Keys inserted into the template and deleted again, so its copies have a 64-slot
 /// table with room for 14 header keys. CPython copies a dict's table as is while at
@@ -35,20 +43,32 @@ use strings::{cached, header_key, split_host, Strings};
 const HEADROOM: usize = 9;
 
 pub struct Environ {
+    /// Tells this `Environ`'s thread templates from those of an earlier one.
+    id: u64,
+    /// The template each thread copies once.
     template: Py<PyDict>,
     methods: Vec<(&'static [u8], Py<PyString>)>,
-    /// Every use holds the GIL; the mutex only makes `Environ` shareable.
-    state: Mutex<State>,
+    /// Every use holds the GIL, and nothing that can run Python code happens while
+    /// it is locked; the mutex only makes `Environ` shareable.
+    caches: Mutex<Strings>,
     script_name: Vec<u8>,
 }
 
-#[derive(Default)]
-struct State {
-    strings: Strings,
+/// One runner thread's template, the values it holds, and its recent strings.
+struct ThreadTemplate {
+    environ: u64,
+    template: Py<PyDict>,
     /// The template's values of the [`Sticky`] keys, in [`Sticky::items`] order
     /// (`None` until the first request stores them).
     stored: [Option<PyObject>; STICKY],
+    recent: Recents,
 }
+
+thread_local! {
+    static TEMPLATE: RefCell<Option<ThreadTemplate>> = const { RefCell::new(None) };
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 impl Environ {
     pub fn new(
@@ -99,22 +119,47 @@ impl Environ {
         })
         .collect();
         Ok(Environ {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             template: t.unbind(),
             methods,
-            state: Mutex::new(State::default()),
+            caches: Mutex::new(Strings::default()),
             script_name: cfg.script_name.as_bytes().to_vec(),
         })
     }
 
     /// The environ for the request in `tx`.
     pub fn build<'py>(&self, py: Python<'py>, tx: &Py<Tx>) -> PyResult<Bound<'py, PyDict>> {
+        TEMPLATE.with(|cell| {
+            // Only `build` borrows it, and nothing in `build` builds another environ.
+            let mut slot = cell
+                .try_borrow_mut()
+                .map_err(|_| PyRuntimeError::new_err("environ built inside another"))?;
+            if !matches!(&*slot, Some(local) if local.environ == self.id) {
+                *slot = Some(ThreadTemplate {
+                    environ: self.id,
+                    template: self.template.bind(py).copy()?.unbind(),
+                    stored: Default::default(),
+                    recent: Recents::default(),
+                });
+            }
+            match slot.as_mut() {
+                Some(local) => self.build_in(py, tx, local),
+                None => Err(PyRuntimeError::new_err("no environ template")),
+            }
+        })
+    }
+
+    fn build_in<'py>(
+        &self,
+        py: Python<'py>,
+        tx: &Py<Tx>,
+        local: &mut ThreadTemplate,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let mut t = tx.borrow_mut(py);
         let ex = t.exchange()?;
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let State { strings, stored } = &mut *state;
-        let template = self.template.bind(py);
-        let values = self.sticky(py, ex, strings);
-        for ((key, value), stored) in values.items(py).into_iter().zip(stored.iter_mut()) {
+        let values = self.sticky(py, ex, &mut self.caches(), &mut local.recent);
+        let template = local.template.bind(py);
+        for ((key, value), stored) in values.items(py).into_iter().zip(&mut local.stored) {
             if stored.as_ref().is_some_and(|s| value.is(s)) {
                 continue;
             }
@@ -129,12 +174,23 @@ impl Environ {
         if let Some(cl) = ex.content_length() {
             env.set_item(intern!(py, "CONTENT_LENGTH"), latin1_str(py, cl))?;
         }
-        self.headers(py, &env, ex, strings)?;
+        let host = &mut local.recent.host_header;
+        self.headers(py, &env, ex, &mut self.caches(), host)?;
         Ok(env)
     }
 
+    fn caches(&self) -> std::sync::MutexGuard<'_, Strings> {
+        self.caches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// This request's values of the [`Sticky`] keys.
-    fn sticky<'py>(&self, py: Python<'py>, ex: &Exchange, strings: &mut Strings) -> Sticky<'py> {
+    fn sticky<'py>(
+        &self,
+        py: Python<'py>,
+        ex: &Exchange,
+        strings: &mut Strings,
+        recent: &mut Recents,
+    ) -> Sticky<'py> {
         let method = ex.method();
         let method = match self.methods.iter().find(|(m, _)| *m == method) {
             Some((_, s)) => s.bind(py).clone(),
@@ -155,11 +211,11 @@ impl Environ {
             false => intern!(py, "http"),
         };
         let (server_name, server_port) = self.server(py, ex, strings);
-        let (remote_addr, remote_port) = remote(py, ex, strings);
+        let (remote_addr, remote_port) = remote(py, ex, strings, &mut recent.remote_port);
         Sticky {
             method: method.into_any(),
-            path: strings.path.get(py, path).into_any(),
-            query: strings.query.get(py, ex.query()).into_any(),
+            path: recent.path.get(py, path).into_any(),
+            query: recent.query.get(py, ex.query()).into_any(),
             protocol: protocol.clone().into_any(),
             scheme: scheme.clone().into_any(),
             server_name: server_name.into_bound(py).into_any(),
@@ -213,6 +269,7 @@ impl Environ {
         env: &Bound<'_, PyDict>,
         ex: &Exchange,
         strings: &mut Strings,
+        host: &mut Recent,
     ) -> PyResult<()> {
         // Keys are interned, so a repeated field has the very same key object (kept
         // alive by the dict): the addresses of the keys set so far tell a repeat
@@ -231,7 +288,7 @@ impl Environ {
             let key = key.bind(py);
             // Host is in nearly every request, and the same through a front server.
             let value = match name.eq_ignore_ascii_case(b"host") {
-                true => strings.host_header.get(py, value),
+                true => host.get(py, value),
                 false => latin1_str(py, value),
             };
             let addr = key.as_ptr() as usize;
@@ -261,6 +318,7 @@ fn remote<'py>(
     py: Python<'py>,
     ex: &Exchange,
     strings: &mut Strings,
+    port: &mut Recent,
 ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
     match ex.peer() {
         Peer::Tcp(a) => {
@@ -268,9 +326,7 @@ fn remote<'py>(
             let make = || PyString::new(py, &ip.to_string()).unbind();
             let addr = cached(&mut strings.peers, &ip, make, |s| s.clone_ref(py));
             let mut digits = itoa::Buffer::new();
-            let port = strings
-                .remote_port
-                .get(py, digits.format(a.port()).as_bytes());
+            let port = port.get(py, digits.format(a.port()).as_bytes());
             (addr.into_bound(py), port)
         }
         Peer::Unix => (intern!(py, "").clone(), intern!(py, "").clone()),

@@ -16,14 +16,19 @@ const CACHE_MAX: usize = 512;
 const RECENT_MAX: usize = 256;
 
 /// `HTTP_*` keys by header name, SERVER_NAME and SERVER_PORT by Host value,
-/// REMOTE_ADDR by peer address, and the last string of the fields that often repeat
-/// from one request to the next. FxHash: the maps are small and bounded
-/// (`CACHE_MAX`), so a client choosing colliding names gains nothing.
+/// REMOTE_ADDR by peer address; shared by the threads. FxHash: the maps are small
+/// and bounded (`CACHE_MAX`), so a client choosing colliding names gains nothing.
 #[derive(Default)]
 pub struct Strings {
     pub header_keys: HashMap<Vec<u8>, Py<PyString>>,
     pub hosts: HashMap<Vec<u8>, HostParts>,
     pub peers: HashMap<IpAddr, Py<PyString>>,
+}
+
+/// The last string of the fields that often repeat from one request to the next;
+/// one set per thread.
+#[derive(Default)]
+pub struct Recents {
     pub path: Recent,
     pub query: Recent,
     pub remote_port: Recent,
