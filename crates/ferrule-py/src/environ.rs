@@ -134,18 +134,16 @@ impl Environ {
             let mut slot = cell
                 .try_borrow_mut()
                 .map_err(|_| PyRuntimeError::new_err("environ built inside another"))?;
-            if !matches!(&*slot, Some(local) if local.environ == self.id) {
-                *slot = Some(ThreadTemplate {
+            let local = match &mut *slot {
+                Some(local) if local.environ == self.id => local,
+                stale => stale.insert(ThreadTemplate {
                     environ: self.id,
                     template: self.template.bind(py).copy()?.unbind(),
                     stored: Default::default(),
                     recent: Recents::default(),
-                });
-            }
-            match slot.as_mut() {
-                Some(local) => self.build_in(py, tx, local),
-                None => Err(PyRuntimeError::new_err("no environ template")),
-            }
+                }),
+            };
+            self.build_in(py, tx, local)
         })
     }
 
