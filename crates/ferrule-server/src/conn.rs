@@ -177,6 +177,26 @@ impl Conn {
         ok
     }
 
+    /// Writes what `out` holds without waiting: true when all of it went, false when
+    /// the socket is full (the rest stays at the front of `out`).
+    pub(crate) fn try_flush_out(&mut self) -> io::Result<bool> {
+        let mut sent = 0;
+        let done = loop {
+            if sent == self.out.len() {
+                break Ok(true);
+            }
+            match self.stream.send(&self.out[sent..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.out.drain(..sent);
+        done
+    }
+
     /// One non-blocking read into the buffer. Records whether the socket is known to be
     /// empty now: edge-triggered epoll reports only bytes that arrive later.
     pub(crate) fn read_some(&mut self) -> io::Result<usize> {

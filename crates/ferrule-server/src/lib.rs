@@ -10,6 +10,7 @@ mod conn;
 mod cork;
 mod error;
 mod exchange;
+mod held;
 mod listener;
 pub mod log;
 pub mod logfile;

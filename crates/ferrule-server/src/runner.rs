@@ -8,7 +8,8 @@
 
 use crate::conn::Conn;
 use crate::exchange::Park;
-use crate::serve::{accept_all, flush_all, serve};
+use crate::held::{HOLD_LIMIT, MAX_HELD};
+use crate::serve::{accept_all, serve};
 use crate::server::{Handler, Shared, LISTENER, WAKE};
 use crate::sys::{
     current_thread_cpu_clock, empty_event, ends_stream, precise_timers, Event, ThreadState,
@@ -16,12 +17,6 @@ use crate::sys::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Most complete responses a thread holds back to write in one burst. Measured at
-/// 1, 4 and 16 with 50 keep-alive clients: CPU per request within the noise, p99 about
-/// 0.65 ms at 1 and 4 and 0.7-1.3 ms at 16 (the first answer of a burst waits for the rest).
-const MAX_DEFERRED: usize = 4;
-/// A request slower than this flushes the held-back responses at once.
-const MAX_DEFER_DELAY: Duration = Duration::from_micros(500);
 /// Events taken from epoll per wait: answering ready connections back to back keeps
 /// the clients' side busy, which makes each wake-up on their side cheaper.
 pub(crate) const BATCH: usize = 64;
@@ -47,8 +42,11 @@ struct Runner<'a> {
     handler: &'a dyn Handler,
     me: usize,
     events: [Event; BATCH],
-    /// Connections whose complete responses wait to be written in one burst.
-    unflushed: Vec<Conn>,
+    /// Responses this runner put in its `held.rs` slot since it last wrote it (the
+    /// monitor may have written some of them since).
+    held: usize,
+    /// Swapped with the slot to write it (`Held::flush`).
+    spare: Vec<Conn>,
 }
 
 /// A thread's life: park until allowed to be a runner, then wait for connections and
@@ -59,7 +57,8 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
         handler,
         me,
         events: [empty_event(); BATCH],
-        unflushed: Vec::with_capacity(MAX_DEFERRED),
+        held: 0,
+        spare: Vec::with_capacity(MAX_HELD),
     };
     precise_timers();
     shared.sched.register(
@@ -93,7 +92,7 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
                 After::Fail => return,
             }
         }
-        handler.hold(&mut |park| flush_all(shared, &mut r.unflushed, park));
+        handler.hold(&mut |park| r.flush(park));
         return;
     }
 }
@@ -135,14 +134,24 @@ impl Runner<'_> {
                 None => match self.poll(Duration::ZERO) {
                     Ok(t) => t,
                     Err(()) => {
-                        flush_all(self.shared, &mut self.unflushed, park);
+                        self.flush(park);
                         return After::Fail;
                     }
                 },
             };
         }
-        flush_all(self.shared, &mut self.unflushed, park);
+        self.flush(park);
         After::Wait
+    }
+
+    /// Writes the responses held back (`held.rs`).
+    fn flush(&mut self, park: &dyn Park) {
+        if self.held > 0 {
+            self.held = 0;
+            self.shared
+                .held
+                .flush(self.shared, self.me, &mut self.spare, park);
+        }
     }
 
     /// Handles one event. True when this runner should step back.
@@ -165,21 +174,22 @@ impl Runner<'_> {
                 let started = Instant::now();
                 shared.sched.start_request(self.me, started);
                 shared.rouse_monitor();
-                let holding = !self.unflushed.is_empty();
+                let holding = self.held > 0;
                 let me = self.me;
                 if let Some(c) = serve(shared, self.handler, conn, holding, me, started, park) {
-                    self.unflushed.push(c);
+                    shared.held.hold(me, c);
+                    self.held += 1;
                 }
                 let ended = Instant::now();
-                // A slow request means the deferred answers already waited long.
-                if self.unflushed.len() >= MAX_DEFERRED || ended - started > MAX_DEFER_DELAY {
-                    flush_all(shared, &mut self.unflushed, park);
+                // A slow request means the held answers already waited long.
+                if self.held >= MAX_HELD || ended - started > HOLD_LIMIT {
+                    self.flush(park);
                 }
                 if shared
                     .sched
                     .end_request(self.me, shared.ready_len() == 0, ended)
                 {
-                    flush_all(shared, &mut self.unflushed, park);
+                    self.flush(park);
                     return true;
                 }
             }

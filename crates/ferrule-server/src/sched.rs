@@ -154,6 +154,14 @@ impl Sched {
         self.nanos(Instant::now())
     }
 
+    /// How long thread `me`'s current request has run at `now`, if it is in one.
+    pub(crate) fn request_age(&self, me: usize, now: Instant) -> Option<Duration> {
+        match self.busy[me].load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(Duration::from_nanos(self.nanos(now).saturating_sub(t))),
+        }
+    }
+
     /// Age of the longest-running request in flight.
     pub(crate) fn oldest_request(&self) -> Option<Duration> {
         let oldest = self

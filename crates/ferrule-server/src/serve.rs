@@ -33,10 +33,12 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
 
 /// Serves a connection until it has no complete request left, then parks or closes
 /// it. Returns it instead when its last response waits in its buffer (deferred by
-/// `Exchange::finish` because other connections are ready): the caller writes it
-/// with the others ([`flush_all`]) and parks it.
+/// `Exchange::finish` because other connections are ready): the caller holds it
+/// (`held.rs`) and writes it with the others.
 ///
-/// `holding` says the calling thread already holds responses back.
+/// `holding` says the calling thread already holds responses back. Nothing is held
+/// back while there are several runners: they exist because the app blocks, and a
+/// response held while the next request blocks would wait for the whole block.
 pub(crate) fn serve(
     shared: &Arc<Shared>,
     handler: &dyn Handler,
@@ -67,7 +69,8 @@ pub(crate) fn serve(
                     let token = conn.token;
                     let admit = Admit {
                         https,
-                        defer: holding || shared.ready_len() > 0,
+                        defer: (holding || shared.ready_len() > 0)
+                            && !shared.sched.several_runners(),
                         me,
                         started: started.take().unwrap_or_else(Instant::now),
                     };
@@ -137,17 +140,6 @@ pub(crate) fn serve(
                 shared.table.release(conn.token);
                 return None;
             }
-        }
-    }
-}
-
-/// Writes every deferred response, then parks those connections (or drops them).
-pub(crate) fn flush_all(shared: &Shared, pending: &mut Vec<Conn>, park: &dyn Park) {
-    for mut conn in pending.drain(..) {
-        if conn.flush_out(shared.config.io_timeout, park) {
-            shared.park(conn, false);
-        } else {
-            shared.table.release(conn.token);
         }
     }
 }

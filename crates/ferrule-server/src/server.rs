@@ -10,6 +10,7 @@ use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::cork::{Corks, PUSH_AFTER};
 use crate::exchange::{Exchange, NoPark, Park};
+use crate::held::Held;
 use crate::listener::{bind_all, BindError, Listener, Local};
 use crate::runner::{self, BATCH};
 use crate::sched::Sched;
@@ -78,6 +79,8 @@ pub struct Shared {
     pub(crate) sched: Sched,
     /// Streamed responses held corked, per runner (`cork.rs`).
     pub(crate) corks: Corks,
+    /// Complete responses held back to be written in a burst, per runner (`held.rs`).
+    pub(crate) held: Held,
     /// Ready events taken from epoll in a batch and not yet handled.
     ready: Mutex<VecDeque<u64>>,
     ready_len: AtomicUsize,
@@ -196,6 +199,7 @@ impl Server {
             dozing: AtomicBool::new(false),
             sched: Sched::new(config.threads),
             corks: Corks::new(config.threads),
+            held: Held::new(config.threads),
             ready: Mutex::new(VecDeque::with_capacity(BATCH)),
             ready_len: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
@@ -322,6 +326,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
         if shared.sched.in_flight() || now_served != served {
             (last_busy, served) = (Instant::now(), now_served);
         }
+        shared.held.release_stale(shared, Instant::now());
         if shared.stopping() {
             shared.table.sweep();
             continue;

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Records every request whose body was read completely, answers `200 ok`.
-/// `/sleep` waits 300 ms first; `/stream` answers in chunks of unknown length.
+/// `/sleep` waits 300 ms first, `/spin` computes for 50 ms; `/stream` answers in
+/// chunks of unknown length.
 #[derive(Default)]
 struct Recorder {
     seen: Mutex<Vec<Seen>>,
@@ -55,6 +56,12 @@ impl Handler for Recorder {
         self.seen.lock().unwrap().push(seen);
         if path == "/sleep" {
             std::thread::sleep(Duration::from_millis(300));
+        }
+        if path == "/spin" {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(50) {
+                std::hint::spin_loop();
+            }
         }
         ex.begin_head(b"200 OK").ok()?;
         if path == "/stream" {
@@ -378,6 +385,46 @@ fn a_blocked_request_does_not_stall_others() {
         started.elapsed()
     );
     assert_eq!(statuses(&slow.join().unwrap()), vec![200]);
+}
+
+/// Opens a keep-alive connection.
+fn keep_alive(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads one `Content-Length: 2` response from a keep-alive connection.
+fn read_ok(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"\r\n\r\nok") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
+#[test]
+fn an_answer_is_not_held_back_while_the_next_request_blocks() {
+    let srv = start(ParserConfig::default(), |_| {});
+    let [mut busy, mut fast, mut slow] = [(); 3].map(|_| keep_alive(srv.addr));
+    std::thread::sleep(Duration::from_millis(20));
+    // While the one runner computes, a quick request and a blocking one arrive; it
+    // then finds both ready at once and serves them in that order.
+    busy.write_all(b"GET /spin HTTP/1.1\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(10));
+    let sent = Instant::now();
+    fast.write_all(b"GET /fast HTTP/1.1\r\n\r\n").unwrap();
+    slow.write_all(b"GET /sleep HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(statuses(&read_ok(&mut fast)), vec![200]);
+    let waited = sent.elapsed();
+    assert!(waited < Duration::from_millis(200), "{waited:?}");
+    assert_eq!(statuses(&read_ok(&mut busy)), vec![200]);
+    assert_eq!(statuses(&read_ok(&mut slow)), vec![200]);
 }
 
 #[test]
