@@ -127,6 +127,11 @@ def app(environ, start_response):
     if path == "/sleep":
         time.sleep(float(query or "0.2"))
         return _text(start_response, "slept")
+    if path == "/spin":  # computes, holding the GIL
+        end = time.monotonic() + float(query or "0.05")
+        while time.monotonic() < end:
+            pass
+        return _text(start_response, "spun")
     if path == "/unicode-header":
         start_response("200 OK", [("Content-Type", "text/plain"), ("X-Latin", "caf\u00e9")])
         return [b"ok"]
