@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -112,6 +113,18 @@ def parse(reply: bytes):
             decoded, rest = decoded + rest[:size], rest[size + 2:]
         body = decoded
     return status, headers, body
+
+
+def read_response(sock):
+    """Reads one response with a Content-Length from a keep-alive socket: (status, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split()[1]), body
 
 
 # Process-model helpers (tests/test_arbiter.py, tests/test_config.py).

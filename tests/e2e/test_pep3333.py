@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import parse, raw
+from conftest import parse, raw, read_response
 
 COMPLAINTS = ("AssertionError", "WSGIWarning", "Exception ignored", "Traceback")
 
@@ -69,18 +69,6 @@ def test_environ_with_more_headers_than_the_template_has_room_for(server):
     assert env["REQUEST_METHOD"] == "GET" and env["none_keys"] == []
 
 
-def _one_response(s):
-    """Reads one response with a Content-Length from a keep-alive socket."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += s.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
-    while len(body) < length:
-        body += s.recv(65536)
-    return json.loads(body)
-
-
 def test_environ_values_follow_each_request_across_connections(server):
     # The template keeps the values the last request stored, and a request that repeats
     # them skips the store. Two interleaved connections that differ in each such value,
@@ -111,7 +99,7 @@ def test_environ_values_follow_each_request_across_connections(server):
     with a, b:
         for i, (conn, request, want) in enumerate(steps):
             conn.sendall(request)
-            env = _one_response(conn)
+            env = json.loads(read_response(conn)[1])
             assert tuple(env.get(f) for f in fields) == want, f"request {i}"
             assert env["none_keys"] == [] and env["has_input"], f"request {i}"
 
@@ -123,7 +111,7 @@ def test_environ_is_right_on_every_runner_thread(server):
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
             host = f"h{i % 3}.example:{8000 + i}"
             s.sendall(f"GET /environ/{i}?sleep&n={i} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-            env = _one_response(s)
+            env = json.loads(read_response(s)[1])
             want = (f"/environ/{i}", f"sleep&n={i}", f"h{i % 3}.example", str(8000 + i),
                     str(s.getsockname()[1]), host)
             got = tuple(env[k] for k in ("PATH_INFO", "QUERY_STRING", "SERVER_NAME", "SERVER_PORT",

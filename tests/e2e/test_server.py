@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from conftest import APPS, booted, free_port, parse, thread_switches, wait_for_port
+from conftest import APPS, booted, free_port, parse, read_response, thread_switches, wait_for_port
 
 
 def get(port, path, headers=None):
@@ -68,18 +68,6 @@ def test_threads_added_for_blocking_requests_park_once_requests_are_quick(serve)
     assert len(serving) == 1, (serving, before, after)
 
 
-def _read_one(sock):
-    """One response with a Content-Length from a keep-alive socket: (status, body)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(4096)
-    head, body = data.split(b"\r\n\r\n", 1)
-    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
-    while len(body) < length:
-        body += sock.recv(4096)
-    return int(head.split()[1]), body
-
-
 def test_a_quick_answer_is_not_held_behind_a_request_that_blocks(serve):
     """A complete answer may wait to go out with others in one burst, but not for a
     request served after it that blocks in the app: the monitor writes it."""
@@ -93,11 +81,11 @@ def test_a_quick_answer_is_not_held_behind_a_request_that_blocks(serve):
     sent = time.monotonic()
     quick.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
     slow.sendall(b"GET /sleep?1 HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert _read_one(quick) == (200, b"Hello, World!")
+    assert read_response(quick) == (200, b"Hello, World!")
     waited = time.monotonic() - sent
     assert waited < 0.6, f"the quick answer waited {waited:.2f} s for the blocked request"
-    assert _read_one(busy) == (200, b"spun")
-    assert _read_one(slow) == (200, b"slept")
+    assert read_response(busy) == (200, b"spun")
+    assert read_response(slow) == (200, b"slept")
     for sock in (busy, quick, slow):
         sock.close()
 

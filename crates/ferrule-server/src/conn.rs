@@ -209,3 +209,40 @@ impl Conn {
         got
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Conn;
+    use crate::listener::{Peer, Stream};
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn a_write_that_does_not_wait_keeps_what_a_full_socket_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(Stream::Tcp(server), Peer::Tcp(peer), 0);
+        // More than loopback socket buffers hold while the client reads nothing.
+        let body: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
+        conn.out = body.clone();
+        assert!(
+            !conn.try_flush_out().unwrap(),
+            "the socket took 64 MB at once"
+        );
+        let left = conn.out.len();
+        assert!(0 < left && left < body.len());
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).unwrap();
+            got
+        });
+        while !conn.try_flush_out().unwrap() {
+            std::thread::yield_now();
+        }
+        assert!(conn.out.is_empty());
+        drop(conn);
+        assert!(reader.join().unwrap() == body, "bytes lost or out of order");
+    }
+}
