@@ -52,7 +52,7 @@ impl Conn {
             scanned: 0,
             line_start: 0,
             head_since: None,
-            // The registration reports bytes that are already there.
+            // Read at once: a new connection is served before it is registered (table.rs).
             drained: true,
             peer_done: false,
             served: false,

@@ -3,7 +3,8 @@
 //! for: reading into a buffer's spare capacity (zero-filling 16 KiB per read cost more
 //! than the rest of a request), borrowing a descriptor number from Python's
 //! file_wrapper, taking ownership of an inherited listening socket (`fd://N`), and
-//! uncorking a socket by number from the monitor thread.
+//! the TCP options nix has no wrapper for (`TCP_CORK`, which the monitor clears on a
+//! socket named by number, and `TCP_DEFER_ACCEPT`).
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -13,8 +14,8 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
-/// A shared epoll set. Connections are registered edge-triggered once for their whole
-/// life (no `epoll_ctl` per request); the connection table decides which thread owns a
+/// A shared epoll set. Connections are registered edge-triggered once, the first time
+/// they wait, for the rest of their life (no `epoll_ctl` per request); the connection table decides which thread owns a
 /// connection. Listeners are one-shot, so one thread accepts at a time.
 pub struct Poller {
     epoll: Epoll,
@@ -108,18 +109,38 @@ pub fn inherited_listener(fd: i32) -> io::Result<socket2::Socket> {
 /// the meantime: the call then fails, or uncorks a socket that is not corked, which
 /// sends what it holds; neither does harm. Errors are ignored for the same reason.
 pub fn set_cork(fd: std::os::fd::RawFd, on: bool) {
-    let value: nix::libc::c_int = on.into();
+    let _ = set_tcp_option(fd, nix::libc::TCP_CORK, on.into());
+}
+
+/// Sets `TCP_DEFER_ACCEPT` on a listening socket: a connection is reported only once
+/// its first bytes have arrived (or after about `secs` without any).
+pub fn set_defer_accept(fd: BorrowedFd<'_>, secs: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let secs = nix::libc::c_int::try_from(secs).unwrap_or(nix::libc::c_int::MAX);
+    set_tcp_option(fd.as_raw_fd(), nix::libc::TCP_DEFER_ACCEPT, secs)
+}
+
+/// An integer option at the TCP level, for the options nix has no wrapper for.
+fn set_tcp_option(
+    fd: std::os::fd::RawFd,
+    option: nix::libc::c_int,
+    value: nix::libc::c_int,
+) -> io::Result<()> {
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&value`, a live local
     // of that size; a stale descriptor number only makes the call fail or act on
-    // another socket's cork, not on memory.
-    unsafe {
+    // another socket's option, not on memory.
+    let rc = unsafe {
         nix::libc::setsockopt(
             fd,
             nix::libc::IPPROTO_TCP,
-            nix::libc::TCP_CORK,
+            option,
             (&value as *const nix::libc::c_int).cast(),
             std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
-        );
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }
 

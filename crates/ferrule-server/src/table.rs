@@ -1,8 +1,11 @@
 //! The connection table: connections waiting in epoll between requests, keyed by
 //! the token their epoll registration carries, with the deadline that ends their wait.
 //!
-//! Registrations are edge-triggered and never re-armed, so an event can arrive while a
-//! thread is serving its connection. The table remembers it (`missed`), and parking
+//! A new connection is served before it is registered: its request has usually arrived
+//! by the time it is accepted, and one that closes after its answer then never costs
+//! an `epoll_ctl`. It is registered the first time it waits. Registrations are
+//! edge-triggered and never re-armed, so an event can arrive while a thread is serving
+//! its connection. The table remembers it (`missed`), and parking
 //! that connection then hands it straight back as ready instead of waiting for an
 //! event that already came.
 
@@ -25,6 +28,8 @@ struct Slot {
     conn: Option<Conn>,
     /// An event came while the connection was being served.
     missed: bool,
+    /// Registered in epoll; a new connection is not until it first waits.
+    registered: bool,
     deadline: Tick,
     idle_since: Tick,
 }
@@ -50,9 +55,11 @@ impl Table {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Puts a connection in the table (`new`, registering it) or back. Returns its
-    /// token when it must be served again without waiting: bytes may be in its socket
-    /// that no event will announce.
+    /// Puts a connection in the table (`new`) or back. Returns its token when it must
+    /// be served without waiting: a new one (its request is likely there already), or
+    /// one with bytes in its socket that no event will announce. A connection that
+    /// waits is registered then, the first time; the registration reports bytes that
+    /// came before it, so none are missed.
     pub(crate) fn park(
         &self,
         poller: &Poller,
@@ -63,7 +70,8 @@ impl Table {
         let now = Tick::now();
         let deadline = match conn.head_since {
             Some(t) => t + cfg.header_timeout,
-            None if new => now + cfg.header_timeout,
+            // Not one request yet: the first must start within the head's time.
+            None if new || !conn.served => now + cfg.header_timeout,
             None => now + cfg.keep_alive,
         };
         let mut slots = self.slots();
@@ -72,16 +80,16 @@ impl Table {
             let generation = self.generation.fetch_add(1, Ordering::Relaxed) & 0x3fff_ffff;
             let entry = slots.vacant_entry();
             conn.token = (u64::from(generation) << 32) | entry.key() as u64;
-            if poller.add_edge(conn.stream.fd(), conn.token).is_ok() {
-                entry.insert(Slot {
-                    generation,
-                    conn: Some(conn),
-                    missed: false,
-                    deadline,
-                    idle_since: now,
-                });
-            }
-            return None;
+            let token = conn.token;
+            entry.insert(Slot {
+                generation,
+                conn: Some(conn),
+                missed: false,
+                registered: false,
+                deadline,
+                idle_since: now,
+            });
+            return Some(token);
         }
         let token = conn.token;
         let idx = (token & 0xffff_ffff) as usize;
@@ -92,6 +100,14 @@ impl Table {
         }
         let again = !conn.drained || conn.peer_done;
         let slot = slots.get_mut(idx)?;
+        if !slot.registered && !again {
+            if let Err(e) = poller.add_edge(conn.stream.fd(), token) {
+                tracing::error!("cannot wait for a connection in epoll, closing it: {e}");
+                slots.remove(idx);
+                return None;
+            }
+            slot.registered = true;
+        }
         slot.conn = Some(conn);
         slot.deadline = deadline;
         slot.idle_since = now;
@@ -187,5 +203,62 @@ impl Table {
                 conn.answer_error(Error::Timeout(Phase::Head).status().unwrap_or(408));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Table;
+    use crate::config::ServerConfig;
+    use crate::conn::Conn;
+    use crate::listener::{Peer, Stream};
+    use crate::sys::Poller;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    fn pair() -> (TcpStream, Conn) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (client, Conn::new(Stream::Tcp(server), Peer::Tcp(peer), 0))
+    }
+
+    fn events(poller: &Poller) -> Vec<u64> {
+        let mut events = vec![crate::sys::Event::empty(); 8];
+        let n = poller
+            .wait(&mut events, Duration::from_millis(100))
+            .unwrap();
+        events[..n].iter().map(|e| e.data()).collect()
+    }
+
+    #[test]
+    fn a_new_connection_is_served_first_and_registered_when_it_first_waits() {
+        let (poller, table, cfg) = (
+            Poller::new().unwrap(),
+            Table::new(),
+            ServerConfig::default(),
+        );
+        let (mut client, conn) = pair();
+        let token = table
+            .park(&poller, conn, true, &cfg)
+            .expect("served at once");
+        client.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        assert_eq!(
+            events(&poller),
+            Vec::<u64>::new(),
+            "registered before it waited"
+        );
+        // Served: the read found nothing more (`drained`), so it waits in epoll now,
+        // and the bytes that came before the registration are reported.
+        let conn = table.take(token).unwrap();
+        assert_eq!(table.park(&poller, conn, false, &cfg), None);
+        assert_eq!(events(&poller), vec![token]);
+        // Registered once: parking again adds nothing (a second `add` would fail and
+        // close the connection).
+        let conn = table.take(token).unwrap();
+        assert_eq!(table.park(&poller, conn, false, &cfg), None);
+        assert!(table.take(token).is_some());
     }
 }

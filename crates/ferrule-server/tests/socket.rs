@@ -320,6 +320,34 @@ fn a_slow_head_gets_408_and_an_idle_connection_is_closed() {
     assert_eq!(s.read_to_end(&mut rest).unwrap_or(0), 0);
 }
 
+/// A listener reports a connection once its first bytes arrive (`TCP_DEFER_ACCEPT`), so
+/// one that sends nothing is accepted only when the kernel gives up waiting (about a
+/// second); the head deadline then closes it as before.
+#[test]
+fn a_connection_that_never_sends_is_closed_all_the_same() {
+    let srv = start(ParserConfig::default(), |c| {
+        c.header_timeout = Duration::from_millis(300);
+    });
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(srv.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    assert_eq!(silent.read_to_end(&mut got).unwrap(), 0, "{got:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(8),
+        "{waited:?}"
+    );
+    // Meanwhile other connections are served at once.
+    let (_, reply) = request(
+        srv.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(statuses(&reply), vec![200]);
+}
+
 #[test]
 fn expect_100_continue_is_sent_only_when_the_body_is_read() {
     let srv = start(ParserConfig::default(), |_| {});
