@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make run   builds and installs ferrule into .venv and serves examples/hello.py
-#   make test  runs every check and test: fmt, clippy, cargo test, pytest
+#   make test  runs every check and test: fmt, clippy, cargo test, pytest (with nginx)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIND ?= 127.0.0.1:8000
@@ -25,6 +25,7 @@ rust-checks:
 	cargo test --workspace
 
 test: rust-checks install
+	test -x /usr/sbin/nginx || command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
 	$(PY) -m pytest tests -q -rf
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 	$(PY) bench/bench.py --smoke

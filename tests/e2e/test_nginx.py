@@ -1,0 +1,113 @@
+"""ferrule behind a real nginx, configured as docs/deploy.md says: a connection per request
+over TCP (nginx's default towards an upstream), and a unix socket with upstream keep-alive."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+CONF = """
+daemon off;
+master_process off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    upstream pooled {{
+        server unix:{sock};
+        keepalive 8;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 10m;
+        location /tcp/ {{
+            proxy_pass http://127.0.0.1:{upstream}/;
+        }}
+        location /unix/ {{
+            proxy_pass http://pooled/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-Proto https;
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture
+def nginx(serve, tmp_path):
+    """ferrule on a TCP port and a unix socket, nginx in front of both; yields nginx's port
+    and the ferrule server, and checks afterwards that nginx logged no error."""
+    if not Path(NGINX).exists():
+        pytest.fail("nginx is not installed (make test installs it)")
+    sock = tmp_path / "app.sock"
+    app = serve("routes:app", "-b", f"unix:{sock}", "--access-logfile", "-")
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(CONF.format(tmp=tmp_path, sock=sock, port=port, upstream=app.port))
+    proc = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(tmp_path / "nginx-error.log")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"nginx did not start: {proc.stderr.read().decode(errors='replace')}")
+            time.sleep(0.05)
+    yield port, app
+    proc.terminate()
+    proc.wait(10)
+    # nginx logs an upstream that reset, closed early or answered garbage as [error].
+    errors = [line for line in (tmp_path / "nginx-error.log").read_text().splitlines() if "[error]" in line]
+    assert errors == []
+
+
+def fetch(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None):
+    conn.request(method, path, body=body)
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
+def test_a_connection_per_request_over_tcp(nginx):
+    port, app = nginx
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for _ in range(200):
+        assert fetch(conn, "GET", "/tcp/hello") == (200, b"Hello, World!")
+    body = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    assert fetch(conn, "POST", "/tcp/echo", body) == (200, body)
+    seen = [json.loads(fetch(conn, "GET", "/tcp/environ")[1]) for _ in range(2)]
+    # nginx speaks HTTP/1.0 to an upstream by default and opens a connection per request.
+    assert [e["SERVER_PROTOCOL"] for e in seen] == ["HTTP/1.0", "HTTP/1.0"]
+    assert seen[0]["REMOTE_PORT"] != seen[1]["REMOTE_PORT"]
+    assert app.out().count('"GET /hello HTTP/1.0" 200') == 200
+
+
+def test_a_unix_socket_with_upstream_keep_alive(nginx):
+    port, app = nginx
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for _ in range(200):
+        assert fetch(conn, "GET", "/unix/hello") == (200, b"Hello, World!")
+    body = b"x" * 300_000
+    assert fetch(conn, "POST", "/unix/echo", body) == (200, body)
+    env = json.loads(fetch(conn, "GET", "/unix/environ")[1])
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["REMOTE_ADDR"] == ""
+    assert env["wsgi.url_scheme"] == "https", "X-Forwarded-Proto from nginx is not trusted on a unix socket"
+    assert app.out().count('"GET /hello HTTP/1.1" 200') == 200
+    assert "error" not in app.log().lower()
