@@ -15,8 +15,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 /// A shared epoll set. Connections are registered edge-triggered once, the first time
-/// they wait, for the rest of their life (no `epoll_ctl` per request); the connection table decides which thread owns a
-/// connection. Listeners are one-shot, so one thread accepts at a time.
+/// they wait, for the rest of their life (no `epoll_ctl` per request); the connection
+/// table decides which thread owns a connection. Listeners are one-shot, so one thread
+/// accepts at a time.
 pub struct Poller {
     epoll: Epoll,
 }

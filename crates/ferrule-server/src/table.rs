@@ -2,12 +2,12 @@
 //! the token their epoll registration carries, with the deadline that ends their wait.
 //!
 //! A new connection is served before it is registered: its request has usually arrived
-//! by the time it is accepted, and one that closes after its answer then never costs
-//! an `epoll_ctl`. It is registered the first time it waits. Registrations are
-//! edge-triggered and never re-armed, so an event can arrive while a thread is serving
-//! its connection. The table remembers it (`missed`), and parking
-//! that connection then hands it straight back as ready instead of waiting for an
-//! event that already came.
+//! by the time it is accepted (TCP listeners defer accept, `listener.rs`), and one that
+//! closes after its answer then never costs an `epoll_ctl`. It is registered the first
+//! time it waits. Registrations are edge-triggered and never re-armed, so an event can
+//! arrive while a thread is serving its connection. The table remembers it (`missed`),
+//! and parking that connection then hands it straight back as ready instead of waiting
+//! for an event that already came.
 
 use crate::clock::Tick;
 use crate::config::ServerConfig;
