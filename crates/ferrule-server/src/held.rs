@@ -54,12 +54,8 @@ impl Held {
     /// allocates and the lock is not held across a wait on a full socket.
     pub(crate) fn flush(&self, shared: &Shared, me: usize, spare: &mut Vec<Conn>, park: &dyn Park) {
         std::mem::swap(&mut *self.slot(me), spare);
-        for mut conn in spare.drain(..) {
-            if conn.flush_out(shared.config.io_timeout, park) {
-                shared.park(conn, false);
-            } else {
-                shared.table.release(conn.token);
-            }
+        for conn in spare.drain(..) {
+            shared.flush_and_park(conn, park);
         }
     }
 

@@ -127,11 +127,7 @@ pub(crate) fn serve(
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Responses to pipelined requests go out before the connection waits.
-                if conn.flush_out(shared.config.io_timeout, park) {
-                    shared.park(conn, false);
-                } else {
-                    shared.table.release(conn.token);
-                }
+                shared.flush_and_park(conn, park);
                 return None;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
