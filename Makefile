@@ -27,7 +27,7 @@ rust-checks:
 test: rust-checks install
 	test -x /usr/sbin/nginx || command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
 	$(PY) -m pytest tests -q -rf
-	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+	{ command -v wrk && command -v ss; } >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk iproute2 >/dev/null; }
 	$(PY) bench/bench.py --smoke
 
 bench: install

@@ -2,7 +2,9 @@
 
 Each server runs pinned to CPU 1 and wrk to CPU 0. Per scenario and server it records the
 server's CPU time per request (utime+stime of the whole process tree / requests), RPS, p50,
-p99 and RSS, and writes bench/RESULTS.md with ratios ferrule/peer. `--smoke` runs every
+p99, RSS, the clients it left waiting in its accept queue through the run (whose wait no
+p99 shows) and the connections made per request, and writes bench/RESULTS.md with ratios
+ferrule/peer. `--smoke` runs every
 scenario for one second against ferrule only (the harness check used in CI).
 """
 
@@ -103,6 +105,12 @@ class Result:
     idle_rss_mb: float = float("nan")
     idle_worker_rss_mb: float = float("nan")
     requests: int = 0
+    # Clients whose connection the server had not accepted at any of the samples
+    # spanning most of the run: their requests were never answered (`left_waiting`).
+    waiting: float = float("nan")
+    # Connections the kernel completed towards the server, per request (1 when every
+    # request comes on a new connection, near 0 with keep-alive).
+    conns_per_req: float = float("nan")
     errors: str = ""
 
 
@@ -199,7 +207,48 @@ def ms(text: str) -> float:
     return {"us": v / 1000, "ms": v, "s": v * 1000, "m": v * 60000}[unit]
 
 
-def run_wrk(port: int, sc: Scenario, seconds: float) -> tuple[int, float, float, float, str]:
+def passive_opens() -> int:
+    """The kernel's count of TCP connections accepted by listeners (handshakes completed
+    on the server side), from /proc/net/snmp; the bench's own traffic is all there is."""
+    rows = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("PassiveOpens")])
+
+
+def accept_queue(port: int) -> int:
+    """Connections waiting in the accept queue of the listener on `port` (its Recv-Q).
+    Asks the kernel's socket diagnostics for listening sockets only, which costs next to
+    nothing; a walk of established sockets would also walk the TIME_WAIT ones the close
+    scenarios leave behind (tens of milliseconds on the load generator's CPU, enough to
+    move its p99)."""
+    out = subprocess.run(["ss", "-Hltn", "sport", "=", f":{port}"], capture_output=True, text=True, timeout=30).stdout
+    return sum(int(line.split()[1]) for line in out.splitlines() if len(line.split()) > 2)
+
+
+def left_waiting(port: int, seconds: float, proc) -> float:
+    """Clients the server left unaccepted through the whole run, sampled from just after the
+    start to just before the end. wrk sends a request as soon as it connects, and its
+    percentiles count only answered requests, so a server that serves a few connections and
+    leaves the others in its accept queue shows a low p99 for the few. Exact in two cases:
+    the queue was empty at one sample (nobody waited throughout: 0), or no connection was
+    made between the first and last samples (the same clients waited throughout). Otherwise
+    (a queue that never emptied while new connections kept coming) it is unknown: nan."""
+    first_at, last_at = min(0.5, seconds * 0.2), max(seconds - 0.5, seconds * 0.8)
+    start = time.monotonic()
+    queues, opens = [], []
+    for at in (first_at, (first_at + last_at) / 2, last_at):
+        time.sleep(max(0.0, start + at - time.monotonic()))
+        if proc.poll() is not None:
+            break
+        opens.append(passive_opens())
+        queues.append(accept_queue(port))
+    if not queues:
+        return float("nan")
+    if min(queues) == 0:
+        return 0
+    return min(queues) if opens[-1] == opens[0] else float("nan")
+
+
+def run_wrk(port: int, sc: Scenario, seconds: float) -> tuple[int, float, float, float, int, str]:
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{sc.conns}", f"-d{max(1, round(seconds))}s", "--latency",
            "--timeout", "5s"]
     for h in sc.headers:
@@ -207,7 +256,13 @@ def run_wrk(port: int, sc: Scenario, seconds: float) -> tuple[int, float, float,
     if sc.script:
         cmd += ["-s", str(HERE / sc.script)]
     cmd.append(f"http://127.0.0.1:{port}{sc.path}")
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    waiting = left_waiting(port, max(1, round(seconds)), proc)
+    try:
+        out = proc.communicate(timeout=seconds + 60)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0]
     reqs = int(re.search(r"(\d+) requests in", out).group(1)) if "requests in" in out else 0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)) if "Requests/sec" in out else 0.0
     p50 = re.search(r"50%\s+(\S+)", out)
@@ -217,7 +272,10 @@ def run_wrk(port: int, sc: Scenario, seconds: float) -> tuple[int, float, float,
         m = re.search(pat, out)
         if m:
             errs.append(m.group(0))
-    return reqs, rps, ms(p50.group(1)) if p50 else float("nan"), ms(p99.group(1)) if p99 else float("nan"), "; ".join(errs)
+    if reqs and not p99:
+        errs.append("no latency percentiles in wrk's output")
+    return (reqs, rps, ms(p50.group(1)) if p50 else float("nan"), ms(p99.group(1)) if p99 else float("nan"),
+            waiting, "; ".join(errs))
 
 
 def measure(server: str, sc: Scenario, seconds: float) -> Result:
@@ -234,13 +292,14 @@ def measure(server: str, sc: Scenario, seconds: float) -> Result:
         time.sleep(0.3)
         r.idle_rss_mb = rss_mb(proc.pid)
         r.idle_worker_rss_mb = rss_mb(proc.pid, largest=True)
-        c0 = cpu_seconds(proc.pid)
-        reqs, r.rps, r.p50_ms, r.p99_ms, r.errors = run_wrk(port, sc, seconds)
-        c1 = cpu_seconds(proc.pid)
+        c0, o0 = cpu_seconds(proc.pid), passive_opens()
+        reqs, r.rps, r.p50_ms, r.p99_ms, r.waiting, r.errors = run_wrk(port, sc, seconds)
+        c1, o1 = cpu_seconds(proc.pid), passive_opens()
         r.rss_mb = rss_mb(proc.pid)
         r.requests = reqs
         if reqs:
             r.cpu_us = (c1 - c0) / reqs * 1e6
+            r.conns_per_req = (o1 - o0) / reqs
     finally:
         stop(proc)
     return r
@@ -340,7 +399,8 @@ def median(values):
 def combine(runs: list[Result]) -> Result:
     """The median of each metric over repeated runs."""
     r = Result()
-    for f in ("cpu_us", "rps", "p50_ms", "p99_ms", "rss_mb", "idle_rss_mb", "idle_worker_rss_mb"):
+    for f in ("cpu_us", "rps", "p50_ms", "p99_ms", "rss_mb", "idle_rss_mb", "idle_worker_rss_mb", "waiting",
+              "conns_per_req"):
         setattr(r, f, median([getattr(x, f) for x in runs]))
     r.requests = sum(x.requests for x in runs)
     r.errors = "; ".join(sorted({x.errors for x in runs if x.errors}))
@@ -351,6 +411,22 @@ def fmt(v: float, digits=1) -> str:
     return "—" if v != v else f"{v:,.{digits}f}"
 
 
+def p99_line(results, sc: Scenario, servers) -> str:
+    """The peer with the lowest p99 among those that answered every client, against ferrule."""
+    fair = [(r.p99_ms, s) for s in servers if s != "ferrule"
+            for r in [results.get((s, sc.name))] if r and r.p99_ms == r.p99_ms and r.waiting == 0]
+    waiting = [s for s in servers if (r := results.get((s, sc.name))) and r.waiting and r.waiting == r.waiting]
+    base = results.get(("ferrule", sc.name))
+    text = "Lowest p99 among the peers that left no client waiting: "
+    text += f"{min(fair)[1]} {fmt(min(fair)[0], 2)} ms" if fair else "none"
+    if base:
+        text += f"; ferrule {fmt(base.p99_ms, 2)} ms"
+    if waiting:
+        text += (f". Left clients waiting through the run (their p99 counts only the clients they served): "
+                 f"{', '.join(waiting)}")
+    return text + "."
+
+
 def write_results(results, soak, instr, seconds, servers, repeat) -> str:
     lines = [
         "# Benchmark results",
@@ -358,7 +434,12 @@ def write_results(results, soak, instr, seconds, servers, repeat) -> str:
         f"Generated by `make bench` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"{os.cpu_count()} CPUs. Server pinned to CPU {SERVER_CPU}, `wrk -t1` to CPU {LOAD_CPU}, "
         f"{seconds:g} s per run, median of {repeat} interleaved rounds, all servers in this one run. CPU µs/req = utime+stime of the server's "
-        "process tree / requests completed. Ratios are ferrule / peer (CPU: lower is better; RPS: higher).",
+        "process tree / requests completed. Ratios are ferrule / peer (CPU: lower is better; RPS: higher). "
+        "Left waiting: clients whose connection the server had not accepted at any of three samples from "
+        "0.5 s after the start to 0.5 s before the end (median of the rounds; — when the accept queue never "
+        "emptied while new connections kept coming, so the bench cannot tell); wrk counts only answered "
+        "requests in its percentiles, so their wait is in no p99. Conns/req: connections the kernel "
+        "completed towards the server per request (1 when each request comes on a new connection).",
         "",
         "ferrule runs with its defaults (a master and one worker; one thread runs the app, more only while "
         "all are blocked, up to 512). Peers: bjoern (1 thread), Granian "
@@ -369,8 +450,9 @@ def write_results(results, soak, instr, seconds, servers, repeat) -> str:
     for sc in SCENARIOS:
         lines += [f"## {sc.name}", "", f"`{sc.app}`, {sc.conns} connections"
                   + (f", `{sc.script}`" if sc.script else "") + (f", `{' '.join(sc.headers)}`" if sc.headers else ""), "",
-                  "| server | CPU µs/req | RPS | p50 ms | p99 ms | RSS MB | ferrule CPU ratio | ferrule RPS ratio | errors |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| server | CPU µs/req | RPS | p50 ms | p99 ms | left waiting | conns/req | RSS MB | ferrule CPU ratio "
+                  "| ferrule RPS ratio | errors |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         base = results.get(("ferrule", sc.name))
         for server in servers:
             r = results.get((server, sc.name))
@@ -379,8 +461,8 @@ def write_results(results, soak, instr, seconds, servers, repeat) -> str:
             cpu_ratio = base.cpu_us / r.cpu_us if base and r.cpu_us == r.cpu_us and r.cpu_us else float("nan")
             rps_ratio = base.rps / r.rps if base and r.rps else float("nan")
             lines.append(f"| {server} | {fmt(r.cpu_us)} | {fmt(r.rps, 0)} | {fmt(r.p50_ms, 2)} | {fmt(r.p99_ms, 2)} | "
-                         f"{fmt(r.rss_mb)} | {fmt(cpu_ratio, 2)} | {fmt(rps_ratio, 2)} | {r.errors or ''} |")
-        lines.append("")
+                         f"{fmt(r.waiting, 0)} | {fmt(r.conns_per_req, 2)} | {fmt(r.rss_mb)} | {fmt(cpu_ratio, 2)} | {fmt(rps_ratio, 2)} | {r.errors or ''} |")
+        lines += ["", p99_line(results, sc, servers), ""]
     lines += ["## Idle RSS (hello app, after one request)", "",
               "All processes of the server, and its largest process (the worker where there is a master).", "",
               "| server | idle RSS MB, all | idle RSS MB, worker |", "|---|---|---|"]
@@ -449,7 +531,8 @@ def main():
                 r = measure(server, sc, seconds)
                 runs.setdefault((server, sc.name), []).append(r)
                 print(f"[{round_ + 1}/{args.repeat}] {sc.name:36} {server:18} cpu {fmt(r.cpu_us):>8} us/req  "
-                      f"rps {fmt(r.rps, 0):>9}  p99 {fmt(r.p99_ms, 2):>8} ms  rss {fmt(r.rss_mb):>6} MB  {r.errors}",
+                      f"rps {fmt(r.rps, 0):>9}  p99 {fmt(r.p99_ms, 2):>8} ms  waiting {fmt(r.waiting, 0):>3}  conns/req {fmt(r.conns_per_req, 2):>5}  "
+                      f"rss {fmt(r.rss_mb):>6} MB  {r.errors}",
                       flush=True)
     results = {k: combine(v) for k, v in runs.items()}
     soak = memory_soak(args.soak) if args.soak else []

@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=bench/.cache
-if ! command -v wrk >/dev/null || [ ! -e /usr/include/ev.h ] || ! command -v valgrind >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq wrk libev-dev valgrind >/dev/null
+if ! command -v wrk >/dev/null || [ ! -e /usr/include/ev.h ] || ! command -v valgrind >/dev/null || ! command -v ss >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq wrk libev-dev valgrind iproute2 >/dev/null
 fi
 if [ ! -e "$CACHE/venv/.ready" ]; then
   python3 -m venv "$CACHE/venv"
