@@ -26,8 +26,8 @@ rust-checks:
 
 test: rust-checks install
 	test -x /usr/sbin/nginx || command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
-	$(PY) -m pytest tests -q -rf
 	{ command -v wrk && command -v ss; } >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk iproute2 >/dev/null; }
+	$(PY) -m pytest tests -q -rf
 	$(PY) bench/bench.py --smoke
 
 bench: install
