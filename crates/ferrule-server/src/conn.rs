@@ -40,8 +40,10 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(stream: Stream, peer: Peer, listener: usize) -> Conn {
-        Conn {
+    /// Boxed: between requests a connection moves from the table to a runner, into the
+    /// request's exchange and back (several moves a request), and a box moves as a pointer.
+    pub(crate) fn new(stream: Stream, peer: Peer, listener: usize) -> Box<Conn> {
+        Box::new(Conn {
             stream,
             peer,
             listener,
@@ -56,7 +58,7 @@ impl Conn {
             drained: true,
             peer_done: false,
             served: false,
-        }
+        })
     }
 
     /// Whether the bytes that arrived since the last look can change the parser's

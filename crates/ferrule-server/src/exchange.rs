@@ -83,7 +83,7 @@ pub(crate) struct Admit {
 }
 
 pub struct Exchange {
-    conn: Conn,
+    conn: Box<Conn>,
     head: Head,
     shared: Arc<Shared>,
     /// Next byte of `conn.buf` the body decoder has not seen.
@@ -111,7 +111,12 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub(crate) fn new(mut conn: Conn, head: Head, shared: Arc<Shared>, admit: Admit) -> Exchange {
+    pub(crate) fn new(
+        mut conn: Box<Conn>,
+        head: Head,
+        shared: Arc<Shared>,
+        admit: Admit,
+    ) -> Box<Exchange> {
         let Admit {
             https,
             defer,
@@ -122,7 +127,8 @@ impl Exchange {
         let mark = out.len();
         let body = BodyDecoder::new(head.framing.body, &shared.config.parser);
         let pos = head.len;
-        Exchange {
+        // Built in its box: the exchange travels through Python as a pointer.
+        Box::new(Exchange {
             continue_pending: head.framing.expect_continue && !body.is_done(),
             keep_alive: head.framing.keep_alive,
             conn,
@@ -141,7 +147,7 @@ impl Exchange {
             head,
             me,
             cork: CorkState::Idle,
-        }
+        })
     }
 
     // ---- the request ----
@@ -271,7 +277,7 @@ impl Exchange {
 
     /// Hands the connection back for the next request, or `None` when it must close.
     /// A response left in the buffer (see `finish`) travels with the connection.
-    pub(crate) fn into_conn(mut self: Box<Self>, park: &dyn Park) -> Option<Conn> {
+    pub(crate) fn into_conn(mut self: Box<Self>, park: &dyn Park) -> Option<Box<Conn>> {
         let reusable =
             matches!(self.response, Response::Done) && self.keep_alive && !self.shared.stopping();
         if !reusable || !self.drain() {

@@ -26,9 +26,11 @@ pub(crate) const MAX_HELD: usize = 4;
 /// A request that runs longer than this releases the answers held before it.
 pub(crate) const HOLD_LIMIT: Duration = Duration::from_micros(500);
 
-/// One slot of held connections per runner.
+/// One slot of held connections per runner. Boxed connections (see `Conn::new`): the
+/// slot's vector moves them in and out as pointers.
+#[allow(clippy::vec_box)]
 pub(crate) struct Held {
-    slots: Box<[Mutex<Vec<Conn>>]>,
+    slots: Box<[Mutex<Vec<Box<Conn>>>]>,
 }
 
 impl Held {
@@ -40,19 +42,27 @@ impl Held {
         }
     }
 
-    fn slot(&self, me: usize) -> MutexGuard<'_, Vec<Conn>> {
+    #[allow(clippy::vec_box)]
+    fn slot(&self, me: usize) -> MutexGuard<'_, Vec<Box<Conn>>> {
         self.slots[me].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runner `me` holds `conn`'s complete response back.
-    pub(crate) fn hold(&self, me: usize, conn: Conn) {
+    pub(crate) fn hold(&self, me: usize, conn: Box<Conn>) {
         self.slot(me).push(conn);
     }
 
     /// Runner `me` writes what it holds, then parks those connections (or drops
     /// them). `spare` is an empty vector swapped with the slot, so that neither
     /// allocates and the lock is not held across a wait on a full socket.
-    pub(crate) fn flush(&self, shared: &Shared, me: usize, spare: &mut Vec<Conn>, park: &dyn Park) {
+    #[allow(clippy::vec_box)]
+    pub(crate) fn flush(
+        &self,
+        shared: &Shared,
+        me: usize,
+        spare: &mut Vec<Box<Conn>>,
+        park: &dyn Park,
+    ) {
         std::mem::swap(&mut *self.slot(me), spare);
         for conn in spare.drain(..) {
             shared.flush_and_park(conn, park);

@@ -37,6 +37,7 @@ enum After {
 }
 
 /// A runner's state between batches.
+#[allow(clippy::vec_box)] // boxed connections move as pointers (`Conn::new`)
 struct Runner<'a> {
     shared: &'a Arc<Shared>,
     handler: &'a dyn Handler,
@@ -46,7 +47,7 @@ struct Runner<'a> {
     /// monitor may have written some of them since).
     held: usize,
     /// Swapped with the slot to write it (`Held::flush`).
-    spare: Vec<Conn>,
+    spare: Vec<Box<Conn>>,
 }
 
 /// A thread's life: park until allowed to be a runner, then wait for connections and

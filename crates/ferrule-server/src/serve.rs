@@ -42,12 +42,12 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
 pub(crate) fn serve(
     shared: &Arc<Shared>,
     handler: &dyn Handler,
-    mut conn: Conn,
+    mut conn: Box<Conn>,
     holding: bool,
     me: usize,
     started: Instant,
     park: &dyn Park,
-) -> Option<Conn> {
+) -> Option<Box<Conn>> {
     // The first request starts when the event was taken; pipelined ones read the clock.
     let mut started = Some(started);
     let cfg = &shared.config.parser;
@@ -63,7 +63,10 @@ pub(crate) fn serve(
                     let trusted = shared.config.forwarded_allow_ips.allows(conn.peer.ip());
                     let https = match trusted.then(|| secure_scheme(&head, &conn.buf)) {
                         Some(Ok(v)) => v.unwrap_or(false),
-                        Some(Err(e)) => return reject(shared, conn, e.into(), park),
+                        Some(Err(e)) => {
+                            reject(shared, &mut conn, e.into(), park);
+                            return None;
+                        }
                         None => false,
                     };
                     let token = conn.token;
@@ -75,7 +78,7 @@ pub(crate) fn serve(
                         started: started.take().unwrap_or_else(Instant::now),
                     };
                     let ex = Exchange::new(conn, head, shared.clone(), admit);
-                    let ex = handler.handle(Box::new(ex));
+                    let ex = handler.handle(ex);
                     let Some(ex) = ex else {
                         shared.table.release(token);
                         return None;
@@ -111,7 +114,10 @@ pub(crate) fn serve(
                     continue;
                 }
                 Ok(None) => {}
-                Err(e) => return reject(shared, conn, e.into(), park),
+                Err(e) => {
+                    reject(shared, &mut conn, e.into(), park);
+                    return None;
+                }
             }
         }
         match conn.read_some() {
@@ -119,7 +125,7 @@ pub(crate) fn serve(
                 if !conn.buf.is_empty() {
                     tracing::debug!("client closed the connection in the middle of a request head");
                 }
-                close(shared, conn, park);
+                close(shared, &mut conn, park);
                 return None;
             }
             Ok(_) => {
@@ -141,13 +147,13 @@ pub(crate) fn serve(
 }
 
 /// Closes a connection after writing what is still owed to it.
-fn close(shared: &Shared, mut conn: Conn, park: &dyn Park) {
+fn close(shared: &Shared, conn: &mut Conn, park: &dyn Park) {
     conn.flush_out(shared.config.io_timeout, park);
     shared.table.release(conn.token);
 }
 
 /// Answers a request the server refuses before the app sees it, logs why, and closes.
-fn reject(shared: &Shared, mut conn: Conn, e: Error, park: &dyn Park) -> Option<Conn> {
+fn reject(shared: &Shared, conn: &mut Conn, e: Error, park: &dyn Park) {
     // Answers to earlier pipelined requests come first.
     conn.flush_out(shared.config.io_timeout, park);
     let peer = match conn.peer.ip() {
@@ -159,5 +165,4 @@ fn reject(shared: &Shared, mut conn: Conn, e: Error, park: &dyn Park) -> Option<
         conn.answer_error(status);
     }
     shared.table.release(conn.token);
-    None
 }

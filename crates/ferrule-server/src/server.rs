@@ -121,7 +121,7 @@ impl Shared {
         self.ready_len.load(Ordering::Acquire)
     }
 
-    pub(crate) fn park(&self, conn: Conn, new: bool) {
+    pub(crate) fn park(&self, conn: Box<Conn>, new: bool) {
         // Also while stopping: a connection parked then is one the drain still serves.
         if let Some(token) = self.table.park(&self.poller, conn, new, &self.config) {
             self.push_ready(std::iter::once(token));
@@ -130,7 +130,7 @@ impl Shared {
 
     /// Writes what `conn` still owes its client, then parks it to wait for its next
     /// request, or forgets it when the write failed.
-    pub(crate) fn flush_and_park(&self, mut conn: Conn, park: &dyn Park) {
+    pub(crate) fn flush_and_park(&self, mut conn: Box<Conn>, park: &dyn Park) {
         if conn.flush_out(self.config.io_timeout, park) {
             self.park(conn, false);
         } else {

@@ -25,7 +25,7 @@ const SHRINK_AFTER: Duration = Duration::from_secs(1);
 struct Slot {
     generation: u32,
     /// `None` while a thread is serving the connection.
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     /// An event came while the connection was being served.
     missed: bool,
     /// Registered in epoll; a new connection is not until it first waits.
@@ -63,7 +63,7 @@ impl Table {
     pub(crate) fn park(
         &self,
         poller: &Poller,
-        mut conn: Conn,
+        mut conn: Box<Conn>,
         new: bool,
         cfg: &ServerConfig,
     ) -> Option<u64> {
@@ -116,7 +116,7 @@ impl Table {
 
     /// Takes the connection an event was for; `None` if it was closed meanwhile, or
     /// if a thread is serving it (which then learns of the event when it parks it).
-    pub(crate) fn take(&self, token: u64) -> Option<Conn> {
+    pub(crate) fn take(&self, token: u64) -> Option<Box<Conn>> {
         let mut slots = self.slots();
         let slot = slots.get_mut((token & 0xffff_ffff) as usize)?;
         if u64::from(slot.generation) != token >> 32 {
@@ -217,7 +217,7 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
-    fn pair() -> (TcpStream, Conn) {
+    fn pair() -> (TcpStream, Box<Conn>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
