@@ -224,14 +224,15 @@ def accept_queue(port: int) -> int:
     return sum(int(line.split()[1]) for line in out.splitlines() if len(line.split()) > 2)
 
 
-def left_waiting(port: int, seconds: float, proc) -> float:
+def left_waiting(port: int, seconds: float, proc, opened=passive_opens) -> float:
     """Clients the server left unaccepted through the whole run, sampled from just after the
     start to just before the end. wrk sends a request as soon as it connects, and its
     percentiles count only answered requests, so a server that serves a few connections and
     leaves the others in its accept queue shows a low p99 for the few. Exact in two cases:
     the queue was empty at one sample (nobody waited throughout: 0), or no connection was
     made between the first and last samples (the same clients waited throughout). Otherwise
-    (a queue that never emptied while new connections kept coming) it is unknown: nan."""
+    (a queue that never emptied while new connections kept coming) it is unknown: nan.
+    `opened` counts connections made (system-wide: the bench's traffic is all there is)."""
     first_at, last_at = min(0.5, seconds * 0.2), max(seconds - 0.5, seconds * 0.8)
     start = time.monotonic()
     queues, opens = [], []
@@ -239,16 +240,16 @@ def left_waiting(port: int, seconds: float, proc) -> float:
         time.sleep(max(0.0, start + at - time.monotonic()))
         if proc.poll() is not None:
             break
-        opens.append(passive_opens())
+        opens.append(opened())
         queues.append(accept_queue(port))
     if not queues:
         return float("nan")
     if min(queues) == 0:
-        return 0
-    return min(queues) if opens[-1] == opens[0] else float("nan")
+        return 0.0
+    return float(min(queues)) if opens[-1] == opens[0] else float("nan")
 
 
-def run_wrk(port: int, sc: Scenario, seconds: float) -> tuple[int, float, float, float, int, str]:
+def run_wrk(port: int, sc: Scenario, seconds: float) -> tuple[int, float, float, float, float, str]:
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{sc.conns}", f"-d{max(1, round(seconds))}s", "--latency",
            "--timeout", "5s"]
     for h in sc.headers:
@@ -412,18 +413,16 @@ def fmt(v: float, digits=1) -> str:
 
 
 def p99_line(results, sc: Scenario, servers) -> str:
-    """The peer with the lowest p99 among those that answered every client, against ferrule."""
-    fair = [(r.p99_ms, s) for s in servers if s != "ferrule"
-            for r in [results.get((s, sc.name))] if r and r.p99_ms == r.p99_ms and r.waiting == 0]
-    waiting = [s for s in servers if (r := results.get((s, sc.name))) and r.waiting and r.waiting == r.waiting]
-    base = results.get(("ferrule", sc.name))
+    """The peer with the lowest p99 among those that left no client waiting, against ferrule."""
+    rows = {s: r for s in servers if (r := results.get((s, sc.name)))}
+    fair = sorted((r.p99_ms, s) for s, r in rows.items() if s != "ferrule" and r.waiting == 0 and r.p99_ms == r.p99_ms)
+    left = [s for s, r in rows.items() if r.waiting > 0]  # nan compares false
     text = "Lowest p99 among the peers that left no client waiting: "
-    text += f"{min(fair)[1]} {fmt(min(fair)[0], 2)} ms" if fair else "none"
-    if base:
-        text += f"; ferrule {fmt(base.p99_ms, 2)} ms"
-    if waiting:
-        text += (f". Left clients waiting through the run (their p99 counts only the clients they served): "
-                 f"{', '.join(waiting)}")
+    text += f"{fair[0][1]} {fmt(fair[0][0], 2)} ms" if fair else "none"
+    if "ferrule" in rows:
+        text += f"; ferrule {fmt(rows['ferrule'].p99_ms, 2)} ms"
+    if left:
+        text += f". Left clients waiting through the run (their p99 counts only the clients they served): {', '.join(left)}"
     return text + "."
 
 
