@@ -1,6 +1,7 @@
 """The bench's count of clients a server leaves waiting (bench/bench.py `left_waiting`),
 checked against listeners that accept nobody and everybody."""
 
+import contextlib
 import itertools
 import math
 import socket
@@ -25,63 +26,50 @@ def no_new_connections():
     return 7
 
 
-def test_clients_never_accepted_are_counted():
+@contextlib.contextmanager
+def listener_and_clients(n, accept=False):
+    """A loopback listener with `n` clients connected; `accept` has a thread accept them.
+    Yields the port."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
         port = listener.getsockname()[1]
-        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        accepted = []
+        if accept:
+            threading.Thread(target=lambda: [accepted.append(listener.accept()[0]) for _ in range(n)],
+                             daemon=True).start()
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
         try:
-            assert bench.left_waiting(port, 1, Running(), no_new_connections) == 3
+            yield port
+            if accept:
+                assert len(accepted) == n
         finally:
-            for c in clients:
-                c.close()
+            for s in clients + accepted:
+                s.close()
+
+
+def test_clients_never_accepted_are_counted():
+    with listener_and_clients(3) as port:
+        assert bench.left_waiting(port, 1, Running(), no_new_connections) == 3
 
 
 def test_a_queue_that_never_empties_while_connections_come_is_unknown():
     """Then the clients in the queue may be new ones each time (a server that closes after
     each answer and accepts in turn): the bench cannot tell, and says so."""
     counter = itertools.count()
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        port = listener.getsockname()[1]
-        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
-        try:
-            assert math.isnan(bench.left_waiting(port, 1, Running(), lambda: next(counter)))
-        finally:
-            for c in clients:
-                c.close()
+    with listener_and_clients(2) as port:
+        assert math.isnan(bench.left_waiting(port, 1, Running(), lambda: next(counter)))
 
 
 def test_nobody_waits_at_a_server_that_accepts():
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        port = listener.getsockname()[1]
-        accepted = []
-        threading.Thread(target=lambda: [accepted.append(listener.accept()[0]) for _ in range(3)],
-                         daemon=True).start()
-        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
-        try:
-            assert bench.left_waiting(port, 1, Running(), no_new_connections) == 0
-            assert len(accepted) == 3
-        finally:
-            for s in clients + accepted:
-                s.close()
+    with listener_and_clients(3, accept=True) as port:
+        assert bench.left_waiting(port, 1, Running(), no_new_connections) == 0
 
 
 def test_passive_opens_counts_each_handshake():
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        before = bench.passive_opens()
-        clients = [socket.create_connection(listener.getsockname()) for _ in range(2)]
-        try:
-            assert bench.passive_opens() - before >= 2
-        finally:
-            for c in clients:
-                c.close()
+    before = bench.passive_opens()
+    with listener_and_clients(2):
+        assert bench.passive_opens() - before >= 2
 
 
 def test_the_p99_comparison_leaves_out_peers_that_left_clients_waiting():
