@@ -26,11 +26,14 @@ pub(crate) const MAX_HELD: usize = 4;
 /// A request that runs longer than this releases the answers held before it.
 pub(crate) const HOLD_LIMIT: Duration = Duration::from_micros(500);
 
-/// One slot of held connections per runner. Boxed connections (see `Conn::new`): the
-/// slot's vector moves them in and out as pointers.
+/// The connections of one runner's slot. Boxed (see `Conn::new`): the vector moves
+/// them in and out as pointers.
 #[allow(clippy::vec_box)]
+pub(crate) type HeldConns = Vec<Box<Conn>>;
+
+/// One slot of held connections per runner.
 pub(crate) struct Held {
-    slots: Box<[Mutex<Vec<Box<Conn>>>]>,
+    slots: Box<[Mutex<HeldConns>]>,
 }
 
 impl Held {
@@ -42,8 +45,7 @@ impl Held {
         }
     }
 
-    #[allow(clippy::vec_box)]
-    fn slot(&self, me: usize) -> MutexGuard<'_, Vec<Box<Conn>>> {
+    fn slot(&self, me: usize) -> MutexGuard<'_, HeldConns> {
         self.slots[me].lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -55,14 +57,7 @@ impl Held {
     /// Runner `me` writes what it holds, then parks those connections (or drops
     /// them). `spare` is an empty vector swapped with the slot, so that neither
     /// allocates and the lock is not held across a wait on a full socket.
-    #[allow(clippy::vec_box)]
-    pub(crate) fn flush(
-        &self,
-        shared: &Shared,
-        me: usize,
-        spare: &mut Vec<Box<Conn>>,
-        park: &dyn Park,
-    ) {
+    pub(crate) fn flush(&self, shared: &Shared, me: usize, spare: &mut HeldConns, park: &dyn Park) {
         std::mem::swap(&mut *self.slot(me), spare);
         for conn in spare.drain(..) {
             shared.flush_and_park(conn, park);

@@ -6,9 +6,8 @@
 //! [`Park`] it is given: reads and writes are non-blocking, and a full socket is
 //! waited for through `park` (which releases the GIL).
 
-use crate::conn::Conn;
 use crate::exchange::Park;
-use crate::held::{HOLD_LIMIT, MAX_HELD};
+use crate::held::{HeldConns, HOLD_LIMIT, MAX_HELD};
 use crate::serve::{accept_all, serve};
 use crate::server::{Handler, Shared, LISTENER, WAKE};
 use crate::sys::{
@@ -37,7 +36,6 @@ enum After {
 }
 
 /// A runner's state between batches.
-#[allow(clippy::vec_box)] // boxed connections move as pointers (`Conn::new`)
 struct Runner<'a> {
     shared: &'a Arc<Shared>,
     handler: &'a dyn Handler,
@@ -47,7 +45,7 @@ struct Runner<'a> {
     /// monitor may have written some of them since).
     held: usize,
     /// Swapped with the slot to write it (`Held::flush`).
-    spare: Vec<Box<Conn>>,
+    spare: HeldConns,
 }
 
 /// A thread's life: park until allowed to be a runner, then wait for connections and
