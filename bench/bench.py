@@ -221,7 +221,8 @@ def accept_queue(port: int) -> int:
     scenarios leave behind (tens of milliseconds on the load generator's CPU, enough to
     move its p99)."""
     out = subprocess.run(["ss", "-Hltn", "sport", "=", f":{port}"], capture_output=True, text=True, timeout=30).stdout
-    return sum(int(line.split()[1]) for line in out.splitlines() if len(line.split()) > 2)
+    rows = (line.split() for line in out.splitlines())
+    return sum(int(f[1]) for f in rows if len(f) > 2)
 
 
 def left_waiting(port: int, seconds: float, proc, opened=passive_opens) -> float:
@@ -250,15 +251,15 @@ def left_waiting(port: int, seconds: float, proc, opened=passive_opens) -> float
 
 
 def run_wrk(port: int, sc: Scenario, seconds: float) -> tuple[int, float, float, float, float, str]:
-    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{sc.conns}", f"-d{max(1, round(seconds))}s", "--latency",
-           "--timeout", "5s"]
+    duration = max(1, round(seconds))  # wrk takes whole seconds
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{sc.conns}", f"-d{duration}s", "--latency", "--timeout", "5s"]
     for h in sc.headers:
         cmd += ["-H", h]
     if sc.script:
         cmd += ["-s", str(HERE / sc.script)]
     cmd.append(f"http://127.0.0.1:{port}{sc.path}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    waiting = left_waiting(port, max(1, round(seconds)), proc)
+    waiting = left_waiting(port, duration, proc)
     try:
         out = proc.communicate(timeout=seconds + 60)[0]
     except subprocess.TimeoutExpired:
