@@ -214,15 +214,12 @@ pub struct DateCache {
 }
 
 impl DateCache {
-    /// The IMF-fixdate for `now`.
-    pub fn get(&mut self, now: SystemTime) -> &str {
-        let second = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        if second != self.second || self.text.is_empty() {
-            self.second = second;
-            self.text = httpdate::fmt_http_date(now);
+    /// The IMF-fixdate for `unix_secs` (seconds since 1970, the field's resolution).
+    pub fn get(&mut self, unix_secs: u64) -> &str {
+        if unix_secs != self.second || self.text.is_empty() {
+            self.second = unix_secs;
+            let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs);
+            self.text = httpdate::fmt_http_date(at);
         }
         &self.text
     }
@@ -258,6 +255,15 @@ pub fn reason_phrase(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_formatted_once_a_second() {
+        let mut cache = DateCache::default();
+        assert_eq!(cache.get(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(cache.get(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(cache.get(784_111_778), "Sun, 06 Nov 1994 08:49:38 GMT");
+        assert_eq!(DateCache::default().get(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+    }
 
     #[test]
     fn statuses() {

@@ -128,7 +128,7 @@ impl Environ {
     }
 
     /// The environ for the request in `tx`.
-    pub fn build<'py>(&self, py: Python<'py>, tx: &Py<Tx>) -> PyResult<Bound<'py, PyDict>> {
+    pub fn build<'py>(&self, py: Python<'py>, tx: &Bound<'py, Tx>) -> PyResult<Bound<'py, PyDict>> {
         TEMPLATE.with(|cell| {
             // Only `build` borrows it, and nothing in `build` builds another environ.
             let mut slot = cell
@@ -150,10 +150,10 @@ impl Environ {
     fn build_in<'py>(
         &self,
         py: Python<'py>,
-        tx: &Py<Tx>,
+        tx: &Bound<'py, Tx>,
         local: &mut ThreadTemplate,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let mut t = tx.borrow_mut(py);
+        let mut t = tx.borrow_mut();
         let ex = t.exchange()?;
         let values = self.sticky(py, ex, &mut self.caches(), &mut local.recent);
         let template = local.template.bind(py);
@@ -162,10 +162,11 @@ impl Environ {
                 continue;
             }
             template.set_item(key, &value)?;
-            *stored = Some(value.unbind());
+            // Dropped as a `Bound`: a plain decref, without pyo3's GIL check.
+            let _old = stored.replace(value.unbind()).map(|o| o.into_bound(py));
         }
         let env = template.copy()?;
-        env.set_item(intern!(py, "wsgi.input"), tx.bind(py))?;
+        env.set_item(intern!(py, "wsgi.input"), tx)?;
         if let Some(ct) = ex.content_type() {
             env.set_item(intern!(py, "CONTENT_TYPE"), latin1_str(py, ct))?;
         }
@@ -283,7 +284,7 @@ impl Environ {
             }
             let make = || header_key(py, name);
             let key = cached(&mut strings.header_keys, name, make, |k| k.clone_ref(py));
-            let key = key.bind(py);
+            let key = &key.into_bound(py);
             // Host is in nearly every request, and the same through a front server.
             let value = match name.eq_ignore_ascii_case(b"host") {
                 true => host.get(py, value),

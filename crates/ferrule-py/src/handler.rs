@@ -37,7 +37,9 @@ impl Wsgi {
     }
 
     fn call(&self, py: Python<'_>, ex: Box<Exchange>) -> Option<Box<Exchange>> {
-        let tx = match Py::new(
+        // A `Bound`, not a `Py`: dropping it is a plain decref, without pyo3's check
+        // of the thread's GIL state.
+        let tx = match Bound::new(
             py,
             Tx {
                 ex: Some(ex),
@@ -54,7 +56,7 @@ impl Wsgi {
         let result = self
             .environ
             .build(py, &tx)
-            .and_then(|environ| self.app.bind(py).call1((environ, tx.clone_ref(py))));
+            .and_then(|environ| self.app.bind(py).call1((environ, &tx)));
         let outcome = match &result {
             Ok(iterable) => {
                 let sent = send_iterable(py, &tx, iterable);
@@ -63,7 +65,7 @@ impl Wsgi {
             }
             Err(e) => Err(Failure::App(e.clone_ref(py))),
         };
-        let mut t = tx.borrow_mut(py);
+        let mut t = tx.borrow_mut();
         let input_error = t.input_error;
         let mut ex = t.ex.take()?;
         drop(t);
@@ -155,11 +157,10 @@ fn close_iterable(py: Python<'_>, iterable: &Bound<'_, PyAny>) {
 
 /// Runs `f` on the exchange; a server error becomes a transport failure.
 fn with_ex<R>(
-    py: Python<'_>,
-    tx: &Py<Tx>,
+    tx: &Bound<'_, Tx>,
     f: impl FnOnce(&mut Exchange) -> Result<R, Error>,
 ) -> Result<R, Failure> {
-    let mut t = tx.borrow_mut(py);
+    let mut t = tx.borrow_mut();
     let started = t.started;
     let ex = t.exchange()?;
     if !started && !ex.head_sent() {
@@ -182,7 +183,11 @@ fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> Result<&'a Bound<'py, PyByt
     })
 }
 
-fn send_iterable(py: Python<'_>, tx: &Py<Tx>, iterable: &Bound<'_, PyAny>) -> Result<(), Failure> {
+fn send_iterable(
+    py: Python<'_>,
+    tx: &Bound<'_, Tx>,
+    iterable: &Bound<'_, PyAny>,
+) -> Result<(), Failure> {
     let park = ReleaseGil(py);
     if let Ok(fw) = iterable.downcast::<FileWrapper>() {
         if send_file(py, tx, &fw.borrow())? {
@@ -203,7 +208,7 @@ fn send_iterable(py: Python<'_>, tx: &Py<Tx>, iterable: &Bound<'_, PyAny>) -> Re
         for item in &items {
             total += as_bytes(item)?.as_bytes().len() as u64;
         }
-        return with_ex(py, tx, |ex| {
+        return with_ex(tx, |ex| {
             if !ex.head_sent() {
                 ex.end_head(Some(total))?;
             }
@@ -222,14 +227,14 @@ fn send_iterable(py: Python<'_>, tx: &Py<Tx>, iterable: &Bound<'_, PyAny>) -> Re
         if data.is_empty() {
             continue;
         }
-        with_ex(py, tx, |ex| {
+        with_ex(tx, |ex| {
             if !ex.head_sent() {
                 ex.end_head(None)?;
             }
             ex.write_body(data, true, &park)
         })?;
     }
-    with_ex(py, tx, |ex| {
+    with_ex(tx, |ex| {
         if !ex.head_sent() {
             ex.end_head(Some(0))?;
         }
@@ -238,13 +243,13 @@ fn send_iterable(py: Python<'_>, tx: &Py<Tx>, iterable: &Bound<'_, PyAny>) -> Re
 }
 
 /// sendfile for a real file; `Ok(false)` means iterate the wrapper instead.
-fn send_file(py: Python<'_>, tx: &Py<Tx>, fw: &FileWrapper) -> Result<bool, Failure> {
+fn send_file(py: Python<'_>, tx: &Bound<'_, Tx>, fw: &FileWrapper) -> Result<bool, Failure> {
     let filelike = fw.filelike.bind(py);
     let Some((fd, offset, size)) = regular_file(py, filelike)? else {
         return Ok(false);
     };
     let park = ReleaseGil(py);
-    with_ex(py, tx, |ex| {
+    with_ex(tx, |ex| {
         if !ex.head_sent() {
             ex.end_head(Some(size))?;
         }

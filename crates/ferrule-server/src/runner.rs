@@ -8,13 +8,14 @@
 
 use crate::exchange::Park;
 use crate::held::{HeldConns, HOLD_LIMIT, MAX_HELD};
+use crate::sched::Stamp;
 use crate::serve::{accept_all, serve};
 use crate::server::{Handler, Shared, LISTENER, WAKE};
 use crate::sys::{
     current_thread_cpu_clock, empty_event, ends_stream, precise_timers, Event, ThreadState,
 };
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Events taken from epoll per wait: answering ready connections back to back keeps
 /// the clients' side busy, which makes each wake-up on their side cheaper.
@@ -46,6 +47,8 @@ struct Runner<'a> {
     held: usize,
     /// Swapped with the slot to write it (`Held::flush`).
     spare: HeldConns,
+    /// When the last request of the current batch ended: the next one's start.
+    last_end: Option<Stamp>,
 }
 
 /// A thread's life: park until allowed to be a runner, then wait for connections and
@@ -58,6 +61,7 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
         events: [empty_event(); BATCH],
         held: 0,
         spare: Vec::with_capacity(MAX_HELD),
+        last_end: None,
     };
     precise_timers();
     shared.sched.register(
@@ -120,6 +124,7 @@ impl Runner<'_> {
     /// Serves `first` and then whatever is ready without waiting, then writes the
     /// responses held back.
     fn batch(&mut self, first: u64, park: &dyn Park) -> After {
+        self.last_end = None;
         let mut next = Some(first);
         while let Some(token) = next {
             if self.serve_token(token, park) {
@@ -163,26 +168,31 @@ impl Runner<'_> {
                 let _ = shared.poller.delete(shared.waker.fd());
             }
             WAKE => {}
-            t if t & LISTENER != 0 => accept_all(shared, (t & !LISTENER) as usize),
+            t if t & LISTENER != 0 => {
+                accept_all(shared, (t & !LISTENER) as usize);
+                self.last_end = None;
+            }
             t => {
                 let Some(mut conn) = shared.table.take(t & !PEER_DONE) else {
                     return false;
                 };
                 conn.peer_done |= t & PEER_DONE != 0;
-                // Two clock reads per event: the start and the end.
-                let started = Instant::now();
+                // One clock read per request: back to back, one's end is the next's start.
+                let started = self.last_end.take().unwrap_or_else(|| shared.sched.stamp());
                 shared.sched.start_request(self.me, started);
                 shared.rouse_monitor();
                 let holding = self.held > 0;
                 let me = self.me;
-                if let Some(c) = serve(shared, self.handler, conn, holding, me, started, park) {
+                if let Some(c) = serve(shared, self.handler, conn, holding, me, started.at, park) {
                     shared.held.hold(me, c);
                     self.held += 1;
                 }
-                let ended = Instant::now();
+                let ended = shared.sched.stamp();
+                self.last_end = Some(ended);
                 // A slow request means the held answers already waited long.
-                if self.held >= MAX_HELD || ended - started > HOLD_LIMIT {
+                if self.held >= MAX_HELD || ended.since(started) > HOLD_LIMIT {
                     self.flush(park);
+                    self.last_end = None;
                 }
                 if shared
                     .sched

@@ -30,6 +30,22 @@ pub(crate) const KEEP_AFTER_BLOCKED: Duration = Duration::from_millis(50);
 /// a blocking app wait for the monitor to add one back.
 const KEEP_AFTER_SLOW: Duration = Duration::from_millis(1);
 
+/// A reading of the monotonic clock with its offset from the scheduler's epoch. A
+/// runner reads the clock once per request: the end of one request in a batch is the
+/// start of the next (a clock read costs tens of nanoseconds on a VM).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stamp {
+    pub(crate) at: Instant,
+    nanos: u64,
+}
+
+impl Stamp {
+    /// Time from `earlier` to `self`, zero if `earlier` is later.
+    pub(crate) fn since(self, earlier: Stamp) -> Duration {
+        Duration::from_nanos(self.nanos.saturating_sub(earlier.nanos))
+    }
+}
+
 /// A thread's CPU clock, its last sample, and its scheduler state.
 #[derive(Default)]
 struct Clock {
@@ -132,10 +148,22 @@ impl Sched {
         self.runner_count.load(Ordering::Relaxed) > 1
     }
 
+    /// Reads the clock.
+    pub(crate) fn stamp(&self) -> Stamp {
+        self.stamp_at(Instant::now())
+    }
+
+    pub(crate) fn stamp_at(&self, at: Instant) -> Stamp {
+        Stamp {
+            at,
+            nanos: self.nanos(at),
+        }
+    }
+
     /// Thread `me` starts a request.
-    pub(crate) fn start_request(&self, me: usize, now: Instant) {
+    pub(crate) fn start_request(&self, me: usize, now: Stamp) {
         self.idle.fetch_sub(1, Ordering::SeqCst);
-        self.busy[me].store(self.nanos(now).max(1), Ordering::Relaxed);
+        self.busy[me].store(now.nanos.max(1), Ordering::Relaxed);
     }
 
     /// Whether some runner is inside a request. Reads `idle` with SeqCst, the order
@@ -178,8 +206,8 @@ impl Sched {
     /// runner because another runner is already waiting for work, the request was
     /// quick, the runners have not all been blocked lately, and `may_park` (no
     /// queued work needs it).
-    pub(crate) fn end_request(&self, me: usize, may_park: bool, now: Instant) -> bool {
-        let now = self.nanos(now);
+    pub(crate) fn end_request(&self, me: usize, may_park: bool, now: Stamp) -> bool {
+        let now = now.nanos;
         let started = self.busy[me].swap(0, Ordering::Relaxed);
         let slow = now.saturating_sub(started) >= KEEP_AFTER_SLOW.as_nanos() as u64;
         let last_blocked = self.last_all_blocked.load(Ordering::Relaxed);
@@ -335,7 +363,7 @@ mod tests {
         assert!(!s.several_runners());
         // An idle runner: nothing to add.
         assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), 0..0);
-        s.start_request(me, Instant::now());
+        s.start_request(me, s.stamp());
         // Nothing waiting: nothing to add.
         assert_eq!(s.maybe_grow(|| 0, clocks(&cpu)), 0..0);
         // Computing: its CPU clock runs with the wall clock.
@@ -350,13 +378,13 @@ mod tests {
         // While runners were blocked lately, finishing a request does not park.
         assert!(s.become_runner());
         assert!(s.several_runners());
-        s.start_request(1, Instant::now());
-        assert!(!s.end_request(me, true, Instant::now()));
-        assert!(!s.end_request(1, true, Instant::now()));
+        s.start_request(1, s.stamp());
+        assert!(!s.end_request(me, true, s.stamp()));
+        assert!(!s.end_request(1, true, s.stamp()));
         // Once the blocking is old news, a runner that finds another idle parks.
         s.last_all_blocked.store(1, Ordering::Relaxed);
-        s.start_request(1, Instant::now());
-        assert!(s.end_request(1, true, Instant::now()));
+        s.start_request(1, s.stamp());
+        assert!(s.end_request(1, true, s.stamp()));
         assert_eq!(s.allowed(), 1);
         assert!(!s.several_runners());
     }
@@ -376,7 +404,7 @@ mod tests {
         let (s, cpu) = up_a_second(64);
         let me = s.first();
         assert!(s.become_runner());
-        s.start_request(me, Instant::now());
+        s.start_request(me, s.stamp());
         // 40 connections wait: 1 -> 2 -> 4 -> 8 -> 16 -> 32 runners, then the 8 left.
         let mut runners = 1;
         for (want, waiting) in [(2, 40), (4, 39), (8, 37), (16, 33), (32, 25), (40, 8)] {
@@ -384,7 +412,7 @@ mod tests {
             assert_eq!(started, runners..want, "{waiting} waiting");
             for id in started {
                 assert!(s.become_runner());
-                s.start_request(id, Instant::now());
+                s.start_request(id, s.stamp());
                 runners += 1;
             }
             assert_eq!(s.allowed(), want);
@@ -399,14 +427,16 @@ mod tests {
         let me = s.first();
         assert!(s.become_runner());
         let began = Instant::now();
-        s.start_request(me, began);
+        s.start_request(me, s.stamp_at(began));
         assert_eq!(grow(&s, &cpu, 1), 1..2);
         assert!(s.become_runner());
         // Runner 1 idles; the blocking is old news; runner 0's request took 5 ms.
         s.last_all_blocked.store(1, Ordering::Relaxed);
-        assert!(!s.end_request(me, true, began + Duration::from_millis(5)));
+        let end = s.stamp_at(began + Duration::from_millis(5));
+        assert!(!s.end_request(me, true, end));
         // A quick request with a runner idle: step back.
-        s.start_request(me, began);
-        assert!(s.end_request(me, true, began + Duration::from_micros(50)));
+        s.start_request(me, s.stamp_at(began));
+        let end = s.stamp_at(began + Duration::from_micros(50));
+        assert!(s.end_request(me, true, end));
     }
 }

@@ -58,7 +58,8 @@ impl Recent {
                 Some((last, old)) => {
                     last.clear();
                     last.extend_from_slice(bytes);
-                    *old = s.clone().unbind();
+                    // Dropped as a `Bound`: a plain decref, without pyo3's GIL check.
+                    let _old = std::mem::replace(old, s.clone().unbind()).into_bound(py);
                 }
                 None => self.0 = Some((bytes.to_vec(), s.clone().unbind())),
             }

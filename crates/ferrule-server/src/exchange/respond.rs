@@ -18,7 +18,7 @@ thread_local! {
 
 /// Appends the current `Date` value.
 pub(crate) fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
-    DATE.with(|d| f(d.borrow_mut().get(crate::clock::coarse_wall())))
+    DATE.with(|d| f(d.borrow_mut().get(crate::clock::coarse_unix_secs())))
 }
 
 /// Bodies at least this large are written from the app's buffer instead of copied.
