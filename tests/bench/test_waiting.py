@@ -80,3 +80,10 @@ def test_the_p99_comparison_leaves_out_peers_that_left_clients_waiting():
     line = bench.p99_line(results, bench.SCENARIOS[0], list(bench.SERVERS))
     assert line.startswith("Lowest p99 among the peers that left no client waiting: bjoern 0.90 ms; ferrule 0.80 ms.")
     assert line.endswith("counts only the clients they served): uwsgi-t8.")
+
+
+def test_pipelined_runs_have_no_latency_columns():
+    pipelined = [sc for sc in bench.SCENARIOS if sc.script == "pipeline.lua"]
+    assert pipelined and not any(sc.timed for sc in pipelined)
+    line = bench.p99_line({("ferrule", pipelined[0].name): bench.Result(rps=1.0)}, pipelined[0], ["ferrule"])
+    assert line.startswith("No latency columns: wrk times one response in each pipelined batch")
