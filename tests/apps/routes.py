@@ -50,6 +50,9 @@ def _endless(size):
         yield block
 
 
+KEPT = []  # request objects an app holds past its request (see /keep)
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     query = environ.get("QUERY_STRING", "")
@@ -68,6 +71,20 @@ def app(environ, start_response):
             environ.update((k, "mutated") for k, v in dump.items() if isinstance(v, str))
             environ.pop("SERVER_NAME")
         return _text(start_response, json.dumps(dump), ctype="application/json")
+    if path == "/keep":  # holds this request's objects; the next /keep checks them
+        result = {}
+        if KEPT:
+            old_input, old_start = KEPT.pop()
+            result["reused"] = old_input is inp or old_start is start_response
+            for name, call in (("read", lambda: old_input.read(1)),
+                               ("start_response", lambda: old_start("200 OK", [("Content-Type", "text/plain")]))):
+                try:
+                    call()
+                    result[name] = "no error"
+                except RuntimeError as e:
+                    result[name] = str(e)
+        KEPT.append((inp, start_response))
+        return _text(start_response, json.dumps(result), ctype="application/json")
     if path == "/echo":
         return _text(start_response, _read_all(inp), ctype="application/octet-stream")
     if path == "/read-sizes":

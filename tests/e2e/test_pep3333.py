@@ -124,6 +124,18 @@ def test_environ_is_right_on_every_runner_thread(server):
     assert len({thread for _, thread in results}) > 1
 
 
+def test_request_objects_the_app_kept_are_not_reused_and_fail_cleanly(server):
+    # A finished request's object is reused by the next request only when nothing
+    # else refers to it (handler.rs); one the app kept must stay finished.
+    for _ in range(3):
+        assert get(server, "/hello")[0] == 200
+    assert get(server, "/keep")[0] == 200
+    status, _, body = get(server, "/keep")
+    finished = "this request is already finished"
+    assert status == 200
+    assert json.loads(body) == {"reused": False, "read": finished, "start_response": finished}
+
+
 def test_path_info_is_percent_decoded_as_latin1(server):
     _, _, body = get(server, "/environ%2Fx%C3%A9")
     assert json.loads(body)["PATH_INFO"] == "/environ/x\u00c3\u00a9"

@@ -11,6 +11,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
+use std::cell::RefCell;
 
 pub struct Wsgi {
     app: PyObject,
@@ -37,16 +38,7 @@ impl Wsgi {
     }
 
     fn call(&self, py: Python<'_>, ex: Box<Exchange>) -> Option<Box<Exchange>> {
-        // A `Bound`, not a `Py`: dropping it is a plain decref, without pyo3's check
-        // of the thread's GIL state.
-        let tx = match Bound::new(
-            py,
-            Tx {
-                ex: Some(ex),
-                started: false,
-                input_error: None,
-            },
-        ) {
+        let tx = match request_object(py, ex) {
             Ok(tx) => tx,
             Err(e) => {
                 tracing::error!("cannot allocate the request: {e}");
@@ -65,6 +57,7 @@ impl Wsgi {
             }
             Err(e) => Err(Failure::App(e.clone_ref(py))),
         };
+        drop(result);
         let mut t = tx.borrow_mut();
         let input_error = t.input_error;
         let mut ex = t.ex.take()?;
@@ -72,7 +65,39 @@ impl Wsgi {
         if let Err(failure) = outcome {
             fail(py, &mut ex, failure, input_error);
         }
+        keep_for_reuse(tx);
         Some(ex)
+    }
+}
+
+thread_local! {
+    /// A finished request object nobody else refers to, reused by this thread's next
+    /// request: one allocation and deallocation less per request (about 4% of the
+    /// server's instructions for a plain app).
+    static SPARE: RefCell<Option<Py<Tx>>> = const { RefCell::new(None) };
+}
+
+/// The request object for `ex`: this thread's spare one, or a new one.
+fn request_object(py: Python<'_>, ex: Box<Exchange>) -> PyResult<Bound<'_, Tx>> {
+    // Returned as a `Bound`: dropping one is a plain decref, without pyo3's check of
+    // the thread's GIL state.
+    if let Some(tx) = SPARE.with(|s| s.borrow_mut().take()) {
+        let tx = tx.into_bound(py);
+        if let Ok(mut t) = tx.try_borrow_mut() {
+            *t = Tx::new(ex);
+            drop(t);
+            return Ok(tx);
+        }
+    }
+    Bound::new(py, Tx::new(ex))
+}
+
+/// Keeps `tx` as this thread's spare if only this reference is left: the app, its
+/// environ and its iterable are gone, and the class takes no weak references, so no
+/// one can tell it is used again.
+fn keep_for_reuse(tx: Bound<'_, Tx>) {
+    if tx.get_refcnt() == 1 {
+        SPARE.with(|s| *s.borrow_mut() = Some(tx.unbind()));
     }
 }
 

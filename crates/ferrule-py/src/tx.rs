@@ -24,6 +24,14 @@ pub struct Tx {
 }
 
 impl Tx {
+    pub fn new(ex: Box<Exchange>) -> Tx {
+        Tx {
+            ex: Some(ex),
+            started: false,
+            input_error: None,
+        }
+    }
+
     pub fn exchange(&mut self) -> PyResult<&mut Exchange> {
         self.ex
             .as_deref_mut()
