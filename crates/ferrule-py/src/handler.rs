@@ -72,8 +72,8 @@ impl Wsgi {
 
 thread_local! {
     /// A finished request object nobody else refers to, reused by this thread's next
-    /// request: one allocation and deallocation less per request (about 4% of the
-    /// server's instructions for a plain app).
+    /// request: one allocation and deallocation less per request (callgrind: about 140
+    /// of the 11,000 instructions of a plain app's request).
     static SPARE: RefCell<Option<Py<Tx>>> = const { RefCell::new(None) };
 }
 
