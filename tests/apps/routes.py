@@ -53,6 +53,17 @@ def _endless(size):
 KEPT = []  # request objects an app holds past its request (see /keep)
 
 
+class Text(str):
+    """A str subclass: the server does not remember fields made of it."""
+
+
+# The very same status and header objects on every response (see /fields): the server
+# remembers a few of them with their checked bytes. MANY has more than it remembers.
+FEW = [("Content-Type", "text/plain"), ("Server", "mine"), ("Date", "then"), ("Content-Length", "2")]
+MANY = [(f"X-Field-{i}", f"v{i}") for i in range(12)] + [("Content-Type", "text/plain"), ("Content-Length", "2")]
+TWO_LENGTHS = [("Content-Length", "2"), ("Content-Length", "3")]
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     query = environ.get("QUERY_STRING", "")
@@ -85,6 +96,14 @@ def app(environ, start_response):
                     result[name] = str(e)
         KEPT.append((inp, start_response))
         return _text(start_response, json.dumps(result), ctype="application/json")
+    if path == "/fields":
+        if query == "few":
+            start_response("203 Constant Fields", list(FEW))
+        elif query == "many":
+            start_response("200 OK", list(MANY))
+        else:  # not under wsgiref.validate, which wants exact str
+            start_response(Text("200 OK"), [(Text("X-Sub"), Text(query)), (Text("Content-Length"), Text("2"))])
+        return [b"ok"]
     if path == "/echo":
         return _text(start_response, _read_all(inp), ctype="application/octet-stream")
     if path == "/read-sizes":
@@ -176,6 +195,9 @@ def app(environ, start_response):
     if path == "/cl-less":
         start_response("200 OK", [("Content-Length", "10")])
         return [b"abc"]
+    if path == "/two-lengths":
+        start_response("200 OK", list(TWO_LENGTHS))
+        return [b"ok"]
     if path == "/twice":
         start_response("200 OK", [])
         start_response("200 OK", [])

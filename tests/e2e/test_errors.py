@@ -37,6 +37,16 @@ def test_protocol_violations_become_500_and_are_logged(serve):
         assert words in log, words
 
 
+def test_a_remembered_field_is_checked_against_the_others_every_time(serve):
+    # The same two constant tuples declare two different lengths: the second response
+    # takes them from the server's memory of checked fields and must fail the same way.
+    s = serve("routes:app")
+    for _ in range(3):
+        assert get(s.port, "/two-lengths")[0] == 500
+    s.stop()
+    assert s.log().count("two different Content-Length headers") == 3
+
+
 def test_error_after_head_cuts_the_connection(serve):
     s = serve("routes:app")
     reply = raw(s.port, b"GET /error-after HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -7,6 +7,7 @@
 
 mod body;
 mod chars;
+mod checked;
 mod config;
 mod error;
 mod forwarded;
@@ -18,6 +19,7 @@ mod response;
 mod target;
 
 pub use body::{BodyDecoder, Step};
+pub use checked::CheckedField;
 pub use config::{HeaderMap, ParserConfig, MAX_REQUEST_LINE};
 pub use error::ParseError;
 pub use forwarded::{secure_scheme, SECURE_SCHEME_HEADERS};

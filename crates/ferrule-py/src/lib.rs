@@ -5,6 +5,7 @@
 mod config;
 mod environ;
 mod errors;
+mod fields;
 mod file_wrapper;
 mod handler;
 mod input;

@@ -3,13 +3,14 @@
 //! request instead of four: each costs about as much as parsing a short request head.
 //! It owns the connection while the app runs.
 
+use crate::fields;
 use crate::input;
 use crate::park::ReleaseGil;
-use crate::text::{latin1_bytes, type_name};
+use crate::text::type_name;
 use ferrule_server::{Error, Exchange};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList};
 
 /// One request's state, and `start_response`, `write` and `wsgi.input`.
 #[pyclass(module = "ferrule._ferrule", name = "Request")]
@@ -125,37 +126,12 @@ fn start_response(
             type_name(headers)
         ))
     })?;
-    ex.begin_head(&latin1_bytes(status, "status")?)
-        .map_err(to_pyerr)?;
-    let result = add_headers(ex, headers);
+    let result = fields::begin_head(ex, status, headers);
     if result.is_err() {
         ex.abort_head();
     }
     result?;
     tx.started = true;
-    Ok(())
-}
-
-fn add_headers(ex: &mut Exchange, headers: &Bound<'_, PyList>) -> PyResult<()> {
-    for item in headers.iter() {
-        let pair = item.downcast::<PyTuple>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "each header must be a (name, value) tuple, got {}",
-                type_name(&item)
-            ))
-        })?;
-        if pair.len() != 2 {
-            return Err(PyTypeError::new_err(
-                "each header must be a (name, value) tuple",
-            ));
-        }
-        let (name_obj, value_obj) = (pair.get_item(0)?, pair.get_item(1)?);
-        let name = latin1_bytes(&name_obj, "header name")?;
-        let value = latin1_bytes(&value_obj, "header value")?;
-        ex.add_header(&name, &value).map_err(|e| {
-            PyValueError::new_err(format!("header {:?}: {e}", String::from_utf8_lossy(&name)))
-        })?;
-    }
     Ok(())
 }
 

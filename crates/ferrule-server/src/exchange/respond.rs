@@ -7,7 +7,7 @@ use crate::error::{Error, Phase};
 use crate::sys::{self, Interest};
 use ferrule_http::{
     choose_framing, classify_field, error_response, finish_head, parse_status, write_chunk,
-    write_status_line, DateCache, FieldKind, ResponseFraming, LAST_CHUNK,
+    write_status_line, CheckedField, DateCache, FieldKind, ResponseFraming, LAST_CHUNK,
 };
 use std::cell::RefCell;
 use std::io;
@@ -20,6 +20,8 @@ thread_local! {
 pub(crate) fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
     DATE.with(|d| f(d.borrow_mut().get(crate::clock::coarse_unix_secs())))
 }
+
+const OUTSIDE_HEAD: Error = Error::Protocol("header added outside a response head");
 
 /// Bodies at least this large are written from the app's buffer instead of copied.
 const ZERO_COPY_MIN: usize = 16 * 1024;
@@ -49,6 +51,23 @@ impl Exchange {
 
     /// Adds one of the app's fields after checking it.
     pub fn add_header(&mut self, name: &[u8], value: &[u8]) -> Result<(), Error> {
+        if !matches!(self.response, Response::Building { .. }) {
+            return Err(OUTSIDE_HEAD);
+        }
+        self.note_field(classify_field(name, value)?)?;
+        ferrule_http::write_field(&mut self.out, name, value);
+        Ok(())
+    }
+
+    /// Adds a field checked before (the app sent the very same field again).
+    pub fn add_checked(&mut self, field: &CheckedField) -> Result<(), Error> {
+        self.note_field(field.kind())?;
+        self.out.extend_from_slice(field.line());
+        Ok(())
+    }
+
+    /// Records what a field of the head being built means to the server.
+    fn note_field(&mut self, kind: FieldKind) -> Result<(), Error> {
         let Response::Building {
             declared,
             server,
@@ -56,9 +75,9 @@ impl Exchange {
             ..
         } = &mut self.response
         else {
-            return Err(Error::Protocol("header added outside a response head"));
+            return Err(OUTSIDE_HEAD);
         };
-        match classify_field(name, value)? {
+        match kind {
             FieldKind::ContentLength(n) => {
                 if declared.replace(n).is_some_and(|old| old != n) {
                     return Err(Error::Protocol("two different Content-Length headers"));
@@ -68,7 +87,6 @@ impl Exchange {
             FieldKind::Date => *date = true,
             FieldKind::Other => {}
         }
-        ferrule_http::write_field(&mut self.out, name, value);
         Ok(())
     }
 
