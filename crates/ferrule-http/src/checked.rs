@@ -8,8 +8,8 @@
 use crate::response::{classify_field, write_field, FieldKind, ResponseError};
 
 /// `name: value\r\n` that passed [`classify_field`], and what the field means.
-/// Only [`CheckedField::check`] and [`CheckedField::recheck`] make one, so the bytes
-/// are always a valid field.
+/// Only [`CheckedField::check`] makes one and only [`CheckedField::recheck`] changes
+/// one, so the bytes are always a valid field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedField {
     line: Vec<u8>,
