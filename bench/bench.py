@@ -59,6 +59,15 @@ def cmd_pyruvate(app, port):
     return [sys.executable, "-c", f"import pyruvate, apps; pyruvate.serve(apps.{app}, '127.0.0.1:{port}', 8)"]
 
 
+def cmd_floor(app, port):
+    """The socket floor (`floor.c`), built on first use: a reference, not a peer."""
+    exe, src = HERE / ".cache" / "floor", HERE / "floor.c"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        exe.parent.mkdir(exist_ok=True)
+        subprocess.run(["cc", "-O2", "-o", str(exe), str(src)], check=True)
+    return [str(exe), str(port)]
+
+
 SERVERS = {
     "ferrule": cmd_ferrule,
     "bjoern": cmd_bjoern,
@@ -69,7 +78,11 @@ SERVERS = {
     "uwsgi-t8": cmd_uwsgi,
     "waitress-t8": cmd_waitress,
     "pyruvate-t8": cmd_pyruvate,
+    "floor": cmd_floor,
 }
+# The floor answers every read with one hello response: it runs in this scenario only,
+# and it is no peer (not in the p99 line).
+FLOOR_SCENARIO = "hello"
 
 
 @dataclass
@@ -426,7 +439,8 @@ def p99_line(results, sc: Scenario, servers) -> str:
     if not sc.timed:
         return "No latency columns: wrk times one response in each pipelined batch, so its percentiles mean nothing here."
     rows = {s: r for s in servers if (r := results.get((s, sc.name)))}
-    fair = sorted((r.p99_ms, s) for s, r in rows.items() if s != "ferrule" and r.waiting == 0 and r.p99_ms == r.p99_ms)
+    fair = sorted((r.p99_ms, s) for s, r in rows.items()
+                  if s not in ("ferrule", "floor") and r.waiting == 0 and r.p99_ms == r.p99_ms)
     left = [s for s, r in rows.items() if r.waiting > 0]  # nan compares false
     text = "Lowest p99 among the peers that left no client waiting: "
     text += f"{fair[0][1]} {fmt(fair[0][0], 2)} ms" if fair else "none"
@@ -435,6 +449,19 @@ def p99_line(results, sc: Scenario, servers) -> str:
     if left:
         text += f". Left clients waiting through the run (their p99 counts only the clients they served): {', '.join(left)}"
     return text + "."
+
+
+def floor_lines(results, sc: Scenario) -> list[str]:
+    """ferrule's and bjoern's CPU per request above the socket floor, if it ran."""
+    floor, ferrule, bjoern = (results.get((s, sc.name)) for s in ("floor", "ferrule", "bjoern"))
+    if not (floor and ferrule and bjoern) or floor.cpu_us != floor.cpu_us:
+        return []
+    above = {s: r.cpu_us - floor.cpu_us for s, r in (("ferrule", ferrule), ("bjoern", bjoern))}
+    ratio = above["ferrule"] / above["bjoern"] if above["bjoern"] > 0 else float("nan")
+    return [f"Above the socket floor (`floor`: a C responder, one `recv` and one `send` a request, no "
+            f"parsing, no app): ferrule {fmt(above['ferrule'], 2)} µs a request, bjoern "
+            f"{fmt(above['bjoern'], 2)} µs ({fmt(ratio, 2)}×). 0.8× bjoern's CPU is "
+            f"{fmt(0.8 * bjoern.cpu_us, 2)} µs, {fmt(0.8 * bjoern.cpu_us - floor.cpu_us, 2)} µs above the floor.", ""]
 
 
 def write_results(results, soak, instr, seconds, servers, repeat) -> str:
@@ -454,7 +481,9 @@ def write_results(results, soak, instr, seconds, servers, repeat) -> str:
         "ferrule runs with its defaults (a master and one worker; one thread runs the app, more only while "
         "all are blocked, up to 512). Peers: bjoern (1 thread), Granian "
         "(default, and `--blocking-threads 1`), gunicorn gthread 8 threads and sync (master and one worker "
-        "each), uWSGI 8 threads, waitress 8 threads, pyruvate 8 threads.",
+        "each), uWSGI 8 threads, waitress 8 threads, pyruvate 8 threads. `floor` (hello only) is no WSGI "
+        "server but the socket floor (`bench/floor.c`): a C responder that spends nothing above its one "
+        "`recv` and one `send` a request.",
         "",
     ]
     for sc in SCENARIOS:
@@ -472,7 +501,7 @@ def write_results(results, soak, instr, seconds, servers, repeat) -> str:
             rps_ratio = base.rps / r.rps if base and r.rps else float("nan")
             lines.append(f"| {server} | {fmt(r.cpu_us)} | {fmt(r.user_us)} | {fmt(r.rps, 0)} | {fmt(r.p50_ms, 2)} | {fmt(r.p99_ms, 2)} | "
                          f"{fmt(r.waiting, 0)} | {fmt(r.conns_per_req, 2)} | {fmt(r.rss_mb)} | {fmt(cpu_ratio, 2)} | {fmt(rps_ratio, 2)} | {r.errors or ''} |")
-        lines += ["", p99_line(results, sc, servers), ""]
+        lines += ["", p99_line(results, sc, servers), ""] + floor_lines(results, sc)
     lines += ["## Idle RSS (hello app, after one request)", "",
               "All processes of the server, and its largest process (the worker where there is a master).", "",
               "| server | idle RSS MB, all | idle RSS MB, worker |", "|---|---|---|"]
@@ -538,6 +567,8 @@ def main():
     for round_ in range(args.repeat):
         for sc in scenarios:
             for server in servers:
+                if server == "floor" and sc.name != FLOOR_SCENARIO:
+                    continue
                 r = measure(server, sc, seconds)
                 runs.setdefault((server, sc.name), []).append(r)
                 print(f"[{round_ + 1}/{args.repeat}] {sc.name:36} {server:18} cpu {fmt(r.cpu_us):>8} us/req (user {fmt(r.user_us):>6})  "

@@ -76,7 +76,8 @@ def test_the_p99_comparison_leaves_out_peers_that_left_clients_waiting():
     r = bench.Result
     results = {("ferrule", "hello"): r(p99_ms=0.8, waiting=0), ("bjoern", "hello"): r(p99_ms=0.9, waiting=0),
                ("uwsgi-t8", "hello"): r(p99_ms=0.4, waiting=42),
-               ("gunicorn-sync", "hello"): r(p99_ms=20.0, waiting=float("nan"))}
+               ("gunicorn-sync", "hello"): r(p99_ms=20.0, waiting=float("nan")),
+               ("floor", "hello"): r(p99_ms=0.5, waiting=0)}  # a reference, not a peer
     line = bench.p99_line(results, bench.SCENARIOS[0], list(bench.SERVERS))
     assert line.startswith("Lowest p99 among the peers that left no client waiting: bjoern 0.90 ms; ferrule 0.80 ms.")
     assert line.endswith("counts only the clients they served): uwsgi-t8.")
@@ -87,3 +88,14 @@ def test_pipelined_runs_have_no_latency_columns():
     assert pipelined and not any(sc.timed for sc in pipelined)
     line = bench.p99_line({("ferrule", pipelined[0].name): bench.Result(rps=1.0)}, pipelined[0], ["ferrule"])
     assert line.startswith("No latency columns: wrk times one response in each pipelined batch")
+
+
+def test_the_hello_table_says_what_each_server_spends_above_the_socket_floor():
+    r = bench.Result
+    hello = bench.SCENARIOS[0]
+    results = {("ferrule", "hello"): r(cpu_us=7.5), ("bjoern", "hello"): r(cpu_us=9.0),
+               ("floor", "hello"): r(cpu_us=6.0)}
+    [line, blank] = bench.floor_lines(results, hello)
+    assert "ferrule 1.50 µs a request, bjoern 3.00 µs (0.50×)" in line and blank == ""
+    assert line.endswith("0.8× bjoern's CPU is 7.20 µs, 1.20 µs above the floor.")
+    assert bench.floor_lines({k: v for k, v in results.items() if k[0] != "floor"}, hello) == []
