@@ -2,10 +2,9 @@
 
 Each server runs pinned to CPU 1 and wrk to CPU 0. Per scenario and server it records the
 server's CPU time per request (utime+stime of the whole process tree / requests, and the
-utime part), RPS, p50,
-p99, RSS, the clients it left waiting in its accept queue through the run (whose wait no
-p99 shows) and the connections made per request, and writes bench/RESULTS.md with ratios
-ferrule/peer. The hello scenario also runs the socket floor (`floor.c`), the kernel's share
+utime part), RPS, p50, p99, RSS, the clients it left waiting in its accept queue through the
+run (whose wait no p99 shows) and the connections made per request, and writes
+bench/RESULTS.md with ratios ferrule/peer. The hello scenario also runs the socket floor (`floor.c`), the kernel's share
 every server pays, and says what ferrule and bjoern spend above it. `--smoke` runs every
 scenario for one second against ferrule only (the harness check used in CI).
 """
