@@ -20,14 +20,13 @@ pub struct CheckedField {
 impl CheckedField {
     /// Checks a field and serialises it.
     pub fn check(name: &[u8], value: &[u8]) -> Result<CheckedField, ResponseError> {
-        let kind = classify_field(name, value)?;
-        let mut line = Vec::with_capacity(name.len() + value.len() + 4);
-        write_field(&mut line, name, value);
-        Ok(CheckedField {
-            line,
-            name_len: name.len(),
-            kind,
-        })
+        let mut field = CheckedField {
+            line: Vec::new(),
+            name_len: 0,
+            kind: FieldKind::Other,
+        };
+        field.recheck(name, value)?;
+        Ok(field)
     }
 
     /// Replaces this field with another one, reusing its buffer. On an error the
@@ -35,6 +34,7 @@ impl CheckedField {
     pub fn recheck(&mut self, name: &[u8], value: &[u8]) -> Result<(), ResponseError> {
         self.kind = classify_field(name, value)?;
         self.line.clear();
+        self.line.reserve(name.len() + value.len() + 4);
         write_field(&mut self.line, name, value);
         self.name_len = name.len();
         Ok(())
