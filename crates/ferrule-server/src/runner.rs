@@ -12,7 +12,7 @@ use crate::sched::Stamp;
 use crate::serve::{accept_all, serve};
 use crate::server::{Handler, Shared, LISTENER, WAKE};
 use crate::sys::{
-    current_thread_cpu_clock, empty_event, ends_stream, precise_timers, Event, ThreadState,
+    current_thread_cpu_clock, empty_event, ends_stream, timer_slack, Event, ThreadState,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +49,8 @@ struct Runner<'a> {
     spare: HeldConns,
     /// When the last request of the current batch ended: the next one's start.
     last_end: Option<Stamp>,
+    /// The timer slack this thread has (`Sched::precise_timers`), once set.
+    precise: Option<bool>,
 }
 
 /// A thread's life: park until allowed to be a runner, then wait for connections and
@@ -62,8 +64,8 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
         held: 0,
         spare: Vec::with_capacity(MAX_HELD),
         last_end: None,
+        precise: None,
     };
-    precise_timers();
     shared.sched.register(
         me,
         current_thread_cpu_clock(),
@@ -79,6 +81,7 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
                     Err(()) => return,
                 },
             };
+            r.fit_timers();
             let mut after = After::Wait;
             // Just out of epoll_wait, this runner would take the GIL ahead of app
             // threads that woke first (a sleep or a reply ended) and only wait for it.
@@ -101,6 +104,16 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
 }
 
 impl Runner<'_> {
+    /// Sets this thread's timer slack for the app it is about to run, when the number
+    /// of runners asks for the other one (a system call only on a change).
+    fn fit_timers(&mut self) {
+        let precise = self.shared.sched.precise_timers();
+        if self.precise != Some(precise) {
+            timer_slack(precise);
+            self.precise = Some(precise);
+        }
+    }
+
     /// Takes events from epoll, waiting up to `wait`. The first is returned; the
     /// others go to the shared queue, so another runner takes them if this one blocks
     /// in the app.

@@ -260,13 +260,15 @@ pub fn current_thread_cpu_clock() -> i32 {
     (!tid << 3) | 6
 }
 
-/// Makes the calling thread's timers fire on time instead of up to 50 µs late (the
-/// kernel's default slack, which lets it batch wake-ups). Runner threads run the app,
-/// so this is what its `time.sleep` and poll timeouts get; threads it starts inherit
-/// it. Measured with 50 threads sleeping 10 ms on one CPU: each sleep returns about
-/// 0.1 ms late instead of 0.2 ms. Failure only leaves the default.
-pub fn precise_timers() {
-    let _ = nix::sys::prctl::set_timerslack(1);
+/// Sets the calling thread's timer slack: 1 ns when `precise`, else the kernel's
+/// default for the thread (50 µs unless its creator changed it). The slack is how late
+/// the kernel may fire the thread's timers so that it can fire several with one
+/// interrupt. Runner threads run the app, so this is what its `time.sleep` and poll
+/// timeouts get; threads it starts inherit it. `Sched::precise_timers` says which.
+/// Failure only leaves the setting as it was.
+pub fn timer_slack(precise: bool) {
+    // PR_SET_TIMERSLACK with 0 restores the thread's default.
+    let _ = nix::sys::prctl::set_timerslack(if precise { 1 } else { 0 });
 }
 
 /// A thread's `/proc` stat file, opened by the thread itself and read by others, to
@@ -327,13 +329,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn precise_timers_sets_the_calling_threads_slack_to_1ns() {
+    fn timer_slack_sets_the_calling_threads_slack_and_restores_its_default() {
         let ours = nix::sys::prctl::get_timerslack().unwrap();
         let t = std::thread::spawn(|| {
-            precise_timers();
-            nix::sys::prctl::get_timerslack().unwrap()
+            let default = nix::sys::prctl::get_timerslack().unwrap();
+            timer_slack(true);
+            let precise = nix::sys::prctl::get_timerslack().unwrap();
+            timer_slack(false);
+            (
+                precise,
+                nix::sys::prctl::get_timerslack().unwrap() == default,
+            )
         });
-        assert_eq!(t.join().unwrap(), 1);
+        assert_eq!(t.join().unwrap(), (1, true));
         assert_eq!(
             nix::sys::prctl::get_timerslack().unwrap(),
             ours,
