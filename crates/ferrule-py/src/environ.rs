@@ -60,7 +60,7 @@ struct ThreadTemplate {
     template: Py<PyDict>,
     /// The template's values of the [`Sticky`] keys, in [`Sticky::items`] order
     /// (`None` until the first request stores them).
-    stored: [Option<PyObject>; STICKY],
+    stored: [Option<Py<PyAny>>; STICKY],
     recent: Recents,
 }
 
@@ -74,8 +74,8 @@ impl Environ {
     pub fn new(
         py: Python<'_>,
         cfg: &ferrule_server::ServerConfig,
-        errors: PyObject,
-        file_wrapper: PyObject,
+        errors: Py<PyAny>,
+        file_wrapper: Py<PyAny>,
     ) -> PyResult<Environ> {
         let t = PyDict::new(py);
         t.set_item("wsgi.version", (1, 0))?;

@@ -74,7 +74,7 @@ impl Seen {
     ) -> PyResult<()> {
         let bytes = latin1_bytes(status, "status")?;
         ex.begin_head(&bytes).map_err(to_pyerr)?;
-        if let Ok(s) = status.downcast_exact::<PyString>() {
+        if let Ok(s) = status.cast_exact::<PyString>() {
             let mut kept = self.status.take().map(|(_, v)| v).unwrap_or_default();
             kept.clear();
             kept.extend_from_slice(&bytes);
@@ -94,7 +94,7 @@ impl Seen {
                 .add_checked(field)
                 .map_err(|e| field_error(field.name(), e));
         }
-        let pair = item.downcast::<PyTuple>().map_err(|_| {
+        let pair = item.cast::<PyTuple>().map_err(|_| {
             PyTypeError::new_err(format!(
                 "each header must be a (name, value) tuple, got {}",
                 type_name(item)

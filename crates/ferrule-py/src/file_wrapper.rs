@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 /// server sends real files on plain sockets with sendfile instead.
 #[pyclass(module = "ferrule._ferrule")]
 pub struct FileWrapper {
-    pub filelike: PyObject,
+    pub filelike: Py<PyAny>,
     pub blksize: usize,
 }
 
@@ -14,7 +14,7 @@ pub struct FileWrapper {
 impl FileWrapper {
     #[new]
     #[pyo3(signature = (filelike, blksize=8192))]
-    fn new(filelike: PyObject, blksize: usize) -> Self {
+    fn new(filelike: Py<PyAny>, blksize: usize) -> Self {
         FileWrapper {
             filelike,
             blksize: blksize.max(1),

@@ -14,7 +14,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::cell::RefCell;
 
 pub struct Wsgi {
-    app: PyObject,
+    app: Py<PyAny>,
     environ: Environ,
 }
 
@@ -33,7 +33,7 @@ impl From<PyErr> for Failure {
 }
 
 impl Wsgi {
-    pub fn new(app: PyObject, environ: Environ) -> Wsgi {
+    pub fn new(app: Py<PyAny>, environ: Environ) -> Wsgi {
         Wsgi { app, environ }
     }
 
@@ -95,6 +95,9 @@ fn request_object(py: Python<'_>, ex: Box<Exchange>) -> PyResult<Bound<'_, Tx>> 
 /// Keeps `tx` as this thread's spare if only this reference is left: the app, its
 /// environ and its iterable are gone, and the class takes no weak references, so no
 /// one can tell it is used again.
+// `get_refcnt` is deprecated in favour of the FFI's `Py_REFCNT`, an unsafe call; this
+// crate has no unsafe code.
+#[allow(deprecated)]
 fn keep_for_reuse(tx: Bound<'_, Tx>) {
     if tx.get_refcnt() == 1 {
         SPARE.with(|s| *s.borrow_mut() = Some(tx.unbind()));
@@ -105,18 +108,18 @@ impl Handler for Wsgi {
     fn run_thread(&self, serve: &mut (dyn FnMut() + Send)) {
         // Attach this thread to the interpreter once; it holds the GIL only while
         // it runs Python, never while it waits for connections.
-        Python::with_gil(|py| py.allow_threads(serve));
+        Python::attach(|py| py.detach(serve));
     }
 
     fn handle(&self, ex: Box<Exchange>) -> Option<Box<Exchange>> {
         // Inside `hold` the GIL is already held: this only counts a nesting level.
-        Python::with_gil(|py| self.call(py, ex))
+        Python::attach(|py| self.call(py, ex))
     }
 
     fn hold(&self, batch: &mut dyn FnMut(&dyn ferrule_server::Park)) {
         // One GIL acquisition for every request ready at once. Waits for a full
         // socket release it (`ReleaseGil`), and the app's own blocking calls do too.
-        Python::with_gil(|py| batch(&ReleaseGil(py)))
+        Python::attach(|py| batch(&ReleaseGil(py)))
     }
 }
 
@@ -200,7 +203,7 @@ fn with_ex<R>(
 }
 
 fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> Result<&'a Bound<'py, PyBytes>, Failure> {
-    item.downcast::<PyBytes>().map_err(|_| {
+    item.cast::<PyBytes>().map_err(|_| {
         Failure::App(PyTypeError::new_err(format!(
             "the app's iterable must yield bytes, got {}",
             type_name(item)
@@ -214,19 +217,16 @@ fn send_iterable(
     iterable: &Bound<'_, PyAny>,
 ) -> Result<(), Failure> {
     let park = ReleaseGil(py);
-    if let Ok(fw) = iterable.downcast::<FileWrapper>() {
+    if let Ok(fw) = iterable.cast::<FileWrapper>() {
         if send_file(py, tx, &fw.borrow())? {
             return Ok(());
         }
     }
     // A list or tuple is all there is: send it in one write, with its length.
-    let seq: Option<Vec<Bound<'_, PyAny>>> = if let Ok(l) = iterable.downcast::<PyList>() {
+    let seq: Option<Vec<Bound<'_, PyAny>>> = if let Ok(l) = iterable.cast::<PyList>() {
         Some(l.iter().collect())
     } else {
-        iterable
-            .downcast::<PyTuple>()
-            .ok()
-            .map(|t| t.iter().collect())
+        iterable.cast::<PyTuple>().ok().map(|t| t.iter().collect())
     };
     if let Some(items) = seq {
         let mut total = 0u64;
@@ -238,7 +238,7 @@ fn send_iterable(
                 ex.end_head(Some(total))?;
             }
             for item in &items {
-                if let Ok(b) = item.downcast::<PyBytes>() {
+                if let Ok(b) = item.cast::<PyBytes>() {
                     ex.write_body(b.as_bytes(), false, &park)?;
                 }
             }

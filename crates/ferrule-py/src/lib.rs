@@ -54,10 +54,10 @@ const LOOP_EVERY: Duration = Duration::from_millis(100);
 #[pyo3(signature = (app, config, ready=None, tick=None, worker=false))]
 fn serve(
     py: Python<'_>,
-    app: PyObject,
+    app: Py<PyAny>,
     config: PyRef<'_, config::Config>,
-    ready: Option<PyObject>,
-    tick: Option<PyObject>,
+    ready: Option<Py<PyAny>>,
+    tick: Option<Py<PyAny>>,
     worker: bool,
 ) -> PyResult<bool> {
     let access = config.access_log().map_err(ConfigError::new_err)?;
@@ -90,7 +90,7 @@ fn serve(
         ready.call1(py, (addresses,))?;
     }
     loop {
-        py.allow_threads(|| std::thread::park_timeout(LOOP_EVERY));
+        py.detach(|| std::thread::park_timeout(LOOP_EVERY));
         let stop = match py.check_signals() {
             Err(signal) => Some(signal.is_instance_of::<PyKeyboardInterrupt>(py)),
             Ok(()) => match &tick {
@@ -115,7 +115,7 @@ fn serve(
                 "Shutting down: {}",
                 if quick { "quick" } else { "graceful" }
             );
-            let clean = py.allow_threads(|| server.stop(wait));
+            let clean = py.detach(|| server.stop(wait));
             if !clean {
                 tracing::warn!(
                     "requests still running after {}s were abandoned",

@@ -9,6 +9,6 @@ pub struct ReleaseGil<'py>(pub Python<'py>);
 
 impl Park for ReleaseGil<'_> {
     fn park(&self, wait: &mut (dyn FnMut() -> io::Result<bool> + Send)) -> io::Result<bool> {
-        self.0.allow_threads(wait)
+        self.0.detach(wait)
     }
 }

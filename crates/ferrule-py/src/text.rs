@@ -19,7 +19,7 @@ pub fn latin1_str<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
 /// The bytes of a native string that must be latin-1 (status and header fields);
 /// ASCII, the usual case, is borrowed as is. `what` names the value in errors.
 pub fn latin1_bytes<'a>(s: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, [u8]>> {
-    let s = s.downcast::<PyString>().map_err(|_| {
+    let s = s.cast::<PyString>().map_err(|_| {
         PyValueError::new_err(format!("{what} must be a str, got {}", type_name(s)))
     })?;
     let text = s.to_str()?;

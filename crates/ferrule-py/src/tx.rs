@@ -120,7 +120,7 @@ fn start_response(
         }
         None => {}
     }
-    let headers = headers.downcast::<PyList>().map_err(|_| {
+    let headers = headers.cast::<PyList>().map_err(|_| {
         PyTypeError::new_err(format!(
             "headers must be a list, got {}",
             type_name(headers)
@@ -143,7 +143,7 @@ fn write(py: Python<'_>, tx: &mut Tx, data: &Bound<'_, PyAny>) -> PyResult<()> {
              for the callable start_response returns)",
         ));
     }
-    let data = data.downcast::<PyBytes>().map_err(|_| {
+    let data = data.cast::<PyBytes>().map_err(|_| {
         PyTypeError::new_err(format!("write() takes bytes, got {}", type_name(data)))
     })?;
     let ex = tx.exchange()?;
