@@ -51,6 +51,7 @@ def _endless(size):
 
 
 KEPT = []  # request objects an app holds past its request (see /keep)
+KEPT_ONE = []  # one part of a request an app holds past it (see /keep-one)
 
 
 class Text(str):
@@ -96,6 +97,21 @@ def app(environ, start_response):
                     result[name] = str(e)
         KEPT.append((inp, start_response))
         return _text(start_response, json.dumps(result), ctype="application/json")
+    if path == "/keep-one":  # holds one object of this request (query: which); the next checks it
+        result = {}
+        if KEPT_ONE:
+            what, old = KEPT_ONE.pop()
+            result["reused"] = any(old is o for o in (inp, start_response, environ))
+            calls = {"start": lambda: old("200 OK", [("Content-Type", "text/plain")]),
+                     "write": lambda: old(b"late"), "environ": lambda: old["wsgi.input"].read(1)}
+            try:
+                calls[what]()
+                result["error"] = "no error"
+            except RuntimeError as e:
+                result["error"] = str(e)
+        write = start_response("200 OK", [("Content-Type", "application/json")])
+        KEPT_ONE.append((query, {"start": start_response, "write": write, "environ": environ}[query]))
+        return [json.dumps(result).encode()]
     if path == "/fields":
         if query == "few":
             start_response("203 Constant Fields", list(FEW))

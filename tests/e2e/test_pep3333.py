@@ -136,6 +136,19 @@ def test_request_objects_the_app_kept_are_not_reused_and_fail_cleanly(server):
     assert json.loads(body) == {"reused": False, "read": finished, "start_response": finished}
 
 
+def test_a_request_object_is_not_reused_while_the_app_keeps_any_one_of_its_parts(server):
+    # The spare request object goes with its bound start_response (handler.rs): keeping
+    # either, the write callable, or the environ (which holds wsgi.input) must stop reuse.
+    finished = "this request is already finished"
+    for what in ("start", "write", "environ"):
+        for _ in range(3):
+            assert get(server, "/hello")[0] == 200
+        assert get(server, f"/keep-one?{what}")[0] == 200
+        status, _, body = get(server, f"/keep-one?{what}")
+        assert status == 200
+        assert json.loads(body) == {"reused": False, "error": finished}, what
+
+
 def test_fields_the_app_sends_again_come_out_right_every_time(server):
     # The server remembers the status and header tuples an app passes again (the very
     # same objects) with their checked bytes. Remembered fields that stand in for the

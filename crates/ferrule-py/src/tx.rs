@@ -1,8 +1,7 @@
-//! The request's one Python object: the app gets it as `start_response`, as the
-//! `write` callable `start_response` returns, and as `wsgi.input`. One allocation per
-//! request instead of four: each costs about as much as parsing a short request head.
-//! It owns the connection while the app runs.
-
+//! The request's one Python object: the app gets it as `wsgi.input` and as the `write`
+//! callable `start_response` returns, and `start_response` is its bound method. One
+//! object instead of three: each allocation costs about as much as parsing a short
+//! request head. It owns the connection while the app runs.
 use crate::fields;
 use crate::input;
 use crate::park::ReleaseGil;
@@ -51,23 +50,27 @@ pub fn to_pyerr(e: Error) -> PyErr {
 
 #[pymethods]
 impl Tx {
-    /// `start_response(status, headers, exc_info=None)`, and the `write(data)` callable
-    /// it returns, which is this same object. They cannot be confused: `write` takes
-    /// one argument, `start_response` at least two.
-    #[pyo3(signature = (status_or_data, headers=None, exc_info=None))]
-    fn __call__(
+    /// `start_response(status, headers, exc_info=None)`. The app gets it as this object's
+    /// bound method, kept with the object between requests (`handler.rs`): a builtin
+    /// method is called through vectorcall, without the argument tuple a call of the
+    /// object itself needs. Returns `write`, which is this object.
+    #[pyo3(signature = (status, headers=None, exc_info=None))]
+    fn start_response(
         slf: &Bound<'_, Self>,
-        status_or_data: &Bound<'_, PyAny>,
+        status: &Bound<'_, PyAny>,
         headers: Option<&Bound<'_, PyAny>>,
         exc_info: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Option<Py<Tx>>> {
-        let py = slf.py();
-        let Some(headers) = headers else {
-            write(py, &mut slf.borrow_mut(), status_or_data)?;
-            return Ok(None);
-        };
-        start_response(&mut slf.borrow_mut(), status_or_data, headers, exc_info)?;
-        Ok(Some(slf.clone().unbind()))
+    ) -> PyResult<Py<Tx>> {
+        let headers = headers.ok_or_else(|| {
+            PyTypeError::new_err("start_response() takes a status and a list of headers")
+        })?;
+        start_response(&mut slf.borrow_mut(), status, headers, exc_info)?;
+        Ok(slf.clone().unbind())
+    }
+
+    /// The legacy `write(data)` callable `start_response` returns.
+    fn __call__(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        write(slf.py(), &mut slf.borrow_mut(), data)
     }
 
     // `wsgi.input` (see input.rs).
@@ -138,9 +141,8 @@ fn start_response(
 /// The legacy `write(data)`: sends the head if it is not out, then `data`.
 fn write(py: Python<'_>, tx: &mut Tx, data: &Bound<'_, PyAny>) -> PyResult<()> {
     if !tx.started {
-        return Err(PyTypeError::new_err(
-            "start_response() takes a status and a list of headers (write() is only \
-             for the callable start_response returns)",
+        return Err(PyRuntimeError::new_err(
+            "write() called before start_response()",
         ));
     }
     let data = data.cast::<PyBytes>().map_err(|_| {
