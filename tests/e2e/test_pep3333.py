@@ -104,6 +104,36 @@ def test_environ_values_follow_each_request_across_connections(server):
             assert env["none_keys"] == [] and env["has_input"], f"request {i}"
 
 
+def _connect_from(port, server_port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.settimeout(5)
+    s.connect(("127.0.0.1", server_port))
+    return s
+
+
+def test_remote_port_follows_each_connection_when_their_ports_share_a_slot(server):
+    # REMOTE_PORT strings are kept per port modulo 64 (environ/strings.rs): two
+    # interleaved connections from ports 64 apart take turns in one slot.
+    for base in range(41000, 42000, 7):
+        try:
+            a = _connect_from(base, server.port)
+        except OSError:
+            continue
+        try:
+            b = _connect_from(base + 64, server.port)
+        except OSError:
+            a.close()
+            continue
+        break
+    with a, b:
+        for conn in (a, b, a, a, b, b, a):
+            conn.sendall(b"GET /environ HTTP/1.1\r\nHost: x\r\n\r\n")
+            env = json.loads(read_response(conn)[1])
+            assert env["REMOTE_PORT"] == str(conn.getsockname()[1])
+
+
 def test_environ_is_right_on_every_runner_thread(server):
     # A blocking route at concurrency runs on several runner threads, each with its own
     # template holding the values of the last request it served.

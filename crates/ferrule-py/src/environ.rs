@@ -33,7 +33,7 @@ use pyo3::types::{PyDict, PyString};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use strings::{cached, header_key, split_host, Recent, Recents, Strings};
+use strings::{cached, header_key, split_host, Ports, Recent, Recents, Strings};
 
 /// Keys inserted into the template and deleted again, so its copies have a 64-slot
 /// table with room for 14 header keys. CPython copies a dict's table as is while at
@@ -317,16 +317,14 @@ fn remote<'py>(
     py: Python<'py>,
     ex: &Exchange,
     strings: &mut Strings,
-    port: &mut Recent,
+    ports: &mut Ports,
 ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
     match ex.peer() {
         Peer::Tcp(a) => {
             let ip = a.ip().to_canonical();
             let make = || PyString::new(py, &ip.to_string()).unbind();
             let addr = cached(&mut strings.peers, &ip, make, |s| s.clone_ref(py));
-            let mut digits = itoa::Buffer::new();
-            let port = port.get(py, digits.format(a.port()).as_bytes());
-            (addr.into_bound(py), port)
+            (addr.into_bound(py), ports.get(py, a.port()))
         }
         Peer::Unix => (intern!(py, "").clone(), intern!(py, "").clone()),
     }

@@ -31,7 +31,7 @@ pub struct Strings {
 pub struct Recents {
     pub path: Recent,
     pub query: Recent,
-    pub remote_port: Recent,
+    pub remote_port: Ports,
     pub host_header: Recent,
 }
 
@@ -64,6 +64,38 @@ impl Recent {
                 None => self.0 = Some((bytes.to_vec(), s.clone().unbind())),
             }
         }
+        s
+    }
+}
+
+/// Slots of [`Ports`].
+const PORTS: usize = 64;
+
+/// REMOTE_PORT strings by port, one slot per port modulo [`PORTS`]. A client's port is
+/// the same for every request of its connection, but the requests of several
+/// connections (a load balancer's, a front server's) interleave, so a [`Recent`] would
+/// make a new string for nearly every one of them.
+pub struct Ports([Option<(u16, Py<PyString>)>; PORTS]);
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports([const { None }; PORTS])
+    }
+}
+
+impl Ports {
+    pub fn get<'py>(&mut self, py: Python<'py>, port: u16) -> Bound<'py, PyString> {
+        let slot = &mut self.0[usize::from(port) % PORTS];
+        if let Some((p, s)) = slot {
+            if *p == port {
+                return s.bind(py).clone();
+            }
+        }
+        let s = PyString::new(py, itoa::Buffer::new().format(port));
+        // The string it replaces is dropped as a `Bound`: a plain decref.
+        let _old = slot
+            .replace((port, s.clone().unbind()))
+            .map(|(_, old)| old.into_bound(py));
         s
     }
 }
