@@ -86,6 +86,8 @@ def test_environ_values_follow_each_request_across_connections(server):
             b"Connection: keep-alive\r\nContent-Length: 0\r\n\r\n",
          ("POST", "/environ/A", "two&mutate", "HTTP/1.0", "http", "b.example", "8080", "127.0.0.1", port_b,
           "b.example:8080")),
+        (b, b"GET /environ?one HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+         ("GET", "/environ", "one", "HTTP/1.0", "http", "127.0.0.1", str(server.port), "127.0.0.1", port_b, None)),
         (a, b"GET /environ?one HTTP/1.1\r\nHost: a.example\r\n\r\n",
          ("GET", "/environ", "one", "HTTP/1.1", "http", "a.example", "80", "127.0.0.1", port_a, "a.example")),
         (a, b"GET /environ?one&mutate HTTP/1.1\r\nHost: a.example\r\n\r\n",
