@@ -10,7 +10,10 @@
 //! same string for the same bytes) skips the store; a changed value is stored into
 //! the template before the copy. Either way the copy has the right value, and a
 //! skipped store saves a dict lookup and insert (about 190 instructions each).
-//! `wsgi.input` differs on every request and is stored into the copy.
+//! `wsgi.input` is the request object, which the thread reuses while the app keeps
+//! no part of a request (`handler.rs`): the template keeps it too, and stores a new
+//! one only when the object changed. The template's reference is one the reuse check
+//! counts ([`Environ::holds_input`]).
 //!
 //! Each runner thread has its own template (a copy of the one made at start-up), so
 //! no lock is held across a copy: the copy can run Python code (a new dict may start
@@ -61,6 +64,10 @@ struct ThreadTemplate {
     /// The template's values of the [`Sticky`] keys, in [`Sticky::items`] order
     /// (`None` until the first request stores them).
     stored: [Option<Py<PyAny>>; STICKY],
+    /// The address of the request object the template's `wsgi.input` holds (0 for its
+    /// placeholder). The template's reference keeps that object alive, so no other
+    /// object can have the address meanwhile.
+    input: usize,
     recent: Recents,
 }
 
@@ -140,6 +147,7 @@ impl Environ {
                     environ: self.id,
                     template: self.template.bind(py).copy()?.unbind(),
                     stored: Default::default(),
+                    input: 0,
                     recent: Recents::default(),
                 }),
             };
@@ -165,8 +173,12 @@ impl Environ {
             // Dropped as a `Bound`: a plain decref, without pyo3's GIL check.
             let _old = stored.replace(value.unbind()).map(|o| o.into_bound(py));
         }
+        let input = tx.as_ptr() as usize;
+        if local.input != input {
+            template.set_item(intern!(py, "wsgi.input"), tx)?;
+            local.input = input;
+        }
         let env = template.copy()?;
-        env.set_item(intern!(py, "wsgi.input"), tx)?;
         if ex.host().is_none() {
             // The template's HTTP_HOST is the placeholder (see `Sticky::host`).
             env.del_item(intern!(py, "HTTP_HOST"))?;
@@ -179,6 +191,18 @@ impl Environ {
         }
         self.headers(py, &env, ex, &mut self.caches())?;
         Ok(env)
+    }
+
+    /// Whether this thread's template holds `tx` as its `wsgi.input`: a reference to
+    /// `tx` that is not the app's.
+    pub fn holds_input(&self, tx: &Bound<'_, Tx>) -> bool {
+        TEMPLATE.with(|cell| {
+            cell.try_borrow().is_ok_and(|slot| {
+                slot.as_ref().is_some_and(|local| {
+                    local.environ == self.id && local.input == tx.as_ptr() as usize
+                })
+            })
+        })
     }
 
     fn caches(&self) -> std::sync::MutexGuard<'_, Strings> {
@@ -335,7 +359,7 @@ fn remote<'py>(
     }
 }
 
-/// The keys every request sets but `wsgi.input`, kept in the template between requests
+/// The keys every request sets but `wsgi.input` (see `build_in`), kept in the template between requests
 /// (see the module's comment). Both the placeholders and each request's values go
 /// through [`Sticky::items`], so no key can be in one list and missing from the other.
 struct Sticky<'py> {

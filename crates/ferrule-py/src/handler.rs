@@ -65,7 +65,8 @@ impl Wsgi {
         if let Err(failure) = outcome {
             fail(py, &mut ex, failure, input_error);
         }
-        keep_for_reuse(tx, start_response);
+        let template = self.environ.holds_input(&tx);
+        keep_for_reuse(tx, start_response, template);
         Some(ex)
     }
 }
@@ -100,13 +101,14 @@ fn request_object(
 
 /// Keeps `tx` and `start_response` as this thread's spares if no one else refers to
 /// them: the app, its environ and its iterable are gone (only `start_response` itself
-/// refers to `tx` besides this reference), and the class takes no weak references, so
-/// no one can tell they are used again.
+/// and, when `template` says so, the thread's environ template refer to `tx` besides
+/// this reference), and the class takes no weak references, so no one can tell they
+/// are used again.
 // `get_refcnt` is deprecated in favour of the FFI's `Py_REFCNT`, an unsafe call; this
 // crate has no unsafe code.
 #[allow(deprecated)]
-fn keep_for_reuse(tx: Bound<'_, Tx>, start_response: Bound<'_, PyAny>) {
-    if tx.get_refcnt() == 2 && start_response.get_refcnt() == 1 {
+fn keep_for_reuse(tx: Bound<'_, Tx>, start_response: Bound<'_, PyAny>, template: bool) {
+    if tx.get_refcnt() == 2 + isize::from(template) && start_response.get_refcnt() == 1 {
         SPARE.with(|s| *s.borrow_mut() = Some((tx.unbind(), start_response.unbind())));
     }
 }
