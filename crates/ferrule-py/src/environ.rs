@@ -39,10 +39,11 @@ use std::sync::Mutex;
 use strings::{cached, header_key, split_host, Ports, Recents, Strings};
 
 /// Keys inserted into the template and deleted again, so its copies have a 64-slot
-/// table with room for 14 header keys (Host's among them). CPython copies a dict's table as is while at
-/// most a third of its entries are deleted (`dict_copy`): 9 of 29 here. Measured
-/// under callgrind: a request with 8 headers costs 730 instructions less than with a
-/// 32-slot template (which must grow), one with only `Host` 110 more (bigger copy).
+/// table with room for 14 header keys (Host's among them). CPython copies a dict's
+/// table as is while at most a third of its entries are deleted (`dict_copy`): 9 of 29
+/// here. Measured under callgrind: a request with 8 headers costs 730 instructions
+/// less than with a 32-slot template (which must grow), one with only `Host` 110 more
+/// (bigger copy).
 const HEADROOM: usize = 9;
 
 pub struct Environ {
@@ -359,8 +360,8 @@ fn remote<'py>(
     }
 }
 
-/// The keys every request sets but `wsgi.input` (see `build_in`), kept in the template between requests
-/// (see the module's comment). Both the placeholders and each request's values go
+/// The keys every request sets but `wsgi.input` (see `build_in`), kept in the template
+/// between requests (see the module's comment). Both the placeholders and each request's values go
 /// through [`Sticky::items`], so no key can be in one list and missing from the other.
 struct Sticky<'py> {
     method: Bound<'py, PyAny>,

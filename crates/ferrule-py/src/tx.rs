@@ -2,6 +2,7 @@
 //! callable `start_response` returns, and `start_response` is its bound method. One
 //! object instead of three: each allocation costs about as much as parsing a short
 //! request head. It owns the connection while the app runs.
+
 use crate::fields;
 use crate::input;
 use crate::park::ReleaseGil;
