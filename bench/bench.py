@@ -458,11 +458,19 @@ def floor_lines(results, sc: Scenario) -> list[str]:
     if not (floor and ferrule and bjoern) or floor.cpu_us != floor.cpu_us:
         return []
     above = {s: r.cpu_us - floor.cpu_us for s, r in (("ferrule", ferrule), ("bjoern", bjoern))}
-    ratio = above["ferrule"] / above["bjoern"] if above["bjoern"] > 0 else float("nan")
-    return [f"Above the socket floor (`floor`: a C responder, one `recv` and one `send` a request, no "
+    sound = min(above.values()) > 0
+    ratio = f"{above['ferrule'] / above['bjoern']:.2f}×" if sound else "no ratio"
+    line = (f"Above the socket floor (`floor`: a C responder, one `recv` and one `send` a request, no "
             f"parsing, no app): ferrule {fmt(above['ferrule'], 2)} µs a request, bjoern "
-            f"{fmt(above['bjoern'], 2)} µs ({fmt(ratio, 2)}×). 0.8× bjoern's CPU is "
-            f"{fmt(0.8 * bjoern.cpu_us, 2)} µs, {fmt(0.8 * bjoern.cpu_us - floor.cpu_us, 2)} µs above the floor.", ""]
+            f"{fmt(above['bjoern'], 2)} µs ({ratio}). 0.8× bjoern's CPU is "
+            f"{fmt(0.8 * bjoern.cpu_us, 2)} µs, {fmt(0.8 * bjoern.cpu_us - floor.cpu_us, 2)} µs above the floor.")
+    if not sound:
+        # The floor costs less than any server; a median at or above one means the
+        # host's speed changed between the rows.
+        line += (" A server at or below the floor means the host's speed changed between the rows of "
+                 "a round (compare the floor's own CPU with earlier runs); this run cannot say what it "
+                 "spends above it.")
+    return [line, ""]
 
 
 def write_results(results, soak, instr, seconds, servers, repeat) -> str:

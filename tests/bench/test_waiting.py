@@ -99,3 +99,7 @@ def test_the_hello_table_says_what_each_server_spends_above_the_socket_floor():
     assert "ferrule 1.50 µs a request, bjoern 3.00 µs (0.50×)" in line and blank == ""
     assert line.endswith("0.8× bjoern's CPU is 7.20 µs, 1.20 µs above the floor.")
     assert bench.floor_lines({k: v for k, v in results.items() if k[0] != "floor"}, hello) == []
+    # A slow host while the floor ran: no ratio, and the line says why.
+    [line, _] = bench.floor_lines({**results, ("floor", "hello"): r(cpu_us=7.7)}, hello)
+    assert "ferrule -0.20 µs a request, bjoern 1.30 µs (no ratio)" in line
+    assert "the host's speed changed between the rows" in line
