@@ -465,8 +465,6 @@ def floor_lines(results, sc: Scenario) -> list[str]:
             f"{fmt(above['bjoern'], 2)} µs ({ratio}). 0.8× bjoern's CPU is "
             f"{fmt(0.8 * bjoern.cpu_us, 2)} µs, {fmt(0.8 * bjoern.cpu_us - floor.cpu_us, 2)} µs above the floor.")
     if not sound:
-        # The floor costs less than any server; a median at or above one means the
-        # host's speed changed between the rows.
         line += (" A server at or below the floor means the host's speed changed between the rows of "
                  "a round (compare the floor's own CPU with earlier runs); this run cannot say what it "
                  "spends above it.")

@@ -129,6 +129,8 @@ def test_remote_port_follows_each_connection_when_their_ports_share_a_slot(serve
             a.close()
             continue
         break
+    else:
+        pytest.fail("no two free client ports 64 apart in 41000-42063")
     with a, b:
         for conn in (a, b, a, a, b, b, a):
             conn.sendall(b"GET /environ HTTP/1.1\r\nHost: x\r\n\r\n")
