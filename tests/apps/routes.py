@@ -52,6 +52,7 @@ def _endless(size):
 
 KEPT = []  # request objects an app holds past its request (see /keep)
 KEPT_ONE = []  # one part of a request an app holds past it (see /keep-one)
+HELD_ENVIRON = []  # an environ an app holds past its request, with a copy (see /hold-environ)
 
 
 class Text(str):
@@ -112,6 +113,14 @@ def app(environ, start_response):
         write = start_response("200 OK", [("Content-Type", "application/json")])
         KEPT_ONE.append((query, {"start": start_response, "write": write, "environ": environ}[query]))
         return [json.dumps(result).encode()]
+    if path == "/hold-environ":  # holds this environ; the next request checks the last one
+        result = {}
+        if HELD_ENVIRON:
+            old, copy = HELD_ENVIRON.pop()
+            result["reused"] = old is environ
+            result["changed"] = sorted(k for k in set(old) | set(copy) if old.get(k) is not copy.get(k))
+        HELD_ENVIRON.append((environ, dict(environ)))
+        return _text(start_response, json.dumps(result), ctype="application/json")
     if path == "/fields":
         if query == "few":
             start_response("203 Constant Fields", list(FEW))

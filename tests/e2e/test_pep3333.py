@@ -106,6 +106,47 @@ def test_environ_values_follow_each_request_across_connections(server):
             assert env["none_keys"] == [] and env["has_input"], f"request {i}"
 
 
+def test_environ_keys_come_and_go_with_each_request(server):
+    # A thread builds each environ on the last one when the app neither kept nor
+    # changed it (environ/live.rs): the last request's header keys must go, repeats
+    # must join only this request's fields, and a changed environ must not come back.
+    base = "GET /environ HTTP/1.1\r\nHost: a.example\r\n"
+    steps = [
+        ("X-A: 1\r\nX-B: 2\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n",
+         {"HTTP_X_A": "1", "HTTP_X_B": "2", "CONTENT_TYPE": "text/plain", "CONTENT_LENGTH": "0"}),
+        ("X-B: 3\r\n", {"HTTP_X_B": "3"}),
+        ("X-A: 4\r\nX-A: 5\r\n", {"HTTP_X_A": "4,5"}),
+        ("", {}),
+        ("X-A: 6\r\nContent-Length: 0\r\n", {"HTTP_X_A": "6", "CONTENT_LENGTH": "0"}),
+    ]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        for i, (headers, want) in enumerate(steps):
+            conn.sendall((base + headers + "\r\n").encode())
+            env = json.loads(read_response(conn)[1])
+            got = {k: v for k, v in env.items() if k.startswith(("HTTP_X_", "CONTENT_"))}
+            assert got == want, f"request {i}"
+            assert env["HTTP_HOST"] == "a.example" and env["none_keys"] == [], f"request {i}"
+        conn.sendall(b"GET /environ?mutate HTTP/1.1\r\nHost: a.example\r\nX-A: 7\r\n\r\n")
+        read_response(conn)
+        conn.sendall(base.encode() + b"\r\n")
+        env = json.loads(read_response(conn)[1])
+    assert env["SCRIPT_NAME"] == "" and env["SERVER_SOFTWARE"].startswith("ferrule/")
+    assert env["SERVER_NAME"] == "a.example" and env["PATH_INFO"] == "/environ"
+    assert not [k for k in env if k.startswith("HTTP_X_")]
+    assert "mutated" not in env.values()
+
+
+def test_an_environ_the_app_keeps_is_never_changed_by_later_requests(server):
+    # Only an environ nobody else refers to is built on again (environ/live.rs).
+    requests = ["/hold-environ?one", "/hold-environ?two", "/hold-environ?three"]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        for i, path in enumerate(requests):
+            conn.sendall(f"GET {path} HTTP/1.1\r\nHost: h{i}.example\r\nX-Step: {i}\r\n\r\n".encode())
+            result = json.loads(read_response(conn)[1])
+            if i:
+                assert result == {"reused": False, "changed": []}, f"request {i}"
+
+
 def _connect_from(port, server_port):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

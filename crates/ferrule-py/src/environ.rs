@@ -13,7 +13,7 @@
 //! `wsgi.input` is the request object, which the thread reuses while the app keeps
 //! no part of a request (`handler.rs`): the template keeps it too, and stores a new
 //! one only when the object changed. The template's reference is one the reuse check
-//! counts ([`Environ::holds_input`]).
+//! counts ([`Environ::input_refs`]).
 //!
 //! Each runner thread has its own template (a copy of the one made at start-up), so
 //! no lock is held across a copy: the copy can run Python code (a new dict may start
@@ -22,13 +22,18 @@
 //!
 //! The template has room for more keys: replacing a value in the copy is a lookup,
 //! while inserting a key the copy has no room for rebuilds its hash table.
+//!
+//! The copy is skipped altogether while apps leave their environ alone: the next
+//! request builds on the last one's (`live.rs`).
 
+mod live;
 mod strings;
 
 use crate::text::latin1_str;
 use crate::tx::Tx;
 use ferrule_http::{percent, Version};
 use ferrule_server::{Exchange, Local, Peer};
+use live::Live;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -70,6 +75,8 @@ struct ThreadTemplate {
     /// object can have the address meanwhile.
     input: usize,
     recent: Recents,
+    /// The last environ, when the next request may build on it (`live.rs`).
+    live: Live,
 }
 
 thread_local! {
@@ -150,6 +157,7 @@ impl Environ {
                     stored: Default::default(),
                     input: 0,
                     recent: Recents::default(),
+                    live: Live::default(),
                 }),
             };
             self.build_in(py, tx, local)
@@ -165,6 +173,40 @@ impl Environ {
         let mut t = tx.borrow_mut();
         let ex = t.exchange()?;
         let values = self.sticky(py, ex, &mut self.caches(), &mut local.recent);
+        let env = match local.live.take(py) {
+            Some(env) => {
+                local.live.update(&env, values)?;
+                local.live.set_input(&env, tx.as_any())?;
+                env
+            }
+            None => self.copy_template(py, tx, local, values, ex.host().is_some())?,
+        };
+        let mut keys = local.live.start_extras();
+        if let Some(ct) = ex.content_type() {
+            let key = intern!(py, "CONTENT_TYPE");
+            env.set_item(key, latin1_str(py, ct))?;
+            keys.push(key.clone().unbind());
+        }
+        if let Some(cl) = ex.content_length() {
+            let key = intern!(py, "CONTENT_LENGTH");
+            env.set_item(key, latin1_str(py, cl))?;
+            keys.push(key.clone().unbind());
+        }
+        self.headers(py, &env, ex, &mut self.caches(), &mut keys)?;
+        local.live.finish(&env, keys)?;
+        Ok(env)
+    }
+
+    /// A new copy of the template, with this request's [`Sticky`] values stored
+    /// into the template first where they changed.
+    fn copy_template<'py>(
+        &self,
+        py: Python<'py>,
+        tx: &Bound<'py, Tx>,
+        local: &mut ThreadTemplate,
+        values: Sticky<'py>,
+        host: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let template = local.template.bind(py);
         for ((key, value), stored) in values.items(py).into_iter().zip(&mut local.stored) {
             if stored.as_ref().is_some_and(|s| value.is(s)) {
@@ -180,29 +222,37 @@ impl Environ {
             local.input = input;
         }
         let env = template.copy()?;
-        if ex.host().is_none() {
+        if !host {
             // The template's HTTP_HOST is the placeholder (see `Sticky::host`).
             env.del_item(intern!(py, "HTTP_HOST"))?;
         }
-        if let Some(ct) = ex.content_type() {
-            env.set_item(intern!(py, "CONTENT_TYPE"), latin1_str(py, ct))?;
-        }
-        if let Some(cl) = ex.content_length() {
-            env.set_item(intern!(py, "CONTENT_LENGTH"), latin1_str(py, cl))?;
-        }
-        self.headers(py, &env, ex, &mut self.caches())?;
+        local.live.adopt(py, &local.stored, host, input);
         Ok(env)
     }
 
-    /// Whether this thread's template holds `tx` as its `wsgi.input`: a reference to
-    /// `tx` that is not the app's.
-    pub fn holds_input(&self, tx: &Bound<'_, Tx>) -> bool {
+    /// How many references to `tx` this thread's environs hold (the template's
+    /// `wsgi.input`, the kept environ's): references that are not the app's.
+    pub fn input_refs(&self, tx: &Bound<'_, Tx>) -> isize {
+        let addr = tx.as_ptr() as usize;
         TEMPLATE.with(|cell| {
-            cell.try_borrow().is_ok_and(|slot| {
-                slot.as_ref().is_some_and(|local| {
-                    local.environ == self.id && local.input == tx.as_ptr() as usize
-                })
+            cell.try_borrow().map_or(0, |slot| match &*slot {
+                Some(local) if local.environ == self.id => {
+                    isize::from(local.input == addr) + isize::from(local.live.holds(addr))
+                }
+                _ => 0,
             })
+        })
+    }
+
+    /// Gives back the environ `build` made last on this thread, once its request is
+    /// over: the next request may build on it (`live.rs`).
+    pub fn recycle(&self, env: Bound<'_, PyDict>) {
+        TEMPLATE.with(|cell| {
+            if let Ok(mut slot) = cell.try_borrow_mut() {
+                if let Some(local) = slot.as_mut().filter(|l| l.environ == self.id) {
+                    local.live.offer(env);
+                }
+            }
         })
     }
 
@@ -301,13 +351,11 @@ impl Environ {
         env: &Bound<'_, PyDict>,
         ex: &Exchange,
         strings: &mut Strings,
+        keys: &mut Vec<Py<PyString>>,
     ) -> PyResult<()> {
-        // Keys are interned, so a repeated field has the very same key object (kept
-        // alive by the dict): the addresses of the keys set so far tell a repeat
-        // without a dict lookup per field. Past `SEEN` fields, every field looks.
-        const SEEN: usize = 16;
-        let mut seen = [0usize; SEEN];
-        let mut count = 0;
+        // Keys are interned, so a repeated field has the very same key object: the
+        // keys set so far (`keys`) tell a repeat without a dict lookup per field. A
+        // lookup would not do: a kept environ has the last request's fields.
         for (name, value) in ex.headers() {
             // Host is a `Sticky` key; the parser takes one Host field at most.
             if name.eq_ignore_ascii_case(b"content-type")
@@ -320,22 +368,16 @@ impl Environ {
             let key = cached(&mut strings.header_keys, name, make, |k| k.clone_ref(py));
             let key = &key.into_bound(py);
             let value = latin1_str(py, value);
-            let addr = key.as_ptr() as usize;
-            let maybe_repeat = count >= SEEN || seen[..count].contains(&addr);
-            match maybe_repeat
-                .then(|| env.get_item(key))
-                .transpose()?
-                .flatten()
-            {
+            let repeat = keys.iter().any(|k| k.as_ptr() == key.as_ptr());
+            match repeat.then(|| env.get_item(key)).transpose()?.flatten() {
                 Some(prev) => {
                     let joined = format!("{},{}", prev.extract::<String>()?, value.to_cow()?);
                     env.set_item(key, joined)?;
                 }
-                None => env.set_item(key, value)?,
-            }
-            if count < SEEN {
-                seen[count] = addr;
-                count += 1;
+                None => {
+                    env.set_item(key, value)?;
+                    keys.push(key.clone().unbind());
+                }
             }
         }
         Ok(())

@@ -4,6 +4,7 @@ use crate::environ::Environ;
 use crate::errors::format_exception;
 use crate::file_wrapper::{regular_file, FileWrapper};
 use crate::park::ReleaseGil;
+use crate::sys;
 use crate::text::type_name;
 use crate::tx::Tx;
 use ferrule_server::{Error, Exchange, Handler};
@@ -45,10 +46,11 @@ impl Wsgi {
                 return None;
             }
         };
-        let result = self
-            .environ
-            .build(py, &tx)
-            .and_then(|environ| self.app.bind(py).call1((environ, &start_response)));
+        let environ = self.environ.build(py, &tx);
+        let result = match &environ {
+            Ok(environ) => self.app.bind(py).call1((environ, &start_response)),
+            Err(e) => Err(e.clone_ref(py)),
+        };
         let outcome = match &result {
             Ok(iterable) => {
                 let sent = send_iterable(py, &tx, iterable);
@@ -65,8 +67,11 @@ impl Wsgi {
         if let Err(failure) = outcome {
             fail(py, &mut ex, failure, input_error);
         }
-        let template = self.environ.holds_input(&tx);
-        keep_for_reuse(tx, start_response, template);
+        if let Ok(environ) = environ {
+            self.environ.recycle(environ);
+        }
+        let environ_refs = self.environ.input_refs(&tx);
+        keep_for_reuse(tx, start_response, environ_refs);
         Some(ex)
     }
 }
@@ -101,14 +106,12 @@ fn request_object(
 
 /// Keeps `tx` and `start_response` as this thread's spares if no one else refers to
 /// them: the app, its environ and its iterable are gone (only `start_response` itself
-/// and, when `template` says so, the thread's environ template refer to `tx` besides
-/// this reference), and the class takes no weak references, so no one can tell they
-/// are used again.
-// `get_refcnt` is deprecated in favour of the FFI's `Py_REFCNT`, an unsafe call; this
-// crate has no unsafe code.
-#[allow(deprecated)]
-fn keep_for_reuse(tx: Bound<'_, Tx>, start_response: Bound<'_, PyAny>, template: bool) {
-    if tx.get_refcnt() == 2 + isize::from(template) && start_response.get_refcnt() == 1 {
+/// and the `environ_refs` references of the thread's own environs refer to `tx`
+/// besides this reference), and the class takes no weak references, so no one can
+/// tell they are used again.
+fn keep_for_reuse(tx: Bound<'_, Tx>, start_response: Bound<'_, PyAny>, environ_refs: isize) {
+    let others = sys::refcnt(tx.as_any()) - 1;
+    if others == 1 + environ_refs && sys::refcnt(&start_response) == 1 {
         SPARE.with(|s| *s.borrow_mut() = Some((tx.unbind(), start_response.unbind())));
     }
 }

@@ -10,6 +10,7 @@ mod file_wrapper;
 mod handler;
 mod input;
 mod park;
+mod sys;
 mod text;
 mod tx;
 

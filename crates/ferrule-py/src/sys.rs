@@ -1,0 +1,76 @@
+//! The crate's only unsafe code: two reads of CPython object fields that PyO3's safe
+//! API does not offer. Each takes a `Bound`, which holds a strong reference and proves
+//! the thread is attached to the interpreter, so the object it reads is alive and no
+//! other thread changes it meanwhile.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// How many references `obj` has, the one `obj` holds among them.
+pub fn refcnt(obj: &Bound<'_, PyAny>) -> isize {
+    // SAFETY: `obj` is a live object (the `Bound` holds a reference to it) and this
+    // thread is attached, so reading its header is a read of valid memory.
+    unsafe { ffi::Py_REFCNT(obj.as_ptr()) }
+}
+
+/// The version tag of `dict` (PEP 509): CPython gives a dict a tag no dict had before
+/// when it is made and on every change to it, so an unchanged tag means unchanged
+/// contents. `None` on the Pythons without one (3.14 on, PyPy), where callers must
+/// assume a change.
+pub fn dict_version(dict: &Bound<'_, PyDict>) -> Option<u64> {
+    #[cfg(not(any(Py_3_14, PyPy, GraalPy, Py_LIMITED_API)))]
+    {
+        let ptr = dict.as_ptr().cast::<ffi::PyDictObject>();
+        // SAFETY: `dict` is a live dict or dict subclass (the `Bound`'s type says so),
+        // whose memory starts with a `PyDictObject`, and this thread is attached.
+        #[allow(deprecated)]
+        let tag = unsafe { (*ptr).ma_version_tag };
+        Some(tag)
+    }
+    #[cfg(any(Py_3_14, PyPy, GraalPy, Py_LIMITED_API))]
+    {
+        let _ = dict;
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dicts_version_changes_with_every_change_and_only_then() {
+        Python::initialize();
+        Python::attach(|py| {
+            let d = PyDict::new(py);
+            d.set_item("a", 1).unwrap();
+            let v = dict_version(&d);
+            assert_eq!(dict_version(&d), v, "a read is no change");
+            let _ = d.get_item("a").unwrap();
+            assert_eq!(dict_version(&d), v, "a lookup is no change");
+            if v.is_none() {
+                return;
+            }
+            d.set_item("a", 2).unwrap();
+            let v2 = dict_version(&d);
+            assert_ne!(v2, v, "a new value");
+            d.set_item("b", 1).unwrap();
+            d.del_item("b").unwrap();
+            assert_ne!(dict_version(&d), v2, "a key added and removed again");
+        });
+    }
+
+    #[test]
+    fn refcnt_counts_every_reference() {
+        Python::initialize();
+        Python::attach(|py| {
+            let obj = PyDict::new(py).into_any();
+            assert_eq!(refcnt(&obj), 1);
+            let other = obj.clone();
+            assert_eq!(refcnt(&obj), 2);
+            drop(other);
+            assert_eq!(refcnt(&obj), 1);
+        });
+    }
+}
