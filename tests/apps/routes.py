@@ -211,6 +211,10 @@ def app(environ, start_response):
     if path == "/hop-by-hop":
         start_response("200 OK", [("Connection", "close")])
         return [b"never"]
+    if path == "/seq":  # a list or tuple of several items, or none (query: which)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        items = {"list": [b"a", b"bc", b"def"], "tuple": (b"a", b"bc", b"def"), "empty": [], "one": (b"x",)}
+        return items[query]
     if path == "/not-bytes":
         start_response("200 OK", [])
         return ["text instead of bytes"]

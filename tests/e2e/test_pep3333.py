@@ -316,6 +316,15 @@ def test_list_response_gets_a_content_length(server):
     assert "date" in headers and headers["server"] == "ferrule"
 
 
+def test_lists_and_tuples_of_any_length_are_sent_with_their_total_length(server):
+    # (wsgiref.validate wraps the list in an iterator, which is streamed instead.)
+    for query, want in (("list", b"abcdef"), ("tuple", b"abcdef"), ("empty", b""), ("one", b"x")):
+        status, headers, body = get(server, f"/seq?{query}")
+        assert (status, body) == (200, want), query
+        if server.target == "routes:app":
+            assert headers["content-length"] == str(len(want)), query
+
+
 def test_empty_generator_and_204(server):
     status, headers, body = get(server, "/empty-generator")
     assert status == 204 and body == b"" and "content-length" not in headers

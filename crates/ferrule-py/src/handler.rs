@@ -235,27 +235,11 @@ fn send_iterable(
         }
     }
     // A list or tuple is all there is: send it in one write, with its length.
-    let seq: Option<Vec<Bound<'_, PyAny>>> = if let Ok(l) = iterable.cast::<PyList>() {
-        Some(l.iter().collect())
-    } else {
-        iterable.cast::<PyTuple>().ok().map(|t| t.iter().collect())
-    };
-    if let Some(items) = seq {
-        let mut total = 0u64;
-        for item in &items {
-            total += as_bytes(item)?.as_bytes().len() as u64;
-        }
-        return with_ex(tx, |ex| {
-            if !ex.head_sent() {
-                ex.end_head(Some(total))?;
-            }
-            for item in &items {
-                if let Ok(b) = item.cast::<PyBytes>() {
-                    ex.write_body(b.as_bytes(), false, &park)?;
-                }
-            }
-            ex.finish(&park)
-        });
+    if let Ok(list) = iterable.cast::<PyList>() {
+        return send_items(tx, list.iter(), &park);
+    }
+    if let Ok(tuple) = iterable.cast::<PyTuple>() {
+        return send_items(tx, tuple.iter(), &park);
     }
     // Anything else is streamed: each block is sent before the next is asked for.
     for item in iterable.try_iter()? {
@@ -276,6 +260,44 @@ fn send_iterable(
             ex.end_head(Some(0))?;
         }
         ex.finish(&park)
+    })
+}
+
+/// Sends the items of a list or tuple with their total length. They are held, not
+/// read again from the list, which the app's other threads could change while a full
+/// socket has the GIL released. A single item, the usual case, is held without an
+/// allocation.
+fn send_items<'py>(
+    tx: &Bound<'py, Tx>,
+    mut items: impl ExactSizeIterator<Item = Bound<'py, PyAny>>,
+    park: &ReleaseGil<'_>,
+) -> Result<(), Failure> {
+    let one;
+    let many: Vec<Bound<'py, PyAny>>;
+    let items: &[Bound<'py, PyAny>] = match (items.len(), items.next()) {
+        (1, Some(item)) => {
+            one = item;
+            std::slice::from_ref(&one)
+        }
+        (_, first) => {
+            many = first.into_iter().chain(items).collect();
+            &many
+        }
+    };
+    let mut total = 0u64;
+    for item in items {
+        total += as_bytes(item)?.as_bytes().len() as u64;
+    }
+    with_ex(tx, |ex| {
+        if !ex.head_sent() {
+            ex.end_head(Some(total))?;
+        }
+        for item in items {
+            if let Ok(b) = item.cast::<PyBytes>() {
+                ex.write_body(b.as_bytes(), false, park)?;
+            }
+        }
+        ex.finish(park)
     })
 }
 
