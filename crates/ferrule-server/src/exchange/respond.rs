@@ -21,6 +21,14 @@ pub(crate) fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
     DATE.with(|d| f(d.borrow_mut().get(crate::clock::coarse_unix_secs())))
 }
 
+/// Appends to `out` the `Server` and `Date` fields the app did not send.
+fn add_server_fields(out: &mut Vec<u8>, server: bool, date: bool) {
+    DATE.with(|d| {
+        let secs = crate::clock::coarse_unix_secs();
+        out.extend_from_slice(d.borrow_mut().fields(secs, server, date))
+    })
+}
+
 const OUTSIDE_HEAD: Error = Error::Protocol("header added outside a response head");
 
 /// Bodies at least this large are written from the app's buffer instead of copied.
@@ -106,12 +114,7 @@ impl Exchange {
         if matches!(framing, ResponseFraming::Close) || self.shared.stopping() {
             self.keep_alive = false;
         }
-        if !server {
-            ferrule_http::write_field(&mut self.out, b"Server", b"ferrule");
-        }
-        if !date {
-            with_date(|d| ferrule_http::write_field(&mut self.out, b"Date", d.as_bytes()));
-        }
+        add_server_fields(&mut self.out, server, date);
         // Declared lengths are kept for HEAD and for 304 (they describe the GET).
         let declared_kept = declared.is_some();
         let framing = match (framing, declared) {
