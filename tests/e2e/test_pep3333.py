@@ -179,6 +179,24 @@ def test_remote_port_follows_each_connection_when_their_ports_share_a_slot(serve
             assert env["REMOTE_PORT"] == str(conn.getsockname()[1])
 
 
+def test_remote_addr_follows_each_client_address(server):
+    # Each thread keeps the last peer address's REMOTE_ADDR string (environ.rs): clients
+    # on two loopback addresses take turns.
+    conns = []
+    for addr in ("127.0.0.2", "127.0.0.1"):
+        s = socket.socket()
+        s.bind((addr, 0))
+        s.settimeout(5)
+        s.connect(("127.0.0.1", server.port))
+        conns.append(s)
+    a, b = conns
+    with a, b:
+        for conn in (a, b, b, a, b):
+            conn.sendall(b"GET /environ HTTP/1.1\r\nHost: x\r\n\r\n")
+            env = json.loads(read_response(conn)[1])
+            assert env["REMOTE_ADDR"] == conn.getsockname()[0]
+
+
 def test_environ_is_right_on_every_runner_thread(server):
     # A blocking route at concurrency runs on several runner threads, each with its own
     # template holding the values of the last request it served.

@@ -41,7 +41,7 @@ use pyo3::types::{PyDict, PyString};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use strings::{cached, header_key, split_host, Ports, Recents, Strings};
+use strings::{cached, header_key, split_host, Recents, Strings};
 
 /// Keys inserted into the template and deleted again, so its copies have a 64-slot
 /// table with room for 14 header keys (Host's among them). CPython copies a dict's
@@ -172,7 +172,7 @@ impl Environ {
     ) -> PyResult<Bound<'py, PyDict>> {
         let mut t = tx.borrow_mut();
         let ex = t.exchange()?;
-        let values = self.sticky(py, ex, &mut self.caches(), &mut local.recent);
+        let values = self.sticky(py, ex, &mut local.recent);
         let env = match local.live.take(py) {
             Some(env) => {
                 local.live.update(&env, values)?;
@@ -192,7 +192,7 @@ impl Environ {
             env.set_item(key, latin1_str(py, cl))?;
             keys.push(key.clone().unbind());
         }
-        self.headers(py, &env, ex, &mut self.caches(), &mut keys)?;
+        self.headers(py, &env, ex, &mut keys)?;
         local.live.finish(&env, keys)?;
         Ok(env)
     }
@@ -261,13 +261,7 @@ impl Environ {
     }
 
     /// This request's values of the [`Sticky`] keys.
-    fn sticky<'py>(
-        &self,
-        py: Python<'py>,
-        ex: &Exchange,
-        strings: &mut Strings,
-        recent: &mut Recents,
-    ) -> Sticky<'py> {
+    fn sticky<'py>(&self, py: Python<'py>, ex: &Exchange, recent: &mut Recents) -> Sticky<'py> {
         let method = ex.method();
         let method = match self.methods.iter().find(|(m, _)| *m == method) {
             Some((_, s)) => s.bind(py).clone(),
@@ -287,10 +281,32 @@ impl Environ {
             true => intern!(py, "https"),
             false => intern!(py, "http"),
         };
-        let (server_name, server_port) = self.server(py, ex, strings);
-        let (remote_addr, remote_port) = remote(py, ex, strings, &mut recent.remote_port);
-        let host = match ex.host() {
-            Some(value) => recent.host_header.get(py, value).into_any(),
+        let host = ex.host().map(|value| recent.host_header.get(py, value));
+        let (server_name, server_port) = match (&host, &recent.server) {
+            (Some(h), Some(last)) if last.host.is(h) && last.https == ex.is_https() => {
+                (last.name.clone_ref(py), last.port.clone_ref(py))
+            }
+            _ => {
+                let (name, port) = self.server(py, ex);
+                if let Some(h) = &host {
+                    let last = strings::LastServer {
+                        host: h.clone().unbind(),
+                        https: ex.is_https(),
+                        name: name.clone_ref(py),
+                        port: port.clone_ref(py),
+                    };
+                    // Dropped as `Bound`s: plain decrefs, without pyo3's GIL check.
+                    if let Some(old) = recent.server.replace(last) {
+                        drop((old.host.into_bound(py), old.name.into_bound(py)));
+                        drop(old.port.into_bound(py));
+                    }
+                }
+                (name, port)
+            }
+        };
+        let (remote_addr, remote_port) = remote(py, ex, &self.caches, recent);
+        let host = match host {
+            Some(h) => h.into_any(),
             None => py.None().into_bound(py),
         };
         Sticky {
@@ -308,12 +324,7 @@ impl Environ {
     }
 
     /// SERVER_NAME and SERVER_PORT: from Host, else the listening address.
-    fn server(
-        &self,
-        py: Python<'_>,
-        ex: &Exchange,
-        strings: &mut Strings,
-    ) -> (Py<PyString>, Py<PyString>) {
+    fn server(&self, py: Python<'_>, ex: &Exchange) -> (Py<PyString>, Py<PyString>) {
         let default_port = match ex.is_https() {
             true => intern!(py, "443"),
             false => intern!(py, "80"),
@@ -326,7 +337,7 @@ impl Environ {
                     let port = p.map(|p| PyString::new(py, p).unbind());
                     (PyString::new(py, h).unbind(), port)
                 };
-                let (name, port) = cached(&mut strings.hosts, host, make, |(n, p)| {
+                let (name, port) = cached(&mut self.caches().hosts, host, make, |(n, p)| {
                     (n.clone_ref(py), p.as_ref().map(|p| p.clone_ref(py)))
                 });
                 (name, port.unwrap_or_else(|| default_port.clone().unbind()))
@@ -350,12 +361,12 @@ impl Environ {
         py: Python<'_>,
         env: &Bound<'_, PyDict>,
         ex: &Exchange,
-        strings: &mut Strings,
         keys: &mut Vec<Py<PyString>>,
     ) -> PyResult<()> {
         // Keys are interned, so a repeated field has the very same key object: the
         // keys set so far (`keys`) tell a repeat without a dict lookup per field. A
         // lookup would not do: a kept environ has the last request's fields.
+        let mut strings = None;
         for (name, value) in ex.headers() {
             // Host is a `Sticky` key; the parser takes one Host field at most.
             if name.eq_ignore_ascii_case(b"content-type")
@@ -365,6 +376,8 @@ impl Environ {
                 continue;
             }
             let make = || header_key(py, name);
+            // Locked once, by the first field that needs a key (none but Host: never).
+            let strings = strings.get_or_insert_with(|| self.caches());
             let key = cached(&mut strings.header_keys, name, make, |k| k.clone_ref(py));
             let key = &key.into_bound(py);
             let value = latin1_str(py, value);
@@ -388,15 +401,25 @@ impl Environ {
 fn remote<'py>(
     py: Python<'py>,
     ex: &Exchange,
-    strings: &mut Strings,
-    ports: &mut Ports,
+    strings: &Mutex<Strings>,
+    recent: &mut Recents,
 ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
     match ex.peer() {
         Peer::Tcp(a) => {
             let ip = a.ip().to_canonical();
-            let make = || PyString::new(py, &ip.to_string()).unbind();
-            let addr = cached(&mut strings.peers, &ip, make, |s| s.clone_ref(py));
-            (addr.into_bound(py), ports.get(py, a.port()))
+            let addr = match &recent.peer {
+                Some((last, s)) if *last == ip => s.clone_ref(py),
+                _ => {
+                    let make = || PyString::new(py, &ip.to_string()).unbind();
+                    let mut strings = strings.lock().unwrap_or_else(|p| p.into_inner());
+                    let addr = cached(&mut strings.peers, &ip, make, |s| s.clone_ref(py));
+                    let old = recent.peer.replace((ip, addr.clone_ref(py)));
+                    // Dropped as a `Bound`: a plain decref, without pyo3's GIL check.
+                    drop(old.map(|(_, s)| s.into_bound(py)));
+                    addr
+                }
+            };
+            (addr.into_bound(py), recent.remote_port.get(py, a.port()))
         }
         Peer::Unix => (intern!(py, "").clone(), intern!(py, "").clone()),
     }

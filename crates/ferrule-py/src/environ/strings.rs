@@ -33,6 +33,19 @@ pub struct Recents {
     pub query: Recent,
     pub remote_port: Ports,
     pub host_header: Recent,
+    /// SERVER_NAME and SERVER_PORT for the last Host string (by identity: `host_header`
+    /// hands out the same string while the bytes repeat) and scheme: no map lookup.
+    pub server: Option<LastServer>,
+    /// REMOTE_ADDR for the last peer address.
+    pub peer: Option<(IpAddr, Py<PyString>)>,
+}
+
+/// See [`Recents::server`].
+pub struct LastServer {
+    pub host: Py<PyString>,
+    pub https: bool,
+    pub name: Py<PyString>,
+    pub port: Py<PyString>,
 }
 
 /// SERVER_NAME and the port written in Host, if any. The default port depends on
