@@ -226,7 +226,7 @@ impl Environ {
             // The template's HTTP_HOST is the placeholder (see `Sticky::host`).
             env.del_item(intern!(py, "HTTP_HOST"))?;
         }
-        local.live.adopt(py, &local.stored, host, input);
+        local.live.adopt(py, &local.stored, input);
         Ok(env)
     }
 

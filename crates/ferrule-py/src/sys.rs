@@ -17,9 +17,10 @@ pub fn refcnt(obj: &Bound<'_, PyAny>) -> isize {
 /// The version tag of `dict` (PEP 509): CPython gives a dict a tag no dict had before
 /// when it is made and on every change to it, so an unchanged tag means unchanged
 /// contents. `None` on the Pythons without one (3.14 on, PyPy), where callers must
-/// assume a change.
+/// assume a change, and on free-threaded builds, where another thread may hold a
+/// reference that the count does not show yet.
 pub fn dict_version(dict: &Bound<'_, PyDict>) -> Option<u64> {
-    #[cfg(not(any(Py_3_14, PyPy, GraalPy, Py_LIMITED_API)))]
+    #[cfg(not(any(Py_3_14, Py_GIL_DISABLED, PyPy, GraalPy, Py_LIMITED_API)))]
     {
         let ptr = dict.as_ptr().cast::<ffi::PyDictObject>();
         // SAFETY: `dict` is a live dict or dict subclass (the `Bound`'s type says so),
@@ -28,7 +29,7 @@ pub fn dict_version(dict: &Bound<'_, PyDict>) -> Option<u64> {
         let tag = unsafe { (*ptr).ma_version_tag };
         Some(tag)
     }
-    #[cfg(any(Py_3_14, PyPy, GraalPy, Py_LIMITED_API))]
+    #[cfg(any(Py_3_14, Py_GIL_DISABLED, PyPy, GraalPy, Py_LIMITED_API))]
     {
         let _ = dict;
         None

@@ -70,23 +70,14 @@ impl Live {
     }
 
     /// Records a new copy of the template, whose values of the [`Sticky`] keys are
-    /// `stored` (the template's), but for HTTP_HOST when `host` is false, and whose
-    /// `wsgi.input` is the object at `input`.
-    pub fn adopt(
-        &mut self,
-        py: Python<'_>,
-        stored: &[Option<Py<PyAny>>; STICKY],
-        host: bool,
-        input: usize,
-    ) {
+    /// `stored` (the template's; a request without Host stored the placeholder, and
+    /// its copy has no HTTP_HOST, as `update` expects) and whose `wsgi.input` is the
+    /// object at `input`.
+    pub fn adopt(&mut self, py: Python<'_>, stored: &[Option<Py<PyAny>>; STICKY], input: usize) {
         self.input = input;
         for (mine, theirs) in self.stored.iter_mut().zip(stored) {
             let new = theirs.as_ref().map(|v| v.clone_ref(py));
             let _old = std::mem::replace(mine, new).map(|o| o.into_bound(py));
-        }
-        if !host {
-            let none = Some(py.None());
-            let _old = std::mem::replace(&mut self.stored[STICKY - 1], none);
         }
     }
 
