@@ -3,6 +3,7 @@
 `app` is the plain app; `validated` is the same app inside wsgiref.validate.
 """
 
+import gc
 import io
 import json
 import os
@@ -113,6 +114,14 @@ def app(environ, start_response):
         write = start_response("200 OK", [("Content-Type", "application/json")])
         KEPT_ONE.append((query, {"start": start_response, "write": write, "environ": environ}[query]))
         return [json.dumps(result).encode()]
+    if path == "/poke-later":  # changes this environ after the request, from another thread
+        def poke():
+            time.sleep(0.2)
+            for d in gc.get_objects():
+                if type(d) is dict and d.get("HTTP_X_POKE_ME") == "1" and "wsgi.input" in d:
+                    d["HTTP_X_POKED"] = "yes"
+        threading.Thread(target=poke, daemon=True).start()
+        return _text(start_response, "ok")
     if path == "/hold-environ":  # holds this environ; the next request checks the last one
         result = {}
         if HELD_ENVIRON:

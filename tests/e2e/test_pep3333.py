@@ -4,6 +4,7 @@ import json
 import os
 import re
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -134,6 +135,19 @@ def test_environ_keys_come_and_go_with_each_request(server):
     assert env["SERVER_NAME"] == "a.example" and env["PATH_INFO"] == "/environ"
     assert not [k for k in env if k.startswith("HTTP_X_")]
     assert "mutated" not in env.values()
+
+
+def test_an_environ_changed_between_requests_is_not_built_on(server):
+    # The kept environ is tracked by the garbage collector, so another thread can reach
+    # it after its request (here through gc.get_objects()): its version tag is read
+    # again before the next request builds on it (environ/live.rs).
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        conn.sendall(b"GET /poke-later HTTP/1.1\r\nHost: x\r\nX-Poke-Me: 1\r\n\r\n")
+        read_response(conn)
+        time.sleep(0.6)
+        conn.sendall(b"GET /environ HTTP/1.1\r\nHost: x\r\n\r\n")
+        env = json.loads(read_response(conn)[1])
+    assert "HTTP_X_POKED" not in env and "HTTP_X_POKE_ME" not in env
 
 
 def test_an_environ_the_app_keeps_is_never_changed_by_later_requests(server):

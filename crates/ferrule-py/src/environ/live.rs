@@ -40,10 +40,13 @@ pub struct Live {
 
 impl Live {
     /// The last environ, if it may be built on. Otherwise the next environ is a new
-    /// copy, which has none of the last one's extra keys.
+    /// copy, which has none of the last one's extra keys. The tag is read again: the
+    /// dict is tracked by the garbage collector, so code that walks `gc.get_objects()`
+    /// could reach it between requests.
     pub fn take<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyDict>> {
-        self.version = None;
+        let version = self.version.take();
         let dict = self.dict.take().map(|d| d.into_bound(py));
+        let dict = dict.filter(|d| sys::dict_version(d) == version);
         if dict.is_none() {
             // Dropped as `Bound`s: plain decrefs, without pyo3's GIL check.
             self.extras.drain(..).for_each(|k| drop(k.into_bound(py)));
