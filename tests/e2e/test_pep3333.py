@@ -127,6 +127,14 @@ def test_environ_keys_come_and_go_with_each_request(server):
             got = {k: v for k, v in env.items() if k.startswith(("HTTP_X_", "CONTENT_"))}
             assert got == want, f"request {i}"
             assert env["HTTP_HOST"] == "a.example" and env["none_keys"] == [], f"request {i}"
+        # Without Host the kept environ loses HTTP_HOST (no placeholder left in it), and
+        # the next request with Host gets it back.
+        conn.sendall(b"GET /environ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        env = json.loads(read_response(conn)[1])
+        assert "HTTP_HOST" not in env and env["none_keys"] == []
+        conn.sendall(base.encode() + b"\r\n")
+        env = json.loads(read_response(conn)[1])
+        assert env["HTTP_HOST"] == "a.example" and env["none_keys"] == []
         conn.sendall(b"GET /environ?mutate HTTP/1.1\r\nHost: a.example\r\nX-A: 7\r\n\r\n")
         read_response(conn)
         conn.sendall(base.encode() + b"\r\n")
