@@ -13,7 +13,7 @@
 //! `wsgi.input` is the request object, which the thread reuses while the app keeps
 //! no part of a request (`handler.rs`): the template keeps it too, and stores a new
 //! one only when the object changed. The template's reference is one the reuse check
-//! counts ([`Environ::input_refs`]).
+//! counts ([`Environ::release`]).
 //!
 //! Each runner thread has its own template (a copy of the one made at start-up), so
 //! no lock is held across a copy: the copy can run Python code (a new dict may start
@@ -208,14 +208,7 @@ impl Environ {
         host: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let template = local.template.bind(py);
-        for ((key, value), stored) in values.items(py).into_iter().zip(&mut local.stored) {
-            if stored.as_ref().is_some_and(|s| value.is(s)) {
-                continue;
-            }
-            template.set_item(key, &value)?;
-            // Dropped as a `Bound`: a plain decref, without pyo3's GIL check.
-            let _old = stored.replace(value.unbind()).map(|o| o.into_bound(py));
-        }
+        values.store_changed(template, &mut local.stored, Absent::Placeholder)?;
         let input = tx.as_ptr() as usize;
         if local.input != input {
             template.set_item(intern!(py, "wsgi.input"), tx)?;
@@ -230,28 +223,24 @@ impl Environ {
         Ok(env)
     }
 
-    /// How many references to `tx` this thread's environs hold (the template's
+    /// Ends `tx`'s request on this thread: gives back the environ `build` made for it,
+    /// if it made one, which the next request may build on (`live.rs`). Returns how
+    /// many references to `tx` this thread's environs then hold (the template's
     /// `wsgi.input`, the kept environ's): references that are not the app's.
-    pub fn input_refs(&self, tx: &Bound<'_, Tx>) -> isize {
+    pub fn release(&self, env: Option<Bound<'_, PyDict>>, tx: &Bound<'_, Tx>) -> isize {
         let addr = tx.as_ptr() as usize;
         TEMPLATE.with(|cell| {
-            cell.try_borrow().map_or(0, |slot| match &*slot {
+            let Ok(mut slot) = cell.try_borrow_mut() else {
+                return 0;
+            };
+            match slot.as_mut() {
                 Some(local) if local.environ == self.id => {
+                    if let Some(env) = env {
+                        local.live.offer(env);
+                    }
                     isize::from(local.input == addr) + isize::from(local.live.holds(addr))
                 }
                 _ => 0,
-            })
-        })
-    }
-
-    /// Gives back the environ `build` made last on this thread, once its request is
-    /// over: the next request may build on it (`live.rs`).
-    pub fn recycle(&self, env: Bound<'_, PyDict>) {
-        TEMPLATE.with(|cell| {
-            if let Ok(mut slot) = cell.try_borrow_mut() {
-                if let Some(local) = slot.as_mut().filter(|l| l.environ == self.id) {
-                    local.live.offer(env);
-                }
             }
         })
     }
@@ -425,6 +414,15 @@ fn remote<'py>(
     }
 }
 
+/// What storing HTTP_HOST's placeholder (`None`, a request without Host) does to a dict.
+#[derive(Clone, Copy)]
+enum Absent {
+    /// Stores it: the template keeps every key, and its copies delete HTTP_HOST.
+    Placeholder,
+    /// Deletes the key: a kept environ is the request's own (`live.rs`).
+    Delete,
+}
+
 /// The keys every request sets but `wsgi.input` (see `build_in`), kept in the template
 /// between requests (see the module's comment). Both the placeholders and each request's values go
 /// through [`Sticky::items`], so no key can be in one list and missing from the other.
@@ -460,6 +458,29 @@ impl<'py> Sticky<'py> {
             remote_port: none(),
             host: none(),
         }
+    }
+
+    /// Stores into `dict` the values that are not the very same objects as the ones
+    /// `stored` says it holds, and records them there.
+    fn store_changed(
+        self,
+        dict: &Bound<'py, PyDict>,
+        stored: &mut [Option<Py<PyAny>>; STICKY],
+        absent: Absent,
+    ) -> PyResult<()> {
+        let py = dict.py();
+        for ((key, value), stored) in self.items(py).into_iter().zip(stored) {
+            if stored.as_ref().is_some_and(|s| value.is(s)) {
+                continue;
+            }
+            match absent {
+                Absent::Delete if value.is_none() => dict.del_item(key)?,
+                _ => dict.set_item(key, &value)?,
+            }
+            // Dropped as a `Bound`: a plain decref, without pyo3's GIL check.
+            let _old = stored.replace(value.unbind()).map(|o| o.into_bound(py));
+        }
+        Ok(())
     }
 
     fn items(self, py: Python<'py>) -> [(&'py Bound<'py, PyString>, Bound<'py, PyAny>); STICKY] {

@@ -67,10 +67,7 @@ impl Wsgi {
         if let Err(failure) = outcome {
             fail(py, &mut ex, failure, input_error);
         }
-        if let Ok(environ) = environ {
-            self.environ.recycle(environ);
-        }
-        let environ_refs = self.environ.input_refs(&tx);
+        let environ_refs = self.environ.release(environ.ok(), &tx);
         keep_for_reuse(tx, start_response, environ_refs);
         Some(ex)
     }

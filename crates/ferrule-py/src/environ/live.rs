@@ -13,7 +13,7 @@
 //! gets a new copy of the template each time, as without this module. Pythons without
 //! a version tag (3.14 on) always copy.
 
-use super::{Sticky, STICKY};
+use super::{Absent, Sticky, STICKY};
 use crate::sys;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -33,7 +33,7 @@ pub struct Live {
     /// The address of its `wsgi.input` (the dict's reference keeps it alive).
     input: usize,
     /// The keys it has beyond the template's: CONTENT_TYPE, CONTENT_LENGTH, HTTP_*.
-    pub extras: Vec<Py<PyString>>,
+    extras: Vec<Py<PyString>>,
     /// An empty list whose room the next request's keys take (no allocation).
     spare: Vec<Py<PyString>>,
 }
@@ -54,22 +54,10 @@ impl Live {
         dict
     }
 
-    /// Stores this request's [`Sticky`] values that differ from the dict's.
-    pub fn update(&mut self, dict: &Bound<'_, PyDict>, values: Sticky<'_>) -> PyResult<()> {
-        let py = dict.py();
-        for ((key, value), stored) in values.items(py).into_iter().zip(&mut self.stored) {
-            if stored.as_ref().is_some_and(|s| value.is(s)) {
-                continue;
-            }
-            if value.is_none() {
-                // Only HTTP_HOST has a placeholder; its key goes (see `Sticky::host`).
-                dict.del_item(key)?;
-            } else {
-                dict.set_item(key, &value)?;
-            }
-            let _old = stored.replace(value.unbind()).map(|o| o.into_bound(py));
-        }
-        Ok(())
+    /// Stores this request's [`Sticky`] values that differ from the dict's; a request
+    /// without Host deletes HTTP_HOST.
+    pub fn update<'py>(&mut self, dict: &Bound<'py, PyDict>, values: Sticky<'py>) -> PyResult<()> {
+        values.store_changed(dict, &mut self.stored, Absent::Delete)
     }
 
     /// Records a new copy of the template, whose values of the [`Sticky`] keys are
