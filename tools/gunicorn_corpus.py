@@ -118,7 +118,8 @@ def extract(sdist: Path, into: Path) -> Path:
         for m in members:
             if m.name.startswith(("/", "..")) or "/../" in m.name:
                 raise Failure(f"{sdist}: unsafe path {m.name!r} in the archive")
-        tar.extractall(into, members=members)
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(into, members=members, **safe)
     top = into / f"gunicorn-{VERSION}"
     if not (top / "tests" / "treq.py").is_file():
         raise Failure(f"{sdist}: no tests/treq.py inside; is it gunicorn's sdist?")
