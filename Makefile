@@ -6,6 +6,7 @@
 #                parser corpus into .cache/gunicorn-corpus/gunicorn (tools/gunicorn_corpus.py)
 #   make wheel   builds a manylinux wheel for .venv's Python into dist/ (no Rust needed to
 #                install it: pip install dist/ferrule-*.whl)
+PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIND ?= 127.0.0.1:8000
@@ -14,7 +15,7 @@ CORPUS := .cache/gunicorn-corpus/gunicorn
 .PHONY: run test install rust-checks bench bench-smoke corpus wheel
 
 $(VENV)/.ready: pyproject.toml
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "maturin>=1.5,<2" pytest flask django
 	touch $@
@@ -37,7 +38,7 @@ $(VENV)/.zig: $(VENV)/.ready
 	touch $@
 
 wheel: $(VENV)/.zig
-	rm -f dist/ferrule-*.whl
+	rm -f dist/ferrule-*-$$($(PY) -c 'import sys; print("cp%d%d" % sys.version_info[:2])')-*.whl
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build --release --zig \
 		--compatibility manylinux_2_17 --interpreter $(PY) --out dist
 
