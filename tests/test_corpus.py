@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tools" / "gunicorn_corpus.py"
@@ -113,8 +114,16 @@ def test_cfg_and_escapes_are_evaluated_as_treq_does(sdist, tmp_path):
     assert len(case("valid/018")["requests"]) == 2
 
 
-def test_make_corpus_fetches_the_pinned_sdist_with_pip(tmp_path):
-    r = run("--cache", str(tmp_path))
-    assert r.returncode == 0, r.stderr
-    assert gc.sha256(tmp_path / gc.SDIST) == gc.SHA256
-    assert json.loads((tmp_path / "gunicorn" / "index.json").read_text())["counts"] == {"valid": 63, "invalid": 74}
+def test_a_corrupt_cached_sdist_is_fetched_again_and_an_unreachable_index_is_one_clear_line(sdist, tmp_path):
+    # make corpus itself exercises the download (CI clones afresh); this stays offline.
+    (tmp_path / gc.SDIST).write_bytes(b"not gunicorn")
+    env = {**os.environ, "PIP_INDEX_URL": f"http://127.0.0.1:{free_port()}/simple", "PIP_RETRIES": "0",
+           "PIP_TIMEOUT": "2", "PIP_FIND_LINKS": "", "PIP_NO_CACHE_DIR": "1"}
+    r = subprocess.run([sys.executable, str(SCRIPT), "--cache", str(tmp_path)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"gunicorn_corpus: `pip download gunicorn=={gc.VERSION}` failed"), r.stderr
+    assert "--sdist" in last
+    assert (tmp_path / gc.SDIST).read_bytes() == b"not gunicorn"  # never used: hash differs
+    assert not (tmp_path / "gunicorn").exists()
