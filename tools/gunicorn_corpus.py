@@ -130,15 +130,19 @@ class Gunicorn:
     """gunicorn's own test loader and parser, imported from the unpacked sdist."""
 
     def __init__(self, top: Path):
-        for p in (str(top / "tests"), str(top)):
-            sys.path.insert(0, p)
         for name in [m for m in sys.modules if m == "gunicorn" or m.startswith("gunicorn.")]:
             del sys.modules[name]
         sys.modules.pop("treq", None)
-        import gunicorn
-        import gunicorn.config
-        import gunicorn.http.errors
-        import treq
+        paths = [str(top / "tests"), str(top)]
+        sys.path[:0] = paths
+        try:
+            import gunicorn
+            import gunicorn.config
+            import gunicorn.http.errors
+            import treq
+        finally:  # submodules are found through the package from now on
+            for p in paths:
+                sys.path.remove(p)
 
         if gunicorn.__version__ != VERSION or not gunicorn.__file__.startswith(str(top)):
             raise Failure(f"imported gunicorn {gunicorn.__version__} from {gunicorn.__file__}, "
