@@ -1,14 +1,21 @@
 # The two commands of the README:
 #   make run   builds and installs ferrule into .venv and serves examples/hello.py
 #   make test  runs every check and test: fmt, clippy, cargo test, pytest (with nginx)
+# and the pieces they use:
+#   make corpus  fetches gunicorn's sdist (pinned version and sha256) and converts its
+#                parser corpus into .cache/gunicorn-corpus/gunicorn (tools/gunicorn_corpus.py)
+#   make wheel   builds a manylinux wheel for .venv's Python into dist/ (no Rust needed to
+#                install it: pip install dist/ferrule-*.whl)
+PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIND ?= 127.0.0.1:8000
+CORPUS := .cache/gunicorn-corpus/gunicorn
 
-.PHONY: run test install rust-checks bench bench-smoke
+.PHONY: run test install rust-checks bench bench-smoke corpus wheel
 
 $(VENV)/.ready: pyproject.toml
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "maturin>=1.5,<2" pytest flask django
 	touch $@
@@ -19,12 +26,28 @@ install: $(VENV)/.ready
 run: install
 	$(VENV)/bin/ferrule examples.hello:app --bind $(BIND) --access-logfile -
 
-rust-checks:
+corpus: $(CORPUS)/index.json
+
+$(CORPUS)/index.json: tools/gunicorn_corpus.py | $(VENV)/.ready
+	$(PY) tools/gunicorn_corpus.py --cache $(dir $(CORPUS))
+
+# zig links against an old glibc, so the wheel is manylinux_2_17 whatever this machine
+# has; maturin finds it as `python3 -m ziglang` on PATH. Cargo rebuilds only what changed.
+$(VENV)/.zig: $(VENV)/.ready
+	$(PY) -m pip install -q "ziglang>=0.13,<0.18"
+	touch $@
+
+wheel: $(VENV)/.zig
+	rm -f dist/ferrule-*-$$($(PY) -c 'import sys; print("cp%d%d" % sys.version_info[:2])')-*.whl
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build --release --zig \
+		--compatibility manylinux_2_17 --interpreter $(PY) --out dist
+
+rust-checks: corpus
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace
 
-test: rust-checks install
+test: rust-checks install wheel
 	test -x /usr/sbin/nginx || command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
 	{ command -v wrk && command -v ss; } >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk iproute2 >/dev/null; }
 	$(PY) -m pytest tests -q -rf

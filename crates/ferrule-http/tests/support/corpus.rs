@@ -12,13 +12,29 @@ pub const DEVIATIONS: &[(&str, &str)] = &[(
     "Transfer-Encoding: identity next to Content-Length is rejected with 400 (InvalidHeader)",
 )];
 
+/// Where gunicorn's corpus is: `FERRULE_CORPUS` if set, else what `make corpus` builds
+/// from gunicorn's sdist (`.cache/gunicorn-corpus/gunicorn`), else a `shared/` checkout
+/// beside the repository (a convenience: the same files, see tools/gunicorn_corpus.py).
 pub fn corpus_dir() -> PathBuf {
-    match std::env::var_os("FERRULE_CORPUS") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/gunicorn")
-        }
+    if let Some(p) = std::env::var_os("FERRULE_CORPUS") {
+        return PathBuf::from(p);
     }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = root.canonicalize().unwrap_or(root);
+    let cache = root.join(".cache/gunicorn-corpus/gunicorn");
+    let shared = root.join("../shared/conformance/gunicorn");
+    if cache.join("index.json").is_file() {
+        return cache;
+    }
+    if shared.join("index.json").is_file() {
+        return shared;
+    }
+    panic!(
+        "gunicorn's parser corpus is missing: run `make corpus` (it fetches gunicorn's sdist \
+         from PyPI by pinned version and sha256 and converts its tests/requests into {}), \
+         or set FERRULE_CORPUS to a converted copy",
+        cache.display()
+    )
 }
 
 pub fn config(cfg: &Value) -> ParserConfig {
@@ -97,7 +113,7 @@ pub fn cases() -> Vec<Case> {
     let dir = corpus_dir();
     let index: Value = serde_json::from_slice(
         &std::fs::read(dir.join("index.json"))
-            .unwrap_or_else(|e| panic!("conformance corpus not found at {}: {e}", dir.display())),
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.join("index.json").display())),
     )
     .expect("index.json");
     let mut out = Vec::new();
