@@ -8,6 +8,9 @@ format, and a failing sink costs lost lines, never an exception):
   (``app.logger.handlers = logging.getLogger("gunicorn.error").handlers``) sends an
   app's log lines there; ``gunicorn.access`` and ``ferrule.access`` write whole lines
   to the access log of a worker that has one.
+* ``protect_std_streams()``: ``sys.stdout`` and ``sys.stderr`` (what apps and hooks
+  ``print`` to) drop what cannot be written instead of raising, count the lines lost
+  and say so in the error log once writing works again.
 * ``flush_std()``: flushes ``sys.stdout`` and ``sys.stderr`` without raising when they
   lead nowhere (a closed pipe, a full disk).
 """
@@ -15,9 +18,13 @@ format, and a failing sink costs lost lines, never an exception):
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 import traceback
 
 from ferrule import _ferrule
@@ -124,22 +131,118 @@ def _attach(name: str, handler_type: type, level: int) -> None:
     logger.propagate = False
 
 
-def install(level: str) -> None:
+def attach_handlers(level) -> None:
     """Points gunicorn's and ferrule's Python loggers at the error and access logs, at
-    ``level`` (``--log-level``; the access loggers are at INFO, as gunicorn's). Safe to
-    call again (a reload): handlers are not added twice, the level changes, in Python
-    and in the Rust error log."""
-    number = _level_number(level)
+    ``level`` (the access loggers at INFO, as gunicorn's); handlers are never added
+    twice."""
     for name in ERROR_LOGGERS:
-        _attach(name, ErrorLogHandler, number)
+        _attach(name, ErrorLogHandler, _level_number(level))
     for name in ACCESS_LOGGERS:
         _attach(name, AccessLogHandler, logging.INFO)
-    _ferrule.set_log_level(_level_name(number))
+
+
+def install(level: str) -> None:
+    """Sets the process up once its error log exists: the Python loggers at ``level``
+    (``--log-level``), the Rust error log's level, ``sys.stdout``/``sys.stderr`` that
+    drop instead of raising, and a last flush at exit that cannot fail. Safe to call
+    again (a reload with a new level)."""
+    attach_handlers(level)
+    _ferrule.set_log_level(_level_name(_level_number(level)))
+    protect_std_streams()
+    try:
+        # Python ignores SIGPIPE; a program that restored the default before calling
+        # ferrule.run would otherwise die on its first write to a closed log pipe.
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
     if not getattr(install, "_exit_hook", False):
         install._exit_hook = True
         # Runs before the interpreter's own flush of stdout, which would exit 120 on a
         # closed pipe.
         atexit.register(flush_std)
+
+
+class _TolerantFile(io.FileIO):
+    """The descriptor under ``sys.stdout`` or ``sys.stderr``: a write that fails (EPIPE
+    from a closed pipe, ENOSPC, EIO, EAGAIN) is dropped and its lines counted, as the
+    Rust sinks do, so a ``print`` never raises and nothing is retried. The first write
+    that gets through again is followed by a warning in the error log."""
+
+    def __init__(self, fd: int, name: str):
+        super().__init__(fd, "w", closefd=False)
+        self._label = name
+        self._lock = threading.Lock()
+        #: Whether anything was lost, and the newlines in what was (a partial line is
+        #: reported as one).
+        self._losing = False
+        self._lines = 0
+        self._since = 0.0
+        self._reason = ""
+        self._pid = 0
+
+    def write(self, data) -> int:
+        size = memoryview(data).nbytes
+        try:
+            written = super().write(data)
+            failure = None if written is not None else "Resource temporarily unavailable (os error 11)"
+        except OSError as exc:
+            written, failure = None, f"{exc.strerror} (os error {exc.errno})" if exc.errno else str(exc)
+        if failure is not None:
+            self._count(bytes(data).count(b"\n"), failure)
+            return size
+        if self._losing:
+            self._report()
+        return written
+
+    def _count(self, lines: int, reason: str) -> None:
+        with self._lock:
+            if not self._losing or self._pid != os.getpid():
+                self._since, self._reason, self._pid, self._lines = time.time(), reason, os.getpid(), 0
+                self._losing = True
+            self._lines += lines
+
+    def _report(self) -> None:
+        with self._lock:
+            if not self._losing:
+                return
+            self._losing = False
+            if self._pid != os.getpid():  # a parent's count: it reports those lines
+                return
+            lost = max(self._lines, 1)
+            since = time.strftime("%Y-%m-%d %H:%M:%S +0000", time.gmtime(self._since))
+        plural = "" if lost == 1 else "s"
+        _ferrule.log_message("warning", f"{lost} {self._label} line{plural} lost since {since}: {self._reason}")
+
+
+def _protect(stream, name: str):
+    """A copy of ``stream`` (same descriptor, encoding, buffering) over a
+    :class:`_TolerantFile`; ``stream`` itself when it is not a plain file stream
+    (pytest's capture, a StringIO, an already protected one)."""
+    if type(stream) is not io.TextIOWrapper or isinstance(getattr(stream, "buffer", None), _TolerantFile):
+        return stream
+    raw_now = getattr(stream.buffer, "raw", stream.buffer)
+    if isinstance(raw_now, _TolerantFile):
+        return stream
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # closed, or no descriptor
+        return stream
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        pass  # what it holds stays with it; the copy starts empty
+    raw = _TolerantFile(fd, name)
+    buffered = isinstance(stream.buffer, io.BufferedWriter)
+    return io.TextIOWrapper(io.BufferedWriter(raw) if buffered else raw, encoding=stream.encoding,
+                            errors=stream.errors, newline="\n", line_buffering=stream.line_buffering,
+                            write_through=stream.write_through or not buffered)
+
+
+def protect_std_streams() -> None:
+    """Makes ``sys.stdout`` and ``sys.stderr`` drop (and count) what cannot be written
+    instead of raising in the app, a hook or the interpreter's flush at exit."""
+    sys.stdout = _protect(sys.stdout, "stdout")
+    sys.stderr = _protect(sys.stderr, "stderr")
 
 
 def _discard(stream) -> None:

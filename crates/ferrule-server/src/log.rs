@@ -5,7 +5,7 @@
 
 use crate::clock::log_stamp;
 use crate::logfile::LogFile;
-use crate::sink::{Report, Sink, Stderr};
+use crate::sink::{Destination, Report, Sink, Stderr};
 use std::fmt;
 use std::io;
 use std::path::Path;
@@ -141,7 +141,7 @@ pub fn init(level: LogLevel, path: Option<&Path>) -> Result<(), String> {
     if ERROR_LOG.get().is_some() {
         return Ok(());
     }
-    let dest: Box<dyn crate::sink::Destination> = match path {
+    let dest: Box<dyn Destination> = match path {
         Some(p) if p != Path::new("-") => {
             Box::new(LogFile::open(p).map_err(|e| format!("error-logfile {}: {e}", p.display()))?)
         }
@@ -173,7 +173,20 @@ pub fn set_level(level: LogLevel) {
 }
 
 /// Logs a message from the Python side at a gunicorn level.
+/// Before [`init`] (an app logging while it is imported, before `ferrule.run`), lines
+/// at info and above go to stderr in the same format rather than nowhere.
 pub fn emit(level: LogLevel, msg: &str) {
+    if ERROR_LOG.get().is_none() {
+        if level != LogLevel::Debug {
+            let name = match level {
+                LogLevel::Info => "INFO",
+                LogLevel::Warning => "WARNING",
+                _ => "ERROR",
+            };
+            Stderr.write_line(line(name, msg).as_bytes()).ok();
+        }
+        return;
+    }
     match level {
         LogLevel::Debug => tracing::debug!("{msg}"),
         LogLevel::Info => tracing::info!("{msg}"),

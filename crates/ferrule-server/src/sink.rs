@@ -146,11 +146,10 @@ impl Sink {
         self.failing.load(Ordering::Relaxed)
     }
 
-    /// Writes an error-log warning, saying whether it got there. While this sink is
-    /// losing lines it is not tried: another sink's notice would only add to the count
-    /// and be lost; that sink keeps it for later.
+    /// Writes an error-log warning, saying whether it got there (another sink's loss
+    /// notice, which that sink keeps until it does).
     pub(crate) fn warn(&self, msg: &str) -> bool {
-        !self.is_failing() && self.write_line(crate::log::line("WARNING", msg).as_bytes())
+        self.write_line(crate::log::line("WARNING", msg).as_bytes())
     }
 
     fn count(&self, mut loss: MutexGuard<'_, Option<Loss>>, lines: u64, e: &io::Error) {
@@ -332,7 +331,8 @@ mod tests {
         assert!(!errors.write_line(b"error 1\n"));
         assert!(!sink.write_line(b"GET /1\n"));
         assert!(!sink.write_line(b"GET /2\n"));
-        // The access log works again, the error log not yet: the count is kept.
+        // The access log works again, the error log not yet: the count is kept (and
+        // the notice that could not be written is an error-log line lost).
         access.broken.store(false, Ordering::Relaxed);
         assert!(sink.write_line(b"GET /3\n"));
         assert!(sink.is_failing());
@@ -345,7 +345,7 @@ mod tests {
         let errs = lock(&disk.lines).clone();
         assert_eq!(errs.len(), 3, "{errs:?}");
         assert!(
-            errs[0].contains(" 1 error log line lost since "),
+            errs[0].contains(" 2 error log lines lost since "),
             "{errs:?}"
         );
         assert_eq!(errs[1], "error 2\n");
