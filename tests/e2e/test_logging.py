@@ -30,7 +30,7 @@ def post_fork(server, worker):
 """
 
 
-def start_piped(tmp_path, *args):
+def start_piped(tmp_path, *args, env=None):
     """Starts ferrule with stdout and stderr into pipes whose read ends are closed after
     the first line, as `ferrule app 2>&1 | head -1` does."""
     port = free_port()
@@ -38,7 +38,7 @@ def start_piped(tmp_path, *args):
     conf.write_text(PRINTING_HOOKS)
     cmd = [sys.executable, "-m", "ferrule", "logging_app:app", "-b", f"127.0.0.1:{port}", "--chdir", str(APPS),
            "-c", str(conf), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     first = proc.stderr.readline()
     proc.stderr.close()
     proc.stdout.close()
@@ -51,8 +51,14 @@ def all_ok(port, n, path="/"):
     assert statuses == [200] * n
 
 
-def test_a_closed_stdout_and_stderr_never_crash_the_master_or_a_worker(tmp_path):
-    proc, port = start_piped(tmp_path, "-w", "2", "--access-logfile", "-")
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_a_closed_stdout_and_stderr_never_crash_the_master_or_a_worker(tmp_path, buffered):
+    # Buffered, the hooks' prints meet the closed pipe when Python flushes at exit (a
+    # worker's os._exit, the master's exit status); unbuffered, in the print itself.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    proc, port = start_piped(tmp_path, "-w", "2", "--access-logfile", "-", env=env)
     try:
         wait_for_port(port, proc)
 
