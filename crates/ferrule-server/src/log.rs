@@ -89,9 +89,9 @@ pub(crate) fn warn_now(msg: &str) -> bool {
 /// line, which the sink writes or counts as lost.
 struct ErrorWriter(Arc<Sink>);
 
-struct LineWriter<'a>(&'a Sink);
+struct EventWriter<'a>(&'a Sink);
 
-impl io::Write for LineWriter<'_> {
+impl io::Write for EventWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.write_line(buf);
         Ok(buf.len())
@@ -103,10 +103,10 @@ impl io::Write for LineWriter<'_> {
 }
 
 impl<'a> MakeWriter<'a> for ErrorWriter {
-    type Writer = LineWriter<'a>;
+    type Writer = EventWriter<'a>;
 
-    fn make_writer(&'a self) -> LineWriter<'a> {
-        LineWriter(&self.0)
+    fn make_writer(&'a self) -> EventWriter<'a> {
+        EventWriter(&self.0)
     }
 }
 
