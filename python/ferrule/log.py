@@ -218,10 +218,9 @@ def _protect(stream, name: str):
     """A copy of ``stream`` (same descriptor, encoding, buffering) over a
     :class:`_TolerantFile`; ``stream`` itself when it is not a plain file stream
     (pytest's capture, a StringIO, an already protected one)."""
-    if type(stream) is not io.TextIOWrapper or isinstance(getattr(stream, "buffer", None), _TolerantFile):
+    if type(stream) is not io.TextIOWrapper:
         return stream
-    raw_now = getattr(stream.buffer, "raw", stream.buffer)
-    if isinstance(raw_now, _TolerantFile):
+    if isinstance(getattr(stream.buffer, "raw", stream.buffer), _TolerantFile):
         return stream
     try:
         fd = stream.fileno()
@@ -232,6 +231,7 @@ def _protect(stream, name: str):
     except (OSError, ValueError):
         pass  # what it holds stays with it; the copy starts empty
     raw = _TolerantFile(fd, name)
+    raw.name = getattr(stream, "name", fd)  # "<stdout>", as before
     buffered = isinstance(stream.buffer, io.BufferedWriter)
     return io.TextIOWrapper(io.BufferedWriter(raw) if buffered else raw, encoding=stream.encoding,
                             errors=stream.errors, newline="\n", line_buffering=stream.line_buffering,
