@@ -305,3 +305,31 @@ def test_ferrule_run_reaches_python_logging(tmp_path):
     assert f"[{proc.pid}] [INFO] info run from {proc.pid}" in log
     assert f"[{proc.pid}] [WARNING] warning run from {proc.pid}" in log
     assert "debug run" not in log
+
+
+SIGPIPE_SCRIPT = """
+import signal, sys
+sys.path.insert(0, {apps!r})
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as some command-line programs do
+import ferrule
+from logging_app import app
+ferrule.run(app, bind="127.0.0.1:{port}")
+"""
+
+
+def test_ferrule_run_with_sigpipe_restored_survives_a_closed_stderr():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SIGPIPE_SCRIPT.format(apps=str(APPS), port=port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    proc.stderr.close()
+    try:
+        wait_for_port(port, proc)
+        for path in ("/", "/log", "/print"):
+            all_ok(port, 5, path)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
