@@ -6,7 +6,12 @@ Run from the command line (``ferrule module:app``) or from Python::
     ferrule.run(app, bind="127.0.0.1:8000")
 """
 
+from ferrule import log as _log
 from ferrule._ferrule import BindError, ConfigError, FileWrapper, __version__
 from ferrule.settings import Settings, run
+
+# An app imported before ``ferrule.run`` (or the master's set-up) already finds the
+# ``gunicorn.error`` handler and level its logging recipe copies.
+_log.attach_handlers("info")
 
 __all__ = ["BindError", "ConfigError", "FileWrapper", "Settings", "__version__", "run"]

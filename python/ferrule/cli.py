@@ -13,7 +13,7 @@ import sys
 import traceback
 from typing import List, NoReturn, Tuple
 
-from ferrule import _ferrule, config
+from ferrule import _ferrule, config, log
 from ferrule.arbiter import Arbiter, HaltServer, preload
 from ferrule.loader import AppLoadError, load_app
 from ferrule.settings import Settings
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(code: int, message: str) -> NoReturn:
-    print(f"ferrule: error: {message}", file=sys.stderr)
+    log.print_stderr(f"ferrule: error: {message}")
     sys.exit(code)
 
 
@@ -184,7 +184,7 @@ def _load(target: str):
     except AppLoadError as exc:
         _fail(EXIT_APP_LOAD, str(exc))
     except Exception as exc:  # the app's own import failed: show why
-        traceback.print_exc()
+        log.print_stderr(traceback.format_exc().rstrip("\n"))
         _fail(EXIT_APP_LOAD, f"cannot load app {target!r}: {type(exc).__name__}: {exc}")
 
 
@@ -208,6 +208,7 @@ def main(argv=None) -> None:
     try:
         core = _ferrule.Config(cfg.as_dict())
         _ferrule.init_logging(core)
+        log.install(cfg.log_level)
     except _ferrule.ConfigError as exc:
         _fail(EXIT_USAGE, str(exc))
     for note in notes:
@@ -224,7 +225,9 @@ def main(argv=None) -> None:
             _ferrule.log_message("warning", "bind changed in the configuration; it applies after a restart")
         fresh.bind, fresh.script_name = cfg.bind, cfg.script_name
         # Checked here, in the master: a value only the core rejects keeps the old settings.
-        return fresh, _ferrule.Config(fresh.as_dict()), fresh_hooks
+        fresh_core = _ferrule.Config(fresh.as_dict())
+        log.install(fresh.log_level)
+        return fresh, fresh_core, fresh_hooks
 
     arbiter = Arbiter(cfg, core, hooks, reload_config, app)
     try:

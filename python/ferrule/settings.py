@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import sys
 from typing import Callable, List, Optional
 
-from ferrule import _ferrule
+from ferrule import _ferrule, log
 
 #: gunicorn's default access log format.
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
@@ -101,10 +100,10 @@ def run(app: Callable, ready: Optional[Callable[[List[str]], None]] = None, **op
     except TypeError as e:
         raise _ferrule.ConfigError(str(e)) from None
     core = _ferrule.Config(settings.as_dict())
+    log.install(settings.log_level)
     _install_signal_handlers()
     clean = _ferrule.serve(app, core, ready)
     if not clean:
         # Threads still inside the app must not run into interpreter shutdown.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        log.flush_std()
         os._exit(0)

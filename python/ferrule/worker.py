@@ -16,7 +16,7 @@ from typing import Any, Callable, NoReturn, Optional
 
 from ferrule import _ferrule
 from ferrule.loader import AppLoadError, load_app
-from ferrule.log import Log
+from ferrule.log import Log, flush_std
 
 #: Exit codes the master understands: the app could not be imported / a boot hook failed.
 EXIT_APP_LOAD = 4
@@ -248,8 +248,7 @@ def run(arbiter, worker: Worker) -> NoReturn:
     except BaseException:
         worker.log.exception(f"Exception in worker process {os.getpid()}")
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        flush_std()  # a closed stdout must not keep this child from its os._exit
         os._exit(code)
 
 

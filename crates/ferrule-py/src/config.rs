@@ -4,11 +4,12 @@ use crate::ConfigError;
 use ferrule_http::{HeaderMap, ParserConfig};
 use ferrule_server::access::{AccessFormat, AccessLog};
 use ferrule_server::log::LogLevel;
-use ferrule_server::logfile::{LogFile, LogWriter};
+use ferrule_server::logfile::LogFile;
+use ferrule_server::sink::{Report, Sink, Stdout};
 use ferrule_server::{parse_bind, AllowIps, Bind, ServerConfig};
 use pyo3::prelude::*;
-use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The settings as the front end passes them: a dict with these keys.
@@ -142,15 +143,16 @@ enum AccessTarget {
 }
 
 impl AccessTarget {
-    fn open(&self) -> Result<Box<dyn Write + Send>, String> {
-        Ok(match self {
-            AccessTarget::Stdout => Box::new(std::io::stdout()),
-            AccessTarget::File(path) => {
-                Box::new(LogWriter(LogFile::open(path).map_err(|e| {
-                    format!("access-logfile {}: {e}", path.display())
-                })?))
-            }
-        })
+    /// The sink counts lines it cannot write and reports them in the error log.
+    fn open(&self) -> Result<Sink, String> {
+        let dest: Box<dyn ferrule_server::sink::Destination> = match self {
+            AccessTarget::Stdout => Box::new(Stdout),
+            AccessTarget::File(path) => Box::new(
+                LogFile::open(path)
+                    .map_err(|e| format!("access-logfile {}: {e}", path.display()))?,
+            ),
+        };
+        Ok(Sink::new("access log", dest, Report::ErrorLog))
     }
 }
 
@@ -165,13 +167,28 @@ pub struct Config {
     access: Option<(AccessTarget, AccessFormat)>,
 }
 
+/// The access log this process serves with, for Python logging's `gunicorn.access`.
+static ACCESS_SINK: Mutex<Option<Arc<Sink>>> = Mutex::new(None);
+
+/// Writes a whole line to this process's access log; false when there is none or the
+/// line was lost (and counted).
+pub fn access_line(line: &[u8]) -> bool {
+    let sink = ACCESS_SINK
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    sink.is_some_and(|s| s.write_line(line))
+}
+
 impl Config {
     /// Opens the access log for this process, if there is one.
     pub fn access_log(&self) -> Result<Option<AccessLog>, String> {
-        self.access
-            .as_ref()
-            .map(|(target, format)| Ok(AccessLog::new(format.clone(), target.open()?)))
-            .transpose()
+        let Some((target, format)) = &self.access else {
+            return Ok(None);
+        };
+        let sink = Arc::new(target.open()?);
+        *ACCESS_SINK.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.clone());
+        Ok(Some(AccessLog::new(format.clone(), sink)))
     }
 }
 

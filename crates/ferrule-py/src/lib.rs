@@ -149,18 +149,36 @@ fn init_logging(config: PyRef<'_, config::Config>) -> PyResult<()> {
     config.logs.init().map_err(ConfigError::new_err)
 }
 
+/// Changes the error log's level in this process (a reload with a new `--log-level`);
+/// workers forked afterwards start with it.
+#[pyfunction]
+fn set_log_level(level: &str) -> PyResult<()> {
+    log::set_level(level.parse().map_err(ConfigError::new_err)?);
+    Ok(())
+}
+
 /// Reopens the log files of this process (SIGUSR1, after logrotate).
 #[pyfunction]
 fn reopen_logs() -> PyResult<()> {
     ferrule_server::logfile::reopen_all().map_err(|e| PyOSError::new_err(e.to_string()))
 }
 
-/// Writes a line to the error log (used by the front end before and after `serve`).
+/// Writes a line to the error log (the front end, `server.log`, Python logging's
+/// `gunicorn.error`). Never raises for a failing log: the line is counted as lost.
 #[pyfunction]
-fn log_message(level: &str, message: &str) -> PyResult<()> {
+fn log_message(py: Python<'_>, level: &str, message: &str) -> PyResult<()> {
     let level: LogLevel = level.parse().map_err(ConfigError::new_err)?;
-    log::emit(level, message);
+    // A pipe whose reader is slow may block the write: not with the GIL held.
+    py.detach(|| log::emit(level, message));
     Ok(())
+}
+
+/// Writes a line to this process's access log, if it serves with one (Python
+/// logging's `gunicorn.access`); False when there is none or the line was lost.
+#[pyfunction]
+fn access_message(py: Python<'_>, message: &str) -> bool {
+    let line = format!("{}\n", message.trim_end_matches('\n'));
+    py.detach(|| config::access_line(line.as_bytes()))
 }
 
 #[pymodule]
@@ -168,9 +186,11 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(log_message, m)?)?;
+    m.add_function(wrap_pyfunction!(access_message, m)?)?;
     m.add_function(wrap_pyfunction!(bind, m)?)?;
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;
     m.add_function(wrap_pyfunction!(reopen_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
     m.add_class::<config::Config>()?;
     m.add_class::<file_wrapper::FileWrapper>()?;
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;

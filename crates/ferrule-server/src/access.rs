@@ -3,8 +3,8 @@
 use crate::clock::access_stamp;
 use crate::exchange::Exchange;
 use crate::listener::Peer;
-use std::io::Write;
-use std::sync::Mutex;
+use crate::sink::Sink;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// gunicorn's default `--access-logformat`.
@@ -50,14 +50,15 @@ impl AccessFormat {
 
 pub struct AccessLog {
     pieces: Vec<Piece>,
-    sink: Mutex<Box<dyn Write + Send>>,
+    sink: Arc<Sink>,
 }
 
 impl AccessLog {
-    pub fn new(format: AccessFormat, sink: Box<dyn Write + Send>) -> AccessLog {
+    /// `sink` should report its losses in the error log ([`crate::sink::Report::ErrorLog`]).
+    pub fn new(format: AccessFormat, sink: Arc<Sink>) -> AccessLog {
         AccessLog {
             pieces: format.0,
-            sink: Mutex::new(sink),
+            sink,
         }
     }
 
@@ -69,10 +70,8 @@ impl AccessLog {
     }
 
     pub(crate) fn record(&self, ex: &Exchange) {
-        let line = self.format(ex);
-        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = sink.write_all(line.as_bytes());
-        let _ = sink.flush();
+        // A line that cannot be written is counted by the sink, never the request's problem.
+        self.sink.write_line(self.format(ex).as_bytes());
     }
 
     fn format(&self, ex: &Exchange) -> String {

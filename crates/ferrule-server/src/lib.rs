@@ -18,6 +18,7 @@ mod runner;
 mod sched;
 mod serve;
 mod server;
+pub mod sink;
 mod sys;
 mod table;
 

@@ -1,15 +1,24 @@
 //! The error log: gunicorn's line format, to stderr or a file, through `tracing`.
+//!
+//! Lines go through a [`Sink`], so a closed stderr or a full disk loses lines (counted
+//! and reported later) instead of failing the caller.
 
 use crate::clock::log_stamp;
 use crate::logfile::LogFile;
+use crate::sink::{Destination, Report, Sink, Stderr};
 use std::fmt;
+use std::io;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
-
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, Registry};
 /// `--log-level` values, gunicorn's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
@@ -37,13 +46,67 @@ impl std::str::FromStr for LogLevel {
 }
 
 impl LogLevel {
-    fn max(self) -> Level {
+    fn filter(self) -> LevelFilter {
         match self {
-            LogLevel::Debug => Level::DEBUG,
-            LogLevel::Info => Level::INFO,
-            LogLevel::Warning => Level::WARN,
-            LogLevel::Error | LogLevel::Critical => Level::ERROR,
+            LogLevel::Debug => LevelFilter::DEBUG,
+            LogLevel::Info => LevelFilter::INFO,
+            LogLevel::Warning => LevelFilter::WARN,
+            LogLevel::Error | LogLevel::Critical => LevelFilter::ERROR,
         }
+    }
+}
+
+/// The start of an error-log line: `[2026-11-23 21:07:11 +0000] [42] [INFO] `.
+fn prefix(level: &str) -> String {
+    format!(
+        "[{}] [{}] [{level}] ",
+        log_stamp(SystemTime::now()),
+        std::process::id()
+    )
+}
+
+/// A whole error-log line, for lines written without `tracing`.
+pub(crate) fn line(level: &str, msg: &str) -> String {
+    format!("{}{msg}\n", prefix(level))
+}
+
+/// The error log of this process, once [`init`] ran.
+static ERROR_LOG: OnceLock<Arc<Sink>> = OnceLock::new();
+
+/// Changes the level of the running error log.
+static LEVEL: OnceLock<reload::Handle<LevelFilter, Registry>> = OnceLock::new();
+
+/// Writes a warning straight to the error log (not through `tracing`), saying whether
+/// it got there (see [`Sink::warn`]).
+pub(crate) fn warn_now(msg: &str) -> bool {
+    match ERROR_LOG.get() {
+        Some(sink) => sink.warn(msg),
+        None => Sink::new("error log", Box::new(Stderr), Report::Inline).warn(msg),
+    }
+}
+
+/// Hands `tracing` a writer that never fails: each event is one `write_all` of a whole
+/// line, which the sink writes or counts as lost.
+struct ErrorWriter(Arc<Sink>);
+
+struct EventWriter<'a>(&'a Sink);
+
+impl io::Write for EventWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_line(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for ErrorWriter {
+    type Writer = EventWriter<'a>;
+
+    fn make_writer(&'a self) -> EventWriter<'a> {
+        EventWriter(&self.0)
     }
 }
 
@@ -66,37 +129,64 @@ where
             Level::INFO => "INFO",
             _ => "DEBUG",
         };
-        write!(
-            w,
-            "[{}] [{}] [{level}] ",
-            log_stamp(SystemTime::now()),
-            std::process::id()
-        )?;
+        w.write_str(&prefix(level))?;
         ctx.field_format().format_fields(w.by_ref(), event)?;
         writeln!(w)
     }
 }
 
-/// Installs the error log. `path` None or `-` means stderr. Calling it again is a no-op.
+/// Installs the error log. `path` None or `-` means stderr. Calling it again is a
+/// no-op (tests, or `ferrule.run` called twice, keep the first logger).
 pub fn init(level: LogLevel, path: Option<&Path>) -> Result<(), String> {
-    let builder = tracing_subscriber::fmt()
-        .event_format(GunicornFormat)
-        .with_max_level(level.max());
-    let result = match path {
+    if ERROR_LOG.get().is_some() {
+        return Ok(());
+    }
+    let dest: Box<dyn Destination> = match path {
         Some(p) if p != Path::new("-") => {
-            let file =
-                LogFile::open(p).map_err(|e| format!("error-logfile {}: {e}", p.display()))?;
-            builder.with_writer(file).try_init()
+            Box::new(LogFile::open(p).map_err(|e| format!("error-logfile {}: {e}", p.display()))?)
         }
-        _ => builder.with_writer(std::io::stderr).try_init(),
+        _ => Box::new(Stderr),
     };
-    // A second init (tests, or ferrule.run called twice) keeps the first logger.
-    let _ = result;
+    let sink = Arc::new(Sink::new("error log", dest, Report::Inline));
+    let (filter, handle) = reload::Layer::new(level.filter());
+    let format = tracing_subscriber::fmt::layer()
+        .event_format(GunicornFormat)
+        .with_writer(ErrorWriter(sink.clone()))
+        .log_internal_errors(false);
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(format)
+        .try_init()
+        .is_ok()
+    {
+        let _ = ERROR_LOG.set(sink);
+        let _ = LEVEL.set(handle);
+    }
     Ok(())
 }
 
+/// Changes the level of the error log (a reload with a new `--log-level`).
+pub fn set_level(level: LogLevel) {
+    if let Some(handle) = LEVEL.get() {
+        let _ = handle.reload(level.filter());
+    }
+}
+
 /// Logs a message from the Python side at a gunicorn level.
+/// Before [`init`] (an app logging while it is imported, before `ferrule.run`), lines
+/// at info and above go to stderr in the same format rather than nowhere.
 pub fn emit(level: LogLevel, msg: &str) {
+    if ERROR_LOG.get().is_none() {
+        if level != LogLevel::Debug {
+            let name = match level {
+                LogLevel::Info => "INFO",
+                LogLevel::Warning => "WARNING",
+                _ => "ERROR",
+            };
+            Stderr.write_line(line(name, msg).as_bytes()).ok();
+        }
+        return;
+    }
     match level {
         LogLevel::Debug => tracing::debug!("{msg}"),
         LogLevel::Info => tracing::info!("{msg}"),

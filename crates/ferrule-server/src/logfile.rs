@@ -35,33 +35,16 @@ impl LogFile {
         Ok(log)
     }
 
+    /// Appends one whole line: `O_APPEND` and the lock keep lines from different
+    /// threads and processes whole.
+    pub fn write_line(&self, line: &[u8]) -> io::Result<()> {
+        lock(&self.file).write_all(line)
+    }
+
     fn reopen(&self) -> io::Result<()> {
         let fresh = open_append(&self.path)?;
         *lock(&self.file) = fresh;
         Ok(())
-    }
-}
-
-impl Write for &LogFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        lock(&self.file).write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        lock(&self.file).flush()
-    }
-}
-
-/// A handle to a shared log file that owns its share (for sinks that need `'static`).
-pub struct LogWriter(pub Arc<LogFile>);
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        (&*self.0).flush()
     }
 }
 
@@ -93,10 +76,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a.log");
         let log = LogFile::open(&path).unwrap();
-        (&*log).write_all(b"one\n").unwrap();
+        log.write_line(b"one\n").unwrap();
         std::fs::rename(&path, dir.join("a.log.1")).unwrap();
         reopen_all().unwrap();
-        (&*log).write_all(b"two\n").unwrap();
+        log.write_line(b"two\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
         assert_eq!(
             std::fs::read_to_string(dir.join("a.log.1")).unwrap(),

@@ -1,0 +1,335 @@
+"""Logging under faults and from Python: a closed pipe or a full disk under the error
+and access logs never takes a request or a process down (lost lines are counted and
+reported once writing works again), and Python logging's ``gunicorn.error`` reaches
+the error log (the Flask recipe), in the master, the workers and ``ferrule.run``."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import APPS, booted, children, free_port, get, serving, wait_for_port, wait_until
+
+
+# A closed stdout and stderr ------------------------------------------------------------
+
+#: Hooks that print to stdout in the master and in each worker: what they print waits
+#: in Python's buffer, and the flush at exit meets the closed pipe.
+PRINTING_HOOKS = """
+def when_ready(server):
+    print("ready " * 100)
+
+def post_fork(server, worker):
+    print("forked " * 100)
+"""
+
+
+def start_piped(tmp_path, *args, env=None):
+    """Starts ferrule with stdout and stderr into pipes whose read ends are closed after
+    the first line, as `ferrule app 2>&1 | head -1` does."""
+    port = free_port()
+    conf = tmp_path / "hooks.conf.py"
+    conf.write_text(PRINTING_HOOKS)
+    cmd = [sys.executable, "-m", "ferrule", "logging_app:app", "-b", f"127.0.0.1:{port}", "--chdir", str(APPS),
+           "-c", str(conf), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first = proc.stderr.readline()
+    proc.stderr.close()
+    proc.stdout.close()
+    assert b"[INFO]" in first, first
+    return proc, port
+
+
+def all_ok(port, n, path="/"):
+    statuses = [get(port, f"{path}?n={i}")[0] for i in range(n)]
+    assert statuses == [200] * n
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_a_closed_stdout_and_stderr_never_crash_the_master_or_a_worker(tmp_path, buffered):
+    # Buffered, the hooks' prints meet the closed pipe when Python flushes at exit (a
+    # worker's os._exit, the master's exit status); unbuffered, in the print itself.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    proc, port = start_piped(tmp_path, "-w", "2", "--access-logfile", "-", env=env)
+    try:
+        wait_for_port(port, proc)
+
+        def workers():
+            kids = children(proc.pid)
+            return len(kids) == 2 and all(serving(k) for k in kids) and kids
+
+        old = wait_until(workers)
+        # Each request writes an access line to the closed stdout; the master and the
+        # workers write error-log lines to the closed stderr; the app logs and prints.
+        for path in ("/", "/log", "/print"):
+            all_ok(port, 10, path)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: (new := workers()) and not set(new) & set(old))
+        for path in ("/", "/log", "/print"):
+            all_ok(port, 10, path)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        # No worker outlived its master (a worker whose exit flush raised used to run on).
+        assert not children(proc.pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_closed_stderr_does_not_change_the_exit_status_of_a_failed_start():
+    """A bad setting exits 2 with its one line even when stderr leads nowhere (not 1
+    from a BrokenPipeError, not 120 from the flush at exit)."""
+    cmd = [sys.executable, "-m", "ferrule", "proc:app", "--chdir", str(APPS), "--workers", "0"]
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run(cmd, stdout=w, stderr=w, timeout=30)
+    finally:
+        os.close(w)
+    assert proc.returncode == 2
+
+
+# A full disk ----------------------------------------------------------------------------
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 1 MiB tmpfs, or a skip where mounting is not allowed (not root)."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(fs, logs):
+    """Uses up every byte: the rest of each log file's last page, then all free pages."""
+    for log in logs:
+        slack = -log.stat().st_size % 4096
+        with open(log, "ab") as f:
+            f.write(b"\n" * slack)
+    fd = os.open(fs / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"x" * 65536):
+            pass
+    except OSError as exc:
+        assert exc.errno == 28
+    finally:
+        os.close(fd)
+
+
+def lost(log_text, what):
+    m = re.findall(rf"\[WARNING\] (\d+) {what} lines? lost since [-0-9: +]+: (.*)", log_text)
+    return [(int(n), reason) for n, reason in m]
+
+
+def test_a_full_disk_loses_log_lines_counted_and_reported_when_space_returns(small_fs, tmp_path):
+    errors, access, stdout = small_fs / "error.log", small_fs / "access.log", small_fs / "stdout.log"
+    port = free_port()
+    cmd = [sys.executable, "-m", "ferrule", "logging_app:app", "-b", f"127.0.0.1:{port}", "--chdir", str(APPS),
+           "--error-logfile", str(errors), "--access-logfile", str(access)]
+    with open(stdout, "ab") as out, open(tmp_path / "stderr.log", "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_for_port(port, proc)
+        all_ok(port, 3, "/log")
+        all_ok(port, 1, "/print")
+        wait_until(lambda: access.read_text().count("GET /") == 4)
+        time.sleep(0.3)  # the master has nothing left to say
+        fill(small_fs, [errors, access, stdout])
+        started = time.monotonic()
+        # Each /log: an info and a warning line in the error log; each /print: a line
+        # printed to stdout; each request: a line in the access log.
+        all_ok(port, 20, "/log")
+        all_ok(port, 5, "/print")
+        assert time.monotonic() - started < 10
+        time.sleep(0.5)  # the last access line is written after its response was sent
+        assert "GET /log?n=19" not in access.read_text()
+        assert lost(errors.read_text(), "error log") == []
+
+        (small_fs / "filler").unlink()
+        assert get(port, "/print?msg=back")[0] == 200
+        wait_until(lambda: lost(errors.read_text(), "access log"))
+        text = errors.read_text()
+        full = "No space left on device (os error 28)"
+        assert lost(text, "error log") == [(40, full)]
+        assert lost(text, "access log") == [(25, full)], access.read_text()
+        assert lost(text, "stdout") == [(5, full)]
+        # The error log's notice comes before the first line that got through.
+        assert text.index("error log lines lost") < text.index("stdout lines lost")
+        assert "GET /print?msg=back" in access.read_text()
+        # The access log only ever holds access lines.
+        assert "lost" not in access.read_text()
+        assert stdout.read_text().count("printed by") == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_an_unwritable_log_file_never_takes_a_request_or_a_process_down(serve):
+    s = serve("proc:app", "-w", "2", "--error-logfile", "/dev/full", "--access-logfile", "/dev/full")
+    old = booted(s, 2)
+    all_ok(s.port, 20)
+    s.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: (new := children(s.proc.pid)) and len(new) == 2 and not set(new) & set(old)
+               and all(serving(k) for k in new))
+    all_ok(s.port, 20)
+    assert s.stop() == 0
+
+
+# Python logging ---------------------------------------------------------------------------
+
+def test_the_flask_recipe_sends_the_apps_log_lines_to_the_error_log(serve):
+    s = serve("logging_app:app", "-w", "2")
+    booted(s, 2)
+    pids = set()
+    for i in range(6):
+        assert get(s.port, f"/log?msg=m{i}")[0] == 200
+    assert get(s.port, "/fail")[0] == 200
+    s.stop()
+    log = s.log()
+    for i in range(6):
+        m = re.search(rf"\[(\d+)\] \[INFO\] info m{i} from (\d+)\n", log)
+        assert m and m.group(1) == m.group(2), log
+        pids.add(m.group(1))
+        assert re.search(rf"\[{m.group(1)}\] \[WARNING\] warning m{i} from ", log)
+    assert pids <= {str(p) for p in re.findall(r"Booting worker with pid: (\d+)", log)}
+    # --log-level info: the app's debug lines are filtered as the server's are.
+    assert "debug m0" not in log
+    assert re.search(r"\[ERROR\] division failed in \d+\nTraceback .*ZeroDivisionError", log, re.S)
+
+
+LEVEL_HOOKS = """
+import logging, os
+
+def when_ready(server):
+    logging.getLogger("gunicorn.error").warning("master %s via gunicorn.error", os.getpid())
+    logging.getLogger("ferrule.error").error("master %s via ferrule.error", os.getpid())
+    server.log.log(logging.WARNING, "server.log.log %s", os.getpid())
+    server.log.info("server.log.info %s", os.getpid())
+
+def on_reload(server):
+    logging.getLogger("gunicorn.error").debug("reloaded, master %s", os.getpid())
+
+def post_worker_init(worker):
+    worker.log.log(logging.ERROR, "worker.log.log %s", os.getpid())
+    try:
+        {}["x"]
+    except KeyError:
+        worker.log.exception("worker.log.exception %s", os.getpid())
+"""
+
+
+def test_log_level_applies_to_python_loggers_and_follows_a_reload(serve, tmp_path):
+    conf = tmp_path / "ferrule.conf.py"
+    conf.write_text(LEVEL_HOOKS + 'loglevel = "warning"\n')
+    s = serve("logging_app:app", "-c", str(conf))
+    old = booted(s, 1)
+    assert get(s.port, "/log?msg=before")[0] == 200
+    master = s.proc.pid
+    wait_until(lambda: "worker.log.exception" in s.log())
+    log = s.log()
+    assert f"[{master}] [WARNING] master {master} via gunicorn.error" in log
+    assert f"[{master}] [ERROR] master {master} via ferrule.error" in log
+    assert f"[{master}] [WARNING] server.log.log {master}" in log
+    assert "server.log.info" not in log  # below --log-level warning
+    assert f"[{old[0]}] [ERROR] worker.log.log {old[0]}" in log
+    assert re.search(rf"\[{old[0]}\] \[ERROR\] worker.log.exception {old[0]}\nTraceback .*KeyError", log, re.S)
+    assert "warning before from" in log and "info before from" not in log
+
+    conf.write_text(LEVEL_HOOKS + 'loglevel = "debug"\n')
+    s.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: (new := children(s.proc.pid)) and len(new) == 1 and new != old and serving(new[0]))
+    assert get(s.port, "/log?msg=after")[0] == 200
+    s.stop()
+    log = s.log()
+    assert f"[{master}] [DEBUG] reloaded, master {master}" in log
+    assert "debug after from" in log and "info after from" in log
+
+
+def test_gunicorn_access_writes_to_the_access_log_at_info(serve, tmp_path):
+    access = tmp_path / "access.log"
+    s = serve("logging_app:app", "--access-logfile", str(access), "--log-level", "error")
+    booted(s, 1)
+    status, body = get(s.port, "/loggers")
+    assert status == 200
+    levels = json.loads(body)
+    assert levels["gunicorn.error"] == levels["ferrule.error"] == ["ERROR", ["ErrorLogHandler"], False]
+    assert levels["gunicorn.access"] == levels["ferrule.access"] == ["INFO", ["AccessLogHandler"], False]
+    assert get(s.port, "/access")[0] == 200
+    wait_until(lambda: "GET /access " in access.read_text())
+    text = access.read_text()
+    m = re.search(r"^custom access line from (\d+)$", text, re.M)
+    assert m and int(m.group(1)) in children(s.proc.pid)
+    assert "custom access line" not in s.log()
+
+
+RUN_SCRIPT = """
+import sys
+sys.path.insert(0, {apps!r})
+import ferrule
+from logging_app import app
+ferrule.run(app, bind="127.0.0.1:{port}", error_logfile={errors!r}, log_level="info")
+"""
+
+
+def test_ferrule_run_reaches_python_logging(tmp_path):
+    port, errors = free_port(), tmp_path / "error.log"
+    script = RUN_SCRIPT.format(apps=str(APPS), port=port, errors=str(errors))
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        wait_for_port(port, proc)
+        assert get(port, "/log?msg=run")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = errors.read_text()
+    # The app copied the logger's level (INFO, ferrule's default) when it was imported.
+    assert f"[{proc.pid}] [INFO] info run from {proc.pid}" in log
+    assert f"[{proc.pid}] [WARNING] warning run from {proc.pid}" in log
+    assert "debug run" not in log
+
+
+SIGPIPE_SCRIPT = """
+import signal, sys
+sys.path.insert(0, {apps!r})
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as some command-line programs do
+import ferrule
+from logging_app import app
+ferrule.run(app, bind="127.0.0.1:{port}")
+"""
+
+
+def test_ferrule_run_with_sigpipe_restored_survives_a_closed_stderr():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SIGPIPE_SCRIPT.format(apps=str(APPS), port=port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    proc.stderr.close()
+    try:
+        wait_for_port(port, proc)
+        for path in ("/", "/log", "/print"):
+            all_ok(port, 5, path)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
