@@ -99,6 +99,13 @@ def test_every_gunicorn_27_setting_hook_and_flag_is_known():
     assert set(GUNICORN_FLAGS) <= options, set(GUNICORN_FLAGS) - options
 
 
+def test_the_migration_guide_lists_every_gunicorn_setting_hook_and_flag():
+    from pathlib import Path
+    text = (Path(__file__).parent.parent / "docs" / "migrating-from-gunicorn.md").read_text()
+    for name in GUNICORN_SETTINGS + GUNICORN_HOOKS + GUNICORN_FLAGS:
+        assert f"`{name}`" in text, name
+
+
 def _sample(flag, action):
     """A value other than gunicorn's default for a flag."""
     if action.nargs == 0:

@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("-m", "--umask", type=_umask, help="umask of the server, octal (default 0)")
     h = p.add_argument_group("HTTP parsing (gunicorn's names)")
     h.add_argument("--limit-request-line", type=_count, metavar="INT",
-                   help=f"longest request line in bytes, 414 above; 0 = no limit (default {d.limit_request_line})")
+                   help=f"longest request line in bytes, refused above; 0 = no limit (default {d.limit_request_line})")
     h.add_argument("--limit-request-fields", type=_count, metavar="INT",
                    help=f"most header fields, 431 above (default {d.limit_request_fields})")
     h.add_argument("--limit-request-field_size", "--limit-request-field-size", dest="limit_request_field_size",

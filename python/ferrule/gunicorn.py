@@ -134,6 +134,15 @@ def anything(value: Any) -> Any:
     return value
 
 
+def cleartext(value: Any) -> str:
+    """validate_http2_cleartext: False/None are "off", True is "prior-knowledge"."""
+    if value is None or value is False:
+        return "off"
+    if value is True:
+        return "prior-knowledge"
+    return one_of("off", "prior-knowledge", "upgrade", "both")(value)
+
+
 def class_path(value: Any) -> Any:
     """validate_class: a dotted path or a class."""
     return value if isinstance(value, type) else string(value)
@@ -307,7 +316,7 @@ SPECS: Tuple[Spec, ...] = (
     _s("ciphers", ["--ciphers"], INERT, string, metavar="CIPHERS", note="applies with TLS only"),
     # HTTP/2
     _s("http_protocols", ["--http-protocols"], REFUSED, one_of("h1"), "h1", metavar="STRING", note=H2),
-    _s("http2_cleartext", ["--http2-cleartext"], REFUSED, anything, "off", metavar="STRING", note=H2),
+    _s("http2_cleartext", ["--http2-cleartext"], REFUSED, cleartext, "off", metavar="STRING", note=H2),
     *(_s(n, [f"--{n.replace('_', '-')}"], INERT, pos_int, d, metavar="INT", note="applies with HTTP/2 only")
       for n, d in (("http2_max_concurrent_streams", 100), ("http2_initial_window_size", 65535),
                    ("http2_max_frame_size", 16384), ("http2_max_header_list_size", 65536))),
@@ -355,6 +364,8 @@ def _same(spec: Spec, value: Any) -> bool:
         return {str(k).upper(): v for k, v in value.items()} == spec.default
     if spec.name == "sendfile":
         return value is None or value is True
+    if spec.name == "logger_class":
+        return value in ("simple", spec.default)
     if spec.default is None:
         return value in (None, "")
     return value == spec.default or (spec.default == [] and not value)
