@@ -4,6 +4,7 @@ values are coerced as gunicorn does; users and groups are checked at start-up.""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,6 +87,37 @@ def test_a_known_user_by_name_and_id_is_accepted():
     assert ferrule("compat_app:app", "-u", me, "--check-config").returncode == 0
     assert ferrule("compat_app:app", "-u", str(os.geteuid()), "-g", str(os.getegid()),
                    "--check-config").returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_workers_switch_to_a_user_and_group_by_name(tmp_path):
+    import grp
+    import pwd
+    uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ferrule", "compat_app:app", "--chdir", str(APPS),
+                             "-b", f"127.0.0.1:{port}", "-u", "nobody", "-g", "nogroup"],
+                            stderr=open(tmp_path / "err", "wb"))
+    try:
+        wait_until(lambda: _answers(port))
+        from conftest import children
+        (worker,) = children(proc.pid)
+        status = open(f"/proc/{worker}/status").read()
+        assert f"\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n" in status
+        assert f"\nGid:\t{gid}\t{gid}\t{gid}\t{gid}\n" in status
+        assert "\nGroups:\t" + str(gid) + " \n" in status
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to drop to nobody")
+def test_switching_users_without_root_is_one_line():
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-m",
+                        "ferrule", "compat_app:app", "-u", "root", "--check-config"],
+                       cwd=APPS, capture_output=True, text=True, timeout=30)
+    line = one_error_line(r)
+    assert "user 'root' (--user): switching the workers to another user needs root" in line
 
 
 # Point 6: every gunicorn setting, hook and flag is known ---------------------------
@@ -307,6 +339,25 @@ def test_a_config_module_and_a_tcp_bind_and_a_log_level_in_capitals(tmp_path):
         assert proc.wait(timeout=15) == 0
     line = one_error_line(ferrule("compat_app:app", "-c", "python:no_such_config_module_x9"))
     assert "config file 'python:no_such_config_module_x9' failed: ModuleNotFoundError" in line
+
+
+def test_hup_reads_a_config_module_again(tmp_path):
+    port = free_port()
+    mod = tmp_path / "live_settings.py"
+    mark = tmp_path / "mark"
+    hook = f"def on_reload(server):\n    open({str(mark)!r}, 'w').write(str(server.cfg.workers))\n"
+    mod.write_text(f"bind = '127.0.0.1:{port}'\nworkers = 1\n" + hook)
+    proc = subprocess.Popen([sys.executable, "-m", "ferrule", "compat_app:app", "-c", "python:live_settings",
+                             "--chdir", str(APPS)], env={**os.environ, "PYTHONPATH": str(tmp_path)},
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _answers(port))
+        mod.write_text(f"bind = '127.0.0.1:{port}'\nworkers = 2  # two now\n" + hook)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: mark.exists() and mark.read_text() == "2")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
 
 
 # Point 9: hooks see gunicorn's names ------------------------------------------------

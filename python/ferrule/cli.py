@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-e", "--env", action="append", metavar="KEY=VALUE",
                    help="set an environment variable; repeatable (default none)")
     lg = p.add_argument_group("logging")
-    lg.add_argument("--log-level", type=str.lower, choices=["debug", "info", "warning", "error", "critical"],
+    lg.add_argument("--log-level", type=str.lower, choices=["debug", "info", "warning", "warn", "error", "critical"],
                     help="error log level, any case; debug also logs the configuration (default info)")
     lg.add_argument("--error-logfile", "--log-file", dest="error_logfile", metavar="FILE",
                     help="error log file, '-' for stderr (default -)")

@@ -13,6 +13,7 @@ import importlib
 import inspect
 import os
 import runpy
+import sys
 import typing
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -178,7 +179,10 @@ def find_config_file(explicit: Optional[str]) -> Optional[str]:
 def _run_config(path: str) -> Dict[str, Any]:
     try:
         if path.startswith("python:"):
-            return vars(importlib.import_module(path[len("python:"):]))
+            name = path[len("python:"):]
+            if name in sys.modules:  # HUP: read the module again, as a file would be
+                return vars(importlib.reload(sys.modules[name]))
+            return vars(importlib.import_module(name))
         return runpy.run_path(path, run_name="__config__")
     except Exception as exc:
         raise ConfigFileError(f"config file {path!r} failed: {type(exc).__name__}: {exc}") from None

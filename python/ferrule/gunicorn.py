@@ -262,7 +262,8 @@ SPECS: Tuple[Spec, ...] = (
     _s("strip_header_spaces", ["--strip-header-spaces"], IMPLEMENTED, boolean, False),
     _s("permit_unconventional_http_method", ["--permit-unconventional-http-method"], IMPLEMENTED, boolean, False),
     _s("permit_unconventional_http_version", ["--permit-unconventional-http-version"], REFUSED, boolean, False,
-       action="store_true", note="not implemented: ferrule serves HTTP/1.0 and HTTP/1.x and answers 400 to other versions"),
+       action="store_true",
+       note="not implemented: ferrule serves HTTP/1.0 and HTTP/1.x and answers 400 to other versions"),
     _s("casefold_http_method", ["--casefold-http-method"], IMPLEMENTED, boolean, False),
     _s("forwarder_headers", ["--forwarder-headers"], REFUSED, string, "SCRIPT_NAME,PATH_INFO", metavar="STRING",
        note="not implemented: headers with underscores are handled by --header-map only; set SCRIPT_NAME in "
