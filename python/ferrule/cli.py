@@ -237,7 +237,8 @@ def load_settings(args: dict, env_args: dict) -> Tuple[Settings, dict, List[str]
     if path:
         values, hooks, notes = config.read_config_file(path)
         base = config.apply(base, values)
-    for layer, where in ((env_args, "GUNICORN_CMD_ARGS:"), (args, "")):
+    env_name = "FERRULE_CMD_ARGS" if os.environ.get("FERRULE_CMD_ARGS") else "GUNICORN_CMD_ARGS"
+    for layer, where in ((env_args, f"{env_name}:"), (args, "")):
         given = {k: v for k, v in layer.items() if k not in _COMMAND_FLAGS and v is not None}
         values, more = config.resolve(given, where, cli=True)
         base = config.apply(base, values)

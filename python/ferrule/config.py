@@ -208,8 +208,12 @@ def read_config_file(path: str) -> Tuple[Dict[str, Any], Dict[str, Callable], Li
     return fields, hooks, notes + notes_too
 
 
-def _flag_label(spec: g.Spec) -> str:
-    return "/".join(f for f in spec.flags if f.startswith("--")) or spec.flags[0]
+def _label(key: str, spec: Optional[g.Spec], where: str, cli: bool) -> str:
+    """How an error names the setting: its flag on a command line, else its name."""
+    if cli and spec is not None and spec.flags:
+        flag = next((f for f in spec.flags if f.startswith("--")), spec.flags[0])
+        return f"{where} {flag}".strip()
+    return f"{where} setting {key!r}".strip()
 
 
 def resolve(values: Dict[str, Any], where: str, cli: bool) -> Tuple[Dict[str, Any], List[str]]:
@@ -221,10 +225,9 @@ def resolve(values: Dict[str, Any], where: str, cli: bool) -> Tuple[Dict[str, An
     notes: List[str] = []
     for key, value in values.items():
         spec = g.BY_NAME.get(key)
-        label = (f"{_flag_label(spec)}" if cli and spec and spec.flags else
-                 f"{where} setting {key!r}" if where else f"setting {key!r}")
+        label = _label(key, spec, where, cli)
         if spec is None or spec.status == g.IMPLEMENTED:
-            name = spec.field or key if spec else ALIASES.get(key, key)
+            name = (spec.field or key) if spec else ALIASES.get(key, key)
             if name in _TYPES:
                 fields[name] = coerce(name, value, label)
         elif spec.status != g.COMMAND:
