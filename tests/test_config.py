@@ -136,7 +136,7 @@ def test_precedence_is_file_then_env_args_then_command_line(tmp_path):
     out = r.stdout
     assert "workers                      = 3" in out
     assert "threads                      = 11" in out
-    assert "keep_alive                   = 5.0" in out
+    assert "keepalive                    = 5.0" in out  # gunicorn's name
     env["FERRULE_CMD_ARGS"] = "--workers 4"
     assert "workers                      = 4" in ferrule("-c", str(conf), "--print-config", env=env).stdout
     assert "workers                      = 6" in ferrule("--print-config", env={"WEB_CONCURRENCY": "6"}).stdout

@@ -7,13 +7,14 @@ Exit codes: 0 after a signal-initiated stop, 2 for a bad flag or setting value,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
 import traceback
 from typing import List, NoReturn, Tuple
 
-from ferrule import _ferrule, config, log
+from ferrule import _ferrule, config, daemon, gunicorn, log
 from ferrule.arbiter import Arbiter, HaltServer, preload
 from ferrule.loader import AppLoadError, load_app
 from ferrule.settings import Settings
@@ -25,19 +26,70 @@ EXIT_APP_LOAD = 4
 
 def _positive_float(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return value
+        return gunicorn.seconds(text)
+    except gunicorn.BadValue:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0 (a number of seconds)") from None
+
+
+def _count(text: str) -> int:
+    try:
+        return gunicorn.pos_int(text)
+    except gunicorn.BadValue as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _umask(text: str) -> int:
     try:
-        return int(text, 0) if not text.isdigit() else int(text, 8)
-    except ValueError:
+        return config.coerce("umask", text)
+    except config.ConfigFileError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an octal umask like 022 or 0o022") from None
+
+
+EPILOG = """\
+settings come from, lowest first: defaults, the config file (-c; default ./ferrule.conf.py
+or ./gunicorn.conf.py), FERRULE_CMD_ARGS (or GUNICORN_CMD_ARGS), then this command line.
+gunicorn's flags and setting names work; those ferrule does not implement yet stop start-up
+with a line saying what to do (see docs/migrating-from-gunicorn.md).
+
+signals (to the master):
+  TERM        graceful stop (requests in flight get --graceful-timeout)
+  INT, QUIT   quick stop
+  HUP         re-read the configuration, replace every worker
+  TTIN, TTOU  one worker more, one fewer
+  USR1        reopen the log files
+  USR2        re-execute the master (binary upgrade), beside the running one
+  WINCH       stop the workers, keep the master (after USR2)
+
+exit codes:
+  0  stopped by a signal        1  the on_starting hook raised
+  2  bad flag or setting        3  an address could not be bound, or a boot hook raised
+  4  the app could not be imported
+
+docs: README.md, docs/migrating-from-gunicorn.md, docs/deploy.md, docs/signals.md,
+docs/http.md, docs/ARCHITECTURE.md
+"""
+
+
+def _gunicorn_flags(p: argparse.ArgumentParser, known: set) -> None:
+    """gunicorn flags ferrule has no setting for: logged, or refused with what to do."""
+    logged = p.add_argument_group("gunicorn flags accepted with a log line saying what ferrule does instead")
+    other = p.add_argument_group("gunicorn flags not implemented: refused unless given gunicorn's default")
+    for spec in gunicorn.SPECS:
+        flags = [f for f in spec.flags if f not in known]
+        if not flags or spec.status in (gunicorn.IMPLEMENTED, gunicorn.COMMAND):
+            continue
+        group = logged if spec.status == gunicorn.LOGGED else other
+        what = {gunicorn.LOGGED: "", gunicorn.INERT: "no effect: ",
+                gunicorn.REFUSED: "refused: "}[spec.status] + spec.note.split(";")[0]
+        if spec.name == "worker_class":
+            what = "sync and gthread accepted (ferrule's threaded workers); others refused"
+        kwargs = {"dest": spec.name, "action": spec.action,
+                  "help": f"{what} (gunicorn's default {spec.default!r})".replace("%", "%%")}
+        if spec.action in ("store", "append"):
+            kwargs["metavar"] = spec.metavar or "VALUE"
+        if spec.name == "proxy_protocol":
+            kwargs.update(nargs="?", const="auto")
+        group.add_argument(*flags, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,76 +97,111 @@ def build_parser() -> argparse.ArgumentParser:
     the CMD_ARGS environment variables can fill it (Settings holds the defaults)."""
     d = Settings()
     p = argparse.ArgumentParser(
-        prog="ferrule", argument_default=argparse.SUPPRESS,
+        prog="ferrule", usage="ferrule [OPTIONS] [APP]", argument_default=argparse.SUPPRESS, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Serve a WSGI app. APP is MODULE, MODULE:NAME or MODULE:factory(args).",
     )
     p.add_argument("app", metavar="APP", nargs="?",
                    help="the WSGI app, e.g. myproject.wsgi:application (or wsgi_app in the config file)")
-    p.add_argument("-v", "--version", action="version", version=f"ferrule {_ferrule.__version__}")
+    p.add_argument("-v", "--version", action="version", version=f"ferrule {_ferrule.__version__}",
+                   help="print ferrule's version and exit")
     c = p.add_argument_group("configuration")
     c.add_argument("-c", "--config", metavar="FILE",
-                   help="gunicorn.conf.py-style file (default: ./ferrule.conf.py or ./gunicorn.conf.py if present)")
-    c.add_argument("--check-config", action="store_true", help="check the settings and that the app loads, then exit")
-    c.add_argument("--print-config", action="store_true", help="print every setting's value, then exit")
+                   help="gunicorn.conf.py-style file, or python:MODULE "
+                        "(default: ./ferrule.conf.py or ./gunicorn.conf.py if present)")
+    c.add_argument("--check-config", action="store_true",
+                   help="check the settings and that the app loads, then exit (default off)")
+    c.add_argument("--print-config", action="store_true",
+                   help="print every setting's value (gunicorn's names), then exit (default off)")
     a = p.add_argument_group("server")
     a.add_argument("-b", "--bind", action="append", metavar="ADDRESS",
-                   help="HOST:PORT, [::1]:PORT, unix:PATH or fd://N; repeatable "
+                   help="HOST:PORT, tcp://HOST:PORT, [::1]:PORT, unix:PATH or fd://N; repeatable "
                         "(default 127.0.0.1:8000, or 0.0.0.0:$PORT)")
-    a.add_argument("-w", "--workers", type=int, help="worker processes (default 1, or $WEB_CONCURRENCY)")
-    a.add_argument("--threads", type=int, help=f"most threads per worker (default {d.threads})")
-    a.add_argument("--backlog", type=int, help=f"listen queue length (default {d.backlog})")
-    a.add_argument("--reuse-port", action="store_true", help="set SO_REUSEPORT on TCP listeners")
-    a.add_argument("--keep-alive", "--keepalive", dest="keep_alive", type=_positive_float,
-                   help=f"seconds to keep an idle connection (default {d.keep_alive:g})")
-    a.add_argument("--header-timeout", type=_positive_float,
+    a.add_argument("-w", "--workers", type=_count, metavar="INT",
+                   help="worker processes (default 1, or $WEB_CONCURRENCY)")
+    a.add_argument("--threads", type=_count, metavar="INT",
+                   help=f"most threads per worker, started only while requests block; 1 for an app "
+                        f"that is not thread-safe (default {d.threads})")
+    a.add_argument("--backlog", type=_count, metavar="INT", help=f"listen queue length (default {d.backlog})")
+    a.add_argument("--reuse-port", action="store_true", help="set SO_REUSEPORT on TCP listeners (default off)")
+    a.add_argument("--keep-alive", "--keepalive", dest="keep_alive", type=_positive_float, metavar="SECONDS",
+                   help=f"seconds to keep an idle connection (default {d.keep_alive:g}; gunicorn's is 2)")
+    a.add_argument("--header-timeout", type=_positive_float, metavar="SECONDS",
                    help=f"seconds a client has to send a request head; 408 after (default {d.header_timeout:g})")
-    a.add_argument("--io-timeout", type=_positive_float,
+    a.add_argument("--io-timeout", type=_positive_float, metavar="SECONDS",
                    help=f"seconds a body read or response write may wait (default {d.io_timeout:g})")
     w = p.add_argument_group("workers")
-    w.add_argument("-t", "--timeout", type=_positive_float,
-                   help=f"seconds a request may run before its worker's stacks are logged and the worker "
-                        f"replaced; also the heartbeat limit; 0 = never (default {d.timeout:g})")
-    w.add_argument("--graceful-timeout", type=_positive_float,
+    w.add_argument("-t", "--timeout", type=_positive_float, metavar="SECONDS",
+                   help=f"seconds a request may run before it is answered 500 and its worker replaced (stacks "
+                        f"logged); also the heartbeat limit; 0 = never (default {d.timeout:g})")
+    w.add_argument("--graceful-timeout", type=_positive_float, metavar="SECONDS",
                    help=f"seconds in-flight requests get on SIGTERM (default {d.graceful_timeout:g})")
-    w.add_argument("--max-requests", type=int, help="replace a worker after this many requests (default 0: never)")
-    w.add_argument("--max-requests-jitter", type=int, help="add 0..N to --max-requests per worker")
-    w.add_argument("--max-worker-memory", type=int, metavar="MB",
+    w.add_argument("--max-requests", type=_count, metavar="INT",
+                   help="replace a worker after this many requests (default 0: never)")
+    w.add_argument("--max-requests-jitter", type=_count, metavar="INT",
+                   help="add 0..N to --max-requests per worker (default 0)")
+    w.add_argument("--max-worker-memory", type=_count, metavar="MB",
                    help="replace a worker whose resident memory exceeds MB (default 0: no limit)")
     w.add_argument("--preload", dest="preload_app", action="store_true",
-                   help="import the app in the master before forking (copy-on-write)")
-    w.add_argument("--reload", action="store_true", help="replace workers when the app's Python files change")
-    w.add_argument("-p", "--pid", dest="pidfile", metavar="FILE", help="write the master's pid here")
-    w.add_argument("-u", "--user", help="switch worker processes to this user")
-    w.add_argument("-g", "--group", help="switch worker processes to this group")
-    w.add_argument("-m", "--umask", type=_umask, help="umask of the server (default 0)")
+                   help="import the app in the master before forking (copy-on-write) (default off)")
+    w.add_argument("--reload", action="store_true",
+                   help="replace workers when the app's Python files change (default off)")
+    w.add_argument("-p", "--pid", dest="pidfile", metavar="FILE", help="write the master's pid here (default none)")
+    w.add_argument("-D", "--daemon", action="store_true",
+                   help="detach into the background (double fork; stdio to /dev/null) (default off)")
+    w.add_argument("-u", "--user", help="switch worker processes to this user, name or id (default: stay)")
+    w.add_argument("-g", "--group", help="switch worker processes to this group, name or id (default: stay)")
+    w.add_argument("--initgroups", action="store_true",
+                   help="also give the workers every group of --user (default off)")
+    w.add_argument("-m", "--umask", type=_umask, help="umask of the server, octal (default 0)")
     h = p.add_argument_group("HTTP parsing (gunicorn's names)")
-    h.add_argument("--limit-request-line", type=int)
-    h.add_argument("--limit-request-fields", type=int)
+    h.add_argument("--limit-request-line", type=_count, metavar="INT",
+                   help=f"longest request line in bytes, refused above; 0 = no limit (default {d.limit_request_line})")
+    h.add_argument("--limit-request-fields", type=_count, metavar="INT",
+                   help=f"most header fields, 431 above (default {d.limit_request_fields})")
     h.add_argument("--limit-request-field_size", "--limit-request-field-size", dest="limit_request_field_size",
-                   type=int)
-    h.add_argument("--limit-request-body", type=int,
-                   help="largest request body in bytes, 413 above; 0 = no limit (default)")
-    h.add_argument("--header-map", choices=["drop", "refuse", "dangerous"])
-    h.add_argument("--permit-obsolete-folding", action="store_true")
-    h.add_argument("--strip-header-spaces", action="store_true")
-    h.add_argument("--casefold-http-method", action="store_true")
-    h.add_argument("--permit-unconventional-http-method", action="store_true")
-    h.add_argument("--forwarded-allow-ips")
+                   type=_count, metavar="INT",
+                   help=f"largest header field in bytes, 431 above (default {d.limit_request_field_size})")
+    h.add_argument("--limit-request-body", type=_count, metavar="INT",
+                   help="largest request body in bytes, 413 above; 0 = no limit (default 0)")
+    h.add_argument("--header-map", choices=["drop", "refuse", "dangerous"],
+                   help="header names with '_': drop them, refuse the request, or pass them (default drop)")
+    h.add_argument("--permit-obsolete-folding", action="store_true",
+                   help="accept obsolete line folding in headers (default off: 400)")
+    h.add_argument("--strip-header-spaces", action="store_true",
+                   help="strip spaces between a header name and ':' (default off: 400)")
+    h.add_argument("--casefold-http-method", action="store_true",
+                   help="upper-case lower-case methods (default off)")
+    h.add_argument("--permit-unconventional-http-method", action="store_true",
+                   help="accept methods outside gunicorn's conventions (default off)")
+    h.add_argument("--forwarded-allow-ips", metavar="IPS",
+                   help="addresses and networks (10.0.0.0/8) whose X-Forwarded-Proto is trusted; '*' all "
+                        f"(default {d.forwarded_allow_ips}, or $FORWARDED_ALLOW_IPS)")
     e = p.add_argument_group("environment")
-    e.add_argument("--chdir", help="change to this directory before loading the app")
-    e.add_argument("--pythonpath", help="comma-separated directories to add to sys.path")
-    e.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="set an environment variable")
+    e.add_argument("--chdir", help="change to this directory before loading the app (default: stay)")
+    e.add_argument("--pythonpath", help="comma-separated directories to add to sys.path (default none)")
+    e.add_argument("-e", "--env", action="append", metavar="KEY=VALUE",
+                   help="set an environment variable; repeatable (default none)")
     lg = p.add_argument_group("logging")
-    lg.add_argument("--log-level", choices=["debug", "info", "warning", "error", "critical"])
-    lg.add_argument("--error-logfile", "--log-file", dest="error_logfile",
-                    help="error log file, '-' for stderr (default)")
-    lg.add_argument("--access-logfile", help="access log file, '-' for stdout (default: none)")
-    lg.add_argument("--access-logformat")
+    lg.add_argument("--log-level", type=str.lower, choices=["debug", "info", "warning", "warn", "error", "critical"],
+                    help="error log level, any case; debug also logs the configuration (default info)")
+    lg.add_argument("--error-logfile", "--log-file", dest="error_logfile", metavar="FILE",
+                    help="error log file, '-' for stderr (default -)")
+    lg.add_argument("--access-logfile", metavar="FILE", help="access log file, '-' for stdout (default: none)")
+    lg.add_argument("--access-logformat", metavar="FORMAT",
+                    help="gunicorn's access log atoms (default: gunicorn's format)")
+    lg.add_argument("--capture-output", action="store_true",
+                    help="with a file error log, send stdout and stderr of every process into it (default off)")
+    lg.add_argument("-R", "--enable-stdio-inheritance", action="store_true",
+                    help="with --daemon, keep stdout and stderr instead of /dev/null (default off)")
+    known = {opt for act in p._actions for opt in act.option_strings}
+    _gunicorn_flags(p, known)
     return p
 
 
 def _fail(code: int, message: str) -> NoReturn:
     log.print_stderr(f"ferrule: error: {message}")
+    daemon.report(f"{code} {message}")
     sys.exit(code)
 
 
@@ -142,22 +229,54 @@ def load_settings(args: dict, env_args: dict) -> Tuple[Settings, dict, List[str]
     if os.environ.get("PORT"):
         base.bind = [f"0.0.0.0:{os.environ['PORT']}"]
     if os.environ.get("FORWARDED_ALLOW_IPS"):
-        base.forwarded_allow_ips = os.environ["FORWARDED_ALLOW_IPS"]
+        base.forwarded_allow_ips = config.coerce("forwarded_allow_ips", os.environ["FORWARDED_ALLOW_IPS"],
+                                                 "FORWARDED_ALLOW_IPS")
     path = config.find_config_file(args.get("config") or env_args.get("config"))
     hooks: dict = {}
     notes: List[str] = []
     if path:
         values, hooks, notes = config.read_config_file(path)
         base = config.apply(base, values)
-    for layer in (env_args, args):
-        values = {k: v for k, v in layer.items() if k not in _COMMAND_FLAGS and v is not None}
+    env_name = "FERRULE_CMD_ARGS" if os.environ.get("FERRULE_CMD_ARGS") else "GUNICORN_CMD_ARGS"
+    for layer, where in ((env_args, f"{env_name}:"), (args, "")):
+        given = {k: v for k, v in layer.items() if k not in _COMMAND_FLAGS and v is not None}
+        values, more = config.resolve(given, where, cli=True)
         base = config.apply(base, values)
+        notes += more
     if base.workers < 1:
         raise config.ConfigFileError(f"workers must be an integer >= 1 (got {base.workers})")
-    for name in ("max_requests", "max_requests_jitter", "max_worker_memory"):
-        if getattr(base, name) < 0:
-            raise config.ConfigFileError(f"{name.replace('_', '-')} must be >= 0 (got {getattr(base, name)})")
+    check_owner(base)
     return base, hooks, notes
+
+
+def check_owner(cfg: Settings) -> None:
+    """-u/-g name a user and group that exist, and that this process may switch to."""
+    from ferrule.settings import resolve_group, resolve_user
+
+    ids = []
+    for what, name, resolve, current in (("user", cfg.user, resolve_user, os.geteuid()),
+                                          ("group", cfg.group, resolve_group, os.getegid())):
+        if name is None:
+            continue
+        try:
+            ids.append((what, name, resolve(name), current))
+        except KeyError:
+            raise config.ConfigFileError(f"{what} {name!r} (--{what}): no such {what} on this system") from None
+    for what, name, number, current in ids:
+        if number != current and os.geteuid() != 0:
+            raise config.ConfigFileError(f"{what} {name!r} (--{what}): switching the workers to another {what} "
+                                         f"needs root (ferrule runs as uid {os.geteuid()})")
+
+
+def describe(cfg: Settings) -> List[Tuple[str, object]]:
+    """Every setting under gunicorn's name (ferrule-only ones under their own), sorted:
+    gunicorn's settings ferrule implements or was given, then ferrule's own."""
+    mapped = {s.field or s.name for s in gunicorn.SPECS if s.status == gunicorn.IMPLEMENTED}
+    out = [(s.name, getattr(cfg, s.name)) for s in gunicorn.SPECS
+           if s.status == gunicorn.IMPLEMENTED or s.name in cfg.extra]
+    own = [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+           if f.name not in mapped and f.name != "extra"]
+    return sorted(out) + sorted(own)
 
 
 def _prepare_environment(cfg: Settings) -> None:
@@ -197,7 +316,7 @@ def main(argv=None) -> None:
     except config.ConfigFileError as exc:
         _fail(EXIT_USAGE, str(exc))
     if args.get("print_config"):
-        for key, value in sorted(cfg.as_dict().items()):
+        for key, value in describe(cfg):
             print(f"{key:28} = {value!r}")
         for name in sorted(hooks):
             print(f"{name:28} = <hook {getattr(hooks[name], '__qualname__', hooks[name])!r}>")
@@ -213,10 +332,17 @@ def main(argv=None) -> None:
         _fail(EXIT_USAGE, str(exc))
     for note in notes:
         _ferrule.log_message("info", note)
+    _ferrule.log_message("debug", "Current configuration:\n" + "\n".join(
+        f"  {key}: {value}" for key, value in describe(cfg)))
     if args.get("check_config"):
         _load(cfg.app)
         print(f"ferrule: configuration OK ({cfg.workers} worker(s), app {cfg.app})")
         return
+    if cfg.daemon:
+        daemon.daemonize(cfg.enable_stdio_inheritance)
+        hooks = daemon.report_when_ready(hooks)
+    if cfg.capture_output:
+        daemon.capture_output(cfg.error_logfile)
     app = preload(lambda: _load(cfg.app)) if cfg.preload_app else None
 
     def reload_config():

@@ -8,12 +8,16 @@ Precedence, lowest first, as in gunicorn: defaults, the config file,
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 import inspect
 import os
 import runpy
+import sys
 import typing
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ferrule import gunicorn as g
 from ferrule.settings import Settings
 
 #: Files read when no ``-c`` is given, first found wins.
@@ -29,35 +33,20 @@ HOOKS: Dict[str, int] = {
     "post_worker_init": 1,  # (worker)
     "worker_int": 1,  # (worker)
     "worker_abort": 1,  # (worker)
+    "pre_exec": 1,  # (server), before the master re-executes itself (USR2)
     "pre_request": 2,  # (worker, req)
-    "post_request": 4,  # (worker, req, environ, resp)
+    "post_request": 4,  # (worker, req, environ, resp); 2 or 3 are adapted, as gunicorn does
     "child_exit": 2,  # (server, worker)
     "worker_exit": 2,  # (server, worker)
     "nworkers_changed": 3,  # (server, new_value, old_value)
     "on_exit": 1,  # (server)
 }
 
-#: gunicorn config-file names that differ from ferrule's field names.
+#: Other names ferrule has accepted for its settings (gunicorn's names are in gunicorn.SPECS).
 ALIASES = {
-    "accesslog": "access_logfile",
-    "errorlog": "error_logfile",
-    "loglevel": "log_level",
-    "access_log_format": "access_logformat",
-    "keepalive": "keep_alive",
     "preload": "preload_app",
     "pid": "pidfile",
-    "raw_env": "env",
-    "wsgi_app": "app",
 }
-
-#: Accepted in a config file for compatibility and ignored, with the reason logged.
-IGNORED = {
-    "worker_class": "ferrule has one worker type (threads started on demand)",
-    "worker_connections": "ferrule does not cap connections per worker",
-    "proc_name": "process titles are not set",
-    "capture_output": "the app's stdout and stderr go where ferrule's go",
-}
-
 
 class ConfigFileError(Exception):
     """A config file or setting value ferrule cannot use; the message names it."""
@@ -70,57 +59,114 @@ def _hint(tp: Any) -> Any:
 
 
 _TYPES = {f.name: _hint(t) for f, t in ((f, typing.get_type_hints(Settings)[f.name])
-                                         for f in dataclasses.fields(Settings))}
+                                         for f in dataclasses.fields(Settings)) if f.name != "extra"}
+_OPTIONAL = ("access_logfile", "error_logfile", "pidfile", "user", "group", "app", "chdir", "pythonpath")
 
 
-def coerce(name: str, value: Any) -> Any:
-    """Checks a setting's value from a config file and returns it in its field's type."""
+def _umask(value: Any) -> int:
+    """gunicorn's auto_int: "022" is octal, like "0o22"."""
+    if isinstance(value, str) and len(value.strip()) > 1 and value.strip().isdigit() \
+            and value.strip().startswith("0"):
+        value = "0o" + value.strip()[1:]
+    return g.pos_int(value)
+
+
+def _user(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise g.BadValue(f"must be a name or a numeric id (got {value!r})")
+
+
+_SPECIAL: Dict[str, Callable[[Any], Any]] = {
+    "umask": _umask,
+    "user": _user,
+    "group": _user,
+    "forwarded_allow_ips": g.addr_list,
+    "bind": g.string_list,
+    "header_map": g.one_of("drop", "refuse", "dangerous"),
+    "log_level": g.one_of("debug", "info", "warning", "warn", "error", "critical"),
+}
+
+
+def coerce(name: str, value: Any, label: Optional[str] = None) -> Any:
+    """Checks a setting's value as gunicorn's validators do ("4" is 4, "true" is True)
+    and returns it in its field's type; BadValue becomes one line naming the setting."""
+    label = label or f"setting {name!r}"
+    try:
+        return _coerce(name, value)
+    except g.BadValue as exc:
+        raise ConfigFileError(f"{label} {exc}") from None
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in _SPECIAL:
+        return _SPECIAL[name](value)
     tp = _TYPES[name]
-    bad = f"setting {name!r}"
-    if value is None and name in ("access_logfile", "error_logfile", "pidfile", "user", "group", "app"):
+    if value is None and name in _OPTIONAL:
         return None
     if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigFileError(f"{bad} must be True or False (got {value!r})")
+        if value is None:
+            raise g.BadValue("must be True or False (got None)")
+        return g.boolean(value)
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigFileError(f"{bad} must be an integer (got {value!r})")
-        return value
+        return g.pos_int(value)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigFileError(f"{bad} must be a number of seconds >= 0 (got {value!r})")
-        return float(value)
+        return g.seconds(value)
     if tp is str:
-        if name in ("user", "group") and isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        if not isinstance(value, str):
-            raise ConfigFileError(f"{bad} must be a string (got {value!r})")
-        return value
+        text = g.string(value)
+        if text is None:
+            raise g.BadValue("must be a string (got None)")
+        return text
     if typing.get_origin(tp) in (list, typing.List):
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigFileError(f"{bad} must be a string or a list of strings (got {value!r})")
-        return list(value)
+        return g.string_list(value)
     return value
+
+
+def _import_hook(name: str, value: str) -> Callable:
+    """gunicorn accepts a hook as a dotted path, "package.module.function"."""
+    mod_name, _, attr = value.rpartition(".")
+    try:
+        return getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigFileError(f"hook {name!r}: cannot import {value!r} ({exc})") from None
 
 
 def check_hook(name: str, value: Any) -> Callable:
+    arity = HOOKS[name] if name in HOOKS else g.INERT_HOOKS[name][0]
+    if isinstance(value, str):
+        value = _import_hook(name, value)
     if not callable(value):
         raise ConfigFileError(f"hook {name!r} must be callable (got {value!r})")
-    try:
-        inspect.signature(value).bind(*range(HOOKS[name]))
-    except TypeError:
-        raise ConfigFileError(f"hook {name!r} must accept {HOOKS[name]} positional argument(s)") from None
-    except ValueError:  # builtins without a signature: trust them
-        pass
+    accepted = [n for n in range(arity, 0, -1) if _binds(value, n)] if name == "post_request" else \
+        ([arity] if _binds(value, arity) else [])
+    if not accepted:
+        raise ConfigFileError(f"hook {name!r} must accept {arity} positional argument(s)")
+    if accepted[0] < arity:  # post_request(worker, req[, environ]): gunicorn passes what it takes
+        short, n = value, accepted[0]
+        return functools.wraps(short)(lambda *args: short(*args[:n]))
     return value
 
 
+def _binds(fn: Callable, n: int) -> bool:
+    try:
+        inspect.signature(fn).bind(*range(n))
+    except TypeError:
+        return False
+    except ValueError:  # builtins without a signature: trust them
+        pass
+    return True
+
+
 def find_config_file(explicit: Optional[str]) -> Optional[str]:
+    """-c FILE, -c file:FILE or -c python:MODULE (returned as is), else a default file."""
     if explicit:
-        path = explicit[len("python:"):] if explicit.startswith("python:") else explicit
+        if explicit.startswith("python:"):
+            return explicit
+        path = explicit[len("file:"):] if explicit.startswith("file:") else explicit
         if not os.path.exists(path):
             raise ConfigFileError(f"config file {explicit!r} does not exist")
         return path
@@ -130,29 +176,74 @@ def find_config_file(explicit: Optional[str]) -> Optional[str]:
     return None
 
 
-def read_config_file(path: str) -> tuple[Dict[str, Any], Dict[str, Callable], list[str]]:
-    """Runs the file and returns (settings, hooks, notes). Names that are not settings
-    or hooks (imports, helpers) are left alone, as gunicorn does."""
+def _run_config(path: str) -> Dict[str, Any]:
     try:
-        namespace = runpy.run_path(path, run_name="__config__")
+        if path.startswith("python:"):
+            name = path[len("python:"):]
+            if name in sys.modules:  # HUP: read the module again, as a file would be
+                return vars(importlib.reload(sys.modules[name]))
+            return vars(importlib.import_module(name))
+        return runpy.run_path(path, run_name="__config__")
     except Exception as exc:
         raise ConfigFileError(f"config file {path!r} failed: {type(exc).__name__}: {exc}") from None
+
+
+def read_config_file(path: str) -> Tuple[Dict[str, Any], Dict[str, Callable], List[str]]:
+    """Runs the file (or imports ``python:MODULE``) and returns (settings, hooks, notes).
+    Names that are not settings or hooks (imports, helpers) are left alone, as gunicorn does."""
     values: Dict[str, Any] = {}
     hooks: Dict[str, Callable] = {}
-    notes: list[str] = []
-    for key, value in namespace.items():
+    notes: List[str] = []
+    for key, value in _run_config(path).items():
         if key.startswith("_"):
             continue
         if key in HOOKS:
             hooks[key] = check_hook(key, value)
-        elif key in IGNORED:
-            notes.append(f"config file {path}: {key} ignored: {IGNORED[key]}")
-        else:
-            name = ALIASES.get(key, key)
+        elif key in g.INERT_HOOKS:
+            check_hook(key, value)
+            notes.append(f"config file {path}: hook {key} accepted but never called: {g.INERT_HOOKS[key][1]}")
+        elif key in g.BY_NAME or key in ALIASES or key in _TYPES:
+            values[key] = value
+    fields, notes_too = resolve(values, f"config file {path}:", cli=False)
+    return fields, hooks, notes + notes_too
+
+
+def _label(key: str, spec: Optional[g.Spec], where: str, cli: bool) -> str:
+    """How an error names the setting: its flag on a command line, else its name."""
+    if cli and spec is not None and spec.flags:
+        flag = next((f for f in spec.flags if f.startswith("--")), spec.flags[0])
+        return f"{where} {flag}".strip()
+    return f"{where} setting {key!r}".strip()
+
+
+def resolve(values: Dict[str, Any], where: str, cli: bool) -> Tuple[Dict[str, Any], List[str]]:
+    """Turns gunicorn's (and ferrule's) names and values into Settings fields; the
+    gunicorn settings ferrule has no field for go into ``extra``. Returns (fields,
+    notes to log); raises ConfigFileError for a value ferrule would have to drop."""
+    fields: Dict[str, Any] = {}
+    extra: Dict[str, Any] = {}
+    notes: List[str] = []
+    for key, value in values.items():
+        spec = g.BY_NAME.get(key)
+        label = _label(key, spec, where, cli)
+        if spec is None or spec.status == g.IMPLEMENTED:
+            name = (spec.field or key) if spec else ALIASES.get(key, key)
             if name in _TYPES:
-                values[name] = coerce(name, value)
-    return values, hooks, notes
+                fields[name] = coerce(name, value, label)
+        elif spec.status != g.COMMAND:
+            try:
+                extra[key], note = g.judge(spec, value)
+            except g.BadValue as exc:
+                raise ConfigFileError(f"{label}: {exc}") from None
+            if note:
+                notes.append(f"{where} {note}" if where else note)
+    if extra:
+        fields["extra"] = extra
+    return fields, notes
 
 
 def apply(settings: Settings, values: Dict[str, Any]) -> Settings:
+    extra = values.pop("extra", None)
+    if extra:
+        values["extra"] = {**settings.extra, **extra}
     return dataclasses.replace(settings, **values)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import signal
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ferrule import _ferrule, log
 
@@ -68,9 +69,68 @@ class Settings:
     chdir: Optional[str] = None
     pythonpath: Optional[str] = None
     env: List[str] = dataclasses.field(default_factory=list)
+    #: Supplementary groups of ``user`` too (gunicorn's ``--initgroups``).
+    initgroups: bool = False
+    #: Detach into the background (double fork); stdio to /dev/null unless
+    #: enable_stdio_inheritance.
+    daemon: bool = False
+    enable_stdio_inheritance: bool = False
+    #: When the error log is a file, the processes' stdout and stderr go into it too.
+    capture_output: bool = False
+    #: gunicorn settings ferrule has no field for, as given (see ``ferrule.gunicorn``).
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def __getattr__(self, name: str) -> Any:
+        """gunicorn's names for hooks (``server.cfg.accesslog``, ``server.cfg.certfile``)."""
+        if name.startswith("__") or name == "extra":
+            raise AttributeError(name)
+        from ferrule import gunicorn
+
+        spec = gunicorn.BY_NAME.get(name)
+        if spec is not None and spec.field is not None:
+            return getattr(self, spec.field)
+        if name in self.extra:
+            return self.extra[name]
+        if spec is not None:
+            return copy.copy(spec.default)
+        raise AttributeError(f"no setting {name!r}")
+
+    @property
+    def uid(self) -> int:
+        """The workers' user id (gunicorn's ``cfg.uid``; the current one by default)."""
+        return resolve_user(self.user) if self.user is not None else os.geteuid()
+
+    @property
+    def gid(self) -> int:
+        return resolve_group(self.group) if self.group is not None else os.getegid()
+
+    @property
+    def worker_class_str(self) -> str:
+        return "gthread"
+
+    @property
+    def is_ssl(self) -> bool:
+        return False
+
+    @property
+    def proc_name(self) -> str:
+        return self.extra.get("proc_name") or self.extra.get("default_proc_name") or "ferrule"
+
+
+def resolve_user(user: str) -> int:
+    """A user name or numeric id as a uid; KeyError names an unknown user."""
+    import pwd
+
+    return int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+
+
+def resolve_group(group: str) -> int:
+    import grp
+
+    return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
 
 
 def _install_signal_handlers() -> None:

@@ -225,17 +225,23 @@ class Ticker:
 
 
 def _switch_user(cfg) -> None:
+    """The user and group exist: the master checked them at start-up (cli.check_owner)."""
     if cfg.group is None and cfg.user is None:
         return
-    import grp
-    import pwd
-    if cfg.group is not None:
-        gid = int(cfg.group) if cfg.group.isdigit() else grp.getgrnam(cfg.group).gr_gid
-        os.setgid(gid)
-        os.setgroups([gid])
-    if cfg.user is not None:
-        uid = int(cfg.user) if cfg.user.isdigit() else pwd.getpwnam(cfg.user).pw_uid
-        os.setuid(uid)
+    try:
+        if cfg.group is not None:
+            os.setgid(cfg.gid)
+            if os.geteuid() == 0:
+                os.setgroups([cfg.gid])
+        if cfg.user is not None:
+            if cfg.initgroups and os.geteuid() == 0:
+                import pwd
+                entry = pwd.getpwuid(cfg.uid)
+                os.initgroups(entry.pw_name, cfg.gid if cfg.group is not None else entry.pw_gid)
+            os.setuid(cfg.uid)
+    except (OSError, KeyError) as exc:
+        Log().error(f"cannot switch to user {cfg.user} / group {cfg.group}: {exc}")
+        raise
 
 
 def run(arbiter, worker: Worker) -> NoReturn:

@@ -25,9 +25,13 @@ impl std::fmt::Display for Bind {
 }
 
 /// Parses gunicorn's bind syntax: `HOST:PORT`, `HOST` (port 8000), `:PORT`,
-/// `[::1]:PORT`, `unix:PATH`. Host names are resolved; each address found is bound.
+/// `[::1]:PORT`, `tcp://HOST:PORT`, `unix:PATH`, `unix://PATH`. Host names are
+/// resolved; each address found is bound.
 pub fn parse_bind(s: &str) -> Result<Vec<Bind>, String> {
-    if let Some(path) = s.strip_prefix("unix:") {
+    if let Some(path) = s
+        .strip_prefix("unix://")
+        .or_else(|| s.strip_prefix("unix:"))
+    {
         if path.is_empty() {
             return Err(format!("bind {s:?}: unix: needs a path"));
         }
@@ -39,7 +43,8 @@ pub fn parse_bind(s: &str) -> Result<Vec<Bind>, String> {
             _ => Err(format!("bind {s:?}: fd:// needs a descriptor number")),
         };
     }
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+    let addr = s.strip_prefix("tcp://").unwrap_or(s);
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
         let (h, after) = rest
             .split_once(']')
             .ok_or_else(|| format!("bind {s:?}: missing ']'"))?;
@@ -50,9 +55,9 @@ pub fn parse_bind(s: &str) -> Result<Vec<Bind>, String> {
         };
         (h, port)
     } else {
-        match s.rsplit_once(':') {
+        match addr.rsplit_once(':') {
             Some((h, p)) => (h, p),
-            None => (s, "8000"),
+            None => (addr, "8000"),
         }
     };
     let port: u16 = port
@@ -73,37 +78,93 @@ pub fn parse_bind(s: &str) -> Result<Vec<Bind>, String> {
     Ok(addrs)
 }
 
-/// Which peers may set `wsgi.url_scheme` through `X-Forwarded-Proto` and friends.
+/// Which peers may set `wsgi.url_scheme` through `X-Forwarded-Proto` and friends:
+/// addresses and networks, as gunicorn 27's `--forwarded-allow-ips`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowIps {
     Any,
-    List(Vec<IpAddr>),
+    List(Vec<Net>),
+}
+
+/// An address and a prefix length: `10.0.0.0/8`, or `10.1.2.3` (a /32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Net {
+    /// Parses `ADDR` or `ADDR/LEN`. Like Python's `ip_network` (strict), bits set
+    /// past the prefix are an error: `10.0.0.1/8` is a typo for an address or a network.
+    pub fn parse(s: &str) -> Result<Net, String> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("forwarded-allow-ips: {s:?} is not an IP address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match len {
+            None => max,
+            Some(l) => l.parse::<u8>().ok().filter(|&l| l <= max).ok_or_else(|| {
+                format!("forwarded-allow-ips: {s:?}: prefix length must be 0 to {max}")
+            })?,
+        };
+        let net = Net { addr, prefix };
+        if bits(addr) & !net.mask() != 0 {
+            return Err(format!(
+                "forwarded-allow-ips: {s:?} has host bits set (a network is written like 10.0.0.0/8)"
+            ));
+        }
+        Ok(net)
+    }
+
+    fn mask(&self) -> u128 {
+        let width = if self.addr.is_ipv4() { 32 } else { 128 };
+        let ones = u128::MAX
+            .checked_shl(width - u32::from(self.prefix))
+            .unwrap_or(0);
+        ones & (u128::MAX >> (128 - width))
+    }
+
+    /// An IPv4-mapped IPv6 peer (`::ffff:10.0.0.1`, a dual-stack listener) is
+    /// matched in its IPv4 form.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.addr.is_ipv4() && bits(ip) & self.mask() == bits(self.addr)
+    }
+}
+
+fn bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
 }
 
 impl AllowIps {
     pub fn parse(s: &str) -> Result<AllowIps, String> {
-        if s.trim() == "*" {
-            return Ok(AllowIps::Any);
-        }
-        s.split(',')
+        let items: Vec<&str> = s
+            .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(|p| {
-                p.parse::<IpAddr>()
-                    .map_err(|_| format!("forwarded-allow-ips: {p:?} is not an IP address"))
-            })
+            .collect();
+        if items.contains(&"*") {
+            return Ok(AllowIps::Any);
+        }
+        items
+            .into_iter()
+            .map(Net::parse)
             .collect::<Result<_, _>>()
             .map(AllowIps::List)
     }
 
-    /// Unix-socket peers are local, so they are trusted like 127.0.0.1.
+    /// Unix-socket peers (`None`) are local, so they are trusted like 127.0.0.1.
     pub fn allows(&self, peer: Option<IpAddr>) -> bool {
         match (self, peer) {
             (AllowIps::Any, _) | (_, None) => true,
-            (AllowIps::List(l), Some(ip)) => {
-                l.contains(&ip)
-                    || ip.to_canonical().is_loopback() && l.iter().any(|a| a.is_loopback())
-            }
+            (AllowIps::List(l), Some(ip)) => l.iter().any(|n| n.contains(ip)),
         }
     }
 }
@@ -145,10 +206,7 @@ impl Default for ServerConfig {
             io_timeout: Duration::from_secs(30),
             graceful_timeout: Duration::from_secs(30),
             parser: ParserConfig::default(),
-            forwarded_allow_ips: AllowIps::List(vec![
-                [127, 0, 0, 1].into(),
-                "::1".parse().expect("literal"),
-            ]),
+            forwarded_allow_ips: AllowIps::parse("127.0.0.1,::1").expect("literal"),
             script_name: String::new(),
             workers: 1,
         }
@@ -169,6 +227,14 @@ mod tests {
         assert_eq!(tcp("[::1]:9000"), "[::1]:9000");
         assert_eq!(tcp(":9000"), "0.0.0.0:9000");
         assert_eq!(tcp("127.0.0.1"), "127.0.0.1:8000");
+        assert_eq!(tcp("tcp://127.0.0.1:9000"), "127.0.0.1:9000");
+        assert_eq!(tcp("tcp://[::1]:9000"), "[::1]:9000");
+        assert_eq!(tcp("tcp://127.0.0.1"), "127.0.0.1:8000");
+        assert_eq!(
+            parse_bind("unix:///tmp/x.sock").unwrap(),
+            vec![Bind::Unix("/tmp/x.sock".into())]
+        );
+        assert!(parse_bind("unix://").is_err());
         assert_eq!(
             parse_bind("unix:/tmp/x.sock").unwrap(),
             vec![Bind::Unix("/tmp/x.sock".into())]
@@ -183,13 +249,51 @@ mod tests {
 
     #[test]
     fn allow_ips() {
-        let a = AllowIps::parse("127.0.0.1, ::1").unwrap();
-        assert!(a.allows(Some("127.0.0.1".parse().unwrap())));
-        assert!(!a.allows(Some("10.0.0.1".parse().unwrap())));
-        assert!(a.allows(None));
-        assert!(AllowIps::parse("*")
-            .unwrap()
-            .allows(Some("10.0.0.1".parse().unwrap())));
-        assert!(AllowIps::parse("nope").is_err());
+        // (list, peer, trusted)
+        let table: &[(&str, &str, bool)] = &[
+            ("127.0.0.1, ::1", "127.0.0.1", true),
+            ("127.0.0.1, ::1", "::1", true),
+            ("127.0.0.1, ::1", "10.0.0.1", false),
+            // An exact address means exactly that address, loopback or not.
+            ("127.0.0.1", "127.0.0.2", false),
+            ("127.0.0.2", "127.0.0.1", false),
+            ("::1", "127.0.0.1", false),
+            ("127.0.0.1", "::1", false),
+            // A dual-stack listener sees IPv4 peers as IPv4-mapped IPv6.
+            ("127.0.0.1", "::ffff:127.0.0.1", true),
+            ("10.0.0.0/8", "::ffff:10.9.8.7", true),
+            ("10.0.0.0/8", "10.255.255.255", true),
+            ("10.0.0.0/8", "11.0.0.0", false),
+            ("192.168.1.0/24", "192.168.1.77", true),
+            ("192.168.1.0/24", "192.168.2.1", false),
+            ("fd00::/8", "fd12:3456::1", true),
+            ("fd00::/8", "fe80::1", false),
+            ("0.0.0.0/0", "203.0.113.9", true),
+            ("0.0.0.0/0", "2001:db8::1", false),
+            ("::/0", "2001:db8::1", true),
+            ("10.0.0.1/32", "10.0.0.1", true),
+            ("10.0.0.1/32", "10.0.0.2", false),
+            ("2001:db8::/32, 10.0.0.0/8", "2001:db8:1::5", true),
+            ("*", "203.0.113.9", true),
+            ("10.0.0.1, *", "203.0.113.9", true),
+            ("", "127.0.0.1", false),
+        ];
+        for (list, peer, want) in table {
+            let allow = AllowIps::parse(list).unwrap();
+            let got = allow.allows(Some(peer.parse().unwrap()));
+            assert_eq!(got, *want, "{list:?} trusts {peer}?");
+        }
+        assert!(AllowIps::parse("10.0.0.1").unwrap().allows(None));
+        for bad in [
+            "nope",
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "fd00::/129",
+            "10.0.0.0/x",
+            "10.0.0.0/",
+            "fd00::1/8",
+        ] {
+            assert!(AllowIps::parse(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

@@ -1,0 +1,398 @@
+"""Every gunicorn 27 setting and hook, and what ferrule does with each.
+
+A gunicorn setting is never dropped without a word. Each one is:
+
+- ``IMPLEMENTED``: ferrule has it (maybe under its own field name, see ``field``);
+- ``LOGGED``: accepted, with one log line saying what ferrule does instead, only where
+  the setting's meaning is kept (``worker_tmp_dir``: ferrule's heartbeat needs no file);
+- ``REFUSED``: any value but gunicorn's default stops start-up (exit 2) with one line
+  saying what to do, until ferrule implements it;
+- ``INERT``: has an effect in gunicorn only together with a setting ferrule refuses
+  unless it has its default (``ca_certs`` needs ``certfile``): checked and kept;
+- ``COMMAND``: steers the command (``config``, ``check_config``, ``print_config``).
+
+Values are checked with gunicorn's validators (``"4"`` is 4, ``"true"`` is True).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from typing import Any, Callable, Dict, Optional, Tuple
+
+IMPLEMENTED, LOGGED, REFUSED, INERT, COMMAND = "implemented", "logged", "refused", "inert", "command"
+
+
+class BadValue(ValueError):
+    """A value gunicorn's validator would refuse; the message says what is expected."""
+
+
+# gunicorn's validators -----------------------------------------------------------
+
+def pos_int(value: Any) -> int:
+    """validate_pos_int: an int, or a string in any base Python reads (``"4"``, ``"0o22"``)."""
+    if isinstance(value, bool):
+        raise BadValue(f"must be an integer >= 0, not a boolean (got {value!r})")
+    if isinstance(value, str):
+        try:
+            value = int(value.strip(), 0)
+        except ValueError:
+            raise BadValue(f"must be an integer >= 0 (got {value!r})") from None
+    if not isinstance(value, int) or value < 0:
+        raise BadValue(f"must be an integer >= 0 (got {value!r})")
+    return value
+
+
+def seconds(value: Any) -> float:
+    """gunicorn's whole seconds, and ferrule's fractions: 30, "30", 2.5 or "2.5"."""
+    if isinstance(value, bool):
+        raise BadValue(f"must be a number of seconds >= 0, not a boolean (got {value!r})")
+    text = value
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise BadValue(f"must be a number of seconds >= 0 (got {text!r})") from None
+    if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+        raise BadValue(f"must be a number of seconds >= 0 (got {text!r})")
+    return float(value)
+
+
+def boolean(value: Any) -> Optional[bool]:
+    """validate_bool: True/False, or the strings "true"/"false" in any case."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise BadValue(f"must be True or False (got {value!r})")
+
+
+def string(value: Any) -> Optional[str]:
+    """validate_string: None or a string (surrounding spaces dropped)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadValue(f"must be a string (got {value!r})")
+    return value.strip()
+
+
+def string_list(value: Any) -> list:
+    """validate_list_string: a string is a list of one."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise BadValue(f"must be a string or a list of strings (got {value!r})")
+    return [string(v) for v in value]
+
+
+def addr_list(value: Any) -> str:
+    """validate_string_to_addr_list: comma-separated addresses and networks, or ``*``.
+    A list of them is accepted too. Networks are strict (10.0.0.0/8, not 10.0.0.1/8)."""
+    if isinstance(value, (list, tuple)):
+        value = ",".join(string_list(value))
+    text = string(value) or ""
+    for item in (p.strip() for p in text.split(",")):
+        if item and item != "*":
+            try:
+                ipaddress.ip_network(item)
+            except ValueError as exc:
+                raise BadValue(f"{item!r} is not an IP address or network ({exc})") from None
+    return text
+
+
+def dictionary(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise BadValue(f"must be a dict (got {value!r})")
+    return value
+
+
+def one_of(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        text = string(value)
+        if text is None or text.lower() not in choices:
+            raise BadValue(f"must be one of {', '.join(choices)} (got {value!r})")
+        return text.lower()
+    return check
+
+
+def proxy_protocol(value: Any) -> str:
+    if value is None or value is False:
+        return "off"
+    if value is True:
+        return "auto"
+    mapping = {"false": "off", "off": "off", "0": "off", "none": "off", "true": "auto", "auto": "auto",
+               "1": "auto", "v1": "v1", "v2": "v2"}
+    text = string(value)
+    if text is None or text.lower() not in mapping:
+        raise BadValue(f"must be one of off, v1, v2, auto (got {value!r})")
+    return mapping[text.lower()]
+
+
+def anything(value: Any) -> Any:
+    return value
+
+
+def cleartext(value: Any) -> str:
+    """validate_http2_cleartext: False/None are "off", True is "prior-knowledge"."""
+    if value is None or value is False:
+        return "off"
+    if value is True:
+        return "prior-knowledge"
+    return one_of("off", "prior-knowledge", "upgrade", "both")(value)
+
+
+def class_path(value: Any) -> Any:
+    """validate_class: a dotted path or a class."""
+    return value if isinstance(value, type) else string(value)
+
+
+# The catalogue -------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    name: str
+    flags: Tuple[str, ...]
+    status: str
+    check: Callable[[Any], Any] = anything
+    default: Any = None
+    #: ferrule's Settings field, for IMPLEMENTED settings named differently.
+    field: Optional[str] = None
+    #: LOGGED: what ferrule does instead. REFUSED: why, and what to do.
+    note: str = ""
+    #: argparse action for the flags ferrule adds from this table.
+    action: str = "store"
+    metavar: Optional[str] = None
+
+    @property
+    def option(self) -> str:
+        """How the user names it: its first flag, else its config-file name."""
+        return self.flags[-1] if self.flags else self.name
+
+
+TLS = ("TLS is not implemented yet (planned: issue 24); terminate TLS in front of ferrule "
+       "(nginx, HAProxy, a load balancer) and remove it")
+PROXY = ("the PROXY protocol is not implemented yet (planned: issue 23); have the proxy send "
+         "X-Forwarded-For/X-Forwarded-Proto instead, or remove it")
+UWSGI = "the uwsgi protocol is not implemented yet (planned: issue 23); use proxy_pass (HTTP) in nginx"
+SYSLOG = ("syslog is not implemented yet (planned: issue 26); log to stderr (journald) or a file and "
+          "let the system logger collect it")
+STATSD = "statsd is not implemented yet (planned: issue 26); remove it, or scrape the access log"
+LOGCONF = ("Python logging configuration of ferrule's logs is not implemented yet (planned: issue 26); "
+           "use --error-logfile/--access-logfile/--access-logformat")
+H2 = "HTTP/2 is not implemented yet; serve HTTP/2 from the front server (nginx, a load balancer)"
+DIRTY = "dirty arbiters are not implemented; run the long tasks in a task queue (Celery, RQ)"
+ASGI = "applies to gunicorn's ASGI worker only; ferrule serves WSGI"
+NO_DIRTY = "applies to gunicorn's dirty arbiters only (dirty_apps, refused by ferrule)"
+
+
+def _s(name, flags, status, check=anything, default=None, **kw) -> Spec:
+    return Spec(name, tuple(flags), status, check, default, **kw)
+
+
+SPECS: Tuple[Spec, ...] = (
+    # Config File
+    _s("config", ["-c", "--config"], COMMAND, string, "./gunicorn.conf.py"),
+    _s("wsgi_app", [], IMPLEMENTED, string, field="app"),
+    # Server Socket
+    _s("bind", ["-b", "--bind"], IMPLEMENTED, string_list, ["127.0.0.1:8000"]),
+    _s("backlog", ["--backlog"], IMPLEMENTED, pos_int, 2048),
+    # Worker Processes
+    _s("workers", ["-w", "--workers"], IMPLEMENTED, pos_int, 1),
+    _s("worker_class", ["-k", "--worker-class"], LOGGED, class_path, "sync", metavar="STRING"),
+    _s("threads", ["--threads"], IMPLEMENTED, pos_int, 1),
+    _s("worker_connections", ["--worker-connections"], LOGGED, pos_int, 1000, metavar="INT",
+       note="ferrule does not cap connections per worker (idle keep-alive connections hold no thread)"),
+    _s("max_requests", ["--max-requests"], IMPLEMENTED, pos_int, 0),
+    _s("max_requests_jitter", ["--max-requests-jitter"], IMPLEMENTED, pos_int, 0),
+    _s("timeout", ["-t", "--timeout"], IMPLEMENTED, seconds, 30),
+    _s("graceful_timeout", ["--graceful-timeout"], IMPLEMENTED, seconds, 30),
+    _s("keepalive", ["--keep-alive"], IMPLEMENTED, seconds, 2, field="keep_alive"),
+    # Security
+    _s("limit_request_line", ["--limit-request-line"], IMPLEMENTED, pos_int, 4094),
+    _s("limit_request_fields", ["--limit-request-fields"], IMPLEMENTED, pos_int, 100),
+    _s("limit_request_field_size", ["--limit-request-field_size"], IMPLEMENTED, pos_int, 8190),
+    # Debugging
+    _s("reload", ["--reload"], IMPLEMENTED, boolean, False),
+    _s("reload_engine", ["--reload-engine"], LOGGED, one_of("auto", "poll", "inotify"), "auto", metavar="STRING",
+       note="ferrule's reloader checks the modification time of the app's Python files every second"),
+    _s("reload_extra_files", ["--reload-extra-file"], REFUSED, string_list, [], action="append", metavar="FILES",
+       note="not implemented: ferrule reloads on changes to the app's imported Python files only; "
+            "send HUP after changing other files"),
+    _s("spew", ["--spew"], REFUSED, boolean, False, action="store_true",
+       note="not implemented: install a trace function (sys.settrace) in a post_worker_init hook"),
+    _s("check_config", ["--check-config"], COMMAND, boolean, False),
+    _s("print_config", ["--print-config"], COMMAND, boolean, False),
+    # Server Mechanics
+    _s("preload_app", ["--preload"], IMPLEMENTED, boolean, False),
+    _s("sendfile", ["--no-sendfile"], REFUSED, boolean, None, action="store_false",
+       note="not implemented: ferrule always sends wsgi.file_wrapper files with sendfile(2)"),
+    _s("reuse_port", ["--reuse-port"], IMPLEMENTED, boolean, False),
+    _s("chdir", ["--chdir"], IMPLEMENTED, string),
+    _s("daemon", ["-D", "--daemon"], IMPLEMENTED, boolean, False),
+    _s("raw_env", ["-e", "--env"], IMPLEMENTED, string_list, [], field="env"),
+    _s("pidfile", ["-p", "--pid"], IMPLEMENTED, string),
+    _s("worker_tmp_dir", ["--worker-tmp-dir"], LOGGED, string, metavar="DIR",
+       note="ferrule's workers send their heartbeat over a pipe, not through a file, so no directory is needed"),
+    _s("user", ["-u", "--user"], IMPLEMENTED, anything),
+    _s("group", ["-g", "--group"], IMPLEMENTED, anything),
+    _s("umask", ["-m", "--umask"], IMPLEMENTED, pos_int, 0),
+    _s("initgroups", ["--initgroups"], IMPLEMENTED, boolean, False),
+    _s("tmp_upload_dir", [], LOGGED, string,
+       note="ferrule does not write request bodies to temporary files"),
+    _s("secure_scheme_headers", [], REFUSED, dictionary,
+       {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
+       note="only gunicorn's default table is implemented (X-Forwarded-Protocol: ssl, X-Forwarded-Proto: "
+            "https, X-Forwarded-SSL: on, from --forwarded-allow-ips); custom tables are planned in issue 23: "
+            "have the proxy send one of these, and remove secure_scheme_headers"),
+    _s("forwarded_allow_ips", ["--forwarded-allow-ips"], IMPLEMENTED, addr_list, "127.0.0.1,::1"),
+    _s("pythonpath", ["--pythonpath"], IMPLEMENTED, string),
+    _s("paste", ["--paste", "--paster"], REFUSED, string, metavar="STRING",
+       note="PasteDeploy is not supported: load the app in a module (paste.deploy.loadapp) and pass MODULE:NAME"),
+    _s("raw_paste_global_conf", ["--paste-global"], REFUSED, string_list, [], action="append", metavar="CONF",
+       note="PasteDeploy is not supported: load the app in a module (paste.deploy.loadapp) and pass MODULE:NAME"),
+    _s("proxy_protocol", ["--proxy-protocol"], REFUSED, proxy_protocol, "off", metavar="MODE", note=PROXY),
+    _s("proxy_allow_ips", ["--proxy-allow-from"], INERT, addr_list, "127.0.0.1,::1", metavar="IPS",
+       note="applies with proxy_protocol only"),
+    _s("protocol", ["--protocol"], REFUSED, one_of("http", "uwsgi"), "http", metavar="STRING", note=UWSGI),
+    _s("uwsgi_allow_ips", ["--uwsgi-allow-from"], INERT, addr_list, "127.0.0.1,::1", metavar="IPS",
+       note="applies with protocol = 'uwsgi' only"),
+    _s("permit_obsolete_folding", ["--permit-obsolete-folding"], IMPLEMENTED, boolean, False),
+    _s("strip_header_spaces", ["--strip-header-spaces"], IMPLEMENTED, boolean, False),
+    _s("permit_unconventional_http_method", ["--permit-unconventional-http-method"], IMPLEMENTED, boolean, False),
+    _s("permit_unconventional_http_version", ["--permit-unconventional-http-version"], REFUSED, boolean, False,
+       action="store_true",
+       note="not implemented: ferrule serves HTTP/1.0 and HTTP/1.x and answers 400 to other versions"),
+    _s("casefold_http_method", ["--casefold-http-method"], IMPLEMENTED, boolean, False),
+    _s("forwarder_headers", ["--forwarder-headers"], REFUSED, string, "SCRIPT_NAME,PATH_INFO", metavar="STRING",
+       note="not implemented: headers with underscores are handled by --header-map only; set SCRIPT_NAME in "
+            "the environment for a mount prefix"),
+    _s("header_map", ["--header-map"], IMPLEMENTED, one_of("drop", "refuse", "dangerous"), "drop"),
+    _s("root_path", ["--root-path"], REFUSED, string, "", metavar="STRING",
+       note="root_path is for ASGI apps; for a WSGI app under a prefix set the SCRIPT_NAME environment variable"),
+    # Logging
+    _s("accesslog", ["--access-logfile"], IMPLEMENTED, string, field="access_logfile"),
+    _s("disable_redirect_access_to_syslog", ["--disable-redirect-access-to-syslog"], INERT, boolean, False,
+       action="store_true", note="applies with syslog only"),
+    _s("access_log_format", ["--access-logformat"], IMPLEMENTED, string, field="access_logformat"),
+    _s("errorlog", ["--error-logfile", "--log-file"], IMPLEMENTED, string, "-", field="error_logfile"),
+    _s("loglevel", ["--log-level"], IMPLEMENTED, one_of("debug", "info", "warning", "warn", "error", "critical"),
+       "info", field="log_level"),
+    _s("capture_output", ["--capture-output"], IMPLEMENTED, boolean, False),
+    _s("logger_class", ["--logger-class"], REFUSED, class_path, "gunicorn.glogging.Logger", metavar="STRING",
+       note=LOGCONF),
+    _s("logconfig", ["--log-config"], REFUSED, string, metavar="FILE", note=LOGCONF),
+    _s("logconfig_dict", [], REFUSED, dictionary, {}, note=LOGCONF),
+    _s("logconfig_json", ["--log-config-json"], REFUSED, string, metavar="FILE", note=LOGCONF),
+    _s("syslog_addr", ["--log-syslog-to"], INERT, string, "udp://localhost:514", metavar="SYSLOG_ADDR",
+       note="applies with syslog only"),
+    _s("syslog", ["--log-syslog"], REFUSED, boolean, False, action="store_true", note=SYSLOG),
+    _s("syslog_prefix", ["--log-syslog-prefix"], INERT, string, metavar="SYSLOG_PREFIX",
+       note="applies with syslog only"),
+    _s("syslog_facility", ["--log-syslog-facility"], INERT, string, "user", metavar="SYSLOG_FACILITY",
+       note="applies with syslog only"),
+    _s("enable_stdio_inheritance", ["-R", "--enable-stdio-inheritance"], IMPLEMENTED, boolean, False),
+    _s("statsd_host", ["--statsd-host"], REFUSED, string, metavar="STATSD_ADDR", note=STATSD),
+    _s("dogstatsd_tags", ["--dogstatsd-tags"], INERT, string, "", metavar="DOGSTATSD_TAGS",
+       note="applies with statsd_host only"),
+    _s("statsd_prefix", ["--statsd-prefix"], INERT, string, "", metavar="STATSD_PREFIX",
+       note="applies with statsd_host only"),
+    _s("enable_backlog_metric", ["--enable-backlog-metric"], INERT, boolean, False, action="store_true",
+       note="applies with statsd_host only"),
+    # Process Naming
+    _s("proc_name", ["-n", "--name"], LOGGED, string, metavar="STRING",
+       note="ferrule does not set process titles (ps shows the command line); hooks see it as server.cfg.proc_name"),
+    _s("default_proc_name", [], INERT, string, "gunicorn", note="applies with proc_name only"),
+    # SSL
+    _s("keyfile", ["--keyfile"], REFUSED, string, metavar="FILE", note=TLS),
+    _s("certfile", ["--certfile"], REFUSED, string, metavar="FILE", note=TLS),
+    _s("ssl_version", ["--ssl-version"], INERT, anything, 2, metavar="VERSION", note="applies with TLS only"),
+    _s("cert_reqs", ["--cert-reqs"], INERT, pos_int, 0, metavar="INT", note="applies with TLS only"),
+    _s("ca_certs", ["--ca-certs"], INERT, string, metavar="FILE", note="applies with TLS only"),
+    _s("suppress_ragged_eofs", ["--suppress-ragged-eofs"], INERT, boolean, True, action="store_true",
+       note="applies with TLS only"),
+    _s("do_handshake_on_connect", ["--do-handshake-on-connect"], INERT, boolean, False, action="store_true",
+       note="applies with TLS only"),
+    _s("ciphers", ["--ciphers"], INERT, string, metavar="CIPHERS", note="applies with TLS only"),
+    # HTTP/2
+    _s("http_protocols", ["--http-protocols"], REFUSED, one_of("h1"), "h1", metavar="STRING", note=H2),
+    _s("http2_cleartext", ["--http2-cleartext"], REFUSED, cleartext, "off", metavar="STRING", note=H2),
+    *(_s(n, [f"--{n.replace('_', '-')}"], INERT, pos_int, d, metavar="INT", note="applies with HTTP/2 only")
+      for n, d in (("http2_max_concurrent_streams", 100), ("http2_initial_window_size", 65535),
+                   ("http2_max_frame_size", 16384), ("http2_max_header_list_size", 65536))),
+    # ASGI worker
+    _s("asgi_loop", ["--asgi-loop"], INERT, string, "auto", metavar="STRING", note=ASGI),
+    _s("asgi_lifespan", ["--asgi-lifespan"], INERT, string, "auto", metavar="STRING", note=ASGI),
+    _s("asgi_disconnect_grace_period", ["--asgi-disconnect-grace-period"], INERT, pos_int, 3, metavar="INT",
+       note=ASGI),
+    _s("websocket_max_message_size", ["--websocket-max-message-size"], INERT, pos_int, 16 * 1024 * 1024,
+       metavar="INT", note=ASGI),
+    _s("http_parser", ["--http-parser"], LOGGED, one_of("auto", "fast", "python"), "auto", metavar="STRING",
+       note="ferrule parses HTTP with its own parser (Rust), whatever this says"),
+    # Dirty arbiters
+    _s("dirty_apps", ["--dirty-app"], REFUSED, string_list, [], action="append", metavar="STRING", note=DIRTY),
+    _s("dirty_workers", ["--dirty-workers"], REFUSED, pos_int, 0, metavar="INT", note=DIRTY),
+    *(_s(n, [f"--{n.replace('_', '-')}"], INERT, pos_int, d, metavar="INT", note=NO_DIRTY)
+      for n, d in (("dirty_timeout", 300), ("dirty_threads", 1), ("dirty_graceful_timeout", 30))),
+    # Control socket (gunicornc)
+    _s("control_socket", ["--control-socket"], REFUSED, string, metavar="PATH",
+       note="ferrule has no control socket (gunicornc); control it with signals (see docs/signals.md)"),
+    _s("control_socket_mode", ["--control-socket-mode"], INERT, pos_int, 0o600, metavar="INT",
+       note="applies with control_socket only"),
+    _s("control_socket_disable", ["--no-control-socket"], INERT, boolean, False, action="store_true",
+       note="ferrule has no control socket"),
+)
+
+BY_NAME: Dict[str, Spec] = {s.name: s for s in SPECS}
+
+#: Hooks gunicorn knows that never run in ferrule, and why that keeps their meaning.
+INERT_HOOKS: Dict[str, Tuple[int, str]] = {
+    "ssl_context": (2, "it is called only with certfile (TLS, not implemented yet)"),
+    "on_dirty_starting": (1, NO_DIRTY),
+    "dirty_post_fork": (2, NO_DIRTY),
+    "dirty_worker_init": (1, NO_DIRTY),
+    "dirty_worker_exit": (2, NO_DIRTY),
+}
+
+_SYNC = ("sync", "gthread", "gunicorn.workers.sync.SyncWorker", "gunicorn.workers.gthread.ThreadWorker")
+_GREEN = ("gevent", "eventlet", "tornado", "gevent_wsgi", "gevent_pywsgi")
+
+
+def _same(spec: Spec, value: Any) -> bool:
+    """A refused setting given gunicorn's default keeps gunicorn's (and ferrule's) meaning."""
+    if spec.name == "secure_scheme_headers":
+        return {str(k).upper(): v for k, v in value.items()} == spec.default
+    if spec.name == "sendfile":
+        return value is None or value is True
+    if spec.name == "logger_class":
+        return value in ("simple", spec.default)
+    if spec.default is None:
+        return value in (None, "")
+    return value == spec.default or (spec.default == [] and not value)
+
+
+def worker_class_note(value: Any) -> str:
+    """The log line for worker_class, or BadValue for a worker ferrule cannot stand in for."""
+    name = value if isinstance(value, str) else getattr(value, "__name__", repr(value))
+    if name in _SYNC or name in ("SyncWorker", "ThreadWorker"):
+        return (f"worker_class {name!r}: ferrule's workers run the app on up to --threads threads (default 512), "
+                "started only while requests block; set threads = 1 for one request at a time per worker")
+    if name.split(".")[-1].lower() in _GREEN or any(g in name.lower() for g in ("gevent", "eventlet", "tornado")):
+        raise BadValue(f"{name!r} is not available: ferrule serves WSGI on OS threads (no gevent/eventlet/tornado "
+                       "workers); remove worker_class: threads start as requests block (--threads)")
+    raise BadValue(f"{name!r} is not available: ferrule serves WSGI apps only, with its own threaded workers; "
+                   "run an ASGI app with an ASGI server, and remove worker_class for a WSGI app")
+
+
+def judge(spec: Spec, raw: Any) -> Tuple[Any, Optional[str]]:
+    """Checks a value of a setting ferrule does not implement itself: returns the value
+    gunicorn would hold and the line to log (None for none), or raises BadValue."""
+    value = spec.check(raw)
+    if spec.status == REFUSED and not _same(spec, value):
+        raise BadValue(spec.note)
+    if spec.status == LOGGED and spec.name == "worker_class":
+        return value, worker_class_note(value)
+    if spec.status == LOGGED:
+        return value, f"{spec.name} = {value!r} accepted: {spec.note}"
+    return value, None
