@@ -403,6 +403,8 @@ class Arbiter:
         if self._winched_from is not None:  # workers stopped by WINCH come back (rollback)
             self._set_workers(self._winched_from)
             self._winched_from = None
+        # Whoever sends HUP after a failed replacement has likely fixed the files.
+        self._respawn_at, self._respawn_delay = 0.0, RESPAWN_FIRST
         try:
             cfg, core, hooks = self._reload_config()
         except Exception as exc:  # a broken edit must not take the server down
