@@ -376,3 +376,18 @@ def test_worker_exit_runs_in_a_worker_retired_by_a_request_timeout(serve, tmp_pa
         pass
     wait_until(lambda: old[0] not in children(s.proc.pid), timeout=15)
     assert marker.exists() and marker.read_text().split() == [str(old[0])], s.log()
+
+
+def test_hup_after_fixing_the_files_retries_a_failed_replacement_at_once(serve, tmp_path):
+    app = tmp_path / "live.py"
+    app.write_text(LIVE % "one")
+    s = serve("live:app", "--pythonpath", str(tmp_path))
+    booted(s, 1)
+    app.write_text("def app(e, sr):\n    return [b'unclosed\n")
+    s.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "trying a new worker again in 8s" in s.log(), timeout=30)
+    assert get(s.port) == (200, "one")
+    app.write_text(LIVE % "two")
+    s.proc.send_signal(signal.SIGHUP)
+    # Well before the 8 s the back-off would wait.
+    wait_until(lambda: get(s.port) == (200, "two"), timeout=5)
