@@ -27,8 +27,6 @@ QUICK_WAIT = 2.0
 #: A replacement worker that cannot load the app (after one has booted) is retried
 #: after 1 s, then 2, 4, ... up to 60 s; the worker it replaces keeps serving meanwhile.
 RESPAWN_FIRST, RESPAWN_MAX = 1.0, 60.0
-#: The old master's pid file during a binary upgrade (USR2), as nginx names it.
-OLDBIN = ".oldbin"
 
 
 class HaltServer(Exception):
@@ -37,7 +35,7 @@ class HaltServer(Exception):
         self.reason, self.code = reason, code
 
 
-class Arbiter:
+class Arbiter(upgrade.Upgrades):
     """The ``server`` argument of hooks (gunicorn's attribute names)."""
 
     def __init__(self, cfg: Settings, core: _ferrule.Config, hooks: Dict[str, Callable],
@@ -335,67 +333,6 @@ class Arbiter:
             self.log.info(f"Number of workers: {old} -> {n}")
             self.call_hook("nworkers_changed", self, n, old)
 
-    def reexec(self) -> None:
-        """USR2: starts a new master (the command that started this one, run again)
-        on the same sockets, beside this one; see upgrade.py."""
-        if self.reexec_pid:
-            self.log.warning(f"USR2 ignored: an upgrade is in progress (new master: pid {self.reexec_pid})")
-            return
-        if self.master_pid:
-            self.log.warning(f"USR2 ignored: this master is the new one of an upgrade; stop the old master "
-                             f"(pid {self.master_pid}) first")
-            return
-        self.log.info("Handling signal: usr2: starting a new master (binary upgrade)")
-        if self._pidfile:
-            self._pidfile = _rename_pidfile(self._pidfile, self._pidfile + OLDBIN, self.log)
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            self.log.error(f"USR2: cannot fork the new master: {exc}")
-            self._restore_pidfile()
-            return
-        if pid == 0:
-            upgrade.exec_new_master(self, [fd for fd, _ in self.listeners])
-        self.reexec_pid = pid
-        self.log.info(f"New master starting: pid {pid}; WINCH to this master (pid {self.pid}) stops its "
-                      f"workers, TERM stops it")
-
-    def _restore_pidfile(self) -> None:
-        if self._pidfile and self._pidfile.endswith(OLDBIN) and self.cfg.pidfile:
-            self._pidfile = _rename_pidfile(self._pidfile, self._pidfile[: -len(OLDBIN)], self.log)
-
-    def _new_master_exited(self, code: int) -> None:
-        """The new master ended while this one still runs: the upgrade failed or was
-        rolled back, and this master is the server again (gunicorn's behaviour)."""
-        pid, self.reexec_pid = self.reexec_pid, 0
-        how = f"exited with code {code}" if code >= 0 else f"was ended by {signal.Signals(-code).name}"
-        self.log.warning(f"The new master (pid {pid}) {how}; this master (pid {self.pid}) carries on")
-        self._restore_pidfile()
-        if self._winched_from is not None:
-            self._set_workers(self._winched_from)
-            self._winched_from = None
-
-    def _maybe_promote(self) -> None:
-        """In a new master: once the old master has exited (we were reparented), this
-        one is the only master; systemd is told (accepted with NotifyAccess=all; with
-        the default NotifyAccess=main the old master hands MAINPID over as it stops)."""
-        if self.master_pid and os.getppid() != self.master_pid:
-            self.log.info(f"Master has been promoted: the old master (pid {self.master_pid}) has exited")
-            self.master_pid = 0
-            systemd.notify(f"MAINPID={self.pid}")
-
-    def winch(self) -> None:
-        """WINCH: during an upgrade, stops this (old) master's workers gracefully; the
-        master keeps the sockets so that HUP (or the new master's failure) can bring
-        them back. Otherwise ignored: a terminal sends WINCH when it is resized."""
-        if not self.reexec_pid and not getattr(self.cfg, "daemon", False):
-            self.log.info("WINCH ignored: no upgrade in progress (terminals send WINCH when resized)")
-            return
-        self.log.info("Handling signal: winch: stopping the workers gracefully; the master stays")
-        if self._winched_from is None:
-            self._winched_from = self.num_workers
-        self._set_workers(0)
-
     def reload(self) -> None:
         """HUP: re-read the configuration, then replace every worker; each old one is
         stopped only when its replacement accepts."""
@@ -486,16 +423,6 @@ def _write_pidfile(path: str, pid: int, replaces: int = 0) -> None:
     with open(tmp, "w") as f:
         f.write(f"{pid}\n")
     os.replace(tmp, path)
-
-
-def _rename_pidfile(path: str, to: str, log: Log) -> Optional[str]:
-    """Moves this master's pid file; returns its name afterwards."""
-    try:
-        os.replace(path, to)
-        return to
-    except OSError as exc:
-        log.error(f"cannot rename the pid file {path} to {to}: {exc}")
-        return path
 
 
 def _remove_pidfile(path: str, pid: int) -> None:

@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import os
 import sys
+import signal
 from typing import List, NoReturn, Optional, Tuple
 
+from ferrule import systemd
+
+#: The old master's pid file during an upgrade, as nginx names it.
+OLDBIN = ".oldbin"
 FD_VARS = ("FERRULE_FD", "GUNICORN_FD")
 PID_VARS = ("FERRULE_PID", "GUNICORN_PID")
 #: Not passed on: the new master's sockets come in FERRULE_FD, not from systemd.
@@ -91,3 +96,79 @@ def exec_new_master(server, fds: List[int]) -> NoReturn:
             pass
     finally:
         os._exit(1)
+
+
+def rename_pidfile(path: str, to: str, log) -> Optional[str]:
+    """Moves this master's pid file; returns its name afterwards."""
+    try:
+        os.replace(path, to)
+        return to
+    except OSError as exc:
+        log.error(f"cannot rename the pid file {path} to {to}: {exc}")
+        return path
+
+
+class Upgrades:
+    """The master's side of USR2 and WINCH (mixed into Arbiter, which has the state:
+    reexec_pid, master_pid, _pidfile, _winched_from)."""
+
+    def reexec(self) -> None:
+        """USR2: starts a new master (the command that started this one, run again)
+        on the same sockets, beside this one (see the module docstring)."""
+        if self.reexec_pid:
+            self.log.warning(f"USR2 ignored: an upgrade is in progress (new master: pid {self.reexec_pid})")
+            return
+        if self.master_pid:
+            self.log.warning(f"USR2 ignored: this master is the new one of an upgrade; stop the old master "
+                             f"(pid {self.master_pid}) first")
+            return
+        self.log.info("Handling signal: usr2: starting a new master (binary upgrade)")
+        if self._pidfile:
+            self._pidfile = rename_pidfile(self._pidfile, self._pidfile + OLDBIN, self.log)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self.log.error(f"USR2: cannot fork the new master: {exc}")
+            self._restore_pidfile()
+            return
+        if pid == 0:
+            exec_new_master(self, [fd for fd, _ in self.listeners])
+        self.reexec_pid = pid
+        self.log.info(f"New master starting: pid {pid}; WINCH to this master (pid {self.pid}) stops its "
+                      f"workers, TERM stops it")
+
+    def _restore_pidfile(self) -> None:
+        if self._pidfile and self._pidfile.endswith(OLDBIN) and self.cfg.pidfile:
+            self._pidfile = rename_pidfile(self._pidfile, self._pidfile[: -len(OLDBIN)], self.log)
+
+    def _new_master_exited(self, code: int) -> None:
+        """The new master ended while this one still runs: the upgrade failed or was
+        rolled back, and this master is the server again (gunicorn's behaviour)."""
+        pid, self.reexec_pid = self.reexec_pid, 0
+        how = f"exited with code {code}" if code >= 0 else f"was ended by {signal.Signals(-code).name}"
+        self.log.warning(f"The new master (pid {pid}) {how}; this master (pid {self.pid}) carries on")
+        self._restore_pidfile()
+        if self._winched_from is not None:
+            self._set_workers(self._winched_from)
+            self._winched_from = None
+
+    def _maybe_promote(self) -> None:
+        """In a new master: once the old master has exited (we were reparented), this
+        one is the only master; systemd is told (accepted with NotifyAccess=all; with
+        the default NotifyAccess=main the old master hands MAINPID over as it stops)."""
+        if self.master_pid and os.getppid() != self.master_pid:
+            self.log.info(f"Master has been promoted: the old master (pid {self.master_pid}) has exited")
+            self.master_pid = 0
+            systemd.notify(f"MAINPID={self.pid}")
+
+    def winch(self) -> None:
+        """WINCH: during an upgrade, stops this (old) master's workers gracefully; the
+        master keeps the sockets so that HUP (or the new master's failure) can bring
+        them back. Otherwise ignored: a terminal sends WINCH when it is resized."""
+        if not self.reexec_pid and not getattr(self.cfg, "daemon", False):
+            self.log.info("WINCH ignored: no upgrade in progress (terminals send WINCH when resized)")
+            return
+        self.log.info("Handling signal: winch: stopping the workers gracefully; the master stays")
+        if self._winched_from is None:
+            self._winched_from = self.num_workers
+        self._set_workers(0)
