@@ -3,6 +3,7 @@ processes, real signals, load from client threads. Every load loop is bounded.""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -272,3 +273,121 @@ def test_reuse_port_lets_two_servers_share_a_port(tmp_path):
         for p in procs:
             p.send_signal(signal.SIGTERM)
             assert p.wait(timeout=15) == 0
+
+
+# A replacement that cannot import the app (issue 20 point 2).
+
+LIVE = "def app(e, sr):\n    sr('200 OK', [('Content-Type', 'text/plain')])\n    return [b'%s']\n"
+
+
+def _edit(path, text):
+    """Rewrites a source file with a new mtime (the --reload check compares them)."""
+    time.sleep(1.1)
+    path.write_text(text)
+
+
+def test_reload_serves_the_import_error_as_a_500_page_and_recovers_when_the_file_is_fixed(serve, tmp_path):
+    app = tmp_path / "live.py"
+    app.write_text(LIVE % "one")
+    s = serve("live:app", "--reload", "--pythonpath", str(tmp_path))
+    wait_until(lambda: get(s.port)[1] == "one")
+    _edit(app, "def app(e, sr):\n    return [b'unclosed\n")
+    status, body = wait_until(lambda: (r := get(s.port))[0] == 500 and r)
+    assert "SyntaxError" in body and "live.py" in body
+    for _ in range(5):  # every request gets the page; the server stays up
+        assert get(s.port)[0] == 500
+    assert s.proc.poll() is None
+    # live.py failed to import, so it is not in sys.modules: it is watched all the same.
+    _edit(app, LIVE % "two")
+    wait_until(lambda: get(s.port) == (200, "two"), timeout=20)
+    assert s.proc.poll() is None
+
+
+def test_reload_at_start_up_with_a_broken_import_serves_the_error_page(serve, tmp_path):
+    (tmp_path / "helper.py").write_text("import no_such_module_here\n")
+    app = tmp_path / "live.py"
+    app.write_text("import helper\n" + LIVE % "one")
+    s = serve("live:app", "--reload", "--pythonpath", str(tmp_path))
+    status, body = get(s.port)
+    assert status == 500 and "ModuleNotFoundError" in body and "no_such_module_here" in body
+    # helper.py is named in the traceback: fixing it recovers.
+    _edit(tmp_path / "helper.py", "X = 1\n")
+    wait_until(lambda: get(s.port) == (200, "one"), timeout=20)
+
+
+def test_a_replacement_that_cannot_import_keeps_the_old_workers_serving_and_is_retried(serve, tmp_path):
+    app = tmp_path / "live.py"
+    app.write_text(LIVE % "one")
+    s = serve("live:app", "-w", "2", "--pythonpath", str(tmp_path))
+    old = booted(s, 2)
+    app.write_text("def app(e, sr):\n    return [b'unclosed\n")  # a bad deploy, then HUP
+    s.proc.send_signal(signal.SIGHUP)
+    results = []
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline and len(results) < 2000:
+        results.append(get(s.port))
+        time.sleep(0.01)
+    assert set(results) == {(200, "one")}
+    assert s.proc.poll() is None and children(s.proc.pid)[:2] == old
+    log = s.log()
+    assert "could not load the app (the error is above); worker" in log and "keeps serving" in log
+    assert "trying a new worker again in 1s" in log and "trying a new worker again in 2s" in log
+    # Fixed: the next try boots, and the new code is served by new workers.
+    app.write_text(LIVE % "two")
+    wait_until(lambda: get(s.port) == (200, "two"), timeout=30)
+    wait_until(lambda: (k := children(s.proc.pid)) and len(k) == 2 and not set(k) & set(old))
+
+
+# Hooks see gunicorn's surface (issue 20 point 9).
+
+def test_pre_request_sees_gunicorns_request_attributes(serve, tmp_path):
+    out = tmp_path / "req.txt"
+    conf = tmp_path / "conf.py"
+    conf.write_text(f"""
+def pre_request(worker, req):
+    with open({str(out)!r}, "w") as f:
+        f.write(repr(dict(remote_addr=req.remote_addr, peer_addr=req.peer_addr, scheme=req.scheme,
+                          method=req.method, path=req.path, query=req.query, uri=req.uri,
+                          version=req.version, headers=req.headers)))
+""")
+    s = serve("proc:app", "-c", str(conf))
+    with socket.create_connection(("127.0.0.1", s.port)) as c:
+        c.sendall(b"POST /p/q?a=1 HTTP/1.1\r\nHost: h\r\nX-Trace: abc\r\nContent-Length: 2\r\n"
+                  b"Connection: close\r\n\r\nhi")
+        assert c.recv(100).startswith(b"HTTP/1.1 200")
+        port = c.getsockname()[1]
+    req = eval(wait_until(lambda: out.exists() and out.read_text()))  # noqa: S307 - our own repr
+    assert req["remote_addr"] == req["peer_addr"] == ("127.0.0.1", port)
+    assert (req["scheme"], req["method"], req["path"], req["query"]) == ("http", "POST", "/p/q", "a=1")
+    assert (req["uri"], req["version"]) == ("/p/q?a=1", (1, 1))
+    assert ("X-TRACE", "abc") in req["headers"] and ("HOST", "h") in req["headers"]
+    assert ("CONTENT-LENGTH", "2") in req["headers"]
+
+
+def test_worker_exit_runs_in_a_worker_retired_by_a_request_timeout(serve, tmp_path):
+    marker = tmp_path / "exit.txt"
+    conf = tmp_path / "conf.py"
+    conf.write_text(f"def worker_exit(server, worker):\n    open({str(marker)!r}, 'a').write('%d\\n' % worker.pid)\n")
+    s = serve("proc:app", "-c", str(conf), "--timeout", "2", "--graceful-timeout", "1")
+    old = booted(s, 1)
+    try:
+        get(s.port, "/sleep?s=6", timeout=10)
+    except Exception:  # noqa: BLE001 - how the timed-out request ends is not this test's point
+        pass
+    wait_until(lambda: old[0] not in children(s.proc.pid), timeout=15)
+    assert marker.exists() and marker.read_text().split() == [str(old[0])], s.log()
+
+
+def test_hup_after_fixing_the_files_retries_a_failed_replacement_at_once(serve, tmp_path):
+    app = tmp_path / "live.py"
+    app.write_text(LIVE % "one")
+    s = serve("live:app", "--pythonpath", str(tmp_path))
+    booted(s, 1)
+    app.write_text("def app(e, sr):\n    return [b'unclosed\n")
+    s.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "trying a new worker again in 8s" in s.log(), timeout=30)
+    assert get(s.port) == (200, "one")
+    app.write_text(LIVE % "two")
+    s.proc.send_signal(signal.SIGHUP)
+    # Well before the 8 s the back-off would wait.
+    wait_until(lambda: get(s.port) == (200, "two"), timeout=5)

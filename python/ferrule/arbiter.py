@@ -14,16 +14,19 @@ import signal
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ferrule import _ferrule, systemd
+from ferrule import _ferrule, systemd, upgrade
 from ferrule import worker as worker_mod
 from ferrule.log import Log
 from ferrule.settings import Settings
 from ferrule.worker import Worker
 
 SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
-           signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD)
+           signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD)
 #: How long a quick stop (INT, QUIT) waits for workers before killing them.
 QUICK_WAIT = 2.0
+#: A replacement worker that cannot load the app (after one has booted) is retried
+#: after 1 s, then 2, 4, ... up to 60 s; the worker it replaces keeps serving meanwhile.
+RESPAWN_FIRST, RESPAWN_MAX = 1.0, 60.0
 
 
 class HaltServer(Exception):
@@ -32,7 +35,7 @@ class HaltServer(Exception):
         self.reason, self.code = reason, code
 
 
-class Arbiter:
+class Arbiter(upgrade.Upgrades):
     """The ``server`` argument of hooks (gunicorn's attribute names)."""
 
     def __init__(self, cfg: Settings, core: _ferrule.Config, hooks: Dict[str, Callable],
@@ -53,6 +56,16 @@ class Arbiter:
         self._wake_r = self._wake_w = -1
         self._ready_sent = False
         self._booted_once = False
+        #: Binary upgrade (gunicorn's names): the new master this one started with USR2,
+        #: and, in a new master, the old one while it runs.
+        self.reexec_pid = 0
+        self.master_pid = 0
+        #: The pid file this master wrote (renamed to PIDFILE.oldbin during an upgrade).
+        self._pidfile: Optional[str] = None
+        #: The number of workers before WINCH stopped them, restored if the upgrade fails.
+        self._winched_from: Optional[int] = None
+        self._respawn_at = 0.0
+        self._respawn_delay = RESPAWN_FIRST
 
     # Hooks -----------------------------------------------------------------------
 
@@ -77,15 +90,28 @@ class Arbiter:
         for sig in SIGNALS:
             signal.signal(sig, self._on_signal)
         inherited = systemd.listen_fds()
+        try:
+            handed, old_master = upgrade.inherited()
+        except upgrade.UpgradeError as exc:
+            raise HaltServer(str(exc), 2) from None
+        if handed:
+            inherited = handed
+            # The old master's pid only while it is our parent (see _maybe_promote).
+            self.master_pid = old_master if old_master == os.getppid() else 0
         self.listeners = _ferrule.bind(self.core.inherit(inherited) if inherited else self.core)
-        if inherited:
+        if handed and self.master_pid:
+            self.log.info(f"Using {len(handed)} socket(s) of the master being upgraded (pid {self.master_pid})")
+        elif handed:
+            self.log.info(f"Using {len(handed)} socket(s) passed in FERRULE_FD/GUNICORN_FD")
+        elif inherited:
             self.log.info(f"Using {len(inherited)} socket(s) from systemd (LISTEN_FDS)")
         self.log.info(f"Starting ferrule {_ferrule.__version__}")
         for _, url in self.listeners:
             self.log.info(f"Listening at: {url} ({self.pid})")
         self.log.info(f"Using {self.num_workers} worker(s), up to {self.cfg.threads} threads each")
         if self.cfg.pidfile:
-            _write_pidfile(self.cfg.pidfile, self.pid)
+            _write_pidfile(self.cfg.pidfile, self.pid, self.master_pid)
+            self._pidfile = self.cfg.pidfile
         self.call_hook("when_ready", self)
 
     def _on_signal(self, signum, frame) -> None:
@@ -98,6 +124,7 @@ class Arbiter:
         self.start()
         try:
             while True:
+                self._maybe_promote()
                 self._manage()
                 self._wait(1.0)
                 while self._signals:
@@ -117,6 +144,10 @@ class Arbiter:
                         self._set_workers(max(self.num_workers - 1, 1))
                     elif sig == signal.SIGUSR1:
                         self.reopen_logs()
+                    elif sig == signal.SIGUSR2:
+                        self.reexec()
+                    elif sig == signal.SIGWINCH:
+                        self.winch()
                 self._reap()
                 self._check_workers()
         except HaltServer as h:
@@ -144,6 +175,7 @@ class Arbiter:
             w.last_beat = now
             if b"U" in data and not w.booted:
                 w.booted = self._booted_once = True
+                self._respawn_delay = RESPAWN_FIRST
                 self._on_ready(w)
             if b"R" in data:
                 w.retiring = True
@@ -167,14 +199,17 @@ class Arbiter:
         # Until one worker has booted, only one boots: an app that cannot be imported
         # stops the server with its error shown once, not once per worker.
         want = self.num_workers if self._booted_once else min(self.num_workers, 1)
-        while len(keep) < want:
+        # After a replacement failed to load the app: no new worker before the back-off
+        # ends, and the workers waiting for a replacement keep serving.
+        backing_off = time.monotonic() < self._respawn_at
+        while len(keep) < want and not backing_off:
             replaces = waiting.pop(0).pid if waiting else None
             keep.append(self.spawn(replaces))
         for w in sorted(keep, key=lambda w: w.age)[: max(len(keep) - want, 0)]:
             self._signal(w, signal.SIGTERM)
         # A retiring worker nobody replaces (fewer workers wanted now) just stops.
         for w in live:
-            if w.retiring and not any(x.replaces == w.pid for x in self.WORKERS.values()):
+            if w.retiring and not backing_off and not any(x.replaces == w.pid for x in self.WORKERS.values()):
                 self._signal(w, signal.SIGTERM)
 
     def spawn(self, replaces: Optional[int] = None) -> Worker:
@@ -224,6 +259,9 @@ class Arbiter:
                 return
             if pid == 0:
                 return
+            if pid == self.reexec_pid:
+                self._new_master_exited(os.waitstatus_to_exitcode(status))
+                continue
             w = self.WORKERS.pop(pid, None)
             if w is None:
                 continue
@@ -234,7 +272,25 @@ class Arbiter:
             self.call_hook("child_exit", self, w)
             if not w.booted and code in (worker_mod.EXIT_APP_LOAD, worker_mod.EXIT_BOOT):
                 what = "could not load the app" if code == worker_mod.EXIT_APP_LOAD else "failed to boot"
-                raise HaltServer(f"Worker {pid} {what}; shutting down (the error is above)", code)
+                if not self._booted_once:
+                    raise HaltServer(f"Worker {pid} {what}; shutting down (the error is above)", code)
+                self._back_off(w, what)
+
+    def _back_off(self, w: Worker, what: str) -> None:
+        """A replacement failed before it accepted, after the server had booted (a HUP
+        or a recycled worker meeting a bad deploy): the server stays up on the workers
+        it has, and the replacement is tried again later, each time twice as late."""
+        now = time.monotonic()
+        delay = self._respawn_delay
+        if now >= self._respawn_at:  # one step per round, not per worker of a HUP
+            self._respawn_at = now + delay
+            self._respawn_delay = min(delay * 2, RESPAWN_MAX)
+        else:
+            delay = self._respawn_at - now
+        old = self.WORKERS.get(w.replaces) if w.replaces else None
+        kept = f"; worker {old.pid} it was to replace keeps serving" if old is not None else ""
+        self.log.error(f"Worker {w.pid} {what} (the error is above){kept}; "
+                       f"trying a new worker again in {delay:.0f}s")
 
     def _log_exit(self, w: Worker, code: int) -> None:
         """`code` is the exit code, or minus the signal that ended the worker."""
@@ -281,6 +337,11 @@ class Arbiter:
         """HUP: re-read the configuration, then replace every worker; each old one is
         stopped only when its replacement accepts."""
         self.log.info("Hang up: reloading")
+        if self._winched_from is not None:  # workers stopped by WINCH come back (rollback)
+            self._set_workers(self._winched_from)
+            self._winched_from = None
+        # Whoever sends HUP after a failed replacement has likely fixed the files.
+        self._respawn_at, self._respawn_delay = 0.0, RESPAWN_FIRST
         try:
             cfg, core, hooks = self._reload_config()
         except Exception as exc:  # a broken edit must not take the server down
@@ -304,7 +365,12 @@ class Arbiter:
             self._signal(w, signal.SIGUSR1)
 
     def stop(self, graceful: bool, why: str) -> int:
-        systemd.notify("STOPPING=1")
+        if self.reexec_pid:
+            # The upgrade is finished: the new master is the service now. STOPPING=1
+            # would make systemd stop it too once this process exits.
+            systemd.notify(f"MAINPID={self.reexec_pid}\nSTATUS=ferrule: upgraded, new master pid {self.reexec_pid}")
+        else:
+            systemd.notify("STOPPING=1")
         self.log.info(why)
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
         deadline = time.monotonic() + (self.cfg.graceful_timeout + 1 if graceful else QUICK_WAIT)
@@ -330,8 +396,10 @@ class Arbiter:
         return 0
 
     def _cleanup(self) -> None:
-        if self.cfg.pidfile:
-            _remove_pidfile(self.cfg.pidfile, self.pid)
+        if self._pidfile:
+            _remove_pidfile(self._pidfile, self.pid)
+        if self.reexec_pid or self.master_pid:
+            return  # the other master of an upgrade serves the unix sockets
         for _, url in self.listeners:
             if url.startswith("unix:"):
                 try:
@@ -340,11 +408,13 @@ class Arbiter:
                     pass
 
 
-def _write_pidfile(path: str, pid: int) -> None:
+def _write_pidfile(path: str, pid: int, replaces: int = 0) -> None:
+    """Writes `pid` to `path` unless another live process is named there (`replaces`,
+    the old master of an upgrade, may be)."""
     try:
         with open(path) as f:
             old = int(f.read().strip() or 0)
-        if old and old != pid:
+        if old and old not in (pid, replaces):
             os.kill(old, 0)
             raise HaltServer(f"pidfile {path}: already running on pid {old}", 1)
     except (FileNotFoundError, ValueError, ProcessLookupError):

@@ -27,6 +27,7 @@ DEFAULT_CONFIG_FILES = ("ferrule.conf.py", "gunicorn.conf.py")
 HOOKS: Dict[str, int] = {
     "on_starting": 1,  # (server)
     "on_reload": 1,  # (server)
+    "pre_exec": 1,  # (server), in the child that becomes the new master on USR2
     "when_ready": 1,  # (server)
     "pre_fork": 2,  # (server, worker)
     "post_fork": 2,  # (server, worker)

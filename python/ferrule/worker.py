@@ -63,6 +63,10 @@ class Request:
         self.path = environ.get("PATH_INFO", "")
         self.query = environ.get("QUERY_STRING", "")
         self.uri = environ.get("RAW_URI") or (self.path + ("?" + self.query if self.query else ""))
+        addr, port = environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT", "")
+        #: (host, port) for TCP, "" for a Unix socket, as gunicorn's ``peer_addr``.
+        self.peer_addr = self.remote_addr = (addr, int(port)) if port.isdigit() else addr
+        self.scheme = environ.get("wsgi.url_scheme", "http")
         proto = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
         self.version = tuple(int(x) for x in proto[5:].split(".")) if proto.startswith("HTTP/") else (1, 1)
         self.headers = [(k[5:].replace("_", "-"), v) for k, v in environ.items() if k.startswith("HTTP_")]
@@ -150,29 +154,56 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
-def _source_mtimes() -> dict:
+def _source_mtimes(extra=()) -> dict:
     out = {}
-    for mod in list(sys.modules.values()):
-        path = getattr(mod, "__file__", None)
-        if path and path.endswith(".py"):
-            try:
-                out[path] = os.stat(path).st_mtime
-            except OSError:
-                pass
+    paths = [getattr(mod, "__file__", None) for mod in list(sys.modules.values())]
+    for path in [p for p in paths if p and p.endswith(".py")] + list(extra):
+        try:
+            out[path] = os.stat(path).st_mtime
+        except OSError:
+            pass
     return out
+
+
+def files_of(exc: BaseException) -> list:
+    """The source files an import error points at: a SyntaxError's file and every file
+    in the tracebacks (with their causes). A module that failed to import is not in
+    sys.modules, so --reload would not see it fixed without these."""
+    files, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, SyntaxError) and exc.filename:
+            files.append(exc.filename)
+        files += [frame.filename for frame in traceback.extract_tb(exc.__traceback__)]
+        exc = exc.__cause__ or exc.__context__
+    return sorted({f for f in files if os.path.isfile(f)})
+
+
+def make_fail_app(text: str) -> Callable:
+    """gunicorn's --reload error page: every request gets 500 and the traceback."""
+    body = text.encode("utf-8", "replace")
+
+    def fail_app(environ, start_response):
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8"),
+                                                     ("Content-Length", str(len(body)))])
+        return [body]
+
+    return fail_app
 
 
 class Ticker:
     """Called by the serving loop about every 100 ms: heartbeat, parent check, request
     timeout, and the reasons to be replaced. Returns True to stop this worker now."""
 
-    def __init__(self, arbiter, worker: Worker):
+    def __init__(self, arbiter, worker: Worker, watch=()):
         self.arbiter, self.worker, self.cfg = arbiter, worker, worker.cfg
+        #: Files --reload watches beside sys.modules (those a failed import named).
+        self.watch = list(watch)
         self.limit = self.cfg.max_requests + random.randint(0, max(self.cfg.max_requests_jitter, 0)) \
             if self.cfg.max_requests > 0 else 0
         self.next_beat = 0.0
         self.next_check = time.monotonic() + CHECK_EVERY
-        self.mtimes = _source_mtimes() if self.cfg.reload else {}
+        self.mtimes = _source_mtimes(self.watch) if self.cfg.reload else {}
         self.retiring = False
         self.stopping = False
 
@@ -216,7 +247,7 @@ class Ticker:
                 if rss > self.cfg.max_worker_memory:
                     self.retire(f"resident memory {rss:.0f} MB over max-worker-memory {self.cfg.max_worker_memory} MB")
             if self.cfg.reload:
-                fresh = _source_mtimes()
+                fresh = _source_mtimes(self.watch)
                 changed = [p for p, m in fresh.items() if self.mtimes.get(p, m) != m]
                 self.mtimes.update(fresh)
                 if changed:
@@ -264,20 +295,26 @@ def _serve(arbiter, worker: Worker) -> int:
     for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    # A stop asked for while booting is remembered and honoured before serving.
-    serving = False
+    # A stop asked for while booting is remembered and honoured before serving; one
+    # asked for while already stopping (a second TERM, the master's TERM after a
+    # request timeout) is a no-op, so it cannot cut the stop short and skip worker_exit.
+    phase = ["booting"]
     early_stop: list = []
 
     def graceful(signum, frame):
-        if serving:
+        if phase[0] == "serving":
+            phase[0] = "stopping"
             raise SystemExit(0)
-        early_stop.append(signum)
+        if phase[0] == "booting":
+            early_stop.append(signum)
 
     def quick(signum, frame):
-        if serving:
+        if phase[0] == "serving":
+            phase[0] = "stopping"
             arbiter.call_hook("worker_int", worker)
             raise KeyboardInterrupt
-        early_stop.append(signum)
+        if phase[0] == "booting":
+            early_stop.append(signum)
 
     def reopen(signum, frame):
         try:
@@ -298,16 +335,22 @@ def _serve(arbiter, worker: Worker) -> int:
         _switch_user(cfg)
     except Exception:
         return EXIT_BOOT
-    app = arbiter.app
+    app, watch = arbiter.app, []
     if app is None:
         try:
             app = load_app(cfg.app)
-        except AppLoadError as exc:
-            worker.log.error(f"cannot load app {cfg.app!r}: {exc}")
-            return EXIT_APP_LOAD
-        except Exception:
-            worker.log.exception(f"cannot load app {cfg.app!r}")
-            return EXIT_APP_LOAD
+        except Exception as exc:
+            if isinstance(exc, AppLoadError):
+                worker.log.error(f"cannot load app {cfg.app!r}: {exc}")
+            else:
+                worker.log.exception(f"cannot load app {cfg.app!r}")
+            if not (cfg.reload and _fail_app_helps(arbiter, cfg.app, exc)):
+                return EXIT_APP_LOAD
+            # --reload: stay up with the error page until a file it names changes.
+            watch = files_of(exc)
+            app = make_fail_app(f"ferrule: cannot load app {cfg.app!r} (--reload: fix the file and it "
+                                f"reloads)\n\n{''.join(traceback.format_exception(exc))}")
+            worker.log.info(f"--reload: serving the error page (500) until one of these changes: {watch}")
     pre, post = arbiter.hooks.get("pre_request"), arbiter.hooks.get("post_request")
     if pre is not None or post is not None:
         app = with_request_hooks(app, worker, pre, post)
@@ -319,19 +362,39 @@ def _serve(arbiter, worker: Worker) -> int:
 
     if early_stop:
         return 0
-    ticker = Ticker(arbiter, worker)
+    ticker = Ticker(arbiter, worker, watch)
 
     def ready(addresses):
         worker.booted = True
         ticker.send(b"U")
 
+    def tick(served, oldest):
+        if ticker(served, oldest):
+            phase[0] = "stopping"
+            return True
+        return False
+
     # The settings the master checked when this worker was forked, on its sockets.
     core = arbiter.core.inherit([fd for fd, _ in arbiter.listeners])
-    serving = True
+    clean = False
     try:
-        clean = _ferrule.serve(app, core, ready, ticker, True)
+        phase[0] = "serving"
+        # A stop that came in while the ticker was made: nothing was served yet.
+        clean = True if early_stop else _ferrule.serve(app, core, ready, tick, True)
     finally:
-        serving = False
-    worker.alive = False
-    arbiter.call_hook("worker_exit", arbiter, worker)
+        phase[0] = "stopped"
+        worker.alive = False
+        arbiter.call_hook("worker_exit", arbiter, worker)
     return 0 if clean else 1
+
+
+def _fail_app_helps(arbiter, target: str, exc: Exception) -> bool:
+    """With --reload, whether the error page should be served: always once a worker
+    has booted; at start-up only for an error in the app's code, not for a target
+    that does not exist (a typo on the command line stops the server, exit 4)."""
+    if arbiter._booted_once:
+        return True
+    if isinstance(exc, AppLoadError):
+        return False
+    module = target.partition(":")[0]
+    return not (isinstance(exc, ModuleNotFoundError) and exc.name == module)
