@@ -505,6 +505,15 @@ def test_capture_output_sends_the_app_s_prints_into_the_error_log(tmp_path):
         wait_until(lambda: "to-stderr-by-the-app" in errlog.read_text())
         assert "printed-by-the-app" in errlog.read_text()
         assert "printed-by-the-app" not in out.read_text()
+        # logrotate: rename, then USR1; captured output follows to the new file.
+        errlog.rename(tmp_path / "err.log.1")
+        proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: errlog.exists())
+
+        def captured_again():
+            get(port, "/print")
+            return "printed-by-the-app" in errlog.read_text()
+        wait_until(captured_again, step=0.2)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0

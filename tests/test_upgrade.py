@@ -375,3 +375,35 @@ def test_a_bad_ferrule_fd_is_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == \
         "ferrule: error: FERRULE_FD='three': expected comma-separated descriptor numbers"
+
+
+def test_usr2_under_daemon_keeps_the_new_master_detached_once(tmp_path):
+    """A re-executed master does not daemonize again: if it did, its first process
+    would exit at once and the old master would take the pid file back."""
+    (tmp_path / "app.py").write_text(APP_V1)
+    port, pidfile = free_port(), tmp_path / "ferrule.pid"
+    oldbin = tmp_path / "ferrule.pid.oldbin"
+    cmd = [sys.executable, "-m", "ferrule", "app:app", "--chdir", str(tmp_path), "--daemon",
+           "-b", f"127.0.0.1:{port}", "--pid", str(pidfile), "--error-logfile", str(tmp_path / "err.log")]
+    assert subprocess.run(cmd, timeout=30).returncode == 0
+    old = pid_in(pidfile)
+    new = None
+    try:
+        os.kill(old, signal.SIGUSR2)
+        new = wait_until(lambda: (p := pid_in(pidfile)) not in (None, old) and p, timeout=20)
+        assert pid_in(oldbin) == old
+        wait_until(lambda: any(serving(k) for k in children(new)), timeout=20)
+        time.sleep(1.5)  # the old master would have renamed oldbin back by now
+        assert pid_in(pidfile) == new and pid_in(oldbin) == old and alive(new)
+        os.kill(old, signal.SIGTERM)
+        wait_until(lambda: not alive(old), timeout=20)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(s)[0] == 200
+    finally:
+        for pid in (old, new):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass

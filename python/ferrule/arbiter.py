@@ -14,7 +14,7 @@ import signal
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ferrule import _ferrule, systemd, upgrade
+from ferrule import _ferrule, daemon, systemd, upgrade
 from ferrule import worker as worker_mod
 from ferrule.log import Log
 from ferrule.settings import Settings
@@ -359,6 +359,8 @@ class Arbiter(upgrade.Upgrades):
     def reopen_logs(self) -> None:
         try:
             _ferrule.reopen_logs()
+            if self.cfg.capture_output:
+                daemon.capture_output(self.cfg.error_logfile)
         except OSError as exc:
             self.log.error(f"cannot reopen log files: {exc}")
         for w in self.WORKERS.values():

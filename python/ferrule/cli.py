@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import List, NoReturn, Tuple
 
-from ferrule import _ferrule, config, daemon, gunicorn, log
+from ferrule import _ferrule, config, daemon, gunicorn, log, upgrade
 from ferrule.arbiter import Arbiter, HaltServer, preload
 from ferrule.loader import AppLoadError, load_app
 from ferrule.settings import Settings
@@ -338,7 +338,9 @@ def main(argv=None) -> None:
         _load(cfg.app)
         print(f"ferrule: configuration OK ({cfg.workers} worker(s), app {cfg.app})")
         return
-    if cfg.daemon:
+    # A master re-executed by USR2 (upgrade.py) is already detached: daemonizing again
+    # would look to the old master like its new master exiting at once.
+    if cfg.daemon and not any(os.environ.get(v) for v in upgrade.PID_VARS):
         daemon.daemonize(cfg.enable_stdio_inheritance)
         hooks = daemon.report_when_ready(hooks)
     if cfg.capture_output:

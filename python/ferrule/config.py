@@ -34,7 +34,6 @@ HOOKS: Dict[str, int] = {
     "post_worker_init": 1,  # (worker)
     "worker_int": 1,  # (worker)
     "worker_abort": 1,  # (worker)
-    "pre_exec": 1,  # (server), before the master re-executes itself (USR2)
     "pre_request": 2,  # (worker, req)
     "post_request": 4,  # (worker, req, environ, resp); 2 or 3 are adapted, as gunicorn does
     "child_exit": 2,  # (server, worker)

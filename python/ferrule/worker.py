@@ -14,7 +14,7 @@ import time
 import traceback
 from typing import Any, Callable, NoReturn, Optional
 
-from ferrule import _ferrule
+from ferrule import _ferrule, daemon
 from ferrule.loader import AppLoadError, load_app
 from ferrule.log import Log, flush_std
 
@@ -319,6 +319,8 @@ def _serve(arbiter, worker: Worker) -> int:
     def reopen(signum, frame):
         try:
             _ferrule.reopen_logs()
+            if worker.cfg.capture_output:
+                daemon.capture_output(worker.cfg.error_logfile)
         except OSError as exc:
             worker.log.error(f"cannot reopen log files: {exc}")
 
