@@ -278,8 +278,10 @@ impl Exchange {
     /// Hands the connection back for the next request, or `None` when it must close.
     /// A response left in the buffer (see `finish`) travels with the connection.
     pub(crate) fn into_conn(mut self: Box<Self>, park: &dyn Park) -> Option<Box<Conn>> {
-        let reusable =
-            matches!(self.response, Response::Done) && self.keep_alive && !self.shared.stopping();
+        // While the server drains, a response that said keep-alive (its head went out
+        // before the drain, or a pipelined request follows) keeps the connection: its
+        // next request is answered with `Connection: close`.
+        let reusable = matches!(self.response, Response::Done) && self.keep_alive;
         if !reusable || !self.drain() {
             let _ = self.flush(park);
             return None;

@@ -476,21 +476,37 @@ fn graceful_stop_lets_the_request_in_flight_finish() {
 }
 
 #[test]
-fn graceful_stop_closes_idle_keep_alive_connections_at_once() {
+fn graceful_stop_answers_kept_alive_connections_and_closes_them_when_quiet() {
     let mut srv = start(ParserConfig::default(), |_| {});
     let addr = srv.addr;
-    let mut idle = TcpStream::connect(addr).unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    let mut first = [0u8; 1024];
-    assert!(idle.read(&mut first).unwrap() > 0);
+    let [mut idle, mut used] = [(); 2].map(|_| keep_alive(addr));
+    for s in [&mut idle, &mut used] {
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(statuses(&read_ok(s)), vec![200]);
+    }
     let slow = std::thread::spawn(move || exchange(addr, b"GET /sleep HTTP/1.1\r\n\r\n", false));
     std::thread::sleep(Duration::from_millis(50));
     let server = srv.server.take().unwrap();
-    let stopper = std::thread::spawn(move || server.stop(Duration::from_secs(5)));
-    // The idle connection is closed while the slow request (300 ms) is still running.
-    idle.set_read_timeout(Some(Duration::from_millis(200)))
+    let stopped = Instant::now();
+    // Graceful timeout 2 s: a quiet connection is closed after 1 s.
+    let stopper = std::thread::spawn(move || server.stop(Duration::from_secs(2)));
+    std::thread::sleep(Duration::from_millis(50));
+    // A connection the client goes on using: pipelined requests are all answered, and
+    // the last one says the connection closes.
+    used.write_all(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
         .unwrap();
-    assert_eq!(idle.read(&mut first).unwrap_or(usize::MAX), 0);
+    let mut got = Vec::new();
+    used.read_to_end(&mut got).unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(statuses(&got), vec![200, 200], "{text}");
+    assert_eq!(text.matches("Connection: close").count(), 1, "{text}");
+    assert!(text.rfind("Connection: close") > text.rfind("HTTP/1.1 200"), "{text}");
+    // The idle one is closed without an answer once quiet, not at once.
+    let mut buf = [0u8; 64];
+    assert_eq!(idle.read(&mut buf).unwrap_or(usize::MAX), 0);
+    let quiet = stopped.elapsed();
+    assert!(quiet > Duration::from_millis(800), "{quiet:?}");
     assert_eq!(statuses(&slow.join().unwrap()), vec![200]);
     assert!(stopper.join().unwrap());
+    assert!(stopped.elapsed() < Duration::from_millis(1900));
 }

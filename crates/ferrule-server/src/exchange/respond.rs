@@ -111,7 +111,9 @@ impl Exchange {
         };
         let head_req = self.method() == b"HEAD";
         let framing = choose_framing(self.head.version, head_req, code, declared, known_len);
-        if matches!(framing, ResponseFraming::Close) || self.shared.stopping() {
+        if matches!(framing, ResponseFraming::Close)
+            || (self.shared.stopping() && !self.next_request_here())
+        {
             self.keep_alive = false;
         }
         add_server_fields(&mut self.out, server, date);
@@ -151,6 +153,12 @@ impl Exchange {
             sent: 0,
         };
         Ok(())
+    }
+
+    /// Bytes of a next request already arrived behind this one (pipelined): while the
+    /// server drains, that request is answered too, and the last one closes.
+    fn next_request_here(&self) -> bool {
+        self.body.is_done() && self.conn.buf.len() > self.pos
     }
 
     /// Forgets a head that was being built (an app error before any body).
