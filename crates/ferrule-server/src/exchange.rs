@@ -17,10 +17,14 @@ use crate::sys::{self, Interest};
 use ferrule_http::{BodyDecoder, Head, ResponseFraming, Version};
 use std::io;
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod claim;
 mod respond;
+pub(crate) use claim::Claims;
+use claim::Seat;
 pub(crate) use respond::with_date;
 
 /// Gives a caller the chance to drop a lock while the thread waits on the socket.
@@ -83,9 +87,10 @@ pub(crate) struct Admit {
 }
 
 pub struct Exchange {
+    /// First: it drops first, before `conn` closes the socket (`claim.rs`).
+    shared: Seat,
     conn: Box<Conn>,
     head: Head,
-    shared: Arc<Shared>,
     /// Next byte of `conn.buf` the body decoder has not seen.
     pos: usize,
     /// Decoded body bytes not yet handed to the app.
@@ -125,6 +130,7 @@ impl Exchange {
         } = admit;
         let out = std::mem::take(&mut conn.out);
         let mark = out.len();
+        let shared = Seat::new(shared, me, conn.stream.fd().as_raw_fd(), mark == 0);
         let body = BodyDecoder::new(head.framing.body, &shared.config.parser);
         let pos = head.len;
         // Built in its box: the exchange travels through Python as a pointer.
@@ -249,7 +255,15 @@ impl Exchange {
             self.continue_pending = false;
             let msg: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
             let timeout = self.shared.config.io_timeout;
-            self.conn.send([msg], park, timeout)?;
+            let mut sent = Ok(());
+            let conn = &mut self.conn;
+            if !self.shared.interim(|| {
+                sent = conn.send([msg], park, timeout);
+                sent.is_ok()
+            }) {
+                sent?;
+                return Err(self.lost());
+            }
         }
         // Body bytes already handed out are dropped so the buffer does not grow with the body.
         if self.pos == self.conn.buf.len() && self.pos > self.head.len {
@@ -281,7 +295,9 @@ impl Exchange {
         // While the server drains, a response that said keep-alive (its head went out
         // before the drain, or a pipelined request follows) keeps the connection: its
         // next request is answered with `Connection: close`.
-        let reusable = matches!(self.response, Response::Done) && self.keep_alive;
+        let reusable = matches!(self.response, Response::Done)
+            && self.keep_alive
+            && self.claim().is_ok();
         if !reusable || !self.drain() {
             let _ = self.flush(park);
             return None;
@@ -292,6 +308,24 @@ impl Exchange {
         self.conn.out = std::mem::take(&mut self.out);
         self.conn.scanned = 0;
         Some(self.conn)
+    }
+
+    /// Takes the answer before its first byte goes out (`claim.rs`); fails when the
+    /// request ran past `--timeout` and the server answered 500 in its place.
+    fn claim(&mut self) -> Result<(), Error> {
+        match self.shared.claim() {
+            true => Ok(()),
+            false => Err(self.lost()),
+        }
+    }
+
+    /// The timeout answered this request: what the app sends goes nowhere.
+    fn lost(&mut self) -> Error {
+        self.keep_alive = false;
+        self.outcome.status = 500;
+        self.out.clear();
+        self.mark = 0;
+        Error::Overdue
     }
 
     /// Reads and discards a small unread body so the connection can be reused.

@@ -78,6 +78,13 @@ pub(crate) fn serve(
                         started: started.take().unwrap_or_else(Instant::now),
                     };
                     let ex = Exchange::new(conn, head, shared.clone(), admit);
+                    // gunicorn's default `pre_request` logs this at debug; the level
+                    // check costs one load when debug is off.
+                    tracing::debug!(
+                        "{} {}",
+                        String::from_utf8_lossy(ex.method()),
+                        String::from_utf8_lossy(ex.path())
+                    );
                     let ex = handler.handle(ex);
                     let Some(ex) = ex else {
                         shared.table.release(token);

@@ -9,13 +9,14 @@ use crate::access::AccessLog;
 use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::cork::{Corks, PUSH_AFTER};
-use crate::exchange::{Exchange, NoPark, Park};
+use crate::exchange::{with_date, Claims, Exchange, NoPark, Park};
 use crate::held::Held;
 use crate::listener::{bind_all, BindError, Listener, Local};
 use crate::runner::{self, BATCH};
 use crate::sched::Sched;
 use crate::sys::{thread_cpu_time, Poller, Waker};
 use crate::table::Table;
+use ferrule_http::{error_response, Version};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -83,6 +84,8 @@ pub struct Shared {
     /// The monitor dozes (see `DOZE_AFTER`).
     dozing: AtomicBool,
     pub(crate) sched: Sched,
+    /// Per runner: who answers its current request, the app or `--timeout` (`claim.rs`).
+    pub(crate) claims: Claims,
     /// Streamed responses held corked, per runner (`cork.rs`).
     pub(crate) corks: Corks,
     /// Complete responses held back to be written in a burst, per runner (`held.rs`).
@@ -214,6 +217,7 @@ impl Server {
             all_stopped: Condvar::new(),
             dozing: AtomicBool::new(false),
             sched: Sched::new(config.threads),
+            claims: Claims::new(config.threads),
             corks: Corks::new(config.threads),
             held: Held::new(config.threads),
             ready: Mutex::new(VecDeque::with_capacity(BATCH)),
@@ -249,6 +253,25 @@ impl Server {
     /// How long the longest-running request in flight has been running (for `--timeout`).
     pub fn oldest_request(&self) -> Option<Duration> {
         self.shared.sched.oldest_request()
+    }
+
+    /// Answers `500` (with `Connection: close`) to each request in flight that has run
+    /// for longer than `limit` with nothing of its answer sent yet, and ends the writing
+    /// side of its connection (`--timeout`). The app's thread may still be running it:
+    /// what it sends later goes nowhere. Returns how many were answered.
+    pub fn answer_overdue(&self, limit: Duration) -> usize {
+        let s = &self.shared;
+        let response = with_date(|d| error_response(500, Version::Http11, d));
+        (0..s.sched.spawned())
+            .filter(|&me| {
+                let old = || {
+                    s.sched
+                        .request_age(me, Instant::now())
+                        .is_some_and(|age| age > limit)
+                };
+                s.claims.time_out(me, old, &response)
+            })
+            .count()
     }
 
     /// Stops accepting (connections still queued in a shared listening socket stay

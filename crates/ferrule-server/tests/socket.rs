@@ -151,6 +151,17 @@ fn statuses(bytes: &[u8]) -> Vec<u16> {
         .collect()
 }
 
+/// Cases where ferrule answers another status than the corpus's `gunicorn_status`,
+/// which was recorded with gunicorn 26.
+fn status_deviation(id: &str) -> Option<u16> {
+    match id {
+        // A request line over --limit-request-line: 414, as gunicorn 27 and nginx answer
+        // (RFC 9112 §3); gunicorn 26 answered 400.
+        "invalid/006" => Some(414),
+        _ => None,
+    }
+}
+
 #[test]
 fn corpus_over_a_socket_whole_and_byte_by_byte() {
     let mut failures = Vec::new();
@@ -207,7 +218,7 @@ fn corpus_over_a_socket_whole_and_byte_by_byte() {
                 let want_status = case.expect["gunicorn_status"].as_u64().map(|s| s as u16);
                 let status_ok = match (want_status, codes.last().copied()) {
                     (_, Some(got)) if deviation => got == 400,
-                    (Some(w), Some(got)) => got == w,
+                    (Some(w), Some(got)) => got == status_deviation(&case.id).unwrap_or(w),
                     (Some(_), None) => false,
                     (None, got) => got.is_none_or(|g| (400..500).contains(&g)),
                 };

@@ -196,6 +196,7 @@ impl Exchange {
                 self.out
                     .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
             }
+            self.claim()?;
             self.cork_before_block();
             let out = std::mem::take(&mut self.out);
             let r = self.conn.send([&out, data, crlf], park, timeout);
@@ -243,6 +244,7 @@ impl Exchange {
             ResponseFraming::NoBody => 0,
             _ => return Ok(false),
         };
+        self.claim()?;
         self.flush(park)?;
         let (mut off, end) = (offset as i64, (offset + len) as i64);
         let timeout = self.shared.config.io_timeout;
@@ -286,6 +288,7 @@ impl Exchange {
         if self.out.is_empty() {
             return Ok(());
         }
+        self.claim()?;
         let out = std::mem::take(&mut self.out);
         let r = self.conn.send([&out], park, self.shared.config.io_timeout);
         self.out = out;
