@@ -1,7 +1,7 @@
 """No request lost while a worker drains (HUP, max-requests recycling, TTOU, TERM), with
 keep-alive clients straight to ferrule and through nginx's upstream keep-alive cache with
-POST bodies; and a request over --timeout answered 500. Real processes, real signals;
-every load loop is bounded in requests and in time."""
+POST bodies; and a request over --timeout answered 500 as its worker drains. Real
+processes, real signals; every load loop is bounded in requests and in time."""
 
 from __future__ import annotations
 
@@ -128,7 +128,8 @@ def test_keep_alive_clients_lose_no_request_over_two_hups(serve):
     new = hup_twice(s, load, 2)
     load.stop()
     assert_no_failure(load)
-    assert set(new) <= load.pids
+    # Reconnected clients went to the new workers (the kernel picks which one accepts).
+    assert set(new) & load.pids
     assert load.reconnects >= 6, "the drained workers did not answer with Connection: close"
 
 
@@ -281,7 +282,7 @@ def test_nginx_upstream_keep_alive_posts_over_three_hups(serve, nginx, tmp_path)
         load.grows()
     load.stop()
     assert_no_failure(load, nginx_errors(tmp_path))
-    assert set(old) <= load.pids
+    assert set(old) & load.pids
 
 
 def test_nginx_upstream_keep_alive_posts_while_workers_recycle(serve, nginx, tmp_path):
@@ -306,3 +307,41 @@ def test_nginx_upstream_keep_alive_posts_on_ttou(serve, nginx, tmp_path):
     load.stop()
     assert_no_failure(load, nginx_errors(tmp_path))
     assert gone and gone <= load.pids
+
+
+# ---- a request over --timeout ----
+
+def test_a_request_over_the_timeout_is_answered_500_when_nothing_was_sent(serve):
+    s = serve("drain_app:app", "-w", "1", "--timeout", "2", "--graceful-timeout", "5")
+    old = booted(s, 1)
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=15)
+    started = time.monotonic()
+    conn.request("GET", "/stuck")
+    resp = conn.getresponse()
+    body = resp.read()
+    waited = time.monotonic() - started
+    assert (resp.status, resp.getheader("Connection")) == (500, "close"), body
+    # The timeout fires once the request is past 2 s (checked every 100 ms), not when
+    # the worker has finished draining or the app has woken up (30 s).
+    assert 2 <= waited < 4, waited
+    assert conn.sock is None or conn.sock.recv(1) == b""
+    conn.close()
+    replaced(s, old, 1)
+    assert "answered 500 to 1 request(s) running for more than 2s" in s.log()
+
+
+def test_a_streamed_answer_over_the_timeout_is_cut(serve):
+    s = serve("drain_app:app", "-w", "1", "--timeout", "2", "--graceful-timeout", "1")
+    booted(s, 1)
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=15)
+    started = time.monotonic()
+    sock.sendall(b"GET /stuck-stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while chunk := sock.recv(65536):
+        got += chunk
+    waited = time.monotonic() - started
+    # The head and first block went out: no 500 can follow them, the connection closes
+    # (when the worker has drained: --graceful-timeout 1 after the timeout).
+    assert got.startswith(b"HTTP/1.1 200 OK") and b"first;" in got and b"500" not in got, got
+    assert b"never;" not in got and not got.endswith(b"0\r\n\r\n"), got
+    assert 2 <= waited < 6, waited
