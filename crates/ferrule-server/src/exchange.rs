@@ -295,9 +295,8 @@ impl Exchange {
         // While the server drains, a response that said keep-alive (its head went out
         // before the drain, or a pipelined request follows) keeps the connection: its
         // next request is answered with `Connection: close`.
-        let reusable = matches!(self.response, Response::Done)
-            && self.keep_alive
-            && self.claim().is_ok();
+        let reusable =
+            matches!(self.response, Response::Done) && self.keep_alive && self.claim().is_ok();
         if !reusable || !self.drain() {
             let _ = self.flush(park);
             return None;

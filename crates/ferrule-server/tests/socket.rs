@@ -511,7 +511,10 @@ fn graceful_stop_answers_kept_alive_connections_and_closes_them_when_quiet() {
     let text = String::from_utf8_lossy(&got);
     assert_eq!(statuses(&got), vec![200, 200], "{text}");
     assert_eq!(text.matches("Connection: close").count(), 1, "{text}");
-    assert!(text.rfind("Connection: close") > text.rfind("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.rfind("Connection: close") > text.rfind("HTTP/1.1 200"),
+        "{text}"
+    );
     // The idle one is closed without an answer once quiet, not at once.
     let mut buf = [0u8; 64];
     assert_eq!(idle.read(&mut buf).unwrap_or(usize::MAX), 0);

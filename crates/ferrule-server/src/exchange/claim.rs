@@ -81,7 +81,12 @@ impl Claims {
         }
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let taken = slot
-            .compare_exchange(value, value | TIMED_OUT, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                value,
+                value | TIMED_OUT,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_ok();
         if taken {
             // The app's side cannot close this socket before `_writing` is released.
