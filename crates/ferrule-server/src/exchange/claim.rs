@@ -170,3 +170,60 @@ impl Drop for Seat {
         self.claim();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Claims;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (client, listener.accept().unwrap().0)
+    }
+
+    #[test]
+    fn the_timeout_answers_an_open_request_and_the_app_then_loses_it() {
+        let claims = Claims::new(2);
+        let (mut client, server) = pair();
+        let open = claims.open(1, server.as_raw_fd());
+        assert!(
+            !claims.time_out(1, || false, b"late"),
+            "young request answered"
+        );
+        assert!(
+            !claims.time_out(0, || true, b"idle"),
+            "idle runner answered"
+        );
+        assert!(claims.time_out(1, || true, b"500"));
+        assert!(!claims.time_out(1, || true, b"again"), "answered twice");
+        assert!(
+            !claims.take(1, open),
+            "the app wrote after the timeout's answer"
+        );
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(
+            got, b"500",
+            "the writing side was not shut after the answer"
+        );
+    }
+
+    #[test]
+    fn an_answer_the_app_took_or_a_later_request_is_not_timed_out() {
+        let claims = Claims::new(1);
+        let (_client, server) = pair();
+        let first = claims.open(0, server.as_raw_fd());
+        assert!(claims.take(0, first));
+        assert!(!claims.time_out(0, || true, b"500"));
+        // The runner's next request on the same socket has another value: a timeout
+        // that read the first one cannot take the second.
+        let second = claims.open(0, server.as_raw_fd());
+        assert_ne!(first, second);
+        assert!(!claims.take(0, first));
+        claims.reopen(0, second);
+        assert!(claims.take(0, second));
+    }
+}
