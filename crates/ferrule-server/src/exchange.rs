@@ -110,8 +110,6 @@ pub struct Exchange {
     defer: bool,
     /// A copy of the response head, kept only when the access log shows response fields.
     response_head: Option<Vec<u8>>,
-    /// The runner serving this request (its slot in `Shared::corks`).
-    me: usize,
     cork: CorkState,
 }
 
@@ -151,7 +149,6 @@ impl Exchange {
             defer,
             response_head: None,
             head,
-            me,
             cork: CorkState::Idle,
         })
     }
@@ -311,6 +308,7 @@ impl Exchange {
 
     /// Takes the answer before its first byte goes out (`claim.rs`); fails when the
     /// request ran past `--timeout` and the server answered 500 in its place.
+    #[inline]
     fn claim(&mut self) -> Result<(), Error> {
         match self.shared.claim() {
             true => Ok(()),
@@ -319,6 +317,7 @@ impl Exchange {
     }
 
     /// The timeout answered this request: what the app sends goes nowhere.
+    #[cold]
     fn lost(&mut self) -> Error {
         self.keep_alive = false;
         self.outcome.status = 500;

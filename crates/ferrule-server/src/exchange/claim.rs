@@ -96,17 +96,13 @@ impl Claims {
     }
 }
 
-/// What an exchange holds of its runner's slot.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Answer {
-    /// Open: the timeout may still take it (the value naming the request).
-    Open(u64),
-    /// The app's to send (also when earlier answers wait in the connection's buffer:
-    /// a 500 written before them would answer the wrong request).
-    Ours,
-    /// The timeout answered 500.
-    Lost,
-}
+/// What an exchange holds of its runner's slot, in one word: the value naming its
+/// request while the timeout may still take the answer (state bits `OPEN`), `OURS` once
+/// the app's side has it (also when earlier answers wait in the connection's buffer: a
+/// 500 written before them would answer the wrong request), `LOST` once the timeout
+/// answered. An open value has a sequence number of 1 or more, so it is never 0 or 2.
+const OURS: u64 = 0;
+const LOST: u64 = APP;
 
 /// The server's shared state as an exchange holds it, with the claim on its answer.
 /// Dropping it settles the claim, so an exchange dropped anywhere never closes its
@@ -114,46 +110,55 @@ enum Answer {
 /// fields drop in order.
 pub(crate) struct Seat {
     shared: Arc<Shared>,
-    me: usize,
-    answer: Answer,
+    answer: u64,
+    /// The runner serving the request (its slot here and in `Shared::corks`).
+    pub(crate) me: usize,
 }
 
 impl Seat {
     /// `fresh`: nothing of an earlier answer waits to be written on this connection.
     pub(crate) fn new(shared: Arc<Shared>, me: usize, fd: RawFd, fresh: bool) -> Seat {
         let answer = match fresh {
-            true => Answer::Open(shared.claims.open(me, fd)),
-            false => Answer::Ours,
+            true => shared.claims.open(me, fd),
+            false => OURS,
         };
-        Seat { shared, me, answer }
+        Seat { shared, answer, me }
     }
 
     /// Takes the answer for the app before its first byte goes out: false when the
     /// timeout has answered instead.
+    #[inline]
     pub(crate) fn claim(&mut self) -> bool {
-        if let Answer::Open(open) = self.answer {
-            self.answer = match self.shared.claims.take(self.me, open) {
-                true => Answer::Ours,
-                false => Answer::Lost,
+        if self.answer != OURS {
+            self.settle();
+        }
+        self.answer == OURS
+    }
+
+    #[cold]
+    fn settle(&mut self) {
+        if self.answer & STATE == OPEN {
+            self.answer = match self.shared.claims.take(self.me, self.answer) {
+                true => OURS,
+                false => LOST,
             };
         }
-        self.answer == Answer::Ours
     }
 
     /// Like `claim`, for an interim response: the final answer stays open.
     pub(crate) fn interim(&mut self, send: impl FnOnce() -> bool) -> bool {
         match self.answer {
-            Answer::Open(open) => {
+            OURS => send(),
+            LOST => false,
+            open => {
                 if !self.shared.claims.take(self.me, open) {
-                    self.answer = Answer::Lost;
+                    self.answer = LOST;
                     return false;
                 }
                 let ok = send();
                 self.shared.claims.reopen(self.me, open);
                 ok
             }
-            Answer::Ours => send(),
-            Answer::Lost => false,
         }
     }
 }
@@ -166,6 +171,7 @@ impl Deref for Seat {
 }
 
 impl Drop for Seat {
+    #[inline]
     fn drop(&mut self) {
         self.claim();
     }
