@@ -14,19 +14,28 @@ use crate::server::Shared;
 use crate::sys;
 use std::ops::Deref;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A slot's low two bits. Above them, 30 bits count the runner's requests (so a value
-/// names one request), and the top 32 bits hold the socket's descriptor.
+/// A slot's value: the runner's number in the top 32 bits (so an exchange finds its slot
+/// from the value alone), 30 bits counting the runner's requests (so a value names one
+/// request), and a state in the low two bits.
+const OURS: u64 = 0;
 const OPEN: u64 = 1;
-const APP: u64 = 2;
+/// Only in an exchange's copy: the timeout answered.
+const LOST: u64 = 2;
 const TIMED_OUT: u64 = 3;
 const STATE: u64 = 3;
 const SEQ: u64 = 0x3fff_ffff;
 
+struct Slot {
+    value: AtomicU64,
+    /// The socket of the request the value names while it is open.
+    fd: AtomicI32,
+}
+
 pub(crate) struct Claims {
-    slots: Vec<AtomicU64>,
+    slots: Vec<Slot>,
     /// Held while the timeout writes its answer; an app's side that lost its answer
     /// takes it once before its socket may close.
     writing: Mutex<()>,
@@ -35,7 +44,12 @@ pub(crate) struct Claims {
 impl Claims {
     pub(crate) fn new(runners: usize) -> Claims {
         Claims {
-            slots: (0..runners.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            slots: (0..runners.max(1))
+                .map(|_| Slot {
+                    value: AtomicU64::new(0),
+                    fd: AtomicI32::new(-1),
+                })
+                .collect(),
             writing: Mutex::new(()),
         }
     }
@@ -44,18 +58,21 @@ impl Claims {
     /// returns the value that names it.
     fn open(&self, me: usize, fd: RawFd) -> u64 {
         let slot = &self.slots[me];
-        // Only runner `me` stores here: a plain load and store, no read-modify-write.
-        let seq = ((slot.load(Ordering::Relaxed) >> 2) + 1) & SEQ;
-        let value = (u64::from(fd as u32) << 32) | (seq << 2) | OPEN;
-        slot.store(value, Ordering::Release);
+        // Only runner `me` stores here: plain loads and stores, no read-modify-write.
+        let seq = ((slot.value.load(Ordering::Relaxed) >> 2) + 1) & SEQ;
+        slot.fd.store(fd, Ordering::Relaxed);
+        let value = ((me as u64) << 32) | (seq << 2) | OPEN;
+        slot.value.store(value, Ordering::Release);
         value
     }
 
     /// The app's side takes the answer of the request `open` names: true when it is
     /// its to send, false when the timeout answered it (after that write ended).
-    fn take(&self, me: usize, open: u64) -> bool {
-        let won = self.slots[me]
-            .compare_exchange(open, open ^ OPEN | APP, Ordering::AcqRel, Ordering::Acquire)
+    fn take(&self, open: u64) -> bool {
+        let slot = &self.slots[(open >> 32) as usize];
+        let won = slot
+            .value
+            .compare_exchange(open, open & !STATE, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if !won {
             drop(self.writing.lock().unwrap_or_else(|p| p.into_inner()));
@@ -64,8 +81,10 @@ impl Claims {
     }
 
     /// Gives back an answer taken only for an interim response (`100 Continue`).
-    fn reopen(&self, me: usize, open: u64) {
-        self.slots[me].store(open, Ordering::Release);
+    fn reopen(&self, open: u64) {
+        self.slots[(open >> 32) as usize]
+            .value
+            .store(open, Ordering::Release);
     }
 
     /// Answers `response` on the socket of runner `me`'s request if that request is
@@ -73,7 +92,7 @@ impl Claims {
     /// then ends the socket's writing side. True when it answered.
     pub(crate) fn time_out(&self, me: usize, old: impl Fn() -> bool, response: &[u8]) -> bool {
         let slot = &self.slots[me];
-        let value = slot.load(Ordering::Acquire);
+        let value = slot.value.load(Ordering::Acquire);
         // The age is read after the slot: a request that ended since has either a
         // new value (the exchange below fails) or an age that is young again.
         if value & STATE != OPEN || !old() {
@@ -81,6 +100,7 @@ impl Claims {
         }
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let taken = slot
+            .value
             .compare_exchange(
                 value,
                 value | TIMED_OUT,
@@ -89,76 +109,76 @@ impl Claims {
             )
             .is_ok();
         if taken {
-            // The app's side cannot close this socket before `_writing` is released.
-            sys::send_and_shut((value >> 32) as u32 as RawFd, response);
+            // Still this request's socket: the runner starts no other request, and the
+            // app's side closes none, before it has settled this one (after
+            // `_writing` is released).
+            sys::send_and_shut(slot.fd.load(Ordering::Relaxed), response);
         }
         taken
     }
 }
 
-/// What an exchange holds of its runner's slot, in one word: the value naming its
-/// request while the timeout may still take the answer (state bits `OPEN`), `OURS` once
-/// the app's side has it (also when earlier answers wait in the connection's buffer: a
-/// 500 written before them would answer the wrong request), `LOST` once the timeout
-/// answered. An open value has a sequence number of 1 or more, so it is never 0 or 2.
-const OURS: u64 = 0;
-const LOST: u64 = APP;
-
-/// The server's shared state as an exchange holds it, with the claim on its answer.
-/// Dropping it settles the claim, so an exchange dropped anywhere never closes its
-/// socket while the timeout writes to it: it is the first field of `Exchange` and
-/// fields drop in order.
+/// The server's shared state as an exchange holds it, with its claim on the answer: a
+/// copy of its runner's slot value (`OPEN` while the timeout may still take the answer,
+/// `OURS` once the app's side has it, also when earlier answers wait in the
+/// connection's buffer, since a 500 written before them would answer the wrong
+/// request; `LOST` once the timeout answered). Dropping it settles the claim, so an
+/// exchange dropped anywhere never closes its socket while the timeout writes to it:
+/// it is the first field of `Exchange` and fields drop in order.
 pub(crate) struct Seat {
     shared: Arc<Shared>,
     answer: u64,
-    /// The runner serving the request (its slot here and in `Shared::corks`).
-    pub(crate) me: usize,
 }
 
 impl Seat {
     /// `fresh`: nothing of an earlier answer waits to be written on this connection.
+    #[inline]
     pub(crate) fn new(shared: Arc<Shared>, me: usize, fd: RawFd, fresh: bool) -> Seat {
         let answer = match fresh {
             true => shared.claims.open(me, fd),
-            false => OURS,
+            false => (me as u64) << 32 | OURS,
         };
-        Seat { shared, answer, me }
+        Seat { shared, answer }
+    }
+
+    /// The runner serving the request (its slot here and in `Shared::corks`).
+    #[inline]
+    pub(crate) fn me(&self) -> usize {
+        (self.answer >> 32) as usize
     }
 
     /// Takes the answer for the app before its first byte goes out: false when the
     /// timeout has answered instead.
     #[inline]
     pub(crate) fn claim(&mut self) -> bool {
-        if self.answer != OURS {
+        if self.answer & STATE != OURS {
             self.settle();
         }
-        self.answer == OURS
+        self.answer & STATE == OURS
     }
 
     #[cold]
     fn settle(&mut self) {
         if self.answer & STATE == OPEN {
-            self.answer = match self.shared.claims.take(self.me, self.answer) {
-                true => OURS,
-                false => LOST,
-            };
+            let won = self.shared.claims.take(self.answer);
+            self.answer = (self.answer & !STATE) | if won { OURS } else { LOST };
         }
     }
 
     /// Like `claim`, for an interim response: the final answer stays open.
     pub(crate) fn interim(&mut self, send: impl FnOnce() -> bool) -> bool {
-        match self.answer {
-            OURS => send(),
-            LOST => false,
-            open => {
-                if !self.shared.claims.take(self.me, open) {
-                    self.answer = LOST;
+        match self.answer & STATE {
+            OPEN => {
+                if !self.shared.claims.take(self.answer) {
+                    self.answer = (self.answer & !STATE) | LOST;
                     return false;
                 }
                 let ok = send();
-                self.shared.claims.reopen(self.me, open);
+                self.shared.claims.reopen(self.answer);
                 ok
             }
+            OURS => send(),
+            _ => false,
         }
     }
 }
@@ -222,14 +242,14 @@ mod tests {
         let claims = Claims::new(1);
         let (_client, server) = pair();
         let first = claims.open(0, server.as_raw_fd());
-        assert!(claims.take(0, first));
+        assert!(claims.take(first));
         assert!(!claims.time_out(0, || true, b"500"));
         // The runner's next request on the same socket has another value: a timeout
         // that read the first one cannot take the second.
         let second = claims.open(0, server.as_raw_fd());
         assert_ne!(first, second);
-        assert!(!claims.take(0, first));
-        claims.reopen(0, second);
-        assert!(claims.take(0, second));
+        assert!(!claims.take(first));
+        claims.reopen(second);
+        assert!(claims.take(second));
     }
 }

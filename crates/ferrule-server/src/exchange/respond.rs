@@ -355,7 +355,7 @@ impl Exchange {
                 sys::set_cork(fd, true);
                 self.cork = CorkState::Held;
             }
-            CorkState::Held if !self.shared.corks.take(self.shared.me) => {
+            CorkState::Held if !self.shared.corks.take(self.shared.me()) => {
                 self.cork = CorkState::Off
             }
             _ => {}
@@ -366,7 +366,7 @@ impl Exchange {
     fn cork_after_block(&mut self) {
         match (self.cork, self.conn.stream.tcp_fd()) {
             (CorkState::Idle, _) => self.cork = CorkState::FirstSent,
-            (CorkState::Held, Some(fd)) => self.shared.corks.hold(self.shared.me, fd),
+            (CorkState::Held, Some(fd)) => self.shared.corks.hold(self.shared.me(), fd),
             _ => {}
         }
     }
@@ -374,7 +374,7 @@ impl Exchange {
     /// At the end of a response: sends what the cork holds, unless the monitor did.
     fn uncork(&mut self) {
         if let (CorkState::Held, Some(fd)) = (self.cork, self.conn.stream.tcp_fd()) {
-            if self.shared.corks.take(self.shared.me) {
+            if self.shared.corks.take(self.shared.me()) {
                 sys::set_cork(fd, false);
             }
         }
