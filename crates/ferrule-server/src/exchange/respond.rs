@@ -284,6 +284,7 @@ impl Exchange {
     }
 
     /// Writes whatever is buffered.
+    #[inline]
     pub fn flush(&mut self, park: &dyn Park) -> Result<(), Error> {
         if self.out.is_empty() {
             return Ok(());
