@@ -131,11 +131,12 @@ impl Exchange {
         } = admit;
         let out = std::mem::take(&mut conn.out);
         let mark = out.len();
-        let shared = Seat::new(shared, me, conn.stream.fd().as_raw_fd(), mark == 0);
+        let shared = Seat::new(shared, me);
         let body = BodyDecoder::new(head.framing.body, &shared.config.parser);
         let pos = head.len;
+        let fd = conn.stream.fd().as_raw_fd();
         // Built in its box: the exchange travels through Python as a pointer.
-        Box::new(Exchange {
+        let mut ex = Box::new(Exchange {
             continue_pending: head.framing.expect_continue && !body.is_done(),
             keep_alive: head.framing.keep_alive,
             conn,
@@ -153,7 +154,12 @@ impl Exchange {
             response_head: None,
             head,
             cork: CorkState::Idle,
-        })
+        });
+        // Only now, so nothing between the box and its fields can fail.
+        if mark == 0 {
+            ex.shared.open(fd);
+        }
+        ex
     }
 
     // ---- the request ----

@@ -57,7 +57,9 @@ impl Claims {
     /// Runner `me` starts a request on socket `fd` with nothing of its answer sent;
     /// returns the value that names it.
     fn open(&self, me: usize, fd: RawFd) -> u64 {
-        let slot = &self.slots[me];
+        let Some(slot) = self.slots.get(me) else {
+            return ((me as u64) << 32) | OURS;
+        };
         // Only runner `me` stores here: plain loads and stores, no read-modify-write.
         let seq = ((slot.value.load(Ordering::Relaxed) >> 2) + 1) & SEQ;
         slot.fd.store(fd, Ordering::Relaxed);
@@ -131,14 +133,20 @@ pub(crate) struct Seat {
 }
 
 impl Seat {
-    /// `fresh`: nothing of an earlier answer waits to be written on this connection.
+    /// Runner `me`'s seat, its answer not open to the timeout yet (see `open`).
     #[inline]
-    pub(crate) fn new(shared: Arc<Shared>, me: usize, fd: RawFd, fresh: bool) -> Seat {
-        let answer = match fresh {
-            true => shared.claims.open(me, fd),
-            false => (me as u64) << 32 | OURS,
-        };
-        Seat { shared, answer }
+    pub(crate) fn new(shared: Arc<Shared>, me: usize) -> Seat {
+        Seat {
+            shared,
+            answer: ((me as u64) << 32) | OURS,
+        }
+    }
+
+    /// Opens the answer to the timeout: the request is on socket `fd` and nothing of
+    /// an earlier answer waits to be written on its connection.
+    #[inline]
+    pub(crate) fn open(&mut self, fd: RawFd) {
+        self.answer = self.shared.claims.open(self.me(), fd);
     }
 
     /// The runner serving the request (its slot here and in `Shared::corks`).
