@@ -70,16 +70,24 @@ impl Claims {
 
     /// The app's side takes the answer of the request `open` names: true when it is
     /// its to send, false when the timeout answered it (after that write ended).
+    #[inline]
     fn take(&self, open: u64) -> bool {
-        let slot = &self.slots[(open >> 32) as usize];
+        let Some(slot) = self.slots.get((open >> 32) as usize) else {
+            return true;
+        };
         let won = slot
             .value
             .compare_exchange(open, open & !STATE, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if !won {
-            drop(self.writing.lock().unwrap_or_else(|p| p.into_inner()));
+            self.wait_for_writer();
         }
         won
+    }
+
+    #[cold]
+    fn wait_for_writer(&self) {
+        drop(self.writing.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// Gives back an answer taken only for an interim response (`100 Continue`).
@@ -159,17 +167,14 @@ impl Seat {
     /// timeout has answered instead.
     #[inline]
     pub(crate) fn claim(&mut self) -> bool {
-        if self.answer & STATE != OURS {
-            self.settle();
-        }
-        self.answer & STATE == OURS
-    }
-
-    #[cold]
-    fn settle(&mut self) {
-        if self.answer & STATE == OPEN {
-            let won = self.shared.claims.take(self.answer);
-            self.answer = (self.answer & !STATE) | if won { OURS } else { LOST };
+        match self.answer & STATE {
+            OURS => true,
+            OPEN => {
+                let won = self.shared.claims.take(self.answer);
+                self.answer = (self.answer & !STATE) | if won { OURS } else { LOST };
+                won
+            }
+            _ => false,
         }
     }
 
