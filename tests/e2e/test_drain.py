@@ -136,11 +136,11 @@ def test_keep_alive_clients_lose_no_request_over_two_hups(serve):
 def test_keep_alive_clients_lose_no_request_while_workers_recycle(serve):
     s = serve("drain_app:app", "-w", "2", "--max-requests", "50", "--max-requests-jitter", "10")
     booted(s, 2)
-    load = KeepAlive(s.port, clients=6, limit=1500)
-    for t in load.threads:
-        t.join(60)
+    load = KeepAlive(s.port, clients=6)
+    # Each worker is replaced after 50-60 requests; run until five have answered.
+    wait_until(lambda: len(load.pids) >= 5, timeout=40)
+    load.stop()
     assert_no_failure(load)
-    assert load.ok >= 1500 and len(load.pids) >= 3, load.pids
     assert "max requests" in s.log()
 
 
@@ -288,11 +288,10 @@ def test_nginx_upstream_keep_alive_posts_over_three_hups(serve, nginx, tmp_path)
 def test_nginx_upstream_keep_alive_posts_while_workers_recycle(serve, nginx, tmp_path):
     s = serve("drain_app:app", "-w", "2", "--max-requests", "50", "--max-requests-jitter", "10")
     booted(s, 2)
-    load = KeepAlive(nginx(s.port), clients=16, body=BODY, limit=3000)
-    for t in load.threads:
-        t.join(60)
+    load = KeepAlive(nginx(s.port), clients=16, body=BODY)
+    wait_until(lambda: len(load.pids) >= 8, timeout=40)
+    load.stop()
     assert_no_failure(load, nginx_errors(tmp_path))
-    assert load.ok >= 3000 and len(load.pids) >= 4, load.pids
 
 
 def test_nginx_upstream_keep_alive_posts_on_ttou(serve, nginx, tmp_path):
