@@ -295,24 +295,34 @@ impl Exchange {
         }
     }
 
-    /// Hands the connection back for the next request, or `None` when it must close.
+    /// Hands the connection back for the next request (`Ok`), or says it must close
+    /// (`Err`): with the connection when its answer went out whole and the client has
+    /// sent more than this request (the caller may then close it gently, `serve.rs`).
     /// A response left in the buffer (see `finish`) travels with the connection.
-    pub(crate) fn into_conn(mut self: Box<Self>, park: &dyn Park) -> Option<Box<Conn>> {
+    pub(crate) fn into_conn(
+        mut self: Box<Self>,
+        park: &dyn Park,
+    ) -> Result<Box<Conn>, Option<Box<Conn>>> {
         // While the server drains, a response that said keep-alive (its head went out
         // before the drain, or a pipelined request follows) keeps the connection: its
         // next request is answered with `Connection: close`.
         let reusable =
             matches!(self.response, Response::Done) && self.keep_alive && self.claim().is_ok();
         if !reusable || !self.drain() {
-            let _ = self.flush(park);
-            return None;
+            let sent = self.flush(park).is_ok() && matches!(self.response, Response::Done);
+            let more = || {
+                self.conn.buf.len() > self.pos
+                    || !self.body.is_done()
+                    || (self.shared.stopping() && sys::has_bytes(self.conn.stream.fd()))
+            };
+            return Err((sent && more()).then_some(self.conn));
         }
         let used = self.pos;
         self.conn.buf.drain(..used);
         self.conn.fields = std::mem::take(&mut self.head.headers);
         self.conn.out = std::mem::take(&mut self.out);
         self.conn.scanned = 0;
-        Some(self.conn)
+        Ok(self.conn)
     }
 
     /// Takes the answer before its first byte goes out (`claim.rs`); fails when the

@@ -524,3 +524,29 @@ fn graceful_stop_answers_kept_alive_connections_and_closes_them_when_quiet() {
     assert!(stopper.join().unwrap());
     assert!(stopped.elapsed() < Duration::from_millis(1900));
 }
+
+#[test]
+fn a_request_sent_after_the_last_answer_of_a_drain_does_not_reset_that_answer() {
+    let mut srv = start(ParserConfig::default(), |_| {});
+    let addr = srv.addr;
+    let mut c = keep_alive(addr);
+    c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(statuses(&read_ok(&mut c)), vec![200]);
+    let server = srv.server.take().unwrap();
+    let stopper = std::thread::spawn(move || server.stop(Duration::from_secs(4)));
+    std::thread::sleep(Duration::from_millis(50));
+    // The next request arrives while the app sleeps (300 ms): the answer to /sleep is
+    // the last (it says close), and /b is left unread in the socket.
+    c.write_all(b"GET /sleep HTTP/1.1\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    c.write_all(b"GET /b HTTP/1.1\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let mut got = Vec::new();
+    let end = c.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(end.is_ok(), "{end:?} after {text}");
+    assert_eq!(statuses(&got), vec![200], "{text}");
+    assert!(text.contains("Connection: close"), "{text}");
+    drop(c);
+    assert!(stopper.join().unwrap());
+}
