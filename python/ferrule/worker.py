@@ -237,7 +237,7 @@ class Ticker:
             self.arbiter.call_hook("worker_abort", self.worker)
             self.retire("request timeout")
             self.stopping = True
-            return True
+            return float(timeout)  # stop, answering 500 to requests running longer
         if self.limit and served >= self.limit:
             self.retire(f"max requests ({self.limit}) reached")
         if now >= self.next_check and not self.retiring:

@@ -46,6 +46,9 @@ impl ParseError {
     /// 413 for body size, 501 for unknown codings, 400 for the rest).
     pub fn status(self) -> u16 {
         match self {
+            // gunicorn 27 and nginx (RFC 9112 §3: a request-target longer than the
+            // server will parse gets 414); gunicorn 26 answered 400.
+            ParseError::LimitRequestLine => 414,
             ParseError::LimitRequestHeaders => 431,
             ParseError::BodyTooLarge => 413,
             ParseError::UnsupportedTransferCoding => 501,

@@ -275,6 +275,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         400 => "Bad Request",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",

@@ -19,6 +19,7 @@ use ferrule_server::{bind_all, Server};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyFloat;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +47,9 @@ const LOOP_EVERY: Duration = Duration::from_millis(100);
 /// called with the bound addresses once the server accepts connections. `tick` is
 /// called about every 100 ms with (requests answered, seconds the oldest request in
 /// flight has run or None); the worker process uses it for its heartbeat, timeouts
-/// and recycling. `worker` says a master started this process (its log lines differ).
+/// and recycling; it returns a number of seconds to stop answering 500 to the
+/// requests in flight for longer than that (`--timeout`). `worker` says a master
+/// started this process (its log lines differ).
 ///
 /// Returns True when every thread finished; False when requests were abandoned, in
 /// which case the caller must leave with `os._exit`: those threads still belong to
@@ -99,6 +102,10 @@ fn serve(
                 Some(tick) => {
                     let age = server.oldest_request().map(|d| d.as_secs_f64());
                     match tick.call1(py, (server.requests_served(), age)) {
+                        Ok(v) if v.bind(py).is_exact_instance_of::<PyFloat>() => {
+                            answer_overdue(py, &server, v.extract(py)?);
+                            Some(false)
+                        }
                         Ok(v) if v.is_truthy(py)? => Some(false),
                         Ok(_) => None,
                         Err(e) => {
@@ -125,6 +132,22 @@ fn serve(
             }
             return Ok(clean);
         }
+    }
+}
+
+/// `tick` returned a number: requests that ran longer than that many seconds timed
+/// out (`--timeout`). Those with nothing of their answer sent get a 500 now, before
+/// the graceful stop that follows waits for them.
+fn answer_overdue(py: Python<'_>, server: &Server, limit: f64) {
+    let Ok(limit) = Duration::try_from_secs_f64(limit) else {
+        return;
+    };
+    let answered = py.detach(|| server.answer_overdue(limit));
+    if answered > 0 {
+        tracing::warn!(
+            "answered 500 to {answered} request(s) running for more than {}s",
+            limit.as_secs_f64()
+        );
     }
 }
 

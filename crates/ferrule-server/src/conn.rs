@@ -11,6 +11,18 @@ use memchr::memrchr;
 use std::io::{self, IoSlice, Write};
 use std::time::Duration;
 
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Serving requests.
+    Open,
+    /// Draining: its last answer said `Connection: close` and went out, but the client
+    /// had already sent more. Its writing side is shut and what arrives is read and
+    /// dropped until the client closes: closing with unread bytes would reset the
+    /// connection, and a reset can destroy that answer before the client has read it.
+    Lingering,
+}
+
 pub struct Conn {
     pub(crate) stream: Stream,
     pub(crate) peer: Peer,
@@ -37,6 +49,7 @@ pub struct Conn {
     pub(crate) peer_done: bool,
     /// At least one request was answered: when idle, it is a keep-alive connection.
     pub(crate) served: bool,
+    pub(crate) stage: Stage,
 }
 
 impl Conn {
@@ -58,6 +71,7 @@ impl Conn {
             drained: true,
             peer_done: false,
             served: false,
+            stage: Stage::Open,
         })
     }
 
@@ -91,6 +105,18 @@ impl Conn {
     /// (asks the kernel: used only while stopping).
     pub(crate) fn silent(&self) -> bool {
         self.buf.is_empty() && !sys::has_bytes(self.stream.fd())
+    }
+
+    /// Shuts the writing side (the client sees the end of the answers) and starts
+    /// dropping what the client sends (`Stage::Lingering`).
+    pub(crate) fn linger(&mut self) {
+        let _ = match &self.stream {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+        self.buf.clear();
+        self.head_since = None;
+        self.stage = Stage::Lingering;
     }
 
     /// Forgets parser progress after a request used the front of the buffer.

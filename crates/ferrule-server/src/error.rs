@@ -19,6 +19,8 @@ pub enum Error {
     Protocol(&'static str),
     /// Any other socket or file error.
     Io(io::Error),
+    /// The request ran past `--timeout` and the server answered it 500 itself.
+    Overdue,
 }
 
 /// Which wait timed out.
@@ -46,6 +48,7 @@ impl fmt::Display for Error {
             Error::Response(e) => write!(f, "invalid response from the app: {e}"),
             Error::Protocol(what) => f.write_str(what),
             Error::Io(e) => write!(f, "{e}"),
+            Error::Overdue => f.write_str("answered 500 after running past --timeout"),
         }
     }
 }
@@ -93,7 +96,7 @@ impl Error {
             Error::Parse(e) => Some(e.status()),
             Error::Timeout(Phase::Head | Phase::Body) => Some(408),
             Error::Response(_) | Error::Protocol(_) | Error::Io(_) => Some(500),
-            Error::Timeout(Phase::Send) | Error::Disconnected => None,
+            Error::Timeout(Phase::Send) | Error::Disconnected | Error::Overdue => None,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! requests are pipelined, then park the connection in epoll or close it.
 
 use crate::clock::Tick;
-use crate::conn::Conn;
+use crate::conn::{Conn, Stage};
 use crate::error::Error;
 use crate::exchange::{Admit, Exchange, Park};
 use crate::server::{Handler, Shared};
@@ -52,6 +52,10 @@ pub(crate) fn serve(
     let mut started = Some(started);
     let cfg = &shared.config.parser;
     let min_line = cfg.request_line_limit().min(cfg.field_size_limit()) + 1;
+    if conn.stage == Stage::Lingering {
+        linger(shared, conn);
+        return None;
+    }
     loop {
         if conn.worth_parsing(min_line) {
             let fields = match std::mem::take(&mut conn.fields) {
@@ -78,6 +82,13 @@ pub(crate) fn serve(
                         started: started.take().unwrap_or_else(Instant::now),
                     };
                     let ex = Exchange::new(conn, head, shared.clone(), admit);
+                    // gunicorn's default `pre_request` logs this at debug; the level
+                    // check costs one load when debug is off.
+                    tracing::debug!(
+                        "{} {}",
+                        String::from_utf8_lossy(ex.method()),
+                        String::from_utf8_lossy(ex.path())
+                    );
                     let ex = handler.handle(ex);
                     let Some(ex) = ex else {
                         shared.table.release(token);
@@ -94,8 +105,16 @@ pub(crate) fn serve(
                     }
                     shared.served.fetch_add(1, Ordering::Relaxed);
                     match ex.into_conn(park) {
-                        Some(c) => conn = c,
-                        None => {
+                        Ok(c) => conn = c,
+                        Err(Some(c)) if shared.stopping() => {
+                            // Draining, and the client sent more after the request
+                            // whose answer said close: that answer must not be reset.
+                            let mut c = c;
+                            c.linger();
+                            shared.park(c, false);
+                            return None;
+                        }
+                        Err(_) => {
                             shared.table.release(token);
                             return None;
                         }
@@ -144,6 +163,25 @@ pub(crate) fn serve(
             }
         }
     }
+}
+
+/// Reads and drops what a lingering connection's client sends (`Stage::Lingering`),
+/// and closes it once the client has closed its side; the drain's quiet period
+/// closes it otherwise (`Table::begin_drain`).
+fn linger(shared: &Shared, mut conn: Box<Conn>) {
+    loop {
+        match conn.read_some() {
+            Ok(0) => break,
+            Ok(_) => conn.buf.clear(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                shared.park(conn, false);
+                return;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    shared.table.release(conn.token);
 }
 
 /// Closes a connection after writing what is still owed to it.

@@ -9,13 +9,14 @@ use crate::access::AccessLog;
 use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::cork::{Corks, PUSH_AFTER};
-use crate::exchange::{Exchange, NoPark, Park};
+use crate::exchange::{with_date, Claims, Exchange, NoPark, Park};
 use crate::held::Held;
 use crate::listener::{bind_all, BindError, Listener, Local};
 use crate::runner::{self, BATCH};
 use crate::sched::Sched;
 use crate::sys::{thread_cpu_time, Poller, Waker};
 use crate::table::Table;
+use ferrule_http::{error_response, Version};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -47,9 +48,15 @@ pub(crate) const WAKE: u64 = u64::MAX;
 /// Set on a listener's token (its index in the low bits).
 pub(crate) const LISTENER: u64 = 1 << 63;
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
-/// On a graceful stop, a connection accepted but still silent gets this long to send
-/// its request before it is closed.
-const DRAIN_FRESH: Duration = Duration::from_secs(1);
+/// On a graceful stop, a connection with nothing of a request in it is closed once it
+/// has been quiet this long (since its last answer, or since it was accepted), and one
+/// its client uses sooner gets its next request answered with `Connection: close`.
+/// Closing a connection races with a request its client may be sending on it at that
+/// moment, which is lost; a connection its client has not reached for in this long is
+/// one it is unlikely to pick next (nginx's upstream cache hands out the most recently
+/// used first), and the race is then the one every keep-alive timeout has (gunicorn's
+/// default keep-alive is 2 s). Capped at half of `--graceful-timeout`.
+const DRAIN_QUIET: Duration = Duration::from_secs(2);
 /// Monitor tick while runners look blocked: how fast a blocking app gets threads.
 const TICK_FAST: Duration = Duration::from_micros(250);
 /// Longest monitor tick: while runners compute or wait for clients, the tick doubles
@@ -77,6 +84,8 @@ pub struct Shared {
     /// The monitor dozes (see `DOZE_AFTER`).
     dozing: AtomicBool,
     pub(crate) sched: Sched,
+    /// Per runner: who answers its current request, the app or `--timeout` (`claim.rs`).
+    pub(crate) claims: Claims,
     /// Streamed responses held corked, per runner (`cork.rs`).
     pub(crate) corks: Corks,
     /// Complete responses held back to be written in a burst, per runner (`held.rs`).
@@ -208,6 +217,7 @@ impl Server {
             all_stopped: Condvar::new(),
             dozing: AtomicBool::new(false),
             sched: Sched::new(config.threads),
+            claims: Claims::new(config.threads),
             corks: Corks::new(config.threads),
             held: Held::new(config.threads),
             ready: Mutex::new(VecDeque::with_capacity(BATCH)),
@@ -245,18 +255,38 @@ impl Server {
         self.shared.sched.oldest_request()
     }
 
+    /// Answers `500` (with `Connection: close`) to each request in flight that has run
+    /// for longer than `limit` with nothing of its answer sent yet, and ends the writing
+    /// side of its connection (`--timeout`). The app's thread may still be running it:
+    /// what it sends later goes nowhere. Returns how many were answered.
+    pub fn answer_overdue(&self, limit: Duration) -> usize {
+        let s = &self.shared;
+        let response = with_date(|d| error_response(500, Version::Http11, d));
+        (0..s.sched.spawned())
+            .filter(|&me| {
+                let old = || {
+                    s.sched
+                        .request_age(me, Instant::now())
+                        .is_some_and(|age| age > limit)
+                };
+                s.claims.time_out(me, old, &response)
+            })
+            .count()
+    }
+
     /// Stops accepting (connections still queued in a shared listening socket stay
-    /// there for the other workers), closes idle keep-alive connections, serves the
-    /// requests already received and lets those in flight finish, each answered with
-    /// `Connection: close`, for up to `graceful`. Returns false when some were still
-    /// running.
+    /// there for the other workers) and drains: requests in flight finish and every
+    /// request that arrives on an open connection is answered, the last one received
+    /// with `Connection: close`; a connection is closed after such an answer, or once it
+    /// has been quiet for `DRAIN_QUIET` with nothing of a request in it. All of it for
+    /// up to `graceful`. Returns false when some requests were still running.
     pub fn stop(self, graceful: Duration) -> bool {
         let s = &self.shared;
         s.stopping.store(true, Ordering::SeqCst);
         for l in &s.listeners {
             let _ = s.poller.delete(l.fd());
         }
-        s.table.drain_idle(DRAIN_FRESH.min(graceful));
+        s.table.begin_drain(DRAIN_QUIET.min(graceful / 2));
         let _ = s.waker.wake();
         s.sched.stop();
         s.all_stopped.notify_all();

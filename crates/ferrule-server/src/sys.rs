@@ -225,6 +225,21 @@ pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     .map_err(io::Error::from)
 }
 
+/// Writes `buf` to a socket named by number without waiting (as much as it takes at
+/// once), then ends the writing side: the answer of a request over `--timeout`
+/// (`exchange/claim.rs`), whose caller holds the socket open meanwhile.
+pub fn send_and_shut(fd: std::os::fd::RawFd, mut buf: &[u8]) {
+    use nix::sys::socket::{send, shutdown, MsgFlags, Shutdown};
+    while !buf.is_empty() {
+        match send(fd, buf, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT) {
+            Ok(n) if n > 0 => buf = &buf[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            _ => break,
+        }
+    }
+    let _ = shutdown(fd, Shutdown::Write);
+}
+
 /// Reads from `fd` into the spare capacity of `buf`, growing it by `grow` bytes when
 /// fewer than `min_spare` are free. Returns the bytes read (0 at end of stream).
 pub fn read_append(

@@ -15,7 +15,7 @@ use crate::conn::Conn;
 use crate::error::{Error, Phase};
 use crate::sys::Poller;
 use slab::Slab;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -37,9 +37,10 @@ struct Slot {
 pub(crate) struct Table {
     slots: Mutex<Slab<Slot>>,
     generation: AtomicU32,
-    /// Set by `drain_idle`, read by `park`, both under the `slots` lock, so a
-    /// keep-alive connection parked after the drain is closed too.
-    closing: AtomicBool,
+    /// The quiet period of a graceful stop in nanoseconds, 0 before one. Set by
+    /// `begin_drain`, read by `park`, both under the `slots` lock, so a connection
+    /// parked after the drain began gets its deadline cut too.
+    quiet: AtomicU64,
 }
 
 impl Table {
@@ -47,7 +48,7 @@ impl Table {
         Table {
             slots: Mutex::new(Slab::with_capacity(1024)),
             generation: AtomicU32::new(1),
-            closing: AtomicBool::new(false),
+            quiet: AtomicU64::new(0),
         }
     }
 
@@ -68,13 +69,19 @@ impl Table {
         cfg: &ServerConfig,
     ) -> Option<u64> {
         let now = Tick::now();
-        let deadline = match conn.head_since {
+        let mut deadline = match conn.head_since {
             Some(t) => t + cfg.header_timeout,
             // Not one request yet: the first must start within the head's time.
             None if new || !conn.served => now + cfg.header_timeout,
             None => now + cfg.keep_alive,
         };
         let mut slots = self.slots();
+        let quiet = self.quiet.load(Ordering::Relaxed);
+        if quiet != 0 && conn.buf.is_empty() {
+            // Draining: a connection with nothing of a request is closed once it has
+            // been quiet this long (`begin_drain`).
+            deadline = deadline.min(now + Duration::from_nanos(quiet));
+        }
         if new {
             // 30 bits: the top two bits of a token mark listeners and end-of-stream.
             let generation = self.generation.fetch_add(1, Ordering::Relaxed) & 0x3fff_ffff;
@@ -93,11 +100,6 @@ impl Table {
         }
         let token = conn.token;
         let idx = (token & 0xffff_ffff) as usize;
-        if self.closing.load(Ordering::SeqCst) && conn.served && conn.silent() {
-            // An idle keep-alive connection during a graceful stop: close it.
-            slots.try_remove(idx);
-            return None;
-        }
         let again = !conn.drained || conn.peer_done;
         let slot = slots.get_mut(idx)?;
         if !slot.registered && !again {
@@ -144,29 +146,19 @@ impl Table {
         self.slots().is_empty()
     }
 
-    /// Graceful stop: closes idle keep-alive connections at once, and gives
-    /// connections that were accepted but have sent nothing `grace` to start. Those
-    /// with bytes waiting stay and are served.
-    pub(crate) fn drain_idle(&self, grace: Duration) {
-        let now = Tick::now();
+    /// Graceful stop: from now on a connection that holds nothing of a request is
+    /// closed once it has been quiet for `quiet` (since its last request, or since it
+    /// was accepted), never sooner: a client may be sending a request on it right now,
+    /// and a connection its client uses gets that request answered, with `Connection:
+    /// close`, instead. Connections inside a request keep their deadlines.
+    pub(crate) fn begin_drain(&self, quiet: Duration) {
         let mut slots = self.slots();
-        self.closing.store(true, Ordering::SeqCst);
-        let idle: Vec<usize> = slots
-            .iter_mut()
-            .filter_map(|(k, s)| {
-                let c = s.conn.as_ref()?;
-                if !c.silent() {
-                    return None;
-                }
-                if c.served {
-                    return Some(k);
-                }
-                s.deadline = s.deadline.min(now + grace);
-                None
-            })
-            .collect();
-        for k in idle {
-            slots.remove(k);
+        self.quiet
+            .store((quiet.as_nanos() as u64).max(1), Ordering::Relaxed);
+        for (_, s) in slots.iter_mut() {
+            if s.conn.as_ref().is_some_and(|c| c.buf.is_empty()) {
+                s.deadline = s.deadline.min(s.idle_since + quiet);
+            }
         }
     }
 
@@ -177,9 +169,16 @@ impl Table {
         let mut expired = Vec::new();
         {
             let mut slots = self.slots();
+            let draining = self.quiet.load(Ordering::Relaxed) != 0;
             let keys: Vec<usize> = slots
                 .iter()
-                .filter(|(_, s)| s.conn.is_some() && s.deadline <= now)
+                .filter(|(_, s)| {
+                    s.conn.as_ref().is_some_and(|c| {
+                        // Draining, bytes of a request that came at the last moment
+                        // are served (their event is on its way), not cut off.
+                        s.deadline <= now && !(draining && c.buf.is_empty() && !c.silent())
+                    })
+                })
                 .map(|(k, _)| k)
                 .collect();
             for k in keys {

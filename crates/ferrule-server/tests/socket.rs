@@ -151,6 +151,17 @@ fn statuses(bytes: &[u8]) -> Vec<u16> {
         .collect()
 }
 
+/// Cases where ferrule answers another status than the corpus's `gunicorn_status`,
+/// which was recorded with gunicorn 26.
+fn status_deviation(id: &str) -> Option<u16> {
+    match id {
+        // A request line over --limit-request-line: 414, as gunicorn 27 and nginx answer
+        // (RFC 9112 §3); gunicorn 26 answered 400.
+        "invalid/006" => Some(414),
+        _ => None,
+    }
+}
+
 #[test]
 fn corpus_over_a_socket_whole_and_byte_by_byte() {
     let mut failures = Vec::new();
@@ -207,7 +218,7 @@ fn corpus_over_a_socket_whole_and_byte_by_byte() {
                 let want_status = case.expect["gunicorn_status"].as_u64().map(|s| s as u16);
                 let status_ok = match (want_status, codes.last().copied()) {
                     (_, Some(got)) if deviation => got == 400,
-                    (Some(w), Some(got)) => got == w,
+                    (Some(w), Some(got)) => got == status_deviation(&case.id).unwrap_or(w),
                     (Some(_), None) => false,
                     (None, got) => got.is_none_or(|g| (400..500).contains(&g)),
                 };
@@ -476,21 +487,66 @@ fn graceful_stop_lets_the_request_in_flight_finish() {
 }
 
 #[test]
-fn graceful_stop_closes_idle_keep_alive_connections_at_once() {
+fn graceful_stop_answers_kept_alive_connections_and_closes_them_when_quiet() {
     let mut srv = start(ParserConfig::default(), |_| {});
     let addr = srv.addr;
-    let mut idle = TcpStream::connect(addr).unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    let mut first = [0u8; 1024];
-    assert!(idle.read(&mut first).unwrap() > 0);
+    let [mut idle, mut used] = [(); 2].map(|_| keep_alive(addr));
+    for s in [&mut idle, &mut used] {
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(statuses(&read_ok(s)), vec![200]);
+    }
     let slow = std::thread::spawn(move || exchange(addr, b"GET /sleep HTTP/1.1\r\n\r\n", false));
     std::thread::sleep(Duration::from_millis(50));
     let server = srv.server.take().unwrap();
-    let stopper = std::thread::spawn(move || server.stop(Duration::from_secs(5)));
-    // The idle connection is closed while the slow request (300 ms) is still running.
-    idle.set_read_timeout(Some(Duration::from_millis(200)))
+    let stopped = Instant::now();
+    // Graceful timeout 2 s: a quiet connection is closed after 1 s.
+    let stopper = std::thread::spawn(move || server.stop(Duration::from_secs(2)));
+    std::thread::sleep(Duration::from_millis(50));
+    // A connection the client goes on using: pipelined requests are all answered, and
+    // the last one says the connection closes.
+    used.write_all(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
         .unwrap();
-    assert_eq!(idle.read(&mut first).unwrap_or(usize::MAX), 0);
+    let mut got = Vec::new();
+    used.read_to_end(&mut got).unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(statuses(&got), vec![200, 200], "{text}");
+    assert_eq!(text.matches("Connection: close").count(), 1, "{text}");
+    assert!(
+        text.rfind("Connection: close") > text.rfind("HTTP/1.1 200"),
+        "{text}"
+    );
+    // The idle one is closed without an answer once quiet, not at once.
+    let mut buf = [0u8; 64];
+    assert_eq!(idle.read(&mut buf).unwrap_or(usize::MAX), 0);
+    let quiet = stopped.elapsed();
+    assert!(quiet > Duration::from_millis(800), "{quiet:?}");
     assert_eq!(statuses(&slow.join().unwrap()), vec![200]);
+    assert!(stopper.join().unwrap());
+    assert!(stopped.elapsed() < Duration::from_millis(1900));
+}
+
+#[test]
+fn a_request_sent_after_the_last_answer_of_a_drain_does_not_reset_that_answer() {
+    let mut srv = start(ParserConfig::default(), |_| {});
+    let addr = srv.addr;
+    let mut c = keep_alive(addr);
+    c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(statuses(&read_ok(&mut c)), vec![200]);
+    let server = srv.server.take().unwrap();
+    let stopper = std::thread::spawn(move || server.stop(Duration::from_secs(4)));
+    std::thread::sleep(Duration::from_millis(50));
+    // The next request arrives while the app sleeps (300 ms): the answer to /sleep is
+    // the last (it says close), and /b is left unread in the socket.
+    c.write_all(b"GET /sleep HTTP/1.1\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    c.write_all(b"GET /b HTTP/1.1\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let mut got = Vec::new();
+    let end = c.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(end.is_ok(), "{end:?} after {text}");
+    assert_eq!(statuses(&got), vec![200], "{text}");
+    assert!(text.contains("Connection: close"), "{text}");
+    drop(c);
     assert!(stopper.join().unwrap());
 }

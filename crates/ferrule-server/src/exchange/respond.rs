@@ -111,7 +111,9 @@ impl Exchange {
         };
         let head_req = self.method() == b"HEAD";
         let framing = choose_framing(self.head.version, head_req, code, declared, known_len);
-        if matches!(framing, ResponseFraming::Close) || self.shared.stopping() {
+        if matches!(framing, ResponseFraming::Close)
+            || (self.shared.stopping() && !self.next_request_here())
+        {
             self.keep_alive = false;
         }
         add_server_fields(&mut self.out, server, date);
@@ -153,6 +155,12 @@ impl Exchange {
         Ok(())
     }
 
+    /// Bytes of a next request already arrived behind this one (pipelined): while the
+    /// server drains, that request is answered too, and the last one closes.
+    fn next_request_here(&self) -> bool {
+        self.body.is_done() && self.conn.buf.len() > self.pos
+    }
+
     /// Forgets a head that was being built (an app error before any body).
     pub fn abort_head(&mut self) {
         if matches!(self.response, Response::Building { .. }) {
@@ -188,6 +196,7 @@ impl Exchange {
                 self.out
                     .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
             }
+            self.claim()?;
             self.cork_before_block();
             let out = std::mem::take(&mut self.out);
             let r = self.conn.send([&out, data, crlf], park, timeout);
@@ -235,6 +244,7 @@ impl Exchange {
             ResponseFraming::NoBody => 0,
             _ => return Ok(false),
         };
+        self.claim()?;
         self.flush(park)?;
         let (mut off, end) = (offset as i64, (offset + len) as i64);
         let timeout = self.shared.config.io_timeout;
@@ -274,10 +284,12 @@ impl Exchange {
     }
 
     /// Writes whatever is buffered.
+    #[inline]
     pub fn flush(&mut self, park: &dyn Park) -> Result<(), Error> {
         if self.out.is_empty() {
             return Ok(());
         }
+        self.claim()?;
         let out = std::mem::take(&mut self.out);
         let r = self.conn.send([&out], park, self.shared.config.io_timeout);
         self.out = out;
@@ -344,7 +356,9 @@ impl Exchange {
                 sys::set_cork(fd, true);
                 self.cork = CorkState::Held;
             }
-            CorkState::Held if !self.shared.corks.take(self.me) => self.cork = CorkState::Off,
+            CorkState::Held if !self.shared.corks.take(self.shared.me()) => {
+                self.cork = CorkState::Off
+            }
             _ => {}
         }
     }
@@ -353,7 +367,7 @@ impl Exchange {
     fn cork_after_block(&mut self) {
         match (self.cork, self.conn.stream.tcp_fd()) {
             (CorkState::Idle, _) => self.cork = CorkState::FirstSent,
-            (CorkState::Held, Some(fd)) => self.shared.corks.hold(self.me, fd),
+            (CorkState::Held, Some(fd)) => self.shared.corks.hold(self.shared.me(), fd),
             _ => {}
         }
     }
@@ -361,7 +375,7 @@ impl Exchange {
     /// At the end of a response: sends what the cork holds, unless the monitor did.
     fn uncork(&mut self) {
         if let (CorkState::Held, Some(fd)) = (self.cork, self.conn.stream.tcp_fd()) {
-            if self.shared.corks.take(self.me) {
+            if self.shared.corks.take(self.shared.me()) {
                 sys::set_cork(fd, false);
             }
         }
