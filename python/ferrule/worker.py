@@ -371,10 +371,12 @@ def _serve(arbiter, worker: Worker) -> int:
         ticker.send(b"U")
 
     def tick(served, oldest):
-        if ticker(served, oldest):
+        # The ticker's answer passes through: True, or the request timeout (a number:
+        # stop, answering 500 to requests running longer) both stop the worker.
+        stop = ticker(served, oldest)
+        if stop:
             phase[0] = "stopping"
-            return True
-        return False
+        return stop
 
     # The settings the master checked when this worker was forked, on its sockets.
     core = arbiter.core.inherit([fd for fd, _ in arbiter.listeners])

@@ -345,3 +345,36 @@ def test_a_streamed_answer_over_the_timeout_is_cut(serve):
     assert got.startswith(b"HTTP/1.1 200 OK") and b"first;" in got and b"500" not in got, got
     assert b"never;" not in got and not got.endswith(b"0\r\n\r\n"), got
     assert 2 <= waited < 6, waited
+
+
+def test_a_lone_client_is_never_left_in_the_queue_by_a_stopping_worker(serve, tmp_path):
+    """Listeners wake one worker per new connection (EPOLLEXCLUSIVE). A worker that stops
+    after the kernel chose it for a connection must still serve that connection, or it
+    waits in the queue until some other connection wakes a worker: for a lone client,
+    forever. One client, one connection per request, on a unix socket, through HUPs."""
+    sock = tmp_path / "lone.sock"
+    s = serve("proc:app", "-w", "2", "-b", f"unix:{sock}")
+    booted(s, 2)
+    slow, done = [], 0
+    deadline = time.monotonic() + 40
+    for hup in range(8):
+        s.proc.send_signal(signal.SIGHUP)
+        for _ in range(40):
+            if time.monotonic() > deadline:
+                break
+            t0 = time.monotonic()
+            with socket.socket(socket.AF_UNIX) as c:
+                c.settimeout(4)
+                c.connect(str(sock))
+                c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                try:
+                    reply = b""
+                    while chunk := c.recv(65536):
+                        reply += chunk
+                except socket.timeout:
+                    reply = b""
+            if not reply.startswith(b"HTTP/1.1 200"):
+                slow.append((hup, round(time.monotonic() - t0, 2), reply[:40]))
+            done += 1
+            time.sleep(0.01)
+    assert done >= 100 and slow == [], f"{len(slow)} of {done} requests not answered: {slow[:5]}"

@@ -14,6 +14,7 @@ use crate::held::Held;
 use crate::listener::{bind_all, BindError, Listener, Local};
 use crate::runner::{self, BATCH};
 use crate::sched::Sched;
+use crate::serve::accept_all;
 use crate::sys::{thread_cpu_time, Poller, Waker};
 use crate::table::Table;
 use ferrule_http::{error_response, Version};
@@ -285,6 +286,13 @@ impl Server {
         s.stopping.store(true, Ordering::SeqCst);
         for l in &s.listeners {
             let _ = s.poller.delete(l.fd());
+        }
+        // Listeners wake one worker per connection (EPOLLEXCLUSIVE): a wake-up this worker
+        // got but had not taken from epoll is gone with the registration, and its
+        // connection would wait in the queue for the next one to wake another worker.
+        // Whatever is queued now is accepted here and served by the drain.
+        for idx in 0..s.listeners.len() {
+            accept_all(s, idx);
         }
         s.table.begin_drain(DRAIN_QUIET.min(graceful / 2));
         let _ = s.waker.wake();
