@@ -320,6 +320,11 @@ def test_bad_values_are_still_one_line_and_exit_2(tmp_path, text, words):
     assert words in line, line
 
 
+def test_gunicorn_cmd_args_with_an_unclosed_quote_is_one_line_and_exit_2():
+    line = one_error_line(ferrule("compat_app:app", "--check-config", env={"GUNICORN_CMD_ARGS": "--timeout '30"}))
+    assert "GUNICORN_CMD_ARGS: cannot split \"--timeout '30\" into arguments: No closing quotation" in line, line
+
+
 def test_a_config_module_and_a_tcp_bind_and_a_log_level_in_capitals(tmp_path):
     port = free_port()
     (tmp_path / "deploy_settings.py").write_text(f"bind = 'tcp://127.0.0.1:{port}'\nworkers = '1'\n")

@@ -215,7 +215,11 @@ def _env_args(parser: argparse.ArgumentParser) -> dict:
         text = os.environ.get(name)
         if text:
             try:
-                return vars(parser.parse_args(shlex.split(text)))
+                words = shlex.split(text)
+            except ValueError as exc:  # "No closing quotation"
+                _fail(EXIT_USAGE, f"{name}: cannot split {text!r} into arguments: {exc}")
+            try:
+                return vars(parser.parse_args(words))
             except SystemExit:
                 _fail(EXIT_USAGE, f"{name}: cannot parse {text!r} (see the usage above)")
     return {}
