@@ -31,6 +31,7 @@ def test_bad_flag_prints_usage_and_exits_2():
     (["--header-map", "maybe"], "invalid choice"),
     (["--env", "NOEQUALS"], "expected KEY=VALUE"),
     (["--workers", "0"], "workers must be an integer >= 1"),
+    (["--workers", "99999999999999999999"], "must be an integer from 0 to 9223372036854775807"),
     (["--access-logfile", "-", "--access-logformat", "%(zz)s"], "unknown atom %(zz)s"),
 ])
 def test_bad_values_get_one_line_and_exit_2(args, words):

@@ -29,6 +29,10 @@ class BadValue(ValueError):
 
 # gunicorn's validators -----------------------------------------------------------
 
+#: The largest integer setting the core accepts (i64).
+_INT_MAX = 2**63 - 1
+
+
 def pos_int(value: Any) -> int:
     """validate_pos_int: an int, or a string in any base Python reads (``"4"``, ``"0o22"``)."""
     if isinstance(value, bool):
@@ -40,6 +44,8 @@ def pos_int(value: Any) -> int:
             raise BadValue(f"must be an integer >= 0 (got {value!r})") from None
     if not isinstance(value, int) or value < 0:
         raise BadValue(f"must be an integer >= 0 (got {value!r})")
+    if value > _INT_MAX:  # the Rust core takes a 64-bit integer
+        raise BadValue(f"must be an integer from 0 to {_INT_MAX} (got {value!r})")
     return value
 
 
