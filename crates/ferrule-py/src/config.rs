@@ -61,7 +61,7 @@ fn seconds(name: &str, v: f64) -> Result<Duration, String> {
     match Duration::try_from_secs_f64(v) {
         Ok(d) if v.is_finite() => Ok(d),
         _ => Err(format!(
-            "{name} must be a number of seconds >= 0, at most {} (got {v})",
+            "{name} must be a number of seconds >= 0, at most {} (got {v:?})",
             u64::MAX
         )),
     }
