@@ -81,6 +81,21 @@ def test_an_unknown_user_or_group_is_one_line_at_start_up_and_in_check_config(fl
         assert f"{name} 'nosuch_x9'" in line and f"no such {name}" in line
 
 
+@pytest.mark.parametrize("flag, name", [("-u", "user"), ("-g", "group")])
+def test_an_id_out_of_range_is_one_line_at_start_up(flag, name):
+    # Before: accepted, then every worker died in setuid() with "the error is above" and nothing above.
+    r = ferrule("compat_app:app", flag, "4294967296", "-b", f"127.0.0.1:{free_port()}")
+    assert f"{name} '4294967296' (--{name}): an id is at most 4294967294" in one_error_line(r)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--initgroups is only used as root")
+def test_initgroups_with_a_numeric_user_unknown_to_the_system_is_one_line_at_start_up():
+    import pwd
+    uid = next(u for u in range(54321, 60000) if u not in {p.pw_uid for p in pwd.getpwall()})
+    r = ferrule("compat_app:app", "-u", str(uid), "--initgroups", "-b", f"127.0.0.1:{free_port()}")
+    assert "--initgroups needs a user in the password database" in one_error_line(r)
+
+
 def test_a_known_user_by_name_and_id_is_accepted():
     import pwd
     me = pwd.getpwuid(os.geteuid()).pw_name

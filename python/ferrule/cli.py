@@ -253,6 +253,10 @@ def load_settings(args: dict, env_args: dict) -> Tuple[Settings, dict, List[str]
     return base, hooks, notes
 
 
+#: The largest user or group id (uid_t; (uid_t)-1 means "no change").
+_ID_MAX = 2**32 - 2
+
+
 def check_owner(cfg: Settings) -> None:
     """-u/-g name a user and group that exist, and that this process may switch to."""
     from ferrule.settings import resolve_group, resolve_user
@@ -267,9 +271,19 @@ def check_owner(cfg: Settings) -> None:
         except KeyError:
             raise config.ConfigFileError(f"{what} {name!r} (--{what}): no such {what} on this system") from None
     for what, name, number, current in ids:
+        if number > _ID_MAX:  # setuid() would raise OverflowError in every worker
+            raise config.ConfigFileError(f"{what} {name!r} (--{what}): an id is at most {_ID_MAX}")
         if number != current and os.geteuid() != 0:
             raise config.ConfigFileError(f"{what} {name!r} (--{what}): switching the workers to another {what} "
                                          f"needs root (ferrule runs as uid {os.geteuid()})")
+    if cfg.initgroups and cfg.user is not None and os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwuid(cfg.uid)
+        except KeyError:
+            raise config.ConfigFileError(f"user {cfg.user!r} (--user): --initgroups needs a user in the password "
+                                         "database (its groups are looked up by name)") from None
 
 
 def describe(cfg: Settings) -> List[Tuple[str, object]]:
