@@ -171,11 +171,6 @@ class Spec:
     action: str = "store"
     metavar: Optional[str] = None
 
-    @property
-    def option(self) -> str:
-        """How the user names it: its first flag, else its config-file name."""
-        return self.flags[-1] if self.flags else self.name
-
 
 TLS = ("TLS is not implemented yet (planned: issue 24); terminate TLS in front of ferrule "
        "(nginx, HAProxy, a load balancer) and remove it")
