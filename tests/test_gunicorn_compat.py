@@ -504,6 +504,14 @@ def test_daemon_detaches_writes_the_pid_file_and_returns_once_ready(tmp_path):
     assert "Shutting down: Master" in errlog.read_text()
 
 
+def test_a_pid_file_in_a_missing_directory_is_one_line_and_exit_2(tmp_path):
+    # Before: not seen by --check-config; at start-up the sockets were bound, then exit 1.
+    pidfile = str(tmp_path / "no" / "d.pid")
+    for extra in ([], ["--check-config"], ["--daemon"]):
+        r = ferrule("compat_app:app", "-b", f"127.0.0.1:{free_port()}", "-p", pidfile, *extra)
+        assert f"--pid '{pidfile}': directory '{tmp_path / 'no'}' does not exist" in one_error_line(r)
+
+
 def test_daemon_start_up_error_is_the_command_s_error(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -313,6 +313,10 @@ def _prepare_environment(cfg: Settings) -> None:
         for path in reversed([p for p in cfg.pythonpath.split(",") if p]):
             sys.path.insert(0, os.path.abspath(path))
     cfg.script_name = os.environ.get("SCRIPT_NAME", cfg.script_name)
+    if cfg.pidfile:  # checked before binding, and by --check-config (relative to --chdir)
+        where = os.path.dirname(os.path.abspath(cfg.pidfile))
+        if not os.path.isdir(where):
+            _fail(EXIT_USAGE, f"--pid {cfg.pidfile!r}: directory {where!r} does not exist")
 
 
 def _load(target: str):
