@@ -422,6 +422,23 @@ def when_ready(server):
         "worker_class_str": "gthread", "is_ssl": False, "uid": os.geteuid(), "gid": os.getegid()}
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+@pytest.mark.parametrize("command", ["--print-config", "--check-config"])
+def test_print_and_check_config_into_a_closed_pipe_exit_0_without_a_traceback(command, unbuffered):
+    # `ferrule --print-config | head -1`: before, a BrokenPipeError traceback and exit 1
+    # (PYTHONUNBUFFERED, common in containers), or exit 120.
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, "-m", "ferrule", "compat_app:app", command], cwd=APPS, stdout=w,
+                           stderr=subprocess.PIPE, text=True, timeout=30,
+                           env={**os.environ, "PYTHONUNBUFFERED": unbuffered})
+    finally:
+        os.close(w)
+    assert p.returncode == 0, p.stderr
+    assert "Error" not in p.stderr and "Exception" not in p.stderr, p.stderr
+
+
 def test_print_config_uses_gunicorn_names_and_ferrule_only_settings_keep_theirs():
     r = ferrule("compat_app:app", "--print-config", "--keep-alive", "9", "--access-logfile", "-")
     names = [line.split()[0] for line in r.stdout.splitlines()]

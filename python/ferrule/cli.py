@@ -338,10 +338,9 @@ def main(argv=None) -> None:
     except config.ConfigFileError as exc:
         _fail(EXIT_USAGE, str(exc))
     if args.get("print_config"):
-        for key, value in describe(cfg):
-            print(f"{key:28} = {value!r}")
-        for name in sorted(hooks):
-            print(f"{name:28} = <hook {getattr(hooks[name], '__qualname__', hooks[name])!r}>")
+        lines = [f"{key:28} = {value!r}" for key, value in describe(cfg)]
+        lines += [f"{name:28} = <hook {getattr(hook, '__qualname__', hook)!r}>" for name, hook in sorted(hooks.items())]
+        log.print_stdout("\n".join(lines))
         return
     _prepare_environment(cfg)
     if not cfg.app:
@@ -358,7 +357,7 @@ def main(argv=None) -> None:
         f"  {key}: {value}" for key, value in describe(cfg)))
     if args.get("check_config"):
         _load(cfg.app)
-        print(f"ferrule: configuration OK ({cfg.workers} worker(s), app {cfg.app})")
+        log.print_stdout(f"ferrule: configuration OK ({cfg.workers} worker(s), app {cfg.app})")
         return
     if cfg.daemon:
         daemon.daemonize(cfg.enable_stdio_inheritance)

@@ -277,9 +277,20 @@ def print_stderr(text: str) -> None:
     """``print(text, file=sys.stderr)`` on the way out (the CLI's one-line errors, an
     app's import traceback): a closed stderr cannot turn it into an exception or the
     exit status into 120."""
+    _print(text, "stderr")
+
+
+def print_stdout(text: str) -> None:
+    """``print(text)`` for a command's answer (``--print-config``): a reader that is
+    gone (``| head -1``) ends the output, not the command with a traceback."""
+    _print(text, "stdout")
+
+
+def _print(text: str, name: str) -> None:
+    stream = getattr(sys, name)
+    if stream is None:  # no such stream at all
+        return
     try:
-        print(text, file=sys.stderr, flush=True)
+        print(text, file=stream, flush=True)
     except (OSError, ValueError):
-        _discard(sys.stderr)
-    except AttributeError:  # no stderr at all
-        pass
+        _discard(stream)
