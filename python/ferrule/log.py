@@ -51,6 +51,16 @@ def _level_number(level) -> int:
     return number if isinstance(number, int) else logging.INFO
 
 
+def _traceback(exc_info) -> str:
+    """The traceback for logging's ``exc_info``: True (the exception being handled), an
+    exception, or a ``sys.exc_info()`` tuple."""
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif not isinstance(exc_info, tuple) or len(exc_info) != 3:
+        exc_info = sys.exc_info()
+    return "".join(traceback.format_exception(*exc_info)).rstrip()
+
+
 class Log:
     """gunicorn's ``Logger`` surface for hooks: ``debug`` .. ``critical``, ``exception``,
     ``log(level, msg)`` and ``reopen_files``; ``error_log`` and ``access_log`` are the
@@ -66,7 +76,7 @@ class Log:
         except (TypeError, ValueError):
             text = f"{msg} {args!r}"
         if exc_info:
-            text = f"{text}\n{traceback.format_exc().rstrip()}"
+            text = f"{text}\n{_traceback(exc_info)}"
         _ferrule.log_message(level, text.rstrip("\n"))
 
     def debug(self, msg, *args, **kwargs) -> None:

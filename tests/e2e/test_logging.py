@@ -231,6 +231,11 @@ def post_worker_init(worker):
         {}["x"]
     except KeyError:
         worker.log.exception("worker.log.exception %s", os.getpid())
+    try:
+        raise ValueError("kept")
+    except ValueError as exc:
+        kept = exc
+    worker.log.error("worker.log.error exc_info %s", os.getpid(), exc_info=kept)
 """
 
 
@@ -241,7 +246,7 @@ def test_log_level_applies_to_python_loggers_and_follows_a_reload(serve, tmp_pat
     old = booted(s, 1)
     assert get(s.port, "/log?msg=before")[0] == 200
     master = s.proc.pid
-    wait_until(lambda: "worker.log.exception" in s.log())
+    wait_until(lambda: "worker.log.error exc_info" in s.log())  # post_worker_init's last line
     log = s.log()
     assert f"[{master}] [WARNING] master {master} via gunicorn.error" in log
     assert f"[{master}] [ERROR] master {master} via ferrule.error" in log
@@ -249,6 +254,8 @@ def test_log_level_applies_to_python_loggers_and_follows_a_reload(serve, tmp_pat
     assert "server.log.info" not in log  # below --log-level warning
     assert f"[{old[0]}] [ERROR] worker.log.log {old[0]}" in log
     assert re.search(rf"\[{old[0]}\] \[ERROR\] worker.log.exception {old[0]}\nTraceback .*KeyError", log, re.S)
+    # exc_info=<an exception> outside its except block: its own traceback (was "NoneType: None").
+    assert re.search(rf"\] worker.log.error exc_info {old[0]}\nTraceback [^[]*ValueError: kept\n", log), log
     assert "warning before from" in log and "info before from" not in log
 
     conf.write_text(LEVEL_HOOKS + 'loglevel = "debug"\n')
