@@ -221,6 +221,7 @@ def when_ready(server):
     logging.getLogger("ferrule.error").error("master %s via ferrule.error", os.getpid())
     server.log.log(logging.WARNING, "server.log.log %s", os.getpid())
     server.log.info("server.log.info %s", os.getpid())
+    logging.getLogger("gunicorn.error").critical("master %s critical", os.getpid())
 
 def on_reload(server):
     logging.getLogger("gunicorn.error").debug("reloaded, master %s", os.getpid())
@@ -251,6 +252,7 @@ def test_log_level_applies_to_python_loggers_and_follows_a_reload(serve, tmp_pat
     assert f"[{master}] [WARNING] master {master} via gunicorn.error" in log
     assert f"[{master}] [ERROR] master {master} via ferrule.error" in log
     assert f"[{master}] [WARNING] server.log.log {master}" in log
+    assert f"[{master}] [CRITICAL] master {master} critical" in log  # gunicorn's level name (was ERROR)
     assert "server.log.info" not in log  # below --log-level warning
     assert f"[{old[0]}] [ERROR] worker.log.log {old[0]}" in log
     assert re.search(rf"\[{old[0]}\] \[ERROR\] worker.log.exception {old[0]}\nTraceback .*KeyError", log, re.S)
