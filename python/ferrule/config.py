@@ -8,6 +8,7 @@ Precedence, lowest first, as in gunicorn: defaults, the config file,
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import importlib
 import inspect
@@ -204,8 +205,22 @@ def read_config_file(path: str) -> Tuple[Dict[str, Any], Dict[str, Callable], Li
             notes.append(f"config file {path}: hook {key} accepted but never called: {g.INERT_HOOKS[key][1]}")
         elif key in g.BY_NAME or key in ALIASES or key in _TYPES:
             values[key] = value
+        elif (guess := _misspelt(key, value)) is not None:
+            notes.append(f"config file {path}: {key!r} is not a setting, ignored as gunicorn does "
+                         f"(did you mean {guess!r}?)")
     fields, notes_too = resolve(values, f"config file {path}:", cli=False)
     return fields, hooks, notes + notes_too
+
+
+def _misspelt(key: str, value: Any) -> Optional[str]:
+    """The setting or hook a plain value's name is a likely typo of (``wrokers``), else
+    None. Helpers stay quiet: imports, functions and names far from any setting
+    (``graceful_timeout_str``, ``port``)."""
+    if inspect.ismodule(value) or callable(value):
+        return None
+    known = [n for n in (*g.BY_NAME, *HOOKS) if abs(len(n) - len(key)) <= 2]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+    return close[0] if close else None
 
 
 def _label(key: str, spec: Optional[g.Spec], where: str, cli: bool) -> str:
