@@ -337,6 +337,17 @@ def test_bad_values_are_still_one_line_and_exit_2(tmp_path, text, words):
     assert words in line, line
 
 
+@pytest.mark.parametrize("text, words", [
+    ("--wrokers=3", "GUNICORN_CMD_ARGS='--wrokers=3': unrecognized arguments: --wrokers=3"),
+    ("--workers", "GUNICORN_CMD_ARGS='--workers': argument -w/--workers: expected one argument"),
+    ("--workers=many", "GUNICORN_CMD_ARGS='--workers=many': argument -w/--workers: must be an integer >= 0"),
+])
+def test_a_bad_flag_in_gunicorn_cmd_args_is_one_line_naming_the_variable(text, words):
+    # Before: argparse's usage and error lines, then a third line pointing "above".
+    line = one_error_line(ferrule("compat_app:app", "--check-config", env={"GUNICORN_CMD_ARGS": text}))
+    assert words in line, line
+
+
 def test_a_misspelt_setting_in_a_config_file_is_named_and_helpers_are_not(tmp_path):
     # Before: `wrokers = 4` was dropped without a word. gunicorn ignores unknown names, and
     # well-known configs carry helpers (graceful_timeout_str, port), so it is a line, not exit 2.

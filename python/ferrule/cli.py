@@ -218,10 +218,12 @@ def _env_args(parser: argparse.ArgumentParser) -> dict:
                 words = shlex.split(text)
             except ValueError as exc:  # "No closing quotation"
                 _fail(EXIT_USAGE, f"{name}: cannot split {text!r} into arguments: {exc}")
+            # One line naming the variable, instead of argparse's usage and error lines.
+            parser.error = lambda message, name=name: _fail(EXIT_USAGE, f"{name}={text!r}: {message}")
             try:
                 return vars(parser.parse_args(words))
-            except SystemExit:
-                _fail(EXIT_USAGE, f"{name}: cannot parse {text!r} (see the usage above)")
+            finally:
+                del parser.error
     return {}
 
 
