@@ -407,6 +407,30 @@ def test_hup_reads_a_config_module_again(tmp_path):
         assert proc.wait(timeout=15) == 0
 
 
+def test_hup_applies_a_changed_raw_env_to_the_new_workers(tmp_path):
+    # Before: the new workers kept the first raw_env (gunicorn's reload sets the new one).
+    port = free_port()
+    conf, mark = tmp_path / "g.conf.py", tmp_path / "mark"
+    hook = (f"import os\ndef post_worker_init(worker):\n"
+            f"    open({str(mark)!r}, 'a').write(os.environ.get('FERRULE_T_FOO', '-') + '\\n')\n")
+    conf.write_text(f"bind = '127.0.0.1:{port}'\nraw_env = ['FERRULE_T_FOO=one']\n" + hook)
+    proc = subprocess.Popen([sys.executable, "-m", "ferrule", "compat_app:app", "-c", str(conf), "--chdir", str(APPS)],
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: mark.exists() and mark.read_text() == "one\n")
+        conf.write_text(f"bind = '127.0.0.1:{port}'\nraw_env = ['FERRULE_T_FOO=two']\n" + hook)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: mark.read_text() == "one\ntwo\n")
+        # A bad entry is refused on HUP like any bad value: the running settings stay.
+        conf.write_text(f"bind = '127.0.0.1:{port}'\nraw_env = ['FERRULE_T_FOO=three', 'NOEQUALS']\n" + hook)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: mark.read_text() == "one\ntwo\ntwo\n")
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+
+
 # Point 9: hooks see gunicorn's names ------------------------------------------------
 
 def test_hooks_see_gunicorn_setting_names_on_server_cfg(tmp_path):

@@ -299,12 +299,23 @@ def describe(cfg: Settings) -> List[Tuple[str, object]]:
     return sorted(out) + sorted(own)
 
 
-def _prepare_environment(cfg: Settings) -> None:
-    for item in cfg.env:
+def _apply_env(env: List[str]) -> None:
+    """raw_env (-e) into os.environ, for the master and the workers it forks: at start-up
+    and on HUP, as gunicorn's reload does. Nothing is set unless every entry is good."""
+    pairs = []
+    for item in env:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            _fail(EXIT_USAGE, f"--env {item!r}: expected KEY=VALUE")
-        os.environ[key] = value
+            raise config.ConfigFileError(f"--env {item!r}: expected KEY=VALUE")
+        pairs.append((key, value))
+    os.environ.update(pairs)
+
+
+def _prepare_environment(cfg: Settings) -> None:
+    try:
+        _apply_env(cfg.env)
+    except config.ConfigFileError as exc:
+        _fail(EXIT_USAGE, str(exc))
     if cfg.chdir:
         try:
             os.chdir(cfg.chdir)
@@ -375,6 +386,7 @@ def main(argv=None) -> None:
         fresh.bind, fresh.script_name = cfg.bind, cfg.script_name
         # Checked here, in the master: a value only the core rejects keeps the old settings.
         fresh_core = _ferrule.Config(fresh.as_dict())
+        _apply_env(fresh.env)
         log.install(fresh.log_level)
         return fresh, fresh_core, fresh_hooks
 
