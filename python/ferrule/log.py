@@ -112,11 +112,9 @@ class ErrorLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = self.format(record)
-        except Exception:
+            _ferrule.log_message(_level_name(record.levelno), self.format(record))
+        except Exception:  # logging's contract: a handler never raises into the caller
             self.handleError(record)
-            return
-        _ferrule.log_message(_level_name(record.levelno), text)
 
 
 class AccessLogHandler(logging.Handler):
@@ -125,11 +123,9 @@ class AccessLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = self.format(record)
+            _ferrule.access_message(self.format(record))
         except Exception:
             self.handleError(record)
-            return
-        _ferrule.access_message(text)
 
 
 def _attach(name: str, handler_type: type, level: int) -> None:

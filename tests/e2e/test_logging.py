@@ -287,6 +287,18 @@ def test_gunicorn_access_writes_to_the_access_log_at_info(serve, tmp_path):
     assert "custom access line" not in s.log()
 
 
+def test_a_log_line_that_is_not_utf8_is_written_not_raised_into_the_app(serve, tmp_path):
+    # Before: UnicodeEncodeError ("surrogates not allowed") from each of the three, a 500.
+    access = tmp_path / "access.log"
+    s = serve("logging_app:app", "--access-logfile", str(access))
+    booted(s, 1)
+    assert get(s.port, "/undecodable") == (200, "logged")
+    wait_until(lambda: "wsgi.errors report-" in s.log() and "GET /undecodable " in access.read_text())
+    assert re.search(r"\[WARNING\] cannot read report-\ufffd+\.csv\n", s.log()), s.log()
+    assert re.search(r"\[ERROR\] wsgi.errors report-\ufffd+\.csv\n", s.log()), s.log()
+    assert re.search(r"^access report-\ufffd+\.csv$", access.read_text(), re.M), access.read_text()
+
+
 RUN_SCRIPT = """
 import sys
 sys.path.insert(0, {apps!r})
