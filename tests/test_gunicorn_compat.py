@@ -265,6 +265,17 @@ def test_worker_class_on_the_command_line(tmp_path):
     assert "--log-syslog: syslog is not implemented yet" in line
 
 
+@pytest.mark.parametrize("uri, accepted", [("egg:gunicorn#gthread", True), ("egg:gunicorn#sync", True),
+                                           ("egg:gunicorn#gevent", False)])
+def test_worker_class_in_gunicorn_s_egg_uri_form(uri, accepted):
+    # Before: egg:gunicorn#gthread was refused as an ASGI worker.
+    r = ferrule("compat_app:app", "-k", uri, "--check-config")
+    if accepted:
+        assert r.returncode == 0 and "ferrule's workers run the app on up to --threads threads" in r.stderr, r.stderr
+    else:
+        assert "no gevent/eventlet/tornado workers" in one_error_line(r)
+
+
 def test_a_post_request_hook_with_two_arguments_and_a_hook_by_dotted_path(tmp_path):
     (tmp_path / "myhooks.py").write_text("def ready(server):\n    open(server.cfg.pidfile + '.hook', 'w').close()\n")
     port = free_port()

@@ -376,6 +376,7 @@ def _same(spec: Spec, value: Any) -> bool:
 def worker_class_note(value: Any) -> str:
     """The log line for worker_class, or BadValue for a worker ferrule cannot stand in for."""
     name = value if isinstance(value, str) else getattr(value, "__name__", repr(value))
+    name = name[len("egg:gunicorn#"):] if name.startswith("egg:gunicorn#") else name  # gunicorn's URI form
     if name in _SYNC or name in ("SyncWorker", "ThreadWorker"):
         return (f"worker_class {name!r}: ferrule's workers run the app on up to --threads threads (default 512), "
                 "started only while requests block; set threads = 1 for one request at a time per worker")
