@@ -442,6 +442,31 @@ def test_hup_applies_a_changed_raw_env_to_the_new_workers(tmp_path):
         assert proc.wait(timeout=15) == 0
 
 
+@pytest.mark.parametrize("explicit", [False, True])
+def test_hup_after_chdir_reads_the_same_config_file(tmp_path, explicit):
+    # Before: HUP looked for ./gunicorn.conf.py (or -c's relative path) in the --chdir
+    # directory: the settings fell back to the defaults, or to another directory's file.
+    port = free_port()
+    start, other, mark = tmp_path / "etc", tmp_path / "srv", tmp_path / "mark"
+    start.mkdir()
+    other.mkdir()
+    shutil.copy(APPS / "compat_app.py", other)
+    hook = f"def on_reload(server):\n    open({str(mark)!r}, 'w').write(str(server.cfg.workers))\n"
+    (start / "gunicorn.conf.py").write_text(f"bind = '127.0.0.1:{port}'\nworkers = 2\n" + hook)
+    (other / "gunicorn.conf.py").write_text("workers = 3\n" + hook)  # must not be read
+    flags = ["-c", "gunicorn.conf.py"] if explicit else []
+    proc = subprocess.Popen([sys.executable, "-m", "ferrule", "compat_app:app", "--chdir", str(other), *flags],
+                            cwd=start, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _answers(port))
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: mark.exists() and mark.read_text() != "")
+        assert mark.read_text() == "2"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+
+
 # Point 9: hooks see gunicorn's names ------------------------------------------------
 
 def test_hooks_see_gunicorn_setting_names_on_server_cfg(tmp_path):

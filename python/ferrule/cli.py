@@ -227,8 +227,9 @@ def _env_args(parser: argparse.ArgumentParser) -> dict:
     return {}
 
 
-def load_settings(args: dict, env_args: dict) -> Tuple[Settings, dict, List[str]]:
-    """Defaults, then the config file, then the environment's args, then the command line."""
+def load_settings(args: dict, env_args: dict, start_dir: str = "") -> Tuple[Settings, dict, List[str]]:
+    """Defaults, then the config file (a relative path from ``start_dir``), then the
+    environment's args, then the command line."""
     base = Settings()
     if os.environ.get("WEB_CONCURRENCY", "").isdigit():
         base.workers = int(os.environ["WEB_CONCURRENCY"])
@@ -237,7 +238,7 @@ def load_settings(args: dict, env_args: dict) -> Tuple[Settings, dict, List[str]
     if os.environ.get("FORWARDED_ALLOW_IPS"):
         base.forwarded_allow_ips = config.coerce("forwarded_allow_ips", os.environ["FORWARDED_ALLOW_IPS"],
                                                  "FORWARDED_ALLOW_IPS")
-    path = config.find_config_file(args.get("config") or env_args.get("config"))
+    path = config.find_config_file(args.get("config") or env_args.get("config"), start_dir)
     hooks: dict = {}
     notes: List[str] = []
     if path:
@@ -345,6 +346,7 @@ def _load(target: str):
 def main(argv=None) -> None:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
+    start_dir = os.getcwd()  # where a HUP looks for the config file after --chdir
     env_args = _env_args(parser)
     try:
         cfg, hooks, notes = load_settings(args, env_args)
@@ -380,7 +382,7 @@ def main(argv=None) -> None:
     app = preload(lambda: _load(cfg.app)) if cfg.preload_app else None
 
     def reload_config():
-        fresh, fresh_hooks, _ = load_settings(args, env_args)
+        fresh, fresh_hooks, _ = load_settings(args, env_args, start_dir)
         if fresh.bind != cfg.bind:
             _ferrule.log_message("warning", "bind changed in the configuration; it applies after a restart")
         fresh.bind, fresh.script_name = cfg.bind, cfg.script_name

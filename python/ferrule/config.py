@@ -162,18 +162,20 @@ def _binds(fn: Callable, n: int) -> bool:
     return True
 
 
-def find_config_file(explicit: Optional[str]) -> Optional[str]:
-    """-c FILE, -c file:FILE or -c python:MODULE (returned as is), else a default file."""
+def find_config_file(explicit: Optional[str], base: str = "") -> Optional[str]:
+    """-c FILE, -c file:FILE or -c python:MODULE (returned as is), else a default file.
+    Relative paths are taken from ``base`` (default: the current directory); a HUP
+    passes the directory ferrule started in, which --chdir has left."""
     if explicit:
         if explicit.startswith("python:"):
             return explicit
-        path = explicit[len("file:"):] if explicit.startswith("file:") else explicit
+        path = os.path.join(base, explicit[len("file:"):] if explicit.startswith("file:") else explicit)
         if not os.path.exists(path):
             raise ConfigFileError(f"config file {explicit!r} does not exist")
         return path
     for name in DEFAULT_CONFIG_FILES:
-        if os.path.exists(name):
-            return name
+        if os.path.exists(os.path.join(base, name)):
+            return os.path.join(base, name)
     return None
 
 
