@@ -614,6 +614,31 @@ def test_a_pid_file_in_a_missing_directory_is_one_line_and_exit_2(tmp_path):
         assert f"--pid '{pidfile}': directory '{tmp_path / 'no'}' does not exist" in one_error_line(r)
 
 
+def test_daemon_returns_once_ready_even_if_a_hook_forked_a_long_lived_child(tmp_path):
+    # Before: the command read its pipe until EOF, so it waited as long as a process
+    # forked by when_ready (a metrics sidecar) lived.
+    port, pidfile, sidecar = free_port(), tmp_path / "d.pid", tmp_path / "sidecar.pid"
+    conf = tmp_path / "g.conf.py"
+    conf.write_text("import os, time\n"
+                    "def when_ready(server):\n"
+                    "    pid = os.fork()\n"
+                    "    if pid == 0:\n"
+                    "        time.sleep(60)\n"
+                    "        os._exit(0)\n"
+                    f"    open({str(sidecar)!r}, 'w').write(str(pid))\n")
+    started = time.monotonic()
+    try:
+        r = ferrule("compat_app:app", "-c", str(conf), "-b", f"127.0.0.1:{port}", "--daemon", "-p", str(pidfile),
+                    timeout=50)
+        assert r.returncode == 0, r.stderr
+        assert time.monotonic() - started < 20
+        assert get(port, "/")[0] == 200
+    finally:
+        for f, sig in ((pidfile, signal.SIGTERM), (sidecar, signal.SIGKILL)):  # the sidecar has the master's handlers
+            if f.exists():
+                os.kill(int(f.read_text()), sig)
+
+
 def test_daemon_start_up_error_is_the_command_s_error(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
