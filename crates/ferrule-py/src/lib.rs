@@ -19,7 +19,6 @@ use ferrule_server::{bind_all, Server};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyString;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -167,7 +166,11 @@ fn reopen_logs() -> PyResult<()> {
 /// Writes a line to the error log (the front end, `server.log`, Python logging's
 /// `gunicorn.error`). Never raises for a failing log: the line is counted as lost.
 #[pyfunction]
-fn log_message(py: Python<'_>, level: &str, message: &Bound<'_, PyString>) -> PyResult<()> {
+fn log_message(
+    py: Python<'_>,
+    level: &str,
+    message: &Bound<'_, pyo3::types::PyString>,
+) -> PyResult<()> {
     let level: LogLevel = level.parse().map_err(ConfigError::new_err)?;
     // Lone surrogates (a file name that is not UTF-8) become U+FFFD: logging never raises.
     let message = message.to_string_lossy();
@@ -179,7 +182,7 @@ fn log_message(py: Python<'_>, level: &str, message: &Bound<'_, PyString>) -> Py
 /// Writes a line to this process's access log, if it serves with one (Python
 /// logging's `gunicorn.access`); False when there is none or the line was lost.
 #[pyfunction]
-fn access_message(py: Python<'_>, message: &Bound<'_, PyString>) -> bool {
+fn access_message(py: Python<'_>, message: &Bound<'_, pyo3::types::PyString>) -> bool {
     let line = format!("{}\n", message.to_string_lossy().trim_end_matches('\n'));
     py.detach(|| config::access_line(line.as_bytes()))
 }
