@@ -338,6 +338,8 @@ def test_config_values_are_coerced_as_gunicorn_does(tmp_path):
     ("timeout = 'nan'\n", "setting 'timeout' must be a number of seconds >= 0"),
     ("forwarded_allow_ips = '10.0.0.1/8'\n", "setting 'forwarded_allow_ips' '10.0.0.1/8' is not an IP address"),
     ("loglevel = 'loud'\n", "setting 'loglevel' must be one of debug"),
+    ("bind = ['127.0.0.1:8000', None]\n", "setting 'bind' must be a string or a list of strings"),
+    ("raw_env = ['A=1', 2]\n", "setting 'raw_env' must be a string or a list of strings"),
     ("threads = 10**20\n", "setting 'threads' must be an integer from 0 to 9223372036854775807"),
     ("limit_request_line = '99999999999999999999'\n", "setting 'limit_request_line' must be an integer from 0 to"),
 ])

@@ -88,7 +88,7 @@ def string_list(value: Any) -> list:
         return []
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, (list, tuple)):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise BadValue(f"must be a string or a list of strings (got {value!r})")
     return [string(v) for v in value]
 
