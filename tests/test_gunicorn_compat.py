@@ -366,13 +366,14 @@ def test_a_misspelt_setting_in_a_config_file_is_named_and_helpers_are_not(tmp_pa
     # well-known configs carry helpers (graceful_timeout_str, port), so it is a line, not exit 2.
     conf = tmp_path / "g.conf.py"
     conf.write_text("import os\nwrokers = 4\ngraceful_timeout_str = '120'\nport = 8000\nuse_loglevel = 'info'\n"
-                    "def helper(x):\n    return x\n")
+                    "def helper(x):\n    return x\ndef when_redy(server):\n    pass\n")
     r = ferrule("compat_app:app", "-c", str(conf), "--check-config")
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stderr.splitlines() if "is not a setting" in line]
-    assert len(lines) == 1, r.stderr
+    assert len(lines) == 2, r.stderr
     assert f"config file {conf}: 'wrokers' is not a setting, ignored as gunicorn does (did you mean 'workers'?)" \
         in lines[0]
+    assert "'when_redy' is not a setting, ignored as gunicorn does (did you mean 'when_ready'?)" in lines[1]
 
 
 def test_gunicorn_cmd_args_with_an_unclosed_quote_is_one_line_and_exit_2():

@@ -215,12 +215,13 @@ def read_config_file(path: str) -> Tuple[Dict[str, Any], Dict[str, Callable], Li
 
 
 def _misspelt(key: str, value: Any) -> Optional[str]:
-    """The setting or hook a plain value's name is a likely typo of (``wrokers``), else
-    None. Helpers stay quiet: imports, functions and names far from any setting
-    (``graceful_timeout_str``, ``port``)."""
-    if inspect.ismodule(value) or callable(value):
+    """The setting a value's name, or the hook a function's name, is a likely typo of
+    (``wrokers``, ``def when_redy``), else None. Helpers stay quiet: imports, classes
+    and names far from any setting (``graceful_timeout_str``, ``port``)."""
+    if inspect.ismodule(value) or inspect.isclass(value):
         return None
-    known = [n for n in (*g.BY_NAME, *HOOKS) if abs(len(n) - len(key)) <= 2]
+    names = HOOKS if inspect.isfunction(value) else g.BY_NAME
+    known = [n for n in names if abs(len(n) - len(key)) <= 2]
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
     return close[0] if close else None
 
