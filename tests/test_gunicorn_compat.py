@@ -511,7 +511,7 @@ def when_ready(server):
 
 
 @pytest.mark.parametrize("unbuffered", ["1", ""])
-@pytest.mark.parametrize("command", ["--print-config", "--check-config"])
+@pytest.mark.parametrize("command", ["--print-config", "--check-config", "--version", "--help"])
 def test_print_and_check_config_into_a_closed_pipe_exit_0_without_a_traceback(command, unbuffered):
     # `ferrule --print-config | head -1`: before, a BrokenPipeError traceback and exit 1
     # (PYTHONUNBUFFERED, common in containers), or exit 120.

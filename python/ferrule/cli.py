@@ -344,6 +344,7 @@ def _load(target: str):
 
 
 def main(argv=None) -> None:
+    log.flush_at_exit()  # --help, --version, --print-config | head -1: exit 0, not 120
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     start_dir = os.getcwd()  # where a HUP looks for the config file after --chdir

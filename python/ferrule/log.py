@@ -161,10 +161,14 @@ def install(level: str) -> None:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     except ValueError:  # not the main thread
         pass
-    if not getattr(install, "_exit_hook", False):
-        install._exit_hook = True
-        # Runs before the interpreter's own flush of stdout, which would exit 120 on a
-        # closed pipe.
+    flush_at_exit()
+
+
+def flush_at_exit() -> None:
+    """Registers :func:`flush_std` to run at exit, once: before the interpreter's own
+    flush of stdout, which would exit 120 on a closed pipe."""
+    if not getattr(flush_at_exit, "_registered", False):
+        flush_at_exit._registered = True
         atexit.register(flush_std)
 
 
