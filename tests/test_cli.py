@@ -28,9 +28,12 @@ def test_bad_flag_prints_usage_and_exits_2():
     (["--threads", "0"], "threads must be an integer >= 1"),
     (["-b", "127.0.0.1:notaport"], "is not a number"),
     (["--keep-alive", "-1"], "must be >= 0"),
+    (["--keep-alive", "1e300"], "keep-alive must be a number of seconds >= 0, at most 18446744073709551615"),
+    (["--graceful-timeout", "1e20"], "graceful-timeout must be a number of seconds >= 0, at most"),
     (["--header-map", "maybe"], "invalid choice"),
     (["--env", "NOEQUALS"], "expected KEY=VALUE"),
     (["--workers", "0"], "workers must be an integer >= 1"),
+    (["--workers", "99999999999999999999"], "must be an integer from 0 to 9223372036854775807"),
     (["--access-logfile", "-", "--access-logformat", "%(zz)s"], "unknown atom %(zz)s"),
 ])
 def test_bad_values_get_one_line_and_exit_2(args, words):

@@ -81,6 +81,21 @@ def test_an_unknown_user_or_group_is_one_line_at_start_up_and_in_check_config(fl
         assert f"{name} 'nosuch_x9'" in line and f"no such {name}" in line
 
 
+@pytest.mark.parametrize("flag, name", [("-u", "user"), ("-g", "group")])
+def test_an_id_out_of_range_is_one_line_at_start_up(flag, name):
+    # Before: accepted, then every worker died in setuid() with "the error is above" and nothing above.
+    r = ferrule("compat_app:app", flag, "4294967296", "-b", f"127.0.0.1:{free_port()}")
+    assert f"{name} '4294967296' (--{name}): an id is at most 4294967294" in one_error_line(r)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--initgroups is only used as root")
+def test_initgroups_with_a_numeric_user_unknown_to_the_system_is_one_line_at_start_up():
+    import pwd
+    uid = next(u for u in range(54321, 60000) if u not in {p.pw_uid for p in pwd.getpwall()})
+    r = ferrule("compat_app:app", "-u", str(uid), "--initgroups", "-b", f"127.0.0.1:{free_port()}")
+    assert "--initgroups needs a user in the password database" in one_error_line(r)
+
+
 def test_a_known_user_by_name_and_id_is_accepted():
     import pwd
     me = pwd.getpwuid(os.geteuid()).pw_name
@@ -250,6 +265,17 @@ def test_worker_class_on_the_command_line(tmp_path):
     assert "--log-syslog: syslog is not implemented yet" in line
 
 
+@pytest.mark.parametrize("uri, accepted", [("egg:gunicorn#gthread", True), ("egg:gunicorn#sync", True),
+                                           ("egg:gunicorn#gevent", False)])
+def test_worker_class_in_gunicorn_s_egg_uri_form(uri, accepted):
+    # Before: egg:gunicorn#gthread was refused as an ASGI worker.
+    r = ferrule("compat_app:app", "-k", uri, "--check-config")
+    if accepted:
+        assert r.returncode == 0 and "ferrule's workers run the app on up to --threads threads" in r.stderr, r.stderr
+    else:
+        assert "no gevent/eventlet/tornado workers" in one_error_line(r)
+
+
 def test_a_post_request_hook_with_two_arguments_and_a_hook_by_dotted_path(tmp_path):
     (tmp_path / "myhooks.py").write_text("def ready(server):\n    open(server.cfg.pidfile + '.hook', 'w').close()\n")
     port = free_port()
@@ -312,12 +338,47 @@ def test_config_values_are_coerced_as_gunicorn_does(tmp_path):
     ("timeout = 'nan'\n", "setting 'timeout' must be a number of seconds >= 0"),
     ("forwarded_allow_ips = '10.0.0.1/8'\n", "setting 'forwarded_allow_ips' '10.0.0.1/8' is not an IP address"),
     ("loglevel = 'loud'\n", "setting 'loglevel' must be one of debug"),
+    ("bind = ['127.0.0.1:8000', None]\n", "setting 'bind' must be a string or a list of strings"),
+    ("raw_env = ['A=1', 2]\n", "setting 'raw_env' must be a string or a list of strings"),
+    ("threads = 10**20\n", "setting 'threads' must be an integer from 0 to 9223372036854775807"),
+    ("limit_request_line = '99999999999999999999'\n", "setting 'limit_request_line' must be an integer from 0 to"),
 ])
 def test_bad_values_are_still_one_line_and_exit_2(tmp_path, text, words):
     conf = tmp_path / "g.conf.py"
     conf.write_text(text)
     line = one_error_line(ferrule("compat_app:app", "-c", str(conf), "--check-config"))
     assert words in line, line
+
+
+@pytest.mark.parametrize("text, words", [
+    ("--wrokers=3", "GUNICORN_CMD_ARGS='--wrokers=3': unrecognized arguments: --wrokers=3"),
+    ("--workers", "GUNICORN_CMD_ARGS='--workers': argument -w/--workers: expected one argument"),
+    ("--workers=many", "GUNICORN_CMD_ARGS='--workers=many': argument -w/--workers: must be an integer >= 0"),
+])
+def test_a_bad_flag_in_gunicorn_cmd_args_is_one_line_naming_the_variable(text, words):
+    # Before: argparse's usage and error lines, then a third line pointing "above".
+    line = one_error_line(ferrule("compat_app:app", "--check-config", env={"GUNICORN_CMD_ARGS": text}))
+    assert words in line, line
+
+
+def test_a_misspelt_setting_in_a_config_file_is_named_and_helpers_are_not(tmp_path):
+    # Before: `wrokers = 4` was dropped without a word. gunicorn ignores unknown names, and
+    # well-known configs carry helpers (graceful_timeout_str, port), so it is a line, not exit 2.
+    conf = tmp_path / "g.conf.py"
+    conf.write_text("import os\nwrokers = 4\ngraceful_timeout_str = '120'\nport = 8000\nuse_loglevel = 'info'\n"
+                    "def helper(x):\n    return x\ndef when_redy(server):\n    pass\n")
+    r = ferrule("compat_app:app", "-c", str(conf), "--check-config")
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "is not a setting" in line]
+    assert len(lines) == 2, r.stderr
+    assert f"config file {conf}: 'wrokers' is not a setting, ignored as gunicorn does (did you mean 'workers'?)" \
+        in lines[0]
+    assert "'when_redy' is not a setting, ignored as gunicorn does (did you mean 'when_ready'?)" in lines[1]
+
+
+def test_gunicorn_cmd_args_with_an_unclosed_quote_is_one_line_and_exit_2():
+    line = one_error_line(ferrule("compat_app:app", "--check-config", env={"GUNICORN_CMD_ARGS": "--timeout '30"}))
+    assert "GUNICORN_CMD_ARGS: cannot split \"--timeout '30\" into arguments: No closing quotation" in line, line
 
 
 def test_a_config_module_and_a_tcp_bind_and_a_log_level_in_capitals(tmp_path):
@@ -355,6 +416,55 @@ def test_hup_reads_a_config_module_again(tmp_path):
         mod.write_text(f"bind = '127.0.0.1:{port}'\nworkers = 2  # two now\n" + hook)
         proc.send_signal(signal.SIGHUP)
         wait_until(lambda: mark.exists() and mark.read_text() == "2")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+
+
+def test_hup_applies_a_changed_raw_env_to_the_new_workers(tmp_path):
+    # Before: the new workers kept the first raw_env (gunicorn's reload sets the new one).
+    port = free_port()
+    conf, mark = tmp_path / "g.conf.py", tmp_path / "mark"
+    hook = (f"import os\ndef post_worker_init(worker):\n"
+            f"    open({str(mark)!r}, 'a').write(os.environ.get('FERRULE_T_FOO', '-') + '\\n')\n")
+    conf.write_text(f"bind = '127.0.0.1:{port}'\nraw_env = ['FERRULE_T_FOO=one']\n" + hook)
+    proc = subprocess.Popen([sys.executable, "-m", "ferrule", "compat_app:app", "-c", str(conf), "--chdir", str(APPS)],
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: mark.exists() and mark.read_text() == "one\n")
+        conf.write_text(f"bind = '127.0.0.1:{port}'\nraw_env = ['FERRULE_T_FOO=two']\n" + hook)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: mark.read_text() == "one\ntwo\n")
+        # A bad entry is refused on HUP like any bad value: the running settings stay.
+        conf.write_text(f"bind = '127.0.0.1:{port}'\nraw_env = ['FERRULE_T_FOO=three', 'NOEQUALS']\n" + hook)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: mark.read_text() == "one\ntwo\ntwo\n")
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_hup_after_chdir_reads_the_same_config_file(tmp_path, explicit):
+    # Before: HUP looked for ./gunicorn.conf.py (or -c's relative path) in the --chdir
+    # directory: the settings fell back to the defaults, or to another directory's file.
+    port = free_port()
+    start, other, mark = tmp_path / "etc", tmp_path / "srv", tmp_path / "mark"
+    start.mkdir()
+    other.mkdir()
+    shutil.copy(APPS / "compat_app.py", other)
+    hook = f"def on_reload(server):\n    open({str(mark)!r}, 'w').write(str(server.cfg.workers))\n"
+    (start / "gunicorn.conf.py").write_text(f"bind = '127.0.0.1:{port}'\nworkers = 2\n" + hook)
+    (other / "gunicorn.conf.py").write_text("workers = 3\n" + hook)  # must not be read
+    flags = ["-c", "gunicorn.conf.py"] if explicit else []
+    proc = subprocess.Popen([sys.executable, "-m", "ferrule", "compat_app:app", "--chdir", str(other), *flags],
+                            cwd=start, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _answers(port))
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: mark.exists() and mark.read_text() != "")
+        assert mark.read_text() == "2"
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
@@ -398,6 +508,23 @@ def when_ready(server):
         "wsgi_app": "compat_app:app", "threads": 512,
         "access_log_format": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
         "worker_class_str": "gthread", "is_ssl": False, "uid": os.geteuid(), "gid": os.getegid()}
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+@pytest.mark.parametrize("command", ["--print-config", "--check-config", "--version", "--help"])
+def test_print_and_check_config_into_a_closed_pipe_exit_0_without_a_traceback(command, unbuffered):
+    # `ferrule --print-config | head -1`: before, a BrokenPipeError traceback and exit 1
+    # (PYTHONUNBUFFERED, common in containers), or exit 120.
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, "-m", "ferrule", "compat_app:app", command], cwd=APPS, stdout=w,
+                           stderr=subprocess.PIPE, text=True, timeout=30,
+                           env={**os.environ, "PYTHONUNBUFFERED": unbuffered})
+    finally:
+        os.close(w)
+    assert p.returncode == 0, p.stderr
+    assert "Error" not in p.stderr and "Exception" not in p.stderr, p.stderr
 
 
 def test_print_config_uses_gunicorn_names_and_ferrule_only_settings_keep_theirs():
@@ -480,6 +607,39 @@ def test_daemon_detaches_writes_the_pid_file_and_returns_once_ready(tmp_path):
     wait_until(lambda: not os.path.exists(f"/proc/{pid}"))
     assert not pidfile.exists()
     assert "Shutting down: Master" in errlog.read_text()
+
+
+def test_a_pid_file_in_a_missing_directory_is_one_line_and_exit_2(tmp_path):
+    # Before: not seen by --check-config; at start-up the sockets were bound, then exit 1.
+    pidfile = str(tmp_path / "no" / "d.pid")
+    for extra in ([], ["--check-config"], ["--daemon"]):
+        r = ferrule("compat_app:app", "-b", f"127.0.0.1:{free_port()}", "-p", pidfile, *extra)
+        assert f"--pid '{pidfile}': directory '{tmp_path / 'no'}' does not exist" in one_error_line(r)
+
+
+def test_daemon_returns_once_ready_even_if_a_hook_forked_a_long_lived_child(tmp_path):
+    # Before: the command read its pipe until EOF, so it waited as long as a process
+    # forked by when_ready (a metrics sidecar) lived.
+    port, pidfile, sidecar = free_port(), tmp_path / "d.pid", tmp_path / "sidecar.pid"
+    conf = tmp_path / "g.conf.py"
+    conf.write_text("import os, time\n"
+                    "def when_ready(server):\n"
+                    "    pid = os.fork()\n"
+                    "    if pid == 0:\n"
+                    "        time.sleep(60)\n"
+                    "        os._exit(0)\n"
+                    f"    open({str(sidecar)!r}, 'w').write(str(pid))\n")
+    started = time.monotonic()
+    try:
+        r = ferrule("compat_app:app", "-c", str(conf), "-b", f"127.0.0.1:{port}", "--daemon", "-p", str(pidfile),
+                    timeout=50)
+        assert r.returncode == 0, r.stderr
+        assert time.monotonic() - started < 20
+        assert get(port, "/")[0] == 200
+    finally:
+        for f, sig in ((pidfile, signal.SIGTERM), (sidecar, signal.SIGKILL)):  # the sidecar has the master's handlers
+            if f.exists():
+                os.kill(int(f.read_text()), sig)
 
 
 def test_daemon_start_up_error_is_the_command_s_error(tmp_path):

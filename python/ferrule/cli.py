@@ -215,14 +215,21 @@ def _env_args(parser: argparse.ArgumentParser) -> dict:
         text = os.environ.get(name)
         if text:
             try:
-                return vars(parser.parse_args(shlex.split(text)))
-            except SystemExit:
-                _fail(EXIT_USAGE, f"{name}: cannot parse {text!r} (see the usage above)")
+                words = shlex.split(text)
+            except ValueError as exc:  # "No closing quotation"
+                _fail(EXIT_USAGE, f"{name}: cannot split {text!r} into arguments: {exc}")
+            # One line naming the variable, instead of argparse's usage and error lines.
+            parser.error = lambda message, name=name: _fail(EXIT_USAGE, f"{name}={text!r}: {message}")
+            try:
+                return vars(parser.parse_args(words))
+            finally:
+                del parser.error
     return {}
 
 
-def load_settings(args: dict, env_args: dict) -> Tuple[Settings, dict, List[str]]:
-    """Defaults, then the config file, then the environment's args, then the command line."""
+def load_settings(args: dict, env_args: dict, start_dir: str = "") -> Tuple[Settings, dict, List[str]]:
+    """Defaults, then the config file (a relative path from ``start_dir``), then the
+    environment's args, then the command line."""
     base = Settings()
     if os.environ.get("WEB_CONCURRENCY", "").isdigit():
         base.workers = int(os.environ["WEB_CONCURRENCY"])
@@ -231,7 +238,7 @@ def load_settings(args: dict, env_args: dict) -> Tuple[Settings, dict, List[str]
     if os.environ.get("FORWARDED_ALLOW_IPS"):
         base.forwarded_allow_ips = config.coerce("forwarded_allow_ips", os.environ["FORWARDED_ALLOW_IPS"],
                                                  "FORWARDED_ALLOW_IPS")
-    path = config.find_config_file(args.get("config") or env_args.get("config"))
+    path = config.find_config_file(args.get("config") or env_args.get("config"), start_dir)
     hooks: dict = {}
     notes: List[str] = []
     if path:
@@ -249,6 +256,10 @@ def load_settings(args: dict, env_args: dict) -> Tuple[Settings, dict, List[str]
     return base, hooks, notes
 
 
+#: The largest user or group id (uid_t; (uid_t)-1 means "no change").
+_ID_MAX = 2**32 - 2
+
+
 def check_owner(cfg: Settings) -> None:
     """-u/-g name a user and group that exist, and that this process may switch to."""
     from ferrule.settings import resolve_group, resolve_user
@@ -263,9 +274,19 @@ def check_owner(cfg: Settings) -> None:
         except KeyError:
             raise config.ConfigFileError(f"{what} {name!r} (--{what}): no such {what} on this system") from None
     for what, name, number, current in ids:
+        if number > _ID_MAX:  # setuid() would raise OverflowError in every worker
+            raise config.ConfigFileError(f"{what} {name!r} (--{what}): an id is at most {_ID_MAX}")
         if number != current and os.geteuid() != 0:
             raise config.ConfigFileError(f"{what} {name!r} (--{what}): switching the workers to another {what} "
                                          f"needs root (ferrule runs as uid {os.geteuid()})")
+    if cfg.initgroups and cfg.user is not None and os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwuid(cfg.uid)
+        except KeyError:
+            raise config.ConfigFileError(f"user {cfg.user!r} (--user): --initgroups needs a user in the password "
+                                         "database (its groups are looked up by name)") from None
 
 
 def describe(cfg: Settings) -> List[Tuple[str, object]]:
@@ -279,12 +300,23 @@ def describe(cfg: Settings) -> List[Tuple[str, object]]:
     return sorted(out) + sorted(own)
 
 
-def _prepare_environment(cfg: Settings) -> None:
-    for item in cfg.env:
+def _apply_env(env: List[str]) -> None:
+    """raw_env (-e) into os.environ, for the master and the workers it forks: at start-up
+    and on HUP, as gunicorn's reload does. Nothing is set unless every entry is good."""
+    pairs = []
+    for item in env:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            _fail(EXIT_USAGE, f"--env {item!r}: expected KEY=VALUE")
-        os.environ[key] = value
+            raise config.ConfigFileError(f"--env {item!r}: expected KEY=VALUE")
+        pairs.append((key, value))
+    os.environ.update(pairs)
+
+
+def _prepare_environment(cfg: Settings) -> None:
+    try:
+        _apply_env(cfg.env)
+    except config.ConfigFileError as exc:
+        _fail(EXIT_USAGE, str(exc))
     if cfg.chdir:
         try:
             os.chdir(cfg.chdir)
@@ -295,6 +327,10 @@ def _prepare_environment(cfg: Settings) -> None:
         for path in reversed([p for p in cfg.pythonpath.split(",") if p]):
             sys.path.insert(0, os.path.abspath(path))
     cfg.script_name = os.environ.get("SCRIPT_NAME", cfg.script_name)
+    if cfg.pidfile:  # checked before binding, and by --check-config (relative to --chdir)
+        where = os.path.dirname(os.path.abspath(cfg.pidfile))
+        if not os.path.isdir(where):
+            _fail(EXIT_USAGE, f"--pid {cfg.pidfile!r}: directory {where!r} does not exist")
 
 
 def _load(target: str):
@@ -308,18 +344,19 @@ def _load(target: str):
 
 
 def main(argv=None) -> None:
+    log.flush_at_exit()  # --help, --version, --print-config | head -1: exit 0, not 120
     parser = build_parser()
     args = vars(parser.parse_args(argv))
+    start_dir = os.getcwd()  # where a HUP looks for the config file after --chdir
     env_args = _env_args(parser)
     try:
         cfg, hooks, notes = load_settings(args, env_args)
     except config.ConfigFileError as exc:
         _fail(EXIT_USAGE, str(exc))
     if args.get("print_config"):
-        for key, value in describe(cfg):
-            print(f"{key:28} = {value!r}")
-        for name in sorted(hooks):
-            print(f"{name:28} = <hook {getattr(hooks[name], '__qualname__', hooks[name])!r}>")
+        lines = [f"{key:28} = {value!r}" for key, value in describe(cfg)]
+        lines += [f"{name:28} = <hook {getattr(hook, '__qualname__', hook)!r}>" for name, hook in sorted(hooks.items())]
+        log.print_stdout("\n".join(lines))
         return
     _prepare_environment(cfg)
     if not cfg.app:
@@ -336,7 +373,7 @@ def main(argv=None) -> None:
         f"  {key}: {value}" for key, value in describe(cfg)))
     if args.get("check_config"):
         _load(cfg.app)
-        print(f"ferrule: configuration OK ({cfg.workers} worker(s), app {cfg.app})")
+        log.print_stdout(f"ferrule: configuration OK ({cfg.workers} worker(s), app {cfg.app})")
         return
     # A master re-executed by USR2 (upgrade.py) is already detached: daemonizing again
     # would look to the old master like its new master exiting at once.
@@ -348,12 +385,13 @@ def main(argv=None) -> None:
     app = preload(lambda: _load(cfg.app)) if cfg.preload_app else None
 
     def reload_config():
-        fresh, fresh_hooks, _ = load_settings(args, env_args)
+        fresh, fresh_hooks, _ = load_settings(args, env_args, start_dir)
         if fresh.bind != cfg.bind:
             _ferrule.log_message("warning", "bind changed in the configuration; it applies after a restart")
         fresh.bind, fresh.script_name = cfg.bind, cfg.script_name
         # Checked here, in the master: a value only the core rejects keeps the old settings.
         fresh_core = _ferrule.Config(fresh.as_dict())
+        _apply_env(fresh.env)
         log.install(fresh.log_level)
         return fresh, fresh_core, fresh_hooks
 

@@ -8,6 +8,7 @@ Precedence, lowest first, as in gunicorn: defaults, the config file,
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import importlib
 import inspect
@@ -161,18 +162,20 @@ def _binds(fn: Callable, n: int) -> bool:
     return True
 
 
-def find_config_file(explicit: Optional[str]) -> Optional[str]:
-    """-c FILE, -c file:FILE or -c python:MODULE (returned as is), else a default file."""
+def find_config_file(explicit: Optional[str], base: str = "") -> Optional[str]:
+    """-c FILE, -c file:FILE or -c python:MODULE (returned as is), else a default file.
+    Relative paths are taken from ``base`` (default: the current directory); a HUP
+    passes the directory ferrule started in, which --chdir has left."""
     if explicit:
         if explicit.startswith("python:"):
             return explicit
-        path = explicit[len("file:"):] if explicit.startswith("file:") else explicit
+        path = os.path.join(base, explicit[len("file:"):] if explicit.startswith("file:") else explicit)
         if not os.path.exists(path):
             raise ConfigFileError(f"config file {explicit!r} does not exist")
         return path
     for name in DEFAULT_CONFIG_FILES:
-        if os.path.exists(name):
-            return name
+        if os.path.exists(os.path.join(base, name)):
+            return os.path.join(base, name)
     return None
 
 
@@ -204,8 +207,23 @@ def read_config_file(path: str) -> Tuple[Dict[str, Any], Dict[str, Callable], Li
             notes.append(f"config file {path}: hook {key} accepted but never called: {g.INERT_HOOKS[key][1]}")
         elif key in g.BY_NAME or key in ALIASES or key in _TYPES:
             values[key] = value
+        elif (guess := _misspelt(key, value)) is not None:
+            notes.append(f"config file {path}: {key!r} is not a setting, ignored as gunicorn does "
+                         f"(did you mean {guess!r}?)")
     fields, notes_too = resolve(values, f"config file {path}:", cli=False)
     return fields, hooks, notes + notes_too
+
+
+def _misspelt(key: str, value: Any) -> Optional[str]:
+    """The setting a value's name, or the hook a function's name, is a likely typo of
+    (``wrokers``, ``def when_redy``), else None. Helpers stay quiet: imports, classes
+    and names far from any setting (``graceful_timeout_str``, ``port``)."""
+    if inspect.ismodule(value) or inspect.isclass(value):
+        return None
+    names = HOOKS if inspect.isfunction(value) else g.BY_NAME
+    known = [n for n in names if abs(len(n) - len(key)) <= 2]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+    return close[0] if close else None
 
 
 def _label(key: str, spec: Optional[g.Spec], where: str, cli: bool) -> str:

@@ -42,7 +42,9 @@ def daemonize(keep_stdio: bool) -> None:
 
 def _wait_for_report(r: int) -> None:
     data = b""
-    while chunk := os.read(r, 4096):
+    # "ready" needs no EOF: a process the master forked in a hook (a sidecar) may hold
+    # the pipe open for as long as it runs.
+    while data != b"ready" and (chunk := os.read(r, 4096)):
         data += chunk
     if data == b"ready":
         os._exit(0)

@@ -29,6 +29,10 @@ class BadValue(ValueError):
 
 # gunicorn's validators -----------------------------------------------------------
 
+#: The largest integer setting the core accepts (i64).
+_INT_MAX = 2**63 - 1
+
+
 def pos_int(value: Any) -> int:
     """validate_pos_int: an int, or a string in any base Python reads (``"4"``, ``"0o22"``)."""
     if isinstance(value, bool):
@@ -40,6 +44,8 @@ def pos_int(value: Any) -> int:
             raise BadValue(f"must be an integer >= 0 (got {value!r})") from None
     if not isinstance(value, int) or value < 0:
         raise BadValue(f"must be an integer >= 0 (got {value!r})")
+    if value > _INT_MAX:  # the Rust core takes a 64-bit integer
+        raise BadValue(f"must be an integer from 0 to {_INT_MAX} (got {value!r})")
     return value
 
 
@@ -82,7 +88,7 @@ def string_list(value: Any) -> list:
         return []
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, (list, tuple)):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise BadValue(f"must be a string or a list of strings (got {value!r})")
     return [string(v) for v in value]
 
@@ -164,11 +170,6 @@ class Spec:
     #: argparse action for the flags ferrule adds from this table.
     action: str = "store"
     metavar: Optional[str] = None
-
-    @property
-    def option(self) -> str:
-        """How the user names it: its first flag, else its config-file name."""
-        return self.flags[-1] if self.flags else self.name
 
 
 TLS = ("TLS is not implemented yet (planned: issue 24); terminate TLS in front of ferrule "
@@ -375,6 +376,7 @@ def _same(spec: Spec, value: Any) -> bool:
 def worker_class_note(value: Any) -> str:
     """The log line for worker_class, or BadValue for a worker ferrule cannot stand in for."""
     name = value if isinstance(value, str) else getattr(value, "__name__", repr(value))
+    name = name[len("egg:gunicorn#"):] if name.startswith("egg:gunicorn#") else name  # gunicorn's URI form
     if name in _SYNC or name in ("SyncWorker", "ThreadWorker"):
         return (f"worker_class {name!r}: ferrule's workers run the app on up to --threads threads (default 512), "
                 "started only while requests block; set threads = 1 for one request at a time per worker")

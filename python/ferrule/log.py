@@ -51,6 +51,16 @@ def _level_number(level) -> int:
     return number if isinstance(number, int) else logging.INFO
 
 
+def _traceback(exc_info) -> str:
+    """The traceback for logging's ``exc_info``: True (the exception being handled), an
+    exception, or a ``sys.exc_info()`` tuple."""
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif not isinstance(exc_info, tuple) or len(exc_info) != 3:
+        exc_info = sys.exc_info()
+    return "".join(traceback.format_exception(*exc_info)).rstrip()
+
+
 class Log:
     """gunicorn's ``Logger`` surface for hooks: ``debug`` .. ``critical``, ``exception``,
     ``log(level, msg)`` and ``reopen_files``; ``error_log`` and ``access_log`` are the
@@ -66,7 +76,7 @@ class Log:
         except (TypeError, ValueError):
             text = f"{msg} {args!r}"
         if exc_info:
-            text = f"{text}\n{traceback.format_exc().rstrip()}"
+            text = f"{text}\n{_traceback(exc_info)}"
         _ferrule.log_message(level, text.rstrip("\n"))
 
     def debug(self, msg, *args, **kwargs) -> None:
@@ -102,11 +112,9 @@ class ErrorLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = self.format(record)
-        except Exception:
+            _ferrule.log_message(_level_name(record.levelno), self.format(record))
+        except Exception:  # logging's contract: a handler never raises into the caller
             self.handleError(record)
-            return
-        _ferrule.log_message(_level_name(record.levelno), text)
 
 
 class AccessLogHandler(logging.Handler):
@@ -115,11 +123,9 @@ class AccessLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = self.format(record)
+            _ferrule.access_message(self.format(record))
         except Exception:
             self.handleError(record)
-            return
-        _ferrule.access_message(text)
 
 
 def _attach(name: str, handler_type: type, level: int) -> None:
@@ -155,10 +161,14 @@ def install(level: str) -> None:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     except ValueError:  # not the main thread
         pass
-    if not getattr(install, "_exit_hook", False):
-        install._exit_hook = True
-        # Runs before the interpreter's own flush of stdout, which would exit 120 on a
-        # closed pipe.
+    flush_at_exit()
+
+
+def flush_at_exit() -> None:
+    """Registers :func:`flush_std` to run at exit, once: before the interpreter's own
+    flush of stdout, which would exit 120 on a closed pipe."""
+    if not getattr(flush_at_exit, "_registered", False):
+        flush_at_exit._registered = True
         atexit.register(flush_std)
 
 
@@ -277,9 +287,20 @@ def print_stderr(text: str) -> None:
     """``print(text, file=sys.stderr)`` on the way out (the CLI's one-line errors, an
     app's import traceback): a closed stderr cannot turn it into an exception or the
     exit status into 120."""
+    _print(text, "stderr")
+
+
+def print_stdout(text: str) -> None:
+    """``print(text)`` for a command's answer (``--print-config``): a reader that is
+    gone (``| head -1``) ends the output, not the command with a traceback."""
+    _print(text, "stdout")
+
+
+def _print(text: str, name: str) -> None:
+    stream = getattr(sys, name)
+    if stream is None:  # no such stream at all
+        return
     try:
-        print(text, file=sys.stderr, flush=True)
+        print(text, file=stream, flush=True)
     except (OSError, ValueError):
-        _discard(sys.stderr)
-    except AttributeError:  # no stderr at all
-        pass
+        _discard(stream)

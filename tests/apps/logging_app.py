@@ -60,3 +60,14 @@ def printing():
     print("printed by", os.getpid())
     print("to stderr from", os.getpid(), file=sys.stderr)
     return "printed"
+
+
+@app.get("/undecodable")
+def undecodable():
+    """A file name that is not UTF-8, as os.listdir() returns it (a lone surrogate),
+    logged three ways."""
+    name = os.fsdecode(b"report-\xff.csv")
+    app.logger.warning("cannot read %s", name)
+    logging.getLogger("gunicorn.access").info("access %s", name)
+    request.environ["wsgi.errors"].write(f"wsgi.errors {name}\n")
+    return "logged"

@@ -221,6 +221,7 @@ def when_ready(server):
     logging.getLogger("ferrule.error").error("master %s via ferrule.error", os.getpid())
     server.log.log(logging.WARNING, "server.log.log %s", os.getpid())
     server.log.info("server.log.info %s", os.getpid())
+    logging.getLogger("gunicorn.error").critical("master %s critical", os.getpid())
 
 def on_reload(server):
     logging.getLogger("gunicorn.error").debug("reloaded, master %s", os.getpid())
@@ -231,6 +232,11 @@ def post_worker_init(worker):
         {}["x"]
     except KeyError:
         worker.log.exception("worker.log.exception %s", os.getpid())
+    try:
+        raise ValueError("kept")
+    except ValueError as exc:
+        kept = exc
+    worker.log.error("worker.log.error exc_info %s", os.getpid(), exc_info=kept)
 """
 
 
@@ -241,14 +247,17 @@ def test_log_level_applies_to_python_loggers_and_follows_a_reload(serve, tmp_pat
     old = booted(s, 1)
     assert get(s.port, "/log?msg=before")[0] == 200
     master = s.proc.pid
-    wait_until(lambda: "worker.log.exception" in s.log())
+    wait_until(lambda: "worker.log.error exc_info" in s.log())  # post_worker_init's last line
     log = s.log()
     assert f"[{master}] [WARNING] master {master} via gunicorn.error" in log
     assert f"[{master}] [ERROR] master {master} via ferrule.error" in log
     assert f"[{master}] [WARNING] server.log.log {master}" in log
+    assert f"[{master}] [CRITICAL] master {master} critical" in log  # gunicorn's level name (was ERROR)
     assert "server.log.info" not in log  # below --log-level warning
     assert f"[{old[0]}] [ERROR] worker.log.log {old[0]}" in log
     assert re.search(rf"\[{old[0]}\] \[ERROR\] worker.log.exception {old[0]}\nTraceback .*KeyError", log, re.S)
+    # exc_info=<an exception> outside its except block: its own traceback (was "NoneType: None").
+    assert re.search(rf"\] worker.log.error exc_info {old[0]}\nTraceback [^[]*ValueError: kept\n", log), log
     assert "warning before from" in log and "info before from" not in log
 
     conf.write_text(LEVEL_HOOKS + 'loglevel = "debug"\n')
@@ -276,6 +285,18 @@ def test_gunicorn_access_writes_to_the_access_log_at_info(serve, tmp_path):
     m = re.search(r"^custom access line from (\d+)$", text, re.M)
     assert m and int(m.group(1)) in children(s.proc.pid)
     assert "custom access line" not in s.log()
+
+
+def test_a_log_line_that_is_not_utf8_is_written_not_raised_into_the_app(serve, tmp_path):
+    # Before: UnicodeEncodeError ("surrogates not allowed") from each of the three, a 500.
+    access = tmp_path / "access.log"
+    s = serve("logging_app:app", "--access-logfile", str(access))
+    booted(s, 1)
+    assert get(s.port, "/undecodable") == (200, "logged")
+    wait_until(lambda: "wsgi.errors report-" in s.log() and "GET /undecodable " in access.read_text())
+    assert re.search(r"\[WARNING\] cannot read report-\ufffd+\.csv\n", s.log()), s.log()
+    assert re.search(r"\[ERROR\] wsgi.errors report-\ufffd+\.csv\n", s.log()), s.log()
+    assert re.search(r"^access report-\ufffd+\.csv$", access.read_text(), re.M), access.read_text()
 
 
 RUN_SCRIPT = """

@@ -57,10 +57,14 @@ impl LogSettings {
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("{name} must be a number of seconds >= 0 (got {v})"));
+    // from_secs_f64 panics above u64::MAX seconds (1e300 from a config file).
+    match Duration::try_from_secs_f64(v) {
+        Ok(d) if v.is_finite() => Ok(d),
+        _ => Err(format!(
+            "{name} must be a number of seconds >= 0, at most {} (got {v:?})",
+            u64::MAX
+        )),
     }
-    Ok(Duration::from_secs_f64(v))
 }
 
 fn count(name: &str, v: i64, min: i64) -> Result<usize, String> {

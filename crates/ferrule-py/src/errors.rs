@@ -2,6 +2,7 @@
 
 use ferrule_server::log::{emit, LogLevel};
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 /// `wsgi.errors`: text written here goes to the error log.
 #[pyclass(module = "ferrule._ferrule")]
@@ -9,7 +10,10 @@ pub struct ErrorStream;
 
 #[pymethods]
 impl ErrorStream {
-    fn write(&self, s: &str) -> usize {
+    /// Lone surrogates (a file name that is not UTF-8) become U+FFFD rather than an
+    /// exception in the app.
+    fn write(&self, s: &Bound<'_, PyString>) -> usize {
+        let s = s.to_string_lossy();
         let text = s.trim_end_matches('\n');
         if !text.is_empty() {
             emit(LogLevel::Error, text);
@@ -19,7 +23,7 @@ impl ErrorStream {
 
     fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
         for line in lines.try_iter()? {
-            self.write(line?.extract::<&str>()?);
+            self.write(line?.cast::<PyString>()?);
         }
         Ok(())
     }

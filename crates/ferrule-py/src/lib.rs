@@ -189,18 +189,24 @@ fn reopen_logs() -> PyResult<()> {
 /// Writes a line to the error log (the front end, `server.log`, Python logging's
 /// `gunicorn.error`). Never raises for a failing log: the line is counted as lost.
 #[pyfunction]
-fn log_message(py: Python<'_>, level: &str, message: &str) -> PyResult<()> {
+fn log_message(
+    py: Python<'_>,
+    level: &str,
+    message: &Bound<'_, pyo3::types::PyString>,
+) -> PyResult<()> {
     let level: LogLevel = level.parse().map_err(ConfigError::new_err)?;
+    // Lone surrogates (a file name that is not UTF-8) become U+FFFD: logging never raises.
+    let message = message.to_string_lossy();
     // A pipe whose reader is slow may block the write: not with the GIL held.
-    py.detach(|| log::emit(level, message));
+    py.detach(|| log::emit(level, &message));
     Ok(())
 }
 
 /// Writes a line to this process's access log, if it serves with one (Python
 /// logging's `gunicorn.access`); False when there is none or the line was lost.
 #[pyfunction]
-fn access_message(py: Python<'_>, message: &str) -> bool {
-    let line = format!("{}\n", message.trim_end_matches('\n'));
+fn access_message(py: Python<'_>, message: &Bound<'_, pyo3::types::PyString>) -> bool {
+    let line = format!("{}\n", message.to_string_lossy().trim_end_matches('\n'));
     py.detach(|| config::access_line(line.as_bytes()))
 }
 

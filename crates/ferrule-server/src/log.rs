@@ -181,6 +181,7 @@ pub fn emit(level: LogLevel, msg: &str) {
             let name = match level {
                 LogLevel::Info => "INFO",
                 LogLevel::Warning => "WARNING",
+                LogLevel::Critical => "CRITICAL",
                 _ => "ERROR",
             };
             Stderr.write_line(line(name, msg).as_bytes()).ok();
@@ -191,6 +192,13 @@ pub fn emit(level: LogLevel, msg: &str) {
         LogLevel::Debug => tracing::debug!("{msg}"),
         LogLevel::Info => tracing::info!("{msg}"),
         LogLevel::Warning => tracing::warn!("{msg}"),
-        LogLevel::Error | LogLevel::Critical => tracing::error!("{msg}"),
+        LogLevel::Error => tracing::error!("{msg}"),
+        // tracing has no level above ERROR: gunicorn's [CRITICAL], through the same
+        // filter and sink.
+        LogLevel::Critical => {
+            if let Some(sink) = ERROR_LOG.get().filter(|_| tracing::enabled!(Level::ERROR)) {
+                sink.write_line(line("CRITICAL", msg).as_bytes());
+            }
+        }
     }
 }
