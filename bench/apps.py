@@ -48,3 +48,11 @@ try:
         return "Hello, World!"
 except ImportError:  # the bench installs Flask; tests of the harness may not
     flask_app = None
+
+
+def hello_dynamic(environ, start_response):
+    """hello with its headers built per call (a new list and str(len(body)) each time),
+    as most hand-written apps do: the constant-tuple fast paths do not apply."""
+    body = HELLO
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]

@@ -355,6 +355,7 @@ def memory_soak(total: int) -> list[tuple[int, float]]:
 CALLGRIND_LABELS = {
     ("hello", 1): "hello, 1 client",
     ("hello", 8): "hello, 8 clients",
+    ("hello_dynamic", 8): "hello, headers built per call, 8 clients",
     ("flask_app", 8): "Flask hello, 8 clients",
 }
 
