@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import APPS, booted, children, free_port, get, serving, wait_for_port, wait_until
+from conftest import APPS, booted, children, free_port, get, raw, serving, wait_for_port, wait_until
 
 
 # A closed stdout and stderr ------------------------------------------------------------
@@ -354,3 +354,58 @@ def test_ferrule_run_with_sigpipe_restored_survives_a_closed_stderr():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# A flood of malformed requests ------------------------------------------------------------
+
+def invalid_flood(port, n, threads=4, limit=90.0):
+    """Sends n malformed requests on n connections (bounded in count and time); returns
+    the seconds it took."""
+    import concurrent.futures
+
+    deadline = time.monotonic() + limit
+    started = time.monotonic()
+
+    def one(_):
+        if time.monotonic() > deadline:
+            return None
+        return raw(port, b"\x01\x02 / HTTP/1.1\r\nHost: x\r\n\r\n")[:12]
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        replies = list(pool.map(one, range(n)))
+    assert replies == [b"HTTP/1.1 400"] * n, {r for r in replies}
+    return time.monotonic() - started
+
+
+def summarized(log, what="invalid requests"):
+    return [int(n) for n in re.findall(rf"\[WARNING\] (\d+) more {what} in the last \d+ s, not logged one by one", log)]
+
+
+def test_a_flood_of_invalid_requests_logs_a_few_lines_and_a_count(serve):
+    s = serve("proc:app", "-w", "1")
+    booted(s, 1)
+    before = len(s.log().splitlines())
+    n = 5000
+    took = invalid_flood(s.port, n)
+    # The count of a flood that ended comes within about two seconds.
+    wait_until(lambda: sum(summarized(s.log())) + s.log().count("invalid request from") == n, timeout=10)
+    time.sleep(1.5)
+    log = s.log()
+    logged, hidden = log.count("invalid request from"), summarized(log)
+    assert logged + sum(hidden) == n, (logged, hidden)
+    # At most 5 a second, plus a count when the flood ends and every 10 s while it lasts.
+    assert logged <= 5 * (took + 2), (logged, took)
+    assert 1 <= len(hidden) <= took / 10 + 2, hidden
+    assert len(log.splitlines()) - before <= logged + len(hidden), log[-2000:]
+    # The worker still serves.
+    assert get(s.port)[0] == 200
+    assert s.stop() == 0
+
+
+def test_at_log_level_debug_every_invalid_request_is_logged(serve):
+    s = serve("proc:app", "-w", "1", "--log-level", "debug")
+    booted(s, 1)
+    invalid_flood(s.port, 300)
+    wait_until(lambda: s.log().count("invalid request from") == 300, timeout=10)
+    assert s.stop() == 0
+    assert summarized(s.log()) == []

@@ -147,7 +147,9 @@ fn fail(py: Python<'_>, ex: &mut Exchange, failure: Failure, input_error: Option
         Failure::App(err) => {
             let status = match input_error {
                 Some(status) => {
-                    tracing::warn!("bad request body for {target}: {}", err.value(py));
+                    if ferrule_server::log::INVALID_REQUESTS.allow() {
+                        tracing::warn!("bad request body for {target}: {}", err.value(py));
+                    }
                     status
                 }
                 None => {

@@ -315,6 +315,7 @@ impl Server {
         for t in std::mem::take(&mut *s.threads()) {
             let _ = t.join();
         }
+        crate::log::flush_suppressed(true);
         true
     }
 }
@@ -402,6 +403,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             shared.table.sweep();
+            crate::log::flush_suppressed(false);
         }
     }
 }
