@@ -180,6 +180,104 @@ def test_a_full_disk_loses_log_lines_counted_and_reported_when_space_returns(sma
             proc.wait()
 
 
+
+#: gunicorn's default access line, whole, for a request to /?r=<id>.
+ACCESS_LINE = re.compile(r'127\.0\.0\.1 - - \[[^\]]+\] "GET /\?r=(\w+) HTTP/1\.1" 200 \d+ "-" "[^"]*"')
+
+
+def access_ids(text, cut_at_end=False):
+    """The request ids of the whole access lines; every line must be one (but the
+    last, with `cut_at_end`: the start of a line the full disk cut short, when the
+    process stopped before the disk took its end)."""
+    ids = []
+    lines = text.splitlines()
+    if cut_at_end and not text.endswith("\n"):
+        assert not ACCESS_LINE.fullmatch(lines.pop())
+    for line in lines:
+        m = ACCESS_LINE.fullmatch(line)
+        assert m, f"not a whole access line: {line!r}"
+        ids.append(m.group(1))
+    return ids
+
+
+def start_on_small_fs(small_fs, tmp_path):
+    """proc:app with its access log on the small tmpfs and its error log elsewhere."""
+    errors, access = tmp_path / "error.log", small_fs / "access.log"
+    port = free_port()
+    cmd = [sys.executable, "-m", "ferrule", "proc:app", "-b", f"127.0.0.1:{port}", "--chdir", str(APPS),
+           "-w", "1", "--error-logfile", str(errors), "--access-logfile", str(access)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, proc)
+    for i in range(5):
+        assert get(port, f"/?r=warm{i}")[0] == 200
+    wait_until(lambda: access.read_text().count("GET /?r=warm") == 5)
+    return proc, port, errors, access
+
+
+def fill_all_free_pages(fs):
+    """Takes every free page, leaving the access log's last page as it is: the next
+    line that needs a new page is torn, as on a real disk that fills up."""
+    fd = os.open(fs / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"x" * 4096):
+            pass
+    except OSError as exc:
+        assert exc.errno == 28
+    finally:
+        os.close(fd)
+
+
+def test_access_lines_lost_to_a_full_disk_are_counted_exactly_and_no_line_is_torn(small_fs, tmp_path):
+    proc, port, errors, access = start_on_small_fs(small_fs, tmp_path)
+    try:
+        fill_all_free_pages(small_fs)
+        n = 300  # about 100 bytes each: the last page's room takes a few dozen
+        started = time.monotonic()
+        for i in range(n):
+            assert get(port, f"/?r={i}")[0] == 200
+        assert time.monotonic() - started < 30
+        time.sleep(0.3)
+        assert lost(errors.read_text(), "access log") == []  # nothing said while nothing works
+        (small_fs / "filler").unlink()
+        assert get(port, "/?r=back")[0] == 200
+        wait_until(lambda: lost(errors.read_text(), "access log"))
+        (count, reason), = lost(errors.read_text(), "access log")
+        assert reason == "No space left on device (os error 28)"
+        ids = access_ids(access.read_text())
+        written = [int(i) for i in ids if i.isdigit()]
+        assert written == list(range(len(written))), ids  # the first ones, in order
+        assert 0 < len(written) < n
+        assert len(written) + count == n, (len(written), count)
+        assert ids[-1] == "back"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_access_lines_lost_are_reported_when_the_worker_stops(small_fs, tmp_path):
+    """No request after the loss: the count is written as the worker stops, not lost with it."""
+    proc, port, errors, access = start_on_small_fs(small_fs, tmp_path)
+    try:
+        fill_all_free_pages(small_fs)
+        for i in range(100):
+            assert get(port, f"/?r={i}")[0] == 200
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        (count, reason), = lost(errors.read_text(), "access log")
+        assert reason == "No space left on device (os error 28)"
+        # The line cut short by the full disk is one of those counted.
+        written = [i for i in access_ids(access.read_text(), cut_at_end=True) if i.isdigit()]
+        assert len(written) + count == 100, (written, count)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_an_unwritable_log_file_never_takes_a_request_or_a_process_down(serve):
     s = serve("proc:app", "-w", "2", "--error-logfile", "/dev/full", "--access-logfile", "/dev/full")
     old = booted(s, 2)

@@ -108,6 +108,11 @@ impl AccessLog {
             .any(|p| matches!(p, Piece::RespHeader(_)))
     }
 
+    /// Reports the lines lost so far in the error log now (the server is stopping).
+    pub(crate) fn report_losses(&self) {
+        self.sink.report_now();
+    }
+
     pub(crate) fn record(&self, ex: &Exchange) {
         let environ = match self.environ_keys.is_empty() {
             true => Vec::new(),

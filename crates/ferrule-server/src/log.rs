@@ -180,6 +180,13 @@ pub fn init(level: LogLevel, path: Option<&Path>) -> Result<(), String> {
     Ok(())
 }
 
+/// Reports the error log's lost lines now, if it can (the process is stopping).
+pub fn report_losses() {
+    if let Some(sink) = ERROR_LOG.get() {
+        sink.report_now();
+    }
+}
+
 /// Changes the level of the error log (a reload with a new `--log-level`).
 pub fn set_level(level: LogLevel) {
     if let Some(handle) = LEVEL.get() {
