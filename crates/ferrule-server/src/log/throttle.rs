@@ -3,7 +3,7 @@
 //!
 //! Each kind of message is a [`Throttle`] (a `static`): at most [`PER_SECOND`] lines a
 //! second are written; the rest are counted, and one line says how many were not
-//! logged, when the flood ends (a second without any) or every [`SUMMARY_EVERY`] while
+//! logged, when the flood ends (a second without any) or every [`SUMMARY_EVERY_SECS`] while
 //! it lasts, as HAProxy and journald do. At `--log-level debug` nothing is suppressed.
 
 use nix::time::{clock_gettime, ClockId};
@@ -70,7 +70,8 @@ impl Throttle {
         let mut cur = self.second.load(Ordering::Relaxed);
         loop {
             let (cur_sec, written) = (cur >> 32, cur as u32);
-            let next = if cur_sec == sec {
+            // A thread whose clock read is a little older counts in the current second.
+            let next = if cur_sec >= sec {
                 if written >= PER_SECOND {
                     self.suppress(now);
                     return false;
@@ -83,7 +84,7 @@ impl Throttle {
                 .second
                 .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) if cur_sec != sec => {
+                Ok(_) if cur_sec < sec => {
                     // A new second: a flood that goes on says how much it hid.
                     self.summarize_if(now, |since| {
                         now.saturating_sub(since) >= SUMMARY_EVERY_SECS * 1000
