@@ -507,3 +507,25 @@ def test_at_log_level_debug_every_invalid_request_is_logged(serve):
     wait_until(lambda: s.log().count("invalid request from") == 300, timeout=10)
     assert s.stop() == 0
     assert summarized(s.log()) == []
+
+
+def test_slow_heads_closed_by_the_header_timeout_log_a_few_lines_and_a_count(serve):
+    import socket
+
+    s = serve("proc:app", "-w", "1", "--header-timeout", "0.5")
+    booted(s, 1)
+    n = 60
+    socks = [socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in range(n)]
+    try:
+        for c in socks:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+        replies = [c.recv(64)[:12] for c in socks]
+    finally:
+        for c in socks:
+            c.close()
+    assert replies == [b"HTTP/1.1 408"] * n
+    what = "connections closed for an incomplete request head"
+    line = "closing a connection that did not send a complete request head in time"
+    wait_until(lambda: s.log().count(line) + sum(summarized(s.log(), what)) == n, timeout=10)
+    assert s.log().count(line) <= 20, s.log()
+    assert s.stop() == 0
