@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import APPS, booted, children, free_port, get, serving, wait_for_port, wait_until
+from conftest import APPS, booted, children, free_port, get, raw, serving, wait_for_port, wait_until
 
 
 # A closed stdout and stderr ------------------------------------------------------------
@@ -174,6 +174,104 @@ def test_a_full_disk_loses_log_lines_counted_and_reported_when_space_returns(sma
         assert stdout.read_text().count("printed by") == 2
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+
+#: gunicorn's default access line, whole, for a request to /?r=<id>.
+ACCESS_LINE = re.compile(r'127\.0\.0\.1 - - \[[^\]]+\] "GET /\?r=(\w+) HTTP/1\.1" 200 \d+ "-" "[^"]*"')
+
+
+def access_ids(text, cut_at_end=False):
+    """The request ids of the whole access lines; every line must be one (but the
+    last, with `cut_at_end`: the start of a line the full disk cut short, when the
+    process stopped before the disk took its end)."""
+    ids = []
+    lines = text.splitlines()
+    if cut_at_end and not text.endswith("\n"):
+        assert not ACCESS_LINE.fullmatch(lines.pop())
+    for line in lines:
+        m = ACCESS_LINE.fullmatch(line)
+        assert m, f"not a whole access line: {line!r}"
+        ids.append(m.group(1))
+    return ids
+
+
+def start_on_small_fs(small_fs, tmp_path):
+    """proc:app with its access log on the small tmpfs and its error log elsewhere."""
+    errors, access = tmp_path / "error.log", small_fs / "access.log"
+    port = free_port()
+    cmd = [sys.executable, "-m", "ferrule", "proc:app", "-b", f"127.0.0.1:{port}", "--chdir", str(APPS),
+           "-w", "1", "--error-logfile", str(errors), "--access-logfile", str(access)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, proc)
+    for i in range(5):
+        assert get(port, f"/?r=warm{i}")[0] == 200
+    wait_until(lambda: access.read_text().count("GET /?r=warm") == 5)
+    return proc, port, errors, access
+
+
+def fill_all_free_pages(fs):
+    """Takes every free page, leaving the access log's last page as it is: the next
+    line that needs a new page is torn, as on a real disk that fills up."""
+    fd = os.open(fs / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"x" * 4096):
+            pass
+    except OSError as exc:
+        assert exc.errno == 28
+    finally:
+        os.close(fd)
+
+
+def test_access_lines_lost_to_a_full_disk_are_counted_exactly_and_no_line_is_torn(small_fs, tmp_path):
+    proc, port, errors, access = start_on_small_fs(small_fs, tmp_path)
+    try:
+        fill_all_free_pages(small_fs)
+        n = 300  # about 100 bytes each: the last page's room takes a few dozen
+        started = time.monotonic()
+        for i in range(n):
+            assert get(port, f"/?r={i}")[0] == 200
+        assert time.monotonic() - started < 30
+        time.sleep(0.3)
+        assert lost(errors.read_text(), "access log") == []  # nothing said while nothing works
+        (small_fs / "filler").unlink()
+        assert get(port, "/?r=back")[0] == 200
+        wait_until(lambda: lost(errors.read_text(), "access log"))
+        (count, reason), = lost(errors.read_text(), "access log")
+        assert reason == "No space left on device (os error 28)"
+        ids = access_ids(access.read_text())
+        written = [int(i) for i in ids if i.isdigit()]
+        assert written == list(range(len(written))), ids  # the first ones, in order
+        assert 0 < len(written) < n
+        assert len(written) + count == n, (len(written), count)
+        assert ids[-1] == "back"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_access_lines_lost_are_reported_when_the_worker_stops(small_fs, tmp_path):
+    """No request after the loss: the count is written as the worker stops, not lost with it."""
+    proc, port, errors, access = start_on_small_fs(small_fs, tmp_path)
+    try:
+        fill_all_free_pages(small_fs)
+        for i in range(100):
+            assert get(port, f"/?r={i}")[0] == 200
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        (count, reason), = lost(errors.read_text(), "access log")
+        assert reason == "No space left on device (os error 28)"
+        # The line cut short by the full disk is one of those counted.
+        written = [i for i in access_ids(access.read_text(), cut_at_end=True) if i.isdigit()]
+        assert len(written) + count == 100, (written, count)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -354,3 +452,80 @@ def test_ferrule_run_with_sigpipe_restored_survives_a_closed_stderr():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# A flood of malformed requests ------------------------------------------------------------
+
+def invalid_flood(port, n, threads=4, limit=90.0):
+    """Sends n malformed requests on n connections (bounded in count and time); returns
+    the seconds it took."""
+    import concurrent.futures
+
+    deadline = time.monotonic() + limit
+    started = time.monotonic()
+
+    def one(_):
+        if time.monotonic() > deadline:
+            return None
+        return raw(port, b"\x01\x02 / HTTP/1.1\r\nHost: x\r\n\r\n")[:12]
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        replies = list(pool.map(one, range(n)))
+    assert replies == [b"HTTP/1.1 400"] * n, {r for r in replies}
+    return time.monotonic() - started
+
+
+def summarized(log, what="invalid requests"):
+    return [int(n) for n in re.findall(rf"\[WARNING\] (\d+) more {what} in the last \d+ s, not logged one by one", log)]
+
+
+def test_a_flood_of_invalid_requests_logs_a_few_lines_and_a_count(serve):
+    s = serve("proc:app", "-w", "1")
+    booted(s, 1)
+    before = len(s.log().splitlines())
+    n = 5000
+    took = invalid_flood(s.port, n)
+    # The count of a flood that ended comes within about two seconds.
+    wait_until(lambda: sum(summarized(s.log())) + s.log().count("invalid request from") == n, timeout=10)
+    time.sleep(1.5)
+    log = s.log()
+    logged, hidden = log.count("invalid request from"), summarized(log)
+    assert logged + sum(hidden) == n, (logged, hidden)
+    # At most 10 a second, plus a count when the flood ends and every 10 s while it lasts.
+    assert logged <= 10 * (took + 2), (logged, took)
+    assert 1 <= len(hidden) <= took / 10 + 2, hidden
+    assert len(log.splitlines()) - before <= logged + len(hidden), log[-2000:]
+    # The worker still serves.
+    assert get(s.port)[0] == 200
+    assert s.stop() == 0
+
+
+def test_at_log_level_debug_every_invalid_request_is_logged(serve):
+    s = serve("proc:app", "-w", "1", "--log-level", "debug")
+    booted(s, 1)
+    invalid_flood(s.port, 300)
+    wait_until(lambda: s.log().count("invalid request from") == 300, timeout=10)
+    assert s.stop() == 0
+    assert summarized(s.log()) == []
+
+
+def test_slow_heads_closed_by_the_header_timeout_log_a_few_lines_and_a_count(serve):
+    import socket
+
+    s = serve("proc:app", "-w", "1", "--header-timeout", "0.5")
+    booted(s, 1)
+    n = 60
+    socks = [socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in range(n)]
+    try:
+        for c in socks:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+        replies = [c.recv(64)[:12] for c in socks]
+    finally:
+        for c in socks:
+            c.close()
+    assert replies == [b"HTTP/1.1 408"] * n
+    what = "connections closed for an incomplete request head"
+    line = "closing a connection that did not send a complete request head in time"
+    wait_until(lambda: s.log().count(line) + sum(summarized(s.log(), what)) == n, timeout=10)
+    assert s.log().count(line) <= 20, s.log()
+    assert s.stop() == 0

@@ -27,7 +27,10 @@
 //! request builds on the last one's (`live.rs`).
 
 mod live;
+mod logged;
 mod strings;
+
+pub use logged::LoggedKeys;
 
 use crate::text::latin1_str;
 use crate::tx::Tx;

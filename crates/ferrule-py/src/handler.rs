@@ -1,6 +1,6 @@
 //! Calling the app and sending what it returns (PEP 3333's server side).
 
-use crate::environ::Environ;
+use crate::environ::{Environ, LoggedKeys};
 use crate::errors::format_exception;
 use crate::file_wrapper::{regular_file, FileWrapper};
 use crate::park::ReleaseGil;
@@ -11,12 +11,14 @@ use ferrule_server::{Error, Exchange, Handler};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::cell::RefCell;
 
 pub struct Wsgi {
     app: Py<PyAny>,
     environ: Environ,
+    /// The access log's `{VAR}e` keys (usually none).
+    logged: LoggedKeys,
 }
 
 /// Why sending a response stopped.
@@ -34,8 +36,25 @@ impl From<PyErr> for Failure {
 }
 
 impl Wsgi {
-    pub fn new(app: Py<PyAny>, environ: Environ) -> Wsgi {
-        Wsgi { app, environ }
+    pub fn new(app: Py<PyAny>, environ: Environ, logged: LoggedKeys) -> Wsgi {
+        Wsgi {
+            app,
+            environ,
+            logged,
+        }
+    }
+
+    /// The access log's `{VAR}e` values, read where gunicorn reads them: after the
+    /// response was sent (or the app raised), before the iterable's `close()`.
+    fn logged_values(
+        &self,
+        py: Python<'_>,
+        environ: &PyResult<Bound<'_, PyDict>>,
+    ) -> Option<Vec<Option<String>>> {
+        match environ {
+            Ok(env) if !self.logged.is_empty() => Some(self.logged.values(py, env)),
+            _ => None,
+        }
     }
 
     fn call(&self, py: Python<'_>, ex: Box<Exchange>) -> Option<Box<Exchange>> {
@@ -51,13 +70,17 @@ impl Wsgi {
             Ok(environ) => self.app.bind(py).call1((environ, &start_response)),
             Err(e) => Err(e.clone_ref(py)),
         };
-        let outcome = match &result {
+        let (outcome, logged) = match &result {
             Ok(iterable) => {
                 let sent = send_iterable(py, &tx, iterable);
+                let logged = self.logged_values(py, &environ);
                 close_iterable(py, iterable);
-                sent
+                (sent, logged)
             }
-            Err(e) => Err(Failure::App(e.clone_ref(py))),
+            Err(e) => (
+                Err(Failure::App(e.clone_ref(py))),
+                self.logged_values(py, &environ),
+            ),
         };
         drop(result);
         let mut t = tx.borrow_mut();
@@ -69,6 +92,9 @@ impl Wsgi {
         }
         let environ_refs = self.environ.release(environ.ok(), &tx);
         keep_for_reuse(tx, start_response, environ_refs);
+        if let Some(values) = logged {
+            ferrule_server::access::hand_environ_values(values);
+        }
         Some(ex)
     }
 }
@@ -147,7 +173,9 @@ fn fail(py: Python<'_>, ex: &mut Exchange, failure: Failure, input_error: Option
         Failure::App(err) => {
             let status = match input_error {
                 Some(status) => {
-                    tracing::warn!("bad request body for {target}: {}", err.value(py));
+                    if ferrule_server::log::INVALID_REQUESTS.allow() {
+                        tracing::warn!("bad request body for {target}: {}", err.value(py));
+                    }
                     status
                 }
                 None => {

@@ -78,6 +78,8 @@ fn serve(
             .into_any()
             .unbind(),
     )?;
+    let logged =
+        environ::LoggedKeys::new(py, access.as_ref().map_or(&[][..], |a| a.environ_keys()));
     let mut server = Server::bind(cfg, access).map_err(|e| BindError::new_err(e.to_string()))?;
     let addresses: Vec<String> = server.addresses().iter().map(ToString::to_string).collect();
     if worker {
@@ -89,7 +91,7 @@ fn serve(
         }
         tracing::info!("Using {threads} threads");
     }
-    server.start(Arc::new(handler::Wsgi::new(app, environ)))?;
+    server.start(Arc::new(handler::Wsgi::new(app, environ, logged)))?;
     if let Some(ready) = ready {
         ready.call1(py, (addresses,))?;
     }

@@ -1,11 +1,33 @@
 //! The access log with gunicorn's `--access-logformat` atoms and default format.
+//!
+//! `%({VAR}e)s` is the request's WSGI environ, as in gunicorn, never the process
+//! environment (which holds the server's secrets). The environ is Python's: the bridge
+//! looks the format's keys up after the app ran (so keys the app or a middleware
+//! stored count) and hands the strings over with [`hand_environ_values`], only when
+//! the format has such atoms.
 
 use crate::clock::access_stamp;
 use crate::exchange::Exchange;
 use crate::listener::Peer;
 use crate::sink::Sink;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+thread_local! {
+    /// The `{VAR}e` values of the request this thread handled last, in the order of
+    /// [`AccessLog::environ_keys`] (None: not in the environ). A thread-local rather
+    /// than a field of `Exchange`, so a format without such atoms costs a request
+    /// nothing: the handler sets it right before it returns the exchange, and the
+    /// record that follows on the same thread takes it.
+    static ENVIRON_VALUES: RefCell<Vec<Option<String>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Hands the `{VAR}e` values of the request this thread is handling to its access-log
+/// line (see [`AccessLog::environ_keys`]).
+pub fn hand_environ_values(values: Vec<Option<String>>) {
+    ENVIRON_VALUES.with(|v| *v.borrow_mut() = values);
+}
 
 /// gunicorn's default `--access-logformat`.
 pub const DEFAULT_FORMAT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
@@ -34,22 +56,31 @@ enum Piece {
     Pid,
     ReqHeader(String),
     RespHeader(String),
-    Env(String),
+    /// An index into the format's environ keys.
+    Env(usize),
 }
 
 /// A parsed `--access-logformat`: checked once, when the settings are.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessFormat(Vec<Piece>);
+pub struct AccessFormat {
+    pieces: Vec<Piece>,
+    environ_keys: Vec<String>,
+}
 
 impl AccessFormat {
     /// Unknown atoms are an error naming the atom.
     pub fn parse(format: &str) -> Result<AccessFormat, String> {
-        parse(format).map(AccessFormat)
+        let (pieces, environ_keys) = parse(format)?;
+        Ok(AccessFormat {
+            pieces,
+            environ_keys,
+        })
     }
 }
 
 pub struct AccessLog {
     pieces: Vec<Piece>,
+    environ_keys: Vec<String>,
     sink: Arc<Sink>,
 }
 
@@ -57,9 +88,17 @@ impl AccessLog {
     /// `sink` should report its losses in the error log ([`crate::sink::Report::ErrorLog`]).
     pub fn new(format: AccessFormat, sink: Arc<Sink>) -> AccessLog {
         AccessLog {
-            pieces: format.0,
+            pieces: format.pieces,
+            environ_keys: format.environ_keys,
             sink,
         }
+    }
+
+    /// The environ keys of the format's `%({VAR}e)s` atoms, each once, in the order
+    /// [`hand_environ_values`] takes their values; empty for most formats (gunicorn's
+    /// default has none).
+    pub fn environ_keys(&self) -> &[String] {
+        &self.environ_keys
     }
 
     /// Whether a `%({name}o)s` atom needs the response's fields.
@@ -69,12 +108,21 @@ impl AccessLog {
             .any(|p| matches!(p, Piece::RespHeader(_)))
     }
 
-    pub(crate) fn record(&self, ex: &Exchange) {
-        // A line that cannot be written is counted by the sink, never the request's problem.
-        self.sink.write_line(self.format(ex).as_bytes());
+    /// Reports the lines lost so far in the error log now (the server is stopping).
+    pub(crate) fn report_losses(&self) {
+        self.sink.report_now();
     }
 
-    fn format(&self, ex: &Exchange) -> String {
+    pub(crate) fn record(&self, ex: &Exchange) {
+        let environ = match self.environ_keys.is_empty() {
+            true => Vec::new(),
+            false => ENVIRON_VALUES.with(|v| std::mem::take(&mut *v.borrow_mut())),
+        };
+        // A line that cannot be written is counted by the sink, never the request's problem.
+        self.sink.write_line(self.format(ex, &environ).as_bytes());
+    }
+
+    fn format(&self, ex: &Exchange, environ: &[Option<String>]) -> String {
         let o = ex.outcome();
         let elapsed = ex.started.elapsed();
         let text = |b: Option<&[u8]>| {
@@ -118,7 +166,10 @@ impl AccessLog {
                 Piece::Pid => s.push_str(&format!("<{}>", std::process::id())),
                 Piece::ReqHeader(h) => s.push_str(&text(ex.header(h.as_bytes()))),
                 Piece::RespHeader(h) => s.push_str(&text(ex.response_header(h.as_bytes()))),
-                Piece::Env(v) => s.push_str(&std::env::var(v).unwrap_or_else(|_| "-".into())),
+                Piece::Env(i) => match environ.get(*i) {
+                    Some(Some(v)) => s.push_str(v),
+                    _ => s.push('-'),
+                },
             }
         }
         s.push('\n');
@@ -126,8 +177,9 @@ impl AccessLog {
     }
 }
 
-fn parse(format: &str) -> Result<Vec<Piece>, String> {
+fn parse(format: &str) -> Result<(Vec<Piece>, Vec<String>), String> {
     let mut out = Vec::new();
+    let mut environ_keys: Vec<String> = Vec::new();
     let mut rest = format;
     while let Some(i) = rest.find("%(") {
         if i > 0 {
@@ -165,7 +217,14 @@ fn parse(format: &str) -> Result<Vec<Piece>, String> {
                 Piece::RespHeader(a[1..a.len() - 2].to_string())
             }
             a if a.starts_with('{') && a.ends_with("}e") => {
-                Piece::Env(a[1..a.len() - 2].to_string())
+                let key = &a[1..a.len() - 2];
+                match environ_keys.iter().position(|k| k == key) {
+                    Some(i) => Piece::Env(i),
+                    None => {
+                        environ_keys.push(key.to_string());
+                        Piece::Env(environ_keys.len() - 1)
+                    }
+                }
             }
             other => return Err(format!("access-logformat: unknown atom %({other})s")),
         });
@@ -174,7 +233,7 @@ fn parse(format: &str) -> Result<Vec<Piece>, String> {
     if !rest.is_empty() {
         out.push(Piece::Text(rest.to_string()));
     }
-    Ok(out)
+    Ok((out, environ_keys))
 }
 
 /// The user name of `Authorization: Basic`, as gunicorn's `%(u)s` shows it.
@@ -220,16 +279,26 @@ mod tests {
 
     #[test]
     fn parses_default_format() {
-        let p = parse(DEFAULT_FORMAT).unwrap();
+        let (p, keys) = parse(DEFAULT_FORMAT).unwrap();
+        assert!(keys.is_empty());
         assert_eq!(p[0], Piece::Remote);
         assert!(p.contains(&Piece::RequestLine));
         assert!(p.contains(&Piece::Agent));
         assert_eq!(
-            parse("%({x-id}i)s %({Content-Type}o)s").unwrap()[0],
+            parse("%({x-id}i)s %({Content-Type}o)s").unwrap().0[0],
             Piece::ReqHeader("x-id".into())
         );
         assert!(parse("%(zz)s").is_err());
         assert!(parse("%(h").is_err());
+    }
+
+    #[test]
+    fn environ_atoms_name_each_key_once() {
+        let (p, keys) = parse("%({A}e)s %({my.key}e)s %({A}e)s").unwrap();
+        assert_eq!(keys, ["A", "my.key"]);
+        assert_eq!(p[0], Piece::Env(0));
+        assert_eq!(p[2], Piece::Env(1));
+        assert_eq!(p[4], Piece::Env(0));
     }
 
     #[test]

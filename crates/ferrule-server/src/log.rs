@@ -1,7 +1,8 @@
 //! The error log: gunicorn's line format, to stderr or a file, through `tracing`.
 //!
 //! Lines go through a [`Sink`], so a closed stderr or a full disk loses lines (counted
-//! and reported later) instead of failing the caller.
+//! and reported later) instead of failing the caller. Lines a client can cause at will
+//! go through a [`Throttle`] first (`throttle.rs`).
 
 use crate::clock::log_stamp;
 use crate::logfile::LogFile;
@@ -19,6 +20,20 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, Registry};
+
+mod throttle;
+pub use throttle::{flush_suppressed, Throttle, PER_SECOND, SUMMARY_EVERY_SECS};
+
+/// Requests refused before the app saw them (bad bytes, a bad body): a fuzzer makes
+/// thousands a second.
+pub static INVALID_REQUESTS: Throttle = Throttle::new("invalid requests", Level::WARN);
+
+/// Connections closed with a request head still incomplete (`--header-timeout`): a
+/// slowloris makes one per connection.
+pub static SLOW_HEADS: Throttle = Throttle::new(
+    "connections closed for an incomplete request head",
+    Level::WARN,
+);
 /// `--log-level` values, gunicorn's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
@@ -163,6 +178,13 @@ pub fn init(level: LogLevel, path: Option<&Path>) -> Result<(), String> {
         let _ = LEVEL.set(handle);
     }
     Ok(())
+}
+
+/// Reports the error log's lost lines now, if it can (the process is stopping).
+pub fn report_losses() {
+    if let Some(sink) = ERROR_LOG.get() {
+        sink.report_now();
+    }
 }
 
 /// Changes the level of the error log (a reload with a new `--log-level`).

@@ -1,6 +1,7 @@
 //! Log files that can be reopened in place: after logrotate renames a file, SIGUSR1
 //! makes every process write to a fresh file at the configured path.
 
+use crate::sink::Torn;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 /// An append-only log file shared by the threads that write to it.
 pub struct LogFile {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<(File, Torn)>,
 }
 
 /// Every log file opened in this process, for [`reopen_all`].
@@ -27,7 +28,7 @@ impl LogFile {
     pub fn open(path: &Path) -> io::Result<Arc<LogFile>> {
         let log = Arc::new(LogFile {
             path: path.to_path_buf(),
-            file: Mutex::new(open_append(path)?),
+            file: Mutex::new((open_append(path)?, Torn::new())),
         });
         let mut open = lock(&OPEN);
         open.retain(|w| w.strong_count() > 0);
@@ -36,14 +37,18 @@ impl LogFile {
     }
 
     /// Appends one whole line: `O_APPEND` and the lock keep lines from different
-    /// threads and processes whole.
+    /// threads and processes whole; a line a full disk cut short is finished before
+    /// the next ([`Torn`]).
     pub fn write_line(&self, line: &[u8]) -> io::Result<()> {
-        lock(&self.file).write_all(line)
+        let mut guard = lock(&self.file);
+        let (file, torn) = &mut *guard;
+        torn.write_line(line, |b| file.write(b))
     }
 
     fn reopen(&self) -> io::Result<()> {
         let fresh = open_append(&self.path)?;
-        *lock(&self.file) = fresh;
+        // The end of a torn line belongs to the old file.
+        *lock(&self.file) = (fresh, Torn::new());
         Ok(())
     }
 }

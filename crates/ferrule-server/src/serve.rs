@@ -194,11 +194,14 @@ fn close(shared: &Shared, conn: &mut Conn, park: &dyn Park) {
 fn reject(shared: &Shared, conn: &mut Conn, e: Error, park: &dyn Park) {
     // Answers to earlier pipelined requests come first.
     conn.flush_out(shared.config.io_timeout, park);
-    let peer = match conn.peer.ip() {
-        Some(ip) => ip.to_string(),
-        None => "unix".to_string(),
-    };
-    tracing::warn!("invalid request from {peer}: {e}");
+    // A fuzzer makes thousands a second: a few are logged, the rest counted.
+    if crate::log::INVALID_REQUESTS.allow() {
+        let peer = match conn.peer.ip() {
+            Some(ip) => ip.to_string(),
+            None => "unix".to_string(),
+        };
+        tracing::warn!("invalid request from {peer}: {e}");
+    }
     if let Some(status) = e.status() {
         conn.answer_error(status);
     }

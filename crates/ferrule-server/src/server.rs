@@ -303,6 +303,8 @@ impl Server {
         while *running > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                drop(running);
+                report_log_losses(s);
                 return false;
             }
             running = s
@@ -315,8 +317,19 @@ impl Server {
         for t in std::mem::take(&mut *s.threads()) {
             let _ = t.join();
         }
+        report_log_losses(s);
         true
     }
+}
+
+/// Says what the logs could not: suppressed lines and lost lines not reported yet,
+/// which no later line of this process would carry.
+fn report_log_losses(s: &Shared) {
+    crate::log::flush_suppressed(true);
+    if let Some(access) = &s.access {
+        access.report_losses();
+    }
+    crate::log::report_losses();
 }
 
 /// Starts a thread that counts as running until `body` returns.
@@ -402,6 +415,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             shared.table.sweep();
+            crate::log::flush_suppressed(false);
         }
     }
 }

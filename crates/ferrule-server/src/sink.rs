@@ -9,11 +9,17 @@
 //! Nothing is retried and nothing waits, so a failing sink costs one failed `write(2)`
 //! per line. The error log reports its own losses in itself, before the first line
 //! that gets through; the access log reports its losses in the error log, so access
-//! log parsers only ever see access lines.
+//! log parsers only ever see access lines. Losses not reported yet when the server
+//! stops are reported then ([`Sink::report_now`]), not lost with the process.
+//!
+//! A disk that fills up cuts the line being written short (the part that fits in the
+//! file's last block is written). That line is not lost: the rest of it is kept
+//! ([`Torn`]) and written before anything else once the disk takes it, so the file
+//! holds whole lines only (a line another process appends meanwhile can still land
+//! in the middle: nothing short of a lock per line prevents that).
 
 use crate::clock::log_stamp;
 use crate::logfile::LogFile;
-use nix::errno::Errno;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +30,12 @@ use std::time::SystemTime;
 /// can tell. Future destinations (syslog, a Python handler) implement this.
 pub trait Destination: Send + Sync {
     fn write_line(&self, line: &[u8]) -> io::Result<()>;
+
+    /// Writes the end of a line a full disk cut short, if one waits ([`Torn`]); an
+    /// error when it still cannot be written (the process is about to stop).
+    fn finish(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The process's standard output (the access log's `-`).
@@ -32,19 +44,87 @@ pub struct Stdout;
 /// The process's standard error (the error log's default).
 pub struct Stderr;
 
+/// The end of a line on descriptor 1 or 2 that a failed write cut short.
+static STDOUT_TORN: Mutex<Torn> = Mutex::new(Torn::new());
+static STDERR_TORN: Mutex<Torn> = Mutex::new(Torn::new());
+
 impl Destination for Stdout {
     fn write_line(&self, line: &[u8]) -> io::Result<()> {
         // The lock keeps lines whole against other Rust writers; the write goes
         // straight to descriptor 1, so a failed line never lingers in a buffer.
         let out = io::stdout().lock();
-        write_fd(out.as_fd(), line)
+        lock(&STDOUT_TORN).write_line(line, |b| write_some(out.as_fd(), b))
+    }
+
+    fn finish(&self) -> io::Result<()> {
+        self.write_line(b"")
     }
 }
 
 impl Destination for Stderr {
     fn write_line(&self, line: &[u8]) -> io::Result<()> {
         let err = io::stderr().lock();
-        write_fd(err.as_fd(), line)
+        lock(&STDERR_TORN).write_line(line, |b| write_some(err.as_fd(), b))
+    }
+
+    fn finish(&self) -> io::Result<()> {
+        self.write_line(b"")
+    }
+}
+
+/// One `write(2)`; a pipe whose reader is gone fails at once with EPIPE (Python, and
+/// so every ferrule process, ignores SIGPIPE).
+fn write_some(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    nix::unistd::write(fd, buf).map_err(io::Error::from)
+}
+
+/// The unwritten end of a line that a failed write cut short (a full disk takes the
+/// part that fits in the file's last block), written before the next line.
+pub struct Torn(Vec<u8>);
+
+impl Torn {
+    pub const fn new() -> Torn {
+        Torn(Vec::new())
+    }
+
+    /// Writes the end of a torn line, then `line` (empty: only that end), with
+    /// `write` (one `write(2)`).
+    /// Ok when `line` is whole in the file or its end is kept here; an error when
+    /// nothing of it got there (a lost line).
+    pub fn write_line(
+        &mut self,
+        line: &[u8],
+        mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        while !self.0.is_empty() {
+            match write(&self.0) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => drop(self.0.drain(..n)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut done = 0;
+        while done < line.len() {
+            match write(&line[done..]) {
+                Ok(0) if done == 0 => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) if n > 0 => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if done == 0 => return Err(e),
+                // Part of it is in the file: the rest goes before the next line.
+                _ => {
+                    self.0.extend_from_slice(&line[done..]);
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for Torn {
+    fn default() -> Torn {
+        Torn::new()
     }
 }
 
@@ -52,20 +132,10 @@ impl Destination for Arc<LogFile> {
     fn write_line(&self, line: &[u8]) -> io::Result<()> {
         LogFile::write_line(self, line)
     }
-}
 
-/// Writes all of `buf`; a pipe whose reader is gone fails at once with EPIPE (Python,
-/// and so every ferrule process, ignores SIGPIPE).
-fn write_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        match nix::unistd::write(fd, buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
+    fn finish(&self) -> io::Result<()> {
+        LogFile::write_line(self, b"")
     }
-    Ok(())
 }
 
 /// Where a sink reports the lines it lost.
@@ -146,6 +216,36 @@ impl Sink {
         self.failing.load(Ordering::Relaxed)
     }
 
+    /// Reports the lines lost so far now, whether or not this sink works again (the
+    /// server is stopping: no later line would carry the notice). The error log's
+    /// notice goes in itself if it can; the access log's in the error log.
+    pub fn report_now(&self) {
+        if let Err(e) = self.dest.finish() {
+            // The start of a line is in the file and its end never will be: lost.
+            self.count(lock(&self.loss), 1, &e);
+        }
+        if !self.is_failing() {
+            return;
+        }
+        let mut guard = lock(&self.loss);
+        let notice = match guard.as_ref() {
+            Some(l) if l.pid == std::process::id() => l.notice(self.name),
+            _ => return,
+        };
+        let delivered = match &self.report {
+            Report::Inline => self
+                .dest
+                .write_line(crate::log::line("WARNING", &notice).as_bytes())
+                .is_ok(),
+            Report::Into(errors) => errors.warn(&notice),
+            Report::ErrorLog => crate::log::warn_now(&notice),
+        };
+        if delivered {
+            *guard = None;
+            self.failing.store(false, Ordering::Relaxed);
+        }
+    }
+
     /// Writes an error-log warning, saying whether it got there (another sink's loss
     /// notice, which that sink keeps until it does).
     pub(crate) fn warn(&self, msg: &str) -> bool {
@@ -221,6 +321,7 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::errno::Errno;
 
     /// Fails with `errno` while `broken` is set; keeps what it was given otherwise.
     struct Flaky {
@@ -359,7 +460,71 @@ mod tests {
     fn a_pipe_without_reader_fails_at_once_with_epipe() {
         let (r, w) = nix::unistd::pipe().unwrap();
         drop(r);
-        let err = write_fd(w.as_fd(), b"line\n").unwrap_err();
+        let err = Torn::new()
+            .write_line(b"line\n", |b| write_some(w.as_fd(), b))
+            .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(Errno::EPIPE as i32));
+    }
+
+    #[test]
+    fn a_line_cut_short_is_finished_before_the_next_and_only_untouched_lines_are_lost() {
+        // A file with room for 10 more bytes, then none until `room` grows.
+        let mut file: Vec<u8> = b"old\n".to_vec();
+        let mut room = 10usize;
+        let write = |file: &mut Vec<u8>, room: &mut usize, b: &[u8]| -> io::Result<usize> {
+            if *room == 0 {
+                return Err(Errno::ENOSPC.into());
+            }
+            let n = b.len().min(*room);
+            file.extend_from_slice(&b[..n]);
+            *room -= n;
+            Ok(n)
+        };
+        let mut torn = Torn::new();
+        // Cut short: not lost, its end is kept.
+        assert!(torn
+            .write_line(b"first line\n", |b| write(&mut file, &mut room, b))
+            .is_ok());
+        assert_eq!(file, b"old\nfirst line");
+        // Nothing of this one gets there: lost.
+        let e = torn
+            .write_line(b"second line\n", |b| write(&mut file, &mut room, b))
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(Errno::ENOSPC as i32));
+        room = 100;
+        assert!(torn
+            .write_line(b"third line\n", |b| write(&mut file, &mut room, b))
+            .is_ok());
+        assert_eq!(file, b"old\nfirst line\nthird line\n");
+    }
+
+    #[test]
+    fn a_loss_is_reported_at_stop_even_while_the_sink_still_fails() {
+        let disk = flaky(Errno::ENOSPC);
+        let errors = Arc::new(Sink::new(
+            "error log",
+            Box::new(disk.clone()),
+            Report::Inline,
+        ));
+        let access = flaky(Errno::ENOSPC);
+        let sink = Sink::new(
+            "access log",
+            Box::new(access.clone()),
+            Report::Into(errors.clone()),
+        );
+        access.broken.store(true, Ordering::Relaxed);
+        assert!(!sink.write_line(b"GET /1\n"));
+        assert!(!sink.write_line(b"GET /2\n"));
+        sink.report_now();
+        assert!(!sink.is_failing());
+        let errs = lock(&disk.lines).clone();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("[WARNING] 2 access log lines lost since "),
+            "{errs:?}"
+        );
+        // Nothing more to say.
+        sink.report_now();
+        assert_eq!(lock(&disk.lines).len(), 1);
     }
 }

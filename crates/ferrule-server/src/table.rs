@@ -196,9 +196,11 @@ impl Table {
         }
         for mut conn in expired {
             if !conn.buf.is_empty() {
-                tracing::warn!(
-                    "closing a connection that did not send a complete request head in time"
-                );
+                if crate::log::SLOW_HEADS.allow() {
+                    tracing::warn!(
+                        "closing a connection that did not send a complete request head in time"
+                    );
+                }
                 conn.answer_error(Error::Timeout(Phase::Head).status().unwrap_or(408));
             }
         }
