@@ -132,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seconds a body read or response write may wait (default {d.io_timeout:g})")
     w = p.add_argument_group("workers")
     w.add_argument("-t", "--timeout", type=_positive_float, metavar="SECONDS",
-                   help=f"seconds a request may run before it is answered 500 and its worker replaced (stacks "
-                        f"logged); also the heartbeat limit; 0 = never (default {d.timeout:g})")
+                   help=f"seconds a request may be stuck in the app (no byte of its answer, or none of its "
+                        f"next block) before it is answered 500 and its worker replaced (stacks logged); waits "
+                        f"on the client do not count; also the heartbeat limit; 0 = never (default {d.timeout:g})")
     w.add_argument("--graceful-timeout", type=_positive_float, metavar="SECONDS",
                    help=f"seconds in-flight requests get on SIGTERM (default {d.graceful_timeout:g})")
     w.add_argument("--max-requests", type=_count, metavar="INT",

@@ -219,7 +219,7 @@ class Ticker:
             self.worker.log.info(f"Worker {self.worker.pid} asks to be replaced: {why}")
             self.send(b"R")
 
-    def __call__(self, served: int, oldest: Optional[float]) -> bool:
+    def __call__(self, served: int, stalled: Optional[float]) -> bool:
         if self.stopping:
             return False
         now = time.monotonic()
@@ -231,13 +231,13 @@ class Ticker:
             self.stopping = True
             return True
         timeout = self.cfg.timeout
-        if timeout > 0 and oldest is not None and oldest > timeout:
-            dump_stacks(self.worker.log, f"WORKER TIMEOUT (pid:{self.worker.pid}): a request has run for "
-                                         f"{oldest:.1f}s (timeout {timeout:g}s); stacks of every thread:")
+        if timeout > 0 and stalled is not None and stalled > timeout:
+            dump_stacks(self.worker.log, f"WORKER TIMEOUT (pid:{self.worker.pid}): a request has been stuck in "
+                                         f"the app for {stalled:.1f}s (timeout {timeout:g}s); stacks of every thread:")
             self.arbiter.call_hook("worker_abort", self.worker)
             self.retire("request timeout")
             self.stopping = True
-            return float(timeout)  # stop, answering 500 to requests running longer
+            return float(timeout)  # stop, answering 500 to requests stuck longer
         if self.limit and served >= self.limit:
             self.retire(f"max requests ({self.limit}) reached")
         if now >= self.next_check and not self.retiring:
@@ -370,10 +370,10 @@ def _serve(arbiter, worker: Worker) -> int:
         worker.booted = True
         ticker.send(b"U")
 
-    def tick(served, oldest):
+    def tick(served, stalled):
         # The ticker's answer passes through: True, or the request timeout (a number:
-        # stop, answering 500 to requests running longer) both stop the worker.
-        stop = ticker(served, oldest)
+        # stop, answering 500 to requests stuck longer) both stop the worker.
+        stop = ticker(served, stalled)
         if stop:
             phase[0] = "stopping"
         return stop

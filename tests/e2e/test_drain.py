@@ -327,7 +327,7 @@ def test_a_request_over_the_timeout_is_answered_500_when_nothing_was_sent(serve)
     assert conn.sock is None or conn.sock.recv(1) == b""
     conn.close()
     replaced(s, old, 1)
-    assert "answered 500 to 1 request(s) running for more than 2s" in s.log()
+    assert "answered 500 to 1 request(s) stuck in the app for more than 2s" in s.log()
 
 
 def test_a_streamed_answer_over_the_timeout_is_cut(serve):

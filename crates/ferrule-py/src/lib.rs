@@ -45,10 +45,10 @@ const LOOP_EVERY: Duration = Duration::from_millis(100);
 /// Binds, serves `app` until a signal handler raises (KeyboardInterrupt: quick stop,
 /// anything else: graceful stop) or `tick` returns True (graceful stop). `ready` is
 /// called with the bound addresses once the server accepts connections. `tick` is
-/// called about every 100 ms with (requests answered, seconds the oldest request in
-/// flight has run or None); the worker process uses it for its heartbeat, timeouts
-/// and recycling; it returns a number of seconds to stop answering 500 to the
-/// requests in flight for longer than that (`--timeout`). `worker` says a master
+/// called about every 100 ms with (requests answered, the longest a request in
+/// flight has been in the app without progress, in seconds, or None); the worker
+/// process uses it for its heartbeat, timeouts and recycling; it returns a number of
+/// seconds to stop answering 500 to the requests stuck for longer than that (`--timeout`). `worker` says a master
 /// started this process (its log lines differ).
 ///
 /// Returns True when every thread finished; False when requests were abandoned, in
@@ -102,7 +102,7 @@ fn serve(
             Ok(()) => match &tick {
                 None => None,
                 Some(tick) => {
-                    let age = server.oldest_request().map(|d| d.as_secs_f64());
+                    let age = server.longest_stall().map(|d| d.as_secs_f64());
                     match tick.call1(py, (server.requests_served(), age)) {
                         Ok(v) if v.bind(py).is_exact_instance_of::<PyFloat>() => {
                             answer_overdue(py, &server, v.extract(py)?);
@@ -147,7 +147,7 @@ fn answer_overdue(py: Python<'_>, server: &Server, limit: f64) {
     let answered = py.detach(|| server.answer_overdue(limit));
     if answered > 0 {
         tracing::warn!(
-            "answered 500 to {answered} request(s) running for more than {}s",
+            "answered 500 to {answered} request(s) stuck in the app for more than {}s",
             limit.as_secs_f64()
         );
     }

@@ -12,6 +12,7 @@ use crate::conn::Conn;
 use crate::cork::CorkState;
 use crate::error::{Error, Phase};
 use crate::listener::{Local, Peer};
+use crate::progress::Progress;
 use crate::server::Shared;
 use crate::sys::{self, Interest};
 use ferrule_http::{BodyDecoder, Head, ResponseFraming, Version};
@@ -38,6 +39,28 @@ pub struct NoPark;
 impl Park for NoPark {
     fn park(&self, wait: &mut (dyn FnMut() -> io::Result<bool> + Send)) -> io::Result<bool> {
         wait()
+    }
+}
+
+/// A runner's wait on its client: `--timeout` does not count it (`progress.rs`).
+pub(crate) struct ClientWait<'a> {
+    park: &'a dyn Park,
+    progress: &'a Progress,
+    me: usize,
+}
+
+impl<'a> ClientWait<'a> {
+    pub(crate) fn new(park: &'a dyn Park, progress: &'a Progress, me: usize) -> Self {
+        ClientWait { park, progress, me }
+    }
+}
+
+impl Park for ClientWait<'_> {
+    fn park(&self, wait: &mut (dyn FnMut() -> io::Result<bool> + Send)) -> io::Result<bool> {
+        self.progress.waiting(self.me);
+        let ready = self.park.park(wait);
+        self.progress.made(self.me);
+        ready
     }
 }
 
@@ -257,6 +280,8 @@ impl Exchange {
     }
 
     fn read_more(&mut self, park: &dyn Park) -> Result<(), Error> {
+        // `100 Continue` is 25 bytes before the app answers: a wait on it is rare
+        // (the seat is lent to `interim` here, so such a wait is not marked as the client's).
         if self.continue_pending {
             self.continue_pending = false;
             let msg: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -284,6 +309,7 @@ impl Exchange {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let fd = self.conn.stream.fd();
+                    let park = ClientWait::new(park, &self.shared.progress, self.shared.me());
                     let ready = park.park(&mut || sys::wait_ready(fd, Interest::Read, timeout))?;
                     if !ready {
                         return Err(Error::Timeout(Phase::Body));

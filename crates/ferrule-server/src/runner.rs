@@ -6,7 +6,7 @@
 //! [`Park`] it is given: reads and writes are non-blocking, and a full socket is
 //! waited for through `park` (which releases the GIL).
 
-use crate::exchange::Park;
+use crate::exchange::{ClientWait, Park};
 use crate::held::{HeldConns, HOLD_LIMIT, MAX_HELD};
 use crate::sched::Stamp;
 use crate::serve::{accept_all, serve};
@@ -196,6 +196,9 @@ impl Runner<'_> {
                 shared.rouse_monitor();
                 let holding = self.held > 0;
                 let me = self.me;
+                // Waits on the client inside `serve` (pipelined answers, a rejected
+                // request's answer) are not the app's time (`--timeout`).
+                let park = &ClientWait::new(park, &shared.progress, me);
                 if let Some(c) = serve(shared, self.handler, conn, holding, me, started.at, park) {
                     shared.held.hold(me, c);
                     self.held += 1;

@@ -190,12 +190,20 @@ impl Sched {
     }
 
     /// `at` as nanoseconds since `epoch`, the unit of the stamps kept here.
-    fn nanos(&self, at: Instant) -> u64 {
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
     fn now(&self) -> u64 {
         self.nanos(Instant::now())
+    }
+
+    /// When thread `me`'s current request began (nanoseconds since `epoch`), if it is in one.
+    pub(crate) fn request_start(&self, me: usize) -> Option<u64> {
+        match self.busy.get(me)?.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
     }
 
     /// How long thread `me`'s current request has run at `now`, if it is in one.
@@ -204,18 +212,6 @@ impl Sched {
             0 => None,
             t => Some(Duration::from_nanos(self.nanos(now).saturating_sub(t))),
         }
-    }
-
-    /// Age of the longest-running request in flight.
-    pub(crate) fn oldest_request(&self) -> Option<Duration> {
-        let oldest = self
-            .busy
-            .iter()
-            .take(self.spawned())
-            .map(|b| b.load(Ordering::Relaxed))
-            .filter(|&t| t != 0)
-            .min()?;
-        Some(Duration::from_nanos(self.now().saturating_sub(oldest)))
     }
 
     /// Thread `me` finished a request. Returns true when it should stop being a

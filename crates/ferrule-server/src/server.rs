@@ -12,6 +12,7 @@ use crate::cork::{Corks, PUSH_AFTER};
 use crate::exchange::{with_date, Claims, Exchange, NoPark, Park};
 use crate::held::Held;
 use crate::listener::{bind_all, BindError, Listener, Local};
+use crate::progress::Progress;
 use crate::runner::{self, BATCH};
 use crate::sched::Sched;
 use crate::serve::accept_all;
@@ -85,6 +86,8 @@ pub struct Shared {
     /// The monitor dozes (see `DOZE_AFTER`).
     dozing: AtomicBool,
     pub(crate) sched: Sched,
+    /// Per runner: when its request last made progress, for `--timeout` (`progress.rs`).
+    pub(crate) progress: Progress,
     /// Per runner: who answers its current request, the app or `--timeout` (`claim.rs`).
     pub(crate) claims: Claims,
     /// Streamed responses held corked, per runner (`cork.rs`).
@@ -218,6 +221,7 @@ impl Server {
             all_stopped: Condvar::new(),
             dozing: AtomicBool::new(false),
             sched: Sched::new(config.threads),
+            progress: Progress::new(config.threads),
             claims: Claims::new(config.threads),
             corks: Corks::new(config.threads),
             held: Held::new(config.threads),
@@ -251,13 +255,17 @@ impl Server {
         self.shared.served.load(Ordering::Relaxed)
     }
 
-    /// How long the longest-running request in flight has been running (for `--timeout`).
-    pub fn oldest_request(&self) -> Option<Duration> {
-        self.shared.sched.oldest_request()
+    /// The longest any request in flight has been in the app without progress (for
+    /// `--timeout`): waits on its client do not count, and each block of a streamed
+    /// answer starts the count again (`progress.rs`).
+    pub fn longest_stall(&self) -> Option<Duration> {
+        self.shared
+            .progress
+            .longest_stall(&self.shared.sched, Instant::now())
     }
 
-    /// Answers `500` (with `Connection: close`) to each request in flight that has run
-    /// for longer than `limit` with nothing of its answer sent yet, and ends the writing
+    /// Answers `500` (with `Connection: close`) to each request in flight that has been
+    /// in the app without progress for longer than `limit`, with nothing of its answer sent, and ends the writing
     /// side of its connection (`--timeout`). The app's thread may still be running it:
     /// what it sends later goes nowhere. Returns how many were answered.
     pub fn answer_overdue(&self, limit: Duration) -> usize {
@@ -266,9 +274,9 @@ impl Server {
         (0..s.sched.spawned())
             .filter(|&me| {
                 let old = || {
-                    s.sched
-                        .request_age(me, Instant::now())
-                        .is_some_and(|age| age > limit)
+                    s.progress
+                        .stall(&s.sched, me, Instant::now())
+                        .is_some_and(|stall| stall > limit)
                 };
                 s.claims.time_out(me, old, &response)
             })

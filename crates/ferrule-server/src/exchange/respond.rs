@@ -1,7 +1,7 @@
 //! The response side of an [`Exchange`]: the head the app starts, its body blocks,
 //! files, corking of streamed blocks, and the writes to the socket.
 
-use super::{Exchange, Park, Response};
+use super::{ClientWait, Exchange, Park, Response};
 use crate::cork::CorkState;
 use crate::error::{Error, Phase};
 use crate::sys::{self, Interest};
@@ -174,6 +174,8 @@ impl Exchange {
         let Response::Body { framing, sent, .. } = &mut self.response else {
             return Err(Error::Protocol("body written before the head"));
         };
+        // A block from the app: `--timeout` counts again from here.
+        self.shared.progress.made(self.shared.me());
         let data = match *framing {
             ResponseFraming::Length(n) => {
                 let room = n - *sent;
@@ -199,6 +201,7 @@ impl Exchange {
             self.claim()?;
             self.cork_before_block();
             let out = std::mem::take(&mut self.out);
+            let park = &ClientWait::new(park, &self.shared.progress, self.shared.me());
             let r = self.conn.send([&out, data, crlf], park, timeout);
             self.out = out;
             self.out.clear();
@@ -245,12 +248,15 @@ impl Exchange {
             _ => return Ok(false),
         };
         self.claim()?;
+        self.shared.progress.made(self.shared.me());
         self.flush(park)?;
         let (mut off, end) = (offset as i64, (offset + len) as i64);
         let timeout = self.shared.config.io_timeout;
         let sock = self.conn.stream.fd();
-        // The whole copy happens with the lock parked: it may take a while.
+        // The whole copy happens with the lock parked: it may take a while, at the
+        // client's pace (a wait `--timeout` does not count).
         let mut result: Result<(), Error> = Ok(());
+        let park = ClientWait::new(park, &self.shared.progress, self.shared.me());
         park.park(&mut || {
             while off < end {
                 let count = (end - off) as usize;
@@ -291,6 +297,7 @@ impl Exchange {
         }
         self.claim()?;
         let out = std::mem::take(&mut self.out);
+        let park = &ClientWait::new(park, &self.shared.progress, self.shared.me());
         let r = self.conn.send([&out], park, self.shared.config.io_timeout);
         self.out = out;
         self.out.clear();
