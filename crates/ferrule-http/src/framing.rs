@@ -8,7 +8,7 @@ use crate::chars::trim_ows;
 use crate::config::ParserConfig;
 use crate::error::ParseError;
 use crate::head::{Head, Span};
-use crate::target::{is_host_value, TargetForm, Version};
+use crate::target::{absolute_host, is_host_value, TargetForm, Version};
 
 /// How the request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,7 +100,7 @@ pub(crate) fn analyse(head: &Head, buf: &[u8], cfg: &ParserConfig) -> Result<Fra
         return Err(ParseError::MissingHost);
     }
     if head.target.form == TargetForm::Absolute {
-        f.host = Some(head.target.host);
+        f.host = Some(absolute_host(&head.target, buf));
     }
     f.expect_continue &= head.version == Version::Http11;
     f.keep_alive = !close && (head.version == Version::Http11 || keep);

@@ -42,9 +42,6 @@ pub struct Target {
     pub path: Span,
     pub query: Span,
     pub fragment: Span,
-    /// The absolute form's `host[:port]`, userinfo left out (empty in other forms):
-    /// RFC 9112 §3.2.2 has it win over the Host field.
-    pub host: Span,
 }
 
 /// Checks a method: always a token; unless unconventional methods are permitted,
@@ -93,7 +90,6 @@ pub fn parse_target(method: &[u8], t: &[u8], base: usize) -> Result<Target, Pars
             path: raw,
             query: empty,
             fragment: empty,
-            host: empty,
         });
     }
     if method == b"CONNECT" {
@@ -104,10 +100,8 @@ pub fn parse_target(method: &[u8], t: &[u8], base: usize) -> Result<Target, Pars
             path: empty,
             query: empty,
             fragment: empty,
-            host: empty,
         });
     }
-    let mut host = empty;
     let (form, path_start) = if t[0] == b'/' {
         (TargetForm::Origin, 0)
     } else {
@@ -117,13 +111,7 @@ pub fn parse_target(method: &[u8], t: &[u8], base: usize) -> Result<Target, Pars
             .iter()
             .position(|&b| matches!(b, b'/' | b'?' | b'#'))
             .unwrap_or(t.len() - auth_start);
-        let authority = &t[auth_start..auth_start + auth_len];
-        check_authority(authority, false)?;
-        let at = authority
-            .iter()
-            .rposition(|&b| b == b'@')
-            .map_or(0, |i| i + 1);
-        host = Span::at(base + auth_start + at, auth_len - at);
+        check_authority(&t[auth_start..auth_start + auth_len], false)?;
         (TargetForm::Absolute, auth_start + auth_len)
     };
     let rest = &t[path_start..];
@@ -146,8 +134,24 @@ pub fn parse_target(method: &[u8], t: &[u8], base: usize) -> Result<Target, Pars
         path: at(0, path_end),
         query,
         fragment,
-        host,
     })
+}
+
+/// The `host[:port]` of an absolute-form target, userinfo left out: RFC 9112 §3.2.2 has
+/// it win over the Host field. Found again in the checked target (rare), so that
+/// `Target` stays as small as the hot path wants it.
+pub(crate) fn absolute_host(target: &Target, buf: &[u8]) -> Span {
+    let raw = target.raw.range();
+    let t = &buf[raw.start..target.path.range().start];
+    let auth_start = t
+        .windows(3)
+        .position(|w| w == b"://")
+        .map_or(t.len(), |i| i + 3);
+    let at = t[auth_start..]
+        .iter()
+        .rposition(|&b| b == b'@')
+        .map_or(auth_start, |i| auth_start + i + 1);
+    Span::at(raw.start + at, t.len() - at)
 }
 
 /// Returns the scheme's length when `t` starts with `scheme "://"`.
