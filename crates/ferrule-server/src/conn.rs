@@ -112,7 +112,7 @@ impl Conn {
         if n > 0 {
             self.buf.drain(..n);
             self.blank += n;
-            self.scanned -= n;
+            self.scanned = self.scanned.saturating_sub(n);
             self.line_start = self.line_start.saturating_sub(n);
         }
     }
