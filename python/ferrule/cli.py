@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upper-case lower-case methods (default off)")
     h.add_argument("--permit-unconventional-http-method", action="store_true",
                    help="accept methods outside gunicorn's conventions (default off)")
+    h.add_argument("--permit-missing-host", action="store_true",
+                   help="serve HTTP/1.1 requests without Host, as gunicorn does (default off: 400)")
     h.add_argument("--forwarded-allow-ips", metavar="IPS",
                    help="addresses and networks (10.0.0.0/8) whose X-Forwarded-Proto is trusted; '*' all "
                         f"(default {d.forwarded_allow_ips}, or $FORWARDED_ALLOW_IPS)")

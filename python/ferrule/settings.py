@@ -45,6 +45,8 @@ class Settings:
     strip_header_spaces: bool = False
     casefold_http_method: bool = False
     permit_unconventional_http_method: bool = False
+    #: Serve HTTP/1.1 requests without Host, as gunicorn does (default: 400, RFC 9112 §3.2).
+    permit_missing_host: bool = False
     forwarded_allow_ips: str = "127.0.0.1,::1"
     log_level: str = "info"
     error_logfile: Optional[str] = "-"

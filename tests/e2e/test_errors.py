@@ -71,11 +71,11 @@ def test_malformed_requests_get_4xx_and_a_log_line(serve):
     s = serve("routes:app")
     cases = [
         (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
-        (b"GET /\x01 HTTP/1.1\r\n\r\n", 400),
-        (b"GET / HTTP/1.1\r\nX: " + b"y" * 9000 + b"\r\n\r\n", 431),
-        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", 414),  # gunicorn 27 and nginx; gunicorn 26: 400
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n", 400),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: br\r\n\r\n", 501),
+        (b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"y" * 9000 + b"\r\n\r\n", 431),
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),  # gunicorn 27 and nginx; gunicorn 26: 400
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: br\r\n\r\n", 501),
     ]
     for req, want in cases:
         status, _, _ = parse(raw(s.port, req))

@@ -189,7 +189,7 @@ def test_ipv6_bind(tmp_path):
                 if time.monotonic() > deadline or p.poll() is not None:
                     raise
                 time.sleep(0.05)
-        c.sendall(b"GET /environ HTTP/1.1\r\nConnection: close\r\n\r\n")
+        c.sendall(b"GET /environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         data = b""
         while chunk := c.recv(65536):
             data += chunk

@@ -55,6 +55,8 @@ pub struct ParserConfig {
     pub strip_header_spaces: bool,
     pub casefold_http_method: bool,
     pub permit_unconventional_http_method: bool,
+    /// Serve HTTP/1.1 requests without Host, as gunicorn does (RFC 9112 §3.2: 400).
+    pub permit_missing_host: bool,
 }
 
 impl Default for ParserConfig {
@@ -69,6 +71,7 @@ impl Default for ParserConfig {
             strip_header_spaces: false,
             casefold_http_method: false,
             permit_unconventional_http_method: false,
+            permit_missing_host: false,
         }
     }
 }

@@ -39,6 +39,12 @@ pub enum ParseError {
     UnsupportedTransferCoding,
     /// The declared or received body is larger than the configured limit.
     BodyTooLarge,
+    /// The Host field is not `host[:port]` (RFC 9112 §3.2). ferrule's own class: gunicorn
+    /// does not check Host.
+    InvalidHost,
+    /// An HTTP/1.1 request without Host (RFC 9112 §3.2), unless `permit_missing_host`.
+    /// ferrule's own class: gunicorn accepts such requests.
+    MissingHost,
 }
 
 impl ParseError {
@@ -74,6 +80,8 @@ impl ParseError {
             ParseError::InvalidSchemeHeaders => "InvalidSchemeHeaders",
             ParseError::UnsupportedTransferCoding => "UnsupportedTransferCoding",
             ParseError::BodyTooLarge => "BodyTooLarge",
+            ParseError::InvalidHost => "InvalidHost",
+            ParseError::MissingHost => "MissingHost",
         }
     }
 }
@@ -96,6 +104,8 @@ impl fmt::Display for ParseError {
             ParseError::InvalidSchemeHeaders => "contradictory scheme headers",
             ParseError::UnsupportedTransferCoding => "unsupported transfer coding",
             ParseError::BodyTooLarge => "request body too large",
+            ParseError::InvalidHost => "invalid Host",
+            ParseError::MissingHost => "HTTP/1.1 request without Host",
         };
         write!(f, "{what} ({})", self.name())
     }

@@ -43,17 +43,17 @@ mod tests {
 
     #[test]
     fn table() {
-        assert_eq!(scheme("GET / HTTP/1.1\r\n\r\n"), Ok(None));
+        assert_eq!(scheme("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Ok(None));
         assert_eq!(
-            scheme("GET / HTTP/1.1\r\nX-Forwarded-Proto: https\r\n\r\n"),
+            scheme("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\n\r\n"),
             Ok(Some(true))
         );
         assert_eq!(
-            scheme("GET / HTTP/1.1\r\nX-Forwarded-Proto: http\r\n\r\n"),
+            scheme("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: http\r\n\r\n"),
             Ok(Some(false))
         );
         assert_eq!(
-            scheme("GET / HTTP/1.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n\r\n"),
+            scheme("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n\r\n"),
             Err(ParseError::InvalidSchemeHeaders)
         );
     }

@@ -73,9 +73,10 @@ mod tests {
     fn mutated_requests_never_panic_and_split_delivery_agrees() {
         let seeds: &[&[u8]] = &[
             b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\nGET / HTTP/1.0\r\n\r\n",
-            b"PUT /x HTTP/1.1\r\nContent-Length: 3\r\nA: b\r\n\r\nabcGET / HTTP/1.1\r\n\r\n",
-            b"OPTIONS * HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+            b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nA: b\r\n\r\nabcGET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n",
+            b"\r\n\r\nGET http://u@h:1/p HTTP/1.1\r\nHost: x\r\n\r\n",
         ];
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {

@@ -85,9 +85,10 @@ impl Head {
     }
 }
 
-/// Parses the head at the start of `buf`. Empty lines before the request line are skipped.
+/// Parses the head at the start of `buf`. Empty lines before the request line are
+/// skipped; they count against the request-line limit (see [`parse_head_after`]).
 pub fn parse_head(buf: &[u8], cfg: &ParserConfig) -> Result<Option<Head>, ParseError> {
-    parse_head_into(buf, cfg, Vec::with_capacity(16))
+    parse_head_after(buf, 0, cfg, Vec::with_capacity(16))
 }
 
 /// [`parse_head`] with the vector the fields go into (cleared first): a server passes
@@ -95,16 +96,41 @@ pub fn parse_head(buf: &[u8], cfg: &ParserConfig) -> Result<Option<Head>, ParseE
 pub fn parse_head_into(
     buf: &[u8],
     cfg: &ParserConfig,
+    headers: Vec<Header>,
+) -> Result<Option<Head>, ParseError> {
+    parse_head_after(buf, 0, cfg, headers)
+}
+
+/// How many bytes at the start of `buf` are whole empty lines (CRLF), which RFC 9112
+/// §2.2 lets a server ignore before a request line. A server drops them from its
+/// buffer as they arrive and passes their count to [`parse_head_after`], so each byte
+/// is looked at once however long a client keeps sending them.
+#[inline]
+pub fn empty_lines(buf: &[u8]) -> usize {
+    let mut n = 0;
+    while buf[n..].starts_with(b"\r\n") {
+        n += 2;
+    }
+    n
+}
+
+/// [`parse_head_into`] for a buffer whose first `skipped` bytes of empty lines the
+/// caller already dropped ([`empty_lines`]). Empty lines, CRLFs included, and the
+/// request line together must fit in the request-line limit (as gunicorn and nginx
+/// bound them): a client sending nothing but empty lines is refused with
+/// `LimitRequestLine` after about `limit_request_line` bytes.
+pub fn parse_head_after(
+    buf: &[u8],
+    skipped: usize,
+    cfg: &ParserConfig,
     mut headers: Vec<Header>,
 ) -> Result<Option<Head>, ParseError> {
     headers.clear();
-    let mut start = 0;
-    while buf[start..].starts_with(b"\r\n") {
-        start += 2;
-    }
+    let start = empty_lines(buf);
     let line_limit = cfg.request_line_limit();
     let Some(lf) = memchr(b'\n', &buf[start..]).map(|i| start + i) else {
-        return if buf.len() - start > line_limit + 1 {
+        // The line may still end with the CR that is already here.
+        return if skipped + buf.len() > line_limit + 1 {
             Err(ParseError::LimitRequestLine)
         } else {
             Ok(None)
@@ -114,7 +140,7 @@ pub fn parse_head_into(
         Some(l) => l,
         None => return Err(ParseError::InvalidRequestLine),
     };
-    if line.len() > line_limit {
+    if skipped + start + line.len() > line_limit {
         return Err(ParseError::LimitRequestLine);
     }
     let mut owned = Vec::new();
@@ -287,5 +313,84 @@ mod tests {
             assert_eq!(reused.get(second, a.value), fresh.get(second, b.value));
         }
         assert_eq!(reused.framing, fresh.framing);
+    }
+
+    fn small_line_limit() -> ParserConfig {
+        ParserConfig {
+            limit_request_line: 20,
+            ..ParserConfig::default()
+        }
+    }
+
+    #[test]
+    fn empty_lines_count_against_the_request_line_limit() {
+        let cfg = small_line_limit();
+        let req = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"; // a request line of 14 bytes
+        let table: &[(usize, Result<bool, ParseError>)] = &[
+            (0, Ok(true)),
+            (1, Ok(true)),
+            (3, Ok(true)), // 6 + 14 = 20: at the limit
+            (4, Err(ParseError::LimitRequestLine)),
+            (500, Err(ParseError::LimitRequestLine)),
+        ];
+        for (n, want) in table {
+            let raw = "\r\n".repeat(*n) + req;
+            let got = parse_head(raw.as_bytes(), &cfg).map(|h| h.is_some());
+            assert_eq!(got, *want, "{n} empty lines");
+            if let Ok(Some(head)) = parse_head(raw.as_bytes(), &cfg) {
+                assert_eq!(head.len, raw.len());
+                assert_eq!(head.get(raw.as_bytes(), head.method), b"GET");
+            }
+        }
+        // Nothing but empty lines: refused once they alone pass the limit.
+        for (n, want) in [(10, Ok(false)), (11, Err(ParseError::LimitRequestLine))] {
+            let raw = "\r\n".repeat(n);
+            let got = parse_head(raw.as_bytes(), &cfg).map(|h| h.is_some());
+            assert_eq!(got, want, "{n} empty lines alone");
+        }
+        // Only CRLF makes an empty line (RFC 9112 §2.2 allows no bare LF here).
+        for raw in [
+            "\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "\r\r\nGET / HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_head(raw.as_bytes(), &cfg),
+                Err(ParseError::InvalidRequestLine),
+                "{raw:?}"
+            );
+        }
+    }
+
+    /// A server drops empty lines as they arrive (`empty_lines`) and tells the parser how
+    /// many it dropped: whatever the pieces, the answer is the whole buffer's, and no
+    /// byte of an empty line is kept or looked at again.
+    #[test]
+    fn dropping_empty_lines_as_they_arrive_gives_the_whole_buffers_answer() {
+        let cfg = small_line_limit();
+        for n in 0..14 {
+            for tail in ["GET / HTTP/1.1\r\nHost: x\r\n\r\n", "GET /", "\r", ""] {
+                let raw = ("\r\n".repeat(n) + tail).into_bytes();
+                let whole = parse_head(&raw, &cfg).map(|h| h.map(|h| h.len));
+                for step in 1..=5 {
+                    let (mut buf, mut skipped, mut fed) = (Vec::new(), 0, 0);
+                    let got = loop {
+                        let end = (fed + step).min(raw.len());
+                        buf.extend_from_slice(&raw[fed..end]);
+                        fed = end;
+                        let drop = empty_lines(&buf);
+                        buf.drain(..drop);
+                        skipped += drop;
+                        if fed <= 2 * n {
+                            assert!(buf.len() <= 1, "kept {} bytes of empty lines", buf.len());
+                        }
+                        match parse_head_after(&buf, skipped, &cfg, Vec::new()) {
+                            Ok(None) if fed < raw.len() => continue,
+                            r => break r.map(|h| h.map(|h| skipped + h.len)),
+                        }
+                    };
+                    assert_eq!(got, whole, "{n} empty lines, then {tail:?}, by {step}");
+                }
+            }
+        }
     }
 }

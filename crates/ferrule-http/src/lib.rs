@@ -25,7 +25,7 @@ pub use error::ParseError;
 pub use forwarded::{secure_scheme, SECURE_SCHEME_HEADERS};
 pub use framing::{BodyKind, Framing};
 pub use fuzz::fuzz_one;
-pub use head::{parse_head, parse_head_into, Head, Header, Span};
+pub use head::{empty_lines, parse_head, parse_head_after, parse_head_into, Head, Header, Span};
 pub use response::{
     choose_framing, classify_field, error_response, finish_head, parse_status, reason_phrase,
     write_chunk, write_field, write_status_line, DateCache, FieldKind, ResponseError,

@@ -137,6 +137,23 @@ pub fn parse_target(method: &[u8], t: &[u8], base: usize) -> Result<Target, Pars
     })
 }
 
+/// The `host[:port]` of an absolute-form target, userinfo left out: RFC 9112 §3.2.2 has
+/// it win over the Host field. Found again in the checked target (rare), so that
+/// `Target` stays as small as the hot path wants it.
+pub(crate) fn absolute_host(target: &Target, buf: &[u8]) -> Span {
+    let raw = target.raw.range();
+    let t = &buf[raw.start..target.path.range().start];
+    let auth_start = t
+        .windows(3)
+        .position(|w| w == b"://")
+        .map_or(t.len(), |i| i + 3);
+    let at = t[auth_start..]
+        .iter()
+        .rposition(|&b| b == b'@')
+        .map_or(auth_start, |i| auth_start + i + 1);
+    Span::at(raw.start + at, t.len() - at)
+}
+
 /// Returns the scheme's length when `t` starts with `scheme "://"`.
 fn absolute_scheme_end(t: &[u8]) -> Option<usize> {
     let colon = t.iter().position(|&b| b == b':')?;
@@ -150,48 +167,68 @@ fn absolute_scheme_end(t: &[u8]) -> Option<usize> {
 
 /// `[userinfo@]host[:port]`; CONNECT needs a port and no userinfo.
 fn check_authority(a: &[u8], connect: bool) -> Result<(), ParseError> {
-    let bad = Err(ParseError::InvalidRequestLine);
     let hostport = match a.iter().rposition(|&b| b == b'@') {
         Some(i) if !connect => {
             if !a[..i].iter().all(|&b| is_authority_char(b) || b == b':') {
-                return bad;
+                return Err(ParseError::InvalidRequestLine);
             }
             &a[i + 1..]
         }
-        Some(_) => return bad,
+        Some(_) => return Err(ParseError::InvalidRequestLine),
         None => a,
     };
+    match host_port(hostport) {
+        Some(Some(_)) => Ok(()),
+        Some(None) if !connect => Ok(()),
+        _ => Err(ParseError::InvalidRequestLine),
+    }
+}
+
+/// A Host field value (RFC 9112 §3.2: `uri-host [":" port]` of RFC 3986): a reg-name
+/// (unreserved, pct-encoded and sub-delims bytes), an IPv4 address or a bracketed IPv6
+/// one, then an optional port of at most five digits. An empty value is valid (a
+/// client sends one when the target has no authority).
+pub(crate) fn is_host_value(v: &[u8]) -> bool {
+    v.is_empty() || host_port(v).is_some()
+}
+
+/// Checks `host[:port]` (a non-empty host); `Some(port)` when it is valid, with
+/// `Some(digits)` when a non-empty port is written.
+fn host_port(hostport: &[u8]) -> Option<Option<&[u8]>> {
     let (host, port) = if hostport.first() == Some(&b'[') {
-        let close = match hostport.iter().position(|&b| b == b']') {
-            Some(c) => c,
-            None => return bad,
-        };
+        let close = hostport.iter().position(|&b| b == b']')?;
         let inner = &hostport[1..close];
         if inner.is_empty()
             || !inner
                 .iter()
                 .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
         {
-            return bad;
+            return None;
         }
         match &hostport[close + 1..] {
             [] => (&hostport[..=close], None),
             [b':', port @ ..] => (&hostport[..=close], Some(port)),
-            _ => return bad,
+            _ => return None,
         }
     } else {
-        match hostport.iter().rposition(|&b| b == b':') {
-            Some(c) => (&hostport[..c], Some(&hostport[c + 1..])),
-            None => (hostport, None),
+        // One pass: reg-name bytes up to the first other byte, which must be the port's colon.
+        let end = hostport
+            .iter()
+            .position(|&b| !is_authority_char(b))
+            .unwrap_or(hostport.len());
+        match &hostport[end..] {
+            [] => (hostport, None),
+            [b':', port @ ..] => (&hostport[..end], Some(port)),
+            _ => return None,
         }
     };
-    if host.is_empty() || (host[0] != b'[' && !host.iter().all(|&b| is_authority_char(b))) {
-        return bad;
+    if host.is_empty() {
+        return None;
     }
     match port {
-        Some(p) if !p.iter().all(u8::is_ascii_digit) || p.len() > 5 => bad,
-        Some([]) | None if connect => bad,
-        _ => Ok(()),
+        Some(p) if p.len() > 5 || !p.iter().all(u8::is_ascii_digit) => None,
+        Some([]) | None => Some(None),
+        Some(p) => Some(Some(p)),
     }
 }
 

@@ -5,7 +5,7 @@
 mod support;
 
 use ferrule_http::ParseError;
-use support::{config, expected, run, Seen, DEVIATIONS};
+use support::{config, expected, first_without_host, run, Seen, DEVIATIONS};
 
 #[test]
 fn gunicorn_corpus() {
@@ -46,6 +46,55 @@ fn gunicorn_corpus() {
         }
     }
     assert!(checked >= 2 * 129, "only {checked} runs");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// Under ferrule's default (no `--permit-missing-host`), the valid cases with an
+/// HTTP/1.1 request without Host are served up to that request, which gets 400.
+#[test]
+fn gunicorn_corpus_without_permit_missing_host() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in support::cases() {
+        let id = case.id.as_str();
+        if case.kind != "valid" || DEVIATIONS.iter().any(|(d, _)| *d == id) {
+            continue;
+        }
+        let Some(first) = first_without_host(&case.expect) else {
+            continue;
+        };
+        let want: Vec<Seen> = support::connect_has_no_path(
+            case.expect["requests"]
+                .as_array()
+                .expect("requests")
+                .iter()
+                .map(expected)
+                .collect(),
+        );
+        let mut cfg = config(&case.cfg);
+        cfg.permit_missing_host = false;
+        let trust = case.cfg.get("forwarded_allow_ips").is_some();
+        for step in [case.raw.len().max(1), 1] {
+            let (seen, err) = run(&case.raw, &cfg, step, trust);
+            checked += 1;
+            if err != Some(ParseError::MissingHost)
+                || ParseError::MissingHost.status() != 400
+                || seen[..] != want[..first]
+            {
+                failures.push(format!(
+                    "{id} (step {step}): got {err:?} after {} request(s); expected MissingHost after {first}",
+                    seen.len()
+                ));
+            }
+        }
+    }
+    // 24 of gunicorn 26's valid cases send HTTP/1.1 without Host.
+    assert!(checked >= 2 * 20, "only {checked} runs");
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",

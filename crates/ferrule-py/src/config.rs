@@ -34,6 +34,7 @@ pub struct Settings {
     strip_header_spaces: bool,
     casefold_http_method: bool,
     permit_unconventional_http_method: bool,
+    permit_missing_host: bool,
     forwarded_allow_ips: String,
     log_level: String,
     error_logfile: Option<String>,
@@ -98,6 +99,7 @@ impl Settings {
             strip_header_spaces: self.strip_header_spaces,
             casefold_http_method: self.casefold_http_method,
             permit_unconventional_http_method: self.permit_unconventional_http_method,
+            permit_missing_host: self.permit_missing_host,
         };
         let server = ServerConfig {
             binds,

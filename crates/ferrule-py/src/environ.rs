@@ -280,7 +280,10 @@ impl Environ {
             }
             _ => {
                 let (name, port) = self.server(py, ex);
-                if let Some(h) = &host {
+                // An empty Host names no server: SERVER_NAME came from the listener,
+                // which another request with the same Host may not share.
+                let named = ex.host().is_some_and(|h| !h.is_empty());
+                if let Some(h) = host.as_ref().filter(|_| named) {
                     let last = strings::LastServer {
                         host: h.clone().unbind(),
                         https: ex.is_https(),
@@ -315,13 +318,16 @@ impl Environ {
         }
     }
 
-    /// SERVER_NAME and SERVER_PORT: from Host, else the listening address.
+    /// SERVER_NAME and SERVER_PORT: from the host the request is for (the absolute-form
+    /// target's, else Host: `Framing::host`), else the listening address. The parser
+    /// checked its syntax; an empty Host (valid, RFC 9112 §3.2) counts as none, since
+    /// PEP 3333 wants SERVER_NAME non-empty.
     fn server(&self, py: Python<'_>, ex: &Exchange) -> (Py<PyString>, Py<PyString>) {
         let default_port = match ex.is_https() {
             true => intern!(py, "443"),
             false => intern!(py, "80"),
         };
-        match ex.host() {
+        match ex.host().filter(|h| !h.is_empty()) {
             Some(host) => {
                 let make = || {
                     let text = String::from_utf8_lossy(host);

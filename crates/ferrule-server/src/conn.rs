@@ -40,6 +40,9 @@ pub struct Conn {
     pub(crate) scanned: usize,
     /// Start of the last incomplete line in `buf`.
     pub(crate) line_start: usize,
+    /// Bytes of empty lines dropped from the front of `buf` before the current request
+    /// line: they count against the request-line limit (`skip_empty_lines`).
+    pub(crate) blank: usize,
     /// When the first byte of the current head arrived.
     pub(crate) head_since: Option<Tick>,
     /// The last read left the socket empty, so epoll will report the next bytes.
@@ -66,6 +69,7 @@ impl Conn {
             fields: Vec::new(),
             scanned: 0,
             line_start: 0,
+            blank: 0,
             head_since: None,
             // Read at once: a new connection is served before it is registered (table.rs).
             drained: true,
@@ -91,6 +95,25 @@ impl Conn {
                 true
             }
             None => self.buf.len() - self.line_start > min_line_limit,
+        }
+    }
+
+    /// Drops the empty lines at the front of the buffer (RFC 9112 §2.2 lets a server
+    /// ignore them) and counts them in `blank`, which the parser adds to the request
+    /// line's length: so each of their bytes is looked at once, the buffer does not grow
+    /// while a client sends nothing else, and it is refused past the limit. A buffer that
+    /// does not start with CR pays one compare.
+    #[inline]
+    pub(crate) fn skip_empty_lines(&mut self) {
+        if self.buf.first() != Some(&b'\r') {
+            return;
+        }
+        let n = ferrule_http::empty_lines(&self.buf);
+        if n > 0 {
+            self.buf.drain(..n);
+            self.blank += n;
+            self.scanned = self.scanned.saturating_sub(n);
+            self.line_start = self.line_start.saturating_sub(n);
         }
     }
 
@@ -123,6 +146,7 @@ impl Conn {
     pub(crate) fn reset_scan(&mut self) {
         self.scanned = 0;
         self.line_start = 0;
+        self.blank = 0;
         self.head_since = if self.buf.is_empty() {
             None
         } else {

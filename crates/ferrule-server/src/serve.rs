@@ -6,7 +6,7 @@ use crate::conn::{Conn, Stage};
 use crate::error::Error;
 use crate::exchange::{Admit, Exchange, Park};
 use crate::server::{Handler, Shared};
-use ferrule_http::{parse_head_into, secure_scheme};
+use ferrule_http::{parse_head_after, secure_scheme};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -58,11 +58,12 @@ pub(crate) fn serve(
     }
     loop {
         if conn.worth_parsing(min_line) {
+            conn.skip_empty_lines();
             let fields = match std::mem::take(&mut conn.fields) {
                 v if v.capacity() == 0 => Vec::with_capacity(16),
                 v => v,
             };
-            match parse_head_into(&conn.buf, cfg, fields) {
+            match parse_head_after(&conn.buf, conn.blank, cfg, fields) {
                 Ok(Some(head)) => {
                     let trusted = shared.config.forwarded_allow_ips.allows(conn.peer.ip());
                     let https = match trusted.then(|| secure_scheme(&head, &conn.buf)) {

@@ -5,7 +5,7 @@
 #[path = "../../ferrule-http/tests/support/corpus.rs"]
 mod corpus;
 
-use corpus::{config, expected, latin1, Seen, DEVIATIONS};
+use corpus::{config, expected, first_without_host, latin1, Seen, DEVIATIONS};
 use ferrule_http::ParserConfig;
 use ferrule_server::{Exchange, Handler, Local, NoPark, Server, ServerConfig};
 use std::io::{ErrorKind, Read, Write};
@@ -245,6 +245,57 @@ fn corpus_over_a_socket_whole_and_byte_by_byte() {
     );
 }
 
+/// ferrule's default (no `--permit-missing-host`) over a socket: the corpus's valid
+/// cases with an HTTP/1.1 request without Host get the requests before it answered and
+/// a 400 for it, which the app never sees.
+#[test]
+fn corpus_without_permit_missing_host_over_a_socket() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in corpus::cases() {
+        let deviation = DEVIATIONS.iter().any(|(d, _)| *d == case.id);
+        let first = match first_without_host(&case.expect) {
+            Some(k) if case.kind == "valid" && !deviation => k,
+            _ => continue,
+        };
+        let mut cfg = config(&case.cfg);
+        cfg.permit_missing_host = false;
+        let trust_all = case.cfg.get("forwarded_allow_ips").is_some();
+        let srv = start(cfg, |c| {
+            if trust_all {
+                c.forwarded_allow_ips = ferrule_server::AllowIps::Any;
+            }
+        });
+        let codes = statuses(&exchange(srv.addr, &case.raw, false));
+        let seen = std::mem::take(&mut *srv.handler.seen.lock().unwrap());
+        let want: Vec<Seen> = case.expect["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .take(first)
+            .map(expected)
+            .collect();
+        let paths = |v: &[Seen]| v.iter().map(|r| r.path.clone()).collect::<Vec<_>>();
+        let mut want_codes = vec![200; first];
+        want_codes.push(400);
+        checked += 1;
+        if codes != want_codes || paths(&seen) != paths(&want) {
+            failures.push(format!(
+                "{}: statuses {codes:?}, app saw {} request(s); expected {want_codes:?}",
+                case.id,
+                seen.len()
+            ));
+        }
+    }
+    assert!(checked >= 20, "only {checked} cases");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 fn request(addr: SocketAddr, raw: &[u8]) -> (TcpStream, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -296,7 +347,7 @@ fn unknown_length_is_chunked_on_http11_and_close_delimited_on_http10() {
     let srv = start(ParserConfig::default(), |_| {});
     let reply = String::from_utf8(exchange(
         srv.addr,
-        b"GET /stream HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         false,
     ))
     .unwrap();
@@ -390,13 +441,13 @@ fn body_over_the_limit_is_413_before_the_app_sees_it() {
     let srv = start(parser, |_| {});
     let reply = exchange(
         srv.addr,
-        b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
         false,
     );
     assert_eq!(statuses(&reply), vec![413]);
     let reply = exchange(
         srv.addr,
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         false,
     );
     assert_eq!(statuses(&reply), vec![413]);
@@ -410,7 +461,7 @@ fn a_blocked_request_does_not_stall_others() {
     let slow = std::thread::spawn(move || {
         exchange(
             addr,
-            b"GET /sleep HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /sleep HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             false,
         )
     });
@@ -418,7 +469,7 @@ fn a_blocked_request_does_not_stall_others() {
     let started = Instant::now();
     let reply = exchange(
         srv.addr,
-        b"GET /fast HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /fast HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         false,
     );
     assert_eq!(statuses(&reply), vec![200]);
@@ -458,11 +509,14 @@ fn an_answer_is_not_held_back_while_the_next_request_blocks() {
     std::thread::sleep(Duration::from_millis(20));
     // While the one runner computes, a quick request and a blocking one arrive; it
     // then finds both ready at once and serves them in that order.
-    busy.write_all(b"GET /spin HTTP/1.1\r\n\r\n").unwrap();
+    busy.write_all(b"GET /spin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(10));
     let sent = Instant::now();
-    fast.write_all(b"GET /fast HTTP/1.1\r\n\r\n").unwrap();
-    slow.write_all(b"GET /sleep HTTP/1.1\r\n\r\n").unwrap();
+    fast.write_all(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    slow.write_all(b"GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     assert_eq!(statuses(&read_ok(&mut fast)), vec![200]);
     let waited = sent.elapsed();
     assert!(waited < Duration::from_millis(200), "{waited:?}");
@@ -474,7 +528,9 @@ fn an_answer_is_not_held_back_while_the_next_request_blocks() {
 fn graceful_stop_lets_the_request_in_flight_finish() {
     let mut srv = start(ParserConfig::default(), |_| {});
     let addr = srv.addr;
-    let slow = std::thread::spawn(move || exchange(addr, b"GET /sleep HTTP/1.1\r\n\r\n", false));
+    let slow = std::thread::spawn(move || {
+        exchange(addr, b"GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n", false)
+    });
     std::thread::sleep(Duration::from_millis(100));
     assert!(srv.server.take().unwrap().stop(Duration::from_secs(5)));
     let reply = String::from_utf8(slow.join().unwrap()).unwrap();
@@ -492,10 +548,12 @@ fn graceful_stop_answers_kept_alive_connections_and_closes_them_when_quiet() {
     let addr = srv.addr;
     let [mut idle, mut used] = [(); 2].map(|_| keep_alive(addr));
     for s in [&mut idle, &mut used] {
-        s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!(statuses(&read_ok(s)), vec![200]);
     }
-    let slow = std::thread::spawn(move || exchange(addr, b"GET /sleep HTTP/1.1\r\n\r\n", false));
+    let slow = std::thread::spawn(move || {
+        exchange(addr, b"GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n", false)
+    });
     std::thread::sleep(Duration::from_millis(50));
     let server = srv.server.take().unwrap();
     let stopped = Instant::now();
@@ -504,7 +562,7 @@ fn graceful_stop_answers_kept_alive_connections_and_closes_them_when_quiet() {
     std::thread::sleep(Duration::from_millis(50));
     // A connection the client goes on using: pipelined requests are all answered, and
     // the last one says the connection closes.
-    used.write_all(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
+    used.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut got = Vec::new();
     used.read_to_end(&mut got).unwrap();
@@ -530,16 +588,17 @@ fn a_request_sent_after_the_last_answer_of_a_drain_does_not_reset_that_answer() 
     let mut srv = start(ParserConfig::default(), |_| {});
     let addr = srv.addr;
     let mut c = keep_alive(addr);
-    c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(statuses(&read_ok(&mut c)), vec![200]);
     let server = srv.server.take().unwrap();
     let stopper = std::thread::spawn(move || server.stop(Duration::from_secs(4)));
     std::thread::sleep(Duration::from_millis(50));
     // The next request arrives while the app sleeps (300 ms): the answer to /sleep is
     // the last (it says close), and /b is left unread in the socket.
-    c.write_all(b"GET /sleep HTTP/1.1\r\n\r\n").unwrap();
+    c.write_all(b"GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    c.write_all(b"GET /b HTTP/1.1\r\n\r\n").unwrap();
+    c.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(400));
     let mut got = Vec::new();
     let end = c.read_to_end(&mut got);
@@ -549,4 +608,107 @@ fn a_request_sent_after_the_last_answer_of_a_drain_does_not_reset_that_answer() 
     assert!(text.contains("Connection: close"), "{text}");
     drop(c);
     assert!(stopper.join().unwrap());
+}
+
+/// A client sending nothing but empty lines (50 MB of CRLF) gets 414 once they pass
+/// the request-line limit and is closed: the server stops reading after a few
+/// kilobytes, and another client is answered meanwhile.
+#[test]
+fn a_flood_of_empty_lines_is_refused_at_the_request_line_limit() {
+    let srv = start(ParserConfig::default(), |_| {});
+    let mut flood = TcpStream::connect(srv.addr).unwrap();
+    flood
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let writer = flood.try_clone().unwrap();
+    let started = Instant::now();
+    let sender = std::thread::spawn(move || {
+        let mut writer = writer;
+        writer
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let chunk = b"\r\n".repeat(32 * 1024);
+        let mut sent = 0usize;
+        // Bounded in bytes (50 MB) and time (10 s).
+        while sent < 50 << 20 && started.elapsed() < Duration::from_secs(10) {
+            match writer.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    // Another client is served while the flood goes on.
+    let (_other, reply) = request(
+        srv.addr,
+        b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(statuses(&reply), vec![200]);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match flood.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                // A reset after the answer: the client was still sending.
+                assert!(
+                    !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+                    "the server neither answered nor closed: {e}"
+                );
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        statuses(&got),
+        vec![414],
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let sent = sender.join().unwrap();
+    // Socket buffers hold a few MB at most; the rest was refused by the closed socket.
+    assert!(
+        sent < 20 << 20,
+        "the server kept reading: {sent} bytes taken"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let paths: Vec<String> = srv
+        .handler
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(paths, ["/other"]);
+}
+
+/// Empty lines before a request line are ignored (RFC 9112 §2.2), also when they
+/// arrive one byte at a time and between pipelined requests; with the request line
+/// they must fit in `limit_request_line`.
+#[test]
+fn empty_lines_before_a_request_are_ignored_up_to_the_limit() {
+    let srv = start(
+        ParserConfig {
+            limit_request_line: 40,
+            ..ParserConfig::default()
+        },
+        |_| {},
+    );
+    let req = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"; // a request line of 15 bytes
+    let ok = format!("{}{req}{}{req}", "\r\n".repeat(12), "\r\n".repeat(12));
+    for slow in [false, true] {
+        assert_eq!(
+            statuses(&exchange(srv.addr, ok.as_bytes(), slow)),
+            vec![200, 200]
+        );
+    }
+    let over = format!("{req}{}{req}", "\r\n".repeat(13));
+    for slow in [false, true] {
+        assert_eq!(
+            statuses(&exchange(srv.addr, over.as_bytes(), slow)),
+            vec![200, 414]
+        );
+    }
 }

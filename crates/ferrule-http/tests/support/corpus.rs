@@ -37,8 +37,14 @@ pub fn corpus_dir() -> PathBuf {
     )
 }
 
+/// The parser settings of a case, as gunicorn runs it: `permit_missing_host` on, since
+/// gunicorn serves HTTP/1.1 requests without Host (ferrule's default answers 400, which
+/// [`first_without_host`] lets the runners check too).
 pub fn config(cfg: &Value) -> ParserConfig {
-    let mut c = ParserConfig::default();
+    let mut c = ParserConfig {
+        permit_missing_host: true,
+        ..ParserConfig::default()
+    };
     let num = |k: &str| {
         cfg.get(k)
             .and_then(Value::as_i64)
@@ -96,6 +102,20 @@ pub fn expected(req: &Value) -> Seen {
             .decode(req["body_b64"].as_str().unwrap_or_default())
             .expect("base64 body"),
     }
+}
+
+/// The index of a valid case's first expected request that is HTTP/1.1 without Host:
+/// under ferrule's default (`permit_missing_host` off) the requests before it are
+/// served and it gets 400 (`MissingHost`).
+pub fn first_without_host(expect: &Value) -> Option<usize> {
+    expect["requests"].as_array()?.iter().position(|r| {
+        r["version"] == serde_json::json!([1, 1])
+            && !r["headers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|h| h[0].as_str() == Some("HOST"))
+    })
 }
 
 /// One case of the corpus, with its expectation.
