@@ -190,6 +190,11 @@ impl Runner<'_> {
                     return false;
                 };
                 conn.peer_done |= t & PEER_DONE != 0;
+                if conn.writing() {
+                    // Room for an answer the server writes itself: no request, no app.
+                    shared.write_ready(conn);
+                    return false;
+                }
                 // One clock read per request: back to back, one's end is the next's start.
                 let started = self.last_end.take().unwrap_or_else(|| shared.sched.stamp());
                 shared.sched.start_request(self.me, started);

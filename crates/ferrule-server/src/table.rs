@@ -8,10 +8,14 @@
 //! arrive while a thread is serving its connection. The table remembers it (`missed`),
 //! and parking that connection then hands it straight back as ready instead of waiting
 //! for an event that already came.
+//!
+//! A connection whose answer the server writes out (`Stage::Writing`, `writing.rs`)
+//! is registered for writability too while it waits, with `--io-timeout` as its
+//! deadline, counted from the last write that made progress.
 
 use crate::clock::Tick;
 use crate::config::ServerConfig;
-use crate::conn::Conn;
+use crate::conn::{Conn, Stage};
 use crate::error::{Error, Phase};
 use crate::sys::Poller;
 use slab::Slab;
@@ -30,6 +34,8 @@ struct Slot {
     missed: bool,
     /// Registered in epoll; a new connection is not until it first waits.
     registered: bool,
+    /// Registered for writability as well (while its answer is being written).
+    writes: bool,
     deadline: Tick,
     idle_since: Tick,
 }
@@ -69,15 +75,21 @@ impl Table {
         cfg: &ServerConfig,
     ) -> Option<u64> {
         let now = Tick::now();
-        let mut deadline = match conn.head_since {
-            Some(t) => t + cfg.header_timeout,
+        let writing = match conn.stage {
+            Stage::Writing { since, .. } => Some(since + cfg.io_timeout),
+            _ => None,
+        };
+        let mut deadline = match (writing, conn.head_since) {
+            (Some(t), _) => t,
+            (None, Some(t)) => t + cfg.header_timeout,
             // Not one request yet: the first must start within the head's time.
-            None if new || !conn.served => now + cfg.header_timeout,
-            None => now + cfg.keep_alive,
+            (None, None) if new || !conn.served => now + cfg.header_timeout,
+            (None, None) => now + cfg.keep_alive,
         };
         let mut slots = self.slots();
         let quiet = self.quiet.load(Ordering::Relaxed);
-        if quiet != 0 && conn.buf.is_empty() {
+        // An answer being written is not cut by the drain's quiet period.
+        if quiet != 0 && conn.buf.is_empty() && writing.is_none() {
             // Draining: a connection with nothing of a request is closed once it has
             // been quiet this long (`begin_drain`).
             deadline = deadline.min(now + Duration::from_nanos(quiet));
@@ -93,6 +105,7 @@ impl Table {
                 conn: Some(conn),
                 missed: false,
                 registered: false,
+                writes: false,
                 deadline,
                 idle_since: now,
             });
@@ -100,15 +113,23 @@ impl Table {
         }
         let token = conn.token;
         let idx = (token & 0xffff_ffff) as usize;
-        let again = !conn.drained || conn.peer_done;
+        // A connection being written waits for room in its socket, whatever it has read.
+        let again = (!conn.drained || conn.peer_done) && writing.is_none();
         let slot = slots.get_mut(idx)?;
-        if !slot.registered && !again {
-            if let Err(e) = poller.add_edge(conn.stream.fd(), token) {
+        let write = writing.is_some();
+        if (!slot.registered && !again) || slot.writes != write {
+            let fd = conn.stream.fd();
+            let done = match slot.registered {
+                false => poller.add_edge(fd, token, write),
+                true => poller.modify_edge(fd, token, write),
+            };
+            if let Err(e) = done {
                 tracing::error!("cannot wait for a connection in epoll, closing it: {e}");
                 slots.remove(idx);
                 return None;
             }
             slot.registered = true;
+            slot.writes = write;
         }
         slot.conn = Some(conn);
         slot.deadline = deadline;
@@ -156,7 +177,10 @@ impl Table {
         self.quiet
             .store((quiet.as_nanos() as u64).max(1), Ordering::Relaxed);
         for (_, s) in slots.iter_mut() {
-            if s.conn.as_ref().is_some_and(|c| c.buf.is_empty()) {
+            if s.conn
+                .as_ref()
+                .is_some_and(|c| c.buf.is_empty() && !c.writing())
+            {
                 s.deadline = s.deadline.min(s.idle_since + quiet);
             }
         }
@@ -175,8 +199,10 @@ impl Table {
                 .filter(|(_, s)| {
                     s.conn.as_ref().is_some_and(|c| {
                         // Draining, bytes of a request that came at the last moment
-                        // are served (their event is on its way), not cut off.
-                        s.deadline <= now && !(draining && c.buf.is_empty() && !c.silent())
+                        // are served (their event is on its way), not cut off. An
+                        // answer being written has only its own deadline.
+                        let arriving = || draining && c.buf.is_empty() && !c.silent();
+                        s.deadline <= now && (c.writing() || !arriving())
                     })
                 })
                 .map(|(k, _)| k)
@@ -195,6 +221,12 @@ impl Table {
             }
         }
         for mut conn in expired {
+            if conn.writing() {
+                tracing::debug!(
+                    "closing a connection whose client did not read its answer in time"
+                );
+                continue;
+            }
             if !conn.buf.is_empty() {
                 tracing::warn!(
                     "closing a connection that did not send a complete request head in time"
