@@ -31,9 +31,6 @@ def app(environ, start_response):
         body = _body(n)
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return [body]
-    if path == "/close":  # the same, then the connection closes
-        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Connection", "close")])
-        return [_body(n)]
     if path == "/stream":  # a generator: its blocks go out as they come (chunked)
         body = _body(n)
         start_response("200 OK", [("Content-Type", "application/octet-stream")])

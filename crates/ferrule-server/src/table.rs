@@ -265,6 +265,48 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_being_written_waits_for_room_then_for_bytes_again() {
+        use std::io::Read;
+        let (poller, table, cfg) = (
+            Poller::new().unwrap(),
+            Table::new(),
+            ServerConfig::default(),
+        );
+        let (mut client, conn) = pair();
+        let token = table.park(&poller, conn, true, &cfg).unwrap();
+        let mut conn = table.take(token).unwrap();
+        conn.out = vec![7; 32 << 20];
+        assert!(!conn.try_flush_out().unwrap(), "the socket took 32 MB");
+        let taken = (32 << 20) - conn.out.len();
+        conn.buffer_rest();
+        // Bytes from the client do not make it ready: it waits for room.
+        conn.drained = false;
+        assert_eq!(table.park(&poller, conn, false, &cfg), None);
+        client.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        let mut got = vec![0; 1 << 20];
+        let mut read = 0;
+        // Reading what the socket took makes room: the event comes.
+        while read < taken {
+            let want = got.len().min(taken - read);
+            read += client.read(&mut got[..want]).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !events(&poller).contains(&token) {
+            assert!(std::time::Instant::now() < deadline, "no event for room");
+        }
+        let mut conn = table.take(token).unwrap();
+        assert!(conn.writing());
+        // Written: it goes back to waiting for bytes only.
+        conn.out.clear();
+        conn.stage = crate::conn::Stage::Open;
+        conn.drained = true;
+        assert_eq!(table.park(&poller, conn, false, &cfg), None);
+        let _ = events(&poller);
+        client.write_all(b"Host: x\r\n").unwrap();
+        assert_eq!(events(&poller), vec![token]);
+    }
+
+    #[test]
     fn a_new_connection_is_served_first_and_registered_when_it_first_waits() {
         let (poller, table, cfg) = (
             Poller::new().unwrap(),
