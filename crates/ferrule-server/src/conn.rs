@@ -289,7 +289,9 @@ impl Conn {
         let mut sent = 0;
         let done = loop {
             if sent == self.out.len() {
-                break Ok(true);
+                // The usual end: no `drain` to shift nothing.
+                self.out.clear();
+                return Ok(true);
             }
             match self.stream.send(&self.out[sent..]) {
                 Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
