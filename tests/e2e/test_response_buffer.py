@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import APPS, parse, wait_until
+from conftest import APPS, booted, children, parse, wait_until
 
 sys.path.insert(0, str(APPS))
 import bigbody  # noqa: E402
@@ -187,6 +187,21 @@ def test_answers_outside_the_rule_are_written_by_the_thread_as_before(serve, pat
         c.close()
     status, _, body = parse(got)
     assert status == 200 and hashlib.sha256(body).hexdigest() == bigbody.digest(SIZE)
+
+
+def test_a_slow_reader_of_a_buffered_answer_does_not_trip_the_timeout(serve):
+    # Before the buffering the app's thread waited on this reader for about 6 s, and
+    # --timeout 2 counted that wait: the worker was replaced, its stacks dumped.
+    s = serve("bigbody:app", "-w", "1", "--timeout", "2")
+    worker = booted(s, 1)
+    c = slow_client(s.port, f"/list?n={SIZE}")
+    try:
+        got = read_slowly([c], SIZE, time.monotonic() + 30)[c]
+    finally:
+        c.close()
+    assert hashlib.sha256(body_of(got)).hexdigest() == bigbody.digest(SIZE)
+    assert children(s.proc.pid) == worker
+    assert "WORKER TIMEOUT" not in s.log() and "answered 500" not in s.log()
 
 
 def test_a_graceful_stop_waits_for_buffered_answers(serve):

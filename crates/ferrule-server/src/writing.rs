@@ -67,6 +67,7 @@ impl Shared {
     }
 
     /// Everything `conn` owed went out: it does what its stage said comes next.
+    #[inline]
     fn written(&self, mut conn: Box<Conn>) {
         let Stage::Writing { then, .. } = conn.stage else {
             // Written at once (held answers, pipelined ones): as before.
