@@ -320,67 +320,10 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
-    use super::{Conn, Stage, Then};
-    use crate::exchange::NoPark;
+    use super::Conn;
     use crate::listener::{Peer, Stream};
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
-    use std::time::Duration;
-
-    #[test]
-    fn a_complete_answer_a_full_socket_refuses_is_kept_within_the_bound() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, peer) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        let mut conn = Conn::new(Stream::Tcp(server), Peer::Tcp(peer), 0);
-        let head = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
-        let body: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
-        // More than loopback takes at once, within the bound: kept, not waited for.
-        let timeout = Duration::from_secs(5);
-        conn.send([&head, &body], &NoPark, timeout, 64 << 20)
-            .unwrap();
-        assert!(matches!(
-            conn.stage,
-            Stage::Writing {
-                then: Then::Serve,
-                ..
-            }
-        ));
-        let kept = conn.out.len();
-        assert!(0 < kept && kept < body.len(), "{kept}");
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            client.read_to_end(&mut got).unwrap();
-            got
-        });
-        while !conn.try_flush_out().unwrap() {
-            std::thread::yield_now();
-        }
-        drop(conn);
-        let got = reader.join().unwrap();
-        assert!(got[..head.len()] == head[..] && got[head.len()..] == body[..]);
-    }
-
-    #[test]
-    fn a_rest_above_the_bound_is_waited_for() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, peer) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        let mut conn = Conn::new(Stream::Tcp(server), Peer::Tcp(peer), 0);
-        let body: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            client.read_to_end(&mut got).unwrap();
-            got
-        });
-        conn.send([&body], &NoPark, Duration::from_secs(5), 1024)
-            .unwrap();
-        assert!(conn.stage == Stage::Open && conn.out.is_empty());
-        drop(conn);
-        assert!(reader.join().unwrap() == body);
-    }
 
     #[test]
     fn a_write_that_does_not_wait_keeps_what_a_full_socket_refused() {
