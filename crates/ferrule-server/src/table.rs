@@ -10,7 +10,7 @@
 //! for an event that already came.
 //!
 //! A connection whose answer the server writes out (`Stage::Writing`, `writing.rs`)
-//! is registered for writability too while it waits, with `--io-timeout` as its
+//! is registered for writability too (`park_writing`), with `--io-timeout` as its
 //! deadline, counted from the last write that made progress.
 
 use crate::clock::Tick;
@@ -34,7 +34,7 @@ struct Slot {
     missed: bool,
     /// Registered in epoll; a new connection is not until it first waits.
     registered: bool,
-    /// Registered for writability as well (while its answer is being written).
+    /// Registered for writability as well (since its answer was first buffered).
     writes: bool,
     deadline: Tick,
     idle_since: Tick,
@@ -74,22 +74,19 @@ impl Table {
         new: bool,
         cfg: &ServerConfig,
     ) -> Option<u64> {
+        if let Stage::Writing { since, .. } = conn.stage {
+            return self.park_writing(poller, conn, since + cfg.io_timeout);
+        }
         let now = Tick::now();
-        let writing = match conn.stage {
-            Stage::Writing { since, .. } => Some(since + cfg.io_timeout),
-            _ => None,
-        };
-        let mut deadline = match (writing, conn.head_since) {
-            (Some(t), _) => t,
-            (None, Some(t)) => t + cfg.header_timeout,
+        let mut deadline = match conn.head_since {
+            Some(t) => t + cfg.header_timeout,
             // Not one request yet: the first must start within the head's time.
-            (None, None) if new || !conn.served => now + cfg.header_timeout,
-            (None, None) => now + cfg.keep_alive,
+            None if new || !conn.served => now + cfg.header_timeout,
+            None => now + cfg.keep_alive,
         };
         let mut slots = self.slots();
         let quiet = self.quiet.load(Ordering::Relaxed);
-        // An answer being written is not cut by the drain's quiet period.
-        if quiet != 0 && conn.buf.is_empty() && writing.is_none() {
+        if quiet != 0 && conn.buf.is_empty() {
             // Draining: a connection with nothing of a request is closed once it has
             // been quiet this long (`begin_drain`).
             deadline = deadline.min(now + Duration::from_nanos(quiet));
@@ -113,15 +110,39 @@ impl Table {
         }
         let token = conn.token;
         let idx = (token & 0xffff_ffff) as usize;
-        // A connection being written waits for room in its socket, whatever it has read.
-        let again = (!conn.drained || conn.peer_done) && writing.is_none();
+        let again = !conn.drained || conn.peer_done;
         let slot = slots.get_mut(idx)?;
-        let write = writing.is_some();
-        if (!slot.registered && !again) || slot.writes != write {
+        if !slot.registered && !again {
+            if let Err(e) = poller.add_edge(conn.stream.fd(), token, false) {
+                tracing::error!("cannot wait for a connection in epoll, closing it: {e}");
+                slots.remove(idx);
+                return None;
+            }
+            slot.registered = true;
+        }
+        slot.conn = Some(conn);
+        slot.deadline = deadline;
+        slot.idle_since = now;
+        (std::mem::take(&mut slot.missed) || again).then_some(token)
+    }
+
+    /// Parks a connection whose answer waits for room in its socket (`writing.rs`):
+    /// registered for writability too, with `deadline` (`--io-timeout` after its last
+    /// progress), not cut by a drain's quiet period, and not handed back for bytes it
+    /// has to read. The writability stays registered afterwards: edge-triggered, it
+    /// reports only a socket that was full and has room again, which then costs one
+    /// look at the connection at most.
+    #[cold]
+    fn park_writing(&self, poller: &Poller, conn: Box<Conn>, deadline: Tick) -> Option<u64> {
+        let mut slots = self.slots();
+        let token = conn.token;
+        let idx = (token & 0xffff_ffff) as usize;
+        let slot = slots.get_mut(idx)?;
+        if !slot.writes {
             let fd = conn.stream.fd();
             let done = match slot.registered {
-                false => poller.add_edge(fd, token, write),
-                true => poller.modify_edge(fd, token, write),
+                false => poller.add_edge(fd, token, true),
+                true => poller.modify_edge(fd, token, true),
             };
             if let Err(e) = done {
                 tracing::error!("cannot wait for a connection in epoll, closing it: {e}");
@@ -129,12 +150,12 @@ impl Table {
                 return None;
             }
             slot.registered = true;
-            slot.writes = write;
+            slot.writes = true;
         }
         slot.conn = Some(conn);
         slot.deadline = deadline;
-        slot.idle_since = now;
-        (std::mem::take(&mut slot.missed) || again).then_some(token)
+        slot.idle_since = Tick::now();
+        std::mem::take(&mut slot.missed).then_some(token)
     }
 
     /// Takes the connection an event was for; `None` if it was closed meanwhile, or
@@ -296,7 +317,7 @@ mod tests {
         }
         let mut conn = table.take(token).unwrap();
         assert!(conn.writing());
-        // Written: it goes back to waiting for bytes only.
+        // Written: it waits for bytes again (and its writability stays registered).
         conn.out.clear();
         conn.stage = crate::conn::Stage::Open;
         conn.drained = true;
