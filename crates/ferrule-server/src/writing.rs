@@ -4,9 +4,10 @@
 //! A thread whose complete answer meets a full socket leaves the rest of it, up to
 //! `--response-buffer-size`, in the connection's `out` (`Conn::send`) and goes back to
 //! serving. The connection then waits in epoll for room in its socket (the table
-//! registers it for writability while it is `Writing`, `table.rs`); whichever runner
-//! gets the event writes what the socket takes, without waiting and without the app
-//! (nothing here calls into Python), and parks it again, until the answer is out. Then
+//! registers it for writability, `Table::park_writing`); whichever runner gets the
+//! event writes what the socket takes, without waiting and without the app (nothing
+//! here calls into Python; an event that starts a runner's batch is handled before
+//! the batch takes the GIL, `runner.rs`), and parks it again, until the answer is out. Then
 //! the connection reads its next request, or closes. `--io-timeout` counts from the
 //! last write that made progress (`Table::sweep` closes it after that).
 //!
