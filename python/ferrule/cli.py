@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seconds a client has to send a request head; 408 after (default {d.header_timeout:g})")
     a.add_argument("--io-timeout", type=_positive_float, metavar="SECONDS",
                    help=f"seconds a body read or response write may wait (default {d.io_timeout:g})")
+    a.add_argument("--response-buffer-size", type=_count, metavar="BYTES",
+                   help=f"a complete answer up to this size that a slow client does not take at once is "
+                        f"written by the server, freeing the app's thread; 0 = never "
+                        f"(default {d.response_buffer_size})")
     w = p.add_argument_group("workers")
     w.add_argument("-t", "--timeout", type=_positive_float, metavar="SECONDS",
                    help=f"seconds a request may be stuck in the app (no byte of its answer, or none of its "

@@ -35,6 +35,9 @@ class Settings:
     keep_alive: float = 75.0
     header_timeout: float = 30.0
     io_timeout: float = 30.0
+    #: Bytes of a complete answer the server keeps and writes itself when the client
+    #: reads slowly, so the app's thread is free at once; 0: the thread always writes.
+    response_buffer_size: int = 1 << 20
     graceful_timeout: float = 30.0
     limit_request_line: int = 4094
     limit_request_fields: int = 100

@@ -184,6 +184,9 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// How long a read of the body or a write of the response may wait.
     pub io_timeout: Duration,
+    /// Most bytes of a complete answer the server keeps and writes itself when the
+    /// client reads slowly, so the app's thread is free at once; 0: the thread writes.
+    pub response_buffer_size: usize,
     /// How long shutdown waits for requests in flight.
     pub graceful_timeout: Duration,
     pub parser: ParserConfig,
@@ -204,6 +207,7 @@ impl Default for ServerConfig {
             keep_alive: Duration::from_secs(75),
             header_timeout: Duration::from_secs(30),
             io_timeout: Duration::from_secs(30),
+            response_buffer_size: 1 << 20,
             graceful_timeout: Duration::from_secs(30),
             parser: ParserConfig::default(),
             forwarded_allow_ips: AllowIps::parse("127.0.0.1,::1").expect("literal"),

@@ -21,6 +21,22 @@ pub(crate) enum Stage {
     /// dropped until the client closes: closing with unread bytes would reset the
     /// connection, and a reset can destroy that answer before the client has read it.
     Lingering,
+    /// A complete answer the socket did not take at once waits in `out`, and the server
+    /// writes it as epoll reports room (`--response-buffer-size`): a slow reader holds
+    /// this buffer, not an app thread. `since` is the last write that made progress,
+    /// from which `--io-timeout` counts; `then` is what follows the last byte.
+    Writing { then: Then, since: Tick },
+}
+
+/// What a connection does once its buffered answer is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// Reads its next (or pipelined) request.
+    Serve,
+    /// Closes (the answer said `Connection: close`, or the request was not reusable).
+    Close,
+    /// Draining, and the client sent more: shuts the writing side and lingers.
+    Linger,
 }
 
 pub struct Conn {
@@ -157,7 +173,8 @@ impl Conn {
     /// Releases the buffer of an idle connection, so thousands of idle keep-alive
     /// clients cost a socket each and no memory.
     pub(crate) fn shrink_if_idle(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
+        // A buffered answer still being written is not idle (and `out` holds it).
+        if self.buf.is_empty() && self.buf.capacity() > 0 && !self.writing() {
             self.buf = Vec::new();
             self.out = Vec::new();
             self.fields = Vec::new();
@@ -167,11 +184,17 @@ impl Conn {
     /// Writes every part, waiting through `park` while the socket is full. One part
     /// left goes out with `send(2)`, several with one `writev(2)`; nothing is
     /// allocated (the parts are an array, so their number is known when compiling).
+    ///
+    /// `spill` is non-zero only for the rest of a complete answer: when the socket is
+    /// full and at most `spill` bytes are left, they are copied into `out` (they may be
+    /// the app's buffers) and the connection turns `Stage::Writing`, for the server
+    /// to write without this thread (`Shared::flush_and_park`).
     pub(crate) fn send<const N: usize>(
         &mut self,
         parts: [&[u8]; N],
         park: &dyn Park,
         timeout: Duration,
+        spill: usize,
     ) -> Result<(), Error> {
         let mut left: [&[u8]; N] = [&[]; N];
         let mut count = 0;
@@ -204,6 +227,9 @@ impl Conn {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if spill > 0 && self.spill(&left[first..count], spill) {
+                        return Ok(());
+                    }
                     let fd = self.stream.fd();
                     if !park.park(&mut || sys::wait_ready(fd, Interest::Write, timeout))? {
                         return Err(Error::Timeout(Phase::Send));
@@ -216,6 +242,58 @@ impl Conn {
         Ok(())
     }
 
+    /// Keeps the unsent rest of a complete answer for the server to write, when it is
+    /// at most `bound` bytes (`send`). Runs only when the socket is full.
+    #[cold]
+    fn spill(&mut self, rest: &[&[u8]], bound: usize) -> bool {
+        let len: usize = rest.iter().map(|p| p.len()).sum();
+        if len > bound || self.stage != Stage::Open {
+            return false;
+        }
+        self.out.reserve_exact(len);
+        for p in rest {
+            self.out.extend_from_slice(p);
+        }
+        self.stage = Stage::Writing {
+            then: Then::Serve,
+            since: Tick::now(),
+        };
+        true
+    }
+
+    /// Its answer waits in `out` for the server to write (`Stage::Writing`).
+    pub(crate) fn writing(&self) -> bool {
+        matches!(self.stage, Stage::Writing { .. })
+    }
+
+    /// The socket is full and what `out` holds is left to the server (`writing.rs`).
+    pub(crate) fn buffer_rest(&mut self) {
+        match &mut self.stage {
+            Stage::Writing { since, .. } => *since = Tick::now(),
+            stage => {
+                *stage = Stage::Writing {
+                    then: Then::Serve,
+                    since: Tick::now(),
+                }
+            }
+        }
+    }
+
+    /// A write of the buffered answer made progress: `--io-timeout` counts anew.
+    pub(crate) fn progressed(&mut self) {
+        if let Stage::Writing { since, .. } = &mut self.stage {
+            *since = Tick::now();
+        }
+    }
+
+    /// Says what a connection whose answer waits in `out` does after it (a no-op
+    /// for one whose answer went out).
+    pub(crate) fn then(&mut self, next: Then) {
+        if let Stage::Writing { then, .. } = &mut self.stage {
+            *then = next;
+        }
+    }
+
     /// Writes responses left in `out` (waiting through `park` while the socket is
     /// full). False when the client is gone or too slow.
     pub(crate) fn flush_out(&mut self, timeout: Duration, park: &dyn Park) -> bool {
@@ -223,7 +301,7 @@ impl Conn {
             return true;
         }
         let out = std::mem::take(&mut self.out);
-        let ok = self.send([&out], park, timeout).is_ok();
+        let ok = self.send([&out], park, timeout, 0).is_ok();
         self.out = out;
         self.out.clear();
         ok
@@ -235,7 +313,9 @@ impl Conn {
         let mut sent = 0;
         let done = loop {
             if sent == self.out.len() {
-                break Ok(true);
+                // The usual end: no `drain` to shift nothing.
+                self.out.clear();
+                return Ok(true);
             }
             match self.stream.send(&self.out[sent..]) {
                 Ok(0) => break Err(io::ErrorKind::WriteZero.into()),

@@ -8,7 +8,7 @@
 //! This file holds the request side (fields, body) and the hand-back of the
 //! connection; `exchange/respond.rs` the response side.
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Stage, Then};
 use crate::cork::CorkState;
 use crate::error::{Error, Phase};
 use crate::listener::{Local, Peer};
@@ -280,16 +280,17 @@ impl Exchange {
     }
 
     fn read_more(&mut self, park: &dyn Park) -> Result<(), Error> {
-        // `100 Continue` is 25 bytes before the app answers: a wait on it is rare
-        // (the seat is lent to `interim` here, so such a wait is not marked as the client's).
-        if self.continue_pending {
+        // `100 Continue` is 25 bytes before the app answers: a wait on it is rare (the
+        // seat is lent to `interim` here, so such a wait is not marked as the client's).
+        // Not once the answer is complete and waiting for the server to write it.
+        if self.continue_pending && self.conn.stage == Stage::Open {
             self.continue_pending = false;
             let msg: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
             let timeout = self.shared.config.io_timeout;
             let mut sent = Ok(());
             let conn = &mut self.conn;
             if !self.shared.interim(|| {
-                sent = conn.send([msg], park, timeout);
+                sent = conn.send([msg], park, timeout, 0);
                 sent.is_ok()
             }) {
                 sent?;
@@ -341,12 +342,25 @@ impl Exchange {
                     || !self.body.is_done()
                     || (self.shared.stopping() && sys::has_bytes(self.conn.stream.fd()))
             };
+            if self.conn.stage != Stage::Open {
+                // Its answer waits in `out`: the server writes it, then closes (or
+                // lingers, as `serve.rs` does for an answer that went out at once).
+                let then = match sent && self.shared.stopping() && more() {
+                    true => Then::Linger,
+                    false => Then::Close,
+                };
+                self.conn.then(then);
+                return Err(Some(self.conn));
+            }
             return Err((sent && more()).then_some(self.conn));
         }
         let used = self.pos;
         self.conn.buf.drain(..used);
         self.conn.fields = std::mem::take(&mut self.head.headers);
-        self.conn.out = std::mem::take(&mut self.out);
+        // A spilled answer is already in the connection's buffer (`Conn::send`).
+        if self.conn.stage == Stage::Open {
+            self.conn.out = std::mem::take(&mut self.out);
+        }
         self.conn.scanned = 0;
         Ok(self.conn)
     }

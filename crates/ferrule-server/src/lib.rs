@@ -22,6 +22,7 @@ mod server;
 pub mod sink;
 mod sys;
 mod table;
+mod writing;
 
 pub use config::{parse_bind, AllowIps, Bind, ServerConfig};
 pub use error::{Error, Phase};

@@ -6,6 +6,7 @@
 //! [`Park`] it is given: reads and writes are non-blocking, and a full socket is
 //! waited for through `park` (which releases the GIL).
 
+use crate::conn::Conn;
 use crate::exchange::{ClientWait, Park};
 use crate::held::{HeldConns, HOLD_LIMIT, MAX_HELD};
 use crate::sched::Stamp;
@@ -34,6 +35,12 @@ enum After {
     StepBack,
     /// Epoll failed: the thread ends.
     Fail,
+}
+
+/// An event, or the connection it was for, already taken from the table.
+enum Taken {
+    Token(u64),
+    Conn(Box<Conn>),
 }
 
 /// A runner's state between batches.
@@ -81,6 +88,11 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
                     Err(()) => return,
                 },
             };
+            // Room for an answer the server writes itself needs neither the app nor the
+            // GIL (`writing.rs`): written here, before the batch takes it.
+            let Some(first) = r.unheld(first) else {
+                continue;
+            };
             r.fit_timers();
             let mut after = After::Wait;
             // Just out of epoll_wait, this runner would take the GIL ahead of app
@@ -91,7 +103,12 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
             if shared.sched.several_runners() {
                 std::thread::yield_now();
             }
-            handler.hold(&mut |park| after = r.batch(first, park));
+            let mut first = Some(first);
+            handler.hold(&mut |park| {
+                if let Some(first) = first.take() {
+                    after = r.batch(first, park);
+                }
+            });
             match after {
                 After::Wait => {}
                 After::StepBack => continue 'park,
@@ -134,22 +151,51 @@ impl Runner<'_> {
         }
     }
 
+    /// The first event of a batch, with its connection taken from the table; `None`
+    /// when there is nothing left to do for it (a written answer's room, a closed
+    /// connection).
+    fn unheld(&self, token: u64) -> Option<Taken> {
+        match token {
+            WAKE => Some(Taken::Token(token)),
+            t if t & LISTENER != 0 => Some(Taken::Token(token)),
+            t => self.take(t).map(Taken::Conn),
+        }
+    }
+
+    /// Takes the connection event `t` is for; writes it instead when it waits for
+    /// room for its answer (`Stage::Writing`).
+    fn take(&self, t: u64) -> Option<Box<Conn>> {
+        let mut conn = self.shared.table.take(t & !PEER_DONE)?;
+        conn.peer_done |= t & PEER_DONE != 0;
+        if conn.writing() {
+            // No request, no app: the socket just has room again.
+            self.shared.write_ready(conn);
+            return None;
+        }
+        Some(conn)
+    }
+
     /// Serves `first` and then whatever is ready without waiting, then writes the
     /// responses held back.
-    fn batch(&mut self, first: u64, park: &dyn Park) -> After {
+    fn batch(&mut self, first: Taken, park: &dyn Park) -> After {
         self.last_end = None;
-        let mut next = Some(first);
-        while let Some(token) = next {
-            if self.serve_token(token, park) {
+        let mut next = first;
+        loop {
+            let step_back = match next {
+                Taken::Token(token) => self.serve_token(token, park),
+                Taken::Conn(conn) => self.serve_conn(conn, park),
+            };
+            if step_back {
                 return After::StepBack;
             }
             if self.shared.drained() {
                 break;
             }
             next = match self.shared.pop_ready() {
-                Some(t) => Some(t),
+                Some(t) => Taken::Token(t),
                 None => match self.poll(Duration::ZERO) {
-                    Ok(t) => t,
+                    Ok(Some(t)) => Taken::Token(t),
+                    Ok(None) => break,
                     Err(()) => {
                         self.flush(park);
                         return After::Fail;
@@ -186,38 +232,43 @@ impl Runner<'_> {
                 self.last_end = None;
             }
             t => {
-                let Some(mut conn) = shared.table.take(t & !PEER_DONE) else {
-                    return false;
-                };
-                conn.peer_done |= t & PEER_DONE != 0;
-                // One clock read per request: back to back, one's end is the next's start.
-                let started = self.last_end.take().unwrap_or_else(|| shared.sched.stamp());
-                shared.sched.start_request(self.me, started);
-                shared.rouse_monitor();
-                let holding = self.held > 0;
-                let me = self.me;
-                // Waits on the client inside `serve` (pipelined answers, a rejected
-                // request's answer) are not the app's time (`--timeout`).
-                let park = &ClientWait::new(park, &shared.progress, me);
-                if let Some(c) = serve(shared, self.handler, conn, holding, me, started.at, park) {
-                    shared.held.hold(me, c);
-                    self.held += 1;
-                }
-                let ended = shared.sched.stamp();
-                self.last_end = Some(ended);
-                // A slow request means the held answers already waited long.
-                if self.held >= MAX_HELD || ended.since(started) > HOLD_LIMIT {
-                    self.flush(park);
-                    self.last_end = None;
-                }
-                if shared
-                    .sched
-                    .end_request(self.me, shared.ready_len() == 0, ended)
-                {
-                    self.flush(park);
-                    return true;
+                if let Some(conn) = self.take(t) {
+                    return self.serve_conn(conn, park);
                 }
             }
+        }
+        false
+    }
+
+    /// Serves the requests of one connection. True when this runner should step back.
+    fn serve_conn(&mut self, conn: Box<Conn>, park: &dyn Park) -> bool {
+        let shared = self.shared;
+        // One clock read per request: back to back, one's end is the next's start.
+        let started = self.last_end.take().unwrap_or_else(|| shared.sched.stamp());
+        shared.sched.start_request(self.me, started);
+        shared.rouse_monitor();
+        let holding = self.held > 0;
+        let me = self.me;
+        // Waits on the client inside `serve` (pipelined answers, a rejected request's
+        // answer) are not the app's time (`--timeout`).
+        let park = &ClientWait::new(park, &shared.progress, me);
+        if let Some(c) = serve(shared, self.handler, conn, holding, me, started.at, park) {
+            shared.held.hold(me, c);
+            self.held += 1;
+        }
+        let ended = shared.sched.stamp();
+        self.last_end = Some(ended);
+        // A slow request means the held answers already waited long.
+        if self.held >= MAX_HELD || ended.since(started) > HOLD_LIMIT {
+            self.flush(park);
+            self.last_end = None;
+        }
+        if shared
+            .sched
+            .end_request(self.me, shared.ready_len() == 0, ended)
+        {
+            self.flush(park);
+            return true;
         }
         false
     }

@@ -107,6 +107,11 @@ pub(crate) fn serve(
                     shared.served.fetch_add(1, Ordering::Relaxed);
                     match ex.into_conn(park) {
                         Ok(c) => conn = c,
+                        // Its answer waits for room in the socket (`writing.rs`).
+                        Err(Some(c)) if c.writing() => {
+                            shared.flush_and_park(c, park);
+                            return None;
+                        }
                         Err(Some(c)) if shared.stopping() => {
                             // Draining, and the client sent more after the request
                             // whose answer said close: that answer must not be reset.
@@ -122,6 +127,11 @@ pub(crate) fn serve(
                     }
                     conn.reset_scan();
                     conn.served = true;
+                    if conn.writing() {
+                        // Pipelined requests wait until this answer is out (`writing.rs`).
+                        shared.flush_and_park(conn, park);
+                        return None;
+                    }
                     if conn.buf.is_empty() {
                         if !conn.out.is_empty() {
                             return Some(conn);

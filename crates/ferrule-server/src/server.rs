@@ -141,16 +141,6 @@ impl Shared {
         }
     }
 
-    /// Writes what `conn` still owes its client, then parks it to wait for its next
-    /// request, or forgets it when the write failed.
-    pub(crate) fn flush_and_park(&self, mut conn: Box<Conn>, park: &dyn Park) {
-        if conn.flush_out(self.config.io_timeout, park) {
-            self.park(conn, false);
-        } else {
-            self.table.release(conn.token);
-        }
-    }
-
     fn running(&self) -> MutexGuard<'_, usize> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }

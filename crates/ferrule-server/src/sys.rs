@@ -32,13 +32,16 @@ impl Poller {
         })
     }
 
-    /// Registers a connection edge-triggered: one event per arrival of new bytes.
-    pub fn add_edge(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-        let ev = EpollEvent::new(
-            EpollFlags::EPOLLIN | EpollFlags::EPOLLET | EpollFlags::EPOLLRDHUP,
-            token,
-        );
-        Ok(self.epoll.add(fd, ev)?)
+    /// Registers a connection edge-triggered: one event per arrival of new bytes, and
+    /// with `write` also one when its full socket has room again.
+    pub fn add_edge(&self, fd: BorrowedFd<'_>, token: u64, write: bool) -> io::Result<()> {
+        Ok(self.epoll.add(fd, edge_event(token, write))?)
+    }
+
+    /// Changes a connection's registration (`add_edge`); epoll reports at once what is
+    /// ready already, so nothing that happened before is missed.
+    pub fn modify_edge(&self, fd: BorrowedFd<'_>, token: u64, write: bool) -> io::Result<()> {
+        Ok(self.epoll.modify(fd, &mut edge_event(token, write))?)
     }
 
     /// Registers a listening socket level-triggered and exclusive: when several worker
@@ -73,6 +76,14 @@ impl Poller {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+fn edge_event(token: u64, write: bool) -> EpollEvent {
+    let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLET | EpollFlags::EPOLLRDHUP;
+    if write {
+        flags |= EpollFlags::EPOLLOUT;
+    }
+    EpollEvent::new(flags, token)
 }
 
 /// Whether an event reports the peer's end of stream, a hang-up or an error.

@@ -8,10 +8,14 @@
 //! arrive while a thread is serving its connection. The table remembers it (`missed`),
 //! and parking that connection then hands it straight back as ready instead of waiting
 //! for an event that already came.
+//!
+//! A connection whose answer the server writes out (`Stage::Writing`, `writing.rs`)
+//! is registered for writability too (`park_writing`), with `--io-timeout` as its
+//! deadline, counted from the last write that made progress.
 
 use crate::clock::Tick;
 use crate::config::ServerConfig;
-use crate::conn::Conn;
+use crate::conn::{Conn, Stage};
 use crate::error::{Error, Phase};
 use crate::sys::Poller;
 use slab::Slab;
@@ -30,6 +34,8 @@ struct Slot {
     missed: bool,
     /// Registered in epoll; a new connection is not until it first waits.
     registered: bool,
+    /// Registered for writability as well (since its answer was first buffered).
+    writes: bool,
     deadline: Tick,
     idle_since: Tick,
 }
@@ -68,6 +74,9 @@ impl Table {
         new: bool,
         cfg: &ServerConfig,
     ) -> Option<u64> {
+        if let Stage::Writing { since, .. } = conn.stage {
+            return self.park_writing(poller, conn, since + cfg.io_timeout);
+        }
         let now = Tick::now();
         let mut deadline = match conn.head_since {
             Some(t) => t + cfg.header_timeout,
@@ -93,6 +102,7 @@ impl Table {
                 conn: Some(conn),
                 missed: false,
                 registered: false,
+                writes: false,
                 deadline,
                 idle_since: now,
             });
@@ -103,7 +113,7 @@ impl Table {
         let again = !conn.drained || conn.peer_done;
         let slot = slots.get_mut(idx)?;
         if !slot.registered && !again {
-            if let Err(e) = poller.add_edge(conn.stream.fd(), token) {
+            if let Err(e) = poller.add_edge(conn.stream.fd(), token, false) {
                 tracing::error!("cannot wait for a connection in epoll, closing it: {e}");
                 slots.remove(idx);
                 return None;
@@ -114,6 +124,38 @@ impl Table {
         slot.deadline = deadline;
         slot.idle_since = now;
         (std::mem::take(&mut slot.missed) || again).then_some(token)
+    }
+
+    /// Parks a connection whose answer waits for room in its socket (`writing.rs`):
+    /// registered for writability too, with `deadline` (`--io-timeout` after its last
+    /// progress), not cut by a drain's quiet period, and not handed back for bytes it
+    /// has to read. The writability stays registered afterwards: edge-triggered, it
+    /// reports only a socket that was full and has room again, which then costs one
+    /// look at the connection at most.
+    #[cold]
+    fn park_writing(&self, poller: &Poller, conn: Box<Conn>, deadline: Tick) -> Option<u64> {
+        let mut slots = self.slots();
+        let token = conn.token;
+        let idx = (token & 0xffff_ffff) as usize;
+        let slot = slots.get_mut(idx)?;
+        if !slot.writes {
+            let fd = conn.stream.fd();
+            let done = match slot.registered {
+                false => poller.add_edge(fd, token, true),
+                true => poller.modify_edge(fd, token, true),
+            };
+            if let Err(e) = done {
+                tracing::error!("cannot wait for a connection in epoll, closing it: {e}");
+                slots.remove(idx);
+                return None;
+            }
+            slot.registered = true;
+            slot.writes = true;
+        }
+        slot.conn = Some(conn);
+        slot.deadline = deadline;
+        slot.idle_since = Tick::now();
+        std::mem::take(&mut slot.missed).then_some(token)
     }
 
     /// Takes the connection an event was for; `None` if it was closed meanwhile, or
@@ -156,7 +198,10 @@ impl Table {
         self.quiet
             .store((quiet.as_nanos() as u64).max(1), Ordering::Relaxed);
         for (_, s) in slots.iter_mut() {
-            if s.conn.as_ref().is_some_and(|c| c.buf.is_empty()) {
+            if s.conn
+                .as_ref()
+                .is_some_and(|c| c.buf.is_empty() && !c.writing())
+            {
                 s.deadline = s.deadline.min(s.idle_since + quiet);
             }
         }
@@ -175,8 +220,10 @@ impl Table {
                 .filter(|(_, s)| {
                     s.conn.as_ref().is_some_and(|c| {
                         // Draining, bytes of a request that came at the last moment
-                        // are served (their event is on its way), not cut off.
-                        s.deadline <= now && !(draining && c.buf.is_empty() && !c.silent())
+                        // are served (their event is on its way), not cut off. An
+                        // answer being written has only its own deadline.
+                        let arriving = || draining && c.buf.is_empty() && !c.silent();
+                        s.deadline <= now && (c.writing() || !arriving())
                     })
                 })
                 .map(|(k, _)| k)
@@ -195,6 +242,12 @@ impl Table {
             }
         }
         for mut conn in expired {
+            if conn.writing() {
+                tracing::debug!(
+                    "closing a connection whose client did not read its answer in time"
+                );
+                continue;
+            }
             if !conn.buf.is_empty() {
                 if crate::log::SLOW_HEADS.allow() {
                     tracing::warn!(
@@ -232,6 +285,48 @@ mod tests {
             .wait(&mut events, Duration::from_millis(100))
             .unwrap();
         events[..n].iter().map(|e| e.data()).collect()
+    }
+
+    #[test]
+    fn a_connection_being_written_waits_for_room_then_for_bytes_again() {
+        use std::io::Read;
+        let (poller, table, cfg) = (
+            Poller::new().unwrap(),
+            Table::new(),
+            ServerConfig::default(),
+        );
+        let (mut client, conn) = pair();
+        let token = table.park(&poller, conn, true, &cfg).unwrap();
+        let mut conn = table.take(token).unwrap();
+        conn.out = vec![7; 32 << 20];
+        assert!(!conn.try_flush_out().unwrap(), "the socket took 32 MB");
+        let taken = (32 << 20) - conn.out.len();
+        conn.buffer_rest();
+        // Bytes from the client do not make it ready: it waits for room.
+        conn.drained = false;
+        assert_eq!(table.park(&poller, conn, false, &cfg), None);
+        client.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        let mut got = vec![0; 1 << 20];
+        let mut read = 0;
+        // Reading what the socket took makes room: the event comes.
+        while read < taken {
+            let want = got.len().min(taken - read);
+            read += client.read(&mut got[..want]).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !events(&poller).contains(&token) {
+            assert!(std::time::Instant::now() < deadline, "no event for room");
+        }
+        let mut conn = table.take(token).unwrap();
+        assert!(conn.writing());
+        // Written: it waits for bytes again (and its writability stays registered).
+        conn.out.clear();
+        conn.stage = crate::conn::Stage::Open;
+        conn.drained = true;
+        assert_eq!(table.park(&poller, conn, false, &cfg), None);
+        let _ = events(&poller);
+        client.write_all(b"Host: x\r\n").unwrap();
+        assert_eq!(events(&poller), vec![token]);
     }
 
     #[test]

@@ -200,9 +200,19 @@ impl Exchange {
             }
             self.claim()?;
             self.cork_before_block();
+            // The block that fills the declared length ends the answer: what a full
+            // socket does not take may go to the server's buffer (`Conn::send`).
+            let spill = match self.response {
+                Response::Body {
+                    framing: ResponseFraming::Length(n),
+                    sent,
+                    ..
+                } if sent == n => self.shared.config.response_buffer_size,
+                _ => 0,
+            };
             let out = std::mem::take(&mut self.out);
             let park = &ClientWait::new(park, &self.shared.progress, self.shared.me());
-            let r = self.conn.send([&out, data, crlf], park, timeout);
+            let r = self.conn.send([&out, data, crlf], park, timeout, spill);
             self.out = out;
             self.out.clear();
             self.mark = 0;
@@ -219,7 +229,7 @@ impl Exchange {
         let complete = matches!(self.response, Response::Body { framing: ResponseFraming::Length(n), sent, .. } if sent == n);
         if flush && !(complete && self.may_defer()) {
             self.cork_before_block();
-            self.flush(park)?;
+            self.flush_with(park, self.spill_if(complete))?;
             self.cork_after_block();
         }
         Ok(())
@@ -292,13 +302,29 @@ impl Exchange {
     /// Writes whatever is buffered.
     #[inline]
     pub fn flush(&mut self, park: &dyn Park) -> Result<(), Error> {
+        self.flush_with(park, 0)
+    }
+
+    /// The most bytes of a complete answer a full socket may leave to the server.
+    #[inline]
+    fn spill_if(&self, complete: bool) -> usize {
+        match complete {
+            true => self.shared.config.response_buffer_size,
+            false => 0,
+        }
+    }
+
+    /// Writes whatever is buffered; `spill` as in `Conn::send`.
+    #[inline]
+    fn flush_with(&mut self, park: &dyn Park, spill: usize) -> Result<(), Error> {
         if self.out.is_empty() {
             return Ok(());
         }
         self.claim()?;
         let out = std::mem::take(&mut self.out);
+        let timeout = self.shared.config.io_timeout;
         let park = &ClientWait::new(park, &self.shared.progress, self.shared.me());
-        let r = self.conn.send([&out], park, self.shared.config.io_timeout);
+        let r = self.conn.send([&out], park, timeout, spill);
         self.out = out;
         self.out.clear();
         self.mark = 0;
@@ -325,7 +351,7 @@ impl Exchange {
             // serving thread writes it after them, in one burst (`serve.rs`).
             return Ok(());
         }
-        let r = self.flush(park);
+        let r = self.flush_with(park, self.shared.config.response_buffer_size);
         self.uncork();
         r
     }
@@ -343,7 +369,7 @@ impl Exchange {
         });
         self.outcome.status = status;
         self.response = Response::Done;
-        self.flush(park)
+        self.flush_with(park, self.shared.config.response_buffer_size)
     }
 
     /// Says the connection must close after this response.
