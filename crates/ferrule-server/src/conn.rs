@@ -5,17 +5,23 @@ use crate::clock::Tick;
 use crate::error::{Error, Phase};
 use crate::exchange::{with_date, Park};
 use crate::listener::{Peer, Stream};
+use crate::preread::PreRead;
 use crate::sys::{self, Interest};
 use ferrule_http::{error_response, Header, Version};
 use memchr::memrchr;
 use std::io::{self, IoSlice, Write};
 use std::time::Duration;
 
+/// A read buffer larger than this is trimmed after its request (`Conn::trim_buf`).
+pub(crate) const KEEP_BUF: usize = 64 * 1024;
+
 /// Where a connection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
     /// Serving requests.
     Open,
+    /// A request's head is parsed and its body is being read before the app sees it
+    /// (`preread.rs`); it waits in epoll between reads, `--io-timeout` at a time.
+    Body(Box<PreRead>),
     /// Draining: its last answer said `Connection: close` and went out, but the client
     /// had already sent more. Its writing side is shut and what arrives is read and
     /// dropped until the client closes: closing with unread bytes would reset the
@@ -128,6 +134,17 @@ impl Conn {
         } else {
             Some(Tick::now())
         };
+    }
+
+    /// After a request that needed a large buffer (a buffered body), gives most of it
+    /// back, so an idle connection does not keep a body's worth of memory.
+    #[cold]
+    pub(crate) fn trim_buf(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        } else {
+            self.buf.shrink_to(self.buf.len().max(KEEP_BUF / 4));
+        }
     }
 
     /// Releases the buffer of an idle connection, so thousands of idle keep-alive

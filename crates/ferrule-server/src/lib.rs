@@ -14,6 +14,7 @@ mod held;
 mod listener;
 pub mod log;
 pub mod logfile;
+mod preread;
 mod runner;
 mod sched;
 mod serve;

@@ -2,11 +2,12 @@
 //! requests are pipelined, then park the connection in epoll or close it.
 
 use crate::clock::Tick;
-use crate::conn::{Conn, Stage};
+use crate::conn::{Conn, Stage, KEEP_BUF};
 use crate::error::Error;
 use crate::exchange::{Admit, Exchange, Park};
+use crate::preread::{self, PreRead, SpillReader};
 use crate::server::{Handler, Shared};
-use ferrule_http::{parse_head_into, secure_scheme};
+use ferrule_http::{parse_head_into, secure_scheme, Head};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -52,12 +53,47 @@ pub(crate) fn serve(
     let mut started = Some(started);
     let cfg = &shared.config.parser;
     let min_line = cfg.request_line_limit().min(cfg.field_size_limit()) + 1;
-    if conn.stage == Stage::Lingering {
+    if matches!(conn.stage, Stage::Lingering) {
         linger(shared, conn);
         return None;
     }
+    let mut turn = Turn {
+        shared,
+        handler,
+        holding,
+        me,
+        started: &mut started,
+        park,
+    };
     loop {
-        if conn.worth_parsing(min_line) {
+        if let Stage::Body(pre) = &mut conn.stage {
+            // A body being read before the app runs: only the new bytes are judged.
+            match pre.advance(&mut conn.buf, &shared.config) {
+                Ok(false) => {}
+                Ok(true) => {
+                    let Stage::Body(mut pre) = std::mem::replace(&mut conn.stage, Stage::Open)
+                    else {
+                        continue;
+                    };
+                    let spill = match pre.take_spill() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            fail(shared, &mut conn, e, park);
+                            return None;
+                        }
+                    };
+                    match turn.run(conn, pre.head, pre.https, spill) {
+                        Next::Again(c) => conn = c,
+                        Next::Return(c) => return c,
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    fail(shared, &mut conn, e, park);
+                    return None;
+                }
+            }
+        } else if conn.worth_parsing(min_line) {
             let fields = match std::mem::take(&mut conn.fields) {
                 v if v.capacity() == 0 => Vec::with_capacity(16),
                 v => v,
@@ -73,62 +109,15 @@ pub(crate) fn serve(
                         }
                         None => false,
                     };
-                    let token = conn.token;
-                    let admit = Admit {
-                        https,
-                        defer: (holding || shared.ready_len() > 0)
-                            && !shared.sched.several_runners(),
-                        me,
-                        started: started.take().unwrap_or_else(Instant::now),
-                    };
-                    let ex = Exchange::new(conn, head, shared.clone(), admit);
-                    // gunicorn's default `pre_request` logs this at debug; the level
-                    // check costs one load when debug is off.
-                    tracing::debug!(
-                        "{} {}",
-                        String::from_utf8_lossy(ex.method()),
-                        String::from_utf8_lossy(ex.path())
-                    );
-                    let ex = handler.handle(ex);
-                    let Some(ex) = ex else {
-                        shared.table.release(token);
-                        return None;
-                    };
-                    if ex.outcome().length_mismatch {
-                        tracing::error!(
-                            "{}: the app's body did not match its Content-Length; connection closed",
-                            String::from_utf8_lossy(ex.raw_target())
-                        );
+                    if preread::needed(&head, conn.buf.len(), &shared.config) {
+                        // The body is read first, without a thread; judged from here on.
+                        let pre = PreRead::new(head, https, &mut conn.buf, &shared.config);
+                        conn.stage = Stage::Body(pre);
+                        continue;
                     }
-                    if let Some(log) = &shared.access {
-                        log.record(&ex);
-                    }
-                    shared.served.fetch_add(1, Ordering::Relaxed);
-                    match ex.into_conn(park) {
-                        Ok(c) => conn = c,
-                        Err(Some(c)) if shared.stopping() => {
-                            // Draining, and the client sent more after the request
-                            // whose answer said close: that answer must not be reset.
-                            let mut c = c;
-                            c.linger();
-                            shared.park(c, false);
-                            return None;
-                        }
-                        Err(_) => {
-                            shared.table.release(token);
-                            return None;
-                        }
-                    }
-                    conn.reset_scan();
-                    conn.served = true;
-                    if conn.buf.is_empty() {
-                        if !conn.out.is_empty() {
-                            return Some(conn);
-                        }
-                        // Nothing pipelined: epoll says when the next request arrives,
-                        // which saves a read that would find nothing.
-                        shared.park(conn, false);
-                        return None;
+                    match turn.run(conn, head, https, None) {
+                        Next::Again(c) => conn = c,
+                        Next::Return(c) => return c,
                     }
                     continue;
                 }
@@ -141,7 +130,9 @@ pub(crate) fn serve(
         }
         match conn.read_some() {
             Ok(0) => {
-                if !conn.buf.is_empty() {
+                if matches!(conn.stage, Stage::Body(_)) {
+                    tracing::debug!("client closed the connection in the middle of a request body");
+                } else if !conn.buf.is_empty() {
                     tracing::debug!("client closed the connection in the middle of a request head");
                 }
                 close(shared, &mut conn, park);
@@ -162,6 +153,104 @@ pub(crate) fn serve(
                 return None;
             }
         }
+    }
+}
+
+/// What a served request leaves the loop in `serve` to do.
+enum Next {
+    /// Go on with the connection: more of it may be in the buffer.
+    Again(Box<Conn>),
+    /// Return this from `serve`.
+    Return(Option<Box<Conn>>),
+}
+
+/// What `serve` passes to every request it runs.
+struct Turn<'a> {
+    shared: &'a Arc<Shared>,
+    handler: &'a dyn Handler,
+    holding: bool,
+    me: usize,
+    started: &'a mut Option<Instant>,
+    park: &'a dyn Park,
+}
+
+impl Turn<'_> {
+    /// Runs the app on a request whose body is in the buffer (or in `spill`, or still
+    /// in the socket when buffering is off), and takes the connection back.
+    // Inlined into both callers, so the head moves straight into the exchange's box.
+    #[inline(always)]
+    fn run(
+        &mut self,
+        conn: Box<Conn>,
+        head: Head,
+        https: bool,
+        spill: Option<SpillReader>,
+    ) -> Next {
+        let shared = self.shared;
+        let park = self.park;
+        let token = conn.token;
+        let admit = Admit {
+            https,
+            defer: (self.holding || shared.ready_len() > 0) && !shared.sched.several_runners(),
+            me: self.me,
+            started: self.started.take().unwrap_or_else(Instant::now),
+        };
+        let mut ex = Exchange::new(conn, head, shared.clone(), admit);
+        if let Some(spill) = spill {
+            ex.read_from(spill);
+        }
+        // gunicorn's default `pre_request` logs this at debug; the level
+        // check costs one load when debug is off.
+        tracing::debug!(
+            "{} {}",
+            String::from_utf8_lossy(ex.method()),
+            String::from_utf8_lossy(ex.path())
+        );
+        let ex = self.handler.handle(ex);
+        let Some(ex) = ex else {
+            shared.table.release(token);
+            return Next::Return(None);
+        };
+        if ex.outcome().length_mismatch {
+            tracing::error!(
+                "{}: the app's body did not match its Content-Length; connection closed",
+                String::from_utf8_lossy(ex.raw_target())
+            );
+        }
+        if let Some(log) = &shared.access {
+            log.record(&ex);
+        }
+        shared.served.fetch_add(1, Ordering::Relaxed);
+        let mut conn = match ex.into_conn(park) {
+            Ok(c) => c,
+            Err(Some(c)) if shared.stopping() => {
+                // Draining, and the client sent more after the request
+                // whose answer said close: that answer must not be reset.
+                let mut c = c;
+                c.linger();
+                shared.park(c, false);
+                return Next::Return(None);
+            }
+            Err(_) => {
+                shared.table.release(token);
+                return Next::Return(None);
+            }
+        };
+        conn.reset_scan();
+        conn.served = true;
+        if conn.buf.capacity() > KEEP_BUF {
+            conn.trim_buf();
+        }
+        if conn.buf.is_empty() {
+            if !conn.out.is_empty() {
+                return Next::Return(Some(conn));
+            }
+            // Nothing pipelined: epoll says when the next request arrives,
+            // which saves a read that would find nothing.
+            shared.park(conn, false);
+            return Next::Return(None);
+        }
+        Next::Again(conn)
     }
 }
 
@@ -203,4 +292,18 @@ fn reject(shared: &Shared, conn: &mut Conn, e: Error, park: &dyn Park) {
         conn.answer_error(status);
     }
     shared.table.release(conn.token);
+}
+
+/// Ends a request whose body could not be read before the app: a client error gets
+/// its 4xx like a bad head, a server fault (no room for a temporary file) a 500.
+#[cold]
+fn fail(shared: &Shared, conn: &mut Conn, e: Error, park: &dyn Park) {
+    if let Error::Io(io) = &e {
+        tracing::error!("request body: {io}");
+        conn.flush_out(shared.config.io_timeout, park);
+        conn.answer_error(500);
+        shared.table.release(conn.token);
+        return;
+    }
+    reject(shared, conn, e, park);
 }

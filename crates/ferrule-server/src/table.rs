@@ -11,7 +11,7 @@
 
 use crate::clock::Tick;
 use crate::config::ServerConfig;
-use crate::conn::Conn;
+use crate::conn::{Conn, Stage};
 use crate::error::{Error, Phase};
 use crate::sys::Poller;
 use slab::Slab;
@@ -70,6 +70,8 @@ impl Table {
     ) -> Option<u64> {
         let now = Tick::now();
         let mut deadline = match conn.head_since {
+            // Reading a body before the app runs: --io-timeout between reads.
+            _ if matches!(conn.stage, Stage::Body(_)) => now + cfg.io_timeout,
             Some(t) => t + cfg.header_timeout,
             // Not one request yet: the first must start within the head's time.
             None if new || !conn.served => now + cfg.header_timeout,
@@ -162,7 +164,8 @@ impl Table {
         }
     }
 
-    /// Closes connections past their deadline (408 to those inside a head) and frees
+    /// Closes connections past their deadline (408 to those inside a head or a body
+    /// read before the app runs) and frees
     /// the buffers of connections idle for a while.
     pub(crate) fn sweep(&self) {
         let now = Tick::now();
@@ -195,7 +198,12 @@ impl Table {
             }
         }
         for mut conn in expired {
-            if !conn.buf.is_empty() {
+            if matches!(conn.stage, Stage::Body(_)) {
+                tracing::warn!(
+                    "closing a connection that sent nothing of its request body for --io-timeout"
+                );
+                conn.answer_error(Error::Timeout(Phase::Body).status().unwrap_or(408));
+            } else if !conn.buf.is_empty() {
                 tracing::warn!(
                     "closing a connection that did not send a complete request head in time"
                 );

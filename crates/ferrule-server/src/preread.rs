@@ -1,0 +1,234 @@
+//! Request buffering (nginx's `proxy_request_buffering`): a request's body is read
+//! before the request takes an app thread. While the body is incomplete its
+//! connection waits in epoll like any other (`Stage::Body`, `--io-timeout` between
+//! reads), so a client that sends slowly holds a buffer, not a thread.
+//!
+//! The decoder's state is kept between reads, so each arrival costs its own bytes:
+//! the head is not parsed again and a chunked body is not decoded from the start.
+//! A body of up to `--request-buffer-size` stays raw in the connection's buffer, and
+//! the exchange decodes it as if it had just arrived. A larger one is decoded into
+//! an unlinked temporary file as it arrives, which the app then reads as `wsgi.input`.
+
+use crate::config::ServerConfig;
+use crate::error::Error;
+use ferrule_http::{BodyDecoder, BodyKind, Head};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bytes read from a spilled body at a time.
+const SPILL_READ: usize = 64 * 1024;
+
+/// Whether a request must have its body read before the app runs: buffering is on,
+/// the client does not wait for `100 Continue` (the app decides before the body is
+/// sent), and the body is not already in the buffer. Two compares on the usual path.
+#[inline(always)]
+pub(crate) fn needed(head: &Head, buffered: usize, cfg: &ServerConfig) -> bool {
+    match head.framing.body {
+        BodyKind::Empty => false,
+        BodyKind::Length(n) => {
+            ((buffered - head.len) as u64) < n
+                && cfg.request_buffering
+                && !head.framing.expect_continue
+        }
+        BodyKind::Chunked => cfg.request_buffering && !head.framing.expect_continue,
+    }
+}
+
+/// A request whose head is parsed and whose body is being read.
+pub(crate) struct PreRead {
+    pub(crate) head: Head,
+    /// Trusted forwarding headers said https (judged once, with the head).
+    pub(crate) https: bool,
+    decoder: BodyDecoder,
+    /// Next byte of the connection's buffer the decoder has not judged.
+    pos: usize,
+    /// Set once the body outgrew the memory bound.
+    spill: Option<Spill>,
+}
+
+impl PreRead {
+    pub(crate) fn new(
+        head: Head,
+        https: bool,
+        buf: &mut Vec<u8>,
+        cfg: &ServerConfig,
+    ) -> Box<PreRead> {
+        let decoder = BodyDecoder::new(head.framing.body, &cfg.parser);
+        // A declared length within the bound gets its room at once (no doubling copies).
+        if let BodyKind::Length(n) = head.framing.body {
+            if n <= cfg.request_buffer_size as u64 {
+                buf.reserve((head.len + n as usize).saturating_sub(buf.len()));
+            }
+        }
+        let pos = head.len;
+        Box::new(PreRead {
+            head,
+            https,
+            decoder,
+            pos,
+            spill: None,
+        })
+    }
+
+    /// Judges the bytes of `buf` that arrived since the last call. Spilled bytes leave
+    /// the buffer; what follows the body (a pipelined request) stays after the head.
+    pub(crate) fn advance(&mut self, buf: &mut Vec<u8>, cfg: &ServerConfig) -> Result<bool, Error> {
+        let done = loop {
+            let step = self.decoder.decode(&buf[self.pos..])?;
+            let data = self.pos + step.data.start..self.pos + step.data.end;
+            self.pos += step.consumed;
+            if let Some(spill) = &mut self.spill {
+                spill.write(&buf[data])?;
+            }
+            if step.done {
+                break true;
+            }
+            if step.consumed == 0 {
+                break false;
+            }
+        };
+        if self.spill.is_none() && !done && self.too_big(cfg) {
+            self.start_spill(buf, cfg)?;
+        }
+        if self.spill.is_some() {
+            buf.drain(self.head.len..self.pos);
+            self.pos = self.head.len;
+        }
+        Ok(done)
+    }
+
+    /// The body will not fit the memory bound.
+    fn too_big(&self, cfg: &ServerConfig) -> bool {
+        let limit = cfg.request_buffer_size as u64;
+        match self.head.framing.body {
+            BodyKind::Length(n) => n > limit,
+            _ => (self.pos - self.head.len) as u64 > limit,
+        }
+    }
+
+    /// Moves the body judged so far into a new temporary file, decoded.
+    #[cold]
+    fn start_spill(&mut self, buf: &[u8], cfg: &ServerConfig) -> Result<(), Error> {
+        let mut spill = Spill::create(&cfg.temp_dir())?;
+        let mut again = BodyDecoder::new(self.head.framing.body, &cfg.parser);
+        let mut at = self.head.len;
+        while at < self.pos {
+            let step = again.decode(&buf[at..self.pos])?;
+            spill.write(&buf[at + step.data.start..at + step.data.end])?;
+            at += step.consumed;
+            if step.consumed == 0 {
+                break;
+            }
+        }
+        self.spill = Some(spill);
+        Ok(())
+    }
+
+    /// The body's file once it is complete, rewound for reading; `None` in memory.
+    pub(crate) fn take_spill(&mut self) -> Result<Option<SpillReader>, Error> {
+        match self.spill.take() {
+            None => Ok(None),
+            Some(s) => s.into_reader().map(Some),
+        }
+    }
+}
+
+/// A body being written to an unlinked temporary file.
+struct Spill {
+    file: File,
+    len: u64,
+}
+
+/// Tells the names of fallback temporary files apart within a process.
+static SPILLS: AtomicU64 = AtomicU64::new(0);
+
+impl Spill {
+    /// An unlinked file in `dir`: `O_TMPFILE` where the file system has it, else a
+    /// new name removed at once. Nothing is left behind when the process dies.
+    fn create(dir: &Path) -> Result<Spill, Error> {
+        let mut open = OpenOptions::new();
+        open.read(true).write(true).mode(0o600);
+        let file = match open.clone().custom_flags(nix::libc::O_TMPFILE).open(dir) {
+            Ok(f) => f,
+            Err(_) => {
+                let n = SPILLS.fetch_add(1, Ordering::Relaxed);
+                let path = dir.join(format!(".ferrule-body-{}-{n}", std::process::id()));
+                let f = open
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| spill_error(dir, e))?;
+                std::fs::remove_file(&path).map_err(|e| spill_error(dir, e))?;
+                f
+            }
+        };
+        Ok(Spill { file, len: 0 })
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(data).map_err(|e| {
+            Error::Io(io::Error::new(
+                e.kind(),
+                format!("writing a request body to its temporary file: {e}"),
+            ))
+        })?;
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    fn into_reader(mut self) -> Result<SpillReader, Error> {
+        self.file.rewind().map_err(Error::Io)?;
+        Ok(SpillReader {
+            file: self.file,
+            left: self.len,
+            buf: Vec::new(),
+            avail: 0..0,
+        })
+    }
+}
+
+fn spill_error(dir: &Path, e: io::Error) -> Error {
+    Error::Io(io::Error::new(
+        e.kind(),
+        format!(
+            "cannot create a temporary file for a request body in {}: {e}",
+            dir.display()
+        ),
+    ))
+}
+
+/// A complete spilled body, read back for `wsgi.input`.
+pub(crate) struct SpillReader {
+    file: File,
+    /// Bytes of the file not read yet.
+    left: u64,
+    buf: Vec<u8>,
+    avail: Range<usize>,
+}
+
+impl SpillReader {
+    /// Body bytes, reading the file when none are left; empty at the end.
+    pub(crate) fn fill(&mut self) -> Result<&[u8], Error> {
+        if self.avail.is_empty() && self.left > 0 {
+            let want = (self.left as usize).min(SPILL_READ);
+            self.buf.resize(want, 0);
+            let n = self.file.read(&mut self.buf[..want]).map_err(Error::Io)?;
+            if n == 0 {
+                return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.left -= n as u64;
+            self.avail = 0..n;
+        }
+        Ok(&self.buf[self.avail.clone()])
+    }
+
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.avail.start = (self.avail.start + n).min(self.avail.end);
+    }
+}
