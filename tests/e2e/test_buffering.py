@@ -84,12 +84,15 @@ def test_slow_body_clients_do_not_keep_other_requests_waiting(serve):
     assert s.stop() == 0
 
 
-def test_the_app_runs_once_the_body_is_complete(serve):
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_the_app_runs_once_the_body_is_complete(serve, framing):
     s = serve(APP)
+    data = post("/first-byte", b"0123456789") if framing == "length" else chunked("/first-byte", [b"0", b"123456789"])
+    cut = data.index(b"\r\n\r\n") + 4 + (1 if framing == "length" else 6)  # the head and the byte "0"
     with connect(s.port) as c:
-        c.sendall(post("/first-byte", b"0123456789")[:-9])  # one byte of ten
+        c.sendall(data[:cut])
         assert answer_within(c, 1.0) is None  # the app has not been called
-        c.sendall(b"123456789")
+        c.sendall(data[cut:])
         status, body = read_response(c)
         assert status == 200 and json.loads(body)["first"] == "0"
     assert s.stop() == 0

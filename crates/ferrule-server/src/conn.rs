@@ -5,7 +5,7 @@ use crate::clock::Tick;
 use crate::error::{Error, Phase};
 use crate::exchange::{with_date, Park};
 use crate::listener::{Peer, Stream};
-use crate::preread::PreRead;
+use crate::preread::{PreRead, SpillReader};
 use crate::sys::{self, Interest};
 use ferrule_http::{error_response, Header, Version};
 use memchr::memrchr;
@@ -22,6 +22,9 @@ pub(crate) enum Stage {
     /// A request's head is parsed and its body is being read before the app sees it
     /// (`preread.rs`); it waits in epoll between reads, `--io-timeout` at a time.
     Body(Box<PreRead>),
+    /// That body is complete: the head at the front of the buffer is parsed once more
+    /// and its request served; a body too large for memory waits in its file.
+    ReadAhead(Option<Box<SpillReader>>),
     /// Draining: its last answer said `Connection: close` and went out, but the client
     /// had already sent more. Its writing side is shut and what arrives is read and
     /// dropped until the client closes: closing with unread bytes would reset the
@@ -136,14 +139,29 @@ impl Conn {
         };
     }
 
-    /// After a request that needed a large buffer (a buffered body), gives most of it
-    /// back, so an idle connection does not keep a body's worth of memory.
+    /// Starts reading a request's body before the app runs (`preread.rs`). The head
+    /// parser has nothing to look at until it is complete: `worth_parsing` says no
+    /// without a check of its own, and `reset_scan` ends this.
+    pub(crate) fn read_ahead(&mut self, pre: Box<PreRead>) {
+        self.stage = Stage::Body(pre);
+        self.scanned = usize::MAX;
+    }
+
+    /// After a request whose body was read ahead (or that needed a large buffer):
+    /// the body's file closes, and most of a large buffer is given back, so an idle
+    /// connection does not keep a body's worth of memory.
     #[cold]
-    pub(crate) fn trim_buf(&mut self) {
-        if self.buf.is_empty() {
-            self.buf = Vec::new();
-        } else {
-            self.buf.shrink_to(self.buf.len().max(KEEP_BUF / 4));
+    #[inline(never)]
+    pub(crate) fn after_read_ahead(&mut self) {
+        if matches!(self.stage, Stage::ReadAhead(_)) {
+            self.stage = Stage::Open;
+        }
+        if self.buf.capacity() > KEEP_BUF {
+            if self.buf.is_empty() {
+                self.buf = Vec::new();
+            } else {
+                self.buf.shrink_to(self.buf.len().max(KEEP_BUF / 4));
+            }
         }
     }
 

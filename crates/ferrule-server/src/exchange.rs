@@ -9,13 +9,13 @@
 //! connection; `exchange/respond.rs` the response side.
 
 use crate::conn::Conn;
+use crate::conn::Stage;
 use crate::cork::CorkState;
 use crate::error::{Error, Phase};
 use crate::listener::{Local, Peer};
-use crate::preread::SpillReader;
 use crate::server::Shared;
 use crate::sys::{self, Interest};
-use ferrule_http::{BodyDecoder, BodyKind, Head, ResponseFraming, Version};
+use ferrule_http::{BodyDecoder, Head, ResponseFraming, Version};
 use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
@@ -97,8 +97,6 @@ pub struct Exchange {
     /// Decoded body bytes not yet handed to the app.
     avail: Range<usize>,
     body: BodyDecoder,
-    /// A buffered body too large for memory: the app reads it from this file.
-    spilled: Option<Box<SpillReader>>,
     continue_pending: bool,
     out: Vec<u8>,
     response: Response,
@@ -147,7 +145,6 @@ impl Exchange {
             pos,
             avail: pos..pos,
             body,
-            spilled: None,
             out,
             response: Response::Pending,
             https,
@@ -237,20 +234,15 @@ impl Exchange {
 
     // ---- the request body ----
 
-    /// The body was read before the app ran and written to a file (`preread.rs`): the
-    /// app reads it from there, and nothing of it is left in the connection's buffer.
-    pub(crate) fn read_from(&mut self, spill: SpillReader) {
-        self.spilled = Some(Box::new(spill));
-        self.body = BodyDecoder::new(BodyKind::Empty, &self.shared.config.parser);
-    }
-
     /// Returns body bytes that have arrived, waiting for some if none have; an empty
     /// slice means the body has ended. Call [`Exchange::consume`] for what was used.
     pub fn fill_body(&mut self, park: &dyn Park) -> Result<&[u8], Error> {
-        if self.spilled.is_some() {
-            return match self.spilled.as_deref_mut() {
-                Some(spill) => spill.fill(),
-                None => Ok(&[]),
+        // A body read ahead into a file (`preread.rs`): its head says no body is left
+        // in the socket, and the app reads the file.
+        if let Stage::ReadAhead(Some(_)) = self.conn.stage {
+            return match &mut self.conn.stage {
+                Stage::ReadAhead(Some(spill)) => spill.fill(),
+                _ => Ok(&[]),
             };
         }
         while self.avail.is_empty() && !self.body.is_done() {
@@ -270,7 +262,7 @@ impl Exchange {
 
     /// Marks `n` bytes of what [`Exchange::fill_body`] returned as used.
     pub fn consume(&mut self, n: usize) {
-        if let Some(spill) = self.spilled.as_deref_mut() {
+        if let Stage::ReadAhead(Some(spill)) = &mut self.conn.stage {
             return spill.consume(n);
         }
         self.avail.start = (self.avail.start + n).min(self.avail.end);

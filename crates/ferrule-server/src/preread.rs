@@ -10,6 +10,7 @@
 //! an unlinked temporary file as it arrives, which the app then reads as `wsgi.input`.
 
 use crate::config::ServerConfig;
+use crate::conn::{Conn, Stage};
 use crate::error::Error;
 use ferrule_http::{BodyDecoder, BodyKind, Head};
 use std::fs::{File, OpenOptions};
@@ -22,27 +23,43 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Bytes read from a spilled body at a time.
 const SPILL_READ: usize = 64 * 1024;
 
-/// Whether a request must have its body read before the app runs: buffering is on,
-/// the client does not wait for `100 Continue` (the app decides before the body is
-/// sent), and the body is not already in the buffer. Two compares on the usual path.
+/// Whether a request must have its body read before the app runs. One compare for
+/// a request without a body or with all of it in the buffer (the usual path).
 #[inline(always)]
-pub(crate) fn needed(head: &Head, buffered: usize, cfg: &ServerConfig) -> bool {
+pub(crate) fn needed(head: &mut Head, conn: &mut Conn, cfg: &ServerConfig) -> bool {
     match head.framing.body {
         BodyKind::Empty => false,
-        BodyKind::Length(n) => {
-            ((buffered - head.len) as u64) < n
-                && cfg.request_buffering
-                && !head.framing.expect_continue
-        }
-        BodyKind::Chunked => cfg.request_buffering && !head.framing.expect_continue,
+        BodyKind::Length(n) if ((conn.buf.len() - head.len) as u64) >= n => false,
+        _ => decide(head, conn, cfg),
     }
 }
 
-/// A request whose head is parsed and whose body is being read.
+/// The body is not all in the buffer: it was read ahead into a file (the head is
+/// told so: the exchange then decodes nothing from the socket and reads the file), a
+/// chunked one was read ahead into the buffer, or it is read now unless buffering is
+/// off or the client waits for `100 Continue` (the app decides before it is sent).
+#[cold]
+#[inline(never)]
+fn decide(head: &mut Head, conn: &mut Conn, cfg: &ServerConfig) -> bool {
+    match conn.stage {
+        Stage::ReadAhead(Some(_)) => {
+            head.framing.body = BodyKind::Empty;
+            false
+        }
+        Stage::ReadAhead(None) => false,
+        _ => cfg.request_buffering && !head.framing.expect_continue,
+    }
+}
+
+/// A request whose head is parsed and whose body is being read. The head is not
+/// kept: it stays at the front of the buffer and is parsed once more when the body
+/// is complete, which keeps the usual path's head moving straight into its exchange.
 pub(crate) struct PreRead {
-    pub(crate) head: Head,
-    /// Trusted forwarding headers said https (judged once, with the head).
-    pub(crate) https: bool,
+    /// Bytes of the head at the front of the connection's buffer.
+    head_len: usize,
+    body: BodyKind,
+    /// The request target's place in the buffer, for log lines.
+    target: Range<usize>,
     decoder: BodyDecoder,
     /// Next byte of the connection's buffer the decoder has not judged.
     pos: usize,
@@ -51,27 +68,27 @@ pub(crate) struct PreRead {
 }
 
 impl PreRead {
-    pub(crate) fn new(
-        head: Head,
-        https: bool,
-        buf: &mut Vec<u8>,
-        cfg: &ServerConfig,
-    ) -> Box<PreRead> {
-        let decoder = BodyDecoder::new(head.framing.body, &cfg.parser);
+    pub(crate) fn new(head: &Head, buf: &mut Vec<u8>, cfg: &ServerConfig) -> Box<PreRead> {
+        let body = head.framing.body;
         // A declared length within the bound gets its room at once (no doubling copies).
-        if let BodyKind::Length(n) = head.framing.body {
+        if let BodyKind::Length(n) = body {
             if n <= cfg.request_buffer_size as u64 {
                 buf.reserve((head.len + n as usize).saturating_sub(buf.len()));
             }
         }
-        let pos = head.len;
         Box::new(PreRead {
-            head,
-            https,
-            decoder,
-            pos,
+            head_len: head.len,
+            body,
+            target: head.target.raw.range(),
+            decoder: BodyDecoder::new(body, &cfg.parser),
+            pos: head.len,
             spill: None,
         })
+    }
+
+    /// The request target, for a log line.
+    pub(crate) fn target<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(self.target.clone()).unwrap_or_default()
     }
 
     /// Judges the bytes of `buf` that arrived since the last call. Spilled bytes leave
@@ -95,8 +112,8 @@ impl PreRead {
             self.start_spill(buf, cfg)?;
         }
         if self.spill.is_some() {
-            buf.drain(self.head.len..self.pos);
-            self.pos = self.head.len;
+            buf.drain(self.head_len..self.pos);
+            self.pos = self.head_len;
         }
         Ok(done)
     }
@@ -104,9 +121,9 @@ impl PreRead {
     /// The body will not fit the memory bound.
     fn too_big(&self, cfg: &ServerConfig) -> bool {
         let limit = cfg.request_buffer_size as u64;
-        match self.head.framing.body {
+        match self.body {
             BodyKind::Length(n) => n > limit,
-            _ => (self.pos - self.head.len) as u64 > limit,
+            _ => (self.pos - self.head_len) as u64 > limit,
         }
     }
 
@@ -114,8 +131,8 @@ impl PreRead {
     #[cold]
     fn start_spill(&mut self, buf: &[u8], cfg: &ServerConfig) -> Result<(), Error> {
         let mut spill = Spill::create(&cfg.temp_dir())?;
-        let mut again = BodyDecoder::new(self.head.framing.body, &cfg.parser);
-        let mut at = self.head.len;
+        let mut again = BodyDecoder::new(self.body, &cfg.parser);
+        let mut at = self.head_len;
         while at < self.pos {
             let step = again.decode(&buf[at..self.pos])?;
             spill.write(&buf[at + step.data.start..at + step.data.end])?;

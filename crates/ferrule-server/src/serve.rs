@@ -5,9 +5,9 @@ use crate::clock::Tick;
 use crate::conn::{Conn, Stage, KEEP_BUF};
 use crate::error::Error;
 use crate::exchange::{Admit, Exchange, Park};
-use crate::preread::{self, PreRead, SpillReader};
+use crate::preread::{self, PreRead};
 use crate::server::{Handler, Shared};
-use ferrule_http::{parse_head_into, secure_scheme, Head};
+use ferrule_http::{parse_head_into, secure_scheme};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -57,49 +57,15 @@ pub(crate) fn serve(
         linger(shared, conn);
         return None;
     }
-    let mut turn = Turn {
-        shared,
-        handler,
-        holding,
-        me,
-        started: &mut started,
-        park,
-    };
     loop {
-        if let Stage::Body(pre) = &mut conn.stage {
-            // A body being read before the app runs: only the new bytes are judged.
-            match pre.advance(&mut conn.buf, &shared.config) {
-                Ok(false) => {}
-                Ok(true) => {
-                    let Stage::Body(mut pre) = std::mem::replace(&mut conn.stage, Stage::Open)
-                    else {
-                        continue;
-                    };
-                    let spill = match pre.take_spill() {
-                        Ok(s) => s,
-                        Err(e) => {
-                            fail(shared, &mut conn, e, park);
-                            return None;
-                        }
-                    };
-                    match turn.run(conn, pre.head, pre.https, spill) {
-                        Next::Again(c) => conn = c,
-                        Next::Return(c) => return c,
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    fail(shared, &mut conn, e, park);
-                    return None;
-                }
-            }
-        } else if conn.worth_parsing(min_line) {
+        // False while a body is read ahead (`Conn::read_ahead`): no check of its own.
+        if conn.worth_parsing(min_line) {
             let fields = match std::mem::take(&mut conn.fields) {
                 v if v.capacity() == 0 => Vec::with_capacity(16),
                 v => v,
             };
             match parse_head_into(&conn.buf, cfg, fields) {
-                Ok(Some(head)) => {
+                Ok(Some(mut head)) => {
                     let trusted = shared.config.forwarded_allow_ips.allows(conn.peer.ip());
                     let https = match trusted.then(|| secure_scheme(&head, &conn.buf)) {
                         Some(Ok(v)) => v.unwrap_or(false),
@@ -109,15 +75,77 @@ pub(crate) fn serve(
                         }
                         None => false,
                     };
-                    if preread::needed(&head, conn.buf.len(), &shared.config) {
+                    if preread::needed(&mut head, &mut conn, &shared.config) {
                         // The body is read first, without a thread; judged from here on.
-                        let pre = PreRead::new(head, https, &mut conn.buf, &shared.config);
-                        conn.stage = Stage::Body(pre);
-                        continue;
+                        let pre = PreRead::new(&head, &mut conn.buf, &shared.config);
+                        conn.read_ahead(pre);
+                        // What came with the head first; then reads (or a complete
+                        // chunked body parsed once more).
+                        match body_arrived(shared, &mut conn, park) {
+                            Arrived::More | Arrived::Complete => continue,
+                            Arrived::Failed => return None,
+                        }
                     }
-                    match turn.run(conn, head, https, None) {
-                        Next::Again(c) => conn = c,
-                        Next::Return(c) => return c,
+                    let token = conn.token;
+                    let admit = Admit {
+                        https,
+                        defer: (holding || shared.ready_len() > 0)
+                            && !shared.sched.several_runners(),
+                        me,
+                        started: started.take().unwrap_or_else(Instant::now),
+                    };
+                    let ex = Exchange::new(conn, head, shared.clone(), admit);
+                    // gunicorn's default `pre_request` logs this at debug; the level
+                    // check costs one load when debug is off.
+                    tracing::debug!(
+                        "{} {}",
+                        String::from_utf8_lossy(ex.method()),
+                        String::from_utf8_lossy(ex.path())
+                    );
+                    let ex = handler.handle(ex);
+                    let Some(ex) = ex else {
+                        shared.table.release(token);
+                        return None;
+                    };
+                    if ex.outcome().length_mismatch {
+                        tracing::error!(
+                            "{}: the app's body did not match its Content-Length; connection closed",
+                            String::from_utf8_lossy(ex.raw_target())
+                        );
+                    }
+                    if let Some(log) = &shared.access {
+                        log.record(&ex);
+                    }
+                    shared.served.fetch_add(1, Ordering::Relaxed);
+                    match ex.into_conn(park) {
+                        Ok(c) => conn = c,
+                        Err(Some(c)) if shared.stopping() => {
+                            // Draining, and the client sent more after the request
+                            // whose answer said close: that answer must not be reset.
+                            let mut c = c;
+                            c.linger();
+                            shared.park(c, false);
+                            return None;
+                        }
+                        Err(_) => {
+                            shared.table.release(token);
+                            return None;
+                        }
+                    }
+                    conn.reset_scan();
+                    conn.served = true;
+                    if conn.buf.capacity() > KEEP_BUF || !matches!(conn.stage, Stage::Open) {
+                        // After a body read ahead: its file closes, its room is given back.
+                        conn.after_read_ahead();
+                    }
+                    if conn.buf.is_empty() {
+                        if !conn.out.is_empty() {
+                            return Some(conn);
+                        }
+                        // Nothing pipelined: epoll says when the next request arrives,
+                        // which saves a read that would find nothing.
+                        shared.park(conn, false);
+                        return None;
                     }
                     continue;
                 }
@@ -140,6 +168,14 @@ pub(crate) fn serve(
             }
             Ok(_) => {
                 conn.head_since.get_or_insert_with(Tick::now);
+                if let Stage::Body(_) = conn.stage {
+                    // Only the new bytes of the body are judged.
+                    match body_arrived(shared, &mut conn, park) {
+                        Arrived::More => {}
+                        Arrived::Complete => continue,
+                        Arrived::Failed => return None,
+                    }
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Responses to pipelined requests go out before the connection waits.
@@ -156,101 +192,42 @@ pub(crate) fn serve(
     }
 }
 
-/// What a served request leaves the loop in `serve` to do.
-enum Next {
-    /// Go on with the connection: more of it may be in the buffer.
-    Again(Box<Conn>),
-    /// Return this from `serve`.
-    Return(Option<Box<Conn>>),
+/// What the bytes that arrived made of a body read before the app runs.
+enum Arrived {
+    /// More is needed.
+    More,
+    /// The body is complete: the head at the front of the buffer is parsed once more
+    /// and served (`Stage::ReadAhead`), through the one path every request takes.
+    Complete,
+    /// The connection was answered and closed.
+    Failed,
 }
 
-/// What `serve` passes to every request it runs.
-struct Turn<'a> {
-    shared: &'a Arc<Shared>,
-    handler: &'a dyn Handler,
-    holding: bool,
-    me: usize,
-    started: &'a mut Option<Instant>,
-    park: &'a dyn Park,
-}
-
-impl Turn<'_> {
-    /// Runs the app on a request whose body is in the buffer (or in `spill`, or still
-    /// in the socket when buffering is off), and takes the connection back.
-    // Inlined into both callers, so the head moves straight into the exchange's box.
-    #[inline(always)]
-    fn run(
-        &mut self,
-        conn: Box<Conn>,
-        head: Head,
-        https: bool,
-        spill: Option<SpillReader>,
-    ) -> Next {
-        let shared = self.shared;
-        let park = self.park;
-        let token = conn.token;
-        let admit = Admit {
-            https,
-            defer: (self.holding || shared.ready_len() > 0) && !shared.sched.several_runners(),
-            me: self.me,
-            started: self.started.take().unwrap_or_else(Instant::now),
-        };
-        let mut ex = Exchange::new(conn, head, shared.clone(), admit);
-        if let Some(spill) = spill {
-            ex.read_from(spill);
+/// Judges what arrived of a body being read before the app runs (`preread.rs`).
+// Out of line and cold: `serve`'s usual path stays as it was without buffering.
+#[cold]
+#[inline(never)]
+fn body_arrived(shared: &Shared, conn: &mut Box<Conn>, park: &dyn Park) -> Arrived {
+    let Stage::Body(pre) = &mut conn.stage else {
+        return Arrived::More;
+    };
+    let judged = match pre.advance(&mut conn.buf, &shared.config) {
+        Ok(true) => pre.take_spill().map(Some),
+        Ok(false) => Ok(None),
+        Err(e) => Err(e),
+    };
+    match judged {
+        Ok(None) => Arrived::More,
+        Ok(Some(spill)) => {
+            conn.stage = Stage::ReadAhead(spill.map(Box::new));
+            conn.reset_scan();
+            Arrived::Complete
         }
-        // gunicorn's default `pre_request` logs this at debug; the level
-        // check costs one load when debug is off.
-        tracing::debug!(
-            "{} {}",
-            String::from_utf8_lossy(ex.method()),
-            String::from_utf8_lossy(ex.path())
-        );
-        let ex = self.handler.handle(ex);
-        let Some(ex) = ex else {
-            shared.table.release(token);
-            return Next::Return(None);
-        };
-        if ex.outcome().length_mismatch {
-            tracing::error!(
-                "{}: the app's body did not match its Content-Length; connection closed",
-                String::from_utf8_lossy(ex.raw_target())
-            );
+        Err(e) => {
+            let target = String::from_utf8_lossy(pre.target(&conn.buf)).into_owned();
+            fail(shared, conn, e, &target, park);
+            Arrived::Failed
         }
-        if let Some(log) = &shared.access {
-            log.record(&ex);
-        }
-        shared.served.fetch_add(1, Ordering::Relaxed);
-        let mut conn = match ex.into_conn(park) {
-            Ok(c) => c,
-            Err(Some(c)) if shared.stopping() => {
-                // Draining, and the client sent more after the request
-                // whose answer said close: that answer must not be reset.
-                let mut c = c;
-                c.linger();
-                shared.park(c, false);
-                return Next::Return(None);
-            }
-            Err(_) => {
-                shared.table.release(token);
-                return Next::Return(None);
-            }
-        };
-        conn.reset_scan();
-        conn.served = true;
-        if conn.buf.capacity() > KEEP_BUF {
-            conn.trim_buf();
-        }
-        if conn.buf.is_empty() {
-            if !conn.out.is_empty() {
-                return Next::Return(Some(conn));
-            }
-            // Nothing pipelined: epoll says when the next request arrives,
-            // which saves a read that would find nothing.
-            shared.park(conn, false);
-            return Next::Return(None);
-        }
-        Next::Again(conn)
     }
 }
 
@@ -294,16 +271,24 @@ fn reject(shared: &Shared, conn: &mut Conn, e: Error, park: &dyn Park) {
     shared.table.release(conn.token);
 }
 
-/// Ends a request whose body could not be read before the app: a client error gets
-/// its 4xx like a bad head, a server fault (no room for a temporary file) a 500.
+/// Ends a request whose body could not be read before the app: a bad body gets its
+/// 4xx and the warning the app's failed read would have logged, a server fault (no
+/// room for a temporary file) a 500 and an error line.
 #[cold]
-fn fail(shared: &Shared, conn: &mut Conn, e: Error, park: &dyn Park) {
-    if let Error::Io(io) = &e {
-        tracing::error!("request body: {io}");
-        conn.flush_out(shared.config.io_timeout, park);
-        conn.answer_error(500);
-        shared.table.release(conn.token);
-        return;
+fn fail(shared: &Shared, conn: &mut Conn, e: Error, target: &str, park: &dyn Park) {
+    conn.flush_out(shared.config.io_timeout, park);
+    let status = match &e {
+        Error::Io(io) => {
+            tracing::error!("request body for {target}: {io}");
+            Some(500)
+        }
+        _ => {
+            tracing::warn!("bad request body for {target}: {e}");
+            e.status()
+        }
+    };
+    if let Some(status) = status {
+        conn.answer_error(status);
     }
-    reject(shared, conn, e, park);
+    shared.table.release(conn.token);
 }

@@ -71,7 +71,7 @@ impl Table {
         let now = Tick::now();
         let mut deadline = match conn.head_since {
             // Reading a body before the app runs: --io-timeout between reads.
-            _ if matches!(conn.stage, Stage::Body(_)) => now + cfg.io_timeout,
+            Some(_) if matches!(conn.stage, Stage::Body(_)) => now + cfg.io_timeout,
             Some(t) => t + cfg.header_timeout,
             // Not one request yet: the first must start within the head's time.
             None if new || !conn.served => now + cfg.header_timeout,
