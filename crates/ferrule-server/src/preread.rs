@@ -249,3 +249,95 @@ impl SpillReader {
         self.avail.start = (self.avail.start + n).min(self.avail.end);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::PreRead;
+    use crate::config::ServerConfig;
+    use ferrule_http::parse_head;
+
+    /// Feeds `wire` to a pre-read `step` bytes at a time, as reads would, and returns
+    /// whether it completed, the buffer left, and the spilled body if any.
+    fn feed(wire: &[u8], step: usize, cfg: &ServerConfig) -> (bool, Vec<u8>, Option<Vec<u8>>) {
+        let head = parse_head(wire, &cfg.parser).unwrap().unwrap();
+        let mut buf = wire[..head.len].to_vec();
+        let mut pre = PreRead::new(&head, &mut buf, cfg);
+        let mut done = pre.advance(&mut buf, cfg).unwrap();
+        for piece in wire[head.len..].chunks(step) {
+            if done {
+                buf.extend_from_slice(piece);
+                continue;
+            }
+            buf.extend_from_slice(piece);
+            done = pre.advance(&mut buf, cfg).unwrap();
+        }
+        let spilled = pre.take_spill().unwrap().map(|mut r| {
+            let mut body = Vec::new();
+            loop {
+                let got = r.fill().unwrap();
+                if got.is_empty() {
+                    break body;
+                }
+                let n = got.len();
+                body.extend_from_slice(got);
+                r.consume(n);
+            }
+        });
+        (done, buf, spilled)
+    }
+
+    const CHUNKED: &[u8] = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+        5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+
+    #[test]
+    fn a_chunked_body_completes_whatever_the_reads_and_leaves_what_follows() {
+        let cfg = ServerConfig::default();
+        for step in 1..CHUNKED.len() {
+            let (done, buf, spilled) = feed(CHUNKED, step, &cfg);
+            assert!(done, "step {step}");
+            assert_eq!(
+                buf, CHUNKED,
+                "in memory the buffer is what arrived (step {step})"
+            );
+            assert!(spilled.is_none());
+        }
+    }
+
+    #[test]
+    fn a_body_over_the_bound_is_decoded_into_a_file_and_the_rest_stays() {
+        let cfg = ServerConfig {
+            request_buffer_size: 4,
+            ..ServerConfig::default()
+        };
+        let head_len = CHUNKED.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        // Up to 30 bytes a read, the body is not complete in the first one.
+        for step in 1..=30 {
+            let (done, buf, spilled) = feed(CHUNKED, step, &cfg);
+            assert!(done, "step {step}");
+            assert_eq!(spilled.as_deref(), Some(&b"hello world"[..]), "step {step}");
+            let mut want = CHUNKED[..head_len].to_vec();
+            want.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+            assert_eq!(buf, want, "step {step}");
+        }
+        let wire = b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789";
+        let (done, buf, spilled) = feed(wire, 3, &cfg);
+        assert!(done);
+        assert_eq!(spilled.as_deref(), Some(&b"0123456789"[..]));
+        assert_eq!(buf.len(), wire.len() - 10);
+    }
+
+    #[test]
+    fn a_bad_chunk_or_a_body_over_the_limit_is_an_error_before_the_app() {
+        let mut cfg = ServerConfig::default();
+        let wire = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        let head = parse_head(wire, &cfg.parser).unwrap().unwrap();
+        let mut buf = wire.to_vec();
+        let mut pre = PreRead::new(&head, &mut buf, &cfg);
+        assert_eq!(pre.advance(&mut buf, &cfg).unwrap_err().status(), Some(400));
+        cfg.parser.limit_request_body = 3;
+        let wire = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+        let mut buf = wire.to_vec();
+        let mut pre = PreRead::new(&head, &mut buf, &cfg);
+        assert_eq!(pre.advance(&mut buf, &cfg).unwrap_err().status(), Some(413));
+    }
+}
