@@ -29,7 +29,7 @@ def _spill_files():
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     inp = environ["wsgi.input"]
-    if path == "/hello":
+    if path in ("/", "/hello"):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
         return [b"hello"]
     if path == "/sha256":  # hashes the body read in blocks, says where it came from

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import parse, raw, read_response
+from conftest import booted, children, parse, raw, read_response
 
 APP = "buffering_app:app"
 
@@ -150,6 +150,22 @@ def test_a_body_that_keeps_coming_is_not_cut_by_the_io_timeout(serve):
             c.sendall(body[b:b + 1])
         assert read_response(c) == (200, body)
     assert s.stop() == 0
+
+
+def test_a_slow_upload_under_a_short_timeout_does_not_replace_the_worker(serve):
+    # --timeout is for an app that is stuck; a body read ahead is not the app's time.
+    s = serve(APP, "--timeout", "2")
+    workers = booted(s, 1)
+    body = b"0123456789"
+    with connect(s.port) as c:
+        c.sendall(post("/echo", body)[:-len(body)])
+        for i in range(len(body)):  # 5 s in all, 2.5 times the timeout
+            time.sleep(0.5)
+            c.sendall(body[i:i + 1])
+        assert read_response(c) == (200, body)
+    assert children(s.proc.pid) == workers
+    assert s.stop() == 0
+    assert "WORKER TIMEOUT" not in s.log() and "Traceback" not in s.log()
 
 
 # ---- chunked ----

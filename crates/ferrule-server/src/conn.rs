@@ -281,6 +281,25 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
 
     #[test]
+    fn a_large_buffer_is_given_back_after_its_request() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        let mut conn = Conn::new(Stream::Tcp(server), Peer::Tcp(peer), 0);
+        conn.buf = Vec::with_capacity(2 << 20);
+        conn.stage = super::Stage::ReadAhead(None);
+        conn.after_read_ahead();
+        assert_eq!(conn.buf.capacity(), 0);
+        assert!(matches!(conn.stage, super::Stage::Open));
+        // A pipelined request that followed keeps its bytes, in a small buffer.
+        conn.buf = Vec::with_capacity(2 << 20);
+        conn.buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        conn.after_read_ahead();
+        assert_eq!(conn.buf, b"GET / HTTP/1.1\r\n");
+        assert!(conn.buf.capacity() <= super::KEEP_BUF / 4 + 64);
+    }
+
+    #[test]
     fn a_write_that_does_not_wait_keeps_what_a_full_socket_refused() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();

@@ -8,8 +8,7 @@
 //! This file holds the request side (fields, body) and the hand-back of the
 //! connection; `exchange/respond.rs` the response side.
 
-use crate::conn::Conn;
-use crate::conn::Stage;
+use crate::conn::{Conn, Stage};
 use crate::cork::CorkState;
 use crate::error::{Error, Phase};
 use crate::listener::{Local, Peer};

@@ -3,8 +3,10 @@
 //! connection waits in epoll like any other (`Stage::Body`, `--io-timeout` between
 //! reads), so a client that sends slowly holds a buffer, not a thread.
 //!
-//! The decoder's state is kept between reads, so each arrival costs its own bytes:
-//! the head is not parsed again and a chunked body is not decoded from the start.
+//! The decoder's state is kept between reads, so each arrival costs its own bytes: a
+//! chunked body is not decoded from the start, and the head is parsed once more only
+//! when the body is complete (`Stage::ReadAhead`), so that every request reaches the
+//! app through the one path in `serve.rs`.
 //! A body of up to `--request-buffer-size` stays raw in the connection's buffer, and
 //! the exchange decodes it as if it had just arrived. A larger one is decoded into
 //! an unlinked temporary file as it arrives, which the app then reads as `wsgi.input`.

@@ -165,8 +165,7 @@ impl Table {
     }
 
     /// Closes connections past their deadline (408 to those inside a head or a body
-    /// read before the app runs) and frees
-    /// the buffers of connections idle for a while.
+    /// read before the app runs) and frees the buffers of connections idle for a while.
     pub(crate) fn sweep(&self) {
         let now = Tick::now();
         let mut expired = Vec::new();
