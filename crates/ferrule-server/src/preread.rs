@@ -22,6 +22,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Most room reserved for a body before its bytes arrive.
+const PREALLOCATE: usize = 256 * 1024;
+
 /// Bytes read from a spilled body at a time.
 const SPILL_READ: usize = 64 * 1024;
 
@@ -72,10 +75,12 @@ pub(crate) struct PreRead {
 impl PreRead {
     pub(crate) fn new(head: &Head, buf: &mut Vec<u8>, cfg: &ServerConfig) -> Box<PreRead> {
         let body = head.framing.body;
-        // A declared length within the bound gets its room at once (no doubling copies).
+        // A declared length within the bound gets its room at once (no doubling copies),
+        // up to a cap: a client that only claims a large body gets no large allocation.
         if let BodyKind::Length(n) = body {
             if n <= cfg.request_buffer_size as u64 {
-                buf.reserve((head.len + n as usize).saturating_sub(buf.len()));
+                let want = (head.len + n as usize).saturating_sub(buf.len());
+                let _ = buf.try_reserve(want.min(PREALLOCATE));
             }
         }
         Box::new(PreRead {
