@@ -5,13 +5,14 @@ unlinked temporary file; `--request-buffering off` streams the body to the app."
 import hashlib
 import json
 import os
+import re
 import socket
 import threading
 import time
 
 import pytest
 
-from conftest import booted, children, parse, raw, read_response
+from conftest import booted, children, parse, raw
 
 APP = "buffering_app:app"
 
@@ -27,6 +28,25 @@ def chunked(path, parts, extra=""):
     return data + b"0\r\n\r\n"
 
 
+def read_response(sock):
+    """One response with a Content-Length: (status, body); fails when the server closes
+    first (bounded in time by the socket's timeout)."""
+    data = b""
+
+    def more():
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        return chunk
+
+    while b"\r\n\r\n" not in data:
+        data += more()
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        body += more()
+    return int(head.split()[1]), body
+
+
 def answer_within(sock, seconds):
     """The response that arrives within `seconds`, or None."""
     sock.settimeout(seconds)
@@ -34,6 +54,8 @@ def answer_within(sock, seconds):
         return read_response(sock)
     except socket.timeout:
         return None
+    finally:
+        sock.settimeout(10)
 
 
 def connect(port):
