@@ -357,6 +357,14 @@ CALLGRIND_LABELS = {
     ("hello", 8): "hello, 8 clients",
     ("hello_dynamic", 8): "hello, headers built per call, 8 clients",
     ("flask_app", 8): "Flask hello, 8 clients",
+    ("echo", 8): "4 KB POST echo, 8 clients",
+}
+
+#: The request each callgrind client sends, and how its answer ends (hello's by default).
+ECHO_BODY = b"a" * 4095 + b"!"
+CALLGRIND_REQUESTS = {
+    "echo": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+             b"Content-Length: 4096\r\n\r\n" + ECHO_BODY, ECHO_BODY[-16:]),
 }
 
 
@@ -366,8 +374,11 @@ def instructions_per_request(server: str, app: str = "hello", clients: int = 1, 
     repeat until about `n` requests are done; the dump is read. Several clients make
     the server find several requests ready at once, as under load."""
     port = free_port()
-    out = f"/tmp/ferrule-callgrind-{server}.%p"
-    for old in Path("/tmp").glob(f"ferrule-callgrind-{server}.*"):
+    # The measuring process's id in the name: two benches on one host must not read
+    # (or delete) each other's dumps.
+    stem = f"ferrule-callgrind-{server}-{os.getpid()}"
+    out = f"/tmp/{stem}.%p"
+    for old in Path("/tmp").glob(f"{stem}.*"):
         old.unlink()
     # ferrule in one process (`ferrule.run`, no master): callgrind_control cannot reach a
     # forked child. The request path is the same code as in a worker.
@@ -381,7 +392,7 @@ def instructions_per_request(server: str, app: str = "hello", clients: int = 1, 
         if not wait_port(port, proc, timeout=180):
             return float("nan")
         socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(clients)]
-        req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        req, end = CALLGRIND_REQUESTS.get(app, (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"Hello, World!"))
 
         def run(count):
             for _ in range(count):
@@ -389,7 +400,7 @@ def instructions_per_request(server: str, app: str = "hello", clients: int = 1, 
                     s.sendall(req)
                 for s in socks:
                     got = b""
-                    while not got.endswith(b"Hello, World!"):
+                    while not got.endswith(end):
                         got += s.recv(4096)
 
         run(max(1, 300 // clients))
@@ -409,7 +420,7 @@ def instructions_per_request(server: str, app: str = "hello", clients: int = 1, 
         proc.wait()
     total = 0
     # Dumps made by callgrind_control are FILE.N; FILE itself is written only at exit.
-    for dump in Path("/tmp").glob(f"ferrule-callgrind-{server}.*.*"):
+    for dump in Path("/tmp").glob(f"{stem}.*.*"):
         m = re.search(r"^(?:totals|summary): (\d+)", dump.read_text(errors="replace"), re.M)
         if m:
             total += int(m.group(1))

@@ -38,6 +38,13 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _on_off(text: str) -> bool:
+    try:
+        return config.on_off(text)
+    except gunicorn.BadValue as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _umask(text: str) -> int:
     try:
         return config.coerce("umask", text)
@@ -169,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"largest header field in bytes, 431 above (default {d.limit_request_field_size})")
     h.add_argument("--limit-request-body", type=_count, metavar="INT",
                    help="largest request body in bytes, 413 above; 0 = no limit (default 0)")
+    h.add_argument("--request-buffering", type=_on_off, metavar="on|off",
+                   help="read each request body before the app runs, so slow clients hold no thread; off: "
+                        "the app reads it as it arrives (default on)")
+    h.add_argument("--request-buffer-size", type=_count, metavar="BYTES",
+                   help=f"bodies up to this size are buffered in memory, larger ones in an unlinked file in "
+                        f"$TMPDIR (default {d.request_buffer_size})")
     h.add_argument("--header-map", choices=["drop", "refuse", "dangerous"],
                    help="header names with '_': drop them, refuse the request, or pass them (default drop)")
     h.add_argument("--permit-obsolete-folding", action="store_true",

@@ -82,7 +82,21 @@ def _user(value: Any) -> Optional[str]:
     raise g.BadValue(f"must be a name or a numeric id (got {value!r})")
 
 
+def on_off(value: Any) -> bool:
+    """nginx's on/off, or a boolean (True, "true", "off"...)."""
+    if isinstance(value, str) and value.strip().lower() in ("on", "off"):
+        return value.strip().lower() == "on"
+    try:
+        result = g.boolean(value)
+    except g.BadValue:
+        result = None
+    if result is None:
+        raise g.BadValue(f"must be on or off (got {value!r})")
+    return result
+
+
 _SPECIAL: Dict[str, Callable[[Any], Any]] = {
+    "request_buffering": on_off,
     "umask": _umask,
     "user": _user,
     "group": _user,

@@ -241,7 +241,8 @@ SPECS: Tuple[Spec, ...] = (
     _s("umask", ["-m", "--umask"], IMPLEMENTED, pos_int, 0),
     _s("initgroups", ["--initgroups"], IMPLEMENTED, boolean, False),
     _s("tmp_upload_dir", [], LOGGED, string,
-       note="ferrule does not write request bodies to temporary files"),
+       note="ferrule writes request bodies over --request-buffer-size to an unlinked file in $TMPDIR; "
+            "set TMPDIR to choose the directory"),
     _s("secure_scheme_headers", [], REFUSED, dictionary,
        {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
        note="only gunicorn's default table is implemented (X-Forwarded-Protocol: ssl, X-Forwarded-Proto: "

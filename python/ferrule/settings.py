@@ -43,6 +43,11 @@ class Settings:
     limit_request_fields: int = 100
     limit_request_field_size: int = 8190
     limit_request_body: int = 0
+    #: Read a request's body before the app runs (nginx's proxy_request_buffering), so
+    #: a slow client holds a buffer, not a thread; False: the app reads it as it arrives.
+    request_buffering: bool = True
+    #: Bodies up to this many bytes are held in memory, larger ones in a temporary file.
+    request_buffer_size: int = 1024 * 1024
     header_map: str = "drop"
     permit_obsolete_folding: bool = False
     strip_header_spaces: bool = False

@@ -327,8 +327,11 @@ def test_chunked_request_body_is_dechunked(server):
     assert (status, body) == (200, b"hello world")
 
 
-def test_streaming_input_app_starts_before_the_body_arrives(server):
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+def test_streaming_input_app_starts_before_the_body_arrives(server, serve):
+    # Streaming input is the opt-out of request buffering (tests/e2e/test_buffering.py
+    # shows the app answering before the rest of the body is sent).
+    streaming = serve(server.target, "--request-buffering", "off")
+    with socket.create_connection(("127.0.0.1", streaming.port), timeout=5) as s:
         s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello")
         import time
         time.sleep(0.3)
@@ -337,6 +340,7 @@ def test_streaming_input_app_starts_before_the_body_arrives(server):
         while chunk := s.recv(65536):
             data += chunk
     assert parse(data)[2] == b"helloworld"
+    assert streaming.stop() == 0
 
 
 def test_generator_response_calls_start_response_late_and_is_chunked(server):

@@ -30,6 +30,8 @@ pub struct Settings {
     limit_request_fields: i64,
     limit_request_field_size: i64,
     limit_request_body: i64,
+    request_buffering: bool,
+    request_buffer_size: i64,
     header_map: String,
     permit_obsolete_folding: bool,
     strip_header_spaces: bool,
@@ -116,6 +118,9 @@ impl Settings {
             parser,
             forwarded_allow_ips: AllowIps::parse(&self.forwarded_allow_ips)?,
             script_name: self.script_name.trim_end_matches('/').to_string(),
+            request_buffering: self.request_buffering,
+            request_buffer_size: count("request-buffer-size", self.request_buffer_size, 0)?,
+            request_buffer_dir: None,
         };
         let logs = LogSettings {
             level: self.log_level.parse()?,

@@ -195,6 +195,21 @@ pub struct ServerConfig {
     pub script_name: String,
     /// Reported in `wsgi.multiprocess`.
     pub workers: usize,
+    /// Read a request's body before the app runs (`--request-buffering`, `preread.rs`).
+    pub request_buffering: bool,
+    /// Bodies up to this many bytes are held in memory; larger ones go to a file.
+    pub request_buffer_size: usize,
+    /// Where those files go; `None`: `$TMPDIR`, else `/tmp`.
+    pub request_buffer_dir: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// The directory for request bodies larger than `request_buffer_size`.
+    pub(crate) fn temp_dir(&self) -> PathBuf {
+        self.request_buffer_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+    }
 }
 
 impl Default for ServerConfig {
@@ -213,6 +228,9 @@ impl Default for ServerConfig {
             forwarded_allow_ips: AllowIps::parse("127.0.0.1,::1").expect("literal"),
             script_name: String::new(),
             workers: 1,
+            request_buffering: true,
+            request_buffer_size: 1 << 20,
+            request_buffer_dir: None,
         }
     }
 }

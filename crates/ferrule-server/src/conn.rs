@@ -5,17 +5,26 @@ use crate::clock::Tick;
 use crate::error::{Error, Phase};
 use crate::exchange::{with_date, Park};
 use crate::listener::{Peer, Stream};
+use crate::preread::{PreRead, SpillReader};
 use crate::sys::{self, Interest};
 use ferrule_http::{error_response, Header, Version};
 use memchr::memrchr;
 use std::io::{self, IoSlice, Write};
 use std::time::Duration;
 
+/// A read buffer larger than this is trimmed after its request (`Conn::trim_buf`).
+pub(crate) const KEEP_BUF: usize = 64 * 1024;
+
 /// Where a connection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
     /// Serving requests.
     Open,
+    /// A request's head is parsed and its body is being read before the app sees it
+    /// (`preread.rs`); it waits in epoll between reads, `--io-timeout` at a time.
+    Body(Box<PreRead>),
+    /// That body is complete: the head at the front of the buffer is parsed once more
+    /// and its request served; a body too large for memory waits in its file.
+    ReadAhead(Option<Box<SpillReader>>),
     /// Draining: its last answer said `Connection: close` and went out, but the client
     /// had already sent more. Its writing side is shut and what arrives is read and
     /// dropped until the client closes: closing with unread bytes would reset the
@@ -170,6 +179,32 @@ impl Conn {
         };
     }
 
+    /// Starts reading a request's body before the app runs (`preread.rs`). The head
+    /// parser has nothing to look at until it is complete: `worth_parsing` says no
+    /// without a check of its own, and `reset_scan` ends this.
+    pub(crate) fn read_ahead(&mut self, pre: Box<PreRead>) {
+        self.stage = Stage::Body(pre);
+        self.scanned = usize::MAX;
+    }
+
+    /// After a request whose body was read ahead (or that needed a large buffer):
+    /// the body's file closes, and most of a large buffer is given back, so an idle
+    /// connection does not keep a body's worth of memory.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn after_read_ahead(&mut self) {
+        if matches!(self.stage, Stage::ReadAhead(_)) {
+            self.stage = Stage::Open;
+        }
+        if self.buf.capacity() > KEEP_BUF {
+            if self.buf.is_empty() {
+                self.buf = Vec::new();
+            } else {
+                self.buf.shrink_to(self.buf.len().max(KEEP_BUF / 4));
+            }
+        }
+    }
+
     /// Releases the buffer of an idle connection, so thousands of idle keep-alive
     /// clients cost a socket each and no memory.
     pub(crate) fn shrink_if_idle(&mut self) {
@@ -247,7 +282,8 @@ impl Conn {
     #[cold]
     fn spill(&mut self, rest: &[&[u8]], bound: usize) -> bool {
         let len: usize = rest.iter().map(|p| p.len()).sum();
-        if len > bound || self.stage != Stage::Open {
+        // A body read ahead (`ReadAhead`) is over once the answer is complete.
+        if len > bound || !matches!(self.stage, Stage::Open | Stage::ReadAhead(_)) {
             return false;
         }
         self.out.reserve_exact(len);
@@ -348,6 +384,25 @@ mod tests {
     use crate::listener::{Peer, Stream};
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn a_large_buffer_is_given_back_after_its_request() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        let mut conn = Conn::new(Stream::Tcp(server), Peer::Tcp(peer), 0);
+        conn.buf = Vec::with_capacity(2 << 20);
+        conn.stage = super::Stage::ReadAhead(None);
+        conn.after_read_ahead();
+        assert_eq!(conn.buf.capacity(), 0);
+        assert!(matches!(conn.stage, super::Stage::Open));
+        // A pipelined request that followed keeps its bytes, in a small buffer.
+        conn.buf = Vec::with_capacity(2 << 20);
+        conn.buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        conn.after_read_ahead();
+        assert_eq!(conn.buf, b"GET / HTTP/1.1\r\n");
+        assert!(conn.buf.capacity() <= super::KEEP_BUF / 4 + 64);
+    }
 
     #[test]
     fn a_write_that_does_not_wait_keeps_what_a_full_socket_refused() {

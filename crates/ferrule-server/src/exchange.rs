@@ -259,6 +259,14 @@ impl Exchange {
     /// Returns body bytes that have arrived, waiting for some if none have; an empty
     /// slice means the body has ended. Call [`Exchange::consume`] for what was used.
     pub fn fill_body(&mut self, park: &dyn Park) -> Result<&[u8], Error> {
+        // A body read ahead into a file (`preread.rs`): its head says no body is left
+        // in the socket, and the app reads the file.
+        if let Stage::ReadAhead(Some(_)) = self.conn.stage {
+            return match &mut self.conn.stage {
+                Stage::ReadAhead(Some(spill)) => spill.fill(),
+                _ => Ok(&[]),
+            };
+        }
         while self.avail.is_empty() && !self.body.is_done() {
             let step = self.body.decode(&self.conn.buf[self.pos..])?;
             let base = self.pos;
@@ -276,6 +284,9 @@ impl Exchange {
 
     /// Marks `n` bytes of what [`Exchange::fill_body`] returned as used.
     pub fn consume(&mut self, n: usize) {
+        if let Stage::ReadAhead(Some(spill)) = &mut self.conn.stage {
+            return spill.consume(n);
+        }
         self.avail.start = (self.avail.start + n).min(self.avail.end);
     }
 
@@ -283,7 +294,7 @@ impl Exchange {
         // `100 Continue` is 25 bytes before the app answers: a wait on it is rare (the
         // seat is lent to `interim` here, so such a wait is not marked as the client's).
         // Not once the answer is complete and waiting for the server to write it.
-        if self.continue_pending && self.conn.stage == Stage::Open {
+        if self.continue_pending && !self.conn.writing() {
             self.continue_pending = false;
             let msg: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
             let timeout = self.shared.config.io_timeout;
@@ -342,7 +353,7 @@ impl Exchange {
                     || !self.body.is_done()
                     || (self.shared.stopping() && sys::has_bytes(self.conn.stream.fd()))
             };
-            if self.conn.stage != Stage::Open {
+            if self.conn.writing() {
                 // Its answer waits in `out`: the server writes it, then closes (or
                 // lingers, as `serve.rs` does for an answer that went out at once).
                 let then = match sent && self.shared.stopping() && more() {
@@ -358,7 +369,7 @@ impl Exchange {
         self.conn.buf.drain(..used);
         self.conn.fields = std::mem::take(&mut self.head.headers);
         // A spilled answer is already in the connection's buffer (`Conn::send`).
-        if self.conn.stage == Stage::Open {
+        if !self.conn.writing() {
             self.conn.out = std::mem::take(&mut self.out);
         }
         self.conn.scanned = 0;

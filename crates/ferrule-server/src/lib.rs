@@ -14,6 +14,7 @@ mod held;
 mod listener;
 pub mod log;
 pub mod logfile;
+mod preread;
 mod progress;
 mod runner;
 mod sched;

@@ -34,6 +34,13 @@ pub static SLOW_HEADS: Throttle = Throttle::new(
     "connections closed for an incomplete request head",
     Level::WARN,
 );
+
+/// Connections closed with a request body read ahead still incomplete (`--io-timeout`
+/// between reads, `preread.rs`): a slow uploader makes one per connection.
+pub static SLOW_BODIES: Throttle = Throttle::new(
+    "connections closed for a request body that stopped arriving",
+    Level::WARN,
+);
 /// `--log-level` values, gunicorn's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {

@@ -2,9 +2,10 @@
 //! requests are pipelined, then park the connection in epoll or close it.
 
 use crate::clock::Tick;
-use crate::conn::{Conn, Stage};
+use crate::conn::{Conn, Stage, KEEP_BUF};
 use crate::error::Error;
 use crate::exchange::{Admit, Exchange, Park};
+use crate::preread::{self, PreRead};
 use crate::server::{Handler, Shared};
 use ferrule_http::{parse_head_after, secure_scheme};
 use std::io;
@@ -52,11 +53,12 @@ pub(crate) fn serve(
     let mut started = Some(started);
     let cfg = &shared.config.parser;
     let min_line = cfg.request_line_limit().min(cfg.field_size_limit()) + 1;
-    if conn.stage == Stage::Lingering {
+    if matches!(conn.stage, Stage::Lingering) {
         linger(shared, conn);
         return None;
     }
     loop {
+        // False while a body is read ahead (`Conn::read_ahead`): no check of its own.
         if conn.worth_parsing(min_line) {
             conn.skip_empty_lines();
             let fields = match std::mem::take(&mut conn.fields) {
@@ -64,7 +66,7 @@ pub(crate) fn serve(
                 v => v,
             };
             match parse_head_after(&conn.buf, conn.blank, cfg, fields) {
-                Ok(Some(head)) => {
+                Ok(Some(mut head)) => {
                     let trusted = shared.config.forwarded_allow_ips.allows(conn.peer.ip());
                     let https = match trusted.then(|| secure_scheme(&head, &conn.buf)) {
                         Some(Ok(v)) => v.unwrap_or(false),
@@ -74,6 +76,17 @@ pub(crate) fn serve(
                         }
                         None => false,
                     };
+                    if preread::needed(&mut head, &mut conn, &shared.config) {
+                        // The body is read first, without a thread; judged from here on.
+                        let pre = PreRead::new(&head, &mut conn.buf, &shared.config);
+                        conn.read_ahead(pre);
+                        // What came with the head first; then reads (or a complete
+                        // chunked body parsed once more).
+                        match body_arrived(shared, &mut conn, park) {
+                            Arrived::More | Arrived::Complete => continue,
+                            Arrived::Failed => return None,
+                        }
+                    }
                     let token = conn.token;
                     let admit = Admit {
                         https,
@@ -127,6 +140,10 @@ pub(crate) fn serve(
                     }
                     conn.reset_scan();
                     conn.served = true;
+                    if conn.buf.capacity() > KEEP_BUF || !matches!(conn.stage, Stage::Open) {
+                        // After a body read ahead: its file closes, its room is given back.
+                        conn.after_read_ahead();
+                    }
                     if conn.writing() {
                         // Pipelined requests wait until this answer is out (`writing.rs`).
                         shared.flush_and_park(conn, park);
@@ -152,7 +169,9 @@ pub(crate) fn serve(
         }
         match conn.read_some() {
             Ok(0) => {
-                if !conn.buf.is_empty() {
+                if matches!(conn.stage, Stage::Body(_)) {
+                    tracing::debug!("client closed the connection in the middle of a request body");
+                } else if !conn.buf.is_empty() {
                     tracing::debug!("client closed the connection in the middle of a request head");
                 }
                 close(shared, &mut conn, park);
@@ -160,6 +179,14 @@ pub(crate) fn serve(
             }
             Ok(_) => {
                 conn.head_since.get_or_insert_with(Tick::now);
+                if let Stage::Body(_) = conn.stage {
+                    // Only the new bytes of the body are judged.
+                    match body_arrived(shared, &mut conn, park) {
+                        Arrived::More => {}
+                        Arrived::Complete => continue,
+                        Arrived::Failed => return None,
+                    }
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Responses to pipelined requests go out before the connection waits.
@@ -172,6 +199,45 @@ pub(crate) fn serve(
                 shared.table.release(conn.token);
                 return None;
             }
+        }
+    }
+}
+
+/// What the bytes that arrived made of a body read before the app runs.
+enum Arrived {
+    /// More is needed.
+    More,
+    /// The body is complete: the head at the front of the buffer is parsed once more
+    /// and served (`Stage::ReadAhead`), through the one path every request takes.
+    Complete,
+    /// The connection was answered and closed.
+    Failed,
+}
+
+/// Judges what arrived of a body being read before the app runs (`preread.rs`).
+// Out of line and cold: `serve`'s usual path stays as it was without buffering.
+#[cold]
+#[inline(never)]
+fn body_arrived(shared: &Shared, conn: &mut Box<Conn>, park: &dyn Park) -> Arrived {
+    let Stage::Body(pre) = &mut conn.stage else {
+        return Arrived::More;
+    };
+    let judged = match pre.advance(&mut conn.buf, &shared.config) {
+        Ok(true) => pre.take_spill().map(Some),
+        Ok(false) => Ok(None),
+        Err(e) => Err(e),
+    };
+    match judged {
+        Ok(None) => Arrived::More,
+        Ok(Some(spill)) => {
+            conn.stage = Stage::ReadAhead(spill.map(Box::new));
+            conn.reset_scan();
+            Arrived::Complete
+        }
+        Err(e) => {
+            let target = String::from_utf8_lossy(pre.target(&conn.buf)).into_owned();
+            fail(shared, conn, e, &target, park);
+            Arrived::Failed
         }
     }
 }
@@ -214,6 +280,28 @@ fn reject(shared: &Shared, conn: &mut Conn, e: Error, park: &dyn Park) {
         tracing::warn!("invalid request from {peer}: {e}");
     }
     if let Some(status) = e.status() {
+        conn.answer_error(status);
+    }
+    shared.table.release(conn.token);
+}
+
+/// Ends a request whose body could not be read before the app: a bad body gets its
+/// 4xx and the warning the app's failed read would have logged, a server fault (no
+/// room for a temporary file) a 500 and an error line.
+#[cold]
+fn fail(shared: &Shared, conn: &mut Conn, e: Error, target: &str, park: &dyn Park) {
+    conn.flush_out(shared.config.io_timeout, park);
+    let status = match &e {
+        Error::Io(io) => {
+            tracing::error!("request body for {target}: {io}");
+            Some(500)
+        }
+        _ => {
+            tracing::warn!("bad request body for {target}: {e}");
+            e.status()
+        }
+    };
+    if let Some(status) = status {
         conn.answer_error(status);
     }
     shared.table.release(conn.token);

@@ -79,6 +79,8 @@ impl Table {
         }
         let now = Tick::now();
         let mut deadline = match conn.head_since {
+            // Reading a body before the app runs: --io-timeout between reads.
+            Some(_) if matches!(conn.stage, Stage::Body(_)) => now + cfg.io_timeout,
             Some(t) => t + cfg.header_timeout,
             // Not one request yet: the first must start within the head's time.
             None if new || !conn.served => now + cfg.header_timeout,
@@ -207,8 +209,8 @@ impl Table {
         }
     }
 
-    /// Closes connections past their deadline (408 to those inside a head) and frees
-    /// the buffers of connections idle for a while.
+    /// Closes connections past their deadline (408 to those inside a head or a body
+    /// read before the app runs) and frees the buffers of connections idle for a while.
     pub(crate) fn sweep(&self) {
         let now = Tick::now();
         let mut expired = Vec::new();
@@ -246,6 +248,15 @@ impl Table {
                 tracing::debug!(
                     "closing a connection whose client did not read its answer in time"
                 );
+                continue;
+            }
+            if matches!(conn.stage, Stage::Body(_)) {
+                if crate::log::SLOW_BODIES.allow() {
+                    tracing::warn!(
+                        "closing a connection that sent nothing of its request body for --io-timeout"
+                    );
+                }
+                conn.answer_error(Error::Timeout(Phase::Body).status().unwrap_or(408));
                 continue;
             }
             if !conn.buf.is_empty() {

@@ -158,7 +158,7 @@ mod tests {
         });
         conn.send([&body], &NoPark, Duration::from_secs(5), 1024)
             .unwrap();
-        assert!(conn.stage == Stage::Open && conn.out.is_empty());
+        assert!(matches!(conn.stage, Stage::Open) && conn.out.is_empty());
         drop(conn);
         assert!(reader.join().unwrap() == body);
     }
