@@ -8,6 +8,8 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+
 from conftest import booted, children
 
 TIMEOUT = ["-w", "1", "--timeout", "3", "--graceful-timeout", "2"]
@@ -19,8 +21,13 @@ def same_worker(s, old):
     assert "WORKER TIMEOUT" not in s.log() and "answered 500" not in s.log()
 
 
-def test_a_client_sending_its_body_slowly_does_not_time_out(serve):
-    s = serve("timeout_app:app", *TIMEOUT)
+# Read ahead before the app runs (the default), or by the app as it arrives.
+BUFFERING = pytest.mark.parametrize("buffering", ["on", "off"])
+
+
+@BUFFERING
+def test_a_client_sending_its_body_slowly_does_not_time_out(serve, buffering):
+    s = serve("timeout_app:app", *TIMEOUT, "--request-buffering", buffering)
     old = booted(s, 1)
     body = b"0123456789ab"
     with socket.create_connection(("127.0.0.1", s.port), timeout=15) as c:
@@ -76,9 +83,10 @@ def test_an_event_stream_longer_than_the_timeout_is_not_cut(serve):
     same_worker(s, old)
 
 
-def test_an_app_stuck_before_its_answer_still_times_out_after_a_slow_body(serve):
+@BUFFERING
+def test_an_app_stuck_before_its_answer_still_times_out_after_a_slow_body(serve, buffering):
     """The slow body does not count; the app's own 30 s sleep does."""
-    s = serve("timeout_app:app", *TIMEOUT)
+    s = serve("timeout_app:app", *TIMEOUT, "--request-buffering", buffering)
     booted(s, 1)
     with socket.create_connection(("127.0.0.1", s.port), timeout=20) as c:
         c.sendall(b"POST /read-then-stall HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")

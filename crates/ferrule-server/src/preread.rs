@@ -326,7 +326,7 @@ mod tests {
             want.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
             assert_eq!(buf, want, "step {step}");
         }
-        let wire = b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789";
+        let wire = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789";
         let (done, buf, spilled) = feed(wire, 3, &cfg);
         assert!(done);
         assert_eq!(spilled.as_deref(), Some(&b"0123456789"[..]));
@@ -336,13 +336,14 @@ mod tests {
     #[test]
     fn a_bad_chunk_or_a_body_over_the_limit_is_an_error_before_the_app() {
         let mut cfg = ServerConfig::default();
-        let wire = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        let wire = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
         let head = parse_head(wire, &cfg.parser).unwrap().unwrap();
         let mut buf = wire.to_vec();
         let mut pre = PreRead::new(&head, &mut buf, &cfg);
         assert_eq!(pre.advance(&mut buf, &cfg).unwrap_err().status(), Some(400));
         cfg.parser.limit_request_body = 3;
-        let wire = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+        let wire =
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
         let mut buf = wire.to_vec();
         let mut pre = PreRead::new(&head, &mut buf, &cfg);
         assert_eq!(pre.advance(&mut buf, &cfg).unwrap_err().status(), Some(413));
