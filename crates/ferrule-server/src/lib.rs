@@ -4,6 +4,7 @@
 //! the [`Handler`] trait, which the PyO3 bridge implements.
 
 pub mod access;
+mod backoff;
 mod clock;
 pub mod config;
 mod conn;
@@ -22,6 +23,7 @@ pub mod sink;
 mod sys;
 mod table;
 
+pub use backoff::Starved;
 pub use config::{parse_bind, AllowIps, Bind, ServerConfig};
 pub use error::{Error, Phase};
 pub use exchange::{Exchange, NoPark, Outcome, Park};

@@ -6,6 +6,7 @@
 //! threads. `sched.rs` decides how many threads serve at once.
 
 use crate::access::AccessLog;
+use crate::backoff::{Backoff, Starved};
 use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::cork::{Corks, PUSH_AFTER};
@@ -75,6 +76,8 @@ pub struct Shared {
     pub(crate) poller: Poller,
     pub(crate) waker: Waker,
     pub(crate) table: Table,
+    /// Pauses accepting while out of descriptors (`backoff.rs`).
+    pub(crate) backoff: Backoff,
     stopping: AtomicBool,
     /// Requests answered.
     pub(crate) served: AtomicU64,
@@ -205,12 +208,14 @@ impl Server {
                 .add_listener(l.fd(), LISTENER | i as u64)
                 .map_err(io_err)?;
         }
+        let backoff = Backoff::new(listeners.len());
         let shared = Shared {
             locals: listeners.iter().map(Listener::local).collect(),
             listeners,
             poller,
             waker,
             table: Table::new(),
+            backoff,
             stopping: AtomicBool::new(false),
             served: AtomicU64::new(0),
             access,
@@ -256,6 +261,12 @@ impl Server {
         self.shared.sched.oldest_request()
     }
 
+    /// Accepts have been refused for lack of descriptors for a while, with few of
+    /// them held by connections: the app may leak them (the worker asks to be replaced).
+    pub fn fd_starved(&self) -> Option<Starved> {
+        self.shared.backoff.starved(&self.shared)
+    }
+
     /// Answers `500` (with `Connection: close`) to each request in flight that has run
     /// for longer than `limit` with nothing of its answer sent yet, and ends the writing
     /// side of its connection (`--timeout`). The app's thread may still be running it:
@@ -284,6 +295,7 @@ impl Server {
     pub fn stop(self, graceful: Duration) -> bool {
         let s = &self.shared;
         s.stopping.store(true, Ordering::SeqCst);
+        s.backoff.stop();
         for l in &s.listeners {
             let _ = s.poller.delete(l.fd());
         }
@@ -375,6 +387,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
             (last_busy, served) = (Instant::now(), now_served);
         }
         shared.held.release_stale(shared, Instant::now());
+        shared.backoff.tick(shared, Instant::now());
         if shared.stopping() {
             shared.table.sweep();
             continue;

@@ -267,6 +267,12 @@ pub fn read_append(
     Ok(n)
 }
 
+/// The process's descriptor limit (`RLIMIT_NOFILE`): (soft, hard).
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, Resource};
+    Ok(getrlimit(Resource::RLIMIT_NOFILE)?)
+}
+
 /// The CPU-time clock of the calling thread, as other threads can read it: the
 /// kernel's encoding of a per-thread scheduler clock, which is what glibc's
 /// `pthread_getcpuclockid` returns.

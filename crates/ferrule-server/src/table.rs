@@ -141,6 +141,11 @@ impl Table {
         }
     }
 
+    /// Connections parked or being served.
+    pub(crate) fn len(&self) -> usize {
+        self.slots().len()
+    }
+
     /// No connection is parked or being served.
     pub(crate) fn is_empty(&self) -> bool {
         self.slots().is_empty()
