@@ -12,6 +12,7 @@ mod cork;
 mod error;
 mod exchange;
 mod held;
+mod idle;
 mod listener;
 pub mod log;
 pub mod logfile;

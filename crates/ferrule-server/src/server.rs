@@ -12,6 +12,7 @@ use crate::conn::Conn;
 use crate::cork::{Corks, PUSH_AFTER};
 use crate::exchange::{with_date, Claims, Exchange, NoPark, Park};
 use crate::held::Held;
+use crate::idle::IdleTrim;
 use crate::listener::{bind_all, BindError, Listener, Local};
 use crate::runner::{self, BATCH};
 use crate::sched::Sched;
@@ -368,6 +369,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
     let mut last_sweep = Instant::now();
     let (mut last_busy, mut served) = (Instant::now(), 0);
     let mut tick = TICK_SLOW;
+    let mut trim = IdleTrim::new();
     while !shared.drained() {
         let guard = shared.running();
         let wait = match last_busy.elapsed() >= DOZE_AFTER && !shared.stopping() && shared.doze() {
@@ -415,6 +417,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             shared.table.sweep();
+            trim.tick(shared, last_busy, last_sweep);
         }
     }
 }

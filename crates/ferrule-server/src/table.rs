@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+/// Slots allocated up front (and kept when the table shrinks after a burst).
+const INITIAL_SLOTS: usize = 1024;
 /// Idle connections keep their read buffer this long, then free it.
 const SHRINK_AFTER: Duration = Duration::from_secs(1);
 
@@ -46,7 +48,7 @@ pub(crate) struct Table {
 impl Table {
     pub(crate) fn new() -> Table {
         Table {
-            slots: Mutex::new(Slab::with_capacity(1024)),
+            slots: Mutex::new(Slab::with_capacity(INITIAL_SLOTS)),
             generation: AtomicU32::new(1),
             quiet: AtomicU64::new(0),
         }
@@ -138,6 +140,20 @@ impl Table {
             .is_some_and(|s| u64::from(s.generation) == token >> 32)
         {
             slots.remove(idx);
+        }
+    }
+
+    /// A counter of connections put in the table (wraps): whether any came since.
+    pub(crate) fn opened(&self) -> u32 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Frees the slots' storage when no connection is left (after a burst): tokens
+    /// still in flight carry a generation no new slot has, so they stay harmless.
+    pub(crate) fn shrink(&self) {
+        let mut slots = self.slots();
+        if slots.is_empty() && slots.capacity() > INITIAL_SLOTS {
+            *slots = Slab::with_capacity(INITIAL_SLOTS);
         }
     }
 
