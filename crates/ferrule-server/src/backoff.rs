@@ -46,7 +46,7 @@ struct State {
     /// Accepts refused since the last report, and in the whole episode.
     refused: u64,
     total: u64,
-    /// When accepts started failing without one succeeding since.
+    /// When accepts started failing with `EMFILE` without one succeeding since.
     since: Option<Instant>,
     last_report: Instant,
     /// The server stops: listeners stay out of epoll for good.
@@ -102,7 +102,11 @@ impl Backoff {
                 *slot = Some(now + PAUSE);
             }
         }
-        st.since.get_or_insert(now);
+        // Only this process's own limit says the process holds too many; a system-wide
+        // shortage (ENFILE, socket memory) is not cured by replacing the worker.
+        if e.raw_os_error() == Some(nix::libc::EMFILE) {
+            st.since.get_or_insert(now);
+        }
         st.total += 1;
         if self.troubled.swap(true, Ordering::Relaxed) {
             st.refused += 1;
