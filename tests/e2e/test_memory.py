@@ -21,10 +21,14 @@ def rss_mb(pid):
     raise AssertionError("no VmRSS")
 
 
-def burst(port, connections, seconds):
-    """`connections` keep-alive clients asking for /hello for `seconds`."""
+def threads(pid):
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+
+
+def burst(port, connections, seconds, path="/hello"):
+    """`connections` keep-alive clients asking for `path` for `seconds`."""
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-                          f"http://127.0.0.1:{port}/hello"], capture_output=True, text=True, timeout=seconds + 30)
+                          f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=seconds + 30)
     assert out.returncode == 0, out.stderr
     assert "Requests/sec" in out.stdout, out.stdout
 
@@ -62,4 +66,22 @@ def test_idle_memory_comes_back_after_bursts_of_connections(serve, many_fds):
         burst(s.port, CONNECTIONS, 2)
         after.append(round(idle_rss(worker, limit), 1))
         assert after[-1] <= limit, f"idle RSS {start:.1f} MB after the warm-up, then {after} MB after bursts"
+    assert get(s.port, "/hello")[0] == 200
+
+
+def test_threads_a_blocking_burst_needed_end_and_their_memory_comes_back(serve, many_fds):
+    """A sleeping app takes a thread per request in flight; once the burst is over those
+    threads end (after 10 s idle) and what they held is returned."""
+    s = serve("routes:app", "-w", "1", "--backlog", "4096", "--threads", "256")
+    [worker] = wait_until(lambda: [k for k in children(s.proc.pid) if serving(k)])
+    burst(s.port, 50, 1)
+    start = idle_rss(worker, 0, seconds=2.5)
+    before = threads(worker)
+    limit = start * 1.2 + 2
+    burst(s.port, 1000, 2, "/sleep?0.05")
+    busy = threads(worker)
+    assert busy > 100, f"the burst used only {busy} threads"
+    wait_until(lambda: threads(worker) <= before, timeout=25, step=0.5)
+    rss = idle_rss(worker, limit)
+    assert rss <= limit, f"idle RSS {start:.1f} MB before, {rss:.1f} MB after the burst ({busy} threads)"
     assert get(s.port, "/hello")[0] == 200

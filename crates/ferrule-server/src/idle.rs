@@ -8,8 +8,9 @@
 //! `wrk -c5000 -d3s` bursts: idle RSS 15.8 MB before, then 35, 50, 58, 65, 70, 76 MB
 //! after each burst, with no connection left open; `malloc_trim(0)` (which also
 //! releases free pages inside arenas) brought it back to 17 MB. So once the worker has
-//! been idle for `TRIM_AFTER`, the monitor trims, if connections came or requests were
-//! answered since the last trim: never on the request path, and at most once per
+//! been idle for `TRIM_AFTER`, the monitor trims, if connections came, requests were
+//! answered or threads ended (`sched::RETIRE_AFTER`: their stacks and interpreter
+//! state go back) since the last trim: never on the request path, and at most once per
 //! `TRIM_EVERY`.
 
 use crate::server::Shared;
@@ -26,6 +27,7 @@ pub(crate) struct IdleTrim {
     last: Option<Instant>,
     served: u64,
     opened: u32,
+    threads: usize,
 }
 
 impl IdleTrim {
@@ -34,6 +36,7 @@ impl IdleTrim {
             last: None,
             served: 0,
             opened: 0,
+            threads: 0,
         }
     }
 
@@ -48,10 +51,13 @@ impl IdleTrim {
         }
         let served = shared.served.load(Ordering::Relaxed);
         let opened = shared.table.opened();
-        if (served, opened) == (self.served, self.opened) {
+        let threads = shared.sched.live();
+        if (served, opened, threads) == (self.served, self.opened, self.threads) {
             return;
         }
-        (self.served, self.opened, self.last) = (served, opened, Some(now));
+        (self.served, self.opened, self.threads) = (served, opened, threads);
+        self.last = Some(now);
+        shared.forget_ended_threads();
         shared.table.shrink();
         let released = crate::sys::release_free_memory();
         tracing::debug!(

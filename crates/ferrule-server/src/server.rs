@@ -182,6 +182,12 @@ impl Shared {
         true
     }
 
+    /// Detaches the threads that ended after idling (`sched::RETIRE_AFTER`): a thread
+    /// nobody joins or detaches keeps its stack.
+    pub(crate) fn forget_ended_threads(&self) {
+        self.threads().retain(|t| !t.is_finished());
+    }
+
     fn thread_exited(&self) {
         *self.running() -= 1;
         self.all_stopped.notify_all();
@@ -345,6 +351,7 @@ fn spawn(
         s.thread_exited();
     }) {
         Ok(t) => {
+            shared.forget_ended_threads();
             shared.threads().push(t);
             Ok(())
         }
@@ -403,6 +410,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
             thread_cpu_time,
         ) {
             if let Err(e) = spawn_runner(shared, handler, id) {
+                shared.sched.spawn_failed(id);
                 tracing::error!("cannot start a thread: {e}");
             }
         }
