@@ -21,7 +21,7 @@ def _grab():
 def _leak_forever():
     for _ in range(100_000):
         _grab()
-        time.sleep(0.02)
+        time.sleep(0.005)
 
 
 def app(environ, start_response):

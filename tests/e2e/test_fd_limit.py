@@ -157,6 +157,7 @@ def test_a_worker_whose_app_leaks_every_descriptor_is_replaced(limited):
     s = limited(256, 256, "--timeout", "3")
     status, body = get(s.port, "/leak")
     assert status == 200 and body.startswith("leaked "), body
+    time.sleep(0.5)  # the leak takes the descriptor that connection freed too
     # Its listener now refuses: the request waits in the backlog until a new worker takes it.
     status, body = get(s.port, "/hello", timeout=30)
     assert status == 200 and body != f"hello from {s.worker}", body
