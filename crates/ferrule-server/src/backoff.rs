@@ -51,6 +51,8 @@ struct State {
     last_report: Instant,
     /// The server stops: listeners stay out of epoll for good.
     stopped: bool,
+    /// What the last refusal lacked, for the report.
+    lack: &'static str,
 }
 
 /// A run of refused accepts while the worker holds few connections itself.
@@ -75,6 +77,7 @@ impl Backoff {
                 since: None,
                 last_report: Instant::now(),
                 stopped: false,
+                lack: "file descriptors",
             }),
         }
     }
@@ -108,6 +111,10 @@ impl Backoff {
             st.since.get_or_insert(now);
         }
         st.total += 1;
+        st.lack = match e.raw_os_error() {
+            Some(nix::libc::EMFILE | nix::libc::ENFILE) => "file descriptors",
+            _ => "memory for sockets",
+        };
         if self.troubled.swap(true, Ordering::Relaxed) {
             st.refused += 1;
             return;
@@ -147,10 +154,11 @@ impl Backoff {
         }
         st.last_report = now;
         if st.refused > 0 {
+            let refused = std::mem::take(&mut st.refused);
             tracing::error!(
-                "out of file descriptors: {} accept attempts refused in the last {} s; \
+                "out of {}: {refused} accept attempts refused in the last {} s; \
                  open connections: {}; limit: {}",
-                std::mem::take(&mut st.refused),
+                st.lack,
                 REPORT_EVERY.as_secs(),
                 shared.table.len(),
                 limit_text(),
