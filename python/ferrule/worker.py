@@ -196,7 +196,9 @@ def make_fail_app(text: str) -> Callable:
 
 class Ticker:
     """Called by the serving loop about every 100 ms: heartbeat, parent check, request
-    timeout, and the reasons to be replaced. Returns True to stop this worker now."""
+    timeout, and the reasons to be replaced. Returns True to stop this worker now.
+    `starved` is (seconds, connections, limit) while accepts fail for lack of
+    descriptors that the worker's own connections do not explain, else None."""
 
     def __init__(self, arbiter, worker: Worker, watch=()):
         self.arbiter, self.worker, self.cfg = arbiter, worker, worker.cfg
@@ -258,7 +260,6 @@ class Ticker:
                 if changed:
                     self.retire(f"{changed[0]} modified")
         return False
-
 
     def _check_starved(self, during: float, connections: int, limit: int) -> None:
         """Accepts have been refused for lack of descriptors for `during` seconds while

@@ -56,8 +56,8 @@ struct Runner<'a> {
 }
 
 /// A thread's life: park until allowed to be a runner, then wait for connections and
-/// serve them, until a finished request finds another runner idle; a thread parked
-/// for `sched::RETIRE_AFTER` ends.
+/// serve them, until a finished request finds another runner idle; a thread idle for
+/// `sched::RETIRE_AFTER` (parked, or a runner that is not the last) ends.
 pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
     let mut r = Runner {
         shared,
