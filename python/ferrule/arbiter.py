@@ -15,7 +15,7 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ferrule import _ferrule, daemon, systemd, upgrade
+from ferrule import _ferrule, daemon, limits, systemd, upgrade
 from ferrule import worker as worker_mod
 from ferrule.log import Log
 from ferrule.settings import Settings
@@ -90,6 +90,8 @@ class Arbiter(upgrade.Upgrades):
         signal.set_wakeup_fd(self._wake_w)
         for sig in SIGNALS:
             signal.signal(sig, self._on_signal)
+        # Before binding and forking: every worker inherits it.
+        limits.log_fd_limit(self.log, limits.raise_fd_limit())
         inherited = systemd.listen_fds()
         try:
             handed, old_master = upgrade.inherited()

@@ -8,7 +8,7 @@ import os
 import signal
 from typing import Any, Callable, Dict, List, Optional
 
-from ferrule import _ferrule, log
+from ferrule import _ferrule, limits, log
 
 #: gunicorn's default access log format.
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
@@ -171,6 +171,9 @@ def run(app: Callable, ready: Optional[Callable[[List[str]], None]] = None, **op
         raise _ferrule.ConfigError(str(e)) from None
     core = _ferrule.Config(settings.as_dict())
     log.install(settings.log_level)
+    raised = limits.raise_fd_limit()
+    _ferrule.init_logging(core)
+    limits.log_fd_limit(log.Log(), raised)
     _install_signal_handlers()
     clean = _ferrule.serve(app, core, ready)
     if not clean:

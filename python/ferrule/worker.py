@@ -27,6 +27,9 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1}
 
 HEARTBEAT_EVERY = 1.0
 CHECK_EVERY = 1.0
+#: How long accepts may fail for lack of descriptors, with few connections of the
+#: worker's own, before it asks to be replaced when --timeout is 0 (off).
+STARVED_AFTER = 30.0
 
 
 class Worker:
@@ -193,7 +196,9 @@ def make_fail_app(text: str) -> Callable:
 
 class Ticker:
     """Called by the serving loop about every 100 ms: heartbeat, parent check, request
-    timeout, and the reasons to be replaced. Returns True to stop this worker now."""
+    timeout, and the reasons to be replaced. Returns True to stop this worker now.
+    `starved` is (seconds, connections, limit) while accepts fail for lack of
+    descriptors that the worker's own connections do not explain, else None."""
 
     def __init__(self, arbiter, worker: Worker, watch=()):
         self.arbiter, self.worker, self.cfg = arbiter, worker, worker.cfg
@@ -219,7 +224,7 @@ class Ticker:
             self.worker.log.info(f"Worker {self.worker.pid} asks to be replaced: {why}")
             self.send(b"R")
 
-    def __call__(self, served: int, stalled: Optional[float]) -> bool:
+    def __call__(self, served: int, stalled: Optional[float], starved: Optional[tuple] = None) -> bool:
         if self.stopping:
             return False
         now = time.monotonic()
@@ -240,6 +245,8 @@ class Ticker:
             return float(timeout)  # stop, answering 500 to requests stuck longer
         if self.limit and served >= self.limit:
             self.retire(f"max requests ({self.limit}) reached")
+        if starved is not None:
+            self._check_starved(*starved)
         if now >= self.next_check and not self.retiring:
             self.next_check = now + CHECK_EVERY
             if self.cfg.max_worker_memory > 0:
@@ -253,6 +260,15 @@ class Ticker:
                 if changed:
                     self.retire(f"{changed[0]} modified")
         return False
+
+    def _check_starved(self, during: float, connections: int, limit: int) -> None:
+        """Accepts have been refused for lack of descriptors for `during` seconds while
+        the worker's connections hold under half of them: something in the app holds
+        the rest (a leak, most likely), and only a fresh process gets them back."""
+        after = self.cfg.timeout if self.cfg.timeout > 0 else STARVED_AFTER
+        if during > after:
+            self.retire(f"out of file descriptors for {during:.0f}s with only {connections} connection(s) "
+                        f"open (limit {limit}); the app may be leaking descriptors")
 
 
 def _switch_user(cfg) -> None:
@@ -370,10 +386,10 @@ def _serve(arbiter, worker: Worker) -> int:
         worker.booted = True
         ticker.send(b"U")
 
-    def tick(served, stalled):
+    def tick(served, stalled, starved=None):
         # The ticker's answer passes through: True, or the request timeout (a number:
         # stop, answering 500 to requests stuck longer) both stop the worker.
-        stop = ticker(served, stalled)
+        stop = ticker(served, stalled, starved)
         if stop:
             phase[0] = "stopping"
         return stop

@@ -46,9 +46,11 @@ const LOOP_EVERY: Duration = Duration::from_millis(100);
 /// anything else: graceful stop) or `tick` returns True (graceful stop). `ready` is
 /// called with the bound addresses once the server accepts connections. `tick` is
 /// called about every 100 ms with (requests answered, the longest a request in
-/// flight has been in the app without progress, in seconds, or None); the worker
-/// process uses it for its heartbeat, timeouts and recycling; it returns a number of
-/// seconds to stop answering 500 to the requests stuck for longer than that (`--timeout`). `worker` says a master
+/// flight has been in the app without progress, in seconds, or None, and while
+/// accepts fail for lack of descriptors with few connections open: (seconds it has
+/// lasted, connections, descriptor limit), else None); the worker process uses it for
+/// its heartbeat, timeouts and recycling; it returns a number of seconds to stop
+/// answering 500 to the requests stuck for longer than that (`--timeout`). `worker` says a master
 /// started this process (its log lines differ).
 ///
 /// Returns True when every thread finished; False when requests were abandoned, in
@@ -103,7 +105,10 @@ fn serve(
                 None => None,
                 Some(tick) => {
                     let age = server.longest_stall().map(|d| d.as_secs_f64());
-                    match tick.call1(py, (server.requests_served(), age)) {
+                    let starved = server
+                        .fd_starved()
+                        .map(|s| (s.during.as_secs_f64(), s.connections, s.limit));
+                    match tick.call1(py, (server.requests_served(), age, starved)) {
                         Ok(v) if v.bind(py).is_exact_instance_of::<PyFloat>() => {
                             answer_overdue(py, &server, v.extract(py)?);
                             Some(false)

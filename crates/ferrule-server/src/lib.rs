@@ -4,6 +4,7 @@
 //! the [`Handler`] trait, which the PyO3 bridge implements.
 
 pub mod access;
+mod backoff;
 mod clock;
 pub mod config;
 mod conn;
@@ -11,6 +12,7 @@ mod cork;
 mod error;
 mod exchange;
 mod held;
+mod idle;
 mod listener;
 pub mod log;
 pub mod logfile;
@@ -25,6 +27,7 @@ mod sys;
 mod table;
 mod writing;
 
+pub use backoff::Starved;
 pub use config::{parse_bind, AllowIps, Bind, ServerConfig};
 pub use error::{Error, Phase};
 pub use exchange::{Exchange, NoPark, Outcome, Park};

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub enum Listener {
     Tcp(TcpListener),
@@ -68,11 +68,7 @@ impl Listener {
                 Ok(Listener::Tcp(sock.into()))
             }
             Bind::Unix(path) => {
-                // A socket file left by a previous run would make bind fail; a live
-                // server behind it answers connect, so only a dead one is removed.
-                if path.exists() && UnixStream::connect(path).is_err() {
-                    let _ = std::fs::remove_file(path);
-                }
+                clear_stale_socket(path).map_err(err)?;
                 let l = UnixListener::bind(path).map_err(err)?;
                 l.set_nonblocking(true).map_err(err)?;
                 Ok(Listener::Unix(l, path.clone(), true))
@@ -140,6 +136,41 @@ impl Listener {
             Listener::Tcp(l) => l.as_fd(),
             Listener::Unix(l, _, _) => l.as_fd(),
         }
+    }
+}
+
+/// Makes way for a unix socket at `path`. A socket file left by a server that is
+/// gone would make bind fail: a socket nobody listens on (connect is refused) is
+/// removed. Anything else stays: a socket a live server answers on is "address
+/// already in use", and a path that is not a socket (a file, a directory, a symbolic
+/// link) is an error naming what it is, as gunicorn refuses one.
+fn clear_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta.file_type(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !kind.is_socket() {
+        let what = match kind {
+            k if k.is_dir() => "a directory",
+            k if k.is_symlink() => "a symbolic link",
+            k if k.is_file() => "a regular file",
+            _ => "a special file",
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "the path is {what}, not a socket; ferrule replaces only a stale socket \
+                 (remove it or choose another path)"
+            ),
+        ));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(io::ErrorKind::AddrInUse.into()),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+        // Permission denied and the like: bind would fail the same way, and says so.
+        Err(_) => Ok(()),
     }
 }
 
@@ -299,5 +330,71 @@ mod tests {
         assert_eq!(s.read(&mut buf).unwrap(), 3);
         let again = s.read(&mut buf).unwrap_err();
         assert_eq!(again.kind(), ErrorKind::WouldBlock, "accepted blocking");
+    }
+
+    fn unix_bind(path: &std::path::Path) -> Result<Listener, super::BindError> {
+        Listener::bind(&Bind::Unix(path.to_path_buf()), 16, false)
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("ferrule-listener-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_stale_unix_socket_is_replaced() {
+        let dir = scratch("stale");
+        let path = dir.join("s.sock");
+        // A listener whose process is gone: the file stays, connect is refused.
+        let gone = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(gone);
+        assert!(path.exists());
+        let l = unix_bind(&path).expect("a stale socket was not replaced");
+        std::os::unix::net::UnixStream::connect(&path).expect("not listening");
+        drop(l);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_live_unix_socket_is_address_in_use() {
+        let dir = scratch("live");
+        let path = dir.join("s.sock");
+        let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let e = unix_bind(&path).err().expect("bound over a live server");
+        assert_eq!(e.cause.kind(), ErrorKind::AddrInUse);
+        assert!(e.to_string().contains("address already in use"), "{e}");
+        std::os::unix::net::UnixStream::connect(&path).expect("the live server lost its socket");
+        drop(live);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_path_that_is_not_a_socket_is_left_alone() {
+        let dir = scratch("other");
+        let file = dir.join("data.txt");
+        std::fs::write(&file, b"precious").unwrap();
+        let sub = dir.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        for (path, what) in [
+            (&file, "a regular file"),
+            (&sub, "a directory"),
+            (&link, "a symbolic link"),
+        ] {
+            let e = unix_bind(path).err().expect("bound over a non-socket");
+            let text = e.to_string();
+            assert!(
+                text.contains(what) && text.contains(&path.display().to_string()),
+                "{text}"
+            );
+            assert!(!text.contains('\n'), "{text}");
+        }
+        assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+        assert!(sub.is_dir() && link.is_symlink());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -117,7 +117,7 @@ mod tests {
     fn runner() -> (Sched, Progress, usize, Instant) {
         let s = Sched::new(2);
         let me = s.first();
-        assert!(s.become_runner());
+        assert!(s.become_runner(me));
         (s, Progress::new(2), me, Instant::now())
     }
 

@@ -9,7 +9,7 @@
 use crate::conn::Conn;
 use crate::exchange::{ClientWait, Park};
 use crate::held::{HeldConns, HOLD_LIMIT, MAX_HELD};
-use crate::sched::Stamp;
+use crate::sched::{Stamp, RETIRE_AFTER};
 use crate::serve::{accept_all, serve};
 use crate::server::{Handler, Shared, LISTENER, WAKE};
 use crate::sys::{
@@ -25,6 +25,8 @@ pub(crate) const BATCH: usize = 64;
 const PEER_DONE: u64 = 1 << 62;
 /// Longest epoll wait: how soon a runner notices a stop it was not woken for.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
+/// Empty waits after which a runner that is not the last one ends (`RETIRE_AFTER`).
+const RETIRE_POLLS: u32 = (RETIRE_AFTER.as_millis() / IDLE_WAIT.as_millis()) as u32;
 
 /// What a batch ended with.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -61,7 +63,8 @@ struct Runner<'a> {
 }
 
 /// A thread's life: park until allowed to be a runner, then wait for connections and
-/// serve them, until a finished request finds another runner idle.
+/// serve them, until a finished request finds another runner idle; a thread idle for
+/// `sched::RETIRE_AFTER` (parked, or a runner that is not the last) ends.
 pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
     let mut r = Runner {
         shared,
@@ -78,16 +81,25 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
         current_thread_cpu_clock(),
         ThreadState::open_current().ok(),
     );
-    'park: while shared.sched.become_runner() {
+    'park: while shared.sched.become_runner(me) {
+        // Waits in a row that found nothing: a runner idle for `RETIRE_AFTER` ends.
+        let mut empty = 0u32;
         while !shared.drained() {
             let first = match shared.pop_ready() {
                 Some(t) => t,
                 None => match r.poll(IDLE_WAIT) {
                     Ok(Some(t)) => t,
-                    Ok(None) => continue,
+                    Ok(None) => {
+                        empty += 1;
+                        if empty >= RETIRE_POLLS && shared.sched.retire_idle_runner(me) {
+                            return;
+                        }
+                        continue;
+                    }
                     Err(()) => return,
                 },
             };
+            empty = 0;
             // Room for an answer the server writes itself needs neither the app nor the
             // GIL (`writing.rs`): written here, before the batch takes it.
             let Some(first) = r.unheld(first) else {

@@ -12,9 +12,8 @@
 //! the configured maximum.
 
 use crate::sys::ThreadState;
-use std::ops::Range;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A busy runner whose CPU clock advanced faster than this share of wall time since
@@ -29,6 +28,12 @@ pub(crate) const KEEP_AFTER_BLOCKED: Duration = Duration::from_millis(50);
 /// nothing beside such a request, while a runner too few makes the next request of
 /// a blocking app wait for the monitor to add one back.
 const KEEP_AFTER_SLOW: Duration = Duration::from_millis(1);
+
+/// A thread parked this long (not needed as a runner) ends, and gives back its stack,
+/// its interpreter state and its `/proc` file: a blocking app that needed 512 threads
+/// for a burst does not keep 20 MB for them afterwards (`docs/ARCHITECTURE.md`,
+/// *Memory after a burst*). Its number is reused by the next thread started.
+pub(crate) const RETIRE_AFTER: Duration = Duration::from_secs(10);
 
 /// Runners keep their timers precise (1 ns slack) up to this many; beyond it they take
 /// the kernel's default slack (50 µs), which lets one interrupt fire several timers.
@@ -62,7 +67,8 @@ struct Clock {
     id: AtomicI32,
     wall: AtomicU64,
     cpu: AtomicU64,
-    state: OnceLock<ThreadState>,
+    /// Replaced when a thread takes over the number of one that ended.
+    state: Mutex<Option<ThreadState>>,
 }
 
 #[derive(Debug, Default)]
@@ -71,8 +77,12 @@ struct Counts {
     allowed: usize,
     /// Threads currently runners.
     runners: usize,
-    /// Threads started.
+    /// Thread numbers handed out: slots past this one were never used.
     spawned: usize,
+    /// Threads alive (runners, parked, or starting).
+    live: usize,
+    /// Numbers of threads that ended (`RETIRE_AFTER`), reused first.
+    free: Vec<usize>,
     stopping: bool,
 }
 
@@ -95,6 +105,8 @@ pub(crate) struct Sched {
     pressure: AtomicUsize,
     max: usize,
     epoch: Instant,
+    /// `RETIRE_AFTER` (shorter in tests).
+    retire_after: Duration,
 }
 
 impl Sched {
@@ -115,6 +127,7 @@ impl Sched {
             pressure: AtomicUsize::new(0),
             max,
             epoch: Instant::now(),
+            retire_after: RETIRE_AFTER,
         }
     }
 
@@ -126,22 +139,37 @@ impl Sched {
     pub(crate) fn first(&self) -> usize {
         let mut c = self.counts();
         c.spawned = 1;
+        c.live = 1;
         0
     }
 
     /// Records the CPU clock and state file of thread `me` (called by the thread itself).
     pub(crate) fn register(&self, me: usize, clock: i32, state: Option<ThreadState>) {
         self.clocks[me].id.store(clock, Ordering::Relaxed);
-        if let Some(s) = state {
-            let _ = self.clocks[me].state.set(s);
-        }
+        *self.state_of(me) = state;
     }
 
-    /// Blocks until thread `me` may be a runner; false when the server stops.
-    pub(crate) fn become_runner(&self) -> bool {
+    fn state_of(&self, me: usize) -> MutexGuard<'_, Option<ThreadState>> {
+        self.clocks[me]
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Blocks until thread `me` may be a runner; false when the server stops, or when
+    /// the thread has waited `RETIRE_AFTER` in vain and must end (its number is free).
+    pub(crate) fn become_runner(&self, me: usize) -> bool {
         let mut c = self.counts();
         while c.runners >= c.allowed && !c.stopping {
-            c = self.parked.wait(c).unwrap_or_else(|p| p.into_inner());
+            let (guard, wait) = self
+                .parked
+                .wait_timeout(c, self.retire_after)
+                .unwrap_or_else(|p| p.into_inner());
+            c = guard;
+            if wait.timed_out() && c.runners >= c.allowed && !c.stopping {
+                self.retire(&mut c, me);
+                return false;
+            }
         }
         if c.stopping {
             return false;
@@ -151,6 +179,32 @@ impl Sched {
         drop(c);
         self.idle.fetch_add(1, Ordering::SeqCst);
         true
+    }
+
+    /// Runner `me` has waited `RETIRE_AFTER` for a connection in vain: unless it is the
+    /// last runner, it stops being one and its thread ends (true).
+    pub(crate) fn retire_idle_runner(&self, me: usize) -> bool {
+        let mut c = self.counts();
+        if c.runners <= 1 || c.stopping {
+            return false;
+        }
+        c.runners -= 1;
+        self.runner_count.store(c.runners, Ordering::Relaxed);
+        c.allowed = c.allowed.saturating_sub(1).max(1);
+        self.idle.fetch_sub(1, Ordering::SeqCst);
+        self.retire(&mut c, me);
+        true
+    }
+
+    /// Frees thread `me`'s number. Under the lock: no new thread gets the number
+    /// before its state is cleared.
+    fn retire(&self, c: &mut Counts, me: usize) {
+        let clock = &self.clocks[me];
+        *self.state_of(me) = None;
+        clock.wall.store(0, Ordering::Relaxed);
+        clock.cpu.store(0, Ordering::Relaxed);
+        c.live -= 1;
+        c.free.push(me);
     }
 
     /// Whether more than one thread is a runner: a hint, read without the lock.
@@ -244,12 +298,13 @@ impl Sched {
     /// Adds one runner per waiting connection, at most doubling the count (and at
     /// least an eighth of it), so a blocking app that 50 clients hit at once reaches
     /// 50 runners within 10-20 ms (each new runner is sampled once before the next
-    /// step). Returns the numbers of threads to start (parked ones are woken).
+    /// step). Returns the numbers of threads to start (parked ones are woken), those of
+    /// threads that ended first.
     pub(crate) fn maybe_grow(
         &self,
         pending: impl FnOnce() -> usize,
         cpu_of: impl Fn(i32) -> Option<Duration>,
-    ) -> Range<usize> {
+    ) -> Vec<usize> {
         // An idle runner takes the next connection itself: nothing counts as waiting.
         let waiting = match self.idle.load(Ordering::SeqCst) {
             0 => pending(),
@@ -257,16 +312,16 @@ impl Sched {
         };
         if waiting == 0 || self.computing(&cpu_of) {
             self.pressure.store(0, Ordering::Relaxed);
-            return 0..0;
+            return Vec::new();
         }
         self.last_all_blocked.store(self.now(), Ordering::Relaxed);
         if self.pressure.fetch_add(1, Ordering::Relaxed) < 1 {
-            return 0..0;
+            return Vec::new();
         }
         self.pressure.store(0, Ordering::Relaxed);
         let mut c = self.counts();
         if c.stopping || c.runners < c.allowed || c.allowed >= self.max {
-            return 0..0;
+            return Vec::new();
         }
         let add = waiting
             .min(c.allowed)
@@ -274,16 +329,36 @@ impl Sched {
             .max(1)
             .min(self.max - c.allowed);
         c.allowed += add;
-        let parked = c.spawned - c.runners;
+        let parked = c.live - c.runners;
         for _ in 0..add.min(parked) {
             self.parked.notify_one();
         }
-        let start = c.spawned;
-        c.spawned += add.saturating_sub(parked);
-        start..c.spawned
+        let new = add.saturating_sub(parked);
+        c.live += new;
+        (0..new)
+            .map(|_| match c.free.pop() {
+                Some(id) => id,
+                None => {
+                    c.spawned += 1;
+                    c.spawned - 1
+                }
+            })
+            .collect()
     }
 
-    /// Threads started so far: slots past this one are unused.
+    /// Thread `me`, returned by `maybe_grow`, could not be started.
+    pub(crate) fn spawn_failed(&self, me: usize) {
+        let mut c = self.counts();
+        c.live -= 1;
+        c.free.push(me);
+    }
+
+    /// Threads alive (runners, parked, or starting).
+    pub(crate) fn live(&self) -> usize {
+        self.counts().live
+    }
+
+    /// Thread numbers handed out so far: slots past this one are unused.
     pub(crate) fn spawned(&self) -> usize {
         self.counts().spawned
     }
@@ -315,7 +390,7 @@ impl Sched {
             if wall0 == 0
                 || elapsed == 0
                 || cpu.saturating_sub(cpu0) as f64 > COMPUTING_SHARE * elapsed as f64
-                || clock.state.get().is_some_and(ThreadState::runnable)
+                || self.state_of(i).as_ref().is_some_and(ThreadState::runnable)
             {
                 computing = true;
             }
@@ -344,6 +419,7 @@ impl Sched {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ops::Range;
 
     /// CPU clocks for the test: clock id = thread number; `cpu` holds their times.
     fn clocks(cpu: &[AtomicU64]) -> impl Fn(i32) -> Option<Duration> + '_ {
@@ -371,24 +447,24 @@ mod tests {
     fn one_runner_until_all_are_blocked() {
         let (s, cpu) = up_a_second(4);
         let me = s.first();
-        assert!(s.become_runner());
+        assert!(s.become_runner(0));
         assert!(!s.several_runners());
         // An idle runner: nothing to add.
-        assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), 0..0);
+        assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), ids(0..0));
         s.start_request(me, s.stamp());
         // Nothing waiting: nothing to add.
-        assert_eq!(s.maybe_grow(|| 0, clocks(&cpu)), 0..0);
+        assert_eq!(s.maybe_grow(|| 0, clocks(&cpu)), ids(0..0));
         // Computing: its CPU clock runs with the wall clock.
         for _ in 0..3 {
             cpu[0].fetch_add(10_000_000_000, Ordering::Relaxed);
-            assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), 0..0);
+            assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), ids(0..0));
         }
         // Blocked (the clock stands still) with work waiting, two ticks in a row: start thread 1.
-        assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), 0..0);
-        assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), 1..2);
+        assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), ids(0..0));
+        assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), ids(1..2));
         assert_eq!(s.allowed(), 2);
         // While runners were blocked lately, finishing a request does not park.
-        assert!(s.become_runner());
+        assert!(s.become_runner(0));
         assert!(s.several_runners());
         s.start_request(1, s.stamp());
         assert!(!s.end_request(me, true, s.stamp()));
@@ -406,54 +482,58 @@ mod tests {
         let (s, _) = up_a_second(PRECISE_TIMERS_UP_TO + 1);
         s.counts().allowed = PRECISE_TIMERS_UP_TO + 1;
         for _ in 0..PRECISE_TIMERS_UP_TO {
-            assert!(s.become_runner());
+            assert!(s.become_runner(0));
             assert!(s.precise_timers());
         }
-        assert!(s.become_runner());
+        assert!(s.become_runner(0));
         assert!(!s.precise_timers(), "one runner past the limit");
     }
 
     /// Ticks `s` with every busy runner blocked and `waiting` connections waiting
     /// until it starts threads (a few ticks: each new runner's first sample, `SAMPLE`
     /// runners a tick, then two ticks in a row of pressure); returns them.
-    fn grow(s: &Sched, cpu: &[AtomicU64], waiting: usize) -> Range<usize> {
+    fn grow(s: &Sched, cpu: &[AtomicU64], waiting: usize) -> Vec<usize> {
         (0..8)
             .map(|_| s.maybe_grow(|| waiting, clocks(cpu)))
             .find(|r| !r.is_empty())
-            .unwrap_or(0..0)
+            .unwrap_or_default()
+    }
+
+    fn ids(r: Range<usize>) -> Vec<usize> {
+        r.collect()
     }
 
     #[test]
     fn grows_by_the_waiting_connections_at_most_doubling() {
         let (s, cpu) = up_a_second(64);
         let me = s.first();
-        assert!(s.become_runner());
+        assert!(s.become_runner(0));
         s.start_request(me, s.stamp());
         // 40 connections wait: 1 -> 2 -> 4 -> 8 -> 16 -> 32 runners, then the 8 left.
         let mut runners = 1;
         for (want, waiting) in [(2, 40), (4, 39), (8, 37), (16, 33), (32, 25), (40, 8)] {
             let started = grow(&s, &cpu, waiting);
-            assert_eq!(started, runners..want, "{waiting} waiting");
+            assert_eq!(started, ids(runners..want), "{waiting} waiting");
             for id in started {
-                assert!(s.become_runner());
+                assert!(s.become_runner(0));
                 s.start_request(id, s.stamp());
                 runners += 1;
             }
             assert_eq!(s.allowed(), want);
         }
         // One connection waits: still an eighth more (5 of 40), the least a step adds.
-        assert_eq!(grow(&s, &cpu, 1), 40..45);
+        assert_eq!(grow(&s, &cpu, 1), ids(40..45));
     }
 
     #[test]
     fn a_runner_whose_request_was_slow_stays() {
         let (s, cpu) = up_a_second(4);
         let me = s.first();
-        assert!(s.become_runner());
+        assert!(s.become_runner(0));
         let began = Instant::now();
         s.start_request(me, s.stamp_at(began));
-        assert_eq!(grow(&s, &cpu, 1), 1..2);
-        assert!(s.become_runner());
+        assert_eq!(grow(&s, &cpu, 1), ids(1..2));
+        assert!(s.become_runner(0));
         // Runner 1 idles; the blocking is old news; runner 0's request took 5 ms.
         s.last_all_blocked.store(1, Ordering::Relaxed);
         let end = s.stamp_at(began + Duration::from_millis(5));
@@ -462,5 +542,36 @@ mod tests {
         s.start_request(me, s.stamp_at(began));
         let end = s.stamp_at(began + Duration::from_micros(50));
         assert!(s.end_request(me, true, end));
+    }
+
+    #[test]
+    fn a_thread_parked_too_long_ends_and_its_number_is_reused() {
+        let (mut s, cpu) = up_a_second(4);
+        s.retire_after = Duration::from_millis(50);
+        let me = s.first();
+        assert!(s.become_runner(me));
+        s.start_request(me, s.stamp());
+        assert_eq!(grow(&s, &cpu, 1), ids(1..2));
+        let s = std::sync::Arc::new(s);
+        assert!(s.become_runner(1));
+        // Thread 1 finishes quickly once the blocking is old news: it parks, then ends.
+        s.last_all_blocked.store(1, Ordering::Relaxed);
+        assert!(!s.end_request(me, false, s.stamp()));
+        s.start_request(1, s.stamp());
+        assert!(s.end_request(1, true, s.stamp()));
+        let parked = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                s.register(1, 1, ThreadState::open_current().ok());
+                s.become_runner(1)
+            })
+        };
+        assert!(!parked.join().unwrap(), "a parked thread did not end");
+        assert!(s.state_of(1).is_none(), "its /proc file stayed open");
+        assert_eq!(s.counts().live, 1);
+        // The next thread started takes its number, not a new one.
+        s.start_request(me, s.stamp());
+        assert_eq!(grow(&s, &cpu, 1), ids(1..2));
+        assert_eq!((s.spawned(), s.counts().live), (2, 2));
     }
 }

@@ -1,6 +1,7 @@
 //! One connection on one thread: accept, read, parse, run the handler, repeat while
 //! requests are pipelined, then park the connection in epoll or close it.
 
+use crate::backoff::is_exhaustion;
 use crate::clock::Tick;
 use crate::conn::{Conn, Stage, KEEP_BUF};
 use crate::error::Error;
@@ -18,13 +19,20 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
     let listener = &shared.listeners[idx];
     for _ in 0..256 {
         match listener.accept() {
-            Ok((stream, peer)) => shared.park(Conn::new(stream, peer, idx), true),
+            Ok((stream, peer)) => {
+                shared.backoff.accepted();
+                shared.park(Conn::new(stream, peer, idx), true)
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e)
                 if e.kind() == io::ErrorKind::Interrupted
                     || e.kind() == io::ErrorKind::ConnectionAborted => {}
+            Err(e) if is_exhaustion(&e) => {
+                // Out of descriptors: the backlog holds the connections meanwhile.
+                shared.backoff.refused(shared, idx, &e);
+                break;
+            }
             Err(e) => {
-                // Out of file descriptors and the like: log, and let the backlog hold them.
                 tracing::error!("accept failed: {e}");
                 break;
             }

@@ -6,11 +6,13 @@
 //! threads. `sched.rs` decides how many threads serve at once.
 
 use crate::access::AccessLog;
+use crate::backoff::{Backoff, Starved};
 use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::cork::{Corks, PUSH_AFTER};
 use crate::exchange::{with_date, Claims, Exchange, NoPark, Park};
 use crate::held::Held;
+use crate::idle::IdleTrim;
 use crate::listener::{bind_all, BindError, Listener, Local};
 use crate::progress::Progress;
 use crate::runner::{self, BATCH};
@@ -76,6 +78,8 @@ pub struct Shared {
     pub(crate) poller: Poller,
     pub(crate) waker: Waker,
     pub(crate) table: Table,
+    /// Pauses accepting while out of descriptors (`backoff.rs`).
+    pub(crate) backoff: Backoff,
     stopping: AtomicBool,
     /// Requests answered.
     pub(crate) served: AtomicU64,
@@ -171,6 +175,12 @@ impl Shared {
         true
     }
 
+    /// Detaches the threads that ended after idling (`sched::RETIRE_AFTER`): a thread
+    /// nobody joins or detaches keeps its stack.
+    pub(crate) fn forget_ended_threads(&self) {
+        self.threads().retain(|t| !t.is_finished());
+    }
+
     fn thread_exited(&self) {
         *self.running() -= 1;
         self.all_stopped.notify_all();
@@ -198,12 +208,14 @@ impl Server {
                 .add_listener(l.fd(), LISTENER | i as u64)
                 .map_err(io_err)?;
         }
+        let backoff = Backoff::new(listeners.len());
         let shared = Shared {
             locals: listeners.iter().map(Listener::local).collect(),
             listeners,
             poller,
             waker,
             table: Table::new(),
+            backoff,
             stopping: AtomicBool::new(false),
             served: AtomicU64::new(0),
             access,
@@ -254,6 +266,12 @@ impl Server {
             .longest_stall(&self.shared.sched, Instant::now())
     }
 
+    /// Accepts have been refused for lack of descriptors for a while, with few of
+    /// them held by connections: the app may leak them (the worker asks to be replaced).
+    pub fn fd_starved(&self) -> Option<Starved> {
+        self.shared.backoff.starved(&self.shared)
+    }
+
     /// Answers `500` (with `Connection: close`) to each request in flight that has been
     /// in the app without progress for longer than `limit`, with nothing of its answer sent, and ends the writing
     /// side of its connection (`--timeout`). The app's thread may still be running it:
@@ -282,6 +300,7 @@ impl Server {
     pub fn stop(self, graceful: Duration) -> bool {
         let s = &self.shared;
         s.stopping.store(true, Ordering::SeqCst);
+        s.backoff.stop();
         for l in &s.listeners {
             let _ = s.poller.delete(l.fd());
         }
@@ -343,6 +362,7 @@ fn spawn(
         s.thread_exited();
     }) {
         Ok(t) => {
+            shared.forget_ended_threads();
             shared.threads().push(t);
             Ok(())
         }
@@ -367,6 +387,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
     let mut last_sweep = Instant::now();
     let (mut last_busy, mut served) = (Instant::now(), 0);
     let mut tick = TICK_SLOW;
+    let mut trim = IdleTrim::new();
     while !shared.drained() {
         let guard = shared.running();
         let wait = match last_busy.elapsed() >= DOZE_AFTER && !shared.stopping() && shared.doze() {
@@ -386,6 +407,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
             (last_busy, served) = (Instant::now(), now_served);
         }
         shared.held.release_stale(shared, Instant::now());
+        shared.backoff.tick(shared, Instant::now());
         if shared.stopping() {
             shared.table.sweep();
             continue;
@@ -399,6 +421,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
             thread_cpu_time,
         ) {
             if let Err(e) = spawn_runner(shared, handler, id) {
+                shared.sched.spawn_failed(id);
                 tracing::error!("cannot start a thread: {e}");
             }
         }
@@ -414,6 +437,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
             last_sweep = Instant::now();
             shared.table.sweep();
             crate::log::flush_suppressed(false);
+            trim.tick(shared, last_busy, last_sweep);
         }
     }
 }

@@ -278,6 +278,28 @@ pub fn read_append(
     Ok(n)
 }
 
+/// Returns the allocator's free memory to the system, pages inside its arenas
+/// included (`malloc_trim(0)`; `idle.rs` says why). False when there was nothing to
+/// return, or the C library has no such call.
+pub fn release_free_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim takes no pointer, only the padding to keep at the top of
+        // the heap; it locks each arena itself, so concurrent allocations are safe.
+        unsafe { nix::libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// The process's descriptor limit (`RLIMIT_NOFILE`): (soft, hard).
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, Resource};
+    Ok(getrlimit(Resource::RLIMIT_NOFILE)?)
+}
+
 /// The CPU-time clock of the calling thread, as other threads can read it: the
 /// kernel's encoding of a per-thread scheduler clock, which is what glibc's
 /// `pthread_getcpuclockid` returns.

@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+/// Slots allocated up front (and kept when the table shrinks after a burst).
+const INITIAL_SLOTS: usize = 1024;
 /// Idle connections keep their read buffer this long, then free it.
 const SHRINK_AFTER: Duration = Duration::from_secs(1);
 
@@ -52,7 +54,7 @@ pub(crate) struct Table {
 impl Table {
     pub(crate) fn new() -> Table {
         Table {
-            slots: Mutex::new(Slab::with_capacity(1024)),
+            slots: Mutex::new(Slab::with_capacity(INITIAL_SLOTS)),
             generation: AtomicU32::new(1),
             quiet: AtomicU64::new(0),
         }
@@ -183,6 +185,25 @@ impl Table {
         {
             slots.remove(idx);
         }
+    }
+
+    /// A counter of connections put in the table (wraps): whether any came since.
+    pub(crate) fn opened(&self) -> u32 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Frees the slots' storage when no connection is left (after a burst): tokens
+    /// still in flight carry a generation no new slot has, so they stay harmless.
+    pub(crate) fn shrink(&self) {
+        let mut slots = self.slots();
+        if slots.is_empty() && slots.capacity() > INITIAL_SLOTS {
+            *slots = Slab::with_capacity(INITIAL_SLOTS);
+        }
+    }
+
+    /// Connections parked or being served.
+    pub(crate) fn len(&self) -> usize {
+        self.slots().len()
     }
 
     /// No connection is parked or being served.
