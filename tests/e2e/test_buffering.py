@@ -284,6 +284,50 @@ def test_pipelined_requests_after_a_buffered_body(serve):
     assert s.stop() == 0
 
 
+def test_pipelined_requests_after_a_spilled_body(serve, tmp_path):
+    # The spilled body has left the buffer: what follows its head there is the next
+    # request, and once that was as long as the body it was taken for the body.
+    s = serve(APP, "--request-buffer-size", "1000", env={"TMPDIR": str(tmp_path)})
+    first = post("/sha256", b"a" * 2000)
+    second = post("/echo", b"b" * 3000, "X-Pad: " + "p" * 500 + "\r\n")
+    with connect(s.port) as c:
+        c.sendall(first[:-1500])
+        time.sleep(0.2)
+        c.sendall(first[-1500:] + second + b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := c.recv(65536):
+            reply += chunk
+    # The three answers may come in one read: split them by their Content-Length.
+    got = []
+    while reply:
+        head, _, rest = reply.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        got.append((int(head.split()[1]), rest[:length]))
+        reply = rest[length:]
+    assert len(got) == 3, got
+    assert json.loads(got[0][1])["sha256"] == hashlib.sha256(b"a" * 2000).hexdigest()
+    assert json.loads(got[0][1])["spilled"], "the first body went to a file"
+    assert got[1] == (200, b"b" * 3000)
+    assert got[2] == (200, b"hello")
+    assert s.stop() == 0
+
+
+def test_an_unread_body_read_ahead_keeps_the_connection(serve):
+    # /hello never reads its 500 KB body; it is in memory already, so skipping it costs
+    # no read and the connection is reused (the 64 KiB cap is for bytes in the socket).
+    s = serve(APP)
+    body = b"z" * 500_000
+    with connect(s.port) as c:
+        data = post("/hello", body)
+        c.sendall(data[:-1000])
+        time.sleep(0.2)
+        c.sendall(data[-1000:])
+        assert read_response(c) == (200, b"hello")
+        c.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(c) == (200, b"hello")
+    assert s.stop() == 0
+
+
 def test_input_lines_of_a_buffered_body(serve):
     s = serve(APP)
     with connect(s.port) as c:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -30,9 +31,27 @@ http {{
         server unix:{sock};
         keepalive 8;
     }}
+    # docs/deploy.md: the client's Host with its port, or the server's name without one.
+    map $http_host $upstream_host {{
+        "" $host;
+        default $http_host;
+    }}
     server {{
         listen 127.0.0.1:{port};
+        server_name localhost;
         client_max_body_size 10m;
+        location /rawhost/ {{
+            proxy_pass http://pooled/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+        }}
+        location /maphost/ {{
+            proxy_pass http://pooled/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $upstream_host;
+        }}
         location /tcp/ {{
             proxy_pass http://127.0.0.1:{upstream}/;
         }}
@@ -111,3 +130,27 @@ def test_a_unix_socket_with_upstream_keep_alive(nginx):
     assert env["wsgi.url_scheme"] == "https", "X-Forwarded-Proto from nginx is not trusted on a unix socket"
     assert app.out().count('"GET /hello HTTP/1.1" 200') == 200
     assert "error" not in app.log().lower()
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(request)
+        reply = b""
+        while chunk := c.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_host_through_nginx_to_an_http11_upstream(nginx):
+    # An HTTP/1.0 client may send no Host. `proxy_set_header Host $http_host` then sends
+    # none either, and an HTTP/1.1 request without Host is 400 (RFC 9112 §3.2); the map in
+    # docs/deploy.md sends the server's name instead and keeps a client's port.
+    port, app = nginx
+    bare = _raw(port, b"GET /rawhost/environ HTTP/1.0\r\n\r\n")
+    assert bare.startswith(b"HTTP/1.1 400 "), bare[:200]
+    mapped = _raw(port, b"GET /maphost/environ HTTP/1.0\r\n\r\n")
+    assert mapped.startswith(b"HTTP/1.1 200 "), mapped[:200]
+    assert json.loads(mapped.partition(b"\r\n\r\n")[2])["HTTP_HOST"] == "localhost"
+    ported = _raw(port, b"GET /maphost/environ HTTP/1.0\r\nHost: example.com:8080\r\n\r\n")
+    env = json.loads(ported.partition(b"\r\n\r\n")[2])
+    assert (env["HTTP_HOST"], env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com:8080", "example.com", "8080")

@@ -64,7 +64,8 @@ impl Park for ClientWait<'_> {
     }
 }
 
-/// Unread body bytes the server reads and discards to keep a connection alive.
+/// Unread body bytes the server reads from the socket and discards to keep a
+/// connection alive (bytes already read ahead into memory are skipped at no cost).
 const DRAIN_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,7 +397,8 @@ impl Exchange {
         Error::Overdue
     }
 
-    /// Reads and discards a small unread body so the connection can be reused.
+    /// Skips an unread body so the connection can be reused: what is in memory at
+    /// once, what is still in the socket up to `DRAIN_LIMIT`.
     fn drain(&mut self) -> bool {
         let mut budget = DRAIN_LIMIT;
         loop {
@@ -408,17 +410,15 @@ impl Exchange {
                 return false;
             };
             self.pos += step.consumed;
-            if step.data.len() > budget {
-                return false;
-            }
-            budget -= step.data.len();
             if step.consumed == 0 && !step.done {
                 if self.pos == self.conn.buf.len() {
                     self.conn.buf.truncate(self.head.len);
                     self.pos = self.head.len;
                 }
+                // Bytes already in memory (a body read ahead) are skipped for free;
+                // only what must still come from the socket is bounded.
                 match self.conn.read_some() {
-                    Ok(n) if n > 0 => {}
+                    Ok(n) if n > 0 && n <= budget => budget -= n,
                     _ => return false,
                 }
             }

@@ -41,6 +41,14 @@ pub static SLOW_BODIES: Throttle = Throttle::new(
     "connections closed for a request body that stopped arriving",
     Level::WARN,
 );
+
+/// Request bodies too large for memory that could not be written to a temporary file
+/// (`preread.rs`): a full disk fails every one until it has room.
+pub static SPILL_FAILURES: Throttle = Throttle::new(
+    "request bodies that could not be written to a temporary file",
+    Level::ERROR,
+);
+
 /// `--log-level` values, gunicorn's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {

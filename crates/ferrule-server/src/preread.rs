@@ -29,12 +29,20 @@ const PREALLOCATE: usize = 256 * 1024;
 const SPILL_READ: usize = 64 * 1024;
 
 /// Whether a request must have its body read before the app runs. One compare for
-/// a request without a body or with all of it in the buffer (the usual path).
+/// a request without a body, two with all of it in the buffer (the usual paths).
+///
+/// A body read ahead into a file has left the buffer: what follows its head there is
+/// a pipelined request, however long, so that case always goes to `decide`.
 #[inline(always)]
 pub(crate) fn needed(head: &mut Head, conn: &mut Conn, cfg: &ServerConfig) -> bool {
     match head.framing.body {
         BodyKind::Empty => false,
-        BodyKind::Length(n) if ((conn.buf.len() - head.len) as u64) >= n => false,
+        BodyKind::Length(n)
+            if ((conn.buf.len() - head.len) as u64) >= n
+                && !matches!(conn.stage, Stage::ReadAhead(Some(_))) =>
+        {
+            false
+        }
         _ => decide(head, conn, cfg),
     }
 }

@@ -299,13 +299,19 @@ fn reject(shared: &Shared, conn: &mut Conn, e: Error, park: &dyn Park) {
 #[cold]
 fn fail(shared: &Shared, conn: &mut Conn, e: Error, target: &str, park: &dyn Park) {
     conn.flush_out(shared.config.io_timeout, park);
+    // Both are rate limited: a client can send bad bodies at will, and a full disk
+    // fails every spill until it has room.
     let status = match &e {
         Error::Io(io) => {
-            tracing::error!("request body for {target}: {io}");
+            if crate::log::SPILL_FAILURES.allow() {
+                tracing::error!("request body for {target}: {io}");
+            }
             Some(500)
         }
         _ => {
-            tracing::warn!("bad request body for {target}: {e}");
+            if crate::log::INVALID_REQUESTS.allow() {
+                tracing::warn!("bad request body for {target}: {e}");
+            }
             e.status()
         }
     };
