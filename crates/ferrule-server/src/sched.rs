@@ -10,6 +10,9 @@
 //! the blocking stops (a runner whose request was slow stays: a blocking app keeps as
 //! many runners as it has requests in flight). Threads are started on demand, up to
 //! the configured maximum.
+//!
+//! Here: the state and what a runner calls per request; the monitor's side (sampling
+//! the busy runners' CPU clocks, adding runners) is `sched/monitor.rs`.
 
 use crate::sys::ThreadState;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};

@@ -17,6 +17,9 @@
 //! ([`Torn`]) and written before anything else once the disk takes it, so the file
 //! holds whole lines only (a line another process appends meanwhile can still land
 //! in the middle: nothing short of a lock per line prevents that).
+//!
+//! Destinations (stdout, stderr) and [`Torn`] are in `sink/dest.rs`, log files in
+//! `logfile.rs`; the error-log line format in `logline.rs`.
 
 use crate::clock::log_stamp;
 use crate::logline;
