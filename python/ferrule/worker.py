@@ -6,17 +6,15 @@ memory, timeout, changed source files)."""
 from __future__ import annotations
 
 import os
-import random
 import signal
-import sys
-import threading
-import time
 import traceback
-from typing import Any, Callable, NoReturn, Optional
+from typing import Callable, NoReturn
 
 from ferrule import _ferrule, daemon
+from ferrule.hooks import Request, Response, Worker, with_request_hooks  # noqa: F401 (req, resp: still here)
 from ferrule.loader import AppLoadError, load_app
 from ferrule.log import Log, flush_std
+from ferrule.ticker import Ticker
 
 #: Exit codes the master understands: the app could not be imported / a boot hook failed.
 EXIT_APP_LOAD = 4
@@ -24,148 +22,6 @@ EXIT_BOOT = 3
 
 #: Blocked by the master across fork, unblocked once the worker's handlers are set.
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1}
-
-HEARTBEAT_EVERY = 1.0
-CHECK_EVERY = 1.0
-#: How long accepts may fail for lack of descriptors, with few connections of the
-#: worker's own, before it asks to be replaced when --timeout is 0 (off).
-STARVED_AFTER = 30.0
-
-
-class Worker:
-    """The ``worker`` argument of hooks (gunicorn's attribute names)."""
-
-    def __init__(self, age: int, cfg: Any, ppid: int):
-        self.age = age
-        self.cfg = cfg
-        self.ppid = ppid
-        self.pid: Optional[int] = None
-        self.log = Log()
-        self.booted = False
-        self.alive = True
-        self.wsgi: Optional[Callable] = None
-        # Master-side bookkeeping.
-        self.pipe_r = -1
-        self.pipe_w = -1
-        self.last_beat = time.monotonic()
-        self.retiring = False
-        self.term_at: Optional[float] = None
-        #: Signals the master sent it.
-        self.sent: set = set()
-        self.replaces: Optional[int] = None
-
-    def __repr__(self) -> str:
-        return f"<Worker pid={self.pid} age={self.age}>"
-
-
-class Request:
-    """The ``req`` argument of pre_request/post_request, built from the environ."""
-
-    def __init__(self, environ: dict):
-        self.method = environ.get("REQUEST_METHOD", "")
-        self.path = environ.get("PATH_INFO", "")
-        self.query = environ.get("QUERY_STRING", "")
-        self.uri = environ.get("RAW_URI") or (self.path + ("?" + self.query if self.query else ""))
-        addr, port = environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT", "")
-        #: (host, port) for TCP, "" for a Unix socket, as gunicorn's ``peer_addr``.
-        self.peer_addr = self.remote_addr = (addr, int(port)) if port.isdigit() else addr
-        self.scheme = environ.get("wsgi.url_scheme", "http")
-        proto = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
-        self.version = tuple(int(x) for x in proto[5:].split(".")) if proto.startswith("HTTP/") else (1, 1)
-        self.headers = [(k[5:].replace("_", "-"), v) for k, v in environ.items() if k.startswith("HTTP_")]
-        if "CONTENT_TYPE" in environ:
-            self.headers.append(("CONTENT-TYPE", environ["CONTENT_TYPE"]))
-        if "CONTENT_LENGTH" in environ:
-            self.headers.append(("CONTENT-LENGTH", environ["CONTENT_LENGTH"]))
-
-
-class Response:
-    """The ``resp`` argument of post_request."""
-
-    def __init__(self):
-        self.status: Optional[str] = None
-        self.headers: list = []
-        self.sent = 0
-
-    @property
-    def status_code(self) -> Optional[int]:
-        return int(self.status.split(None, 1)[0]) if self.status else None
-
-
-class _AfterClose:
-    """Iterates the app's response and runs `after` once it is closed."""
-
-    def __init__(self, result, resp: Response, after: Callable[[], None]):
-        self._result, self._resp, self._after = result, resp, after
-
-    def __iter__(self):
-        for block in self._result:
-            self._resp.sent += len(block)
-            yield block
-
-    def close(self):
-        try:
-            close = getattr(self._result, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._after()
-
-
-def with_request_hooks(app: Callable, worker: Worker, pre, post) -> Callable:
-    """Wraps the app only when pre_request or post_request is set, so the fast paths
-    (lists, sendfile) stay untouched otherwise. An exception in pre_request fails the
-    request (500); one in post_request is logged (gunicorn's handling)."""
-
-    def wrapped(environ, start_response):
-        req = Request(environ)
-        if pre is not None:
-            pre(worker, req)
-        resp = Response()
-
-        def sr(status, headers, exc_info=None):
-            resp.status, resp.headers = status, headers
-            return start_response(status, headers, exc_info)
-
-        result = app(environ, sr)
-        if post is None:
-            return result
-
-        def after():
-            try:
-                post(worker, req, environ, resp)
-            except Exception:
-                worker.log.exception("Exception in post_request hook")
-
-        return _AfterClose(result, resp, after)
-
-    return wrapped
-
-
-def dump_stacks(log: Log, why: str) -> None:
-    """Writes the Python stack of every thread of this process to the error log."""
-    names = {t.ident: t.name for t in threading.enumerate()}
-    parts = [why]
-    for ident, frame in sys._current_frames().items():
-        parts.append(f"Thread {names.get(ident, 'ferrule runner')} ({ident}), most recent call last:")
-        parts.append("".join(traceback.format_stack(frame)).rstrip("\n"))
-    log.critical("\n".join(parts))
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
-
-
-def _source_mtimes(extra=()) -> dict:
-    out = {}
-    paths = [getattr(mod, "__file__", None) for mod in list(sys.modules.values())]
-    for path in [p for p in paths if p and p.endswith(".py")] + list(extra):
-        try:
-            out[path] = os.stat(path).st_mtime
-        except OSError:
-            pass
-    return out
 
 
 def files_of(exc: BaseException) -> list:
@@ -192,83 +48,6 @@ def make_fail_app(text: str) -> Callable:
         return [body]
 
     return fail_app
-
-
-class Ticker:
-    """Called by the serving loop about every 100 ms: heartbeat, parent check, request
-    timeout, and the reasons to be replaced. Returns True to stop this worker now.
-    `starved` is (seconds, connections, limit) while accepts fail for lack of
-    descriptors that the worker's own connections do not explain, else None."""
-
-    def __init__(self, arbiter, worker: Worker, watch=()):
-        self.arbiter, self.worker, self.cfg = arbiter, worker, worker.cfg
-        #: Files --reload watches beside sys.modules (those a failed import named).
-        self.watch = list(watch)
-        self.limit = self.cfg.max_requests + random.randint(0, max(self.cfg.max_requests_jitter, 0)) \
-            if self.cfg.max_requests > 0 else 0
-        self.next_beat = 0.0
-        self.next_check = time.monotonic() + CHECK_EVERY
-        self.mtimes = _source_mtimes(self.watch) if self.cfg.reload else {}
-        self.retiring = False
-        self.stopping = False
-
-    def send(self, msg: bytes) -> None:
-        try:
-            os.write(self.worker.pipe_w, msg)
-        except OSError:
-            pass
-
-    def retire(self, why: str) -> None:
-        if not self.retiring:
-            self.retiring = True
-            self.worker.log.info(f"Worker {self.worker.pid} asks to be replaced: {why}")
-            self.send(b"R")
-
-    def __call__(self, served: int, stalled: Optional[float], starved: Optional[tuple] = None) -> bool:
-        if self.stopping:
-            return False
-        now = time.monotonic()
-        if now >= self.next_beat:
-            self.next_beat = now + HEARTBEAT_EVERY
-            self.send(b".")
-        if os.getppid() != self.worker.ppid:
-            self.worker.log.info(f"Parent changed, shutting down: {self.worker}")
-            self.stopping = True
-            return True
-        timeout = self.cfg.timeout
-        if timeout > 0 and stalled is not None and stalled > timeout:
-            dump_stacks(self.worker.log, f"WORKER TIMEOUT (pid:{self.worker.pid}): a request has been stuck in "
-                                         f"the app for {stalled:.1f}s (timeout {timeout:g}s); stacks of every thread:")
-            self.arbiter.call_hook("worker_abort", self.worker)
-            self.retire("request timeout")
-            self.stopping = True
-            return float(timeout)  # stop, answering 500 to requests stuck longer
-        if self.limit and served >= self.limit:
-            self.retire(f"max requests ({self.limit}) reached")
-        if starved is not None:
-            self._check_starved(*starved)
-        if now >= self.next_check and not self.retiring:
-            self.next_check = now + CHECK_EVERY
-            if self.cfg.max_worker_memory > 0:
-                rss = _rss_mb()
-                if rss > self.cfg.max_worker_memory:
-                    self.retire(f"resident memory {rss:.0f} MB over max-worker-memory {self.cfg.max_worker_memory} MB")
-            if self.cfg.reload:
-                fresh = _source_mtimes(self.watch)
-                changed = [p for p, m in fresh.items() if self.mtimes.get(p, m) != m]
-                self.mtimes.update(fresh)
-                if changed:
-                    self.retire(f"{changed[0]} modified")
-        return False
-
-    def _check_starved(self, during: float, connections: int, limit: int) -> None:
-        """Accepts have been refused for lack of descriptors for `during` seconds while
-        the worker's connections hold under half of them: something in the app holds
-        the rest (a leak, most likely), and only a fresh process gets them back."""
-        after = self.cfg.timeout if self.cfg.timeout > 0 else STARVED_AFTER
-        if during > after:
-            self.retire(f"out of file descriptors for {during:.0f}s with only {connections} connection(s) "
-                        f"open (limit {limit}); the app may be leaking descriptors")
 
 
 def _switch_user(cfg) -> None:

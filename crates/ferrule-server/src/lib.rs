@@ -16,6 +16,7 @@ mod idle;
 mod listener;
 pub mod log;
 pub mod logfile;
+mod logline;
 mod preread;
 mod progress;
 mod runner;

@@ -4,14 +4,13 @@
 //! and reported later) instead of failing the caller. Lines a client can cause at will
 //! go through a [`Throttle`] first (`throttle.rs`).
 
-use crate::clock::log_stamp;
 use crate::logfile::LogFile;
-use crate::sink::{Destination, Report, Sink, Stderr};
+use crate::logline::{line, prefix};
+use crate::sink::{Destination, Report, Sink, Stderr, ERROR_LOG};
 use std::fmt;
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
@@ -86,34 +85,8 @@ impl LogLevel {
     }
 }
 
-/// The start of an error-log line: `[2026-11-23 21:07:11 +0000] [42] [INFO] `.
-fn prefix(level: &str) -> String {
-    format!(
-        "[{}] [{}] [{level}] ",
-        log_stamp(SystemTime::now()),
-        std::process::id()
-    )
-}
-
-/// A whole error-log line, for lines written without `tracing`.
-pub(crate) fn line(level: &str, msg: &str) -> String {
-    format!("{}{msg}\n", prefix(level))
-}
-
-/// The error log of this process, once [`init`] ran.
-static ERROR_LOG: OnceLock<Arc<Sink>> = OnceLock::new();
-
 /// Changes the level of the running error log.
 static LEVEL: OnceLock<reload::Handle<LevelFilter, Registry>> = OnceLock::new();
-
-/// Writes a warning straight to the error log (not through `tracing`), saying whether
-/// it got there (see [`Sink::warn`]).
-pub(crate) fn warn_now(msg: &str) -> bool {
-    match ERROR_LOG.get() {
-        Some(sink) => sink.warn(msg),
-        None => Sink::new("error log", Box::new(Stderr), Report::Inline).warn(msg),
-    }
-}
 
 /// Hands `tracing` a writer that never fails: each event is one `write_all` of a whole
 /// line, which the sink writes or counts as lost.

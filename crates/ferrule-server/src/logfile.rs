@@ -1,7 +1,7 @@
 //! Log files that can be reopened in place: after logrotate renames a file, SIGUSR1
 //! makes every process write to a fresh file at the configured path.
 
-use crate::sink::Torn;
+use crate::sink::{Destination, Torn};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -50,6 +50,16 @@ impl LogFile {
         // The end of a torn line belongs to the old file.
         *lock(&self.file) = (fresh, Torn::new());
         Ok(())
+    }
+}
+
+impl Destination for Arc<LogFile> {
+    fn write_line(&self, line: &[u8]) -> io::Result<()> {
+        LogFile::write_line(self, line)
+    }
+
+    fn finish(&self) -> io::Result<()> {
+        LogFile::write_line(self, b"")
     }
 }
 

@@ -10,17 +10,19 @@
 //! the blocking stops (a runner whose request was slow stays: a blocking app keeps as
 //! many runners as it has requests in flight). Threads are started on demand, up to
 //! the configured maximum.
+//!
+//! Here: the state and what a runner calls per request; the monitor's side (sampling
+//! the busy runners' CPU clocks, adding runners) is `sched/monitor.rs`.
 
 use crate::sys::ThreadState;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// A busy runner whose CPU clock advanced faster than this share of wall time since
-/// it was last sampled is computing, not blocked.
-const COMPUTING_SHARE: f64 = 0.3;
-/// Busy runners sampled per tick (all of them when there are this few).
-const SAMPLE: usize = 8;
+mod monitor;
+#[cfg(test)]
+mod tests;
+
 /// Runners are kept while all of them were seen blocked this recently: a blocking
 /// app would otherwise lose runners between its requests and wait to regain them.
 pub(crate) const KEEP_AFTER_BLOCKED: Duration = Duration::from_millis(50);
@@ -236,13 +238,6 @@ impl Sched {
         self.busy[me].store(now.nanos.max(1), Ordering::Relaxed);
     }
 
-    /// Whether some runner is inside a request. Reads `idle` with SeqCst, the order
-    /// of `start_request`'s decrement (see `Shared::rouse_monitor`).
-    pub(crate) fn in_flight(&self) -> bool {
-        let runners = self.counts().runners;
-        self.idle.load(Ordering::SeqCst) < runners
-    }
-
     /// `at` as nanoseconds since `epoch`, the unit of the stamps kept here.
     pub(crate) fn nanos(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.epoch).as_nanos() as u64
@@ -250,22 +245,6 @@ impl Sched {
 
     fn now(&self) -> u64 {
         self.nanos(Instant::now())
-    }
-
-    /// When thread `me`'s current request began (nanoseconds since `epoch`), if it is in one.
-    pub(crate) fn request_start(&self, me: usize) -> Option<u64> {
-        match self.busy.get(me)?.load(Ordering::Relaxed) {
-            0 => None,
-            t => Some(t),
-        }
-    }
-
-    /// How long thread `me`'s current request has run at `now`, if it is in one.
-    pub(crate) fn request_age(&self, me: usize, now: Instant) -> Option<Duration> {
-        match self.busy[me].load(Ordering::Relaxed) {
-            0 => None,
-            t => Some(Duration::from_nanos(self.nanos(now).saturating_sub(t))),
-        }
     }
 
     /// Thread `me` finished a request. Returns true when it should stop being a
@@ -292,117 +271,6 @@ impl Sched {
         false
     }
 
-    /// Called by the monitor each tick. Adds runners when, on two ticks in a row, no
-    /// runner was idle, connections were waiting (`pending` counts at least how many),
-    /// and no sampled busy runner was computing (`cpu_of` reads a thread CPU clock).
-    /// Adds one runner per waiting connection, at most doubling the count (and at
-    /// least an eighth of it), so a blocking app that 50 clients hit at once reaches
-    /// 50 runners within 10-20 ms (each new runner is sampled once before the next
-    /// step). Returns the numbers of threads to start (parked ones are woken), those of
-    /// threads that ended first.
-    pub(crate) fn maybe_grow(
-        &self,
-        pending: impl FnOnce() -> usize,
-        cpu_of: impl Fn(i32) -> Option<Duration>,
-    ) -> Vec<usize> {
-        // An idle runner takes the next connection itself: nothing counts as waiting.
-        let waiting = match self.idle.load(Ordering::SeqCst) {
-            0 => pending(),
-            _ => 0,
-        };
-        if waiting == 0 || self.computing(&cpu_of) {
-            self.pressure.store(0, Ordering::Relaxed);
-            return Vec::new();
-        }
-        self.last_all_blocked.store(self.now(), Ordering::Relaxed);
-        if self.pressure.fetch_add(1, Ordering::Relaxed) < 1 {
-            return Vec::new();
-        }
-        self.pressure.store(0, Ordering::Relaxed);
-        let mut c = self.counts();
-        if c.stopping || c.runners < c.allowed || c.allowed >= self.max {
-            return Vec::new();
-        }
-        let add = waiting
-            .min(c.allowed)
-            .max(c.allowed / 8)
-            .max(1)
-            .min(self.max - c.allowed);
-        c.allowed += add;
-        let parked = c.live - c.runners;
-        for _ in 0..add.min(parked) {
-            self.parked.notify_one();
-        }
-        let new = add.saturating_sub(parked);
-        c.live += new;
-        (0..new)
-            .map(|_| match c.free.pop() {
-                Some(id) => id,
-                None => {
-                    c.spawned += 1;
-                    c.spawned - 1
-                }
-            })
-            .collect()
-    }
-
-    /// Thread `me`, returned by `maybe_grow`, could not be started.
-    pub(crate) fn spawn_failed(&self, me: usize) {
-        let mut c = self.counts();
-        c.live -= 1;
-        c.free.push(me);
-    }
-
-    /// Threads alive (runners, parked, or starting).
-    pub(crate) fn live(&self) -> usize {
-        self.counts().live
-    }
-
-    /// Thread numbers handed out so far: slots past this one are unused.
-    pub(crate) fn spawned(&self) -> usize {
-        self.counts().spawned
-    }
-
-    /// Whether a sampled busy runner is computing: it used the CPU for more than
-    /// `COMPUTING_SHARE` of the time since its last sample, or it is runnable (its
-    /// clock stood still only because it waited for a CPU). A runner sampled for the
-    /// first time counts as computing, so a decision rests on a measured interval.
-    fn computing(&self, cpu_of: &impl Fn(i32) -> Option<Duration>) -> bool {
-        let spawned = self.spawned();
-        let now = self.now();
-        let start = self.cursor.fetch_add(SAMPLE, Ordering::Relaxed);
-        let mut computing = false;
-        for k in 0..spawned.min(SAMPLE) {
-            let i = (start + k) % spawned;
-            if self.busy[i].load(Ordering::Relaxed) == 0 {
-                continue;
-            }
-            let clock = &self.clocks[i];
-            let Some(cpu) = cpu_of(clock.id.load(Ordering::Relaxed)) else {
-                continue;
-            };
-            let cpu = cpu.as_nanos() as u64;
-            let (wall0, cpu0) = (
-                clock.wall.swap(now, Ordering::Relaxed),
-                clock.cpu.swap(cpu, Ordering::Relaxed),
-            );
-            let elapsed = now.saturating_sub(wall0);
-            if wall0 == 0
-                || elapsed == 0
-                || cpu.saturating_sub(cpu0) as f64 > COMPUTING_SHARE * elapsed as f64
-                || self.state_of(i).as_ref().is_some_and(ThreadState::runnable)
-            {
-                computing = true;
-            }
-        }
-        computing
-    }
-
-    /// When the monitor last saw every runner blocked (changes tell it to tick fast).
-    pub(crate) fn blocked_since_start(&self) -> u64 {
-        self.last_all_blocked.load(Ordering::Relaxed)
-    }
-
     /// Wakes every parked thread so it can see the server stopping.
     pub(crate) fn stop(&self) {
         self.counts().stopping = true;
@@ -413,165 +281,5 @@ impl Sched {
     #[cfg(test)]
     fn allowed(&self) -> usize {
         self.counts().allowed
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::ops::Range;
-
-    /// CPU clocks for the test: clock id = thread number; `cpu` holds their times.
-    fn clocks(cpu: &[AtomicU64]) -> impl Fn(i32) -> Option<Duration> + '_ {
-        move |id| {
-            Some(Duration::from_nanos(
-                cpu[id as usize].load(Ordering::Relaxed),
-            ))
-        }
-    }
-
-    /// A scheduler for `n` threads, each registered with clock id = its number, whose
-    /// epoch lies a second back (so "1 ns after start" is long ago), and their CPU times.
-    fn up_a_second(n: usize) -> (Sched, Vec<AtomicU64>) {
-        let mut s = Sched::new(n);
-        s.epoch = Instant::now()
-            .checked_sub(Duration::from_secs(1))
-            .expect("uptime");
-        for i in 0..n {
-            s.register(i, i as i32, None);
-        }
-        (s, (0..n).map(|_| AtomicU64::new(0)).collect())
-    }
-
-    #[test]
-    fn one_runner_until_all_are_blocked() {
-        let (s, cpu) = up_a_second(4);
-        let me = s.first();
-        assert!(s.become_runner(0));
-        assert!(!s.several_runners());
-        // An idle runner: nothing to add.
-        assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), ids(0..0));
-        s.start_request(me, s.stamp());
-        // Nothing waiting: nothing to add.
-        assert_eq!(s.maybe_grow(|| 0, clocks(&cpu)), ids(0..0));
-        // Computing: its CPU clock runs with the wall clock.
-        for _ in 0..3 {
-            cpu[0].fetch_add(10_000_000_000, Ordering::Relaxed);
-            assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), ids(0..0));
-        }
-        // Blocked (the clock stands still) with work waiting, two ticks in a row: start thread 1.
-        assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), ids(0..0));
-        assert_eq!(s.maybe_grow(|| 1, clocks(&cpu)), ids(1..2));
-        assert_eq!(s.allowed(), 2);
-        // While runners were blocked lately, finishing a request does not park.
-        assert!(s.become_runner(0));
-        assert!(s.several_runners());
-        s.start_request(1, s.stamp());
-        assert!(!s.end_request(me, true, s.stamp()));
-        assert!(!s.end_request(1, true, s.stamp()));
-        // Once the blocking is old news, a runner that finds another idle parks.
-        s.last_all_blocked.store(1, Ordering::Relaxed);
-        s.start_request(1, s.stamp());
-        assert!(s.end_request(1, true, s.stamp()));
-        assert_eq!(s.allowed(), 1);
-        assert!(!s.several_runners());
-    }
-
-    #[test]
-    fn timers_are_precise_up_to_96_runners() {
-        let (s, _) = up_a_second(PRECISE_TIMERS_UP_TO + 1);
-        s.counts().allowed = PRECISE_TIMERS_UP_TO + 1;
-        for _ in 0..PRECISE_TIMERS_UP_TO {
-            assert!(s.become_runner(0));
-            assert!(s.precise_timers());
-        }
-        assert!(s.become_runner(0));
-        assert!(!s.precise_timers(), "one runner past the limit");
-    }
-
-    /// Ticks `s` with every busy runner blocked and `waiting` connections waiting
-    /// until it starts threads (a few ticks: each new runner's first sample, `SAMPLE`
-    /// runners a tick, then two ticks in a row of pressure); returns them.
-    fn grow(s: &Sched, cpu: &[AtomicU64], waiting: usize) -> Vec<usize> {
-        (0..8)
-            .map(|_| s.maybe_grow(|| waiting, clocks(cpu)))
-            .find(|r| !r.is_empty())
-            .unwrap_or_default()
-    }
-
-    fn ids(r: Range<usize>) -> Vec<usize> {
-        r.collect()
-    }
-
-    #[test]
-    fn grows_by_the_waiting_connections_at_most_doubling() {
-        let (s, cpu) = up_a_second(64);
-        let me = s.first();
-        assert!(s.become_runner(0));
-        s.start_request(me, s.stamp());
-        // 40 connections wait: 1 -> 2 -> 4 -> 8 -> 16 -> 32 runners, then the 8 left.
-        let mut runners = 1;
-        for (want, waiting) in [(2, 40), (4, 39), (8, 37), (16, 33), (32, 25), (40, 8)] {
-            let started = grow(&s, &cpu, waiting);
-            assert_eq!(started, ids(runners..want), "{waiting} waiting");
-            for id in started {
-                assert!(s.become_runner(0));
-                s.start_request(id, s.stamp());
-                runners += 1;
-            }
-            assert_eq!(s.allowed(), want);
-        }
-        // One connection waits: still an eighth more (5 of 40), the least a step adds.
-        assert_eq!(grow(&s, &cpu, 1), ids(40..45));
-    }
-
-    #[test]
-    fn a_runner_whose_request_was_slow_stays() {
-        let (s, cpu) = up_a_second(4);
-        let me = s.first();
-        assert!(s.become_runner(0));
-        let began = Instant::now();
-        s.start_request(me, s.stamp_at(began));
-        assert_eq!(grow(&s, &cpu, 1), ids(1..2));
-        assert!(s.become_runner(0));
-        // Runner 1 idles; the blocking is old news; runner 0's request took 5 ms.
-        s.last_all_blocked.store(1, Ordering::Relaxed);
-        let end = s.stamp_at(began + Duration::from_millis(5));
-        assert!(!s.end_request(me, true, end));
-        // A quick request with a runner idle: step back.
-        s.start_request(me, s.stamp_at(began));
-        let end = s.stamp_at(began + Duration::from_micros(50));
-        assert!(s.end_request(me, true, end));
-    }
-
-    #[test]
-    fn a_thread_parked_too_long_ends_and_its_number_is_reused() {
-        let (mut s, cpu) = up_a_second(4);
-        s.retire_after = Duration::from_millis(50);
-        let me = s.first();
-        assert!(s.become_runner(me));
-        s.start_request(me, s.stamp());
-        assert_eq!(grow(&s, &cpu, 1), ids(1..2));
-        let s = std::sync::Arc::new(s);
-        assert!(s.become_runner(1));
-        // Thread 1 finishes quickly once the blocking is old news: it parks, then ends.
-        s.last_all_blocked.store(1, Ordering::Relaxed);
-        assert!(!s.end_request(me, false, s.stamp()));
-        s.start_request(1, s.stamp());
-        assert!(s.end_request(1, true, s.stamp()));
-        let parked = {
-            let s = s.clone();
-            std::thread::spawn(move || {
-                s.register(1, 1, ThreadState::open_current().ok());
-                s.become_runner(1)
-            })
-        };
-        assert!(!parked.join().unwrap(), "a parked thread did not end");
-        assert!(s.state_of(1).is_none(), "its /proc file stayed open");
-        assert_eq!(s.counts().live, 1);
-        // The next thread started takes its number, not a new one.
-        s.start_request(me, s.stamp());
-        assert_eq!(grow(&s, &cpu, 1), ids(1..2));
-        assert_eq!((s.spawned(), s.counts().live), (2, 2));
     }
 }
