@@ -4,12 +4,12 @@
 use crate::clock::Tick;
 use crate::error::{Error, Phase};
 use crate::exchange::{with_date, Park};
-use crate::listener::{Peer, Stream};
+use crate::listener::Peer;
 use crate::preread::{PreRead, SpillReader};
-use crate::sys::{self, Interest};
+use crate::transport::{Interest, ReadOutcome, Transport};
 use ferrule_http::{error_response, Header, Version};
 use memchr::memrchr;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::time::Duration;
 
 /// A read buffer larger than this is trimmed after its request (`Conn::trim_buf`).
@@ -49,7 +49,8 @@ pub(crate) enum Then {
 }
 
 pub struct Conn {
-    pub(crate) stream: Stream,
+    /// Its socket: every read and write goes through it.
+    pub(crate) transport: Transport,
     pub(crate) peer: Peer,
     /// Index of the listener it came from.
     pub(crate) listener: usize,
@@ -83,9 +84,9 @@ pub struct Conn {
 impl Conn {
     /// Boxed: between requests a connection moves from the table to a runner, into the
     /// request's exchange and back (several moves a request), and a box moves as a pointer.
-    pub(crate) fn new(stream: Stream, peer: Peer, listener: usize) -> Box<Conn> {
+    pub(crate) fn new(transport: Transport, peer: Peer, listener: usize) -> Box<Conn> {
         Box::new(Conn {
-            stream,
+            transport,
             peer,
             listener,
             token: 0,
@@ -146,22 +147,19 @@ impl Conn {
     /// non-blocking and the answer is small (the connection closes right after).
     pub(crate) fn answer_error(&mut self, status: u16) {
         let bytes = with_date(|d| error_response(status, Version::Http11, d));
-        let _ = self.stream.write(&bytes);
+        let _ = self.transport.send(&bytes);
     }
 
     /// Nothing of a next request has arrived, neither in the buffer nor in the socket
     /// (asks the kernel: used only while stopping).
     pub(crate) fn silent(&self) -> bool {
-        self.buf.is_empty() && !sys::has_bytes(self.stream.fd())
+        self.buf.is_empty() && !self.transport.has_bytes()
     }
 
     /// Shuts the writing side (the client sees the end of the answers) and starts
     /// dropping what the client sends (`Stage::Lingering`).
     pub(crate) fn linger(&mut self) {
-        let _ = match &self.stream {
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
-            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
-        };
+        let _ = self.transport.shut_write();
         self.buf.clear();
         self.head_since = None;
         self.stage = Stage::Lingering;
@@ -240,13 +238,13 @@ impl Conn {
         let mut first = 0;
         while first < count {
             let result = if first + 1 == count {
-                self.stream.send(left[first])
+                self.transport.send(left[first])
             } else {
                 let mut slices = [IoSlice::new(&[]); N];
                 for (s, p) in slices.iter_mut().zip(&left[first..count]) {
                     *s = IoSlice::new(p);
                 }
-                self.stream.write_vectored(&slices[..count - first])
+                self.transport.write_vectored(&slices[..count - first])
             };
             match result {
                 Ok(0) => return Err(Error::Disconnected),
@@ -265,8 +263,8 @@ impl Conn {
                     if spill > 0 && self.spill(&left[first..count], spill) {
                         return Ok(());
                     }
-                    let fd = self.stream.fd();
-                    if !park.park(&mut || sys::wait_ready(fd, Interest::Write, timeout))? {
+                    let t = &self.transport;
+                    if !park.park(&mut || t.wait(Interest::Write, timeout))? {
                         return Err(Error::Timeout(Phase::Send));
                     }
                 }
@@ -330,6 +328,13 @@ impl Conn {
         }
     }
 
+    /// Whether answers wait to be written: in `out`, or inside the transport (a TLS
+    /// session's records). Callers ask this rather than look at `out`.
+    #[inline]
+    pub(crate) fn has_pending_output(&self) -> bool {
+        !self.out.is_empty() || self.transport.has_pending_output()
+    }
+
     /// Writes responses left in `out` (waiting through `park` while the socket is
     /// full). False when the client is gone or too slow.
     pub(crate) fn flush_out(&mut self, timeout: Duration, park: &dyn Park) -> bool {
@@ -353,7 +358,7 @@ impl Conn {
                 self.out.clear();
                 return Ok(true);
             }
-            match self.stream.send(&self.out[sent..]) {
+            match self.transport.send(&self.out[sent..]) {
                 Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
@@ -367,12 +372,13 @@ impl Conn {
 
     /// One non-blocking read into the buffer. Records whether the socket is known to be
     /// empty now: edge-triggered epoll reports only bytes that arrive later.
-    pub(crate) fn read_some(&mut self) -> io::Result<usize> {
-        let got = sys::read_append(self.stream.fd(), &mut self.buf, 4096, 16 * 1024);
+    pub(crate) fn read_some(&mut self) -> io::Result<ReadOutcome> {
+        let got = self.transport.read_append(&mut self.buf, 4096, 16 * 1024);
         self.drained = match &got {
             // A read that filled the buffer may have left more behind.
-            Ok(_) => self.buf.len() < self.buf.capacity(),
-            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            Ok(ReadOutcome::Data(_) | ReadOutcome::Eof) => self.buf.len() < self.buf.capacity(),
+            Ok(ReadOutcome::WouldBlock) => true,
+            Err(_) => false,
         };
         got
     }
@@ -381,7 +387,8 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::Conn;
-    use crate::listener::{Peer, Stream};
+    use crate::listener::Peer;
+    use crate::transport::Transport;
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
 
@@ -390,7 +397,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
-        let mut conn = Conn::new(Stream::Tcp(server), Peer::Tcp(peer), 0);
+        let mut conn = Conn::new(Transport::Tcp(server), Peer::Tcp(peer), 0);
         conn.buf = Vec::with_capacity(2 << 20);
         conn.stage = super::Stage::ReadAhead(None);
         conn.after_read_ahead();
@@ -410,7 +417,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        let mut conn = Conn::new(Stream::Tcp(server), Peer::Tcp(peer), 0);
+        let mut conn = Conn::new(Transport::Tcp(server), Peer::Tcp(peer), 0);
         // More than loopback socket buffers hold while the client reads nothing.
         let body: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
         conn.out = body.clone();

@@ -25,6 +25,7 @@ mod server;
 pub mod sink;
 mod sys;
 mod table;
+mod transport;
 mod writing;
 
 pub use backoff::Starved;
