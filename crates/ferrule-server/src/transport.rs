@@ -27,7 +27,10 @@
 //! write records, and `has_pending_output` is true while the session holds records
 //! the socket refused; `sendfile` is `Unsupported` (the caller copies); `cork_handle`
 //! and `fd` are the TCP socket's (records are corked and polled like plain bytes);
-//! `wait(Read)` returns at once while the session holds plaintext. A **PROXY**
+//! `wait(Read)` returns at once while the session holds plaintext. The timeout's
+//! answer ([`send_and_shut`], from another thread while the app's holds the session)
+//! cannot be written raw into a TLS stream: for TLS, `raw_fd` serves only to shut
+//! the socket, and the claim (`exchange/claim.rs`) learns which it may do. A **PROXY**
 //! protocol preamble is a stage, not a socket: a variant `Preamble(Box<Preamble>)`
 //! wraps the accepted transport (`Tcp`, or `Tls` when TLS follows the header), reads
 //! and strips the v1 line or v2 block before handing any byte up, keeps the client
