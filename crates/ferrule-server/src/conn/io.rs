@@ -170,3 +170,46 @@ impl Conn {
         got
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Conn;
+    use crate::listener::Peer;
+    use crate::transport::{ReadOutcome, Transport};
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn a_read_records_whether_the_socket_is_known_to_be_empty() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(Transport::Unix(ours), Peer::Unix, 0);
+        conn.drained = false;
+        assert_eq!(conn.read_some().unwrap(), ReadOutcome::WouldBlock);
+        assert!(conn.drained);
+        // More than the buffer's spare room: a read that fills it may leave more.
+        peer.write_all(&[b'x'; 64 * 1024]).unwrap();
+        let ReadOutcome::Data(n) = conn.read_some().unwrap() else {
+            panic!("no data")
+        };
+        assert_eq!(n, conn.buf.capacity());
+        assert!(!conn.drained);
+        // At most one read per 4 KiB: each leaves at least that much room.
+        for _ in 0..16 {
+            match conn.read_some().unwrap() {
+                ReadOutcome::Data(_) => {
+                    assert_eq!(conn.drained, conn.buf.len() < conn.buf.capacity())
+                }
+                outcome => {
+                    assert_eq!(outcome, ReadOutcome::WouldBlock);
+                    break;
+                }
+            }
+        }
+        assert!(conn.drained, "the socket is empty");
+        assert_eq!(conn.buf.len(), 64 * 1024);
+        drop(peer);
+        assert_eq!(conn.read_some().unwrap(), ReadOutcome::Eof);
+        assert_eq!(conn.buf.len(), 64 * 1024);
+    }
+}
