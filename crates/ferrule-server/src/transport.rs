@@ -30,7 +30,7 @@
 //! `wait(Read)` returns at once while the session holds plaintext. The timeout's
 //! answer ([`send_and_shut`], from another thread while the app's holds the session)
 //! cannot be written raw into a TLS stream: for TLS, `raw_fd` serves only to shut
-//! the socket, and the claim (`exchange/claim.rs`) learns which it may do. A **PROXY**
+//! the socket, and the claim (`Claims::time_out`) learns which it may do. A **PROXY**
 //! protocol preamble is a stage, not a socket: a variant `Preamble(Box<Preamble>)`
 //! wraps the accepted transport (`Tcp`, or `Tls` when TLS follows the header), reads
 //! and strips the v1 line or v2 block before handing any byte up, keeps the client
@@ -87,7 +87,7 @@ impl Transport {
     }
 
     /// The socket's number, for another thread that must name it while this
-    /// connection is served: the timeout's answer (`exchange/claim.rs`, which writes
+    /// connection is served: the timeout's answer (`Claims::time_out`, which writes
     /// with [`send_and_shut`]).
     #[inline]
     pub(crate) fn raw_fd(&self) -> RawFd {
