@@ -1,16 +1,15 @@
-//! A client connection between requests: its socket, the bytes received so far,
-//! and the clock that decides when it has waited too long.
+//! A client connection between requests: its transport, the bytes received so far,
+//! and the clock that decides when it has waited too long. Its reads and writes are
+//! in `conn/io.rs`.
 
 use crate::clock::Tick;
-use crate::error::{Error, Phase};
-use crate::exchange::{with_date, Park};
-use crate::listener::{Peer, Stream};
+use crate::listener::Peer;
 use crate::preread::{PreRead, SpillReader};
-use crate::sys::{self, Interest};
-use ferrule_http::{error_response, Header, Version};
+use crate::transport::Transport;
+use ferrule_http::Header;
 use memchr::memrchr;
-use std::io::{self, IoSlice, Write};
-use std::time::Duration;
+
+mod io;
 
 /// A read buffer larger than this is trimmed after its request (`Conn::trim_buf`).
 pub(crate) const KEEP_BUF: usize = 64 * 1024;
@@ -49,7 +48,8 @@ pub(crate) enum Then {
 }
 
 pub struct Conn {
-    pub(crate) stream: Stream,
+    /// Its socket: every read and write goes through it.
+    pub(crate) transport: Transport,
     pub(crate) peer: Peer,
     /// Index of the listener it came from.
     pub(crate) listener: usize,
@@ -83,9 +83,9 @@ pub struct Conn {
 impl Conn {
     /// Boxed: between requests a connection moves from the table to a runner, into the
     /// request's exchange and back (several moves a request), and a box moves as a pointer.
-    pub(crate) fn new(stream: Stream, peer: Peer, listener: usize) -> Box<Conn> {
+    pub(crate) fn new(transport: Transport, peer: Peer, listener: usize) -> Box<Conn> {
         Box::new(Conn {
-            stream,
+            transport,
             peer,
             listener,
             token: 0,
@@ -142,31 +142,6 @@ impl Conn {
         }
     }
 
-    /// Answers with an error status the server writes itself, best effort: the socket is
-    /// non-blocking and the answer is small (the connection closes right after).
-    pub(crate) fn answer_error(&mut self, status: u16) {
-        let bytes = with_date(|d| error_response(status, Version::Http11, d));
-        let _ = self.stream.write(&bytes);
-    }
-
-    /// Nothing of a next request has arrived, neither in the buffer nor in the socket
-    /// (asks the kernel: used only while stopping).
-    pub(crate) fn silent(&self) -> bool {
-        self.buf.is_empty() && !sys::has_bytes(self.stream.fd())
-    }
-
-    /// Shuts the writing side (the client sees the end of the answers) and starts
-    /// dropping what the client sends (`Stage::Lingering`).
-    pub(crate) fn linger(&mut self) {
-        let _ = match &self.stream {
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
-            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
-        };
-        self.buf.clear();
-        self.head_since = None;
-        self.stage = Stage::Lingering;
-    }
-
     /// Forgets parser progress after a request used the front of the buffer.
     pub(crate) fn reset_scan(&mut self) {
         self.scanned = 0;
@@ -216,87 +191,6 @@ impl Conn {
         }
     }
 
-    /// Writes every part, waiting through `park` while the socket is full. One part
-    /// left goes out with `send(2)`, several with one `writev(2)`; nothing is
-    /// allocated (the parts are an array, so their number is known when compiling).
-    ///
-    /// `spill` is non-zero only for the rest of a complete answer: when the socket is
-    /// full and at most `spill` bytes are left, they are copied into `out` (they may be
-    /// the app's buffers) and the connection turns `Stage::Writing`, for the server
-    /// to write without this thread (`Shared::flush_and_park`).
-    pub(crate) fn send<const N: usize>(
-        &mut self,
-        parts: [&[u8]; N],
-        park: &dyn Park,
-        timeout: Duration,
-        spill: usize,
-    ) -> Result<(), Error> {
-        let mut left: [&[u8]; N] = [&[]; N];
-        let mut count = 0;
-        for p in parts.into_iter().filter(|p| !p.is_empty()) {
-            left[count] = p;
-            count += 1;
-        }
-        let mut first = 0;
-        while first < count {
-            let result = if first + 1 == count {
-                self.stream.send(left[first])
-            } else {
-                let mut slices = [IoSlice::new(&[]); N];
-                for (s, p) in slices.iter_mut().zip(&left[first..count]) {
-                    *s = IoSlice::new(p);
-                }
-                self.stream.write_vectored(&slices[..count - first])
-            };
-            match result {
-                Ok(0) => return Err(Error::Disconnected),
-                Ok(mut n) => {
-                    while n > 0 {
-                        if n >= left[first].len() {
-                            n -= left[first].len();
-                            first += 1;
-                        } else {
-                            left[first] = &left[first][n..];
-                            n = 0;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if spill > 0 && self.spill(&left[first..count], spill) {
-                        return Ok(());
-                    }
-                    let fd = self.stream.fd();
-                    if !park.park(&mut || sys::wait_ready(fd, Interest::Write, timeout))? {
-                        return Err(Error::Timeout(Phase::Send));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
-    /// Keeps the unsent rest of a complete answer for the server to write, when it is
-    /// at most `bound` bytes (`send`). Runs only when the socket is full.
-    #[cold]
-    fn spill(&mut self, rest: &[&[u8]], bound: usize) -> bool {
-        let len: usize = rest.iter().map(|p| p.len()).sum();
-        // A body read ahead (`ReadAhead`) is over once the answer is complete.
-        if len > bound || !matches!(self.stage, Stage::Open | Stage::ReadAhead(_)) {
-            return false;
-        }
-        self.out.reserve_exact(len);
-        for p in rest {
-            self.out.extend_from_slice(p);
-        }
-        self.stage = Stage::Writing {
-            then: Then::Serve,
-            since: Tick::now(),
-        };
-        true
-    }
-
     /// Its answer waits in `out` for the server to write (`Stage::Writing`).
     pub(crate) fn writing(&self) -> bool {
         matches!(self.stage, Stage::Writing { .. })
@@ -329,59 +223,13 @@ impl Conn {
             *then = next;
         }
     }
-
-    /// Writes responses left in `out` (waiting through `park` while the socket is
-    /// full). False when the client is gone or too slow.
-    pub(crate) fn flush_out(&mut self, timeout: Duration, park: &dyn Park) -> bool {
-        if self.out.is_empty() {
-            return true;
-        }
-        let out = std::mem::take(&mut self.out);
-        let ok = self.send([&out], park, timeout, 0).is_ok();
-        self.out = out;
-        self.out.clear();
-        ok
-    }
-
-    /// Writes what `out` holds without waiting: true when all of it went, false when
-    /// the socket is full (the rest stays at the front of `out`).
-    pub(crate) fn try_flush_out(&mut self) -> io::Result<bool> {
-        let mut sent = 0;
-        let done = loop {
-            if sent == self.out.len() {
-                // The usual end: no `drain` to shift nothing.
-                self.out.clear();
-                return Ok(true);
-            }
-            match self.stream.send(&self.out[sent..]) {
-                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
-        self.out.drain(..sent);
-        done
-    }
-
-    /// One non-blocking read into the buffer. Records whether the socket is known to be
-    /// empty now: edge-triggered epoll reports only bytes that arrive later.
-    pub(crate) fn read_some(&mut self) -> io::Result<usize> {
-        let got = sys::read_append(self.stream.fd(), &mut self.buf, 4096, 16 * 1024);
-        self.drained = match &got {
-            // A read that filled the buffer may have left more behind.
-            Ok(_) => self.buf.len() < self.buf.capacity(),
-            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-        };
-        got
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::Conn;
-    use crate::listener::{Peer, Stream};
+    use crate::listener::Peer;
+    use crate::transport::Transport;
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
 
@@ -390,7 +238,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
-        let mut conn = Conn::new(Stream::Tcp(server), Peer::Tcp(peer), 0);
+        let mut conn = Conn::new(Transport::Tcp(server), Peer::Tcp(peer), 0);
         conn.buf = Vec::with_capacity(2 << 20);
         conn.stage = super::Stage::ReadAhead(None);
         conn.after_read_ahead();
@@ -410,7 +258,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        let mut conn = Conn::new(Stream::Tcp(server), Peer::Tcp(peer), 0);
+        let mut conn = Conn::new(Transport::Tcp(server), Peer::Tcp(peer), 0);
         // More than loopback socket buffers hold while the client reads nothing.
         let body: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
         conn.out = body.clone();

@@ -9,7 +9,6 @@
 //! corking that response: its app is a slow streamer (server-sent events, say).
 //! The first block of a response is never corked, so a one-block answer pays nothing.
 
-use crate::sys;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,7 +30,8 @@ pub(crate) enum CorkState {
     Off,
 }
 
-/// Per-runner record of the socket it holds corked, which the monitor reads.
+/// Per-runner record of the socket it holds corked (its `Transport::cork_handle`),
+/// which the monitor reads.
 pub(crate) struct Corks {
     fds: Box<[AtomicI32]>,
     since: Box<[AtomicU64]>,
@@ -80,7 +80,7 @@ impl Corks {
                     .compare_exchange(f, -1, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             {
-                sys::set_cork(f, false);
+                crate::transport::uncork(f);
             } else {
                 held = true;
             }

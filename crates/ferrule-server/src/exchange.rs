@@ -14,11 +14,10 @@ use crate::error::{Error, Phase};
 use crate::listener::{Local, Peer};
 use crate::progress::Progress;
 use crate::server::Shared;
-use crate::sys::{self, Interest};
+use crate::transport::{Interest, ReadOutcome};
 use ferrule_http::{BodyDecoder, Head, ResponseFraming, Version};
 use std::io;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -158,7 +157,7 @@ impl Exchange {
         let shared = Seat::new(shared, me);
         let body = BodyDecoder::new(head.framing.body, &shared.config.parser);
         let pos = head.len;
-        let fd = conn.stream.fd().as_raw_fd();
+        let fd = conn.transport.raw_fd();
         // Built in its box: the exchange travels through Python as a pointer.
         let mut ex = Box::new(Exchange {
             continue_pending: head.framing.expect_continue && !body.is_done(),
@@ -318,17 +317,16 @@ impl Exchange {
         let timeout = self.shared.config.io_timeout;
         loop {
             match self.conn.read_some() {
-                Ok(0) => return Err(Error::Parse(self.body.eof_error())),
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let fd = self.conn.stream.fd();
+                Ok(ReadOutcome::Eof) => return Err(Error::Parse(self.body.eof_error())),
+                Ok(ReadOutcome::Data(_)) => return Ok(()),
+                Ok(ReadOutcome::WouldBlock) => {
+                    let t = &self.conn.transport;
                     let park = ClientWait::new(park, &self.shared.progress, self.shared.me());
-                    let ready = park.park(&mut || sys::wait_ready(fd, Interest::Read, timeout))?;
+                    let ready = park.park(&mut || t.wait(Interest::Read, timeout))?;
                     if !ready {
                         return Err(Error::Timeout(Phase::Body));
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -352,7 +350,7 @@ impl Exchange {
             let more = || {
                 self.conn.buf.len() > self.pos
                     || !self.body.is_done()
-                    || (self.shared.stopping() && sys::has_bytes(self.conn.stream.fd()))
+                    || (self.shared.stopping() && self.conn.transport.has_bytes())
             };
             if self.conn.writing() {
                 // Its answer waits in `out`: the server writes it, then closes (or
@@ -418,7 +416,7 @@ impl Exchange {
                 // Bytes already in memory (a body read ahead) are skipped for free;
                 // only what must still come from the socket is bounded.
                 match self.conn.read_some() {
-                    Ok(n) if n > 0 && n <= budget => budget -= n,
+                    Ok(ReadOutcome::Data(n)) if n <= budget => budget -= n,
                     _ => return false,
                 }
             }

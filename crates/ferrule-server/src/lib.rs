@@ -26,6 +26,7 @@ mod server;
 pub mod sink;
 mod sys;
 mod table;
+mod transport;
 mod writing;
 
 pub use backoff::Starved;

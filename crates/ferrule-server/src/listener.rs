@@ -1,10 +1,12 @@
-//! Listening sockets and accepted streams, TCP or Unix, behind one type each.
+//! Listening sockets, TCP or Unix, and the addresses of both ends. What they accept
+//! is a [`Transport`] (`transport.rs`).
 
 use crate::config::Bind;
 use crate::sys;
+use crate::transport::Transport;
 use socket2::{Domain, Socket, Type};
-use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -108,15 +110,15 @@ impl Listener {
     /// Accepts one connection, or `WouldBlock`. `accept4` makes the stream
     /// non-blocking, and it inherits `TCP_NODELAY` from the listener (`tune_tcp`):
     /// a new connection costs one system call here, not three.
-    pub fn accept(&self) -> io::Result<(Stream, Peer)> {
+    pub fn accept(&self) -> io::Result<(Transport, Peer)> {
         const FLAGS: i32 = nix::libc::SOCK_NONBLOCK | nix::libc::SOCK_CLOEXEC;
         let (sock, addr) = socket2::SockRef::from(&self.fd()).accept4(FLAGS)?;
         match self {
             Listener::Tcp(_) => match addr.as_socket() {
-                Some(addr) => Ok((Stream::Tcp(sock.into()), Peer::Tcp(addr))),
+                Some(addr) => Ok((Transport::Tcp(sock.into()), Peer::Tcp(addr))),
                 None => Err(io::Error::other("a TCP listener accepted a non-IP peer")),
             },
-            Listener::Unix(..) => Ok((Stream::Unix(sock.into()), Peer::Unix)),
+            Listener::Unix(..) => Ok((Transport::Unix(sock.into()), Peer::Unix)),
         }
     }
 
@@ -237,59 +239,11 @@ pub fn bind_all(config: &crate::config::ServerConfig) -> Result<Vec<Listener>, B
         .collect()
 }
 
-/// An accepted connection.
-pub enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Stream {
-    /// The descriptor number of a TCP stream (the kind that can be corked).
-    pub(crate) fn tcp_fd(&self) -> Option<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        match self {
-            Stream::Tcp(s) => Some(s.as_raw_fd()),
-            Stream::Unix(_) => None,
-        }
-    }
-
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Stream::Tcp(s) => s.as_fd(),
-            Stream::Unix(s) => s.as_fd(),
-        }
-    }
-
-    /// `send(2)`: a socket's own call, shorter in the kernel than `write(2)`'s file path.
-    pub fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
-        crate::sys::send(self.fd(), buf)
-    }
-
-    pub fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write_vectored(bufs),
-            Stream::Unix(s) => s.write_vectored(bufs),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Listener, Peer, Stream};
+    use super::{Listener, Peer};
     use crate::config::Bind;
+    use crate::transport::Transport;
     use std::io::{ErrorKind, Read, Write};
     use std::net::TcpStream;
     use std::time::Duration;
@@ -303,7 +257,7 @@ mod tests {
     }
 
     /// Waits up to `limit` for the listener to report a connection, and accepts it.
-    fn accept_within(l: &Listener, limit: Duration) -> Option<(Stream, Peer)> {
+    fn accept_within(l: &Listener, limit: Duration) -> Option<(Transport, Peer)> {
         match crate::sys::wait_ready(l.fd(), crate::sys::Interest::Read, limit) {
             Ok(true) => Some(l.accept().unwrap()),
             Ok(false) => None,
@@ -322,7 +276,7 @@ mod tests {
         client.write_all(b"GET").unwrap();
         let (stream, peer) = accept_within(&l, Duration::from_secs(2)).expect("not accepted");
         assert_eq!(peer, Peer::Tcp(client.local_addr().unwrap()));
-        let Stream::Tcp(mut s) = stream else {
+        let Transport::Tcp(mut s) = stream else {
             panic!("not TCP")
         };
         assert!(s.nodelay().unwrap(), "TCP_NODELAY not inherited");

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::exchange::{Admit, Exchange, Park};
 use crate::preread::{self, PreRead};
 use crate::server::{Handler, Shared};
+use crate::transport::ReadOutcome;
 use ferrule_http::{parse_head_after, secure_scheme};
 use std::io;
 use std::sync::atomic::Ordering;
@@ -158,7 +159,7 @@ pub(crate) fn serve(
                         return None;
                     }
                     if conn.buf.is_empty() {
-                        if !conn.out.is_empty() {
+                        if conn.has_pending_output() {
                             return Some(conn);
                         }
                         // Nothing pipelined: epoll says when the next request arrives,
@@ -176,7 +177,7 @@ pub(crate) fn serve(
             }
         }
         match conn.read_some() {
-            Ok(0) => {
+            Ok(ReadOutcome::Eof) => {
                 if matches!(conn.stage, Stage::Body(_)) {
                     tracing::debug!("client closed the connection in the middle of a request body");
                 } else if !conn.buf.is_empty() {
@@ -185,7 +186,7 @@ pub(crate) fn serve(
                 close(shared, &mut conn, park);
                 return None;
             }
-            Ok(_) => {
+            Ok(ReadOutcome::Data(_)) => {
                 conn.head_since.get_or_insert_with(Tick::now);
                 if let Stage::Body(_) = conn.stage {
                     // Only the new bytes of the body are judged.
@@ -196,12 +197,11 @@ pub(crate) fn serve(
                     }
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Ok(ReadOutcome::WouldBlock) => {
                 // Responses to pipelined requests go out before the connection waits.
                 shared.flush_and_park(conn, park);
                 return None;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::debug!("read failed: {e}");
                 shared.table.release(conn.token);
@@ -256,14 +256,12 @@ fn body_arrived(shared: &Shared, conn: &mut Box<Conn>, park: &dyn Park) -> Arriv
 fn linger(shared: &Shared, mut conn: Box<Conn>) {
     loop {
         match conn.read_some() {
-            Ok(0) => break,
-            Ok(_) => conn.buf.clear(),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Ok(ReadOutcome::Eof) | Err(_) => break,
+            Ok(ReadOutcome::Data(_)) => conn.buf.clear(),
+            Ok(ReadOutcome::WouldBlock) => {
                 shared.park(conn, false);
                 return;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
         }
     }
     shared.table.release(conn.token);

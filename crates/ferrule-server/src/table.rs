@@ -117,7 +117,7 @@ impl Table {
         let again = !conn.drained || conn.peer_done;
         let slot = slots.get_mut(idx)?;
         if !slot.registered && !again {
-            if let Err(e) = poller.add_edge(conn.stream.fd(), token, false) {
+            if let Err(e) = poller.add_edge(conn.transport.fd(), token, false) {
                 tracing::error!("cannot wait for a connection in epoll, closing it: {e}");
                 slots.remove(idx);
                 return None;
@@ -143,7 +143,7 @@ impl Table {
         let idx = (token & 0xffff_ffff) as usize;
         let slot = slots.get_mut(idx)?;
         if !slot.writes {
-            let fd = conn.stream.fd();
+            let fd = conn.transport.fd();
             let done = match slot.registered {
                 false => poller.add_edge(fd, token, true),
                 true => poller.modify_edge(fd, token, true),
@@ -297,8 +297,9 @@ mod tests {
     use super::Table;
     use crate::config::ServerConfig;
     use crate::conn::Conn;
-    use crate::listener::{Peer, Stream};
+    use crate::listener::Peer;
     use crate::sys::Poller;
+    use crate::transport::Transport;
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
@@ -308,7 +309,10 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        (client, Conn::new(Stream::Tcp(server), Peer::Tcp(peer), 0))
+        (
+            client,
+            Conn::new(Transport::Tcp(server), Peer::Tcp(peer), 0),
+        )
     }
 
     fn events(poller: &Poller) -> Vec<u64> {

@@ -24,7 +24,7 @@ impl Shared {
     /// within the bound to the server (`write_ready`); only a larger one is waited for
     /// here, through `park`.
     pub(crate) fn flush_and_park(&self, mut conn: Box<Conn>, park: &dyn Park) {
-        if conn.out.is_empty() {
+        if !conn.has_pending_output() {
             self.park(conn, false);
             return;
         }
@@ -103,7 +103,8 @@ const FREE_ABOVE: usize = 64 * 1024;
 mod tests {
     use crate::conn::{Conn, Stage, Then};
     use crate::exchange::NoPark;
-    use crate::listener::{Peer, Stream};
+    use crate::listener::Peer;
+    use crate::transport::Transport;
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
@@ -114,7 +115,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        let mut conn = Conn::new(Stream::Tcp(server), Peer::Tcp(peer), 0);
+        let mut conn = Conn::new(Transport::Tcp(server), Peer::Tcp(peer), 0);
         let head = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
         let body: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
         // More than loopback takes at once, within the bound: kept, not waited for.
@@ -149,7 +150,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        let mut conn = Conn::new(Stream::Tcp(server), Peer::Tcp(peer), 0);
+        let mut conn = Conn::new(Transport::Tcp(server), Peer::Tcp(peer), 0);
         let body: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
         let reader = std::thread::spawn(move || {
             let mut got = Vec::new();

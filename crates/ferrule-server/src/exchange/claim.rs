@@ -11,7 +11,6 @@
 //! was meanwhile reused.
 
 use crate::server::Shared;
-use crate::sys;
 use std::ops::Deref;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -122,7 +121,7 @@ impl Claims {
             // Still this request's socket: the runner starts no other request, and the
             // app's side closes none, before it has settled this one (after
             // `_writing` is released).
-            sys::send_and_shut(slot.fd.load(Ordering::Relaxed), response);
+            crate::transport::send_and_shut(slot.fd.load(Ordering::Relaxed), response);
         }
         taken
     }

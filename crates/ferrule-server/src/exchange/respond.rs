@@ -4,13 +4,12 @@
 use super::{ClientWait, Exchange, Park, Response};
 use crate::cork::CorkState;
 use crate::error::{Error, Phase};
-use crate::sys::{self, Interest};
+use crate::transport::{Interest, Sendfile};
 use ferrule_http::{
     choose_framing, classify_field, error_response, finish_head, parse_status, write_chunk,
     write_status_line, CheckedField, DateCache, FieldKind, ResponseFraming, LAST_CHUNK,
 };
 use std::cell::RefCell;
-use std::io;
 
 thread_local! {
     static DATE: RefCell<DateCache> = RefCell::new(DateCache::default());
@@ -241,7 +240,8 @@ impl Exchange {
     }
 
     /// Sends a regular file's bytes with sendfile(2). Returns `Ok(false)` when the
-    /// framing needs the bytes copied (chunked), so the caller falls back to reads.
+    /// framing needs the bytes copied (chunked), or the transport cannot send a file
+    /// (it says so at its first call, before any byte), so the caller falls back to reads.
     pub fn send_file(
         &mut self,
         file: std::os::fd::RawFd,
@@ -262,27 +262,30 @@ impl Exchange {
         self.flush(park)?;
         let (mut off, end) = (offset as i64, (offset + len) as i64);
         let timeout = self.shared.config.io_timeout;
-        let sock = self.conn.stream.fd();
+        let transport = &self.conn.transport;
         // The whole copy happens with the lock parked: it may take a while, at the
         // client's pace (a wait `--timeout` does not count).
-        let mut result: Result<(), Error> = Ok(());
+        let mut result: Result<bool, Error> = Ok(true);
         let park = ClientWait::new(park, &self.shared.progress, self.shared.me());
         park.park(&mut || {
             while off < end {
                 let count = (end - off) as usize;
-                match sys::sendfile(sock, file, &mut off, count) {
-                    Ok(0) => {
+                match transport.sendfile(file, &mut off, count) {
+                    Ok(Sendfile::Sent(0)) => {
                         result = Err(Error::Protocol("file shorter than its length"));
                         break;
                     }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if !sys::wait_ready(sock, Interest::Write, timeout)? {
+                    Ok(Sendfile::Sent(_)) => {}
+                    Ok(Sendfile::WouldBlock) => {
+                        if !transport.wait(Interest::Write, timeout)? {
                             result = Err(Error::Timeout(Phase::Send));
                             break;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(Sendfile::Unsupported) => {
+                        result = Ok(false);
+                        break;
+                    }
                     Err(e) => {
                         result = Err(e.into());
                         break;
@@ -296,7 +299,7 @@ impl Exchange {
             *sent += done;
         }
         self.outcome.body_bytes += done;
-        result.map(|()| true)
+        result
     }
 
     /// Writes whatever is buffered.
@@ -380,13 +383,13 @@ impl Exchange {
     /// Before a streamed block is written: the second block corks the socket, and a
     /// held cork the monitor pushed meanwhile ends corking for this response.
     fn cork_before_block(&mut self) {
-        let Some(fd) = self.conn.stream.tcp_fd() else {
+        if self.conn.transport.cork_handle().is_none() {
             self.cork = CorkState::Off;
             return;
-        };
+        }
         match self.cork {
             CorkState::FirstSent => {
-                sys::set_cork(fd, true);
+                self.conn.transport.set_cork(true);
                 self.cork = CorkState::Held;
             }
             CorkState::Held if !self.shared.corks.take(self.shared.me()) => {
@@ -398,7 +401,7 @@ impl Exchange {
 
     /// After a streamed block is written, before the app produces the next one.
     fn cork_after_block(&mut self) {
-        match (self.cork, self.conn.stream.tcp_fd()) {
+        match (self.cork, self.conn.transport.cork_handle()) {
             (CorkState::Idle, _) => self.cork = CorkState::FirstSent,
             (CorkState::Held, Some(fd)) => self.shared.corks.hold(self.shared.me(), fd),
             _ => {}
@@ -407,10 +410,8 @@ impl Exchange {
 
     /// At the end of a response: sends what the cork holds, unless the monitor did.
     fn uncork(&mut self) {
-        if let (CorkState::Held, Some(fd)) = (self.cork, self.conn.stream.tcp_fd()) {
-            if self.shared.corks.take(self.shared.me()) {
-                sys::set_cork(fd, false);
-            }
+        if self.cork == CorkState::Held && self.shared.corks.take(self.shared.me()) {
+            self.conn.transport.set_cork(false);
         }
         self.cork = CorkState::Off;
     }

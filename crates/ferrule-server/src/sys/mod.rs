@@ -1,0 +1,24 @@
+//! The only module that talks to the kernel directly: epoll, eventfd, poll, recv,
+//! send, sendfile and socket options, mostly through nix's safe wrappers. `unsafe` is used
+//! for: reading into a buffer's spare capacity (zero-filling 16 KiB per read cost more
+//! than the rest of a request), borrowing a descriptor number from Python's
+//! file_wrapper, taking ownership of an inherited listening socket (`fd://N`), and
+//! the TCP options nix has no wrapper for (`TCP_CORK`, which the monitor clears on a
+//! socket named by number, and `TCP_DEFER_ACCEPT`).
+//!
+//! `readiness.rs` owns epoll, the eventfd and poll(2); `socket.rs` the calls on a
+//! socket; `process.rs` memory, limits and threads.
+
+mod process;
+mod readiness;
+mod socket;
+
+pub use process::{
+    current_thread_cpu_clock, nofile_limit, release_free_memory, thread_cpu_time, timer_slack,
+    ThreadState,
+};
+pub use readiness::{empty_event, ends_stream, wait_ready, Event, Interest, Poller, Waker};
+pub use socket::{
+    has_bytes, inherited_listener, read_append, send, send_and_shut, sendfile, set_cork,
+    set_defer_accept,
+};

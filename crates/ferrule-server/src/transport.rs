@@ -1,0 +1,213 @@
+//! A connection's socket, and the only place that reads from or writes to it.
+//!
+//! Everything above speaks to a [`Transport`]: reads end in an explicit
+//! [`ReadOutcome`] (bytes, would block, end of stream), so no caller reads `Ok(0)` as
+//! the peer's close; whether output still waits is a question (`has_pending_output`),
+//! not a buffer to look into; `sendfile` answers [`Sendfile::Unsupported`] when the
+//! bytes must be copied instead; corking, readiness waits and the descriptor epoll
+//! watches are its methods. Plain TCP and unix sockets are its variants and make the
+//! same system calls as before this module existed: `recv` into the buffer's spare
+//! capacity, `send`, `writev`, `sendfile`, `poll`. Dispatch is a `match` on the
+//! variant, inlined; there is no `dyn` on the read or write path.
+//!
+//! Reads: [`ReadOutcome::Data`] always carries at least one byte, and
+//! [`ReadOutcome::WouldBlock`] means "nothing for the caller now, and epoll will
+//! report when there may be": the socket itself said `EAGAIN`. A read that leaves
+//! spare room in the buffer has emptied the transport (`Conn::read_some` records
+//! that the connection is drained). `EINTR` is retried here.
+//!
+//! **TLS** slots in as a variant, `Tls(Box<TlsSession>)` (the TCP stream and the
+//! session, say rustls' `ServerConnection`), in `transport/tls.rs`, accepted from a
+//! listener configured for it. Its `read_append` feeds socket bytes to the session
+//! and copies out plaintext; records without plaintext (the handshake, session
+//! tickets, KeyUpdate) make it read again, so it returns `WouldBlock` only once the
+//! socket is empty and `Data(0)` never; it fills the buffer's spare room before it
+//! leaves plaintext inside the session, so a short read still means drained; a
+//! `close_notify` or the TCP end is `Eof`. Its `send`/`write_vectored` encrypt and
+//! write records, and `has_pending_output` is true while the session holds records
+//! the socket refused; `sendfile` is `Unsupported` (the caller copies); `cork_handle`
+//! and `fd` are the TCP socket's (records are corked and polled like plain bytes);
+//! `wait(Read)` returns at once while the session holds plaintext. The timeout's
+//! answer ([`send_and_shut`], from another thread while the app's holds the session)
+//! cannot be written raw into a TLS stream: for TLS, `raw_fd` serves only to shut
+//! the socket, and the claim (`Claims::time_out`) learns which it may do. A **PROXY**
+//! protocol preamble is a stage, not a socket: a variant `Preamble(Box<Preamble>)`
+//! wraps the accepted transport (`Tcp`, or `Tls` when TLS follows the header), reads
+//! and strips the v1 line or v2 block before handing any byte up, keeps the client
+//! address it names for `Conn` to take (the one check on that cold variant), and
+//! then replaces itself with the wrapped transport, so it costs nothing after the
+//! header. Neither touches the protocol drivers: they see only this module's API.
+
+use crate::sys;
+pub(crate) use crate::sys::Interest;
+use std::io;
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+/// An accepted connection's socket.
+pub enum Transport {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// What one read brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadOutcome {
+    /// This many bytes (at least one) were appended to the buffer.
+    Data(usize),
+    /// Nothing now; epoll reports the next arrival (the socket is empty).
+    WouldBlock,
+    /// The peer ended its side: nothing more will come.
+    Eof,
+}
+
+/// What one `sendfile` call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sendfile {
+    /// This many bytes of the file went out; 0 at the end of the file.
+    Sent(usize),
+    /// The socket is full.
+    WouldBlock,
+    /// This transport cannot send a file's bytes unchanged: the caller copies them.
+    /// It says so at its first call, before any byte went out.
+    #[allow(dead_code)] // no plain socket answers it; a TLS session will
+    Unsupported,
+}
+
+impl Transport {
+    /// The descriptor epoll watches for this connection (and `poll` waits on).
+    #[inline]
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Transport::Tcp(s) => s.as_fd(),
+            Transport::Unix(s) => s.as_fd(),
+        }
+    }
+
+    /// The socket's number, for another thread that must name it while this
+    /// connection is served: the timeout's answer (`Claims::time_out`, which writes
+    /// with [`send_and_shut`]).
+    #[inline]
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd().as_raw_fd()
+    }
+
+    /// One non-blocking read into the spare capacity of `buf`, grown by `grow` bytes
+    /// when fewer than `min_spare` are free (no zero-filling: `sys::read_append`).
+    #[inline]
+    pub(crate) fn read_append(
+        &mut self,
+        buf: &mut Vec<u8>,
+        min_spare: usize,
+        grow: usize,
+    ) -> io::Result<ReadOutcome> {
+        loop {
+            match sys::read_append(self.fd(), buf, min_spare, grow) {
+                Ok(0) => return Ok(ReadOutcome::Eof),
+                Ok(n) => return Ok(ReadOutcome::Data(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(ReadOutcome::WouldBlock)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether bytes (or the end of stream) wait to be read, without taking them.
+    pub(crate) fn has_bytes(&self) -> bool {
+        sys::has_bytes(self.fd())
+    }
+
+    /// `send(2)`: a socket's own call, shorter in the kernel than `write(2)`'s file
+    /// path; a closed peer is an error, never a SIGPIPE. `WouldBlock` when full.
+    #[inline]
+    pub(crate) fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        sys::send(self.fd(), buf)
+    }
+
+    /// One `writev(2)` of several parts. `WouldBlock` when full.
+    #[inline]
+    pub(crate) fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        use std::io::Write;
+        match self {
+            Transport::Tcp(s) => s.write_vectored(bufs),
+            Transport::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    /// Output accepted by the transport that has not reached the socket yet. A plain
+    /// socket keeps nothing back; a TLS session may hold records.
+    #[inline]
+    pub(crate) fn has_pending_output(&self) -> bool {
+        false
+    }
+
+    /// Sends up to `count` bytes of the file `file` from `offset` without copying them
+    /// through user space, advancing `offset` by what went out.
+    pub(crate) fn sendfile(
+        &self,
+        file: RawFd,
+        offset: &mut i64,
+        count: usize,
+    ) -> io::Result<Sendfile> {
+        loop {
+            match sys::sendfile(self.fd(), file, offset, count) {
+                Ok(n) => return Ok(Sendfile::Sent(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Sendfile::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits until the socket is ready for `interest` or `timeout` passes; false on
+    /// timeout.
+    pub(crate) fn wait(&self, interest: Interest, timeout: Duration) -> io::Result<bool> {
+        sys::wait_ready(self.fd(), interest, timeout)
+    }
+
+    /// The number by which the cork monitor names this socket (`cork.rs`), when it
+    /// can be corked (TCP).
+    #[inline]
+    pub(crate) fn cork_handle(&self) -> Option<RawFd> {
+        match self {
+            Transport::Tcp(s) => Some(s.as_raw_fd()),
+            Transport::Unix(_) => None,
+        }
+    }
+
+    /// Sets or clears `TCP_CORK` (a no-op where it cannot cork).
+    pub(crate) fn set_cork(&self, on: bool) {
+        if let Some(fd) = self.cork_handle() {
+            sys::set_cork(fd, on);
+        }
+    }
+
+    /// Ends the writing side: the client sees the end of the answers.
+    pub(crate) fn shut_write(&self) -> io::Result<()> {
+        match self {
+            Transport::Tcp(s) => s.shutdown(Shutdown::Write),
+            Transport::Unix(s) => s.shutdown(Shutdown::Write),
+        }
+    }
+}
+
+/// The monitor's push of a socket a runner left corked, named by its
+/// [`Transport::cork_handle`]: it may have closed (or its number been reused) since,
+/// and then the call fails or uncorks a socket that was not corked; neither harms.
+pub(crate) fn uncork(handle: RawFd) {
+    sys::set_cork(handle, false);
+}
+
+/// Writes `buf` without waiting (as much as the socket takes at once) to the socket
+/// named by [`Transport::raw_fd`], then ends its writing side: the answer of a request
+/// over `--timeout`, written by another thread while the connection's own holds it.
+pub(crate) fn send_and_shut(fd: RawFd, buf: &[u8]) {
+    sys::send_and_shut(fd, buf);
+}
+
+#[cfg(test)]
+mod tests;
