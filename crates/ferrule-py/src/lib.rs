@@ -10,6 +10,8 @@ mod file_wrapper;
 mod handler;
 mod input;
 mod park;
+// The only module allowed unsafe code (workspace lint `unsafe_code = "deny"`).
+#[allow(unsafe_code)]
 mod sys;
 mod text;
 mod tx;
