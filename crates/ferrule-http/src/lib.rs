@@ -16,6 +16,7 @@ mod fuzz;
 mod head;
 pub mod percent;
 mod response;
+mod span;
 mod target;
 
 pub use body::{BodyDecoder, Step};
@@ -25,10 +26,11 @@ pub use error::ParseError;
 pub use forwarded::{secure_scheme, SECURE_SCHEME_HEADERS};
 pub use framing::{BodyKind, Framing};
 pub use fuzz::fuzz_one;
-pub use head::{empty_lines, parse_head, parse_head_after, parse_head_into, Head, Header, Span};
+pub use head::{empty_lines, parse_head, parse_head_after, parse_head_into, Head};
 pub use response::{
     choose_framing, classify_field, error_response, finish_head, parse_status, reason_phrase,
     write_chunk, write_field, write_status_line, DateCache, FieldKind, ResponseError,
     ResponseFraming, LAST_CHUNK,
 };
+pub use span::{Header, Span};
 pub use target::{Target, TargetForm, Version};
