@@ -64,12 +64,31 @@ _TYPES = {f.name: _hint(t) for f, t in ((f, typing.get_type_hints(Settings)[f.na
 _OPTIONAL = ("access_logfile", "error_logfile", "pidfile", "user", "group", "app", "chdir", "pythonpath")
 
 
-def _umask(value: Any) -> int:
-    """gunicorn's auto_int: "022" is octal, like "0o22"."""
+#: The longest wait any timeout can name: what the core's Duration holds (u64 seconds).
+#: The core treats anything past about a century as never; larger is a typo.
+MAX_SECONDS = 2**64 - 1
+#: umask(2) keeps the permission bits only.
+MAX_UMASK = 0o777
+
+
+def umask(value: Any) -> int:
+    """gunicorn's auto_int: "022" is octal, like "0o22"; 0 to 0o777."""
     if isinstance(value, str) and len(value.strip()) > 1 and value.strip().isdigit() \
             and value.strip().startswith("0"):
         value = "0o" + value.strip()[1:]
-    return g.pos_int(value)
+    mask = g.pos_int(value)
+    if mask > MAX_UMASK:
+        raise g.BadValue(f"must be an octal umask from 0 to 0o777, like 022 (got {value!r})")
+    return mask
+
+
+def seconds(value: Any) -> float:
+    """gunicorn's seconds (finite, >= 0: NaN and infinities are refused there), at most
+    MAX_SECONDS. Every timeout, also those only Python reads (``timeout``)."""
+    result = g.seconds(value)
+    if result > MAX_SECONDS:
+        raise g.BadValue(f"must be a number of seconds >= 0, at most {MAX_SECONDS} (got {value!r})")
+    return result
 
 
 def _user(value: Any) -> Optional[str]:
@@ -97,7 +116,7 @@ def on_off(value: Any) -> bool:
 
 _SPECIAL: Dict[str, Callable[[Any], Any]] = {
     "request_buffering": on_off,
-    "umask": _umask,
+    "umask": umask,
     "user": _user,
     "group": _user,
     "forwarded_allow_ips": g.addr_list,
@@ -130,7 +149,7 @@ def _coerce(name: str, value: Any) -> Any:
     if tp is int:
         return g.pos_int(value)
     if tp is float:
-        return g.seconds(value)
+        return seconds(value)
     if tp is str:
         text = g.string(value)
         if text is None:
@@ -241,10 +260,13 @@ def _misspelt(key: str, value: Any) -> Optional[str]:
 
 
 def _label(key: str, spec: Optional[g.Spec], where: str, cli: bool) -> str:
-    """How an error names the setting: its flag on a command line, else its name."""
+    """How an error names the setting: its flag on a command line (ferrule's own
+    flags are the field's name, dashed), else its name."""
     if cli and spec is not None and spec.flags:
         flag = next((f for f in spec.flags if f.startswith("--")), spec.flags[0])
         return f"{where} {flag}".strip()
+    if cli and spec is None and key in _TYPES:
+        return f"{where} --{key.replace('_', '-')}".strip()
     return f"{where} setting {key!r}".strip()
 
 

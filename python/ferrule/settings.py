@@ -13,54 +13,59 @@ from ferrule import _ferrule, limits, log
 #: gunicorn's default access log format.
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
+#: The default of every setting the Rust core reads, from its ``Default`` impls
+#: (``ServerConfig``, ``ParserConfig``): each default is written once, there.
+CORE = _ferrule.defaults()
+
 #: Most threads per process running the app at once. ferrule runs one thread and
 #: starts (or wakes) another only while every running one is blocked (database, HTTP
 #: call, sleep) and requests wait, so a CPU-bound app never has threads fighting
 #: over the GIL and a blocking app still gets concurrency without tuning.
-DEFAULT_THREADS = 512
+DEFAULT_THREADS: int = CORE["threads"]
 
 
 @dataclasses.dataclass
 class Settings:
-    """Every setting ``serve`` understands; field names match gunicorn's."""
+    """Every setting ``serve`` understands; field names match gunicorn's. Defaults of
+    the settings the core reads come from it (``CORE``); the rest are ferrule's own."""
 
-    bind: List[str] = dataclasses.field(default_factory=lambda: ["127.0.0.1:8000"])
+    bind: List[str] = dataclasses.field(default_factory=lambda: list(CORE["bind"]))
     threads: int = DEFAULT_THREADS
-    workers: int = 1
-    backlog: int = 2048
-    reuse_port: bool = False
+    workers: int = CORE["workers"]
+    backlog: int = CORE["backlog"]
+    reuse_port: bool = CORE["reuse_port"]
     #: Seconds an idle keep-alive connection is kept. Longer than the idle timeout of
     #: common load balancers (AWS ALB 60 s, nginx upstream keepalive 60 s), so the
     #: balancer always closes first and never sends a request into a closing socket.
-    keep_alive: float = 75.0
-    header_timeout: float = 30.0
-    io_timeout: float = 30.0
+    keep_alive: float = CORE["keep_alive"]
+    header_timeout: float = CORE["header_timeout"]
+    io_timeout: float = CORE["io_timeout"]
     #: Bytes of a complete answer the server keeps and writes itself when the client
     #: reads slowly, so the app's thread is free at once; 0: the thread always writes.
-    response_buffer_size: int = 1 << 20
-    graceful_timeout: float = 30.0
-    limit_request_line: int = 4094
-    limit_request_fields: int = 100
-    limit_request_field_size: int = 8190
-    limit_request_body: int = 0
+    response_buffer_size: int = CORE["response_buffer_size"]
+    graceful_timeout: float = CORE["graceful_timeout"]
+    limit_request_line: int = CORE["limit_request_line"]
+    limit_request_fields: int = CORE["limit_request_fields"]
+    limit_request_field_size: int = CORE["limit_request_field_size"]
+    limit_request_body: int = CORE["limit_request_body"]
     #: Read a request's body before the app runs (nginx's proxy_request_buffering), so
     #: a slow client holds a buffer, not a thread; False: the app reads it as it arrives.
-    request_buffering: bool = True
+    request_buffering: bool = CORE["request_buffering"]
     #: Bodies up to this many bytes are held in memory, larger ones in a temporary file.
-    request_buffer_size: int = 1024 * 1024
-    header_map: str = "drop"
-    permit_obsolete_folding: bool = False
-    strip_header_spaces: bool = False
-    casefold_http_method: bool = False
-    permit_unconventional_http_method: bool = False
+    request_buffer_size: int = CORE["request_buffer_size"]
+    header_map: str = CORE["header_map"]
+    permit_obsolete_folding: bool = CORE["permit_obsolete_folding"]
+    strip_header_spaces: bool = CORE["strip_header_spaces"]
+    casefold_http_method: bool = CORE["casefold_http_method"]
+    permit_unconventional_http_method: bool = CORE["permit_unconventional_http_method"]
     #: Serve HTTP/1.1 requests without Host, as gunicorn does (default: 400, RFC 9112 §3.2).
-    permit_missing_host: bool = False
-    forwarded_allow_ips: str = "127.0.0.1,::1"
+    permit_missing_host: bool = CORE["permit_missing_host"]
+    forwarded_allow_ips: str = CORE["forwarded_allow_ips"]
     log_level: str = "info"
     error_logfile: Optional[str] = "-"
     access_logfile: Optional[str] = None
     access_logformat: str = DEFAULT_ACCESS_LOG_FORMAT
-    script_name: str = ""
+    script_name: str = CORE["script_name"]
     # The process model (read by the master and the workers, not by the Rust core).
     app: Optional[str] = None
     #: A request running longer than this gets its worker's stacks logged and the worker

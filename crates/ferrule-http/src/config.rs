@@ -15,6 +15,17 @@ pub enum HeaderMap {
     Dangerous,
 }
 
+impl HeaderMap {
+    /// The setting's value that selects it (`drop`, `refuse`, `dangerous`).
+    pub fn name(self) -> &'static str {
+        match self {
+            HeaderMap::Drop => "drop",
+            HeaderMap::Refuse => "refuse",
+            HeaderMap::Dangerous => "dangerous",
+        }
+    }
+}
+
 impl std::str::FromStr for HeaderMap {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -38,7 +49,8 @@ pub const MAX_HEADERS: usize = 32768;
 /// Default and ceiling-free fallback for a header field's size.
 pub const DEFAULT_FIELD_SIZE: usize = 8190;
 
-/// Everything the parser needs to know, parsed once from the command line.
+/// Everything the parser needs to know, parsed once from the command line. Its
+/// `Default` is where the defaults are written (the front end reads them from there).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParserConfig {
     /// Longest request line in bytes, CRLF excluded; values above [`MAX_REQUEST_LINE`]

@@ -9,54 +9,9 @@ use crate::chars::{is_field_value, is_token, trim_ows};
 use crate::config::{HeaderMap, ParserConfig};
 use crate::error::ParseError;
 use crate::framing::{self, Framing};
+use crate::span::{Bytes, Header, Span};
 use crate::target::{check_method, parse_target, parse_version, Target, Version};
 use memchr::memchr;
-
-/// Bit set in `Span::start` when the bytes live in [`Head::owned`] rather than the buffer.
-const OWNED: u32 = 1 << 31;
-
-/// A byte range of the head (or of the head's own side buffer, for folded values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Span {
-    start: u32,
-    end: u32,
-}
-
-impl Span {
-    pub(crate) fn at(start: usize, len: usize) -> Span {
-        Span {
-            start: start as u32,
-            end: (start + len) as u32,
-        }
-    }
-
-    fn owned(start: usize, len: usize) -> Span {
-        Span {
-            start: start as u32 | OWNED,
-            end: (start + len) as u32,
-        }
-    }
-
-    /// The range inside whichever buffer holds the bytes.
-    pub fn range(self) -> std::ops::Range<usize> {
-        (self.start & !OWNED) as usize..self.end as usize
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.range().is_empty()
-    }
-
-    fn is_owned(self) -> bool {
-        self.start & OWNED != 0
-    }
-}
-
-/// One header field as received: the name with its original case, the value without OWS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
-    pub name: Span,
-    pub value: Span,
-}
 
 /// A parsed request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,10 +32,13 @@ impl Head {
     /// The bytes of `span`, taken from `buf` (the buffer the head was parsed from) or the side buffer.
     #[inline]
     pub fn get<'a>(&'a self, buf: &'a [u8], span: Span) -> &'a [u8] {
-        if span.is_owned() {
-            &self.owned[span.range()]
-        } else {
-            &buf[span.range()]
+        self.bytes(buf).get(span)
+    }
+
+    fn bytes<'a>(&'a self, buf: &'a [u8]) -> Bytes<'a> {
+        Bytes {
+            buf,
+            owned: &self.owned,
         }
     }
 }
@@ -227,7 +185,13 @@ pub fn parse_head_after(
         framing: Framing::default(),
         owned,
     };
-    head.framing = framing::analyse(&head, buf, cfg)?;
+    head.framing = framing::analyse(
+        &head.headers,
+        head.bytes(buf),
+        head.version,
+        &head.target,
+        cfg,
+    )?;
     Ok(Some(head))
 }
 

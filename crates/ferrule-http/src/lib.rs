@@ -9,6 +9,7 @@ mod body;
 mod chars;
 mod checked;
 mod config;
+mod date;
 mod error;
 mod forwarded;
 mod framing;
@@ -16,19 +17,22 @@ mod fuzz;
 mod head;
 pub mod percent;
 mod response;
+mod span;
 mod target;
 
 pub use body::{BodyDecoder, Step};
 pub use checked::CheckedField;
 pub use config::{HeaderMap, ParserConfig, MAX_REQUEST_LINE};
+pub use date::DateCache;
 pub use error::ParseError;
 pub use forwarded::{secure_scheme, SECURE_SCHEME_HEADERS};
 pub use framing::{BodyKind, Framing};
 pub use fuzz::fuzz_one;
-pub use head::{empty_lines, parse_head, parse_head_after, parse_head_into, Head, Header, Span};
+pub use head::{empty_lines, parse_head, parse_head_after, parse_head_into, Head};
 pub use response::{
     choose_framing, classify_field, error_response, finish_head, parse_status, reason_phrase,
-    write_chunk, write_field, write_status_line, DateCache, FieldKind, ResponseError,
-    ResponseFraming, LAST_CHUNK,
+    write_chunk, write_field, write_status_line, FieldKind, ResponseError, ResponseFraming,
+    LAST_CHUNK,
 };
+pub use span::{Header, Span};
 pub use target::{Target, TargetForm, Version};

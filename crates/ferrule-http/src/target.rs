@@ -2,7 +2,7 @@
 
 use crate::chars::{is_authority_char, is_target, is_token};
 use crate::error::ParseError;
-use crate::head::Span;
+use crate::span::Span;
 
 /// HTTP/1.x minor version as the server speaks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,10 @@
 //! Settings from the Python front end, checked and turned into typed values once.
 
+pub mod defaults;
+mod numbers;
+
+use numbers::{count, integer, seconds, ANY, MAX_BACKLOG, MAX_THREADS, MAX_WORKERS};
+
 use crate::ConfigError;
 use ferrule_http::{HeaderMap, ParserConfig};
 use ferrule_server::access::{AccessFormat, AccessLog};
@@ -10,28 +15,30 @@ use ferrule_server::{parse_bind, AllowIps, Bind, ServerConfig};
 use pyo3::prelude::*;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-/// The settings as the front end passes them: a dict with these keys.
+/// The settings as the front end passes them: a dict with these keys. Numbers are
+/// taken as Python objects and checked here, so a value too large for an i64 (or
+/// not a number at all, from `ferrule.run(...)` keywords) is the same one-line
+/// `ConfigError` as any other bad value.
 #[derive(FromPyObject)]
 #[pyo3(from_item_all)]
-pub struct Settings {
+pub struct Settings<'py> {
     bind: Vec<String>,
-    threads: i64,
-    workers: i64,
-    backlog: i64,
+    threads: Bound<'py, PyAny>,
+    workers: Bound<'py, PyAny>,
+    backlog: Bound<'py, PyAny>,
     reuse_port: bool,
-    keep_alive: f64,
-    header_timeout: f64,
-    io_timeout: f64,
-    response_buffer_size: i64,
-    graceful_timeout: f64,
-    limit_request_line: i64,
-    limit_request_fields: i64,
-    limit_request_field_size: i64,
-    limit_request_body: i64,
+    keep_alive: Bound<'py, PyAny>,
+    header_timeout: Bound<'py, PyAny>,
+    io_timeout: Bound<'py, PyAny>,
+    response_buffer_size: Bound<'py, PyAny>,
+    graceful_timeout: Bound<'py, PyAny>,
+    limit_request_line: Bound<'py, PyAny>,
+    limit_request_fields: Bound<'py, PyAny>,
+    limit_request_field_size: Bound<'py, PyAny>,
+    limit_request_body: Bound<'py, PyAny>,
     request_buffering: bool,
-    request_buffer_size: i64,
+    request_buffer_size: Bound<'py, PyAny>,
     header_map: String,
     permit_obsolete_folding: bool,
     strip_header_spaces: bool,
@@ -60,25 +67,7 @@ impl LogSettings {
     }
 }
 
-fn seconds(name: &str, v: f64) -> Result<Duration, String> {
-    // from_secs_f64 panics above u64::MAX seconds (1e300 from a config file).
-    match Duration::try_from_secs_f64(v) {
-        Ok(d) if v.is_finite() => Ok(d),
-        _ => Err(format!(
-            "{name} must be a number of seconds >= 0, at most {} (got {v:?})",
-            u64::MAX
-        )),
-    }
-}
-
-fn count(name: &str, v: i64, min: i64) -> Result<usize, String> {
-    if v < min {
-        return Err(format!("{name} must be an integer >= {min} (got {v})"));
-    }
-    Ok(v as usize)
-}
-
-impl Settings {
+impl Settings<'_> {
     /// Checks every value; the error names the setting and says what is wrong.
     fn into_config(self) -> Result<Config, String> {
         let mut binds = Vec::new();
@@ -89,14 +78,21 @@ impl Settings {
             return Err("bind: at least one address is needed".into());
         }
         let parser = ParserConfig {
-            limit_request_line: count("limit-request-line", self.limit_request_line, 0)?,
-            limit_request_fields: count("limit-request-fields", self.limit_request_fields, 0)?,
+            limit_request_line: count("limit-request-line", &self.limit_request_line, 0, ANY)?,
+            limit_request_fields: count(
+                "limit-request-fields",
+                &self.limit_request_fields,
+                0,
+                ANY,
+            )?,
             limit_request_field_size: count(
                 "limit-request-field_size",
-                self.limit_request_field_size.max(0),
+                &self.limit_request_field_size,
                 0,
+                ANY,
             )?,
-            limit_request_body: count("limit-request-body", self.limit_request_body, 0)? as u64,
+            limit_request_body: integer("limit-request-body", &self.limit_request_body, 0, ANY)?
+                .unsigned_abs(),
             header_map: self.header_map.parse::<HeaderMap>()?,
             permit_obsolete_folding: self.permit_obsolete_folding,
             strip_header_spaces: self.strip_header_spaces,
@@ -106,20 +102,26 @@ impl Settings {
         };
         let server = ServerConfig {
             binds,
-            backlog: i32::try_from(count("backlog", self.backlog, 1)?).unwrap_or(i32::MAX),
+            backlog: i32::try_from(integer("backlog", &self.backlog, 1, MAX_BACKLOG)?)
+                .unwrap_or(i32::MAX),
             reuse_port: self.reuse_port,
-            threads: count("threads", self.threads, 1)?,
-            workers: count("workers", self.workers, 1)?,
-            keep_alive: seconds("keep-alive", self.keep_alive)?,
-            header_timeout: seconds("header-timeout", self.header_timeout)?,
-            io_timeout: seconds("io-timeout", self.io_timeout)?,
-            response_buffer_size: count("response-buffer-size", self.response_buffer_size, 0)?,
-            graceful_timeout: seconds("graceful-timeout", self.graceful_timeout)?,
+            threads: count("threads", &self.threads, 1, MAX_THREADS)?,
+            workers: count("workers", &self.workers, 1, MAX_WORKERS)?,
+            keep_alive: seconds("keep-alive", &self.keep_alive)?,
+            header_timeout: seconds("header-timeout", &self.header_timeout)?,
+            io_timeout: seconds("io-timeout", &self.io_timeout)?,
+            response_buffer_size: count(
+                "response-buffer-size",
+                &self.response_buffer_size,
+                0,
+                ANY,
+            )?,
+            graceful_timeout: seconds("graceful-timeout", &self.graceful_timeout)?,
             parser,
             forwarded_allow_ips: AllowIps::parse(&self.forwarded_allow_ips)?,
             script_name: self.script_name.trim_end_matches('/').to_string(),
             request_buffering: self.request_buffering,
-            request_buffer_size: count("request-buffer-size", self.request_buffer_size, 0)?,
+            request_buffer_size: count("request-buffer-size", &self.request_buffer_size, 0, ANY)?,
             request_buffer_dir: None,
         };
         let logs = LogSettings {

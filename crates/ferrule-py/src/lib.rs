@@ -10,6 +10,8 @@ mod file_wrapper;
 mod handler;
 mod input;
 mod park;
+// The only module allowed unsafe code (workspace lint `unsafe_code = "deny"`).
+#[allow(unsafe_code)]
 mod sys;
 mod text;
 mod tx;
@@ -227,6 +229,7 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;
     m.add_function(wrap_pyfunction!(reopen_logs, m)?)?;
     m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(config::defaults::defaults, m)?)?;
     m.add_class::<config::Config>()?;
     m.add_class::<file_wrapper::FileWrapper>()?;
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;

@@ -169,8 +169,12 @@ impl AllowIps {
     }
 }
 
-/// Everything the server needs, with the defaults documented in the README.
-#[derive(Debug, Clone)]
+/// gunicorn's default for `--forwarded-allow-ips`: the local host.
+pub const DEFAULT_FORWARDED_ALLOW_IPS: &str = "127.0.0.1,::1";
+
+/// Everything the server needs. `Default` is the one place each setting's default is
+/// written: the Python front end reads them through `_ferrule.defaults()`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub binds: Vec<Bind>,
     pub backlog: i32,
@@ -225,7 +229,7 @@ impl Default for ServerConfig {
             response_buffer_size: 1 << 20,
             graceful_timeout: Duration::from_secs(30),
             parser: ParserConfig::default(),
-            forwarded_allow_ips: AllowIps::parse("127.0.0.1,::1").expect("literal"),
+            forwarded_allow_ips: AllowIps::parse(DEFAULT_FORWARDED_ALLOW_IPS).expect("literal"),
             script_name: String::new(),
             workers: 1,
             request_buffering: true,

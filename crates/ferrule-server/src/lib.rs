@@ -24,6 +24,8 @@ mod sched;
 mod serve;
 mod server;
 pub mod sink;
+// The only module allowed unsafe code (workspace lint `unsafe_code = "deny"`).
+#[allow(unsafe_code)]
 mod sys;
 mod table;
 mod transport;

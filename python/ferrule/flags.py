@@ -1,0 +1,223 @@
+"""The ``ferrule`` command's flags: gunicorn's names, ferrule's help and defaults.
+
+Flags carry no defaults (what was not given is absent, so the config file and the
+CMD_ARGS variables can fill it); the help shows the defaults :class:`Settings` holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from ferrule import _ferrule, config, gunicorn
+from ferrule.settings import Settings
+
+EXIT_USAGE = 2
+EXIT_BIND = 3
+EXIT_APP_LOAD = 4
+
+
+class _Parser(argparse.ArgumentParser):
+    """A bad value for a known flag is one line, like a bad value in a config file;
+    an unknown flag still gets the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("argument "):
+            self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        super().error(message)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        return gunicorn.seconds(text)
+    except gunicorn.BadValue:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0 (a number of seconds)") from None
+
+
+def _count(text: str) -> int:
+    try:
+        return gunicorn.pos_int(text)
+    except gunicorn.BadValue as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _on_off(text: str) -> bool:
+    try:
+        return config.on_off(text)
+    except gunicorn.BadValue as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _umask(text: str) -> int:
+    try:
+        return config.umask(text)
+    except gunicorn.BadValue:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal umask from 0 to 0o777, like 022 or "
+                                         "0o022") from None
+
+
+EPILOG = """\
+settings come from, lowest first: defaults, the config file (-c; default ./ferrule.conf.py
+or ./gunicorn.conf.py), FERRULE_CMD_ARGS (or GUNICORN_CMD_ARGS), then this command line.
+gunicorn's flags and setting names work; those ferrule does not implement yet stop start-up
+with a line saying what to do (see docs/migrating-from-gunicorn.md).
+
+signals (to the master):
+  TERM        graceful stop (requests in flight get --graceful-timeout)
+  INT, QUIT   quick stop
+  HUP         re-read the configuration, replace every worker
+  TTIN, TTOU  one worker more, one fewer
+  USR1        reopen the log files
+  USR2        re-execute the master (binary upgrade), beside the running one
+  WINCH       stop the workers, keep the master (after USR2)
+
+exit codes:
+  0  stopped by a signal        1  the on_starting hook raised
+  2  bad flag or setting        3  an address could not be bound, or a boot hook raised
+  4  the app could not be imported
+
+docs: README.md, docs/migrating-from-gunicorn.md, docs/deploy.md, docs/signals.md,
+docs/http.md, docs/ARCHITECTURE.md
+"""
+
+
+def _gunicorn_flags(p: argparse.ArgumentParser, known: set) -> None:
+    """gunicorn flags ferrule has no setting for: logged, or refused with what to do."""
+    logged = p.add_argument_group("gunicorn flags accepted with a log line saying what ferrule does instead")
+    other = p.add_argument_group("gunicorn flags not implemented: refused unless given gunicorn's default")
+    for spec in gunicorn.SPECS:
+        flags = [f for f in spec.flags if f not in known]
+        if not flags or spec.status in (gunicorn.IMPLEMENTED, gunicorn.COMMAND):
+            continue
+        group = logged if spec.status == gunicorn.LOGGED else other
+        what = {gunicorn.LOGGED: "", gunicorn.INERT: "no effect: ",
+                gunicorn.REFUSED: "refused: "}[spec.status] + spec.note.split(";")[0]
+        if spec.name == "worker_class":
+            what = "sync and gthread accepted (ferrule's threaded workers); others refused"
+        kwargs = {"dest": spec.name, "action": spec.action,
+                  "help": f"{what} (gunicorn's default {spec.default!r})".replace("%", "%%")}
+        if spec.action in ("store", "append"):
+            kwargs["metavar"] = spec.metavar or "VALUE"
+        if spec.name == "proxy_protocol":
+            kwargs.update(nargs="?", const="auto")
+        group.add_argument(*flags, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags carry no defaults: what was not given is absent, so the config file and
+    the CMD_ARGS environment variables can fill it (Settings holds the defaults)."""
+    d = Settings()
+    p = _Parser(
+        prog="ferrule", usage="ferrule [OPTIONS] [APP]", argument_default=argparse.SUPPRESS, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve a WSGI app. APP is MODULE, MODULE:NAME or MODULE:factory(args).",
+    )
+    p.add_argument("app", metavar="APP", nargs="?",
+                   help="the WSGI app, e.g. myproject.wsgi:application (or wsgi_app in the config file)")
+    p.add_argument("-v", "--version", action="version", version=f"ferrule {_ferrule.__version__}",
+                   help="print ferrule's version and exit")
+    c = p.add_argument_group("configuration")
+    c.add_argument("-c", "--config", metavar="FILE",
+                   help="gunicorn.conf.py-style file, or python:MODULE "
+                        "(default: ./ferrule.conf.py or ./gunicorn.conf.py if present)")
+    c.add_argument("--check-config", action="store_true",
+                   help="check the settings and that the app loads, then exit (default off)")
+    c.add_argument("--print-config", action="store_true",
+                   help="print every setting's value (gunicorn's names), then exit (default off)")
+    a = p.add_argument_group("server")
+    a.add_argument("-b", "--bind", action="append", metavar="ADDRESS",
+                   help="HOST:PORT, tcp://HOST:PORT, [::1]:PORT, unix:PATH or fd://N; repeatable "
+                        "(default 127.0.0.1:8000, or 0.0.0.0:$PORT)")
+    a.add_argument("-w", "--workers", type=_count, metavar="INT",
+                   help=f"worker processes (default {d.workers}, or $WEB_CONCURRENCY)")
+    a.add_argument("--threads", type=_count, metavar="INT",
+                   help=f"most threads per worker, started only while requests block; 1 for an app "
+                        f"that is not thread-safe (default {d.threads})")
+    a.add_argument("--backlog", type=_count, metavar="INT", help=f"listen queue length (default {d.backlog})")
+    a.add_argument("--reuse-port", action="store_true", help="set SO_REUSEPORT on TCP listeners (default off)")
+    a.add_argument("--keep-alive", "--keepalive", dest="keep_alive", type=_positive_float, metavar="SECONDS",
+                   help=f"seconds to keep an idle connection (default {d.keep_alive:g}; gunicorn's is 2)")
+    a.add_argument("--header-timeout", type=_positive_float, metavar="SECONDS",
+                   help=f"seconds a client has to send a request head; 408 after (default {d.header_timeout:g})")
+    a.add_argument("--io-timeout", type=_positive_float, metavar="SECONDS",
+                   help=f"seconds a body read or response write may wait (default {d.io_timeout:g})")
+    a.add_argument("--response-buffer-size", type=_count, metavar="BYTES",
+                   help=f"a complete answer up to this size that a slow client does not take at once is "
+                        f"written by the server, freeing the app's thread; 0 = never "
+                        f"(default {d.response_buffer_size})")
+    w = p.add_argument_group("workers")
+    w.add_argument("-t", "--timeout", type=_positive_float, metavar="SECONDS",
+                   help=f"seconds a request may be stuck in the app (no byte of its answer, or none of its "
+                        f"next block) before it is answered 500 and its worker replaced (stacks logged); waits "
+                        f"on the client do not count; also the heartbeat limit; 0 = never (default {d.timeout:g})")
+    w.add_argument("--graceful-timeout", type=_positive_float, metavar="SECONDS",
+                   help=f"seconds in-flight requests get on SIGTERM (default {d.graceful_timeout:g})")
+    w.add_argument("--max-requests", type=_count, metavar="INT",
+                   help=f"replace a worker after this many requests (default {d.max_requests}; 0: never)")
+    w.add_argument("--max-requests-jitter", type=_count, metavar="INT",
+                   help=f"add 0..N to --max-requests per worker (default {d.max_requests_jitter})")
+    w.add_argument("--max-worker-memory", type=_count, metavar="MB",
+                   help=f"replace a worker whose resident memory exceeds MB (default {d.max_worker_memory}; 0: no limit)")
+    w.add_argument("--preload", dest="preload_app", action="store_true",
+                   help="import the app in the master before forking (copy-on-write) (default off)")
+    w.add_argument("--reload", action="store_true",
+                   help="replace workers when the app's Python files change (default off)")
+    w.add_argument("-p", "--pid", dest="pidfile", metavar="FILE", help="write the master's pid here (default none)")
+    w.add_argument("-D", "--daemon", action="store_true",
+                   help="detach into the background (double fork; stdio to /dev/null) (default off)")
+    w.add_argument("-u", "--user", help="switch worker processes to this user, name or id (default: stay)")
+    w.add_argument("-g", "--group", help="switch worker processes to this group, name or id (default: stay)")
+    w.add_argument("--initgroups", action="store_true",
+                   help="also give the workers every group of --user (default off)")
+    w.add_argument("-m", "--umask", type=_umask, help="umask of the server, octal (default 0)")
+    h = p.add_argument_group("HTTP parsing (gunicorn's names)")
+    h.add_argument("--limit-request-line", type=_count, metavar="INT",
+                   help=f"longest request line in bytes, refused above; 0 = no limit (default {d.limit_request_line})")
+    h.add_argument("--limit-request-fields", type=_count, metavar="INT",
+                   help=f"most header fields, 431 above (default {d.limit_request_fields})")
+    h.add_argument("--limit-request-field_size", "--limit-request-field-size", dest="limit_request_field_size",
+                   type=_count, metavar="INT",
+                   help=f"largest header field in bytes, 431 above (default {d.limit_request_field_size})")
+    h.add_argument("--limit-request-body", type=_count, metavar="INT",
+                   help=f"largest request body in bytes, 413 above; 0 = no limit (default {d.limit_request_body})")
+    h.add_argument("--request-buffering", type=_on_off, metavar="on|off",
+                   help="read each request body before the app runs, so slow clients hold no thread; off: "
+                        f"the app reads it as it arrives (default {'on' if d.request_buffering else 'off'})")
+    h.add_argument("--request-buffer-size", type=_count, metavar="BYTES",
+                   help=f"bodies up to this size are buffered in memory, larger ones in an unlinked file in "
+                        f"$TMPDIR (default {d.request_buffer_size})")
+    h.add_argument("--header-map", choices=["drop", "refuse", "dangerous"],
+                   help=f"header names with '_': drop them, refuse the request, or pass them (default {d.header_map})")
+    h.add_argument("--permit-obsolete-folding", action="store_true",
+                   help="accept obsolete line folding in headers (default off: 400)")
+    h.add_argument("--strip-header-spaces", action="store_true",
+                   help="strip spaces between a header name and ':' (default off: 400)")
+    h.add_argument("--casefold-http-method", action="store_true",
+                   help="upper-case lower-case methods (default off)")
+    h.add_argument("--permit-unconventional-http-method", action="store_true",
+                   help="accept methods outside gunicorn's conventions (default off)")
+    h.add_argument("--permit-missing-host", action="store_true",
+                   help="serve HTTP/1.1 requests without Host, as gunicorn does (default off: 400)")
+    h.add_argument("--forwarded-allow-ips", metavar="IPS",
+                   help="addresses and networks (10.0.0.0/8) whose X-Forwarded-Proto is trusted; '*' all "
+                        f"(default {d.forwarded_allow_ips}, or $FORWARDED_ALLOW_IPS)")
+    e = p.add_argument_group("environment")
+    e.add_argument("--chdir", help="change to this directory before loading the app (default: stay)")
+    e.add_argument("--pythonpath", help="comma-separated directories to add to sys.path (default none)")
+    e.add_argument("-e", "--env", action="append", metavar="KEY=VALUE",
+                   help="set an environment variable; repeatable (default none)")
+    lg = p.add_argument_group("logging")
+    lg.add_argument("--log-level", type=str.lower, choices=["debug", "info", "warning", "warn", "error", "critical"],
+                    help="error log level, any case; debug also logs the configuration (default info)")
+    lg.add_argument("--error-logfile", "--log-file", dest="error_logfile", metavar="FILE",
+                    help="error log file, '-' for stderr (default -)")
+    lg.add_argument("--access-logfile", metavar="FILE", help="access log file, '-' for stdout (default: none)")
+    lg.add_argument("--access-logformat", metavar="FORMAT",
+                    help="gunicorn's access log atoms (default: gunicorn's format)")
+    lg.add_argument("--capture-output", action="store_true",
+                    help="with a file error log, send stdout and stderr of every process into it (default off)")
+    lg.add_argument("-R", "--enable-stdio-inheritance", action="store_true",
+                    help="with --daemon, keep stdout and stderr instead of /dev/null (default off)")
+    known = {opt for act in p._actions for opt in act.option_strings}
+    _gunicorn_flags(p, known)
+    return p
