@@ -33,6 +33,8 @@
 
 mod live;
 mod logged;
+mod ready;
+mod ready_rules;
 mod request;
 mod rules;
 mod sticky;

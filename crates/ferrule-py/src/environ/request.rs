@@ -82,11 +82,12 @@ impl Environ {
         let https = ex.is_https();
         match rules::named_host(ex.host()) {
             Some(host) => {
+                // The parser let only ASCII through; lossy is for the rule's sake.
                 let make = || {
-                    let text = String::from_utf8_lossy(host);
-                    let (h, p) = split_host(&text);
-                    let port = p.map(|p| PyString::new(py, p).unbind());
-                    (PyString::new(py, h).unbind(), port)
+                    let (h, p) = split_host(host);
+                    let text = |b| String::from_utf8_lossy(b);
+                    let port = p.map(|p| PyString::new(py, &text(p)).unbind());
+                    (PyString::new(py, &text(h)).unbind(), port)
                 };
                 let (name, port) = cached(&mut self.caches().hosts, host, make, |(n, p)| {
                     (n.clone_ref(py), p.as_ref().map(|p| p.clone_ref(py)))

@@ -62,15 +62,15 @@ pub fn named_host(host: Option<&[u8]>) -> Option<&[u8]> {
 
 /// Splits a host into SERVER_NAME and the port written in it, if any; IPv6 keeps its
 /// brackets.
-pub fn split_host(host: &str) -> (&str, Option<&str>) {
-    if host.starts_with('[') {
-        return match host.find("]:") {
+pub fn split_host(host: &[u8]) -> (&[u8], Option<&[u8]>) {
+    if host.first() == Some(&b'[') {
+        return match host.windows(2).position(|w| w == b"]:") {
             Some(i) => (&host[..=i], Some(&host[i + 2..])),
             None => (host, None),
         };
     }
-    match host.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) => (&host[..i], Some(&host[i + 1..])),
         None => (host, None),
     }
 }
@@ -146,13 +146,17 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
+    fn lossy(b: &[u8]) -> String {
+        String::from_utf8_lossy(b).into_owned()
+    }
+
     /// The rule as a whole, in the steps `request.rs` takes them with its caches.
     fn server_name_port(host: Option<&[u8]>, local: &Local, https: bool) -> (String, String) {
         match named_host(host) {
             Some(h) => {
-                let text = String::from_utf8_lossy(h);
-                let (name, port) = split_host(&text);
-                (name.into(), port.unwrap_or(default_port(https)).into())
+                let (name, port) = split_host(h);
+                let port = port.unwrap_or(default_port(https).as_bytes());
+                (lossy(name), lossy(port))
             }
             None => {
                 let (name, port) = listener_server(local, https);
@@ -199,6 +203,14 @@ mod tests {
             (Some(b"example.com:8080"), &tcp, true, "example.com", "8080"),
             (Some(b"[::1]:81"), &tcp, false, "[::1]", "81"),
             (Some(b"[::1]"), &tcp, true, "[::1]", "443"),
+            (
+                Some(b"[2001:db8::1]:8080"),
+                &tcp,
+                true,
+                "[2001:db8::1]",
+                "8080",
+            ),
+            (Some(b"a.example:"), &tcp, false, "a.example", ""),
             (Some(b"10.0.0.1:0"), &unix, false, "10.0.0.1", "0"),
             (Some(b""), &tcp, false, "127.0.0.1", "8000"),
             (None, &tcp, true, "127.0.0.1", "8000"),
