@@ -109,8 +109,12 @@ impl Words {
 
     #[inline]
     fn protocol<'py>(&self, py: Python<'py>, version: Version) -> Bound<'py, PyString> {
-        let http11 = matches!(version, Version::Http11);
-        self.protocols[usize::from(http11)].bind(py).clone()
+        // Exhaustive: a new version needs its string here.
+        let i = match version {
+            Version::Http10 => 0,
+            Version::Http11 => 1,
+        };
+        self.protocols[i].bind(py).clone()
     }
 
     #[inline]
