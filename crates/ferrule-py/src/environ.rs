@@ -25,17 +25,26 @@
 //!
 //! The copy is skipped altogether while apps leave their environ alone: the next
 //! request builds on the last one's (`live.rs`).
+//!
+//! Beside this file: `rules.rs`, the PEP 3333 rules as pure functions with their
+//! tables; `request.rs`, an HTTP/1 request's values as Python strings by those rules;
+//! `sticky.rs`, the keys kept in the template; `strings.rs`, the strings reused;
+//! `live.rs`, the environ built on again; `logged.rs`, the access log's `{VAR}e`.
 
 mod live;
 mod logged;
+mod ready;
+mod ready_rules;
+mod request;
+mod rules;
+mod sticky;
 mod strings;
 
 pub use logged::LoggedKeys;
 
 use crate::text::latin1_str;
 use crate::tx::Tx;
-use ferrule_http::{percent, Version};
-use ferrule_server::{Exchange, Local, Peer};
+use ferrule_http::Version;
 use live::Live;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
@@ -44,7 +53,8 @@ use pyo3::types::{PyDict, PyString};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use strings::{cached, header_key, split_host, Recents, Strings};
+use sticky::{Absent, Sticky, STICKY};
+use strings::{Recents, Strings};
 
 /// Keys inserted into the template and deleted again, so its copies have a 64-slot
 /// table with room for 14 header keys (Host's among them). CPython copies a dict's
@@ -64,6 +74,53 @@ pub struct Environ {
     /// it is locked; the mutex only makes `Environ` shareable.
     caches: Mutex<Strings>,
     script_name: Vec<u8>,
+    words: Words,
+}
+
+/// The strings of the values that are one of two words (`rules.rs` names them), made
+/// once: the same object every request is what lets the template keep its entry.
+struct Words {
+    schemes: [Py<PyString>; 2],
+    protocols: [Py<PyString>; 2],
+    default_ports: [Py<PyString>; 2],
+}
+
+impl Words {
+    fn new(py: Python<'_>) -> Words {
+        let two = |word: fn(bool) -> &'static str| {
+            [false, true].map(|b| PyString::intern(py, word(b)).unbind())
+        };
+        Words {
+            schemes: two(rules::url_scheme),
+            protocols: two(|http11| {
+                rules::server_protocol(match http11 {
+                    false => Version::Http10,
+                    true => Version::Http11,
+                })
+            }),
+            default_ports: two(rules::default_port),
+        }
+    }
+
+    #[inline]
+    fn scheme<'py>(&self, py: Python<'py>, https: bool) -> Bound<'py, PyString> {
+        self.schemes[usize::from(https)].bind(py).clone()
+    }
+
+    #[inline]
+    fn protocol<'py>(&self, py: Python<'py>, version: Version) -> Bound<'py, PyString> {
+        // Exhaustive: a new version needs its string here.
+        let i = match version {
+            Version::Http10 => 0,
+            Version::Http11 => 1,
+        };
+        self.protocols[i].bind(py).clone()
+    }
+
+    #[inline]
+    fn default_port<'py>(&self, py: Python<'py>, https: bool) -> Bound<'py, PyString> {
+        self.default_ports[usize::from(https)].bind(py).clone()
+    }
 }
 
 /// One runner thread's template, the values it holds, and its recent strings.
@@ -142,6 +199,7 @@ impl Environ {
             methods,
             caches: Mutex::new(Strings::default()),
             script_name: cfg.script_name.as_bytes().to_vec(),
+            words: Words::new(py),
         })
     }
 
@@ -250,260 +308,5 @@ impl Environ {
 
     fn caches(&self) -> std::sync::MutexGuard<'_, Strings> {
         self.caches.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// This request's values of the [`Sticky`] keys.
-    fn sticky<'py>(&self, py: Python<'py>, ex: &Exchange, recent: &mut Recents) -> Sticky<'py> {
-        let method = ex.method();
-        let method = match self.methods.iter().find(|(m, _)| *m == method) {
-            Some((_, s)) => s.bind(py).clone(),
-            None => latin1_str(py, method),
-        };
-        let raw_path = ex.path();
-        let decoded = percent::decode(raw_path);
-        let mut path = decoded.as_deref().unwrap_or(raw_path);
-        if !self.script_name.is_empty() && path.starts_with(&self.script_name) {
-            path = &path[self.script_name.len()..];
-        }
-        let protocol = match ex.version() {
-            Version::Http10 => intern!(py, "HTTP/1.0"),
-            Version::Http11 => intern!(py, "HTTP/1.1"),
-        };
-        let scheme = match ex.is_https() {
-            true => intern!(py, "https"),
-            false => intern!(py, "http"),
-        };
-        let host = ex.host().map(|value| recent.host_header.get(py, value));
-        let (server_name, server_port) = match (&host, &recent.server) {
-            (Some(h), Some(last)) if last.host.is(h) && last.https == ex.is_https() => {
-                (last.name.clone_ref(py), last.port.clone_ref(py))
-            }
-            _ => {
-                let (name, port) = self.server(py, ex);
-                // An empty Host names no server: SERVER_NAME came from the listener,
-                // which another request with the same Host may not share.
-                let named = ex.host().is_some_and(|h| !h.is_empty());
-                if let Some(h) = host.as_ref().filter(|_| named) {
-                    let last = strings::LastServer {
-                        host: h.clone().unbind(),
-                        https: ex.is_https(),
-                        name: name.clone_ref(py),
-                        port: port.clone_ref(py),
-                    };
-                    // Dropped as `Bound`s: plain decrefs, without pyo3's GIL check.
-                    if let Some(old) = recent.server.replace(last) {
-                        drop((old.host.into_bound(py), old.name.into_bound(py)));
-                        drop(old.port.into_bound(py));
-                    }
-                }
-                (name, port)
-            }
-        };
-        let (remote_addr, remote_port) = remote(py, ex, &self.caches, recent);
-        let host = match host {
-            Some(h) => h.into_any(),
-            None => py.None().into_bound(py),
-        };
-        Sticky {
-            method: method.into_any(),
-            path: recent.path.get(py, path).into_any(),
-            query: recent.query.get(py, ex.query()).into_any(),
-            protocol: protocol.clone().into_any(),
-            scheme: scheme.clone().into_any(),
-            server_name: server_name.into_bound(py).into_any(),
-            server_port: server_port.into_bound(py).into_any(),
-            remote_addr: remote_addr.into_any(),
-            remote_port: remote_port.into_any(),
-            host,
-        }
-    }
-
-    /// SERVER_NAME and SERVER_PORT: from the host the request is for (the absolute-form
-    /// target's, else Host: `Framing::host`), else the listening address. The parser
-    /// checked its syntax; an empty Host (valid, RFC 9112 §3.2) counts as none, since
-    /// PEP 3333 wants SERVER_NAME non-empty.
-    fn server(&self, py: Python<'_>, ex: &Exchange) -> (Py<PyString>, Py<PyString>) {
-        let default_port = match ex.is_https() {
-            true => intern!(py, "443"),
-            false => intern!(py, "80"),
-        };
-        match ex.host().filter(|h| !h.is_empty()) {
-            Some(host) => {
-                let make = || {
-                    let text = String::from_utf8_lossy(host);
-                    let (h, p) = split_host(&text);
-                    let port = p.map(|p| PyString::new(py, p).unbind());
-                    (PyString::new(py, h).unbind(), port)
-                };
-                let (name, port) = cached(&mut self.caches().hosts, host, make, |(n, p)| {
-                    (n.clone_ref(py), p.as_ref().map(|p| p.clone_ref(py)))
-                });
-                (name, port.unwrap_or_else(|| default_port.clone().unbind()))
-            }
-            None => match ex.local() {
-                Local::Tcp(a) => (
-                    PyString::new(py, &a.ip().to_string()).unbind(),
-                    PyString::new(py, itoa::Buffer::new().format(a.port())).unbind(),
-                ),
-                Local::Unix(_) => (
-                    PyString::new(py, "localhost").unbind(),
-                    default_port.clone().unbind(),
-                ),
-            },
-        }
-    }
-
-    /// `HTTP_*` keys; repeated fields are joined with "," as gunicorn does.
-    fn headers(
-        &self,
-        py: Python<'_>,
-        env: &Bound<'_, PyDict>,
-        ex: &Exchange,
-        keys: &mut Vec<Py<PyString>>,
-    ) -> PyResult<()> {
-        // Keys are interned, so a repeated field has the very same key object: the
-        // keys set so far (`keys`) tell a repeat without a dict lookup per field. A
-        // lookup would not do: a kept environ has the last request's fields.
-        let mut strings = None;
-        for (name, value) in ex.headers() {
-            // Host is a `Sticky` key; the parser takes one Host field at most.
-            if name.eq_ignore_ascii_case(b"content-type")
-                || name.eq_ignore_ascii_case(b"content-length")
-                || name.eq_ignore_ascii_case(b"host")
-            {
-                continue;
-            }
-            let make = || header_key(py, name);
-            // Locked once, by the first field that needs a key (none but Host: never).
-            let strings = strings.get_or_insert_with(|| self.caches());
-            let key = cached(&mut strings.header_keys, name, make, |k| k.clone_ref(py));
-            let key = &key.into_bound(py);
-            let value = latin1_str(py, value);
-            let repeat = keys.iter().any(|k| k.as_ptr() == key.as_ptr());
-            match repeat.then(|| env.get_item(key)).transpose()?.flatten() {
-                Some(prev) => {
-                    let joined = format!("{},{}", prev.extract::<String>()?, value.to_cow()?);
-                    env.set_item(key, joined)?;
-                }
-                None => {
-                    env.set_item(key, value)?;
-                    keys.push(key.clone().unbind());
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// REMOTE_ADDR and REMOTE_PORT; empty for a Unix socket, as gunicorn sets them.
-fn remote<'py>(
-    py: Python<'py>,
-    ex: &Exchange,
-    strings: &Mutex<Strings>,
-    recent: &mut Recents,
-) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
-    match ex.peer() {
-        Peer::Tcp(a) => {
-            let ip = a.ip().to_canonical();
-            let addr = match &recent.peer {
-                Some((last, s)) if *last == ip => s.clone_ref(py),
-                _ => {
-                    let make = || PyString::new(py, &ip.to_string()).unbind();
-                    let mut strings = strings.lock().unwrap_or_else(|p| p.into_inner());
-                    let addr = cached(&mut strings.peers, &ip, make, |s| s.clone_ref(py));
-                    let old = recent.peer.replace((ip, addr.clone_ref(py)));
-                    // Dropped as a `Bound`: a plain decref, without pyo3's GIL check.
-                    drop(old.map(|(_, s)| s.into_bound(py)));
-                    addr
-                }
-            };
-            (addr.into_bound(py), recent.remote_port.get(py, a.port()))
-        }
-        Peer::Unix => (intern!(py, "").clone(), intern!(py, "").clone()),
-    }
-}
-
-/// What storing HTTP_HOST's placeholder (`None`, a request without Host) does to a dict.
-#[derive(Clone, Copy)]
-enum Absent {
-    /// Stores it: the template keeps every key, and its copies delete HTTP_HOST.
-    Placeholder,
-    /// Deletes the key: a kept environ is the request's own (`live.rs`).
-    Delete,
-}
-
-/// The keys every request sets but `wsgi.input` (see `build_in`), kept in the template
-/// between requests (see the module's comment). Both the placeholders and each request's values go
-/// through [`Sticky::items`], so no key can be in one list and missing from the other.
-struct Sticky<'py> {
-    method: Bound<'py, PyAny>,
-    path: Bound<'py, PyAny>,
-    query: Bound<'py, PyAny>,
-    protocol: Bound<'py, PyAny>,
-    scheme: Bound<'py, PyAny>,
-    server_name: Bound<'py, PyAny>,
-    server_port: Bound<'py, PyAny>,
-    remote_addr: Bound<'py, PyAny>,
-    remote_port: Bound<'py, PyAny>,
-    /// HTTP_HOST: in nearly every request, and the same through a front server. A
-    /// request without Host stores the placeholder, and its copy loses the key.
-    host: Bound<'py, PyAny>,
-}
-
-const STICKY: usize = 10;
-
-impl<'py> Sticky<'py> {
-    fn placeholders(py: Python<'py>) -> Sticky<'py> {
-        let none = || py.None().into_bound(py);
-        Sticky {
-            method: none(),
-            path: none(),
-            query: none(),
-            protocol: none(),
-            scheme: none(),
-            server_name: none(),
-            server_port: none(),
-            remote_addr: none(),
-            remote_port: none(),
-            host: none(),
-        }
-    }
-
-    /// Stores into `dict` the values that are not the very same objects as the ones
-    /// `stored` says it holds, and records them there.
-    fn store_changed(
-        self,
-        dict: &Bound<'py, PyDict>,
-        stored: &mut [Option<Py<PyAny>>; STICKY],
-        absent: Absent,
-    ) -> PyResult<()> {
-        let py = dict.py();
-        for ((key, value), stored) in self.items(py).into_iter().zip(stored) {
-            if stored.as_ref().is_some_and(|s| value.is(s)) {
-                continue;
-            }
-            match absent {
-                Absent::Delete if value.is_none() => dict.del_item(key)?,
-                _ => dict.set_item(key, &value)?,
-            }
-            // Dropped as a `Bound`: a plain decref, without pyo3's GIL check.
-            let _old = stored.replace(value.unbind()).map(|o| o.into_bound(py));
-        }
-        Ok(())
-    }
-
-    fn items(self, py: Python<'py>) -> [(&'py Bound<'py, PyString>, Bound<'py, PyAny>); STICKY] {
-        [
-            (intern!(py, "REQUEST_METHOD"), self.method),
-            (intern!(py, "PATH_INFO"), self.path),
-            (intern!(py, "QUERY_STRING"), self.query),
-            (intern!(py, "SERVER_PROTOCOL"), self.protocol),
-            (intern!(py, "wsgi.url_scheme"), self.scheme),
-            (intern!(py, "SERVER_NAME"), self.server_name),
-            (intern!(py, "SERVER_PORT"), self.server_port),
-            (intern!(py, "REMOTE_ADDR"), self.remote_addr),
-            (intern!(py, "REMOTE_PORT"), self.remote_port),
-            (intern!(py, "HTTP_HOST"), self.host),
-        ]
     }
 }

@@ -1,6 +1,9 @@
-//! `wsgi.errors` and the logging of app exceptions.
+//! `wsgi.errors`, the logging of app exceptions, and the exceptions the app sees for
+//! server errors.
 
 use ferrule_server::log::{emit, LogLevel};
+use ferrule_server::Error;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
@@ -45,5 +48,14 @@ pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     match formatted {
         Ok(lines) => lines.concat().trim_end().to_string(),
         Err(_) => err.to_string(),
+    }
+}
+
+/// Turns a server error into the exception the app sees.
+pub fn to_pyerr(e: Error) -> PyErr {
+    match e {
+        Error::Response(r) => PyValueError::new_err(r.to_string()),
+        Error::Protocol(p) => PyRuntimeError::new_err(p),
+        other => PyOSError::new_err(other.to_string()),
     }
 }

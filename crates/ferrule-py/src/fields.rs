@@ -9,8 +9,8 @@
 //! Measured under callgrind for a hello app (a constant status and two constant
 //! tuples): 11,040 instructions a request before, 9,690 after.
 
+use crate::errors::to_pyerr;
 use crate::text::{latin1_bytes, type_name};
-use crate::tx::to_pyerr;
 use ferrule_http::CheckedField;
 use ferrule_server::{Error, Exchange};
 use pyo3::exceptions::{PyTypeError, PyValueError};

@@ -234,7 +234,7 @@ fn with_ex<R>(
         )));
     }
     f(ex).map_err(|e| match e {
-        Error::Response(_) | Error::Protocol(_) => Failure::App(crate::tx::to_pyerr(e)),
+        Error::Response(_) | Error::Protocol(_) => Failure::App(crate::errors::to_pyerr(e)),
         other => Failure::Transport(other),
     })
 }

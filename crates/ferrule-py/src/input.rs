@@ -1,30 +1,23 @@
 //! `wsgi.input`: the request body as a file-like object, streamed from the socket.
-//! The object is the request's [`Tx`]; its `read` methods call these functions.
+//! The object is the request's `Tx` (`tx.rs`), whose `read` methods call these
+//! functions through [`Body`]: this module does not know the request object, so the
+//! dependency points one way (`tx` → `input`).
 
 use crate::park::ReleaseGil;
-use crate::tx::{to_pyerr, Tx};
 use ferrule_server::{Error, Exchange};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-/// Reads through the exchange, recording why a read failed so the response can say it.
-fn with_body<R>(
-    tx: &Bound<'_, Tx>,
-    f: impl FnOnce(&mut Exchange, &ReleaseGil<'_>) -> Result<R, Error>,
-) -> PyResult<R> {
-    let mut t = tx.borrow_mut();
-    let ex = t.exchange()?;
-    match f(ex, &ReleaseGil(tx.py())) {
-        Ok(r) => Ok(r),
-        Err(e) => {
-            t.input_error = e.status();
-            Err(to_pyerr(e))
-        }
-    }
+/// A request whose body can be read (the request object).
+pub trait Body<'py> {
+    fn py(&self) -> Python<'py>;
+    /// Up to `limit` bytes (None: all), stopping after a newline when `line`, read by
+    /// [`collect`]; a failed read is recorded so the response can say why.
+    fn take(&self, limit: Option<usize>, line: bool) -> PyResult<Vec<u8>>;
 }
 
 /// Collects up to `limit` bytes (None: all), stopping after a newline when `line`.
-fn collect(
+pub fn collect(
     ex: &mut Exchange,
     park: &ReleaseGil<'_>,
     limit: Option<usize>,
@@ -62,25 +55,23 @@ fn limit(size: Option<isize>) -> Option<usize> {
 }
 
 /// `read()` reads the whole body; `read(n)` up to `n` bytes (fewer only at the end).
-pub fn read<'py>(tx: &Bound<'py, Tx>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-    let py = tx.py();
-    let data = with_body(tx, |ex, park| collect(ex, park, limit(size), false))?;
-    Ok(PyBytes::new(py, &data))
+pub fn read<'py>(body: &impl Body<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+    let data = body.take(limit(size), false)?;
+    Ok(PyBytes::new(body.py(), &data))
 }
 
-pub fn readline<'py>(tx: &Bound<'py, Tx>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-    let py = tx.py();
-    let data = with_body(tx, |ex, park| collect(ex, park, limit(size), true))?;
-    Ok(PyBytes::new(py, &data))
+pub fn readline<'py>(body: &impl Body<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+    let data = body.take(limit(size), true)?;
+    Ok(PyBytes::new(body.py(), &data))
 }
 
-pub fn readlines<'py>(tx: &Bound<'py, Tx>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
-    let py = tx.py();
+pub fn readlines<'py>(body: &impl Body<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+    let py = body.py();
     let hint = limit(hint).filter(|&h| h > 0);
     let lines = PyList::empty(py);
     let mut total = 0;
     loop {
-        let line = with_body(tx, |ex, park| collect(ex, park, None, true))?;
+        let line = body.take(None, true)?;
         if line.is_empty() {
             break;
         }
@@ -94,7 +85,7 @@ pub fn readlines<'py>(tx: &Bound<'py, Tx>, hint: Option<isize>) -> PyResult<Boun
 }
 
 /// The next line for iteration; `None` at the end of the body.
-pub fn next_line<'py>(tx: &Bound<'py, Tx>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-    let line = with_body(tx, |ex, park| collect(ex, park, None, true))?;
-    Ok((!line.is_empty()).then(|| PyBytes::new(tx.py(), &line)))
+pub fn next_line<'py>(body: &impl Body<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let line = body.take(None, true)?;
+    Ok((!line.is_empty()).then(|| PyBytes::new(body.py(), &line)))
 }

@@ -3,12 +3,13 @@
 //! object instead of three: each allocation costs about as much as parsing a short
 //! request head. It owns the connection while the app runs.
 
+use crate::errors::to_pyerr;
 use crate::fields;
-use crate::input;
+use crate::input::{self, Body};
 use crate::park::ReleaseGil;
 use crate::text::type_name;
-use ferrule_server::{Error, Exchange};
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use ferrule_server::Exchange;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
@@ -40,12 +41,23 @@ impl Tx {
     }
 }
 
-/// Turns a server error into the exception the app sees.
-pub fn to_pyerr(e: Error) -> PyErr {
-    match e {
-        Error::Response(r) => PyValueError::new_err(r.to_string()),
-        Error::Protocol(p) => PyRuntimeError::new_err(p),
-        other => PyOSError::new_err(other.to_string()),
+impl<'py> Body<'py> for Bound<'py, Tx> {
+    fn py(&self) -> Python<'py> {
+        Bound::py(self)
+    }
+
+    /// Reads through the exchange, recording why a read failed so the response can
+    /// say it.
+    fn take(&self, limit: Option<usize>, line: bool) -> PyResult<Vec<u8>> {
+        let mut t = self.borrow_mut();
+        let ex = t.exchange()?;
+        match input::collect(ex, &ReleaseGil(Bound::py(self)), limit, line) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                t.input_error = e.status();
+                Err(to_pyerr(e))
+            }
+        }
     }
 }
 

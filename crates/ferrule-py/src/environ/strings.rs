@@ -2,6 +2,7 @@
 //! not built again, and an unchanged value lets the template keep its entry (see
 //! `environ.rs`).
 
+use super::rules;
 use crate::text::latin1_str;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
@@ -137,44 +138,5 @@ where
 
 /// The interned `HTTP_*` key of a header name.
 pub fn header_key(py: Python<'_>, name: &[u8]) -> Py<PyString> {
-    let mut key = String::with_capacity(5 + name.len());
-    key.push_str("HTTP_");
-    key.extend(name.iter().map(|&b| {
-        if b == b'-' {
-            '_'
-        } else {
-            b.to_ascii_uppercase() as char
-        }
-    }));
-    PyString::intern(py, &key).unbind()
-}
-
-/// Splits `host[:port]`, keeping IPv6 brackets.
-pub fn split_host(host: &str) -> (&str, Option<&str>) {
-    if host.starts_with('[') {
-        return match host.find("]:") {
-            Some(i) => (&host[..=i], Some(&host[i + 2..])),
-            None => (host, None),
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (host, None),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_host;
-
-    #[test]
-    fn hosts() {
-        assert_eq!(split_host("example.com"), ("example.com", None));
-        assert_eq!(
-            split_host("example.com:8080"),
-            ("example.com", Some("8080"))
-        );
-        assert_eq!(split_host("[::1]:80"), ("[::1]", Some("80")));
-        assert_eq!(split_host("[::1]"), ("[::1]", None));
-    }
+    PyString::intern(py, &rules::header_key(name)).unbind()
 }
