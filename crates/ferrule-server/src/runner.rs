@@ -7,10 +7,10 @@
 //! waited for through `park` (which releases the GIL).
 
 use crate::conn::Conn;
+use crate::driver::{accept_all, serve};
 use crate::exchange::{ClientWait, Park};
 use crate::held::{HeldConns, HOLD_LIMIT, MAX_HELD};
 use crate::sched::{Stamp, RETIRE_AFTER};
-use crate::serve::{accept_all, serve};
 use crate::server::{Handler, Shared, LISTENER, WAKE};
 use crate::sys::{
     current_thread_cpu_clock, empty_event, ends_stream, timer_slack, Event, ThreadState,

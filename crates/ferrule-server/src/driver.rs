@@ -1,0 +1,4 @@
+//! Protocol drivers: what turns a connection's bytes into requests for the app.
+pub(crate) mod http1;
+
+pub(crate) use http1::{accept_all, serve};
