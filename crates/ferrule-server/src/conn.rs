@@ -1,9 +1,10 @@
 //! A client connection between requests: its socket, the bytes received so far,
 //! and the clock that decides when it has waited too long.
 
+use crate::blocking::Park;
 use crate::clock::Tick;
+use crate::date::with_date;
 use crate::error::{Error, Phase};
-use crate::exchange::{with_date, Park};
 use crate::listener::{Peer, Stream};
 use crate::preread::{PreRead, SpillReader};
 use crate::sys::{self, Interest};

@@ -8,12 +8,14 @@
 //! This file holds the request side (fields, body) and the hand-back of the
 //! connection; `exchange/respond.rs` the response side.
 
+use crate::blocking::Park;
 use crate::conn::{Conn, Stage, Then};
 use crate::cork::CorkState;
 use crate::error::{Error, Phase};
+use crate::finished::{Finished, Outcome};
 use crate::listener::{Local, Peer};
 use crate::progress::Progress;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::sys::{self, Interest};
 use ferrule_http::{BodyDecoder, Head, ResponseFraming, Version};
 use std::io;
@@ -22,25 +24,9 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
-mod claim;
 mod respond;
-pub(crate) use claim::Claims;
-use claim::Seat;
-pub(crate) use respond::with_date;
-
-/// Gives a caller the chance to drop a lock while the thread waits on the socket.
-pub trait Park {
-    fn park(&self, wait: &mut (dyn FnMut() -> io::Result<bool> + Send)) -> io::Result<bool>;
-}
-
-/// Waits in place (for callers that hold no lock).
-pub struct NoPark;
-
-impl Park for NoPark {
-    fn park(&self, wait: &mut (dyn FnMut() -> io::Result<bool> + Send)) -> io::Result<bool> {
-        wait()
-    }
-}
+mod seat;
+use seat::Seat;
 
 /// A runner's wait on its client: `--timeout` does not count it (`progress.rs`).
 pub(crate) struct ClientWait<'a> {
@@ -87,15 +73,6 @@ enum Response {
     },
     /// The response is complete.
     Done,
-}
-
-/// How a response ended, for the access log and the connection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Outcome {
-    pub status: u16,
-    pub body_bytes: u64,
-    /// The app sent fewer or more bytes than its Content-Length.
-    pub length_mismatch: bool,
 }
 
 /// What the runner knows about a request beyond its head.
@@ -243,16 +220,21 @@ impl Exchange {
         self.outcome
     }
 
-    /// A field of the response sent, when the access log asked for them to be kept.
-    pub fn response_header(&self, name: &[u8]) -> Option<&[u8]> {
-        let head = self.response_head.as_deref()?;
-        head.split(|&b| b == b'\n').skip(1).find_map(|line| {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let colon = line.iter().position(|&b| b == b':')?;
-            line[..colon]
-                .eq_ignore_ascii_case(name)
-                .then(|| line[colon + 1..].trim_ascii())
-        })
+    /// What the finished request leaves for the access log (and, later, metrics).
+    pub(crate) fn finished(&self) -> Finished<'_> {
+        Finished {
+            method: self.method(),
+            target: self.raw_target(),
+            path: self.path(),
+            query: self.query(),
+            version: self.version(),
+            peer: self.conn.peer,
+            outcome: self.outcome,
+            started: self.started,
+            head: &self.head,
+            buf: &self.conn.buf,
+            response_head: self.response_head.as_deref(),
+        }
     }
 
     // ---- the request body ----

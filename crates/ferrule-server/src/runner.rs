@@ -6,23 +6,21 @@
 //! [`Park`] it is given: reads and writes are non-blocking, and a full socket is
 //! waited for through `park` (which releases the GIL).
 
+use crate::blocking::Park;
 use crate::conn::Conn;
 use crate::driver::{accept_all, serve};
-use crate::exchange::{ClientWait, Park};
+use crate::exchange::ClientWait;
+use crate::handler::Handler;
 use crate::held::{HeldConns, HOLD_LIMIT, MAX_HELD};
 use crate::sched::{Stamp, RETIRE_AFTER};
-use crate::server::{Handler, Shared, LISTENER, WAKE};
+use crate::shared::{Shared, BATCH};
 use crate::sys::{
     current_thread_cpu_clock, empty_event, ends_stream, timer_slack, Event, ThreadState,
 };
+use crate::tokens::{LISTENER, PEER_DONE, WAKE};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Events taken from epoll per wait: answering ready connections back to back keeps
-/// the clients' side busy, which makes each wake-up on their side cheaper.
-pub(crate) const BATCH: usize = 64;
-/// Set on a connection's token when its event reported the peer's end of stream.
-const PEER_DONE: u64 = 1 << 62;
 /// Longest epoll wait: how soon a runner notices a stop it was not woken for.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// Empty waits after which a runner that is not the last one ends (`RETIRE_AFTER`).
@@ -223,9 +221,10 @@ impl Runner<'_> {
     fn flush(&mut self, park: &dyn Park) {
         if self.held > 0 {
             self.held = 0;
-            self.shared
-                .held
-                .flush(self.shared, self.me, &mut self.spare, park);
+            self.shared.held.take(self.me, &mut self.spare);
+            for conn in self.spare.drain(..) {
+                self.shared.flush_and_park(conn, park);
+            }
         }
     }
 

@@ -14,9 +14,9 @@
 //! Answers larger than the bound, streamed blocks before the end of their response
 //! and `sendfile(2)` bodies are written by the app's thread, as before.
 
+use crate::blocking::Park;
 use crate::conn::{Conn, Stage, Then};
-use crate::exchange::Park;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 impl Shared {
     /// Writes what `conn` still owes its client, then parks it to wait for its next
@@ -101,8 +101,8 @@ const FREE_ABOVE: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
+    use crate::blocking::NoPark;
     use crate::conn::{Conn, Stage, Then};
-    use crate::exchange::NoPark;
     use crate::listener::{Peer, Stream};
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};

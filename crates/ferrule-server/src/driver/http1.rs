@@ -1,13 +1,16 @@
 //! One connection on one thread: accept, read, parse, run the handler, repeat while
 //! requests are pipelined, then park the connection in epoll or close it.
 
+use super::read_ahead::{self, body_arrived, Arrived};
 use crate::backoff::is_exhaustion;
+use crate::blocking::Park;
 use crate::clock::Tick;
 use crate::conn::{Conn, Stage, KEEP_BUF};
 use crate::error::Error;
-use crate::exchange::{Admit, Exchange, Park};
-use crate::preread::{self, PreRead};
-use crate::server::{Handler, Shared};
+use crate::exchange::{Admit, Exchange};
+use crate::handler::Handler;
+use crate::preread::PreRead;
+use crate::shared::Shared;
 use ferrule_http::{parse_head_after, secure_scheme};
 use std::io;
 use std::sync::atomic::Ordering;
@@ -29,7 +32,7 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
                     || e.kind() == io::ErrorKind::ConnectionAborted => {}
             Err(e) if is_exhaustion(&e) => {
                 // Out of descriptors: the backlog holds the connections meanwhile.
-                shared.backoff.refused(shared, idx, &e);
+                shared.backoff.refused(shared.watch(), idx, &e);
                 break;
             }
             Err(e) => {
@@ -84,7 +87,7 @@ pub(crate) fn serve(
                         }
                         None => false,
                     };
-                    if preread::needed(&mut head, &mut conn, &shared.config) {
+                    if read_ahead::needed(&mut head, &mut conn, &shared.config) {
                         // The body is read first, without a thread; judged from here on.
                         let pre = PreRead::new(&head, &mut conn.buf, &shared.config);
                         conn.read_ahead(pre);
@@ -123,7 +126,7 @@ pub(crate) fn serve(
                         );
                     }
                     if let Some(log) = &shared.access {
-                        log.record(&ex);
+                        log.record(&ex.finished());
                     }
                     shared.served.fetch_add(1, Ordering::Relaxed);
                     match ex.into_conn(park) {
@@ -211,45 +214,6 @@ pub(crate) fn serve(
     }
 }
 
-/// What the bytes that arrived made of a body read before the app runs.
-enum Arrived {
-    /// More is needed.
-    More,
-    /// The body is complete: the head at the front of the buffer is parsed once more
-    /// and served (`Stage::ReadAhead`), through the one path every request takes.
-    Complete,
-    /// The connection was answered and closed.
-    Failed,
-}
-
-/// Judges what arrived of a body being read before the app runs (`preread.rs`).
-// Out of line and cold: `serve`'s usual path stays as it was without buffering.
-#[cold]
-#[inline(never)]
-fn body_arrived(shared: &Shared, conn: &mut Box<Conn>, park: &dyn Park) -> Arrived {
-    let Stage::Body(pre) = &mut conn.stage else {
-        return Arrived::More;
-    };
-    let judged = match pre.advance(&mut conn.buf, &shared.config) {
-        Ok(true) => pre.take_spill().map(Some),
-        Ok(false) => Ok(None),
-        Err(e) => Err(e),
-    };
-    match judged {
-        Ok(None) => Arrived::More,
-        Ok(Some(spill)) => {
-            conn.stage = Stage::ReadAhead(spill.map(Box::new));
-            conn.reset_scan();
-            Arrived::Complete
-        }
-        Err(e) => {
-            let target = String::from_utf8_lossy(pre.target(&conn.buf)).into_owned();
-            fail(shared, conn, e, &target, park);
-            Arrived::Failed
-        }
-    }
-}
-
 /// Reads and drops what a lingering connection's client sends (`Stage::Lingering`),
 /// and closes it once the client has closed its side; the drain's quiet period
 /// closes it otherwise (`Table::begin_drain`).
@@ -288,34 +252,6 @@ fn reject(shared: &Shared, conn: &mut Conn, e: Error, park: &dyn Park) {
         tracing::warn!("invalid request from {peer}: {e}");
     }
     if let Some(status) = e.status() {
-        conn.answer_error(status);
-    }
-    shared.table.release(conn.token);
-}
-
-/// Ends a request whose body could not be read before the app: a bad body gets its
-/// 4xx and the warning the app's failed read would have logged, a server fault (no
-/// room for a temporary file) a 500 and an error line.
-#[cold]
-fn fail(shared: &Shared, conn: &mut Conn, e: Error, target: &str, park: &dyn Park) {
-    conn.flush_out(shared.config.io_timeout, park);
-    // Both are rate limited: a client can send bad bodies at will, and a full disk
-    // fails every spill until it has room.
-    let status = match &e {
-        Error::Io(io) => {
-            if crate::log::SPILL_FAILURES.allow() {
-                tracing::error!("request body for {target}: {io}");
-            }
-            Some(500)
-        }
-        _ => {
-            if crate::log::INVALID_REQUESTS.allow() {
-                tracing::warn!("bad request body for {target}: {e}");
-            }
-            e.status()
-        }
-    };
-    if let Some(status) = status {
         conn.answer_error(status);
     }
     shared.table.release(conn.token);

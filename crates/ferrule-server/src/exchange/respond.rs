@@ -1,33 +1,17 @@
 //! The response side of an [`Exchange`]: the head the app starts, its body blocks,
 //! files, corking of streamed blocks, and the writes to the socket.
 
-use super::{ClientWait, Exchange, Park, Response};
+use super::{ClientWait, Exchange, Response};
+use crate::blocking::Park;
 use crate::cork::CorkState;
+use crate::date::{add_server_fields, with_date};
 use crate::error::{Error, Phase};
 use crate::sys::{self, Interest};
 use ferrule_http::{
     choose_framing, classify_field, error_response, finish_head, parse_status, write_chunk,
-    write_status_line, CheckedField, DateCache, FieldKind, ResponseFraming, LAST_CHUNK,
+    write_status_line, CheckedField, FieldKind, ResponseFraming, LAST_CHUNK,
 };
-use std::cell::RefCell;
 use std::io;
-
-thread_local! {
-    static DATE: RefCell<DateCache> = RefCell::new(DateCache::default());
-}
-
-/// Appends the current `Date` value.
-pub(crate) fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
-    DATE.with(|d| f(d.borrow_mut().get(crate::clock::coarse_unix_secs())))
-}
-
-/// Appends to `out` the `Server` and `Date` fields the app did not send.
-fn add_server_fields(out: &mut Vec<u8>, server: bool, date: bool) {
-    DATE.with(|d| {
-        let secs = crate::clock::coarse_unix_secs();
-        out.extend_from_slice(d.borrow_mut().fields(secs, server, date))
-    })
-}
 
 const OUTSIDE_HEAD: Error = Error::Protocol("header added outside a response head");
 
