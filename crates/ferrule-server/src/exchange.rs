@@ -9,12 +9,13 @@
 //! connection; `exchange/respond.rs` the response side.
 
 use crate::blocking::Park;
-use crate::conn::{Conn, Stage, Then};
+use crate::conn::{Conn, Stage};
 use crate::cork::CorkState;
 use crate::error::{Error, Phase};
 use crate::finished::{Finished, Outcome};
 use crate::listener::{Local, Peer};
 use crate::progress::Progress;
+use crate::protocol::{Protocol, ReadyVars};
 use crate::shared::Shared;
 use crate::sys::{self, Interest};
 use ferrule_http::{BodyDecoder, Head, ResponseFraming, Version};
@@ -75,6 +76,16 @@ enum Response {
     Done,
 }
 
+/// How a request left its connection: facts for `driver/next.rs`, which decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Its answer is complete and the connection can carry another request.
+    Reusable,
+    /// It cannot. `more`: its answer went out whole and the client has sent more
+    /// than this request (so closing now could reset that answer).
+    Closing { more: bool },
+}
+
 /// What the runner knows about a request beyond its head.
 pub(crate) struct Admit {
     /// Trusted forwarding headers say the client used https.
@@ -112,6 +123,8 @@ pub struct Exchange {
     /// A copy of the response head, kept only when the access log shows response fields.
     response_head: Option<Vec<u8>>,
     cork: CorkState,
+    /// Variables a protocol brought ready-made (see `ready_vars`).
+    ready_vars: Option<Box<ReadyVars>>,
 }
 
 impl Exchange {
@@ -155,6 +168,7 @@ impl Exchange {
             response_head: None,
             head,
             cork: CorkState::Idle,
+            ready_vars: None,
         });
         // Only now, so nothing between the box and its fields can fail.
         if mark == 0 {
@@ -203,6 +217,15 @@ impl Exchange {
     }
     pub fn content_length(&self) -> Option<&[u8]> {
         self.head.framing.content_length.map(|s| self.bytes(s))
+    }
+    /// The protocol that carried the request.
+    pub fn protocol(&self) -> Protocol {
+        self.shared.listeners[self.conn.listener].protocol()
+    }
+    /// The request's variables when its protocol delivered them ready-made (uwsgi);
+    /// `None` for HTTP/1, whose environ the bridge derives from the head.
+    pub fn ready_vars(&self) -> Option<&ReadyVars> {
+        self.ready_vars.as_deref()
     }
     pub fn peer(&self) -> Peer {
         self.conn.peer
@@ -316,14 +339,10 @@ impl Exchange {
         }
     }
 
-    /// Hands the connection back for the next request (`Ok`), or says it must close
-    /// (`Err`): with the connection when its answer went out whole and the client has
-    /// sent more than this request (the caller may then close it gently, `serve.rs`).
-    /// A response left in the buffer (see `finish`) travels with the connection.
-    pub(crate) fn into_conn(
-        mut self: Box<Self>,
-        park: &dyn Park,
-    ) -> Result<Box<Conn>, Option<Box<Conn>>> {
+    /// Hands the connection back, with how the request left it (`driver/next.rs`
+    /// decides what follows). A response left in the buffer (see `finish`) travels
+    /// with the connection.
+    pub(crate) fn into_conn(mut self: Box<Self>, park: &dyn Park) -> (Box<Conn>, Ended) {
         // While the server drains, a response that said keep-alive (its head went out
         // before the drain, or a pipelined request follows) keeps the connection: its
         // next request is answered with `Connection: close`.
@@ -331,22 +350,12 @@ impl Exchange {
             matches!(self.response, Response::Done) && self.keep_alive && self.claim().is_ok();
         if !reusable || !self.drain() {
             let sent = self.flush(park).is_ok() && matches!(self.response, Response::Done);
-            let more = || {
-                self.conn.buf.len() > self.pos
+            // The kernel is asked only while draining, the one time it matters.
+            let more = sent
+                && (self.conn.buf.len() > self.pos
                     || !self.body.is_done()
-                    || (self.shared.stopping() && sys::has_bytes(self.conn.stream.fd()))
-            };
-            if self.conn.writing() {
-                // Its answer waits in `out`: the server writes it, then closes (or
-                // lingers, as `serve.rs` does for an answer that went out at once).
-                let then = match sent && self.shared.stopping() && more() {
-                    true => Then::Linger,
-                    false => Then::Close,
-                };
-                self.conn.then(then);
-                return Err(Some(self.conn));
-            }
-            return Err((sent && more()).then_some(self.conn));
+                    || (self.shared.stopping() && sys::has_bytes(self.conn.stream.fd())));
+            return (self.conn, Ended::Closing { more });
         }
         let used = self.pos;
         self.conn.buf.drain(..used);
@@ -356,7 +365,7 @@ impl Exchange {
             self.conn.out = std::mem::take(&mut self.out);
         }
         self.conn.scanned = 0;
-        Ok(self.conn)
+        (self.conn, Ended::Reusable)
     }
 
     /// Takes the answer before its first byte goes out (`claim.rs`); fails when the

@@ -1,6 +1,7 @@
 //! Listening sockets and accepted streams, TCP or Unix, behind one type each.
 
 use crate::config::Bind;
+use crate::protocol::Protocol;
 use crate::sys;
 use socket2::{Domain, Socket, Type};
 use std::io::{self, Write};
@@ -129,6 +130,12 @@ impl Listener {
             },
             Listener::Unix(_, p, _) => Local::Unix(p.clone()),
         }
+    }
+
+    /// The protocol its connections speak: HTTP/1 for every listener for now (a bind
+    /// will name it once there is another, issue 23).
+    pub fn protocol(&self) -> Protocol {
+        Protocol::Http1
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {

@@ -1,13 +1,13 @@
-//! One connection on one thread: accept, read, parse, run the handler, repeat while
-//! requests are pipelined, then park the connection in epoll or close it.
+//! The HTTP/1 driver: read, parse, run the handler, repeat while requests are
+//! pipelined, then park the connection in epoll or close it.
 
+use super::next::{next, Next};
 use super::read_ahead::{self, body_arrived, Arrived};
-use crate::backoff::is_exhaustion;
 use crate::blocking::Park;
 use crate::clock::Tick;
 use crate::conn::{Conn, Stage, KEEP_BUF};
 use crate::error::Error;
-use crate::exchange::{Admit, Exchange};
+use crate::exchange::{Admit, Ended, Exchange};
 use crate::handler::Handler;
 use crate::preread::PreRead;
 use crate::shared::Shared;
@@ -16,32 +16,6 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Accepts every pending connection of listener `idx` and registers them.
-pub(crate) fn accept_all(shared: &Shared, idx: usize) {
-    let listener = &shared.listeners[idx];
-    for _ in 0..256 {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                shared.backoff.accepted();
-                shared.park(Conn::new(stream, peer, idx), true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e)
-                if e.kind() == io::ErrorKind::Interrupted
-                    || e.kind() == io::ErrorKind::ConnectionAborted => {}
-            Err(e) if is_exhaustion(&e) => {
-                // Out of descriptors: the backlog holds the connections meanwhile.
-                shared.backoff.refused(shared.watch(), idx, &e);
-                break;
-            }
-            Err(e) => {
-                tracing::error!("accept failed: {e}");
-                break;
-            }
-        }
-    }
-}
 
 /// Serves a connection until it has no complete request left, then parks or closes
 /// it. Returns it instead when its last response waits in its buffer (deferred by
@@ -64,10 +38,6 @@ pub(crate) fn serve(
     let mut started = Some(started);
     let cfg = &shared.config.parser;
     let min_line = cfg.request_line_limit().min(cfg.field_size_limit()) + 1;
-    if matches!(conn.stage, Stage::Lingering) {
-        linger(shared, conn);
-        return None;
-    }
     loop {
         // False while a body is read ahead (`Conn::read_ahead`): no check of its own.
         if conn.worth_parsing(min_line) {
@@ -129,47 +99,34 @@ pub(crate) fn serve(
                         log.record(&ex.finished());
                     }
                     shared.served.fetch_add(1, Ordering::Relaxed);
-                    match ex.into_conn(park) {
-                        Ok(c) => conn = c,
-                        // Its answer waits for room in the socket (`writing.rs`).
-                        Err(Some(c)) if c.writing() => {
-                            shared.flush_and_park(c, park);
-                            return None;
+                    let (c, ended) = ex.into_conn(park);
+                    conn = c;
+                    if let Ended::Reusable = ended {
+                        conn.reset_scan();
+                        conn.served = true;
+                        if conn.buf.capacity() > KEEP_BUF || !matches!(conn.stage, Stage::Open) {
+                            // After a body read ahead: its file closes, its room is given back.
+                            conn.after_read_ahead();
                         }
-                        Err(Some(c)) if shared.stopping() => {
-                            // Draining, and the client sent more after the request
-                            // whose answer said close: that answer must not be reset.
-                            let mut c = c;
-                            c.linger();
-                            shared.park(c, false);
-                            return None;
+                    }
+                    match next(&conn, ended, shared) {
+                        Next::Pipelined => continue,
+                        Next::Park => shared.park(conn, false),
+                        Next::Hold => return Some(conn),
+                        Next::WriteOut { then } => {
+                            conn.then(then);
+                            shared.flush_and_park(conn, park);
                         }
-                        Err(_) => {
+                        Next::Linger => {
+                            conn.linger();
+                            shared.park(conn, false);
+                        }
+                        Next::Close => {
+                            drop(conn);
                             shared.table.release(token);
-                            return None;
                         }
                     }
-                    conn.reset_scan();
-                    conn.served = true;
-                    if conn.buf.capacity() > KEEP_BUF || !matches!(conn.stage, Stage::Open) {
-                        // After a body read ahead: its file closes, its room is given back.
-                        conn.after_read_ahead();
-                    }
-                    if conn.writing() {
-                        // Pipelined requests wait until this answer is out (`writing.rs`).
-                        shared.flush_and_park(conn, park);
-                        return None;
-                    }
-                    if conn.buf.is_empty() {
-                        if !conn.out.is_empty() {
-                            return Some(conn);
-                        }
-                        // Nothing pipelined: epoll says when the next request arrives,
-                        // which saves a read that would find nothing.
-                        shared.park(conn, false);
-                        return None;
-                    }
-                    continue;
+                    return None;
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -212,25 +169,6 @@ pub(crate) fn serve(
             }
         }
     }
-}
-
-/// Reads and drops what a lingering connection's client sends (`Stage::Lingering`),
-/// and closes it once the client has closed its side; the drain's quiet period
-/// closes it otherwise (`Table::begin_drain`).
-fn linger(shared: &Shared, mut conn: Box<Conn>) {
-    loop {
-        match conn.read_some() {
-            Ok(0) => break,
-            Ok(_) => conn.buf.clear(),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                shared.park(conn, false);
-                return;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    shared.table.release(conn.token);
 }
 
 /// Closes a connection after writing what is still owed to it.
