@@ -5,19 +5,20 @@
 //! runs the app: no hand-off to another thread, no copy of the body. Waits on the
 //! socket go through a [`Park`], which lets the Python side release the GIL.
 //!
-//! This file holds the request side (fields, body) and the hand-back of the
-//! connection; `exchange/respond.rs` the response side.
+//! This file holds the request's fields and the hand-back of the connection;
+//! `exchange/body.rs` the request body, `exchange/respond.rs` the response side.
 
 use crate::blocking::Park;
-use crate::conn::{Conn, Stage};
+use crate::config::ServerConfig;
+use crate::conn::Conn;
 use crate::cork::CorkState;
-use crate::error::{Error, Phase};
+use crate::error::Error;
 use crate::finished::{Finished, Outcome};
 use crate::listener::{Local, Peer};
 use crate::progress::Progress;
 use crate::protocol::{Protocol, ReadyVars};
 use crate::shared::Shared;
-use crate::sys::{self, Interest};
+use crate::sys;
 use ferrule_http::{BodyDecoder, Head, ResponseFraming, Version};
 use std::io;
 use std::ops::Range;
@@ -25,6 +26,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod body;
 mod respond;
 mod seat;
 use seat::Seat;
@@ -50,10 +52,6 @@ impl Park for ClientWait<'_> {
         ready
     }
 }
-
-/// Unread body bytes the server reads from the socket and discards to keep a
-/// connection alive (bytes already read ahead into memory are skipped at no cost).
-const DRAIN_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Response {
@@ -236,7 +234,7 @@ impl Exchange {
     pub fn is_https(&self) -> bool {
         self.https
     }
-    pub fn config(&self) -> &crate::ServerConfig {
+    pub fn config(&self) -> &ServerConfig {
         &self.shared.config
     }
     pub fn outcome(&self) -> Outcome {
@@ -257,85 +255,6 @@ impl Exchange {
             head: &self.head,
             buf: &self.conn.buf,
             response_head: self.response_head.as_deref(),
-        }
-    }
-
-    // ---- the request body ----
-
-    /// Returns body bytes that have arrived, waiting for some if none have; an empty
-    /// slice means the body has ended. Call [`Exchange::consume`] for what was used.
-    pub fn fill_body(&mut self, park: &dyn Park) -> Result<&[u8], Error> {
-        // A body read ahead into a file (`preread.rs`): its head says no body is left
-        // in the socket, and the app reads the file.
-        if let Stage::ReadAhead(Some(_)) = self.conn.stage {
-            return match &mut self.conn.stage {
-                Stage::ReadAhead(Some(spill)) => spill.fill(),
-                _ => Ok(&[]),
-            };
-        }
-        while self.avail.is_empty() && !self.body.is_done() {
-            let step = self.body.decode(&self.conn.buf[self.pos..])?;
-            let base = self.pos;
-            self.pos += step.consumed;
-            if !step.data.is_empty() {
-                self.avail = base + step.data.start..base + step.data.end;
-                break;
-            }
-            if step.consumed == 0 && !step.done {
-                self.read_more(park)?;
-            }
-        }
-        Ok(&self.conn.buf[self.avail.clone()])
-    }
-
-    /// Marks `n` bytes of what [`Exchange::fill_body`] returned as used.
-    pub fn consume(&mut self, n: usize) {
-        if let Stage::ReadAhead(Some(spill)) = &mut self.conn.stage {
-            return spill.consume(n);
-        }
-        self.avail.start = (self.avail.start + n).min(self.avail.end);
-    }
-
-    fn read_more(&mut self, park: &dyn Park) -> Result<(), Error> {
-        // `100 Continue` is 25 bytes before the app answers: a wait on it is rare (the
-        // seat is lent to `interim` here, so such a wait is not marked as the client's).
-        // Not once the answer is complete and waiting for the server to write it.
-        if self.continue_pending && !self.conn.writing() {
-            self.continue_pending = false;
-            let msg: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-            let timeout = self.shared.config.io_timeout;
-            let mut sent = Ok(());
-            let conn = &mut self.conn;
-            if !self.shared.interim(|| {
-                sent = conn.send([msg], park, timeout, 0);
-                sent.is_ok()
-            }) {
-                sent?;
-                return Err(self.lost());
-            }
-        }
-        // Body bytes already handed out are dropped so the buffer does not grow with the body.
-        if self.pos == self.conn.buf.len() && self.pos > self.head.len {
-            self.conn.buf.truncate(self.head.len);
-            self.pos = self.head.len;
-            self.avail = self.pos..self.pos;
-        }
-        let timeout = self.shared.config.io_timeout;
-        loop {
-            match self.conn.read_some() {
-                Ok(0) => return Err(Error::Parse(self.body.eof_error())),
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let fd = self.conn.stream.fd();
-                    let park = ClientWait::new(park, &self.shared.progress, self.shared.me());
-                    let ready = park.park(&mut || sys::wait_ready(fd, Interest::Read, timeout))?;
-                    if !ready {
-                        return Err(Error::Timeout(Phase::Body));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
         }
     }
 
@@ -386,33 +305,5 @@ impl Exchange {
         self.out.clear();
         self.mark = 0;
         Error::Overdue
-    }
-
-    /// Skips an unread body so the connection can be reused: what is in memory at
-    /// once, what is still in the socket up to `DRAIN_LIMIT`.
-    fn drain(&mut self) -> bool {
-        let mut budget = DRAIN_LIMIT;
-        loop {
-            self.avail = self.pos..self.pos;
-            if self.body.is_done() {
-                return true;
-            }
-            let Ok(step) = self.body.decode(&self.conn.buf[self.pos..]) else {
-                return false;
-            };
-            self.pos += step.consumed;
-            if step.consumed == 0 && !step.done {
-                if self.pos == self.conn.buf.len() {
-                    self.conn.buf.truncate(self.head.len);
-                    self.pos = self.head.len;
-                }
-                // Bytes already in memory (a body read ahead) are skipped for free;
-                // only what must still come from the socket is bounded.
-                match self.conn.read_some() {
-                    Ok(n) if n > 0 && n <= budget => budget -= n,
-                    _ => return false,
-                }
-            }
-        }
     }
 }
