@@ -74,6 +74,15 @@ enum Response {
     Done,
 }
 
+/// An interim answer owed before the body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interim {
+    /// None (not asked for, or sent).
+    None,
+    /// The client sent `Expect: 100-continue` and waits for it before its body.
+    ContinueOwed,
+}
+
 /// How a request left its connection: facts for `driver/next.rs`, which decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ended {
@@ -97,7 +106,7 @@ pub(crate) struct Admit {
 }
 
 pub struct Exchange {
-    /// First: it drops first, before `conn` closes the socket (`claim.rs`).
+    /// First: it drops first, before `conn` closes the socket (`exchange/seat.rs`).
     shared: Seat,
     conn: Box<Conn>,
     head: Head,
@@ -106,9 +115,16 @@ pub struct Exchange {
     /// Decoded body bytes not yet handed to the app.
     avail: Range<usize>,
     body: BodyDecoder,
-    continue_pending: bool,
+    /// Whether `100 Continue` is owed before the body is read.
+    interim: Interim,
     out: Vec<u8>,
     response: Response,
+    // `keep_alive`, `https` and `defer` stay flags: facts about this request (what its
+    // head and its answer allow, its scheme) and the runner's choice for its answer,
+    // each set on its own; the response's progress is `response`, the connection's
+    // next step `driver/next.rs`'s `Next`.
+    /// The connection may carry another request after this answer: the head allowed
+    /// it, and nothing since (the app's `Connection: close`, an error) took it back.
     keep_alive: bool,
     https: bool,
     pub(crate) started: Instant,
@@ -149,7 +165,10 @@ impl Exchange {
         let fd = conn.stream.fd().as_raw_fd();
         // Built in its box: the exchange travels through Python as a pointer.
         let mut ex = Box::new(Exchange {
-            continue_pending: head.framing.expect_continue && !body.is_done(),
+            interim: match head.framing.expect_continue && !body.is_done() {
+                true => Interim::ContinueOwed,
+                false => Interim::None,
+            },
             keep_alive: head.framing.keep_alive,
             conn,
             shared,
@@ -287,7 +306,7 @@ impl Exchange {
         (self.conn, Ended::Reusable)
     }
 
-    /// Takes the answer before its first byte goes out (`claim.rs`); fails when the
+    /// Takes the answer before its first byte goes out (`exchange/seat.rs`); fails when the
     /// request ran past `--timeout` and the server answered 500 in its place.
     #[inline]
     fn claim(&mut self) -> Result<(), Error> {

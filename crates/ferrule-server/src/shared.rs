@@ -44,7 +44,7 @@ pub struct Shared {
     pub(crate) sched: Sched,
     /// Per runner: when its request last made progress, for `--timeout` (`progress.rs`).
     pub(crate) progress: Progress,
-    /// Per runner: who answers its current request, the app or `--timeout` (`claim.rs`).
+    /// Per runner: who answers its current request, the app or `--timeout` (`claims.rs`).
     pub(crate) claims: Claims,
     /// Streamed responses held corked, per runner (`cork.rs`).
     pub(crate) corks: Corks,

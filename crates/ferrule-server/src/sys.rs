@@ -238,7 +238,7 @@ pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
 
 /// Writes `buf` to a socket named by number without waiting (as much as it takes at
 /// once), then ends the writing side: the answer of a request over `--timeout`
-/// (`exchange/claim.rs`), whose caller holds the socket open meanwhile.
+/// (`claims.rs`), whose caller holds the socket open meanwhile.
 pub fn send_and_shut(fd: std::os::fd::RawFd, mut buf: &[u8]) {
     use nix::sys::socket::{send, shutdown, MsgFlags, Shutdown};
     while !buf.is_empty() {

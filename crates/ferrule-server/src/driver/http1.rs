@@ -109,7 +109,7 @@ pub(crate) fn serve(
                             conn.after_read_ahead();
                         }
                     }
-                    match next(&conn, ended, shared) {
+                    match next(&conn, ended, || shared.stopping()) {
                         Next::Pipelined => continue,
                         Next::Park => shared.park(conn, false),
                         Next::Hold => return Some(conn),

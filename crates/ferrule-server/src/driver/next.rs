@@ -8,7 +8,6 @@
 
 use crate::conn::{Conn, Then};
 use crate::exchange::Ended;
-use crate::shared::Shared;
 
 /// What a connection does once its request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,15 +31,16 @@ pub(crate) enum Next {
 }
 
 /// The step after a request. A few compares on the usual path (`Reusable`, nothing
-/// pipelined): inlined into the driver's loop.
+/// pipelined): inlined into the driver's loop. `stopping` (the server drains) is
+/// asked only for a connection that closes.
 #[inline(always)]
-pub(crate) fn next(conn: &Conn, ended: Ended, shared: &Shared) -> Next {
+pub(crate) fn next(conn: &Conn, ended: Ended, stopping: impl FnOnce() -> bool) -> Next {
     match ended {
         Ended::Reusable if conn.writing() => Next::WriteOut { then: Then::Serve },
         Ended::Reusable if !conn.buf.is_empty() => Next::Pipelined,
         Ended::Reusable if !conn.out.is_empty() => Next::Hold,
         Ended::Reusable => Next::Park,
-        Ended::Closing { more } => closing(conn, more && shared.stopping()),
+        Ended::Closing { more } => closing(conn, more && stopping()),
     }
 }
 
@@ -53,5 +53,90 @@ fn closing(conn: &Conn, linger: bool) -> Next {
         (true, false) => Next::WriteOut { then: Then::Close },
         (false, true) => Next::Linger,
         (false, false) => Next::Close,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{next, Next};
+    use crate::clock::Tick;
+    use crate::conn::{Conn, Stage, Then};
+    use crate::exchange::Ended;
+    use crate::listener::{Peer, Stream};
+    use std::net::{TcpListener, TcpStream};
+
+    fn conn() -> Box<Conn> {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        Conn::new(Stream::Tcp(server), Peer::Tcp(peer), 0)
+    }
+
+    #[test]
+    fn each_state_after_a_request_has_one_step() {
+        let closing = |more| Ended::Closing { more };
+        // (buffered request bytes, held answer bytes, answer left to the server,
+        //  how the request ended, stopping) -> step
+        let table = [
+            (false, false, false, Ended::Reusable, false, Next::Park),
+            (true, false, false, Ended::Reusable, false, Next::Pipelined),
+            (true, true, false, Ended::Reusable, false, Next::Pipelined),
+            (false, true, false, Ended::Reusable, false, Next::Hold),
+            (
+                true,
+                true,
+                true,
+                Ended::Reusable,
+                true,
+                Next::WriteOut { then: Then::Serve },
+            ),
+            (false, false, false, closing(false), true, Next::Close),
+            (false, false, false, closing(true), false, Next::Close),
+            (false, false, false, closing(true), true, Next::Linger),
+            (
+                true,
+                false,
+                true,
+                closing(true),
+                false,
+                Next::WriteOut { then: Then::Close },
+            ),
+            (
+                true,
+                false,
+                true,
+                closing(true),
+                true,
+                Next::WriteOut { then: Then::Linger },
+            ),
+        ];
+        for (i, (buffered, held, left, ended, stopping, want)) in table.into_iter().enumerate() {
+            let mut c = conn();
+            if buffered {
+                c.buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
+            }
+            if held {
+                c.out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+            }
+            if left {
+                c.stage = Stage::Writing {
+                    then: Then::Serve,
+                    since: Tick::now(),
+                };
+            }
+            assert_eq!(next(&c, ended, || stopping), want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn the_drain_is_asked_only_when_the_connection_closes() {
+        let c = conn();
+        let asked = std::cell::Cell::new(false);
+        let step = next(&c, Ended::Reusable, || {
+            asked.set(true);
+            true
+        });
+        assert_eq!(step, Next::Park);
+        assert!(!asked.get());
     }
 }

@@ -2,7 +2,7 @@
 //! socket it needs (with `100 Continue` first when the client waits for it), and
 //! the skip of an unread body so the connection can carry another request.
 
-use super::{ClientWait, Exchange};
+use super::{ClientWait, Exchange, Interim};
 use crate::blocking::Park;
 use crate::conn::Stage;
 use crate::error::{Error, Phase};
@@ -52,8 +52,8 @@ impl Exchange {
         // `100 Continue` is 25 bytes before the app answers: a wait on it is rare (the
         // seat is lent to `interim` here, so such a wait is not marked as the client's).
         // Not once the answer is complete and waiting for the server to write it.
-        if self.continue_pending && !self.conn.writing() {
-            self.continue_pending = false;
+        if self.interim == Interim::ContinueOwed && !self.conn.writing() {
+            self.interim = Interim::None;
             let msg: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
             let timeout = self.shared.config.io_timeout;
             let mut sent = Ok(());

@@ -332,7 +332,7 @@ impl Exchange {
         let corked = self.cork == CorkState::Held;
         if self.may_defer() && !corked {
             // The whole response is here and other connections are ready: the
-            // serving thread writes it after them, in one burst (`serve.rs`).
+            // serving thread writes it after them, in one burst (`driver/http1.rs`).
             return Ok(());
         }
         let r = self.flush_with(park, self.shared.config.response_buffer_size);
