@@ -19,7 +19,7 @@
 //! A connection that lingers (its writing side shut while the server drains) is the
 //! same for every protocol: this file drops what its client sends.
 
-pub(crate) mod http1;
+mod http1;
 mod next;
 mod read_ahead;
 
