@@ -1,7 +1,7 @@
 //! `wsgi.input`: the request body as a file-like object, streamed from the socket.
 //! The object is the request's [`Tx`]; its `read` methods call these functions.
 
-use crate::park::ReleaseGil;
+use crate::blocking::ReleaseGil;
 use crate::tx::{to_pyerr, Tx};
 use ferrule_server::{Error, Exchange};
 use pyo3::prelude::*;
@@ -26,7 +26,7 @@ fn with_body<R>(
 /// Collects up to `limit` bytes (None: all), stopping after a newline when `line`.
 fn collect(
     ex: &mut Exchange,
-    park: &ReleaseGil<'_>,
+    blocking: &ReleaseGil<'_>,
     limit: Option<usize>,
     line: bool,
 ) -> Result<Vec<u8>, Error> {
@@ -36,7 +36,7 @@ fn collect(
         if want == 0 {
             break;
         }
-        let avail = ex.fill_body(park)?;
+        let avail = ex.fill_body(blocking)?;
         if avail.is_empty() {
             break;
         }
@@ -64,13 +64,13 @@ fn limit(size: Option<isize>) -> Option<usize> {
 /// `read()` reads the whole body; `read(n)` up to `n` bytes (fewer only at the end).
 pub fn read<'py>(tx: &Bound<'py, Tx>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
     let py = tx.py();
-    let data = with_body(tx, |ex, park| collect(ex, park, limit(size), false))?;
+    let data = with_body(tx, |ex, blocking| collect(ex, blocking, limit(size), false))?;
     Ok(PyBytes::new(py, &data))
 }
 
 pub fn readline<'py>(tx: &Bound<'py, Tx>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
     let py = tx.py();
-    let data = with_body(tx, |ex, park| collect(ex, park, limit(size), true))?;
+    let data = with_body(tx, |ex, blocking| collect(ex, blocking, limit(size), true))?;
     Ok(PyBytes::new(py, &data))
 }
 
@@ -80,7 +80,7 @@ pub fn readlines<'py>(tx: &Bound<'py, Tx>, hint: Option<isize>) -> PyResult<Boun
     let lines = PyList::empty(py);
     let mut total = 0;
     loop {
-        let line = with_body(tx, |ex, park| collect(ex, park, None, true))?;
+        let line = with_body(tx, |ex, blocking| collect(ex, blocking, None, true))?;
         if line.is_empty() {
             break;
         }
@@ -95,6 +95,6 @@ pub fn readlines<'py>(tx: &Bound<'py, Tx>, hint: Option<isize>) -> PyResult<Boun
 
 /// The next line for iteration; `None` at the end of the body.
 pub fn next_line<'py>(tx: &Bound<'py, Tx>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-    let line = with_body(tx, |ex, park| collect(ex, park, None, true))?;
+    let line = with_body(tx, |ex, blocking| collect(ex, blocking, None, true))?;
     Ok((!line.is_empty()).then(|| PyBytes::new(tx.py(), &line)))
 }

@@ -3,9 +3,9 @@
 //! object instead of three: each allocation costs about as much as parsing a short
 //! request head. It owns the connection while the app runs.
 
+use crate::blocking::ReleaseGil;
 use crate::fields;
 use crate::input;
-use crate::park::ReleaseGil;
 use crate::text::type_name;
 use ferrule_server::{Error, Exchange};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};

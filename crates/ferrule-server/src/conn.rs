@@ -1,7 +1,7 @@
 //! A client connection between requests: its socket, the bytes received so far,
 //! and the clock that decides when it has waited too long.
 
-use crate::blocking::Park;
+use crate::blocking::Blocking;
 use crate::clock::Tick;
 use crate::date::with_date;
 use crate::error::{Error, Phase};
@@ -221,18 +221,18 @@ impl Conn {
         }
     }
 
-    /// Writes every part, waiting through `park` while the socket is full. One part
+    /// Writes every part, waiting through `blocking` while the socket is full. One part
     /// left goes out with `send(2)`, several with one `writev(2)`; nothing is
     /// allocated (the parts are an array, so their number is known when compiling).
     ///
     /// `spill` is non-zero only for the rest of a complete answer: when the socket is
     /// full and at most `spill` bytes are left, they are copied into `out` (they may be
     /// the app's buffers) and the connection turns `Stage::Writing`, for the server
-    /// to write without this thread (`Shared::flush_and_park`).
+    /// to write without this thread (`Shared::flush_and_shelve`).
     pub(crate) fn send<const N: usize>(
         &mut self,
         parts: [&[u8]; N],
-        park: &dyn Park,
+        blocking: &dyn Blocking,
         timeout: Duration,
         spill: usize,
     ) -> Result<(), Error> {
@@ -271,7 +271,7 @@ impl Conn {
                         return Ok(());
                     }
                     let fd = self.stream.fd();
-                    if !park.park(&mut || sys::wait_ready(fd, Interest::Write, timeout))? {
+                    if !blocking.block(&mut || sys::wait_ready(fd, Interest::Write, timeout))? {
                         return Err(Error::Timeout(Phase::Send));
                     }
                 }
@@ -335,14 +335,14 @@ impl Conn {
         }
     }
 
-    /// Writes responses left in `out` (waiting through `park` while the socket is
+    /// Writes responses left in `out` (waiting through `blocking` while the socket is
     /// full). False when the client is gone or too slow.
-    pub(crate) fn flush_out(&mut self, timeout: Duration, park: &dyn Park) -> bool {
+    pub(crate) fn flush_out(&mut self, timeout: Duration, blocking: &dyn Blocking) -> bool {
         if self.out.is_empty() {
             return true;
         }
         let out = std::mem::take(&mut self.out);
-        let ok = self.send([&out], park, timeout, 0).is_ok();
+        let ok = self.send([&out], blocking, timeout, 0).is_ok();
         self.out = out;
         self.out.clear();
         ok

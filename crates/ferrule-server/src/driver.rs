@@ -6,7 +6,7 @@
 //! function with `http1::serve`'s signature, which, on the thread epoll woke for the
 //! connection:
 //! - reads through the connection (`Conn`, never the socket) until it has a request,
-//!   or hands the connection back to epoll (`Shared::park`) when nothing more came;
+//!   or shelves the connection in epoll (`Shared::shelve`) when nothing more came;
 //! - builds an [`Exchange`](crate::exchange::Exchange) for each request (its head,
 //!   or `ReadyVars` when the protocol brings the environ ready-made) and runs the
 //!   [`Handler`] on it;
@@ -24,7 +24,7 @@ mod next;
 mod read_ahead;
 
 use crate::backoff::is_exhaustion;
-use crate::blocking::Park;
+use crate::blocking::Blocking;
 use crate::conn::{Conn, Stage};
 use crate::handler::Handler;
 use crate::protocol::Protocol;
@@ -40,7 +40,7 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
         match listener.accept() {
             Ok((stream, peer)) => {
                 shared.backoff.accepted();
-                shared.park(Conn::new(stream, peer, idx), true)
+                shared.shelve(Conn::new(stream, peer, idx), true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e)
@@ -69,14 +69,14 @@ pub(crate) fn serve(
     holding: bool,
     me: usize,
     started: Instant,
-    park: &dyn Park,
+    blocking: &dyn Blocking,
 ) -> Option<Box<Conn>> {
     if matches!(conn.stage, Stage::Lingering) {
         linger(shared, conn);
         return None;
     }
     match shared.listeners[conn.listener].protocol() {
-        Protocol::Http1 => http1::serve(shared, handler, conn, holding, me, started, park),
+        Protocol::Http1 => http1::serve(shared, handler, conn, holding, me, started, blocking),
     }
 }
 
@@ -89,7 +89,7 @@ fn linger(shared: &Shared, mut conn: Box<Conn>) {
             Ok(0) => break,
             Ok(_) => conn.buf.clear(),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                shared.park(conn, false);
+                shared.shelve(conn, false);
                 return;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -3,12 +3,12 @@
 //! An [`Exchange`] owns the connection while the app runs, so the app's reads of
 //! `wsgi.input` and its writes go straight to the socket from the thread that
 //! runs the app: no hand-off to another thread, no copy of the body. Waits on the
-//! socket go through a [`Park`], which lets the Python side release the GIL.
+//! socket go through a [`Blocking`], which lets the Python side release the GIL.
 //!
 //! This file holds the request's fields and the hand-back of the connection;
 //! `exchange/body.rs` the request body, `exchange/respond.rs` the response side.
 
-use crate::blocking::Park;
+use crate::blocking::Blocking;
 use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::cork::CorkState;
@@ -33,21 +33,25 @@ use seat::Seat;
 
 /// A runner's wait on its client: `--timeout` does not count it (`progress.rs`).
 pub(crate) struct ClientWait<'a> {
-    park: &'a dyn Park,
+    blocking: &'a dyn Blocking,
     progress: &'a Progress,
     me: usize,
 }
 
 impl<'a> ClientWait<'a> {
-    pub(crate) fn new(park: &'a dyn Park, progress: &'a Progress, me: usize) -> Self {
-        ClientWait { park, progress, me }
+    pub(crate) fn new(blocking: &'a dyn Blocking, progress: &'a Progress, me: usize) -> Self {
+        ClientWait {
+            blocking,
+            progress,
+            me,
+        }
     }
 }
 
-impl Park for ClientWait<'_> {
-    fn park(&self, wait: &mut (dyn FnMut() -> io::Result<bool> + Send)) -> io::Result<bool> {
+impl Blocking for ClientWait<'_> {
+    fn block(&self, wait: &mut (dyn FnMut() -> io::Result<bool> + Send)) -> io::Result<bool> {
         self.progress.waiting(self.me);
-        let ready = self.park.park(wait);
+        let ready = self.blocking.block(wait);
         self.progress.made(self.me);
         ready
     }
@@ -280,14 +284,14 @@ impl Exchange {
     /// Hands the connection back, with how the request left it (`driver/next.rs`
     /// decides what follows). A response left in the buffer (see `finish`) travels
     /// with the connection.
-    pub(crate) fn into_conn(mut self: Box<Self>, park: &dyn Park) -> (Box<Conn>, Ended) {
+    pub(crate) fn into_conn(mut self: Box<Self>, blocking: &dyn Blocking) -> (Box<Conn>, Ended) {
         // While the server drains, a response that said keep-alive (its head went out
         // before the drain, or a pipelined request follows) keeps the connection: its
         // next request is answered with `Connection: close`.
         let reusable =
             matches!(self.response, Response::Done) && self.keep_alive && self.claim().is_ok();
         if !reusable || !self.drain() {
-            let sent = self.flush(park).is_ok() && matches!(self.response, Response::Done);
+            let sent = self.flush(blocking).is_ok() && matches!(self.response, Response::Done);
             // The kernel is asked only while draining, the one time it matters.
             let more = sent
                 && (self.conn.buf.len() > self.pos

@@ -1,7 +1,7 @@
 //! The seam between the server and the app: a [`Handler`] runs requests. The
 //! Python bridge implements it (`ferrule-py`); tests implement it in Rust.
 
-use crate::blocking::{NoPark, Park};
+use crate::blocking::{Blocking, InPlace};
 use crate::exchange::Exchange;
 
 /// Runs requests. The Python bridge implements it; tests implement it in Rust.
@@ -17,8 +17,8 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Runs a batch of requests (`runner.rs`) with whatever `handle` needs held across
     /// them: the Python bridge takes the GIL once per batch. Waits inside go through
-    /// the given [`Park`], which must let go of what is held.
-    fn hold(&self, batch: &mut dyn FnMut(&dyn Park)) {
-        batch(&NoPark)
+    /// the given [`Blocking`], which must let go of what is held.
+    fn hold(&self, batch: &mut dyn FnMut(&dyn Blocking)) {
+        batch(&InPlace)
     }
 }

@@ -36,7 +36,7 @@ mod tokens;
 mod writing;
 
 pub use backoff::Starved;
-pub use blocking::{NoPark, Park};
+pub use blocking::{Blocking, InPlace};
 pub use config::{parse_bind, AllowIps, Bind, ServerConfig};
 pub use error::{Error, Phase};
 pub use exchange::Exchange;

@@ -1,7 +1,7 @@
 //! The server's life: binding, the serving threads, the monitor, and shutdown.
 //!
 //! Serving threads wait on one shared epoll set; the connection a thread is woken
-//! for is its own until it parks it again (the table hands it out once), and that thread
+//! for is its own until it shelves it again (the table hands it out once), and that thread
 //! reads, parses and runs the app for it (`driver/`): a request never changes
 //! threads. `sched.rs` decides how many threads serve at once.
 
@@ -242,7 +242,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
         }
         shared
             .held
-            .release_stale(&shared.sched, Instant::now(), |c| shared.park(c, false));
+            .release_stale(&shared.sched, Instant::now(), |c| shared.shelve(c, false));
         shared.backoff.tick(shared.watch(), Instant::now());
         if shared.stopping() {
             shared.table.sweep();

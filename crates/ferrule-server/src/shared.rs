@@ -132,12 +132,12 @@ impl Shared {
         self.ready_len.load(Ordering::Acquire)
     }
 
-    /// Parks `conn` until its socket is ready: registered in epoll and the table,
+    /// Shelves `conn` until its socket is ready: registered in epoll and the table,
     /// or queued as ready at once when it may hold bytes no event will announce
-    /// (`Table::park`). `new`: just accepted.
-    pub(crate) fn park(&self, conn: Box<Conn>, new: bool) {
-        // Also while stopping: a connection parked then is one the drain still serves.
-        if let Some(token) = self.table.park(&self.poller, conn, new, &self.config) {
+    /// (`Table::shelve`). `new`: just accepted.
+    pub(crate) fn shelve(&self, conn: Box<Conn>, new: bool) {
+        // Also while stopping: a connection shelved then is one the drain still serves.
+        if let Some(token) = self.table.shelve(&self.poller, conn, new, &self.config) {
             self.push_ready(std::iter::once(token));
         }
     }

@@ -1,9 +1,9 @@
 //! The HTTP/1 driver: read, parse, run the handler, repeat while requests are
-//! pipelined, then park the connection in epoll or close it.
+//! pipelined, then shelve the connection in epoll or close it.
 
 use super::next::{next, Next};
 use super::read_ahead::{self, body_arrived, Arrived};
-use crate::blocking::Park;
+use crate::blocking::Blocking;
 use crate::clock::Tick;
 use crate::conn::{Conn, Stage, KEEP_BUF};
 use crate::error::Error;
@@ -17,8 +17,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Serves a connection until it has no complete request left, then parks or closes
-/// it. Returns it instead when its last response waits in its buffer (deferred by
+/// Serves a connection until it has no complete request left, then shelves or
+/// closes it. Returns it instead when its last response waits in its buffer (deferred by
 /// `Exchange::finish` because other connections are ready): the caller holds it
 /// (`held.rs`) and writes it with the others.
 ///
@@ -32,7 +32,7 @@ pub(crate) fn serve(
     holding: bool,
     me: usize,
     started: Instant,
-    park: &dyn Park,
+    blocking: &dyn Blocking,
 ) -> Option<Box<Conn>> {
     // The first request starts when the event was taken; pipelined ones read the clock.
     let mut started = Some(started);
@@ -52,7 +52,7 @@ pub(crate) fn serve(
                     let https = match trusted.then(|| secure_scheme(&head, &conn.buf)) {
                         Some(Ok(v)) => v.unwrap_or(false),
                         Some(Err(e)) => {
-                            reject(shared, &mut conn, e.into(), park);
+                            reject(shared, &mut conn, e.into(), blocking);
                             return None;
                         }
                         None => false,
@@ -63,7 +63,7 @@ pub(crate) fn serve(
                         conn.read_ahead(pre);
                         // What came with the head first; then reads (or a complete
                         // chunked body parsed once more).
-                        match body_arrived(shared, &mut conn, park) {
+                        match body_arrived(shared, &mut conn, blocking) {
                             Arrived::More | Arrived::Complete => continue,
                             Arrived::Failed => return None,
                         }
@@ -99,7 +99,7 @@ pub(crate) fn serve(
                         log.record(&ex.finished());
                     }
                     shared.served.fetch_add(1, Ordering::Relaxed);
-                    let (c, ended) = ex.into_conn(park);
+                    let (c, ended) = ex.into_conn(blocking);
                     conn = c;
                     if let Ended::Reusable = ended {
                         conn.reset_scan();
@@ -111,15 +111,15 @@ pub(crate) fn serve(
                     }
                     match next(&conn, ended, || shared.stopping()) {
                         Next::Pipelined => continue,
-                        Next::Park => shared.park(conn, false),
+                        Next::Shelve => shared.shelve(conn, false),
                         Next::Hold => return Some(conn),
                         Next::WriteOut { then } => {
                             conn.then(then);
-                            shared.flush_and_park(conn, park);
+                            shared.flush_and_shelve(conn, blocking);
                         }
                         Next::Linger => {
                             conn.linger();
-                            shared.park(conn, false);
+                            shared.shelve(conn, false);
                         }
                         Next::Close => {
                             drop(conn);
@@ -130,7 +130,7 @@ pub(crate) fn serve(
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    reject(shared, &mut conn, e.into(), park);
+                    reject(shared, &mut conn, e.into(), blocking);
                     return None;
                 }
             }
@@ -142,14 +142,14 @@ pub(crate) fn serve(
                 } else if !conn.buf.is_empty() {
                     tracing::debug!("client closed the connection in the middle of a request head");
                 }
-                close(shared, &mut conn, park);
+                close(shared, &mut conn, blocking);
                 return None;
             }
             Ok(_) => {
                 conn.head_since.get_or_insert_with(Tick::now);
                 if let Stage::Body(_) = conn.stage {
                     // Only the new bytes of the body are judged.
-                    match body_arrived(shared, &mut conn, park) {
+                    match body_arrived(shared, &mut conn, blocking) {
                         Arrived::More => {}
                         Arrived::Complete => continue,
                         Arrived::Failed => return None,
@@ -158,7 +158,7 @@ pub(crate) fn serve(
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Responses to pipelined requests go out before the connection waits.
-                shared.flush_and_park(conn, park);
+                shared.flush_and_shelve(conn, blocking);
                 return None;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -172,15 +172,15 @@ pub(crate) fn serve(
 }
 
 /// Closes a connection after writing what is still owed to it.
-fn close(shared: &Shared, conn: &mut Conn, park: &dyn Park) {
-    conn.flush_out(shared.config.io_timeout, park);
+fn close(shared: &Shared, conn: &mut Conn, blocking: &dyn Blocking) {
+    conn.flush_out(shared.config.io_timeout, blocking);
     shared.table.release(conn.token);
 }
 
 /// Answers a request the server refuses before the app sees it, logs why, and closes.
-fn reject(shared: &Shared, conn: &mut Conn, e: Error, park: &dyn Park) {
+fn reject(shared: &Shared, conn: &mut Conn, e: Error, blocking: &dyn Blocking) {
     // Answers to earlier pipelined requests come first.
-    conn.flush_out(shared.config.io_timeout, park);
+    conn.flush_out(shared.config.io_timeout, blocking);
     // A fuzzer makes thousands a second: a few are logged, the rest counted.
     if crate::log::INVALID_REQUESTS.allow() {
         let peer = match conn.peer.ip() {

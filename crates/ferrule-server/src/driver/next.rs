@@ -14,9 +14,9 @@ use crate::exchange::Ended;
 pub(crate) enum Next {
     /// A pipelined request is in the buffer: serve it now.
     Pipelined,
-    /// Nothing pipelined: epoll says when the next request arrives, which saves a
-    /// read that would find nothing.
-    Park,
+    /// Nothing pipelined: shelved in epoll, which says when the next request
+    /// arrives (that saves a read that would find nothing).
+    Shelve,
     /// Its complete answer waits in its buffer (deferred by `Exchange::finish`): the
     /// runner holds it and writes it with others (`held.rs`).
     Hold,
@@ -39,7 +39,7 @@ pub(crate) fn next(conn: &Conn, ended: Ended, stopping: impl FnOnce() -> bool) -
         Ended::Reusable if conn.writing() => Next::WriteOut { then: Then::Serve },
         Ended::Reusable if !conn.buf.is_empty() => Next::Pipelined,
         Ended::Reusable if !conn.out.is_empty() => Next::Hold,
-        Ended::Reusable => Next::Park,
+        Ended::Reusable => Next::Shelve,
         Ended::Closing { more } => closing(conn, more && stopping()),
     }
 }
@@ -78,7 +78,7 @@ mod tests {
         // (buffered request bytes, held answer bytes, answer left to the server,
         //  how the request ended, stopping) -> step
         let table = [
-            (false, false, false, Ended::Reusable, false, Next::Park),
+            (false, false, false, Ended::Reusable, false, Next::Shelve),
             (true, false, false, Ended::Reusable, false, Next::Pipelined),
             (true, true, false, Ended::Reusable, false, Next::Pipelined),
             (false, true, false, Ended::Reusable, false, Next::Hold),
@@ -136,7 +136,7 @@ mod tests {
             asked.set(true);
             true
         });
-        assert_eq!(step, Next::Park);
+        assert_eq!(step, Next::Shelve);
         assert!(!asked.get());
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP/1 driver's part in request buffering (`preread.rs`): whether a request's
 //! body is read before the app runs, and what each arrival of its bytes makes of it.
 
-use crate::blocking::Park;
+use crate::blocking::Blocking;
 use crate::config::ServerConfig;
 use crate::conn::{Conn, Stage};
 use crate::error::Error;
@@ -59,7 +59,11 @@ pub(crate) enum Arrived {
 // Out of line and cold: `serve`'s usual path stays as it was without buffering.
 #[cold]
 #[inline(never)]
-pub(crate) fn body_arrived(shared: &Shared, conn: &mut Box<Conn>, park: &dyn Park) -> Arrived {
+pub(crate) fn body_arrived(
+    shared: &Shared,
+    conn: &mut Box<Conn>,
+    blocking: &dyn Blocking,
+) -> Arrived {
     let Stage::Body(pre) = &mut conn.stage else {
         return Arrived::More;
     };
@@ -77,7 +81,7 @@ pub(crate) fn body_arrived(shared: &Shared, conn: &mut Box<Conn>, park: &dyn Par
         }
         Err(e) => {
             let target = String::from_utf8_lossy(pre.target(&conn.buf)).into_owned();
-            fail(shared, conn, e, &target, park);
+            fail(shared, conn, e, &target, blocking);
             Arrived::Failed
         }
     }
@@ -87,8 +91,8 @@ pub(crate) fn body_arrived(shared: &Shared, conn: &mut Box<Conn>, park: &dyn Par
 /// 4xx and the warning the app's failed read would have logged, a server fault (no
 /// room for a temporary file) a 500 and an error line.
 #[cold]
-fn fail(shared: &Shared, conn: &mut Conn, e: Error, target: &str, park: &dyn Park) {
-    conn.flush_out(shared.config.io_timeout, park);
+fn fail(shared: &Shared, conn: &mut Conn, e: Error, target: &str, blocking: &dyn Blocking) {
+    conn.flush_out(shared.config.io_timeout, blocking);
     // Both are rate limited: a client can send bad bodies at will, and a full disk
     // fails every spill until it has room.
     let status = match &e {

@@ -3,7 +3,7 @@
 //! the skip of an unread body so the connection can carry another request.
 
 use super::{ClientWait, Exchange, Interim};
-use crate::blocking::Park;
+use crate::blocking::Blocking;
 use crate::conn::Stage;
 use crate::error::{Error, Phase};
 use crate::sys::{self, Interest};
@@ -16,7 +16,7 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 impl Exchange {
     /// Returns body bytes that have arrived, waiting for some if none have; an empty
     /// slice means the body has ended. Call [`Exchange::consume`] for what was used.
-    pub fn fill_body(&mut self, park: &dyn Park) -> Result<&[u8], Error> {
+    pub fn fill_body(&mut self, blocking: &dyn Blocking) -> Result<&[u8], Error> {
         // A body read ahead into a file (`preread.rs`): its head says no body is left
         // in the socket, and the app reads the file.
         if let Stage::ReadAhead(Some(_)) = self.conn.stage {
@@ -34,7 +34,7 @@ impl Exchange {
                 break;
             }
             if step.consumed == 0 && !step.done {
-                self.read_more(park)?;
+                self.read_more(blocking)?;
             }
         }
         Ok(&self.conn.buf[self.avail.clone()])
@@ -48,7 +48,7 @@ impl Exchange {
         self.avail.start = (self.avail.start + n).min(self.avail.end);
     }
 
-    fn read_more(&mut self, park: &dyn Park) -> Result<(), Error> {
+    fn read_more(&mut self, blocking: &dyn Blocking) -> Result<(), Error> {
         // `100 Continue` is 25 bytes before the app answers: a wait on it is rare (the
         // seat is lent to `interim` here, so such a wait is not marked as the client's).
         // Not once the answer is complete and waiting for the server to write it.
@@ -59,7 +59,7 @@ impl Exchange {
             let mut sent = Ok(());
             let conn = &mut self.conn;
             if !self.shared.interim(|| {
-                sent = conn.send([msg], park, timeout, 0);
+                sent = conn.send([msg], blocking, timeout, 0);
                 sent.is_ok()
             }) {
                 sent?;
@@ -79,8 +79,10 @@ impl Exchange {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let fd = self.conn.stream.fd();
-                    let park = ClientWait::new(park, &self.shared.progress, self.shared.me());
-                    let ready = park.park(&mut || sys::wait_ready(fd, Interest::Read, timeout))?;
+                    let blocking =
+                        ClientWait::new(blocking, &self.shared.progress, self.shared.me());
+                    let ready =
+                        blocking.block(&mut || sys::wait_ready(fd, Interest::Read, timeout))?;
                     if !ready {
                         return Err(Error::Timeout(Phase::Body));
                     }
