@@ -113,6 +113,7 @@ impl AccessLog {
         self.sink.report_now();
     }
 
+    /// Writes the line of a finished request (`Exchange::finished`).
     pub(crate) fn record(&self, ex: &Finished<'_>) {
         let environ = match self.environ_keys.is_empty() {
             true => Vec::new(),

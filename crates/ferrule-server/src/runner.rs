@@ -52,7 +52,7 @@ struct Runner<'a> {
     /// Responses this runner put in its `held.rs` slot since it last wrote it (the
     /// monitor may have written some of them since).
     held: usize,
-    /// Swapped with the slot to write it (`Held::flush`).
+    /// Swapped with the slot to write it (`Held::take`).
     spare: HeldConns,
     /// When the last request of the current batch ended: the next one's start.
     last_end: Option<Stamp>,
