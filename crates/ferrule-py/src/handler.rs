@@ -1,9 +1,9 @@
 //! Calling the app and sending what it returns (PEP 3333's server side).
 
+use crate::blocking::ReleaseGil;
 use crate::environ::{Environ, LoggedKeys};
 use crate::errors::format_exception;
 use crate::file_wrapper::{regular_file, FileWrapper};
-use crate::park::ReleaseGil;
 use crate::sys;
 use crate::text::type_name;
 use crate::tx::Tx;
@@ -151,7 +151,7 @@ impl Handler for Wsgi {
         Python::attach(|py| self.call(py, ex))
     }
 
-    fn hold(&self, batch: &mut dyn FnMut(&dyn ferrule_server::Park)) {
+    fn hold(&self, batch: &mut dyn FnMut(&dyn ferrule_server::Blocking)) {
         // One GIL acquisition for every request ready at once. Waits for a full
         // socket release it (`ReleaseGil`), and the app's own blocking calls do too.
         Python::attach(|py| batch(&ReleaseGil(py)))
@@ -161,13 +161,13 @@ impl Handler for Wsgi {
 /// Logs a failed request and answers it, if its head is not out yet.
 fn fail(py: Python<'_>, ex: &mut Exchange, failure: Failure, input_error: Option<u16>) {
     let target = String::from_utf8_lossy(ex.raw_target()).into_owned();
-    let park = ReleaseGil(py);
+    let blocking = ReleaseGil(py);
     match failure {
         Failure::Transport(e) => {
             tracing::debug!("{target}: {e}");
             ex.close_after();
             if let Some(status) = e.status().filter(|_| !ex.head_sent()) {
-                let _ = ex.respond_error(status, &park);
+                let _ = ex.respond_error(status, &blocking);
             }
         }
         Failure::App(err) => {
@@ -192,7 +192,7 @@ fn fail(py: Python<'_>, ex: &mut Exchange, failure: Failure, input_error: Option
                 ex.close_after();
             } else {
                 ex.abort_head();
-                if let Err(e) = ex.respond_error(status, &park) {
+                if let Err(e) = ex.respond_error(status, &blocking) {
                     tracing::debug!("{target}: {e}");
                 }
             }
@@ -253,7 +253,7 @@ fn send_iterable(
     tx: &Bound<'_, Tx>,
     iterable: &Bound<'_, PyAny>,
 ) -> Result<(), Failure> {
-    let park = ReleaseGil(py);
+    let blocking = ReleaseGil(py);
     if let Ok(fw) = iterable.cast::<FileWrapper>() {
         if send_file(py, tx, &fw.borrow())? {
             return Ok(());
@@ -261,10 +261,10 @@ fn send_iterable(
     }
     // A list or tuple is all there is: send it in one write, with its length.
     if let Ok(list) = iterable.cast::<PyList>() {
-        return send_items(tx, list.iter(), &park);
+        return send_items(tx, list.iter(), &blocking);
     }
     if let Ok(tuple) = iterable.cast::<PyTuple>() {
-        return send_items(tx, tuple.iter(), &park);
+        return send_items(tx, tuple.iter(), &blocking);
     }
     // Anything else is streamed: each block is sent before the next is asked for.
     for item in iterable.try_iter()? {
@@ -277,14 +277,14 @@ fn send_iterable(
             if !ex.head_sent() {
                 ex.end_head(None)?;
             }
-            ex.write_body(data, true, &park)
+            ex.write_body(data, true, &blocking)
         })?;
     }
     with_ex(tx, |ex| {
         if !ex.head_sent() {
             ex.end_head(Some(0))?;
         }
-        ex.finish(&park)
+        ex.finish(&blocking)
     })
 }
 
@@ -295,7 +295,7 @@ fn send_iterable(
 fn send_items<'py>(
     tx: &Bound<'py, Tx>,
     mut items: impl ExactSizeIterator<Item = Bound<'py, PyAny>>,
-    park: &ReleaseGil<'_>,
+    blocking: &ReleaseGil<'_>,
 ) -> Result<(), Failure> {
     let one;
     let many: Vec<Bound<'py, PyAny>>;
@@ -319,10 +319,10 @@ fn send_items<'py>(
         }
         for item in items {
             if let Ok(b) = item.cast::<PyBytes>() {
-                ex.write_body(b.as_bytes(), false, park)?;
+                ex.write_body(b.as_bytes(), false, blocking)?;
             }
         }
-        ex.finish(park)
+        ex.finish(blocking)
     })
 }
 
@@ -332,15 +332,15 @@ fn send_file(py: Python<'_>, tx: &Bound<'_, Tx>, fw: &FileWrapper) -> Result<boo
     let Some((fd, offset, size)) = regular_file(py, filelike)? else {
         return Ok(false);
     };
-    let park = ReleaseGil(py);
+    let blocking = ReleaseGil(py);
     with_ex(tx, |ex| {
         if !ex.head_sent() {
             ex.end_head(Some(size))?;
         }
-        if !ex.send_file(fd, offset, size, &park)? {
+        if !ex.send_file(fd, offset, size, &blocking)? {
             return Ok(false);
         }
-        ex.finish(&park)?;
+        ex.finish(&blocking)?;
         Ok(true)
     })
 }

@@ -3,7 +3,7 @@
 //! functions through [`Body`]: this module does not know the request object, so the
 //! dependency points one way (`tx` → `input`).
 
-use crate::park::ReleaseGil;
+use crate::blocking::ReleaseGil;
 use ferrule_server::{Error, Exchange};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -19,7 +19,7 @@ pub trait Body<'py> {
 /// Collects up to `limit` bytes (None: all), stopping after a newline when `line`.
 pub fn collect(
     ex: &mut Exchange,
-    park: &ReleaseGil<'_>,
+    blocking: &ReleaseGil<'_>,
     limit: Option<usize>,
     line: bool,
 ) -> Result<Vec<u8>, Error> {
@@ -29,7 +29,7 @@ pub fn collect(
         if want == 0 {
             break;
         }
-        let avail = ex.fill_body(park)?;
+        let avail = ex.fill_body(blocking)?;
         if avail.is_empty() {
             break;
         }

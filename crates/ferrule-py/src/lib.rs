@@ -2,6 +2,7 @@
 //!
 //! Internal errors become Python exceptions here, at the boundary, and nowhere else.
 
+mod blocking;
 mod config;
 mod environ;
 mod errors;
@@ -9,7 +10,6 @@ mod fields;
 mod file_wrapper;
 mod handler;
 mod input;
-mod park;
 // The only module allowed unsafe code (workspace lint `unsafe_code = "deny"`).
 #[allow(unsafe_code)]
 mod sys;

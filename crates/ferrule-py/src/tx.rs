@@ -3,10 +3,10 @@
 //! object instead of three: each allocation costs about as much as parsing a short
 //! request head. It owns the connection while the app runs.
 
+use crate::blocking::ReleaseGil;
 use crate::errors::to_pyerr;
 use crate::fields;
 use crate::input::{self, Body};
-use crate::park::ReleaseGil;
 use crate::text::type_name;
 use ferrule_server::Exchange;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};

@@ -7,7 +7,7 @@
 //! the format has such atoms.
 
 use crate::clock::access_stamp;
-use crate::exchange::Exchange;
+use crate::finished::Finished;
 use crate::listener::Peer;
 use crate::sink::Sink;
 use std::cell::RefCell;
@@ -17,7 +17,7 @@ use std::time::SystemTime;
 thread_local! {
     /// The `{VAR}e` values of the request this thread handled last, in the order of
     /// [`AccessLog::environ_keys`] (None: not in the environ). A thread-local rather
-    /// than a field of `Exchange`, so a format without such atoms costs a request
+    /// than a field of the exchange, so a format without such atoms costs a request
     /// nothing: the handler sets it right before it returns the exchange, and the
     /// record that follows on the same thread takes it.
     static ENVIRON_VALUES: RefCell<Vec<Option<String>>> = const { RefCell::new(Vec::new()) };
@@ -113,7 +113,8 @@ impl AccessLog {
         self.sink.report_now();
     }
 
-    pub(crate) fn record(&self, ex: &Exchange) {
+    /// Writes the line of a finished request (`Exchange::finished`).
+    pub(crate) fn record(&self, ex: &Finished<'_>) {
         let environ = match self.environ_keys.is_empty() {
             true => Vec::new(),
             false => ENVIRON_VALUES.with(|v| std::mem::take(&mut *v.borrow_mut())),
@@ -122,8 +123,8 @@ impl AccessLog {
         self.sink.write_line(self.format(ex, &environ).as_bytes());
     }
 
-    fn format(&self, ex: &Exchange, environ: &[Option<String>]) -> String {
-        let o = ex.outcome();
+    fn format(&self, ex: &Finished<'_>, environ: &[Option<String>]) -> String {
+        let o = ex.outcome;
         let elapsed = ex.started.elapsed();
         let text = |b: Option<&[u8]>| {
             b.map(|v| String::from_utf8_lossy(v).into_owned())
@@ -133,7 +134,7 @@ impl AccessLog {
         for p in &self.pieces {
             match p {
                 Piece::Text(t) => s.push_str(t),
-                Piece::Remote => match ex.peer() {
+                Piece::Remote => match ex.peer {
                     Peer::Tcp(a) => s.push_str(&a.ip().to_canonical().to_string()),
                     Peer::Unix => s.push_str("unix"),
                 },
@@ -143,16 +144,16 @@ impl AccessLog {
                 ),
                 Piece::Time => s.push_str(&access_stamp(SystemTime::now())),
                 Piece::RequestLine => {
-                    s.push_str(&String::from_utf8_lossy(ex.method()));
+                    s.push_str(&String::from_utf8_lossy(ex.method));
                     s.push(' ');
-                    s.push_str(&String::from_utf8_lossy(ex.raw_target()));
+                    s.push_str(&String::from_utf8_lossy(ex.target));
                     s.push(' ');
-                    s.push_str(ex.version().as_str());
+                    s.push_str(ex.version.as_str());
                 }
-                Piece::Method => s.push_str(&String::from_utf8_lossy(ex.method())),
-                Piece::Path => s.push_str(&String::from_utf8_lossy(ex.path())),
-                Piece::Query => s.push_str(&String::from_utf8_lossy(ex.query())),
-                Piece::Protocol => s.push_str(ex.version().as_str()),
+                Piece::Method => s.push_str(&String::from_utf8_lossy(ex.method)),
+                Piece::Path => s.push_str(&String::from_utf8_lossy(ex.path)),
+                Piece::Query => s.push_str(&String::from_utf8_lossy(ex.query)),
+                Piece::Protocol => s.push_str(ex.version.as_str()),
                 Piece::Status => s.push_str(&o.status.to_string()),
                 Piece::BytesB => s.push_str(&o.body_bytes.to_string()),
                 Piece::BytesDash if o.body_bytes == 0 => s.push('-'),

@@ -11,7 +11,10 @@
 //! app that leaks descriptors: [`Backoff::starved`] tells the worker, which asks to
 //! be replaced.
 
-use crate::server::{Shared, LISTENER};
+use crate::listener::Listener;
+use crate::sys::Poller;
+use crate::table::Table;
+use crate::tokens::LISTENER;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -95,13 +98,13 @@ impl Backoff {
 
     /// Listener `idx` refused a connection for lack of resources: it leaves epoll until
     /// the monitor puts it back. The first refusal of an episode is logged at once.
-    pub(crate) fn refused(&self, shared: &Shared, idx: usize, e: &io::Error) {
+    pub(crate) fn refused(&self, watch: Watch<'_>, idx: usize, e: &io::Error) {
         let mut st = self.state();
         let now = Instant::now();
         if let Some(slot) = st.resume_at.get_mut(idx) {
             if slot.is_none() {
                 // Already out when the server stops; the error changes nothing then.
-                let _ = shared.poller.delete(shared.listeners[idx].fd());
+                let _ = watch.poller.delete(watch.listeners[idx].fd());
                 *slot = Some(now + PAUSE);
             }
         }
@@ -124,14 +127,14 @@ impl Backoff {
             "cannot accept connections: {e}; the listener pauses for {} ms at a time while \
              this lasts, and the {} open connections are served (file descriptor limit: {})",
             PAUSE.as_millis(),
-            shared.table.len(),
+            watch.table.len(),
             limit_text(),
         );
     }
 
     /// The monitor's part, on each tick: puts paused listeners back into epoll when
     /// their pause is over, and reports. One load while accepts succeed.
-    pub(crate) fn tick(&self, shared: &Shared, now: Instant) {
+    pub(crate) fn tick(&self, watch: Watch<'_>, now: Instant) {
         if !self.troubled.load(Ordering::Relaxed) {
             return;
         }
@@ -143,8 +146,8 @@ impl Backoff {
         for (idx, slot) in st.resume_at.iter_mut().enumerate() {
             if slot.is_some_and(|at| at <= now) && !stopped {
                 *slot = None;
-                let fd = shared.listeners[idx].fd();
-                if let Err(e) = shared.poller.add_listener(fd, LISTENER | idx as u64) {
+                let fd = watch.listeners[idx].fd();
+                if let Err(e) = watch.poller.add_listener(fd, LISTENER | idx as u64) {
                     tracing::error!("cannot watch a listening socket again: {e}");
                 }
             }
@@ -160,7 +163,7 @@ impl Backoff {
                  open connections: {}; limit: {}",
                 st.lack,
                 REPORT_EVERY.as_secs(),
-                shared.table.len(),
+                watch.table.len(),
                 limit_text(),
             );
         } else if st.resume_at.iter().all(Option::is_none) {
@@ -180,19 +183,28 @@ impl Backoff {
 
     /// Accepts have failed for a while, and the worker holds fewer connections than
     /// half its descriptor limit: something else holds the descriptors (the app).
-    pub(crate) fn starved(&self, shared: &Shared) -> Option<Starved> {
+    pub(crate) fn starved(&self, table: &Table) -> Option<Starved> {
         if !self.troubled.load(Ordering::Relaxed) {
             return None;
         }
         let since = self.state().since?;
         let limit = crate::sys::nofile_limit().map_or(u64::MAX, |(soft, _)| soft);
-        let connections = shared.table.len();
+        let connections = table.len();
         (u64::try_from(connections).unwrap_or(u64::MAX) < limit / 2).then(|| Starved {
             during: since.elapsed(),
             connections,
             limit,
         })
     }
+}
+
+/// What the back-off acts on: the listeners, the epoll set that watches them, and
+/// the connection table (its size goes in the reports).
+#[derive(Clone, Copy)]
+pub(crate) struct Watch<'a> {
+    pub(crate) poller: &'a Poller,
+    pub(crate) listeners: &'a [Listener],
+    pub(crate) table: &'a Table,
 }
 
 fn limit_text() -> String {

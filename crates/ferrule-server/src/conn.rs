@@ -70,6 +70,10 @@ pub struct Conn {
     pub(crate) blank: usize,
     /// When the first byte of the current head arrived.
     pub(crate) head_since: Option<Tick>,
+    // The three flags below stay flags: each is a fact from its own source (the last
+    // read, epoll's event, the requests answered), set independently of the others.
+    // Where the connection is in its life is `stage`; what it does after a request
+    // is one `Next` (`driver/next.rs`).
     /// The last read left the socket empty, so epoll will report the next bytes.
     pub(crate) drained: bool,
     /// Epoll reported the peer's end of stream (or an error): a short read then does

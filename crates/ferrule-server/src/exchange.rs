@@ -3,69 +3,57 @@
 //! An [`Exchange`] owns the connection while the app runs, so the app's reads of
 //! `wsgi.input` and its writes go straight to the socket from the thread that
 //! runs the app: no hand-off to another thread, no copy of the body. Waits on the
-//! socket go through a [`Park`], which lets the Python side release the GIL.
+//! socket go through a [`Blocking`], which lets the Python side release the GIL.
 //!
-//! This file holds the request side (fields, body) and the hand-back of the
-//! connection; `exchange/respond.rs` the response side.
+//! This file holds the request's fields and the hand-back of the connection;
+//! `exchange/body.rs` the request body, `exchange/respond.rs` the response side.
 
-use crate::conn::{Conn, Stage, Then};
+use crate::blocking::Blocking;
+use crate::config::ServerConfig;
+use crate::conn::Conn;
 use crate::cork::CorkState;
-use crate::error::{Error, Phase};
+use crate::error::Error;
+use crate::finished::{Finished, Outcome};
 use crate::listener::{Local, Peer};
 use crate::progress::Progress;
-use crate::server::Shared;
-use crate::transport::{Interest, ReadOutcome};
+use crate::protocol::{Protocol, ReadyVars};
+use crate::shared::Shared;
 use ferrule_http::{BodyDecoder, Head, ResponseFraming, Version};
 use std::io;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-mod claim;
+mod body;
 mod respond;
-pub(crate) use claim::Claims;
-use claim::Seat;
-pub(crate) use respond::with_date;
-
-/// Gives a caller the chance to drop a lock while the thread waits on the socket.
-pub trait Park {
-    fn park(&self, wait: &mut (dyn FnMut() -> io::Result<bool> + Send)) -> io::Result<bool>;
-}
-
-/// Waits in place (for callers that hold no lock).
-pub struct NoPark;
-
-impl Park for NoPark {
-    fn park(&self, wait: &mut (dyn FnMut() -> io::Result<bool> + Send)) -> io::Result<bool> {
-        wait()
-    }
-}
+mod seat;
+use seat::Seat;
 
 /// A runner's wait on its client: `--timeout` does not count it (`progress.rs`).
 pub(crate) struct ClientWait<'a> {
-    park: &'a dyn Park,
+    blocking: &'a dyn Blocking,
     progress: &'a Progress,
     me: usize,
 }
 
 impl<'a> ClientWait<'a> {
-    pub(crate) fn new(park: &'a dyn Park, progress: &'a Progress, me: usize) -> Self {
-        ClientWait { park, progress, me }
+    pub(crate) fn new(blocking: &'a dyn Blocking, progress: &'a Progress, me: usize) -> Self {
+        ClientWait {
+            blocking,
+            progress,
+            me,
+        }
     }
 }
 
-impl Park for ClientWait<'_> {
-    fn park(&self, wait: &mut (dyn FnMut() -> io::Result<bool> + Send)) -> io::Result<bool> {
+impl Blocking for ClientWait<'_> {
+    fn block(&self, wait: &mut (dyn FnMut() -> io::Result<bool> + Send)) -> io::Result<bool> {
         self.progress.waiting(self.me);
-        let ready = self.park.park(wait);
+        let ready = self.blocking.block(wait);
         self.progress.made(self.me);
         ready
     }
 }
-
-/// Unread body bytes the server reads from the socket and discards to keep a
-/// connection alive (bytes already read ahead into memory are skipped at no cost).
-const DRAIN_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Response {
@@ -88,13 +76,23 @@ enum Response {
     Done,
 }
 
-/// How a response ended, for the access log and the connection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Outcome {
-    pub status: u16,
-    pub body_bytes: u64,
-    /// The app sent fewer or more bytes than its Content-Length.
-    pub length_mismatch: bool,
+/// An interim answer owed before the body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interim {
+    /// None (not asked for, or sent).
+    None,
+    /// The client sent `Expect: 100-continue` and waits for it before its body.
+    ContinueOwed,
+}
+
+/// How a request left its connection: facts for `driver/next.rs`, which decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Its answer is complete and the connection can carry another request.
+    Reusable,
+    /// It cannot. `more`: its answer went out whole and the client has sent more
+    /// than this request (so closing now could reset that answer).
+    Closing { more: bool },
 }
 
 /// What the runner knows about a request beyond its head.
@@ -110,7 +108,7 @@ pub(crate) struct Admit {
 }
 
 pub struct Exchange {
-    /// First: it drops first, before `conn` closes the socket (`claim.rs`).
+    /// First: it drops first, before `conn` closes the socket (`exchange/seat.rs`).
     shared: Seat,
     conn: Box<Conn>,
     head: Head,
@@ -119,9 +117,16 @@ pub struct Exchange {
     /// Decoded body bytes not yet handed to the app.
     avail: Range<usize>,
     body: BodyDecoder,
-    continue_pending: bool,
+    /// Whether `100 Continue` is owed before the body is read.
+    interim: Interim,
     out: Vec<u8>,
     response: Response,
+    // `keep_alive`, `https` and `defer` stay flags: facts about this request (what its
+    // head and its answer allow, its scheme) and the runner's choice for its answer,
+    // each set on its own; the response's progress is `response`, the connection's
+    // next step `driver/next.rs`'s `Next`.
+    /// The connection may carry another request after this answer: the head allowed
+    /// it, and nothing since (the app's `Connection: close`, an error) took it back.
     keep_alive: bool,
     https: bool,
     pub(crate) started: Instant,
@@ -134,6 +139,8 @@ pub struct Exchange {
     /// A copy of the response head, kept only when the access log shows response fields.
     response_head: Option<Vec<u8>>,
     cork: CorkState,
+    /// Variables a protocol brought ready-made (see `ready_vars`).
+    ready_vars: Option<Box<ReadyVars>>,
 }
 
 impl Exchange {
@@ -160,7 +167,10 @@ impl Exchange {
         let fd = conn.transport.raw_fd();
         // Built in its box: the exchange travels through Python as a pointer.
         let mut ex = Box::new(Exchange {
-            continue_pending: head.framing.expect_continue && !body.is_done(),
+            interim: match head.framing.expect_continue && !body.is_done() {
+                true => Interim::ContinueOwed,
+                false => Interim::None,
+            },
             keep_alive: head.framing.keep_alive,
             conn,
             shared,
@@ -177,6 +187,7 @@ impl Exchange {
             response_head: None,
             head,
             cork: CorkState::Idle,
+            ready_vars: None,
         });
         // Only now, so nothing between the box and its fields can fail.
         if mark == 0 {
@@ -226,6 +237,15 @@ impl Exchange {
     pub fn content_length(&self) -> Option<&[u8]> {
         self.head.framing.content_length.map(|s| self.bytes(s))
     }
+    /// The protocol that carried the request.
+    pub fn protocol(&self) -> Protocol {
+        self.shared.listeners[self.conn.listener].protocol()
+    }
+    /// The request's variables when its protocol delivered them ready-made (uwsgi);
+    /// `None` for HTTP/1, whose environ the bridge derives from the head.
+    pub fn ready_vars(&self) -> Option<&ReadyVars> {
+        self.ready_vars.as_deref()
+    }
     pub fn peer(&self) -> Peer {
         self.conn.peer
     }
@@ -235,134 +255,47 @@ impl Exchange {
     pub fn is_https(&self) -> bool {
         self.https
     }
-    pub fn config(&self) -> &crate::ServerConfig {
+    pub fn config(&self) -> &ServerConfig {
         &self.shared.config
     }
     pub fn outcome(&self) -> Outcome {
         self.outcome
     }
 
-    /// A field of the response sent, when the access log asked for them to be kept.
-    pub fn response_header(&self, name: &[u8]) -> Option<&[u8]> {
-        let head = self.response_head.as_deref()?;
-        head.split(|&b| b == b'\n').skip(1).find_map(|line| {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let colon = line.iter().position(|&b| b == b':')?;
-            line[..colon]
-                .eq_ignore_ascii_case(name)
-                .then(|| line[colon + 1..].trim_ascii())
-        })
-    }
-
-    // ---- the request body ----
-
-    /// Returns body bytes that have arrived, waiting for some if none have; an empty
-    /// slice means the body has ended. Call [`Exchange::consume`] for what was used.
-    pub fn fill_body(&mut self, park: &dyn Park) -> Result<&[u8], Error> {
-        // A body read ahead into a file (`preread.rs`): its head says no body is left
-        // in the socket, and the app reads the file.
-        if let Stage::ReadAhead(Some(_)) = self.conn.stage {
-            return match &mut self.conn.stage {
-                Stage::ReadAhead(Some(spill)) => spill.fill(),
-                _ => Ok(&[]),
-            };
-        }
-        while self.avail.is_empty() && !self.body.is_done() {
-            let step = self.body.decode(&self.conn.buf[self.pos..])?;
-            let base = self.pos;
-            self.pos += step.consumed;
-            if !step.data.is_empty() {
-                self.avail = base + step.data.start..base + step.data.end;
-                break;
-            }
-            if step.consumed == 0 && !step.done {
-                self.read_more(park)?;
-            }
-        }
-        Ok(&self.conn.buf[self.avail.clone()])
-    }
-
-    /// Marks `n` bytes of what [`Exchange::fill_body`] returned as used.
-    pub fn consume(&mut self, n: usize) {
-        if let Stage::ReadAhead(Some(spill)) = &mut self.conn.stage {
-            return spill.consume(n);
-        }
-        self.avail.start = (self.avail.start + n).min(self.avail.end);
-    }
-
-    fn read_more(&mut self, park: &dyn Park) -> Result<(), Error> {
-        // `100 Continue` is 25 bytes before the app answers: a wait on it is rare (the
-        // seat is lent to `interim` here, so such a wait is not marked as the client's).
-        // Not once the answer is complete and waiting for the server to write it.
-        if self.continue_pending && !self.conn.writing() {
-            self.continue_pending = false;
-            let msg: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-            let timeout = self.shared.config.io_timeout;
-            let mut sent = Ok(());
-            let conn = &mut self.conn;
-            if !self.shared.interim(|| {
-                sent = conn.send([msg], park, timeout, 0);
-                sent.is_ok()
-            }) {
-                sent?;
-                return Err(self.lost());
-            }
-        }
-        // Body bytes already handed out are dropped so the buffer does not grow with the body.
-        if self.pos == self.conn.buf.len() && self.pos > self.head.len {
-            self.conn.buf.truncate(self.head.len);
-            self.pos = self.head.len;
-            self.avail = self.pos..self.pos;
-        }
-        let timeout = self.shared.config.io_timeout;
-        loop {
-            match self.conn.read_some() {
-                Ok(ReadOutcome::Eof) => return Err(Error::Parse(self.body.eof_error())),
-                Ok(ReadOutcome::Data(_)) => return Ok(()),
-                Ok(ReadOutcome::WouldBlock) => {
-                    let t = &self.conn.transport;
-                    let park = ClientWait::new(park, &self.shared.progress, self.shared.me());
-                    let ready = park.park(&mut || t.wait(Interest::Read, timeout))?;
-                    if !ready {
-                        return Err(Error::Timeout(Phase::Body));
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
+    /// What the finished request leaves for the access log (and, later, metrics).
+    pub(crate) fn finished(&self) -> Finished<'_> {
+        Finished {
+            method: self.method(),
+            target: self.raw_target(),
+            path: self.path(),
+            query: self.query(),
+            version: self.version(),
+            peer: self.conn.peer,
+            outcome: self.outcome,
+            started: self.started,
+            head: &self.head,
+            buf: &self.conn.buf,
+            response_head: self.response_head.as_deref(),
         }
     }
 
-    /// Hands the connection back for the next request (`Ok`), or says it must close
-    /// (`Err`): with the connection when its answer went out whole and the client has
-    /// sent more than this request (the caller may then close it gently, `serve.rs`).
-    /// A response left in the buffer (see `finish`) travels with the connection.
-    pub(crate) fn into_conn(
-        mut self: Box<Self>,
-        park: &dyn Park,
-    ) -> Result<Box<Conn>, Option<Box<Conn>>> {
+    /// Hands the connection back, with how the request left it (`driver/next.rs`
+    /// decides what follows). A response left in the buffer (see `finish`) travels
+    /// with the connection.
+    pub(crate) fn into_conn(mut self: Box<Self>, blocking: &dyn Blocking) -> (Box<Conn>, Ended) {
         // While the server drains, a response that said keep-alive (its head went out
         // before the drain, or a pipelined request follows) keeps the connection: its
         // next request is answered with `Connection: close`.
         let reusable =
             matches!(self.response, Response::Done) && self.keep_alive && self.claim().is_ok();
         if !reusable || !self.drain() {
-            let sent = self.flush(park).is_ok() && matches!(self.response, Response::Done);
-            let more = || {
-                self.conn.buf.len() > self.pos
+            let sent = self.flush(blocking).is_ok() && matches!(self.response, Response::Done);
+            // The kernel is asked only while draining, the one time it matters.
+            let more = sent
+                && (self.conn.buf.len() > self.pos
                     || !self.body.is_done()
-                    || (self.shared.stopping() && self.conn.transport.has_bytes())
-            };
-            if self.conn.writing() {
-                // Its answer waits in `out`: the server writes it, then closes (or
-                // lingers, as `serve.rs` does for an answer that went out at once).
-                let then = match sent && self.shared.stopping() && more() {
-                    true => Then::Linger,
-                    false => Then::Close,
-                };
-                self.conn.then(then);
-                return Err(Some(self.conn));
-            }
-            return Err((sent && more()).then_some(self.conn));
+                    || (self.shared.stopping() && self.conn.transport.has_bytes()));
+            return (self.conn, Ended::Closing { more });
         }
         let used = self.pos;
         self.conn.buf.drain(..used);
@@ -372,10 +305,10 @@ impl Exchange {
             self.conn.out = std::mem::take(&mut self.out);
         }
         self.conn.scanned = 0;
-        Ok(self.conn)
+        (self.conn, Ended::Reusable)
     }
 
-    /// Takes the answer before its first byte goes out (`claim.rs`); fails when the
+    /// Takes the answer before its first byte goes out (`exchange/seat.rs`); fails when the
     /// request ran past `--timeout` and the server answered 500 in its place.
     #[inline]
     fn claim(&mut self) -> Result<(), Error> {
@@ -393,33 +326,5 @@ impl Exchange {
         self.out.clear();
         self.mark = 0;
         Error::Overdue
-    }
-
-    /// Skips an unread body so the connection can be reused: what is in memory at
-    /// once, what is still in the socket up to `DRAIN_LIMIT`.
-    fn drain(&mut self) -> bool {
-        let mut budget = DRAIN_LIMIT;
-        loop {
-            self.avail = self.pos..self.pos;
-            if self.body.is_done() {
-                return true;
-            }
-            let Ok(step) = self.body.decode(&self.conn.buf[self.pos..]) else {
-                return false;
-            };
-            self.pos += step.consumed;
-            if step.consumed == 0 && !step.done {
-                if self.pos == self.conn.buf.len() {
-                    self.conn.buf.truncate(self.head.len);
-                    self.pos = self.head.len;
-                }
-                // Bytes already in memory (a body read ahead) are skipped for free;
-                // only what must still come from the socket is bounded.
-                match self.conn.read_some() {
-                    Ok(ReadOutcome::Data(n)) if n <= budget => budget -= n,
-                    _ => return false,
-                }
-            }
-        }
     }
 }

@@ -14,8 +14,7 @@
 //! limit.
 
 use crate::conn::Conn;
-use crate::exchange::Park;
-use crate::server::Shared;
+use crate::sched::Sched;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -54,24 +53,25 @@ impl Held {
         self.slot(me).push(conn);
     }
 
-    /// Runner `me` writes what it holds, then parks those connections (or drops
-    /// them). `spare` is an empty vector swapped with the slot, so that neither
-    /// allocates and the lock is not held across a wait on a full socket.
-    pub(crate) fn flush(&self, shared: &Shared, me: usize, spare: &mut HeldConns, park: &dyn Park) {
+    /// Takes what runner `me` holds, for it to write (`Runner::flush`): `spare` is an
+    /// empty vector swapped with the slot, so that neither allocates and the lock is
+    /// not held across a wait on a full socket.
+    pub(crate) fn take(&self, me: usize, spare: &mut HeldConns) {
         std::mem::swap(&mut *self.slot(me), spare);
-        for conn in spare.drain(..) {
-            shared.flush_and_park(conn, park);
-        }
     }
 
     /// The monitor's part, once a tick: for each runner whose current request began
     /// before `now - HOLD_LIMIT`, writes the held answers a socket takes at once and
-    /// parks those connections. Holds the slot's lock throughout (it never waits), so
+    /// hands those connections to `wait` (epoll, for their next request). Holds the slot's lock throughout (it never waits), so
     /// what stays is always in the slot when the runner next writes it.
-    pub(crate) fn release_stale(&self, shared: &Shared, now: Instant) {
-        for (me, slot) in self.slots.iter().enumerate().take(shared.sched.spawned()) {
-            if shared
-                .sched
+    pub(crate) fn release_stale(
+        &self,
+        sched: &Sched,
+        now: Instant,
+        mut wait: impl FnMut(Box<Conn>),
+    ) {
+        for (me, slot) in self.slots.iter().enumerate().take(sched.spawned()) {
+            if sched
                 .request_age(me, now)
                 .is_none_or(|age| age < HOLD_LIMIT)
             {
@@ -84,7 +84,7 @@ impl Held {
             let mut i = 0;
             while i < held.len() {
                 match held[i].try_flush_out() {
-                    Ok(true) => shared.park(held.swap_remove(i), false),
+                    Ok(true) => wait(held.swap_remove(i)),
                     // A full socket or a failed one: the runner's own write handles it.
                     Ok(false) | Err(_) => i += 1,
                 }

@@ -13,7 +13,7 @@
 //! state go back) since the last trim: never on the request path, and at most once per
 //! `TRIM_EVERY`.
 
-use crate::server::Shared;
+use crate::shared::Shared;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 

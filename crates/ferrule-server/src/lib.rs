@@ -5,12 +5,18 @@
 
 pub mod access;
 mod backoff;
+mod blocking;
+mod claims;
 mod clock;
 pub mod config;
 mod conn;
 mod cork;
+mod date;
+mod driver;
 mod error;
 mod exchange;
+mod finished;
+mod handler;
 mod held;
 mod idle;
 mod listener;
@@ -19,21 +25,27 @@ pub mod logfile;
 mod logline;
 mod preread;
 mod progress;
+mod protocol;
 mod runner;
 mod sched;
-mod serve;
 mod server;
+mod shared;
 pub mod sink;
 // The only module allowed unsafe code (workspace lint `unsafe_code = "deny"`).
 #[allow(unsafe_code)]
 mod sys;
 mod table;
+mod tokens;
 mod transport;
 mod writing;
 
 pub use backoff::Starved;
+pub use blocking::{Blocking, InPlace};
 pub use config::{parse_bind, AllowIps, Bind, ServerConfig};
 pub use error::{Error, Phase};
-pub use exchange::{Exchange, NoPark, Outcome, Park};
+pub use exchange::Exchange;
+pub use finished::Outcome;
+pub use handler::Handler;
 pub use listener::{bind_all, BindError, Listener, Local, Peer};
-pub use server::{Handler, Server};
+pub use protocol::{Protocol, ReadyVars};
+pub use server::Server;

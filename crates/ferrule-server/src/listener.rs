@@ -2,6 +2,7 @@
 //! is a [`Transport`] (`transport.rs`).
 
 use crate::config::Bind;
+use crate::protocol::Protocol;
 use crate::sys;
 use crate::transport::Transport;
 use socket2::{Domain, Socket, Type};
@@ -131,6 +132,12 @@ impl Listener {
             },
             Listener::Unix(_, p, _) => Local::Unix(p.clone()),
         }
+    }
+
+    /// The protocol its connections speak: HTTP/1 for every listener for now (a bind
+    /// will name it once there is another, issue 23).
+    pub fn protocol(&self) -> Protocol {
+        Protocol::Http1
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {

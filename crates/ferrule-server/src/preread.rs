@@ -6,13 +6,13 @@
 //! The decoder's state is kept between reads, so each arrival costs its own bytes: a
 //! chunked body is not decoded from the start, and the head is parsed once more only
 //! when the body is complete (`Stage::ReadAhead`), so that every request reaches the
-//! app through the one path in `serve.rs`.
+//! app through the one path in `driver/http1.rs`. Whether a request is read ahead
+//! is the driver's decision (`driver/read_ahead.rs`).
 //! A body of up to `--request-buffer-size` stays raw in the connection's buffer, and
 //! the exchange decodes it as if it had just arrived. A larger one is decoded into
 //! an unlinked temporary file as it arrives, which the app then reads as `wsgi.input`.
 
 use crate::config::ServerConfig;
-use crate::conn::{Conn, Stage};
 use crate::error::Error;
 use ferrule_http::{BodyDecoder, BodyKind, Head};
 use std::fs::{File, OpenOptions};
@@ -27,42 +27,6 @@ const PREALLOCATE: usize = 256 * 1024;
 
 /// Bytes read from a spilled body at a time.
 const SPILL_READ: usize = 64 * 1024;
-
-/// Whether a request must have its body read before the app runs. One compare for
-/// a request without a body, two with all of it in the buffer (the usual paths).
-///
-/// A body read ahead into a file has left the buffer: what follows its head there is
-/// a pipelined request, however long, so that case always goes to `decide`.
-#[inline(always)]
-pub(crate) fn needed(head: &mut Head, conn: &mut Conn, cfg: &ServerConfig) -> bool {
-    match head.framing.body {
-        BodyKind::Empty => false,
-        BodyKind::Length(n)
-            if ((conn.buf.len() - head.len) as u64) >= n
-                && !matches!(conn.stage, Stage::ReadAhead(Some(_))) =>
-        {
-            false
-        }
-        _ => decide(head, conn, cfg),
-    }
-}
-
-/// The body is not all in the buffer: it was read ahead into a file (the head is
-/// told so: the exchange then decodes nothing from the socket and reads the file), a
-/// chunked one was read ahead into the buffer, or it is read now unless buffering is
-/// off or the client waits for `100 Continue` (the app decides before it is sent).
-#[cold]
-#[inline(never)]
-fn decide(head: &mut Head, conn: &mut Conn, cfg: &ServerConfig) -> bool {
-    match conn.stage {
-        Stage::ReadAhead(Some(_)) => {
-            head.framing.body = BodyKind::Empty;
-            false
-        }
-        Stage::ReadAhead(None) => false,
-        _ => cfg.request_buffering && !head.framing.expect_continue,
-    }
-}
 
 /// A request whose head is parsed and whose body is being read. The head is not
 /// kept: it stays at the front of the buffer and is parsed once more when the body

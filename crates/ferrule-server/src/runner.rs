@@ -3,26 +3,24 @@
 //! The wait for epoll happens outside the handler; everything that is ready then runs
 //! inside one [`Handler::hold`], so the Python bridge takes the GIL once per batch of
 //! requests instead of once per request. Nothing inside a batch blocks without the
-//! [`Park`] it is given: reads and writes are non-blocking, and a full socket is
-//! waited for through `park` (which releases the GIL).
+//! [`Blocking`] it is given: reads and writes are non-blocking, and a full socket is
+//! waited for through `blocking` (which releases the GIL).
 
+use crate::blocking::Blocking;
 use crate::conn::Conn;
-use crate::exchange::{ClientWait, Park};
+use crate::driver::{accept_all, serve};
+use crate::exchange::ClientWait;
+use crate::handler::Handler;
 use crate::held::{HeldConns, HOLD_LIMIT, MAX_HELD};
 use crate::sched::{Stamp, RETIRE_AFTER};
-use crate::serve::{accept_all, serve};
-use crate::server::{Handler, Shared, LISTENER, WAKE};
+use crate::shared::{Shared, BATCH};
 use crate::sys::{
     current_thread_cpu_clock, empty_event, ends_stream, timer_slack, Event, ThreadState,
 };
+use crate::tokens::{LISTENER, PEER_DONE, WAKE};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Events taken from epoll per wait: answering ready connections back to back keeps
-/// the clients' side busy, which makes each wake-up on their side cheaper.
-pub(crate) const BATCH: usize = 64;
-/// Set on a connection's token when its event reported the peer's end of stream.
-const PEER_DONE: u64 = 1 << 62;
 /// Longest epoll wait: how soon a runner notices a stop it was not woken for.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// Empty waits after which a runner that is not the last one ends (`RETIRE_AFTER`).
@@ -54,7 +52,7 @@ struct Runner<'a> {
     /// Responses this runner put in its `held.rs` slot since it last wrote it (the
     /// monitor may have written some of them since).
     held: usize,
-    /// Swapped with the slot to write it (`Held::flush`).
+    /// Swapped with the slot to write it (`Held::take`).
     spare: HeldConns,
     /// When the last request of the current batch ended: the next one's start.
     last_end: Option<Stamp>,
@@ -116,9 +114,9 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
                 std::thread::yield_now();
             }
             let mut first = Some(first);
-            handler.hold(&mut |park| {
+            handler.hold(&mut |blocking| {
                 if let Some(first) = first.take() {
-                    after = r.batch(first, park);
+                    after = r.batch(first, blocking);
                 }
             });
             match after {
@@ -127,7 +125,7 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
                 After::Fail => return,
             }
         }
-        handler.hold(&mut |park| r.flush(park));
+        handler.hold(&mut |blocking| r.flush(blocking));
         return;
     }
 }
@@ -189,13 +187,13 @@ impl Runner<'_> {
 
     /// Serves `first` and then whatever is ready without waiting, then writes the
     /// responses held back.
-    fn batch(&mut self, first: Taken, park: &dyn Park) -> After {
+    fn batch(&mut self, first: Taken, blocking: &dyn Blocking) -> After {
         self.last_end = None;
         let mut next = first;
         loop {
             let step_back = match next {
-                Taken::Token(token) => self.serve_token(token, park),
-                Taken::Conn(conn) => self.serve_conn(conn, park),
+                Taken::Token(token) => self.serve_token(token, blocking),
+                Taken::Conn(conn) => self.serve_conn(conn, blocking),
             };
             if step_back {
                 return After::StepBack;
@@ -209,28 +207,29 @@ impl Runner<'_> {
                     Ok(Some(t)) => Taken::Token(t),
                     Ok(None) => break,
                     Err(()) => {
-                        self.flush(park);
+                        self.flush(blocking);
                         return After::Fail;
                     }
                 },
             };
         }
-        self.flush(park);
+        self.flush(blocking);
         After::Wait
     }
 
     /// Writes the responses held back (`held.rs`).
-    fn flush(&mut self, park: &dyn Park) {
+    fn flush(&mut self, blocking: &dyn Blocking) {
         if self.held > 0 {
             self.held = 0;
-            self.shared
-                .held
-                .flush(self.shared, self.me, &mut self.spare, park);
+            self.shared.held.take(self.me, &mut self.spare);
+            for conn in self.spare.drain(..) {
+                self.shared.flush_and_shelve(conn, blocking);
+            }
         }
     }
 
     /// Handles one event. True when this runner should step back.
-    fn serve_token(&mut self, token: u64, park: &dyn Park) -> bool {
+    fn serve_token(&mut self, token: u64, blocking: &dyn Blocking) -> bool {
         let shared = self.shared;
         match token {
             // The level-triggered waker would wake this thread again and again
@@ -245,7 +244,7 @@ impl Runner<'_> {
             }
             t => {
                 if let Some(conn) = self.take(t) {
-                    return self.serve_conn(conn, park);
+                    return self.serve_conn(conn, blocking);
                 }
             }
         }
@@ -253,7 +252,7 @@ impl Runner<'_> {
     }
 
     /// Serves the requests of one connection. True when this runner should step back.
-    fn serve_conn(&mut self, conn: Box<Conn>, park: &dyn Park) -> bool {
+    fn serve_conn(&mut self, conn: Box<Conn>, blocking: &dyn Blocking) -> bool {
         let shared = self.shared;
         // One clock read per request: back to back, one's end is the next's start.
         let started = self.last_end.take().unwrap_or_else(|| shared.sched.stamp());
@@ -263,8 +262,16 @@ impl Runner<'_> {
         let me = self.me;
         // Waits on the client inside `serve` (pipelined answers, a rejected request's
         // answer) are not the app's time (`--timeout`).
-        let park = &ClientWait::new(park, &shared.progress, me);
-        if let Some(c) = serve(shared, self.handler, conn, holding, me, started.at, park) {
+        let blocking = &ClientWait::new(blocking, &shared.progress, me);
+        if let Some(c) = serve(
+            shared,
+            self.handler,
+            conn,
+            holding,
+            me,
+            started.at,
+            blocking,
+        ) {
             shared.held.hold(me, c);
             self.held += 1;
         }
@@ -272,14 +279,14 @@ impl Runner<'_> {
         self.last_end = Some(ended);
         // A slow request means the held answers already waited long.
         if self.held >= MAX_HELD || ended.since(started) > HOLD_LIMIT {
-            self.flush(park);
+            self.flush(blocking);
             self.last_end = None;
         }
         if shared
             .sched
             .end_request(self.me, shared.ready_len() == 0, ended)
         {
-            self.flush(park);
+            self.flush(blocking);
             return true;
         }
         false

@@ -1,56 +1,29 @@
 //! The server's life: binding, the serving threads, the monitor, and shutdown.
 //!
 //! Serving threads wait on one shared epoll set; the connection a thread is woken
-//! for is its own until it parks it again (the table hands it out once), and that thread
-//! reads, parses and runs the app for it (`serve.rs`): a request never changes
+//! for is its own until it shelves it again (the table hands it out once), and that thread
+//! reads, parses and runs the app for it (`driver/`): a request never changes
 //! threads. `sched.rs` decides how many threads serve at once.
 
 use crate::access::AccessLog;
-use crate::backoff::{Backoff, Starved};
+use crate::backoff::Starved;
 use crate::config::ServerConfig;
-use crate::conn::Conn;
-use crate::cork::{Corks, PUSH_AFTER};
-use crate::exchange::{with_date, Claims, Exchange, NoPark, Park};
-use crate::held::Held;
+use crate::cork::PUSH_AFTER;
+use crate::date::with_date;
+use crate::driver::accept_all;
+use crate::handler::Handler;
 use crate::idle::IdleTrim;
-use crate::listener::{bind_all, BindError, Listener, Local};
-use crate::progress::Progress;
-use crate::runner::{self, BATCH};
-use crate::sched::Sched;
-use crate::serve::accept_all;
+use crate::listener::{bind_all, BindError, Local};
+use crate::runner;
+use crate::shared::Shared;
 use crate::sys::{thread_cpu_time, Poller, Waker};
-use crate::table::Table;
+use crate::tokens::{LISTENER, WAKE};
 use ferrule_http::{error_response, Version};
-use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Runs requests. The Python bridge implements it; tests implement it in Rust.
-pub trait Handler: Send + Sync + 'static {
-    /// Runs a thread's whole serving loop, inside whatever context the handler needs
-    /// (the Python bridge attaches the thread to the interpreter once, here).
-    fn run_thread(&self, serve: &mut (dyn FnMut() + Send)) {
-        serve()
-    }
-
-    /// Answers one request. Returning `None` closes the connection.
-    fn handle(&self, ex: Box<Exchange>) -> Option<Box<Exchange>>;
-
-    /// Runs a batch of requests (`runner.rs`) with whatever `handle` needs held across
-    /// them: the Python bridge takes the GIL once per batch. Waits inside go through
-    /// the given [`Park`], which must let go of what is held.
-    fn hold(&self, batch: &mut dyn FnMut(&dyn Park)) {
-        batch(&NoPark)
-    }
-}
-
-/// The waker's token.
-pub(crate) const WAKE: u64 = u64::MAX;
-/// Set on a listener's token (its index in the low bits).
-pub(crate) const LISTENER: u64 = 1 << 63;
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// On a graceful stop, a connection with nothing of a request in it is closed once it
 /// has been quiet this long (since its last answer, or since it was accepted), and one
@@ -70,122 +43,6 @@ const TICK_SLOW: Duration = Duration::from_millis(4);
 /// when a request starts (`Shared::rouse_monitor`), not every `TICK_SLOW`, so an idle
 /// worker is not woken 250 times a second.
 const DOZE_AFTER: Duration = Duration::from_millis(100);
-
-pub struct Shared {
-    pub(crate) config: ServerConfig,
-    pub(crate) locals: Vec<Local>,
-    pub(crate) listeners: Vec<Listener>,
-    pub(crate) poller: Poller,
-    pub(crate) waker: Waker,
-    pub(crate) table: Table,
-    /// Pauses accepting while out of descriptors (`backoff.rs`).
-    pub(crate) backoff: Backoff,
-    stopping: AtomicBool,
-    /// Requests answered.
-    pub(crate) served: AtomicU64,
-    pub(crate) access: Option<AccessLog>,
-    /// Threads alive, and the condition the monitor ticks on and stop waits on.
-    running: Mutex<usize>,
-    all_stopped: Condvar,
-    /// The monitor dozes (see `DOZE_AFTER`).
-    dozing: AtomicBool,
-    pub(crate) sched: Sched,
-    /// Per runner: when its request last made progress, for `--timeout` (`progress.rs`).
-    pub(crate) progress: Progress,
-    /// Per runner: who answers its current request, the app or `--timeout` (`claim.rs`).
-    pub(crate) claims: Claims,
-    /// Streamed responses held corked, per runner (`cork.rs`).
-    pub(crate) corks: Corks,
-    /// Complete responses held back to be written in a burst, per runner (`held.rs`).
-    pub(crate) held: Held,
-    /// Ready events taken from epoll in a batch and not yet handled.
-    ready: Mutex<VecDeque<u64>>,
-    ready_len: AtomicUsize,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl Shared {
-    pub(crate) fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
-    }
-
-    /// Stopping, and no connection is left to serve.
-    pub(crate) fn drained(&self) -> bool {
-        self.stopping() && self.table.is_empty()
-    }
-
-    fn ready(&self) -> MutexGuard<'_, VecDeque<u64>> {
-        self.ready.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn pop_ready(&self) -> Option<u64> {
-        if self.ready_len.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let mut q = self.ready();
-        let t = q.pop_front();
-        self.ready_len.store(q.len(), Ordering::Release);
-        t
-    }
-
-    pub(crate) fn push_ready(&self, tokens: impl Iterator<Item = u64>) {
-        let mut q = self.ready();
-        q.extend(tokens);
-        self.ready_len.store(q.len(), Ordering::Release);
-    }
-
-    pub(crate) fn ready_len(&self) -> usize {
-        self.ready_len.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn park(&self, conn: Box<Conn>, new: bool) {
-        // Also while stopping: a connection parked then is one the drain still serves.
-        if let Some(token) = self.table.park(&self.poller, conn, new, &self.config) {
-            self.push_ready(std::iter::once(token));
-        }
-    }
-
-    fn running(&self) -> MutexGuard<'_, usize> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn threads(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.threads.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Wakes the monitor if it dozes: the request that just started may block, and
-    /// only the monitor adds runners. Costs one load when it is awake.
-    pub(crate) fn rouse_monitor(&self) {
-        // SeqCst, paired with `doze`: the runner's `start_request` comes before this
-        // load, the monitor's store before its `in_flight`, so one of them sees the other.
-        if self.dozing.load(Ordering::SeqCst) && self.dozing.swap(false, Ordering::SeqCst) {
-            // The monitor holds this lock until it waits, so the notice cannot come early.
-            let _running = self.running();
-            self.all_stopped.notify_all();
-        }
-    }
-
-    /// Announces that the monitor dozes; false when a request is in flight after all.
-    fn doze(&self) -> bool {
-        self.dozing.store(true, Ordering::SeqCst);
-        if self.sched.in_flight() || self.ready_len() > 0 {
-            self.dozing.store(false, Ordering::SeqCst);
-            return false;
-        }
-        true
-    }
-
-    /// Detaches the threads that ended after idling (`sched::RETIRE_AFTER`): a thread
-    /// nobody joins or detaches keeps its stack.
-    pub(crate) fn forget_ended_threads(&self) {
-        self.threads().retain(|t| !t.is_finished());
-    }
-
-    fn thread_exited(&self) {
-        *self.running() -= 1;
-        self.all_stopped.notify_all();
-    }
-}
 
 /// A bound, running server.
 pub struct Server {
@@ -208,30 +65,7 @@ impl Server {
                 .add_listener(l.fd(), LISTENER | i as u64)
                 .map_err(io_err)?;
         }
-        let backoff = Backoff::new(listeners.len());
-        let shared = Shared {
-            locals: listeners.iter().map(Listener::local).collect(),
-            listeners,
-            poller,
-            waker,
-            table: Table::new(),
-            backoff,
-            stopping: AtomicBool::new(false),
-            served: AtomicU64::new(0),
-            access,
-            running: Mutex::new(0),
-            all_stopped: Condvar::new(),
-            dozing: AtomicBool::new(false),
-            sched: Sched::new(config.threads),
-            progress: Progress::new(config.threads),
-            claims: Claims::new(config.threads),
-            corks: Corks::new(config.threads),
-            held: Held::new(config.threads),
-            ready: Mutex::new(VecDeque::with_capacity(BATCH)),
-            ready_len: AtomicUsize::new(0),
-            threads: Mutex::new(Vec::new()),
-            config,
-        };
+        let shared = Shared::new(config, listeners, poller, waker, access);
         Ok(Server {
             shared: Arc::new(shared),
         })
@@ -269,7 +103,7 @@ impl Server {
     /// Accepts have been refused for lack of descriptors for a while, with few of
     /// them held by connections: the app may leak them (the worker asks to be replaced).
     pub fn fd_starved(&self) -> Option<Starved> {
-        self.shared.backoff.starved(&self.shared)
+        self.shared.backoff.starved(&self.shared.table)
     }
 
     /// Answers `500` (with `Connection: close`) to each request in flight that has been
@@ -406,8 +240,10 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
         if shared.sched.in_flight() || now_served != served {
             (last_busy, served) = (Instant::now(), now_served);
         }
-        shared.held.release_stale(shared, Instant::now());
-        shared.backoff.tick(shared, Instant::now());
+        shared
+            .held
+            .release_stale(&shared.sched, Instant::now(), |c| shared.shelve(c, false));
+        shared.backoff.tick(shared.watch(), Instant::now());
         if shared.stopping() {
             shared.table.sweep();
             continue;

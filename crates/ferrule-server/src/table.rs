@@ -6,11 +6,11 @@
 //! closes after its answer then never costs an `epoll_ctl`. It is registered the first
 //! time it waits. Registrations are edge-triggered and never re-armed, so an event can
 //! arrive while a thread is serving its connection. The table remembers it (`missed`),
-//! and parking that connection then hands it straight back as ready instead of waiting
+//! and shelving that connection then hands it straight back as ready instead of waiting
 //! for an event that already came.
 //!
 //! A connection whose answer the server writes out (`Stage::Writing`, `writing.rs`)
-//! is registered for writability too (`park_writing`), with `--io-timeout` as its
+//! is registered for writability too (`shelve_writing`), with `--io-timeout` as its
 //! deadline, counted from the last write that made progress.
 
 use crate::clock::Tick;
@@ -46,8 +46,8 @@ pub(crate) struct Table {
     slots: Mutex<Slab<Slot>>,
     generation: AtomicU32,
     /// The quiet period of a graceful stop in nanoseconds, 0 before one. Set by
-    /// `begin_drain`, read by `park`, both under the `slots` lock, so a connection
-    /// parked after the drain began gets its deadline cut too.
+    /// `begin_drain`, read by `shelve`, both under the `slots` lock, so a connection
+    /// shelved after the drain began gets its deadline cut too.
     quiet: AtomicU64,
 }
 
@@ -69,7 +69,7 @@ impl Table {
     /// one with bytes in its socket that no event will announce. A connection that
     /// waits is registered then, the first time; the registration reports bytes that
     /// came before it, so none are missed.
-    pub(crate) fn park(
+    pub(crate) fn shelve(
         &self,
         poller: &Poller,
         mut conn: Box<Conn>,
@@ -77,7 +77,7 @@ impl Table {
         cfg: &ServerConfig,
     ) -> Option<u64> {
         if let Stage::Writing { since, .. } = conn.stage {
-            return self.park_writing(poller, conn, since + cfg.io_timeout);
+            return self.shelve_writing(poller, conn, since + cfg.io_timeout);
         }
         let now = Tick::now();
         let mut deadline = match conn.head_since {
@@ -130,14 +130,14 @@ impl Table {
         (std::mem::take(&mut slot.missed) || again).then_some(token)
     }
 
-    /// Parks a connection whose answer waits for room in its socket (`writing.rs`):
+    /// Shelves a connection whose answer waits for room in its socket (`writing.rs`):
     /// registered for writability too, with `deadline` (`--io-timeout` after its last
     /// progress), not cut by a drain's quiet period, and not handed back for bytes it
     /// has to read. The writability stays registered afterwards: edge-triggered, it
     /// reports only a socket that was full and has room again, which then costs one
     /// look at the connection at most.
     #[cold]
-    fn park_writing(&self, poller: &Poller, conn: Box<Conn>, deadline: Tick) -> Option<u64> {
+    fn shelve_writing(&self, poller: &Poller, conn: Box<Conn>, deadline: Tick) -> Option<u64> {
         let mut slots = self.slots();
         let token = conn.token;
         let idx = (token & 0xffff_ffff) as usize;
@@ -163,7 +163,7 @@ impl Table {
     }
 
     /// Takes the connection an event was for; `None` if it was closed meanwhile, or
-    /// if a thread is serving it (which then learns of the event when it parks it).
+    /// if a thread is serving it (which then learns of the event when it shelves it).
     pub(crate) fn take(&self, token: u64) -> Option<Box<Conn>> {
         let mut slots = self.slots();
         let slot = slots.get_mut((token & 0xffff_ffff) as usize)?;
@@ -201,12 +201,12 @@ impl Table {
         }
     }
 
-    /// Connections parked or being served.
+    /// Connections shelved or being served.
     pub(crate) fn len(&self) -> usize {
         self.slots().len()
     }
 
-    /// No connection is parked or being served.
+    /// No connection is shelved or being served.
     pub(crate) fn is_empty(&self) -> bool {
         self.slots().is_empty()
     }
@@ -332,7 +332,7 @@ mod tests {
             ServerConfig::default(),
         );
         let (mut client, conn) = pair();
-        let token = table.park(&poller, conn, true, &cfg).unwrap();
+        let token = table.shelve(&poller, conn, true, &cfg).unwrap();
         let mut conn = table.take(token).unwrap();
         conn.out = vec![7; 32 << 20];
         assert!(!conn.try_flush_out().unwrap(), "the socket took 32 MB");
@@ -340,7 +340,7 @@ mod tests {
         conn.buffer_rest();
         // Bytes from the client do not make it ready: it waits for room.
         conn.drained = false;
-        assert_eq!(table.park(&poller, conn, false, &cfg), None);
+        assert_eq!(table.shelve(&poller, conn, false, &cfg), None);
         client.write_all(b"GET / HTTP/1.1\r\n").unwrap();
         let mut got = vec![0; 1 << 20];
         let mut read = 0;
@@ -359,7 +359,7 @@ mod tests {
         conn.out.clear();
         conn.stage = crate::conn::Stage::Open;
         conn.drained = true;
-        assert_eq!(table.park(&poller, conn, false, &cfg), None);
+        assert_eq!(table.shelve(&poller, conn, false, &cfg), None);
         let _ = events(&poller);
         client.write_all(b"Host: x\r\n").unwrap();
         assert_eq!(events(&poller), vec![token]);
@@ -374,7 +374,7 @@ mod tests {
         );
         let (mut client, conn) = pair();
         let token = table
-            .park(&poller, conn, true, &cfg)
+            .shelve(&poller, conn, true, &cfg)
             .expect("served at once");
         client.write_all(b"GET / HTTP/1.1\r\n").unwrap();
         assert_eq!(
@@ -385,12 +385,12 @@ mod tests {
         // Served: the read found nothing more (`drained`), so it waits in epoll now,
         // and the bytes that came before the registration are reported.
         let conn = table.take(token).unwrap();
-        assert_eq!(table.park(&poller, conn, false, &cfg), None);
+        assert_eq!(table.shelve(&poller, conn, false, &cfg), None);
         assert_eq!(events(&poller), vec![token]);
-        // Registered once: parking again adds nothing (a second `add` would fail and
+        // Registered once: shelving again adds nothing (a second `add` would fail and
         // close the connection).
         let conn = table.take(token).unwrap();
-        assert_eq!(table.park(&poller, conn, false, &cfg), None);
+        assert_eq!(table.shelve(&poller, conn, false, &cfg), None);
         assert!(table.take(token).is_some());
     }
 }

@@ -4,38 +4,38 @@
 //! A thread whose complete answer meets a full socket leaves the rest of it, up to
 //! `--response-buffer-size`, in the connection's `out` (`Conn::send`) and goes back to
 //! serving. The connection then waits in epoll for room in its socket (the table
-//! registers it for writability, `Table::park_writing`); whichever runner gets the
+//! registers it for writability, `Table::shelve_writing`); whichever runner gets the
 //! event writes what the socket takes, without waiting and without the app (nothing
 //! here calls into Python; an event that starts a runner's batch is handled before
-//! the batch takes the GIL, `runner.rs`), and parks it again, until the answer is out. Then
+//! the batch takes the GIL, `runner.rs`), and shelves it again, until the answer is out. Then
 //! the connection reads its next request, or closes. `--io-timeout` counts from the
 //! last write that made progress (`Table::sweep` closes it after that).
 //!
 //! Answers larger than the bound, streamed blocks before the end of their response
 //! and `sendfile(2)` bodies are written by the app's thread, as before.
 
+use crate::blocking::Blocking;
 use crate::conn::{Conn, Stage, Then};
-use crate::exchange::Park;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 impl Shared {
-    /// Writes what `conn` still owes its client, then parks it to wait for its next
+    /// Writes what `conn` still owes its client, then shelves it to wait for its next
     /// request, or forgets it when the write failed. A full socket leaves an answer
     /// within the bound to the server (`write_ready`); only a larger one is waited for
-    /// here, through `park`.
-    pub(crate) fn flush_and_park(&self, mut conn: Box<Conn>, park: &dyn Park) {
+    /// here, through `blocking`.
+    pub(crate) fn flush_and_shelve(&self, mut conn: Box<Conn>, blocking: &dyn Blocking) {
         if !conn.has_pending_output() {
-            self.park(conn, false);
+            self.shelve(conn, false);
             return;
         }
         match conn.try_flush_out() {
             Ok(true) => self.written(conn),
             Ok(false) if conn.out.len() <= self.config.response_buffer_size => {
                 conn.buffer_rest();
-                self.park(conn, false);
+                self.shelve(conn, false);
             }
             Ok(false) => {
-                if conn.flush_out(self.config.io_timeout, park) {
+                if conn.flush_out(self.config.io_timeout, blocking) {
                     self.written(conn);
                 } else {
                     self.table.release(conn.token);
@@ -58,7 +58,7 @@ impl Shared {
                 if conn.out.len() < before {
                     conn.progressed();
                 }
-                self.park(conn, false);
+                self.shelve(conn, false);
             }
             Err(e) => {
                 tracing::debug!("write failed: {e}");
@@ -72,7 +72,7 @@ impl Shared {
     fn written(&self, mut conn: Box<Conn>) {
         let Stage::Writing { then, .. } = conn.stage else {
             // Written at once (held answers, pipelined ones): as before.
-            self.park(conn, false);
+            self.shelve(conn, false);
             return;
         };
         conn.stage = Stage::Open;
@@ -85,12 +85,12 @@ impl Shared {
                 // Bytes may have come while it waited for room, their event taken
                 // with the write's: read once before waiting for the next.
                 conn.drained = false;
-                self.park(conn, false);
+                self.shelve(conn, false);
             }
             Then::Close => self.table.release(conn.token),
             Then::Linger => {
                 conn.linger();
-                self.park(conn, false);
+                self.shelve(conn, false);
             }
         }
     }
@@ -101,8 +101,8 @@ const FREE_ABOVE: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
+    use crate::blocking::InPlace;
     use crate::conn::{Conn, Stage, Then};
-    use crate::exchange::NoPark;
     use crate::listener::Peer;
     use crate::transport::Transport;
     use std::io::Read;
@@ -120,7 +120,7 @@ mod tests {
         let body: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
         // More than loopback takes at once, within the bound: kept, not waited for.
         let timeout = Duration::from_secs(5);
-        conn.send([&head, &body], &NoPark, timeout, 64 << 20)
+        conn.send([&head, &body], &InPlace, timeout, 64 << 20)
             .unwrap();
         assert!(matches!(
             conn.stage,
@@ -157,7 +157,7 @@ mod tests {
             client.read_to_end(&mut got).unwrap();
             got
         });
-        conn.send([&body], &NoPark, Duration::from_secs(5), 1024)
+        conn.send([&body], &InPlace, Duration::from_secs(5), 1024)
             .unwrap();
         assert!(matches!(conn.stage, Stage::Open) && conn.out.is_empty());
         drop(conn);

@@ -7,7 +7,7 @@ mod corpus;
 
 use corpus::{config, expected, first_without_host, latin1, Seen, DEVIATIONS};
 use ferrule_http::ParserConfig;
-use ferrule_server::{Exchange, Handler, Local, NoPark, Server, ServerConfig};
+use ferrule_server::{Exchange, Handler, InPlace, Local, Server, ServerConfig};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,7 @@ impl Handler for Recorder {
     fn handle(&self, mut ex: Box<Exchange>) -> Option<Box<Exchange>> {
         let mut body = Vec::new();
         loop {
-            match ex.fill_body(&NoPark) {
+            match ex.fill_body(&InPlace) {
                 Ok([]) => break,
                 Ok(b) => {
                     let n = b.len();
@@ -34,7 +34,7 @@ impl Handler for Recorder {
                 }
                 Err(e) => {
                     match e.status() {
-                        Some(status) => drop(ex.respond_error(status, &NoPark)),
+                        Some(status) => drop(ex.respond_error(status, &InPlace)),
                         None => ex.close_after(),
                     }
                     return Some(ex);
@@ -67,14 +67,14 @@ impl Handler for Recorder {
         if path == "/stream" {
             ex.end_head(None).ok()?;
             for part in [&b"one,"[..], b"two,", b"three"] {
-                ex.write_body(part, true, &NoPark).ok()?;
+                ex.write_body(part, true, &InPlace).ok()?;
             }
         } else {
             ex.add_header(b"Content-Length", b"2").ok()?;
             ex.end_head(None).ok()?;
-            ex.write_body(b"ok", true, &NoPark).ok()?;
+            ex.write_body(b"ok", true, &InPlace).ok()?;
         }
-        ex.finish(&NoPark).ok()?;
+        ex.finish(&InPlace).ok()?;
         Some(ex)
     }
 }

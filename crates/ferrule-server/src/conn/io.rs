@@ -3,9 +3,10 @@
 //! error answers and closing the server does itself.
 
 use super::{Conn, Stage, Then};
+use crate::blocking::Blocking;
 use crate::clock::Tick;
+use crate::date::with_date;
 use crate::error::{Error, Phase};
-use crate::exchange::{with_date, Park};
 use crate::transport::{Interest, ReadOutcome};
 use ferrule_http::{error_response, Version};
 use std::io::{self, IoSlice};
@@ -34,18 +35,18 @@ impl Conn {
         self.stage = Stage::Lingering;
     }
 
-    /// Writes every part, waiting through `park` while the socket is full. One part
+    /// Writes every part, waiting through `blocking` while the socket is full. One part
     /// left goes out with `send(2)`, several with one `writev(2)`; nothing is
     /// allocated (the parts are an array, so their number is known when compiling).
     ///
     /// `spill` is non-zero only for the rest of a complete answer: when the socket is
     /// full and at most `spill` bytes are left, they are copied into `out` (they may be
     /// the app's buffers) and the connection turns `Stage::Writing`, for the server
-    /// to write without this thread (`Shared::flush_and_park`).
+    /// to write without this thread (`Shared::flush_and_shelve`).
     pub(crate) fn send<const N: usize>(
         &mut self,
         parts: [&[u8]; N],
-        park: &dyn Park,
+        blocking: &dyn Blocking,
         timeout: Duration,
         spill: usize,
     ) -> Result<(), Error> {
@@ -84,7 +85,7 @@ impl Conn {
                         return Ok(());
                     }
                     let t = &self.transport;
-                    if !park.park(&mut || t.wait(Interest::Write, timeout))? {
+                    if !blocking.block(&mut || t.wait(Interest::Write, timeout))? {
                         return Err(Error::Timeout(Phase::Send));
                     }
                 }
@@ -122,14 +123,14 @@ impl Conn {
         !self.out.is_empty() || self.transport.has_pending_output()
     }
 
-    /// Writes responses left in `out` (waiting through `park` while the socket is
+    /// Writes responses left in `out` (waiting through `blocking` while the socket is
     /// full). False when the client is gone or too slow.
-    pub(crate) fn flush_out(&mut self, timeout: Duration, park: &dyn Park) -> bool {
+    pub(crate) fn flush_out(&mut self, timeout: Duration, blocking: &dyn Blocking) -> bool {
         if self.out.is_empty() {
             return true;
         }
         let out = std::mem::take(&mut self.out);
-        let ok = self.send([&out], park, timeout, 0).is_ok();
+        let ok = self.send([&out], blocking, timeout, 0).is_ok();
         self.out = out;
         self.out.clear();
         ok

@@ -1,32 +1,16 @@
 //! The response side of an [`Exchange`]: the head the app starts, its body blocks,
 //! files, corking of streamed blocks, and the writes to the socket.
 
-use super::{ClientWait, Exchange, Park, Response};
+use super::{ClientWait, Exchange, Response};
+use crate::blocking::Blocking;
 use crate::cork::CorkState;
+use crate::date::{add_server_fields, with_date};
 use crate::error::{Error, Phase};
 use crate::transport::{Interest, Sendfile};
 use ferrule_http::{
     choose_framing, classify_field, error_response, finish_head, parse_status, write_chunk,
-    write_status_line, CheckedField, DateCache, FieldKind, ResponseFraming, LAST_CHUNK,
+    write_status_line, CheckedField, FieldKind, ResponseFraming, LAST_CHUNK,
 };
-use std::cell::RefCell;
-
-thread_local! {
-    static DATE: RefCell<DateCache> = RefCell::new(DateCache::default());
-}
-
-/// Appends the current `Date` value.
-pub(crate) fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
-    DATE.with(|d| f(d.borrow_mut().get(crate::clock::coarse_unix_secs())))
-}
-
-/// Appends to `out` the `Server` and `Date` fields the app did not send.
-fn add_server_fields(out: &mut Vec<u8>, server: bool, date: bool) {
-    DATE.with(|d| {
-        let secs = crate::clock::coarse_unix_secs();
-        out.extend_from_slice(d.borrow_mut().fields(secs, server, date))
-    })
-}
 
 const OUTSIDE_HEAD: Error = Error::Protocol("header added outside a response head");
 
@@ -169,7 +153,12 @@ impl Exchange {
     }
 
     /// Sends body bytes. With `flush` false they may wait in the buffer for more.
-    pub fn write_body(&mut self, data: &[u8], flush: bool, park: &dyn Park) -> Result<(), Error> {
+    pub fn write_body(
+        &mut self,
+        data: &[u8],
+        flush: bool,
+        blocking: &dyn Blocking,
+    ) -> Result<(), Error> {
         let Response::Body { framing, sent, .. } = &mut self.response else {
             return Err(Error::Protocol("body written before the head"));
         };
@@ -210,8 +199,8 @@ impl Exchange {
                 _ => 0,
             };
             let out = std::mem::take(&mut self.out);
-            let park = &ClientWait::new(park, &self.shared.progress, self.shared.me());
-            let r = self.conn.send([&out, data, crlf], park, timeout, spill);
+            let blocking = &ClientWait::new(blocking, &self.shared.progress, self.shared.me());
+            let r = self.conn.send([&out, data, crlf], blocking, timeout, spill);
             self.out = out;
             self.out.clear();
             self.mark = 0;
@@ -228,7 +217,7 @@ impl Exchange {
         let complete = matches!(self.response, Response::Body { framing: ResponseFraming::Length(n), sent, .. } if sent == n);
         if flush && !(complete && self.may_defer()) {
             self.cork_before_block();
-            self.flush_with(park, self.spill_if(complete))?;
+            self.flush_with(blocking, self.spill_if(complete))?;
             self.cork_after_block();
         }
         Ok(())
@@ -247,7 +236,7 @@ impl Exchange {
         file: std::os::fd::RawFd,
         offset: u64,
         len: u64,
-        park: &dyn Park,
+        blocking: &dyn Blocking,
     ) -> Result<bool, Error> {
         let Response::Body { framing, sent, .. } = self.response else {
             return Err(Error::Protocol("body written before the head"));
@@ -259,15 +248,15 @@ impl Exchange {
         };
         self.claim()?;
         self.shared.progress.made(self.shared.me());
-        self.flush(park)?;
+        self.flush(blocking)?;
         let (mut off, end) = (offset as i64, (offset + len) as i64);
         let timeout = self.shared.config.io_timeout;
         let transport = &self.conn.transport;
-        // The whole copy happens with the lock parked: it may take a while, at the
+        // The whole copy happens with the lock let go: it may take a while, at the
         // client's pace (a wait `--timeout` does not count).
         let mut result: Result<bool, Error> = Ok(true);
-        let park = ClientWait::new(park, &self.shared.progress, self.shared.me());
-        park.park(&mut || {
+        let blocking = ClientWait::new(blocking, &self.shared.progress, self.shared.me());
+        blocking.block(&mut || {
             while off < end {
                 let count = (end - off) as usize;
                 match transport.sendfile(file, &mut off, count) {
@@ -304,8 +293,8 @@ impl Exchange {
 
     /// Writes whatever is buffered.
     #[inline]
-    pub fn flush(&mut self, park: &dyn Park) -> Result<(), Error> {
-        self.flush_with(park, 0)
+    pub fn flush(&mut self, blocking: &dyn Blocking) -> Result<(), Error> {
+        self.flush_with(blocking, 0)
     }
 
     /// The most bytes of a complete answer a full socket may leave to the server.
@@ -319,15 +308,15 @@ impl Exchange {
 
     /// Writes whatever is buffered; `spill` as in `Conn::send`.
     #[inline]
-    fn flush_with(&mut self, park: &dyn Park, spill: usize) -> Result<(), Error> {
+    fn flush_with(&mut self, blocking: &dyn Blocking, spill: usize) -> Result<(), Error> {
         if self.out.is_empty() {
             return Ok(());
         }
         self.claim()?;
         let out = std::mem::take(&mut self.out);
         let timeout = self.shared.config.io_timeout;
-        let park = &ClientWait::new(park, &self.shared.progress, self.shared.me());
-        let r = self.conn.send([&out], park, timeout, spill);
+        let blocking = &ClientWait::new(blocking, &self.shared.progress, self.shared.me());
+        let r = self.conn.send([&out], blocking, timeout, spill);
         self.out = out;
         self.out.clear();
         self.mark = 0;
@@ -336,7 +325,7 @@ impl Exchange {
 
     /// Ends the body (last chunk) and flushes. A body shorter than its declared
     /// length is logged by the caller and the connection is closed.
-    pub fn finish(&mut self, park: &dyn Park) -> Result<(), Error> {
+    pub fn finish(&mut self, blocking: &dyn Blocking) -> Result<(), Error> {
         if let Response::Body { framing, sent, .. } = self.response {
             match framing {
                 ResponseFraming::Chunked => self.out.extend_from_slice(LAST_CHUNK),
@@ -351,16 +340,16 @@ impl Exchange {
         let corked = self.cork == CorkState::Held;
         if self.may_defer() && !corked {
             // The whole response is here and other connections are ready: the
-            // serving thread writes it after them, in one burst (`serve.rs`).
+            // serving thread writes it after them, in one burst (`driver/http1.rs`).
             return Ok(());
         }
-        let r = self.flush_with(park, self.shared.config.response_buffer_size);
+        let r = self.flush_with(blocking, self.shared.config.response_buffer_size);
         self.uncork();
         r
     }
 
     /// Answers with an error status the server writes itself (400, 408, 413, 500...).
-    pub fn respond_error(&mut self, status: u16, park: &dyn Park) -> Result<(), Error> {
+    pub fn respond_error(&mut self, status: u16, blocking: &dyn Blocking) -> Result<(), Error> {
         if self.head_sent() {
             return Err(Error::Protocol("response head already sent"));
         }
@@ -372,7 +361,7 @@ impl Exchange {
         });
         self.outcome.status = status;
         self.response = Response::Done;
-        self.flush_with(park, self.shared.config.response_buffer_size)
+        self.flush_with(blocking, self.shared.config.response_buffer_size)
     }
 
     /// Says the connection must close after this response.

@@ -10,21 +10,19 @@
 //! the timeout's write is under way, so that write never reaches a socket whose number
 //! was meanwhile reused.
 
-use crate::server::Shared;
-use std::ops::Deref;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// A slot's value: the runner's number in the top 32 bits (so an exchange finds its slot
 /// from the value alone), 30 bits counting the runner's requests (so a value names one
 /// request), and a state in the low two bits.
-const OURS: u64 = 0;
-const OPEN: u64 = 1;
+pub(crate) const OURS: u64 = 0;
+pub(crate) const OPEN: u64 = 1;
 /// Only in an exchange's copy: the timeout answered.
-const LOST: u64 = 2;
+pub(crate) const LOST: u64 = 2;
 const TIMED_OUT: u64 = 3;
-const STATE: u64 = 3;
+pub(crate) const STATE: u64 = 3;
 const SEQ: u64 = 0x3fff_ffff;
 
 struct Slot {
@@ -55,7 +53,7 @@ impl Claims {
 
     /// Runner `me` starts a request on socket `fd` with nothing of its answer sent;
     /// returns the value that names it.
-    fn open(&self, me: usize, fd: RawFd) -> u64 {
+    pub(crate) fn open(&self, me: usize, fd: RawFd) -> u64 {
         let Some(slot) = self.slots.get(me) else {
             return ((me as u64) << 32) | OURS;
         };
@@ -70,7 +68,7 @@ impl Claims {
     /// The app's side takes the answer of the request `open` names: true when it is
     /// its to send, false when the timeout answered it (after that write ended).
     #[inline]
-    fn take(&self, open: u64) -> bool {
+    pub(crate) fn take(&self, open: u64) -> bool {
         let Some(slot) = self.slots.get((open >> 32) as usize) else {
             return true;
         };
@@ -90,7 +88,7 @@ impl Claims {
     }
 
     /// Gives back an answer taken only for an interim response (`100 Continue`).
-    fn reopen(&self, open: u64) {
+    pub(crate) fn reopen(&self, open: u64) {
         self.slots[(open >> 32) as usize]
             .value
             .store(open, Ordering::Release);
@@ -124,88 +122,6 @@ impl Claims {
             crate::transport::send_and_shut(slot.fd.load(Ordering::Relaxed), response);
         }
         taken
-    }
-}
-
-/// The server's shared state as an exchange holds it, with its claim on the answer: a
-/// copy of its runner's slot value (`OPEN` while the timeout may still take the answer,
-/// `OURS` once the app's side has it, also when earlier answers wait in the
-/// connection's buffer, since a 500 written before them would answer the wrong
-/// request; `LOST` once the timeout answered). Dropping it settles the claim, so an
-/// exchange dropped anywhere never closes its socket while the timeout writes to it:
-/// it is the first field of `Exchange` and fields drop in order.
-pub(crate) struct Seat {
-    shared: Arc<Shared>,
-    answer: u64,
-}
-
-impl Seat {
-    /// Runner `me`'s seat, its answer not open to the timeout yet (see `open`).
-    #[inline]
-    pub(crate) fn new(shared: Arc<Shared>, me: usize) -> Seat {
-        Seat {
-            shared,
-            answer: ((me as u64) << 32) | OURS,
-        }
-    }
-
-    /// Opens the answer to the timeout: the request is on socket `fd` and nothing of
-    /// an earlier answer waits to be written on its connection.
-    #[inline]
-    pub(crate) fn open(&mut self, fd: RawFd) {
-        self.answer = self.shared.claims.open(self.me(), fd);
-    }
-
-    /// The runner serving the request (its slot here and in `Shared::corks`).
-    #[inline]
-    pub(crate) fn me(&self) -> usize {
-        (self.answer >> 32) as usize
-    }
-
-    /// Takes the answer for the app before its first byte goes out: false when the
-    /// timeout has answered instead.
-    #[inline]
-    pub(crate) fn claim(&mut self) -> bool {
-        match self.answer & STATE {
-            OURS => true,
-            OPEN => {
-                let won = self.shared.claims.take(self.answer);
-                self.answer = (self.answer & !STATE) | if won { OURS } else { LOST };
-                won
-            }
-            _ => false,
-        }
-    }
-
-    /// Like `claim`, for an interim response: the final answer stays open.
-    pub(crate) fn interim(&mut self, send: impl FnOnce() -> bool) -> bool {
-        match self.answer & STATE {
-            OPEN => {
-                if !self.shared.claims.take(self.answer) {
-                    self.answer = (self.answer & !STATE) | LOST;
-                    return false;
-                }
-                let ok = send();
-                self.shared.claims.reopen(self.answer);
-                ok
-            }
-            OURS => send(),
-            _ => false,
-        }
-    }
-}
-
-impl Deref for Seat {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.shared
-    }
-}
-
-impl Drop for Seat {
-    #[inline]
-    fn drop(&mut self) {
-        self.claim();
     }
 }
 

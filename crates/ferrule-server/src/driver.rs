@@ -1,0 +1,99 @@
+//! Protocol drivers: what turns a connection's bytes into requests for the app.
+//!
+//! A connection is accepted here and served by the driver of its listener's
+//! [`Protocol`] (`serve`, the one dispatch). Drivers are siblings (`http1.rs`; a
+//! uwsgi driver, issue 23, and HTTP/2 slot in beside it). A driver provides one
+//! function with `http1::serve`'s signature, which, on the thread epoll woke for the
+//! connection:
+//! - reads through the connection (`Conn`, never the socket) until it has a request,
+//!   or shelves the connection in epoll (`Shared::shelve`) when nothing more came;
+//! - builds an [`Exchange`](crate::exchange::Exchange) for each request (its head,
+//!   or `ReadyVars` when the protocol brings the environ ready-made) and runs the
+//!   [`Handler`] on it;
+//! - leaves the access-log record (`Exchange::finished`) and counts the request;
+//! - takes the connection back from the exchange and acts on the `Next` step that
+//!   `next::next` decides for it (`driver/next.rs`), the one place that says what a
+//!   connection does after a request;
+//! - answers a request it refuses itself and closes (`Conn::answer_error`).
+//!
+//! A connection that lingers (its writing side shut while the server drains) is the
+//! same for every protocol: this file drops what its client sends.
+
+mod http1;
+mod next;
+mod read_ahead;
+
+use crate::backoff::is_exhaustion;
+use crate::blocking::Blocking;
+use crate::conn::{Conn, Stage};
+use crate::handler::Handler;
+use crate::protocol::Protocol;
+use crate::shared::Shared;
+use crate::transport::ReadOutcome;
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Accepts every pending connection of listener `idx` and registers them.
+pub(crate) fn accept_all(shared: &Shared, idx: usize) {
+    let listener = &shared.listeners[idx];
+    for _ in 0..256 {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                shared.backoff.accepted();
+                shared.shelve(Conn::new(stream, peer, idx), true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e)
+                if e.kind() == io::ErrorKind::Interrupted
+                    || e.kind() == io::ErrorKind::ConnectionAborted => {}
+            Err(e) if is_exhaustion(&e) => {
+                // Out of descriptors: the backlog holds the connections meanwhile.
+                shared.backoff.refused(shared.watch(), idx, &e);
+                break;
+            }
+            Err(e) => {
+                tracing::error!("accept failed: {e}");
+                break;
+            }
+        }
+    }
+}
+
+/// Serves a connection with the driver of its listener's protocol. Returns it when
+/// its last answer waits in its buffer (see `http1::serve`).
+#[inline(always)]
+pub(crate) fn serve(
+    shared: &Arc<Shared>,
+    handler: &dyn Handler,
+    conn: Box<Conn>,
+    holding: bool,
+    me: usize,
+    started: Instant,
+    blocking: &dyn Blocking,
+) -> Option<Box<Conn>> {
+    if matches!(conn.stage, Stage::Lingering) {
+        linger(shared, conn);
+        return None;
+    }
+    match shared.listeners[conn.listener].protocol() {
+        Protocol::Http1 => http1::serve(shared, handler, conn, holding, me, started, blocking),
+    }
+}
+
+/// Reads and drops what a lingering connection's client sends (`Stage::Lingering`),
+/// and closes it once the client has closed its side; the drain's quiet period
+/// closes it otherwise (`Table::begin_drain`).
+fn linger(shared: &Shared, mut conn: Box<Conn>) {
+    loop {
+        match conn.read_some() {
+            Ok(ReadOutcome::Eof) | Err(_) => break,
+            Ok(ReadOutcome::Data(_)) => conn.buf.clear(),
+            Ok(ReadOutcome::WouldBlock) => {
+                shared.shelve(conn, false);
+                return;
+            }
+        }
+    }
+    shared.table.release(conn.token);
+}

@@ -1,0 +1,195 @@
+//! The HTTP/1 driver: read, parse, run the handler, repeat while requests are
+//! pipelined, then shelve the connection in epoll or close it.
+
+use super::next::{next, Next};
+use super::read_ahead::{self, body_arrived, Arrived};
+use crate::blocking::Blocking;
+use crate::clock::Tick;
+use crate::conn::{Conn, Stage, KEEP_BUF};
+use crate::error::Error;
+use crate::exchange::{Admit, Ended, Exchange};
+use crate::handler::Handler;
+use crate::preread::PreRead;
+use crate::shared::Shared;
+use crate::transport::ReadOutcome;
+use ferrule_http::{parse_head_after, secure_scheme};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Serves a connection until it has no complete request left, then shelves or
+/// closes it. Returns it instead when its last response waits in its buffer (deferred by
+/// `Exchange::finish` because other connections are ready): the caller holds it
+/// (`held.rs`) and writes it with the others.
+///
+/// `holding` says the calling thread already holds responses back. Nothing is held
+/// back while there are several runners: they exist because the app blocks, and a
+/// response held while the next request blocks would wait for the whole block.
+pub(crate) fn serve(
+    shared: &Arc<Shared>,
+    handler: &dyn Handler,
+    mut conn: Box<Conn>,
+    holding: bool,
+    me: usize,
+    started: Instant,
+    blocking: &dyn Blocking,
+) -> Option<Box<Conn>> {
+    // The first request starts when the event was taken; pipelined ones read the clock.
+    let mut started = Some(started);
+    let cfg = &shared.config.parser;
+    let min_line = cfg.request_line_limit().min(cfg.field_size_limit()) + 1;
+    loop {
+        // False while a body is read ahead (`Conn::read_ahead`): no check of its own.
+        if conn.worth_parsing(min_line) {
+            conn.skip_empty_lines();
+            let fields = match std::mem::take(&mut conn.fields) {
+                v if v.capacity() == 0 => Vec::with_capacity(16),
+                v => v,
+            };
+            match parse_head_after(&conn.buf, conn.blank, cfg, fields) {
+                Ok(Some(mut head)) => {
+                    let trusted = shared.config.forwarded_allow_ips.allows(conn.peer.ip());
+                    let https = match trusted.then(|| secure_scheme(&head, &conn.buf)) {
+                        Some(Ok(v)) => v.unwrap_or(false),
+                        Some(Err(e)) => {
+                            reject(shared, &mut conn, e.into(), blocking);
+                            return None;
+                        }
+                        None => false,
+                    };
+                    if read_ahead::needed(&mut head, &mut conn, &shared.config) {
+                        // The body is read first, without a thread; judged from here on.
+                        let pre = PreRead::new(&head, &mut conn.buf, &shared.config);
+                        conn.read_ahead(pre);
+                        // What came with the head first; then reads (or a complete
+                        // chunked body parsed once more).
+                        match body_arrived(shared, &mut conn, blocking) {
+                            Arrived::More | Arrived::Complete => continue,
+                            Arrived::Failed => return None,
+                        }
+                    }
+                    let token = conn.token;
+                    let admit = Admit {
+                        https,
+                        defer: (holding || shared.ready_len() > 0)
+                            && !shared.sched.several_runners(),
+                        me,
+                        started: started.take().unwrap_or_else(Instant::now),
+                    };
+                    let ex = Exchange::new(conn, head, shared.clone(), admit);
+                    // gunicorn's default `pre_request` logs this at debug; the level
+                    // check costs one load when debug is off.
+                    tracing::debug!(
+                        "{} {}",
+                        String::from_utf8_lossy(ex.method()),
+                        String::from_utf8_lossy(ex.path())
+                    );
+                    let ex = handler.handle(ex);
+                    let Some(ex) = ex else {
+                        shared.table.release(token);
+                        return None;
+                    };
+                    if ex.outcome().length_mismatch {
+                        tracing::error!(
+                            "{}: the app's body did not match its Content-Length; connection closed",
+                            String::from_utf8_lossy(ex.raw_target())
+                        );
+                    }
+                    if let Some(log) = &shared.access {
+                        log.record(&ex.finished());
+                    }
+                    shared.served.fetch_add(1, Ordering::Relaxed);
+                    let (c, ended) = ex.into_conn(blocking);
+                    conn = c;
+                    if let Ended::Reusable = ended {
+                        conn.reset_scan();
+                        conn.served = true;
+                        if conn.buf.capacity() > KEEP_BUF || !matches!(conn.stage, Stage::Open) {
+                            // After a body read ahead: its file closes, its room is given back.
+                            conn.after_read_ahead();
+                        }
+                    }
+                    match next(&conn, ended, || shared.stopping()) {
+                        Next::Pipelined => continue,
+                        Next::Shelve => shared.shelve(conn, false),
+                        Next::Hold => return Some(conn),
+                        Next::WriteOut { then } => {
+                            conn.then(then);
+                            shared.flush_and_shelve(conn, blocking);
+                        }
+                        Next::Linger => {
+                            conn.linger();
+                            shared.shelve(conn, false);
+                        }
+                        Next::Close => {
+                            drop(conn);
+                            shared.table.release(token);
+                        }
+                    }
+                    return None;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    reject(shared, &mut conn, e.into(), blocking);
+                    return None;
+                }
+            }
+        }
+        match conn.read_some() {
+            Ok(ReadOutcome::Eof) => {
+                if matches!(conn.stage, Stage::Body(_)) {
+                    tracing::debug!("client closed the connection in the middle of a request body");
+                } else if !conn.buf.is_empty() {
+                    tracing::debug!("client closed the connection in the middle of a request head");
+                }
+                close(shared, &mut conn, blocking);
+                return None;
+            }
+            Ok(ReadOutcome::Data(_)) => {
+                conn.head_since.get_or_insert_with(Tick::now);
+                if let Stage::Body(_) = conn.stage {
+                    // Only the new bytes of the body are judged.
+                    match body_arrived(shared, &mut conn, blocking) {
+                        Arrived::More => {}
+                        Arrived::Complete => continue,
+                        Arrived::Failed => return None,
+                    }
+                }
+            }
+            Ok(ReadOutcome::WouldBlock) => {
+                // Responses to pipelined requests go out before the connection waits.
+                shared.flush_and_shelve(conn, blocking);
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!("read failed: {e}");
+                shared.table.release(conn.token);
+                return None;
+            }
+        }
+    }
+}
+
+/// Closes a connection after writing what is still owed to it.
+fn close(shared: &Shared, conn: &mut Conn, blocking: &dyn Blocking) {
+    conn.flush_out(shared.config.io_timeout, blocking);
+    shared.table.release(conn.token);
+}
+
+/// Answers a request the server refuses before the app sees it, logs why, and closes.
+fn reject(shared: &Shared, conn: &mut Conn, e: Error, blocking: &dyn Blocking) {
+    // Answers to earlier pipelined requests come first.
+    conn.flush_out(shared.config.io_timeout, blocking);
+    // A fuzzer makes thousands a second: a few are logged, the rest counted.
+    if crate::log::INVALID_REQUESTS.allow() {
+        let peer = match conn.peer.ip() {
+            Some(ip) => ip.to_string(),
+            None => "unix".to_string(),
+        };
+        tracing::warn!("invalid request from {peer}: {e}");
+    }
+    if let Some(status) = e.status() {
+        conn.answer_error(status);
+    }
+    shared.table.release(conn.token);
+}
