@@ -233,6 +233,11 @@ impl Environ {
     ) -> PyResult<Bound<'py, PyDict>> {
         let mut t = tx.borrow_mut();
         let ex = t.exchange()?;
+        // A protocol that brought its variables ready-made (uwsgi): no head to derive
+        // them from (one compare for HTTP/1).
+        if let Some(vars) = ex.ready_vars() {
+            return self.build_ready(py, tx, local, ex, vars.iter());
+        }
         let values = self.sticky(py, ex, &mut local.recent);
         let env = match local.live.take(py) {
             Some(env) => {

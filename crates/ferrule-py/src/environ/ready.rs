@@ -19,12 +19,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 impl Environ {
-    /// The environ for `ex`, whose variables `vars` came ready-made; `build_in` calls it
-    /// (the one line: `if let Some(vars) = ex.ready_vars() { return
-    /// self.build_ready(py, tx, local, ex, vars.iter()); }`, after `let ex = ...`).
+    /// The environ for `ex`, whose variables `vars` came ready-made
+    /// (`Exchange::ready_vars`; `build_in` sends such a request here).
     /// A request without REQUEST_METHOD or SERVER_PROTOCOL raises: it cannot reach the
     /// app (the protocol driver should have refused the packet).
-    #[allow(dead_code)] // Called once `Exchange::ready_vars` exists (issue 22's merge).
     pub(super) fn build_ready<'py, 'a>(
         &self,
         py: Python<'py>,
