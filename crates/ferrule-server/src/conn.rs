@@ -11,7 +11,7 @@ use memchr::memrchr;
 
 mod io;
 
-/// A read buffer larger than this is trimmed after its request (`Conn::trim_buf`).
+/// A read buffer larger than this is trimmed after its request (`Conn::after_read_ahead`).
 pub(crate) const KEEP_BUF: usize = 64 * 1024;
 
 /// Where a connection is in its life.

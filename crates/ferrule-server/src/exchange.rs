@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod body;
+mod corking;
 mod respond;
 mod seat;
 use seat::Seat;
@@ -105,6 +106,8 @@ pub(crate) struct Admit {
     pub me: usize,
     /// When the request's event was taken, or its head parsed when pipelined.
     pub started: Instant,
+    /// Variables the protocol brought ready-made (uwsgi); `None` for HTTP/1.
+    pub ready_vars: Option<Box<ReadyVars>>,
 }
 
 pub struct Exchange {
@@ -158,6 +161,7 @@ impl Exchange {
             defer,
             me,
             started,
+            ready_vars,
         } = admit;
         let out = std::mem::take(&mut conn.out);
         let mark = out.len();
@@ -187,7 +191,7 @@ impl Exchange {
             response_head: None,
             head,
             cork: CorkState::Idle,
-            ready_vars: None,
+            ready_vars,
         });
         // Only now, so nothing between the box and its fields can fail.
         if mark == 0 {

@@ -30,7 +30,12 @@ impl Shared {
         }
         match conn.try_flush_out() {
             Ok(true) => self.written(conn),
-            Ok(false) if conn.out.len() <= self.config.response_buffer_size => {
+            // A pipelined request whose body is being read ahead (`Stage::Body`) keeps
+            // its stage: answers still owed before it are written here, waiting (rare).
+            Ok(false)
+                if conn.out.len() <= self.config.response_buffer_size
+                    && matches!(conn.stage, Stage::Open | Stage::Writing { .. }) =>
+            {
                 conn.buffer_rest();
                 self.shelve(conn, false);
             }

@@ -126,14 +126,29 @@ impl Conn {
     /// Writes responses left in `out` (waiting through `blocking` while the socket is
     /// full). False when the client is gone or too slow.
     pub(crate) fn flush_out(&mut self, timeout: Duration, blocking: &dyn Blocking) -> bool {
-        if self.out.is_empty() {
-            return true;
+        if !self.out.is_empty() {
+            let out = std::mem::take(&mut self.out);
+            let ok = self.send([&out], blocking, timeout, 0).is_ok();
+            self.out = out;
+            self.out.clear();
+            if !ok {
+                return false;
+            }
         }
-        let out = std::mem::take(&mut self.out);
-        let ok = self.send([&out], blocking, timeout, 0).is_ok();
-        self.out = out;
-        self.out.clear();
-        ok
+        // What the transport still holds (a TLS session's records), waiting for room.
+        loop {
+            match self.transport.flush() {
+                Ok(true) => return true,
+                Ok(false) => {
+                    let t = &self.transport;
+                    match blocking.block(&mut || t.wait(Interest::Write, timeout)) {
+                        Ok(true) => {}
+                        _ => return false,
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
     }
 
     /// Writes what `out` holds without waiting: true when all of it went, false when
@@ -142,9 +157,10 @@ impl Conn {
         let mut sent = 0;
         let done = loop {
             if sent == self.out.len() {
-                // The usual end: no `drain` to shift nothing.
+                // The usual end: no `drain` to shift nothing. Then what the transport
+                // itself holds (nothing, for a plain socket).
                 self.out.clear();
-                return Ok(true);
+                return self.transport.flush();
             }
             match self.transport.send(&self.out[sent..]) {
                 Ok(0) => break Err(io::ErrorKind::WriteZero.into()),

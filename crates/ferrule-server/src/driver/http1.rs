@@ -75,6 +75,7 @@ pub(crate) fn serve(
                             && !shared.sched.several_runners(),
                         me,
                         started: started.take().unwrap_or_else(Instant::now),
+                        ready_vars: None,
                     };
                     let ex = Exchange::new(conn, head, shared.clone(), admit);
                     // gunicorn's default `pre_request` logs this at debug; the level
