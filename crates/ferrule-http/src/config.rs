@@ -109,12 +109,4 @@ impl ParserConfig {
             n => n,
         }
     }
-
-    /// Upper bound of a whole head, so a reader knows when to give up early.
-    pub fn max_head_len(&self) -> usize {
-        self.request_line_limit()
-            + 2
-            + (self.fields_limit() + 1).saturating_mul(self.field_size_limit() + 2)
-            + 2
-    }
 }
