@@ -11,12 +11,14 @@
 //! nginx builds the packet in `ngx_http_uwsgi_create_request`: the `uwsgi_param`s in
 //! order (an `if_not_empty` one left out when empty, others sent empty), then every
 //! request field as `HTTP_NAME` (upper case, `-` as `_`; repeated fields joined with
-//! `, `, or `; ` for Cookie), then `uwsgi_string` raw. It refuses a packet over 65535
-//! bytes itself, so every size the u16 can hold is accepted here.
+//! `, `, or `; ` for Cookie), then `uwsgi_string` raw (refused here as inconsistent
+//! unless it is itself whole variables). It refuses a packet over 65535 bytes
+//! itself, so every size the u16 can hold is accepted here.
 
 use crate::framing::BodyKind;
 use crate::span::Span;
 use std::fmt;
+use std::ops::Range;
 
 /// Bytes of the packet header: modifier1, the vars size (u16 LE), modifier2.
 pub const UWSGI_HEADER_LEN: usize = 4;
@@ -27,8 +29,8 @@ pub struct UwsgiPacket {
     /// modifier2 as sent (nginx's `uwsgi_modifier2`, 0 unless configured); kept for logs.
     pub modifier2: u8,
     /// (key, value) spans into the buffer the packet was parsed from, in wire order.
-    /// A key sent twice is here twice (the environ keeps the last, as nginx's
-    /// upstream uWSGI does).
+    /// A key sent twice is here twice (the environ keeps the last: ferrule-py's
+    /// `ready_rules.rs`, and `content_length` below).
     pub vars: Vec<(Span, Span)>,
     /// CONTENT_LENGTH (the last one sent), 0 when absent or empty.
     pub content_length: u64,
@@ -40,12 +42,14 @@ impl UwsgiPacket {
     /// The variables as `(key, value)` bytes, taken from `buf` (the buffer the packet
     /// was parsed from). A span outside `buf` (a different buffer passed) yields empty
     /// bytes rather than a panic.
-    pub fn vars<'a>(&'a self, buf: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+    pub fn pairs<'a>(&'a self, buf: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
         let get = move |s: Span| buf.get(s.range()).unwrap_or_default();
         self.vars.iter().map(move |&(k, v)| (get(k), get(v)))
     }
 
-    /// How the body that follows the packet is delimited, for a `BodyDecoder`.
+    /// How the body that follows the packet is delimited, for a `BodyDecoder`. The
+    /// caller compares `content_length` with `limit_request_body` first, as the HTTP/1
+    /// framing does for Content-Length, so an oversized body is refused before a read.
     pub fn body(&self) -> BodyKind {
         match self.content_length {
             0 => BodyKind::Empty,
@@ -165,23 +169,18 @@ pub fn parse_uwsgi_into(
     while pos < block.len() {
         let at = UWSGI_HEADER_LEN + pos;
         let broken = |why| UwsgiError::Inconsistent { at, why };
-        let (key, next) = field(block, pos).map_err(|short| {
-            broken(if short {
-                Inconsistency::KeyLength
-            } else {
-                Inconsistency::Key
-            })
-        })?;
+        let (key, next) =
+            field(block, pos, Inconsistency::KeyLength, Inconsistency::Key).map_err(broken)?;
         if key.is_empty() {
             return Err(broken(Inconsistency::EmptyKey));
         }
-        let (value, next) = field(block, next).map_err(|short| {
-            broken(if short {
-                Inconsistency::ValueLength
-            } else {
-                Inconsistency::Value
-            })
-        })?;
+        let (value, next) = field(
+            block,
+            next,
+            Inconsistency::ValueLength,
+            Inconsistency::Value,
+        )
+        .map_err(broken)?;
         pos = next;
         if block.get(key.clone()) == Some(&b"CONTENT_LENGTH"[..]) {
             let value = block.get(value.clone()).unwrap_or_default();
@@ -198,29 +197,34 @@ pub fn parse_uwsgi_into(
 }
 
 /// One length-prefixed field of `block` at `pos`: its range in `block` and where the
-/// next field starts. `Err(true)` when the 2-byte length itself is cut off,
-/// `Err(false)` when the bytes it announces run past the block.
-fn field(block: &[u8], pos: usize) -> Result<(std::ops::Range<usize>, usize), bool> {
+/// next field starts; `cut` when the 2-byte length itself is cut off, `past` when the
+/// bytes it announces run past the block.
+fn field(
+    block: &[u8],
+    pos: usize,
+    cut: Inconsistency,
+    past: Inconsistency,
+) -> Result<(Range<usize>, usize), Inconsistency> {
     let Some(&[lo, hi]) = block.get(pos..pos + 2) else {
-        return Err(true);
+        return Err(cut);
     };
     let start = pos + 2;
     let end = start + usize::from(u16::from_le_bytes([lo, hi]));
     if end > block.len() {
-        return Err(false);
+        return Err(past);
     }
     Ok((start..end, end))
 }
 
 /// A range of the vars block as a span of the packet's buffer (positions < 4 + 65536,
 /// so `Span`'s u32 holds them).
-fn shift(r: std::ops::Range<usize>) -> Span {
+fn shift(r: Range<usize>) -> Span {
     Span::at(UWSGI_HEADER_LEN + r.start, r.len())
 }
 
 /// Empty (nginx's `uwsgi_params` send it so for a request without a body) is 0; else
-/// 1*DIGIT within u64: no sign, no spaces, no overflow, unlike gunicorn, which reads
-/// a bad value as 0 and so takes the body's bytes as the next packet.
+/// 1*DIGIT within u64: no sign, no spaces, no overflow. gunicorn reads a value
+/// it cannot parse as 0, and so takes the body's bytes for the next packet.
 fn parse_content_length(v: &[u8]) -> Result<u64, UwsgiError> {
     v.iter().try_fold(0u64, |n, &d| {
         let digit = d.is_ascii_digit().then(|| u64::from(d - b'0'));

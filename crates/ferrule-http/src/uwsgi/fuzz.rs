@@ -40,7 +40,7 @@ fn walk(data: &[u8], step: usize) -> Walk {
                 assert!(r.start >= UWSGI_HEADER_LEN && r.end <= packet.consumed);
             }
         }
-        for (k, v) in packet.vars(buf) {
+        for (k, v) in packet.pairs(buf) {
             assert!(!k.is_empty());
             for field in [k, v] {
                 encoded.extend_from_slice(&(field.len() as u16).to_le_bytes());

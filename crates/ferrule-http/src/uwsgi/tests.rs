@@ -32,7 +32,7 @@ fn packet(vars: Vars) -> Vec<u8> {
 }
 
 fn pairs<'a>(p: &'a UwsgiPacket, buf: &'a [u8]) -> Vec<(&'a [u8], &'a [u8])> {
-    p.vars(buf).collect()
+    p.pairs(buf).collect()
 }
 
 /// Debian's `/etc/nginx/uwsgi_params` for `GET /caf%C3%A9/%FF?q=1` with an empty
@@ -251,5 +251,5 @@ fn errors_name_and_convert() {
 fn spans_of_another_buffer_do_not_panic() {
     let buf = packet(NGINX);
     let p = parse_uwsgi(&buf).unwrap().unwrap();
-    assert!(p.vars(b"short").all(|(k, v)| k.is_empty() && v.is_empty()));
+    assert!(p.pairs(b"short").all(|(k, v)| k.is_empty() && v.is_empty()));
 }
