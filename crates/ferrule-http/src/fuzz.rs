@@ -16,6 +16,12 @@ pub fn fuzz_one(data: &[u8]) {
     assert_eq!(whole, split, "whole and split delivery disagree");
 }
 
+/// The uwsgi packet parser's entry (`uwsgi/fuzz.rs`): packets and their bodies, whole
+/// and one byte at a time.
+pub fn fuzz_uwsgi(data: &[u8]) {
+    crate::uwsgi::fuzz::fuzz_uwsgi(data);
+}
+
 /// Returns (requests parsed, bytes used, error) for delivery in pieces of `step`.
 fn walk(data: &[u8], cfg: &ParserConfig, step: usize) -> (usize, usize, Option<crate::ParseError>) {
     let (mut start, mut avail, mut n) = (0, step.min(data.len()), 0);

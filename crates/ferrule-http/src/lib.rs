@@ -19,6 +19,7 @@ pub mod percent;
 mod response;
 mod span;
 mod target;
+mod uwsgi;
 
 pub use body::{BodyDecoder, Step};
 pub use checked::CheckedField;
@@ -28,6 +29,7 @@ pub use error::ParseError;
 pub use forwarded::{secure_scheme, SECURE_SCHEME_HEADERS};
 pub use framing::{BodyKind, Framing};
 pub use fuzz::fuzz_one;
+pub use fuzz::fuzz_uwsgi;
 pub use head::{empty_lines, parse_head, parse_head_after, parse_head_into, Head};
 pub use response::{
     choose_framing, classify_field, error_response, finish_head, parse_status, reason_phrase,
@@ -36,3 +38,6 @@ pub use response::{
 };
 pub use span::{Header, Span};
 pub use target::{Target, TargetForm, Version};
+pub use uwsgi::{
+    parse_uwsgi, parse_uwsgi_into, Inconsistency, UwsgiError, UwsgiPacket, UWSGI_HEADER_LEN,
+};

@@ -1,0 +1,144 @@
+//! The uwsgi fuzz entry: a stream of packets, each followed by its body, parsed whole
+//! and one byte at a time, as a server would see it. Shared by the cargo-fuzz target
+//! (`fuzz_uwsgi`) and the randomized test below.
+
+use super::{parse_uwsgi_into, UwsgiError, UWSGI_HEADER_LEN};
+
+/// What a walk saw: per packet (consumed, content_length, vars), then the error.
+type Walk = (Vec<(usize, u64, usize)>, Option<UwsgiError>);
+
+/// Parses `data` as packets and bodies, whole and byte by byte, and panics if the two
+/// disagree, a span leaves its packet, or the vars do not re-encode to the block.
+pub(crate) fn fuzz_uwsgi(data: &[u8]) {
+    let whole = walk(data, data.len());
+    let bytewise = walk(data, 1);
+    assert_eq!(whole, bytewise, "whole and byte-by-byte delivery disagree");
+}
+
+/// Delivers `data` in pieces of `step` bytes (an incomplete packet costs O(1), so
+/// step 1 stays linear).
+fn walk(data: &[u8], step: usize) -> Walk {
+    let mut seen = Vec::new();
+    let (mut start, mut avail) = (0, step.min(data.len()));
+    let mut spare = Vec::new();
+    while start < data.len() {
+        let buf = &data[start..avail];
+        let packet = match parse_uwsgi_into(buf, std::mem::take(&mut spare)) {
+            Ok(Some(p)) => p,
+            Ok(None) if avail == data.len() => break,
+            Ok(None) => {
+                avail = (avail + step).min(data.len());
+                continue;
+            }
+            Err(e) => return (seen, Some(e)),
+        };
+        assert!((UWSGI_HEADER_LEN..=buf.len()).contains(&packet.consumed));
+        let mut encoded = Vec::with_capacity(packet.consumed);
+        for (k, v) in &packet.vars {
+            for span in [k, v] {
+                let r = span.range();
+                assert!(r.start >= UWSGI_HEADER_LEN && r.end <= packet.consumed);
+            }
+        }
+        for (k, v) in packet.pairs(buf) {
+            assert!(!k.is_empty());
+            for field in [k, v] {
+                encoded.extend_from_slice(&(field.len() as u16).to_le_bytes());
+                encoded.extend_from_slice(field);
+            }
+        }
+        assert_eq!(
+            encoded,
+            buf[UWSGI_HEADER_LEN..packet.consumed],
+            "re-encoded"
+        );
+        seen.push((packet.consumed, packet.content_length, packet.vars.len()));
+        // The body is the caller's to read; the next packet starts after it.
+        let next = (start + packet.consumed) as u64 + packet.content_length;
+        if next > data.len() as u64 {
+            break;
+        }
+        start = next as usize;
+        avail = avail.max(start);
+        spare = packet.vars;
+    }
+    (seen, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fuzz_uwsgi, walk};
+
+    fn var(out: &mut Vec<u8>, k: &[u8], v: &[u8]) {
+        for f in [k, v] {
+            out.extend_from_slice(&(f.len() as u16).to_le_bytes());
+            out.extend_from_slice(f);
+        }
+    }
+
+    fn packet(vars: &[(&[u8], &[u8])], body: &[u8]) -> Vec<u8> {
+        let mut block = Vec::new();
+        for (k, v) in vars {
+            var(&mut block, k, v);
+        }
+        let mut out = vec![0];
+        out.extend_from_slice(&(block.len() as u16).to_le_bytes());
+        out.push(0);
+        out.extend_from_slice(&block);
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A few thousand mutations of valid packet streams, deterministic (xorshift).
+    #[test]
+    fn mutated_packets_never_panic_and_bytewise_delivery_agrees() {
+        let get: &[(&[u8], &[u8])] = &[
+            (b"REQUEST_METHOD", b"GET"),
+            (b"PATH_INFO", "/caf\u{e9}".as_bytes()),
+            (b"CONTENT_LENGTH", b""),
+            (b"HTTP_X", b""),
+        ];
+        let post: &[(&[u8], &[u8])] = &[(b"CONTENT_LENGTH", b"5"), (b"QUERY_STRING", b"a=1")];
+        let mut two = packet(post, b"hello");
+        two.extend(packet(get, b""));
+        let seeds = [
+            packet(get, b""),
+            two,
+            packet(&[], b""),
+            packet(post, b"hel"),
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"\x00\x01\x02\x05\xff0159 -CNT_";
+        let (mut parsed, mut refused) = (0, 0);
+        for i in 0..5_000 {
+            let mut data = seeds[i % seeds.len()].clone();
+            for _ in 0..(next() % 3 + 1) {
+                let at = (next() as usize) % (data.len() + 1);
+                let byte = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 4 {
+                    0 if at < data.len() => data[at] = byte,
+                    1 if at < data.len() => data[at] = data[at].wrapping_add(1),
+                    2 if at < data.len() => {
+                        data.remove(at);
+                    }
+                    _ => data.insert(at, byte),
+                }
+            }
+            fuzz_uwsgi(&data);
+            let (seen, error) = walk(&data, data.len());
+            parsed += usize::from(!seen.is_empty());
+            refused += usize::from(error.is_some());
+        }
+        // The mutations reach both sides of the parser, not only its first check.
+        assert!(
+            parsed > 1_000 && refused > 1_000,
+            "{parsed} parsed, {refused} refused"
+        );
+    }
+}
