@@ -56,7 +56,8 @@ impl ProxyHeader {
 /// Why a PROXY header was rejected. Every variant becomes `InvalidProxyLine`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyError {
-    /// The first bytes begin no header of the accepted version(s).
+    /// The first bytes begin no header of the accepted version(s): neither "PROXY"
+    /// nor v2's 12-byte signature.
     Missing,
     /// v1: no CRLF within 107 bytes.
     V1TooLong,
@@ -65,7 +66,7 @@ pub enum ProxyError {
     V1Syntax,
     /// v1: an address that std's parser for the announced family rejects.
     V1Address,
-    /// v1: a port that is not 1–5 decimal digits within 0–65535.
+    /// v1: a port that is not 1–5 decimal digits within 0–65535 without a leading zero.
     V1Port,
     /// v2: the version nibble is not 2.
     V2Version,

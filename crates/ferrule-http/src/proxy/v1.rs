@@ -5,14 +5,19 @@ use super::{ProxyError, ProxyHeader};
 use memchr::memchr2;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+/// "PROXY" says version 1 (spec section 2.2's detection); the space is the line's first rule.
 const SIG: &[u8] = b"PROXY ";
 /// The spec's longest line, CRLF included: a receiver may give up after it.
 pub(super) const MAX_LINE: usize = 107;
 
 pub(super) fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
     // Compared as far as it has arrived, so a wrong byte fails at once.
-    if buf.iter().zip(SIG).any(|(a, b)| a != b) {
-        return Err(ProxyError::Missing);
+    if let Some(at) = buf.iter().zip(SIG).position(|(a, b)| a != b) {
+        return Err(if at < 5 {
+            ProxyError::Missing
+        } else {
+            ProxyError::V1Syntax
+        });
     }
     let window = buf.get(..MAX_LINE).unwrap_or(buf);
     // The line ends at the first CR or LF, which must be a CRLF within the window.
@@ -71,10 +76,12 @@ fn address(field: &[u8], v6: bool) -> Result<IpAddr, ProxyError> {
     ip.map_err(|_| ProxyError::V1Address)
 }
 
-/// Decimal digits only: `u16::from_str` would also take a leading `+`. Leading zeros
-/// are harmless here (no octal reading) and the spec does not forbid them.
+/// Decimal digits only (`u16::from_str` would also take a leading `+`), and no leading
+/// zero: the spec forbids them "to avoid any possible confusion with octal numbers".
 fn port(field: &[u8]) -> Result<u16, ProxyError> {
-    if field.is_empty() || field.len() > 5 || !field.iter().all(u8::is_ascii_digit) {
+    let digits = field.iter().all(u8::is_ascii_digit);
+    let leading_zero = field.len() > 1 && field.first() == Some(&b'0');
+    if field.is_empty() || field.len() > 5 || !digits || leading_zero {
         return Err(ProxyError::V1Port);
     }
     let n = field
@@ -107,7 +114,7 @@ mod tests {
                 client("192.168.0.1:56324", "192.168.0.11:443"),
             ),
             (
-                "PROXY TCP4 0.0.0.0 255.255.255.255 0 00080\r\n",
+                "PROXY TCP4 0.0.0.0 255.255.255.255 0 80\r\n",
                 client("0.0.0.0:0", "255.255.255.255:80"),
             ),
             (
@@ -179,6 +186,9 @@ mod tests {
             ("PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n", V1Port),
             ("PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n", V1Port),
             ("PROXY TCP4 1.2.3.4 5.6.7.8 1 000080\r\n", V1Port),
+            ("PROXY TCP4 1.2.3.4 5.6.7.8 1 0080\r\n", V1Port),
+            ("PROXY TCP4 1.2.3.4 5.6.7.8 00 1\r\n", V1Port),
+            ("PROXY TCP4 1.2.3.4 5.6.7.8 1 \r\n", V1Port),
             ("PROXY TCP4 1.2.3.4 5.6.7.8 1 0x50\r\n", V1Port),
             ("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", V1Syntax),
             ("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX", V1Syntax),
@@ -186,8 +196,9 @@ mod tests {
             ("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\r\n", V1Syntax),
             (&long_unknown, V1TooLong),
             (&no_crlf, V1TooLong),
-            ("PROXY\r\n", Missing),
-            ("PROXYTCP4 1.2.3.4 5.6.7.8 1 2\r\n", Missing),
+            ("PROXY\r\n", V1Syntax),
+            ("PROXYTCP4 1.2.3.4 5.6.7.8 1 2\r\n", V1Syntax),
+            ("PROXy TCP4 1.2.3.4 5.6.7.8 1 2\r\n", Missing),
             ("GET / HTTP/1.1\r\n", Missing),
         ];
         for (line, want) in cases {
