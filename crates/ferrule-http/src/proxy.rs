@@ -78,6 +78,8 @@ pub enum ProxyError {
     V2Length,
     /// v2: a TLV after the addresses runs past the header.
     V2Tlv,
+    /// v2: a PP2_TYPE_CRC32C TLV that is not 4 bytes or does not match the header.
+    V2Checksum,
 }
 
 impl ProxyError {
@@ -94,6 +96,7 @@ impl ProxyError {
             ProxyError::V2Family => "PROXY v2 header with an unknown family or protocol",
             ProxyError::V2Length => "PROXY v2 header too short for its addresses",
             ProxyError::V2Tlv => "PROXY v2 TLV running past the header",
+            ProxyError::V2Checksum => "PROXY v2 header failing its CRC32c",
         }
     }
 }
@@ -207,7 +210,7 @@ mod tests {
             h.extend_from_slice(rest);
             h
         };
-        let v4 = [10, 0, 0, 1, 127, 0, 0, 1, 0x12, 0x34, 0, 80, 0x03, 0, 1, 7];
+        let v4 = [10, 0, 0, 1, 127, 0, 0, 1, 0x12, 0x34, 0, 80, 0x04, 0, 1, 7];
         let seeds: Vec<Vec<u8>> = vec![
             b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET".to_vec(),
             b"PROXY TCP6 ::1 2001:db8::ff00:42:8329 65535 1\r\n".to_vec(),

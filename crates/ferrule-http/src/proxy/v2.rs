@@ -31,27 +31,26 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyErr
         return Err(ProxyError::V2Length);
     }
     let total = FIXED + len;
-    let Some(block) = buf.get(FIXED..total) else {
+    let Some(header) = buf.get(..total) else {
         return Ok(None);
     };
     if local {
         return Ok(Some((ProxyHeader::Local, total)));
     }
-    // AF_UNSPEC: the receiver "must ignore the address information", TLVs included.
+    // AF_UNSPEC: the receiver "should ignore address information", TLVs included.
     if fam == 0x00 {
         return Ok(Some((ProxyHeader::Unknown, total)));
     }
-    let (addrs, tlvs) = block
-        .split_at_checked(addr_len)
-        .ok_or(ProxyError::V2Length)?;
-    check_tlvs(tlvs)?;
-    let header = match fam >> 4 {
+    let tlvs = FIXED + addr_len;
+    check_tlvs(header, tlvs)?;
+    let addrs = header.get(FIXED..tlvs).ok_or(ProxyError::V2Length)?;
+    let parsed = match fam >> 4 {
         1 => inet(addrs),
         2 => inet6(addrs),
         // AF_UNIX: a path on the proxy's host says nothing about the client.
         _ => Some(ProxyHeader::Unknown),
     };
-    Ok(Some((header.ok_or(ProxyError::V2Length)?, total)))
+    Ok(Some((parsed.ok_or(ProxyError::V2Length)?, total)))
 }
 
 /// The address block's size for a family/protocol byte; only STREAM (1) and DGRAM (2)
@@ -66,17 +65,57 @@ fn address_len(fam: u8) -> Result<usize, ProxyError> {
     }
 }
 
-/// Type, big-endian u16 length, value; repeated to the end of the header exactly.
-/// None is interpreted: PP2_TYPE_CRC32C is optional to check, the rest informative.
-fn check_tlvs(mut rest: &[u8]) -> Result<(), ProxyError> {
-    while !rest.is_empty() {
-        let Some((&[_kind, hi, lo], value)) = rest.split_first_chunk::<3>() else {
+const PP2_TYPE_CRC32C: u8 = 0x03;
+
+/// Walks the TLVs from `at` to the header's end exactly (type, big-endian u16 length,
+/// value). None is interpreted except PP2_TYPE_CRC32C, which a receiver that supports
+/// it "MUST" verify; it costs one pass over a header that is sent once per connection.
+fn check_tlvs(header: &[u8], mut at: usize) -> Result<(), ProxyError> {
+    while let Some(rest) = header.get(at..).filter(|r| !r.is_empty()) {
+        let Some((&[kind, hi, lo], _)) = rest.split_first_chunk::<3>() else {
             return Err(ProxyError::V2Tlv);
         };
         let len = usize::from(u16::from_be_bytes([hi, lo]));
-        rest = value.get(len..).ok_or(ProxyError::V2Tlv)?;
+        let (value, end) = (at + 3, at + 3 + len);
+        if end > header.len() {
+            return Err(ProxyError::V2Tlv);
+        }
+        if kind == PP2_TYPE_CRC32C {
+            check_crc(header, value, len)?;
+        }
+        at = end;
     }
     Ok(())
+}
+
+/// The CRC32c (big-endian, as HAProxy writes it) of the whole header with its own
+/// four bytes zeroed.
+fn check_crc(header: &[u8], value: usize, len: usize) -> Result<(), ProxyError> {
+    let (before, rest) = header
+        .split_at_checked(value)
+        .ok_or(ProxyError::V2Checksum)?;
+    let Some((sent, after)) = rest.split_first_chunk::<4>().filter(|_| len == 4) else {
+        return Err(ProxyError::V2Checksum);
+    };
+    let all = before.iter().chain(&[0; 4]).chain(after);
+    if crc32c(all.copied()) == u32::from_be_bytes(*sent) {
+        Ok(())
+    } else {
+        Err(ProxyError::V2Checksum)
+    }
+}
+
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit: no table for
+/// a check made at most once per connection.
+fn crc32c(bytes: impl Iterator<Item = u8>) -> u32 {
+    let mut crc = !0u32;
+    for b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0x82f6_3b78 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
 }
 
 /// src addr, dst addr, src port, dst port, all big-endian.
@@ -184,6 +223,40 @@ mod tests {
             bytes.extend_from_slice(b"GET / HTTP/1.1\r\n");
             assert_eq!(parse_proxy(&bytes, ProxyMode::V2), Ok(Some((want, n))));
         }
+    }
+
+    #[test]
+    fn crc32c_tlv_is_verified() {
+        assert_eq!(crc32c(b"123456789".iter().copied()), 0xe306_9283);
+        let mut h = v2(
+            0x21,
+            0x11,
+            &[V4, &[0x04, 0, 1, 9, 0x03, 0, 4, 0, 0, 0, 0]].concat(),
+        );
+        let sum = crc32c(h.iter().copied()).to_be_bytes();
+        let at = h.len() - 4;
+        h[at..].copy_from_slice(&sum);
+        let c4 = client("192.168.1.1:56304", "10.0.0.1:443");
+        assert_eq!(arrives(&h, ProxyMode::V2), Some((c4, h.len())));
+        // Every flipped bit after the command (LOCAL ignores the block) is caught, but
+        // in the CRC TLV's type (a TLV of another type is not checked).
+        for i in (13..h.len()).filter(|&i| i != at - 3) {
+            let mut bad = h.clone();
+            bad[i] ^= 0x01;
+            let got = parse_proxy(&bad, ProxyMode::V2);
+            assert!(got.is_err() || got == Ok(None), "{i}: {got:?}");
+        }
+        let mut bad = h.clone();
+        bad[17] ^= 0x01; // the source address
+        assert_eq!(
+            parse_proxy(&bad, ProxyMode::V2),
+            Err(ProxyError::V2Checksum)
+        );
+        let short = v2(0x21, 0x11, &[V4, &[0x03, 0, 3, 0, 0, 0]].concat());
+        assert_eq!(
+            parse_proxy(&short, ProxyMode::V2),
+            Err(ProxyError::V2Checksum)
+        );
     }
 
     #[test]
