@@ -45,6 +45,8 @@ pub enum ParseError {
     /// An HTTP/1.1 request without Host (RFC 9112 §3.2), unless `permit_missing_host`.
     /// ferrule's own class: gunicorn accepts such requests.
     MissingHost,
+    /// The PROXY protocol header is malformed or missing (`proxy::ProxyError` says which).
+    InvalidProxyLine,
 }
 
 impl ParseError {
@@ -82,6 +84,7 @@ impl ParseError {
             ParseError::BodyTooLarge => "BodyTooLarge",
             ParseError::InvalidHost => "InvalidHost",
             ParseError::MissingHost => "MissingHost",
+            ParseError::InvalidProxyLine => "InvalidProxyLine",
         }
     }
 }
@@ -106,6 +109,7 @@ impl fmt::Display for ParseError {
             ParseError::BodyTooLarge => "request body too large",
             ParseError::InvalidHost => "invalid Host",
             ParseError::MissingHost => "HTTP/1.1 request without Host",
+            ParseError::InvalidProxyLine => "invalid PROXY protocol header",
         };
         write!(f, "{what} ({})", self.name())
     }

@@ -70,6 +70,49 @@ fn walk(data: &[u8], cfg: &ParserConfig, step: usize) -> (usize, usize, Option<c
     (n, start, None)
 }
 
+/// Parses `data` as a PROXY header in each mode, one byte at a time, and panics if the
+/// first prefix with an answer does not give the whole's answer (a header exactly when
+/// its last byte arrives), if Auto disagrees with the mode its first byte picks, or if a
+/// client address does not come back the same through a v1 line.
+pub fn fuzz_proxy(data: &[u8]) {
+    use crate::{parse_proxy, ProxyHeader, ProxyMode};
+    for mode in [ProxyMode::V1, ProxyMode::V2, ProxyMode::Auto] {
+        let whole = parse_proxy(data, mode);
+        let first = (0..=data.len())
+            .map(|k| (k, parse_proxy(&data[..k], mode)))
+            .find(|(_, r)| *r != Ok(None));
+        match (first, whole) {
+            (None, Ok(None)) => {}
+            (Some((k, got)), want) => {
+                assert_eq!(got, want, "{mode:?}: prefix {k} and the whole disagree");
+                if let Ok(Some((_, n))) = got {
+                    assert_eq!(n, k, "{mode:?}: a header is complete at its last byte");
+                }
+            }
+            (None, want) => panic!("{mode:?}: no prefix gave {want:?}"),
+        }
+        if let Ok(Some((ProxyHeader::Client { src, dst }, _))) = whole {
+            assert_eq!(src.is_ipv4(), dst.is_ipv4(), "one family");
+            let fam = if src.is_ipv4() { "TCP4" } else { "TCP6" };
+            let (s, d) = (src.ip(), dst.ip());
+            let line = format!("PROXY {fam} {s} {d} {} {}\r\n", src.port(), dst.port());
+            let again = parse_proxy(line.as_bytes(), ProxyMode::V1);
+            assert_eq!(
+                again,
+                Ok(Some((ProxyHeader::Client { src, dst }, line.len())))
+            );
+        }
+    }
+    let picked = match data.first() {
+        Some(b'P') => Some(ProxyMode::V1),
+        Some(b'\r') => Some(ProxyMode::V2),
+        _ => None,
+    };
+    if let Some(mode) = picked {
+        assert_eq!(parse_proxy(data, ProxyMode::Auto), parse_proxy(data, mode));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::fuzz_one;

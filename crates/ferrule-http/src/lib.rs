@@ -16,6 +16,7 @@ mod framing;
 mod fuzz;
 mod head;
 pub mod percent;
+mod proxy;
 mod response;
 mod span;
 mod target;
@@ -29,8 +30,10 @@ pub use error::ParseError;
 pub use forwarded::{secure_scheme, SECURE_SCHEME_HEADERS};
 pub use framing::{BodyKind, Framing};
 pub use fuzz::fuzz_one;
+pub use fuzz::fuzz_proxy;
 pub use fuzz::fuzz_uwsgi;
 pub use head::{empty_lines, parse_head, parse_head_after, parse_head_into, Head};
+pub use proxy::{parse_proxy, ProxyError, ProxyHeader, ProxyMode};
 pub use response::{
     choose_framing, classify_field, error_response, finish_head, parse_status, reason_phrase,
     write_chunk, write_field, write_status_line, FieldKind, ResponseError, ResponseFraming,

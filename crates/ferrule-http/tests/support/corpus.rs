@@ -128,7 +128,7 @@ pub struct Case {
     pub cfg: Value,
 }
 
-/// Every case except the PROXY-protocol ones (a later issue).
+/// Every case except the PROXY-protocol ones (`proxy_corpus.rs` runs those).
 pub fn cases() -> Vec<Case> {
     let dir = corpus_dir();
     let index: Value = serde_json::from_slice(
