@@ -322,13 +322,9 @@ fn chunk_ext(mut s: &[u8]) -> Result<(), ParseError> {
 }
 
 /// What follows a token at the front of `s`, if there is one.
-#[inline]
 fn token(s: &[u8]) -> Option<&[u8]> {
     let n = s.iter().take_while(|&&b| is_tchar(b)).count();
-    if n == 0 {
-        return None;
-    }
-    s.get(n..)
+    s.get(n..).filter(|_| n > 0)
 }
 
 /// What follows the rest of a quoted-string whose opening quote is taken; `None` if it
@@ -345,7 +341,6 @@ fn quoted(mut s: &[u8]) -> Option<&[u8]> {
     }
 }
 
-#[inline]
 fn skip_bws(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
