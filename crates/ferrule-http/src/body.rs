@@ -4,8 +4,8 @@
 //! many it consumed and which of them are body data. Chunk data is never copied: the
 //! returned range points into the caller's buffer.
 
-use crate::chars::{is_field_value, is_token, trim_ows};
-use crate::config::ParserConfig;
+use crate::chars::{is_field_value, is_tchar, is_token, trim_ows};
+use crate::config::{HeaderMap, ParserConfig};
 use crate::error::ParseError;
 use crate::framing::BodyKind;
 use memchr::memchr;
@@ -52,7 +52,11 @@ enum Chunk {
     Size,
     Data(u64),
     DataEnd,
-    Trailers { lines: usize },
+    /// Field lines seen, and the size of the last field so far (folded lines add to it).
+    Trailers {
+        fields: usize,
+        field_len: usize,
+    },
     Done,
 }
 
@@ -62,8 +66,17 @@ pub struct BodyDecoder {
     kind: Kind,
     received: u64,
     limit: u64,
-    field_limit: usize,
-    fields_limit: usize,
+    fields: FieldRules,
+}
+
+/// The head's field rules, which trailer lines follow too (RFC 9112 §7.1.2).
+#[derive(Debug, Clone, Copy)]
+struct FieldRules {
+    size: usize,
+    count: usize,
+    fold: bool,
+    strip: bool,
+    refuse_underscore: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -83,8 +96,13 @@ impl BodyDecoder {
             kind,
             received: 0,
             limit: cfg.limit_request_body,
-            field_limit: cfg.field_size_limit(),
-            fields_limit: cfg.fields_limit(),
+            fields: FieldRules {
+                size: cfg.field_size_limit(),
+                count: cfg.fields_limit(),
+                fold: cfg.permit_obsolete_folding,
+                strip: cfg.strip_header_spaces,
+                refuse_underscore: cfg.header_map == HeaderMap::Refuse,
+            },
         }
     }
 
@@ -109,7 +127,10 @@ impl BodyDecoder {
     /// The error to report when the peer closes before the body is complete.
     pub fn eof_error(&self) -> ParseError {
         match self.kind {
-            Kind::Chunked(Chunk::Trailers { lines: 0 }) => ParseError::ChunkMissingTerminator,
+            // gunicorn's answer when a chunk's CRLF or the trailer section's end never came.
+            Kind::Chunked(Chunk::DataEnd | Chunk::Trailers { .. }) => {
+                ParseError::ChunkMissingTerminator
+            }
             _ => ParseError::NoMoreData,
         }
     }
@@ -138,9 +159,7 @@ impl BodyDecoder {
                         done: *n == 0,
                     });
                 }
-                Kind::Chunked(state) => {
-                    chunk_step(state, &input[pos..], self.field_limit, self.fields_limit)?
-                }
+                Kind::Chunked(state) => chunk_step(state, &input[pos..], &self.fields)?,
             };
             let (used, data) = step;
             let data = pos + data.start..pos + data.end;
@@ -178,24 +197,33 @@ impl BodyDecoder {
 fn chunk_step(
     state: &mut Chunk,
     input: &[u8],
-    field_limit: usize,
-    fields_limit: usize,
+    rules: &FieldRules,
 ) -> Result<(usize, Range<usize>), ParseError> {
     match *state {
         Chunk::Size => {
-            let Some(lf) = memchr(b'\n', input) else {
-                return if input.len() > MAX_CHUNK_LINE {
-                    Err(ParseError::InvalidChunkSize)
-                } else {
-                    Ok((0, 0..0))
-                };
+            // The length is judged before the line's end is, and the same way with or
+            // without its LF, so whole and byte-by-byte delivery get the same answer.
+            let lf = memchr(b'\n', input);
+            if lf.unwrap_or(input.len()) >= MAX_CHUNK_LINE {
+                return Err(ParseError::InvalidChunkSize);
+            }
+            let Some(lf) = lf else {
+                return Ok((0, 0..0));
             };
-            let line = input[..lf]
-                .strip_suffix(b"\r")
-                .ok_or(ParseError::InvalidChunkSize)?;
+            let Some(line) = input[..lf].strip_suffix(b"\r") else {
+                // A bare LF ends no line (§7.1 says CRLF); nginx would end the line
+                // there, so accepting it would let the two frame the body differently.
+                return Err(match memchr(b';', &input[..lf]) {
+                    Some(_) => ParseError::InvalidChunkExtension,
+                    None => ParseError::InvalidChunkSize,
+                });
+            };
             let size = chunk_size(line)?;
             *state = if size == 0 {
-                Chunk::Trailers { lines: 0 }
+                Chunk::Trailers {
+                    fields: 0,
+                    field_len: 0,
+                }
             } else {
                 Chunk::Data(size)
             };
@@ -218,57 +246,136 @@ fn chunk_step(
             [] | [b'\r'] => Ok((0, 0..0)),
             _ => Err(ParseError::ChunkMissingTerminator),
         },
-        Chunk::Trailers { lines } => {
+        Chunk::Trailers { fields, field_len } => {
             let Some(lf) = memchr(b'\n', input) else {
-                return if input.len() > field_limit {
+                return if input.len() > rules.size {
                     Err(ParseError::LimitRequestHeaders)
                 } else {
                     Ok((0, 0..0))
                 };
             };
-            let line = input[..lf]
-                .strip_suffix(b"\r")
-                .ok_or(ParseError::ChunkMissingTerminator)?;
-            if line.is_empty() {
+            let line = &input[..lf];
+            if line == b"\r" {
                 *state = Chunk::Done;
                 return Ok((lf + 1, 0..0));
             }
-            if line.len() + 2 > field_limit || lines + 1 > fields_limit {
+            if line.is_empty() {
+                // gunicorn waits for CRLF CRLF here and so answers this at EOF.
+                return Err(ParseError::ChunkMissingTerminator);
+            }
+            // CRLF included; a folded line adds to the field it continues.
+            let folded = matches!(line.first(), Some(b' ' | b'\t'));
+            if usize::from(folded) * field_len + lf + 1 > rules.size {
                 return Err(ParseError::LimitRequestHeaders);
             }
-            check_trailer(line)?;
-            *state = Chunk::Trailers { lines: lines + 1 };
+            let line = line.strip_suffix(b"\r").ok_or(ParseError::InvalidHeader)?;
+            *state = trailer_line(line, fields, field_len, rules)?;
             Ok((lf + 1, 0..0))
         }
         Chunk::Done => Ok((0, 0..0)),
     }
 }
 
-/// `1*HEXDIG [ ";" extensions ]`, with no white space before the extensions.
+/// `chunk-size [ chunk-ext ]`: hex digits, then nothing or `BWS ";"` and extensions.
 fn chunk_size(line: &[u8]) -> Result<u64, ParseError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 {
+    let (size, ext) = line.split_at(digits);
+    if size.is_empty() {
         return Err(ParseError::InvalidChunkSize);
     }
-    let ext = &line[digits..];
-    match ext.first() {
-        None => {}
-        Some(b';') if ext.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) => {}
-        Some(b';') => return Err(ParseError::InvalidChunkExtension),
-        Some(_) => return Err(ParseError::InvalidChunkSize),
+    // White space only as the BWS before `;`: `0 ` alone is refused (gunicorn's chunked_09).
+    if !ext.is_empty() {
+        if skip_bws(ext).first() != Some(&b';') {
+            return Err(ParseError::InvalidChunkSize);
+        }
+        chunk_ext(ext)?;
     }
-    let significant = line[..digits].iter().skip_while(|&&b| b == b'0').count();
+    // Below 2^60, so adding sizes up never overflows; nobody sends a chunk that large.
+    let significant = size.iter().skip_while(|&&b| b == b'0').count();
     if significant > 15 {
         return Err(ParseError::InvalidChunkSize);
     }
-    Ok(line[..digits].iter().fold(0u64, |n, &b| {
+    Ok(size.iter().fold(0u64, |n, &b| {
         (n << 4) | u64::from((b as char).to_digit(16).unwrap_or(0))
     }))
 }
 
-fn check_trailer(line: &[u8]) -> Result<(), ParseError> {
+/// `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )`, checked, then
+/// ignored (§7.1.1). Held to the grammar as the rest of the message is: a client that
+/// sends extensions at all can send well-formed ones, and no control byte gets through.
+fn chunk_ext(mut s: &[u8]) -> Result<(), ParseError> {
+    const BAD: ParseError = ParseError::InvalidChunkExtension;
+    while !s.is_empty() {
+        s = match skip_bws(s) {
+            [b';', rest @ ..] => token(skip_bws(rest)).ok_or(BAD)?,
+            _ => return Err(BAD),
+        };
+        // BWS is taken only before `=`: trailing white space is refused like `0 `.
+        if let [b'=', rest @ ..] = skip_bws(s) {
+            s = match skip_bws(rest) {
+                [b'"', rest @ ..] => quoted(rest).ok_or(BAD)?,
+                value => token(value).ok_or(BAD)?,
+            };
+        }
+    }
+    Ok(())
+}
+
+/// What follows a token at the front of `s`, if there is one.
+fn token(s: &[u8]) -> Option<&[u8]> {
+    let n = s.iter().take_while(|&&b| is_tchar(b)).count();
+    s.get(n..).filter(|_| n > 0)
+}
+
+/// What follows the rest of a quoted-string whose opening quote is taken; `None` if it
+/// is unterminated or holds a control byte (qdtext and quoted-pair, RFC 9110 §5.6.4).
+fn quoted(mut s: &[u8]) -> Option<&[u8]> {
+    loop {
+        s = match s {
+            [b'"', rest @ ..] => return Some(rest),
+            [b'\\', b, rest @ ..] if is_field_value(&[*b]) => rest,
+            [b'\\', ..] => return None,
+            [b, rest @ ..] if is_field_value(&[*b]) => rest,
+            _ => return None,
+        };
+    }
+}
+
+fn skip_bws(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Checks one trailer line by the head's field rules (`head.rs`: folding, limits,
+/// names, values, `header_map`), plus the names no trailer may carry.
+fn trailer_line(
+    line: &[u8],
+    fields: usize,
+    field_len: usize,
+    rules: &FieldRules,
+) -> Result<Chunk, ParseError> {
+    if let [b' ' | b'\t', ..] = line {
+        if !rules.fold {
+            return Err(ParseError::ObsoleteFolding);
+        }
+        if field_len == 0 || !is_field_value(trim_ows(line)) {
+            return Err(ParseError::InvalidHeader);
+        }
+        return Ok(Chunk::Trailers {
+            fields,
+            field_len: field_len + line.len() + 2,
+        });
+    }
+    if fields + 1 > rules.count {
+        return Err(ParseError::LimitRequestHeaders);
+    }
     let colon = memchr(b':', line).ok_or(ParseError::InvalidHeader)?;
-    let name = &line[..colon];
+    let mut name = &line[..colon];
+    if rules.strip {
+        name = trim_ows(name);
+    }
     if !is_token(name)
         || FORBIDDEN_TRAILERS
             .iter()
@@ -279,92 +386,14 @@ fn check_trailer(line: &[u8]) -> Result<(), ParseError> {
     if !is_field_value(trim_ows(&line[colon + 1..])) {
         return Err(ParseError::InvalidHeader);
     }
-    Ok(())
+    if rules.refuse_underscore && name.contains(&b'_') {
+        return Err(ParseError::InvalidHeaderName);
+    }
+    Ok(Chunk::Trailers {
+        fields: fields + 1,
+        field_len: line.len() + 2,
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Decodes `input` fed in pieces of `step` bytes, as a socket reader would.
-    fn decode_all(
-        kind: BodyKind,
-        input: &[u8],
-        step: usize,
-    ) -> Result<(Vec<u8>, usize), ParseError> {
-        let mut d = BodyDecoder::new(kind, &ParserConfig::default());
-        let (mut out, mut pos, mut avail) = (Vec::new(), 0, 0);
-        while !d.is_done() {
-            let s = d.decode(&input[pos..avail])?;
-            out.extend_from_slice(&input[pos..avail][s.data.clone()]);
-            pos += s.consumed;
-            if s.consumed == 0 && !s.done {
-                if avail == input.len() {
-                    return Err(d.eof_error());
-                }
-                avail = (avail + step).min(input.len());
-            }
-        }
-        Ok((out, pos))
-    }
-
-    #[test]
-    fn chunked_table() {
-        let ok: &[(&[u8], &[u8])] = &[
-            (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
-            (b"5; a=b; c\r\nhello\r\n000\r\n\r\n", b"hello"),
-            (b"A\r\n0123456789\r\n0\r\nVary: *\r\n\r\n", b"0123456789"),
-            (b"5;foo=\"bar baz\"\r\nhello\r\n0\r\n\r\n", b"hello"),
-        ];
-        for (input, want) in ok {
-            for step in [1, 3, input.len()] {
-                let (body, used) = decode_all(BodyKind::Chunked, input, step).unwrap();
-                assert_eq!(&body[..], *want);
-                assert_eq!(used, input.len());
-            }
-        }
-        let bad: &[(&[u8], ParseError)] = &[
-            (b"6_0\r\n", ParseError::InvalidChunkSize),
-            (b"0 \r\n\r\n", ParseError::InvalidChunkSize),
-            (b" 0\r\n\r\n", ParseError::InvalidChunkSize),
-            (b"-5\r\nhello\r\n", ParseError::InvalidChunkSize),
-            (b"5\n;\r\nhello", ParseError::InvalidChunkSize),
-            (
-                b"5;ext=val\rue\r\nhello\r\n0\r\n\r\n",
-                ParseError::InvalidChunkExtension,
-            ),
-            (b"5\r\nhelloX\r\n", ParseError::ChunkMissingTerminator),
-            (b"0\r\n", ParseError::ChunkMissingTerminator),
-            (b"0\r\nHost: x\r\n\r\n", ParseError::InvalidHeaderName),
-            (b"10000000000000000\r\n", ParseError::InvalidChunkSize),
-            (b"5\r\nhel", ParseError::NoMoreData),
-        ];
-        for (input, want) in bad {
-            for step in [1, input.len()] {
-                assert_eq!(
-                    decode_all(BodyKind::Chunked, input, step).unwrap_err(),
-                    *want,
-                    "{input:?}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn length_bodies_stop_at_the_length() {
-        let (body, used) = decode_all(BodyKind::Length(5), b"helloGET / HTTP/1.1", 2).unwrap();
-        assert_eq!((&body[..], used), (&b"hello"[..], 5));
-        let (body, used) = decode_all(BodyKind::Empty, b"GET", 1).unwrap();
-        assert_eq!((body.len(), used), (0, 0));
-    }
-
-    #[test]
-    fn chunked_limit() {
-        let cfg = ParserConfig {
-            limit_request_body: 4,
-            ..ParserConfig::default()
-        };
-        let mut d = BodyDecoder::new(BodyKind::Chunked, &cfg);
-        assert_eq!(d.decode(b"5\r\nhello\r\n"), Err(ParseError::BodyTooLarge));
-    }
-}
+mod tests;
