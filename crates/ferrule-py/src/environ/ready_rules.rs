@@ -103,7 +103,9 @@ pub fn ready_environ<'a, 'v: 'a>(
     env.method = method.ok_or(Missing("REQUEST_METHOD"))?;
     env.protocol = protocol.ok_or(Missing("SERVER_PROTOCOL"))?;
     env.script_name = script.unwrap_or(script_name);
-    env.path = rules::strip_script_name(path.unwrap_or_default(), env.script_name);
+    // A mount is a path segment here (unlike `--script-name` over HTTP, which strips
+    // a byte prefix as gunicorn does): `/app` does not take `/app` off `/application`.
+    env.path = rules::strip_mount(path.unwrap_or_default(), env.script_name);
     Ok(env)
 }
 
@@ -232,6 +234,16 @@ mod tests {
         let table: &[Row] = &[
             (Some("/app"), Some("/app/x"), "", "/app", "/x"),
             (Some("/app"), Some("/app"), "", "/app", ""),
+            (
+                Some("/app"),
+                Some("/application"),
+                "",
+                "/app",
+                "/application",
+            ),
+            (Some("/app"), Some("/app/"), "", "/app", "/"),
+            (Some("/app/"), Some("/app/x"), "", "/app/", "/x"),
+            (Some("/"), Some("/x"), "", "/", "/x"),
             (Some("/app"), Some("/other"), "", "/app", "/other"),
             (Some("/app"), Some("/%61pp/x"), "", "/app", "/%61pp/x"),
             (None, Some("/mnt/x"), "/mnt", "/mnt", "/x"),

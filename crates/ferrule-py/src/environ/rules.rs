@@ -52,6 +52,19 @@ pub fn strip_script_name<'a>(path: &'a [u8], script_name: &[u8]) -> &'a [u8] {
     path.strip_prefix(script_name).unwrap_or(path)
 }
 
+/// PATH_INFO below a front server's mount (`uwsgi_param SCRIPT_NAME /app`): the path
+/// without SCRIPT_NAME only when SCRIPT_NAME is a whole-segment prefix, so `/app`
+/// mounts `/app` and `/app/x` but not `/application`, which stays whole. A trailing
+/// `/` of SCRIPT_NAME is not part of the prefix (`/app/` leaves `/x` of `/app/x`).
+#[inline]
+pub fn strip_mount<'a>(path: &'a [u8], script_name: &[u8]) -> &'a [u8] {
+    let mount = script_name.strip_suffix(b"/").unwrap_or(script_name);
+    match path.strip_prefix(mount) {
+        Some(rest) if rest.is_empty() || rest.first() == Some(&b'/') => rest,
+        _ => path,
+    }
+}
+
 /// The host SERVER_NAME and SERVER_PORT come from: the absolute-form target's, else
 /// Host's (`Framing::host`). An empty Host (valid, RFC 9112 §3.2) names none: PEP 3333
 /// wants SERVER_NAME non-empty, so the listening address is used instead.
@@ -145,6 +158,30 @@ pub fn join_field(prev: &str, value: &str) -> String {
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn a_mount_is_a_whole_segment_and_a_script_name_a_byte_prefix() {
+        // (path, SCRIPT_NAME, strip_mount, strip_script_name)
+        let table: &[(&str, &str, &str, &str)] = &[
+            ("/app/x", "/app", "/x", "/x"),
+            ("/app", "/app", "", ""),
+            ("/application", "/app", "/application", "lication"),
+            ("/app/x", "/app/", "/x", "x"),
+            ("/other", "/app", "/other", "/other"),
+            ("/x", "", "/x", "/x"),
+            ("/x", "/", "/x", "x"),
+            ("", "/app", "", ""),
+        ];
+        for &(path, script, mount, prefix) in table {
+            let (p, s) = (path.as_bytes(), script.as_bytes());
+            assert_eq!(strip_mount(p, s), mount.as_bytes(), "{path} {script}");
+            assert_eq!(
+                strip_script_name(p, s),
+                prefix.as_bytes(),
+                "{path} {script}"
+            );
+        }
+    }
 
     fn lossy(b: &[u8]) -> String {
         String::from_utf8_lossy(b).into_owned()
