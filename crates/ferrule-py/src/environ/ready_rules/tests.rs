@@ -228,6 +228,10 @@ fn repeated_and_missing() {
     let cleared = [("CONTENT_TYPE", "a/b"), ("CONTENT_TYPE", "")];
     let env = ready_environ(with(&cleared), b"").unwrap();
     assert!(!names(&env).contains(&&b"CONTENT_TYPE"[..]));
+    // A later value after an empty one counts again.
+    let reset = [("CONTENT_TYPE", ""), ("CONTENT_TYPE", "c/d")];
+    let env = ready_environ(with(&reset), b"").unwrap();
+    assert!(names(&env).contains(&&b"CONTENT_TYPE"[..]));
     let only_method = vars(&[("REQUEST_METHOD", "GET")]);
     assert_eq!(
         ready_environ(only_method, b""),
