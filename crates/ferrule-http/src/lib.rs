@@ -8,6 +8,7 @@
 mod body;
 mod chars;
 mod checked;
+mod client_addr;
 mod config;
 mod date;
 mod error;
@@ -24,6 +25,10 @@ mod uwsgi;
 
 pub use body::{BodyDecoder, Step};
 pub use checked::CheckedField;
+pub use client_addr::{
+    field_values, parse_forwarded, parse_x_forwarded_for, rightmost_untrusted, ForwardedElement,
+    ForwardedError, Node, Proto,
+};
 pub use config::{HeaderMap, ParserConfig, MAX_REQUEST_LINE};
 pub use date::DateCache;
 pub use error::ParseError;
