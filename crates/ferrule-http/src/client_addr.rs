@@ -14,6 +14,7 @@
 //! own garbage on the left makes the list malformed, and a 400 there would only turn a
 //! lost address into a lost request.
 
+pub(crate) mod fuzz;
 mod rfc7239;
 
 pub use rfc7239::parse_forwarded;

@@ -34,6 +34,7 @@ pub use date::DateCache;
 pub use error::ParseError;
 pub use forwarded::{secure_scheme, SECURE_SCHEME_HEADERS};
 pub use framing::{BodyKind, Framing};
+pub use fuzz::fuzz_forwarded;
 pub use fuzz::fuzz_one;
 pub use fuzz::fuzz_proxy;
 pub use fuzz::fuzz_uwsgi;
