@@ -9,8 +9,8 @@
 //!
 //! Errors are this module's own enum: each says why for the log line, while the HTTP
 //! layer sees `InvalidHeader`. What a trusted peer's malformed list should get is the
-//! caller's choice; we recommend ignoring the whole field (keep the socket's peer, log
-//! a warning) rather than a 400: proxies append to what the client sent, so a client's
+//! caller's choice; we recommend ignoring the whole field (keep the socket's peer, take
+//! no `proto` from it, log a warning) rather than a 400: proxies append to what the client sent, so a client's
 //! own garbage on the left makes the list malformed, and a 400 there would only turn a
 //! lost address into a lost request.
 
@@ -18,6 +18,7 @@ pub(crate) mod fuzz;
 mod rfc7239;
 
 pub use rfc7239::parse_forwarded;
+use rfc7239::{parse_node, port_suffix};
 
 use crate::head::Head;
 use crate::ParseError;
@@ -123,67 +124,6 @@ pub fn field_values<'a>(
         .iter()
         .filter(move |h| head.get(buf, h.name).eq_ignore_ascii_case(name))
         .map(move |h| head.get(buf, h.value))
-}
-
-/// RFC 7239 §6: `nodename [ ":" node-port ]`, IPv6 in brackets; `obf` allows obfuscated
-/// names and ports (X-Forwarded-For has none).
-fn parse_node(v: &[u8], obf: bool) -> Result<Node, ForwardedError> {
-    if let Some(r) = v.strip_prefix(b"[") {
-        let close = r
-            .iter()
-            .position(|&c| c == b']')
-            .ok_or(ForwardedError::Node)?;
-        let (addr, after) = r.split_at_checked(close).ok_or(ForwardedError::Node)?;
-        let ip = IpAddr::V6(parse_ip::<Ipv6Addr>(addr)?);
-        let port = port_suffix(after.get(1..).unwrap_or_default(), obf)?;
-        return Ok(Node::Ip { ip, port });
-    }
-    let colon = v.iter().position(|&c| c == b':').unwrap_or(v.len());
-    let (name, after) = v.split_at_checked(colon).ok_or(ForwardedError::Node)?;
-    // The name first, so `"::1"` (IPv6 without brackets) is a bad node, not a bad port.
-    let node = if name.eq_ignore_ascii_case(b"unknown") {
-        Node::Unknown
-    } else if obf && is_obfuscated(name) {
-        Node::Obfuscated
-    } else {
-        let ip = IpAddr::V4(parse_ip::<Ipv4Addr>(name)?);
-        Node::Ip { ip, port: None }
-    };
-    let port = port_suffix(after, obf)?;
-    Ok(match node {
-        Node::Ip { ip, .. } => Node::Ip { ip, port },
-        other => other,
-    })
-}
-
-/// `""` (no port) or `":" port`; `":_obfport"` too when `obf` (then the port is `None`).
-fn port_suffix(after: &[u8], obf: bool) -> Result<Option<u16>, ForwardedError> {
-    let Some((b':', digits)) = after.split_first() else {
-        return match after {
-            [] => Ok(None),
-            _ => Err(ForwardedError::Node),
-        };
-    };
-    if obf && is_obfuscated(digits) {
-        return Ok(None);
-    }
-    if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(ForwardedError::Port);
-    }
-    let n = digits
-        .iter()
-        .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
-    u16::try_from(n).map(Some).map_err(|_| ForwardedError::Port)
-}
-
-/// `"_" 1*( ALPHA / DIGIT / "." / "_" / "-" )`.
-fn is_obfuscated(v: &[u8]) -> bool {
-    match v.split_first() {
-        Some((b'_', rest)) if !rest.is_empty() => rest
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')),
-        _ => false,
-    }
 }
 
 /// std's parsers: dotted quads without leading zeros, IPv6 without zone ids.

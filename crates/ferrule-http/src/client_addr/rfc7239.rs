@@ -1,8 +1,10 @@
-//! RFC 7239 §4's list grammar: elements of `;`-separated pairs, values that are tokens
-//! or quoted-strings. The node syntax inside `for`/`by` is the parent's `parse_node`.
+//! RFC 7239's grammar: the list of elements of `;`-separated pairs, values that are
+//! tokens or quoted-strings (§4), and the node syntax of `for`/`by` (§6), which
+//! X-Forwarded-For entries reuse without the obfuscated forms.
 
-use super::{parse_node, skip_ows, ForwardedElement, ForwardedError, Proto};
+use super::{parse_ip, skip_ows, ForwardedElement, ForwardedError, Node, Proto};
 use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Parses `Forwarded` field values into their elements, left to right. Empty list
 /// elements and empty pairs are skipped (RFC 9110 §5.6.1 and RFC 7239's
@@ -61,7 +63,8 @@ fn element(mut rest: &[u8]) -> Result<(Option<ForwardedElement>, &[u8]), Forward
             Some(0) => el.for_ = Some(parse_node(&value, true)?),
             Some(1) => el.by = Some(parse_node(&value, true)?),
             Some(3) => el.proto = Some(parse_proto(&value)?),
-            // `host` is the Host field's value, which the head parser already checks.
+            // `host` plays no part in the client's address: its syntax as a value is
+            // all that is checked. Unknown parameters are extensions (§5.5).
             _ => {}
         }
         any = true;
@@ -115,16 +118,80 @@ fn value(rest: &[u8]) -> Result<(Cow<'_, [u8]>, &[u8]), ForwardedError> {
     Ok((value, r))
 }
 
+/// RFC 7239 §6: `nodename [ ":" node-port ]`, IPv6 in brackets; `obf` allows obfuscated
+/// names and ports (X-Forwarded-For has none).
+pub(super) fn parse_node(v: &[u8], obf: bool) -> Result<Node, ForwardedError> {
+    if let Some(r) = v.strip_prefix(b"[") {
+        let close = r
+            .iter()
+            .position(|&c| c == b']')
+            .ok_or(ForwardedError::Node)?;
+        let (addr, after) = r.split_at_checked(close).ok_or(ForwardedError::Node)?;
+        let ip = IpAddr::V6(parse_ip::<Ipv6Addr>(addr)?);
+        let port = port_suffix(after.get(1..).unwrap_or_default(), obf)?;
+        return Ok(Node::Ip { ip, port });
+    }
+    let colon = v.iter().position(|&c| c == b':').unwrap_or(v.len());
+    let (name, after) = v.split_at_checked(colon).ok_or(ForwardedError::Node)?;
+    // The name first, so `"::1"` (IPv6 without brackets) is a bad node, not a bad port.
+    let node = if name.eq_ignore_ascii_case(b"unknown") {
+        Node::Unknown
+    } else if obf && is_obfuscated(name) {
+        Node::Obfuscated
+    } else {
+        let ip = IpAddr::V4(parse_ip::<Ipv4Addr>(name)?);
+        Node::Ip { ip, port: None }
+    };
+    let port = port_suffix(after, obf)?;
+    Ok(match node {
+        Node::Ip { ip, .. } => Node::Ip { ip, port },
+        other => other,
+    })
+}
+
+/// `""` (no port) or `":" port`; `":_obfport"` too when `obf` (then the port is `None`).
+pub(super) fn port_suffix(after: &[u8], obf: bool) -> Result<Option<u16>, ForwardedError> {
+    let Some((b':', digits)) = after.split_first() else {
+        return match after {
+            [] => Ok(None),
+            _ => Err(ForwardedError::Node),
+        };
+    };
+    if obf && is_obfuscated(digits) {
+        return Ok(None);
+    }
+    if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(ForwardedError::Port);
+    }
+    let n = digits
+        .iter()
+        .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+    u16::try_from(n).map(Some).map_err(|_| ForwardedError::Port)
+}
+
+/// `"_" 1*( ALPHA / DIGIT / "." / "_" / "-" )`.
+fn is_obfuscated(v: &[u8]) -> bool {
+    match v.split_first() {
+        Some((b'_', rest)) if !rest.is_empty() => rest
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')),
+        _ => false,
+    }
+}
+
 /// `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )` (RFC 3986 §3.1), case-insensitive.
 fn parse_proto(v: &[u8]) -> Result<Proto, ForwardedError> {
     let ok = v.first().is_some_and(u8::is_ascii_alphabetic)
         && v.iter()
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
-    match () {
-        _ if !ok => Err(ForwardedError::Proto),
-        _ if v.eq_ignore_ascii_case(b"http") => Ok(Proto::Http),
-        _ if v.eq_ignore_ascii_case(b"https") => Ok(Proto::Https),
-        _ => Ok(Proto::Other),
+    if !ok {
+        Err(ForwardedError::Proto)
+    } else if v.eq_ignore_ascii_case(b"http") {
+        Ok(Proto::Http)
+    } else if v.eq_ignore_ascii_case(b"https") {
+        Ok(Proto::Https)
+    } else {
+        Ok(Proto::Other)
     }
 }
 

@@ -120,6 +120,8 @@ fn forwarded_lists_and_pairs() {
         ("host=example.com;for=192.0.2.43", Ok(vec![a])),
         ("host=example.com:8080;for=192.0.2.43", Err(E::Syntax)),
         (r#"host="[::1]:80";for=192.0.2.43"#, Ok(vec![a])),
+        (r#"x="a\"b;c\\";for=192.0.2.43"#, Ok(vec![a])),
+        (r#"x="a\"#, Err(E::Syntax)),
         // A comma inside quotes does not split the list.
         (r#"for=192.0.2.43;x="a, for=1.2.3.4""#, Ok(vec![a])),
         // Malformed pairs.
