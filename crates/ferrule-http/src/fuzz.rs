@@ -22,6 +22,12 @@ pub fn fuzz_uwsgi(data: &[u8]) {
     crate::uwsgi::fuzz::fuzz_uwsgi(data);
 }
 
+/// The `Forwarded`/`X-Forwarded-For` parsers' entry (`client_addr/fuzz.rs`): round trips,
+/// fields split at commas, and the right-most-untrusted walk.
+pub fn fuzz_forwarded(data: &[u8]) {
+    crate::client_addr::fuzz::fuzz_forwarded(data);
+}
+
 /// Returns (requests parsed, bytes used, error) for delivery in pieces of `step`.
 fn walk(data: &[u8], cfg: &ParserConfig, step: usize) -> (usize, usize, Option<crate::ParseError>) {
     let (mut start, mut avail, mut n) = (0, step.min(data.len()), 0);

@@ -8,6 +8,7 @@
 mod body;
 mod chars;
 mod checked;
+mod client_addr;
 mod config;
 mod date;
 mod error;
@@ -24,11 +25,16 @@ mod uwsgi;
 
 pub use body::{BodyDecoder, Step};
 pub use checked::CheckedField;
+pub use client_addr::{
+    field_values, parse_forwarded, parse_x_forwarded_for, rightmost_untrusted, ForwardedElement,
+    ForwardedError, Node, Proto,
+};
 pub use config::{HeaderMap, ParserConfig, MAX_REQUEST_LINE};
 pub use date::DateCache;
 pub use error::ParseError;
 pub use forwarded::{secure_scheme, SECURE_SCHEME_HEADERS};
 pub use framing::{BodyKind, Framing};
+pub use fuzz::fuzz_forwarded;
 pub use fuzz::fuzz_one;
 pub use fuzz::fuzz_proxy;
 pub use fuzz::fuzz_uwsgi;
