@@ -122,6 +122,7 @@ pub fn fuzz_proxy(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::fuzz_one;
+    use crate::mutate::Mutations;
 
     /// A few thousand mutations of valid requests, deterministic (xorshift), every run.
     #[test]
@@ -133,28 +134,13 @@ mod tests {
             b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n",
             b"\r\n\r\nGET http://u@h:1/p HTTP/1.1\r\nHost: x\r\n\r\n",
         ];
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
+        let mutations = Mutations {
+            alphabet: b"\r\n :;,0aZ\t\x00\x7f\xff-_/?#%",
+            count: 20_000,
+            max_edits: 4,
+            bump: false,
+            state: 0x9e37_79b9_7f4a_7c15,
         };
-        let alphabet = b"\r\n :;,0aZ\t\x00\x7f\xff-_/?#%";
-        for i in 0..20_000 {
-            let mut data = seeds[i % seeds.len()].to_vec();
-            for _ in 0..(next() % 4 + 1) {
-                let at = (next() as usize) % (data.len() + 1);
-                let byte = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 3 {
-                    0 if at < data.len() => data[at] = byte,
-                    1 if at < data.len() => {
-                        data.remove(at);
-                    }
-                    _ => data.insert(at, byte),
-                }
-            }
-            fuzz_one(&data);
-        }
+        mutations.run(seeds, |_, data| fuzz_one(data));
     }
 }

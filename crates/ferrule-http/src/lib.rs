@@ -16,6 +16,8 @@ mod forwarded;
 mod framing;
 mod fuzz;
 mod head;
+#[cfg(test)]
+mod mutate;
 pub mod percent;
 mod proxy;
 mod response;

@@ -220,35 +220,22 @@ mod tests {
             v2(0x20, 0x00, &[]),
             v2(0x21, 0x00, &[5, 6]),
         ];
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
+        let mutations = crate::mutate::Mutations {
+            alphabet: b"\r\n :.0159afP\x00\x0c\x11\x21\x24\xff",
+            count: 6_000,
+            max_edits: 3,
+            bump: false,
+            state: 0x2545_f491_4f6c_dd1d,
         };
-        let alphabet = b"\r\n :.0159afP\x00\x0c\x11\x21\x24\xff";
         let mut seen = [0usize; 3]; // complete, incomplete, error
-        for i in 0..6_000 {
-            let mut data = seeds[i % seeds.len()].clone();
-            for _ in 0..(next() % 3 + 1) {
-                let at = (next() as usize) % (data.len() + 1);
-                let byte = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 3 {
-                    0 if at < data.len() => data[at] = byte,
-                    1 if at < data.len() => {
-                        data.remove(at);
-                    }
-                    _ => data.insert(at, byte),
-                }
-            }
-            crate::fuzz_proxy(&data);
-            seen[match parse_proxy(&data, ProxyMode::Auto) {
+        mutations.run(&seeds, |_, data| {
+            crate::fuzz_proxy(data);
+            seen[match parse_proxy(data, ProxyMode::Auto) {
                 Ok(Some(_)) => 0,
                 Ok(None) => 1,
                 Err(_) => 2,
             }] += 1;
-        }
+        });
         // The mutations reach every outcome, not only errors.
         assert!(seen.iter().all(|&n| n > 300), "{seen:?}");
     }

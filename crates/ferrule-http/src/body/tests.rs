@@ -277,40 +277,24 @@ fn mutated_bodies_agree_however_they_arrive() {
         b"5;a=\"b\\\"c\"\r\nhello\r\n6 ; x\r\n world\r\n0\r\nT: v\r\n\r\n",
         b"A\r\n0123456789\r\n000;e=f\r\nA: 1\r\n b\r\n\r\n",
     ];
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
+    let mutations = crate::mutate::Mutations {
+        alphabet: b"\r\n\r\n ;=\"\\\t:_0fAx\x00\x7f\xff",
+        count: 3000,
+        max_edits: 3,
+        bump: false,
+        state: 0x2545_f491_4f6c_dd1d,
     };
-    let alphabet = b"\r\n\r\n ;=\"\\\t:_0fAx\x00\x7f\xff";
     let fold = ParserConfig {
         permit_obsolete_folding: true,
         limit_request_field_size: 12,
         ..ParserConfig::default()
     };
     let mut accepted = 0;
-    for i in 0..3000 {
-        let mut data = seeds[i % seeds.len()].to_vec();
-        for _ in 0..(next() % 3 + 1) {
-            let at = (next() as usize) % (data.len() + 1);
-            let byte = alphabet[(next() as usize) % alphabet.len()];
-            match next() % 3 {
-                0 if at < data.len() => data[at] = byte,
-                1 if at < data.len() => {
-                    data.remove(at);
-                }
-                _ => data.insert(at, byte),
-            }
-        }
-        let cfg = if i % 4 == 0 {
-            &fold
-        } else {
-            &ParserConfig::default()
-        };
-        accepted += usize::from(agree(cfg, &data).is_ok());
-    }
+    let plain = ParserConfig::default();
+    mutations.run(seeds, |i, data| {
+        let cfg = if i % 4 == 0 { &fold } else { &plain };
+        accepted += usize::from(agree(cfg, data).is_ok());
+    });
     // Both answers are exercised, not only the errors.
     assert!(
         (100..2900).contains(&accepted),

@@ -110,6 +110,7 @@ fn write_node(n: &Node, obf: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::fuzz_forwarded;
+    use crate::mutate::Mutations;
 
     /// A few thousand mutations of valid values, deterministic (xorshift), every run.
     #[test]
@@ -121,32 +122,19 @@ mod tests {
             b"203.0.113.195, 70.41.3.18:80, [::1]:8443, ::ffff:1.2.3.5",
             b" unknown ,, 10.0.0.3 ,2001:db8::2",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
+        let mutations = Mutations {
+            alphabet: b"\"\\,;=:[]._ \t019afx\x00\x7f\xff",
+            count: 5_000,
+            max_edits: 3,
+            bump: false,
+            state: 0x2545_f491_4f6c_dd1d,
         };
-        let alphabet = b"\"\\,;=:[]._ \t019afx\x00\x7f\xff";
         let (mut ok_fwd, mut ok_xff) = (0, 0);
-        for i in 0..5_000 {
-            let mut data = seeds[i % seeds.len()].to_vec();
-            for _ in 0..(next() % 3 + 1) {
-                let at = (next() as usize) % (data.len() + 1);
-                let byte = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 3 {
-                    0 if at < data.len() => data[at] = byte,
-                    1 if at < data.len() => {
-                        data.remove(at);
-                    }
-                    _ => data.insert(at, byte),
-                }
-            }
-            fuzz_forwarded(&data);
-            ok_fwd += usize::from(super::parse_forwarded([&data[..]]).is_ok());
-            ok_xff += usize::from(super::parse_x_forwarded_for([&data[..]]).is_ok());
-        }
+        mutations.run(seeds, |_, data| {
+            fuzz_forwarded(data);
+            ok_fwd += usize::from(super::parse_forwarded([data]).is_ok());
+            ok_xff += usize::from(super::parse_x_forwarded_for([data]).is_ok());
+        });
         // Both answers are exercised, or the mutations are too coarse to test anything.
         assert!(
             ok_fwd > 200 && ok_fwd < 4_800,

@@ -107,34 +107,20 @@ mod tests {
             packet(&[], b""),
             packet(post, b"hel"),
         ];
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
+        let mutations = crate::mutate::Mutations {
+            alphabet: b"\x00\x01\x02\x05\xff0159 -CNT_",
+            count: 5_000,
+            max_edits: 3,
+            bump: true,
+            state: 0x2545_f491_4f6c_dd1d,
         };
-        let alphabet = b"\x00\x01\x02\x05\xff0159 -CNT_";
         let (mut parsed, mut refused) = (0, 0);
-        for i in 0..5_000 {
-            let mut data = seeds[i % seeds.len()].clone();
-            for _ in 0..(next() % 3 + 1) {
-                let at = (next() as usize) % (data.len() + 1);
-                let byte = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 4 {
-                    0 if at < data.len() => data[at] = byte,
-                    1 if at < data.len() => data[at] = data[at].wrapping_add(1),
-                    2 if at < data.len() => {
-                        data.remove(at);
-                    }
-                    _ => data.insert(at, byte),
-                }
-            }
-            fuzz_uwsgi(&data);
-            let (seen, error) = walk(&data, data.len());
+        mutations.run(&seeds, |_, data| {
+            fuzz_uwsgi(data);
+            let (seen, error) = walk(data, data.len());
             parsed += usize::from(!seen.is_empty());
             refused += usize::from(error.is_some());
-        }
+        });
         // The mutations reach both sides of the parser, not only its first check.
         assert!(
             parsed > 1_000 && refused > 1_000,
