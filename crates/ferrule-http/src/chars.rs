@@ -67,6 +67,18 @@ pub fn is_authority_char(b: u8) -> bool {
     AUTHORITY[b as usize]
 }
 
+/// A port number: 1 to 5 decimal digits (no sign, which `u16::from_str` would take)
+/// whose value is at most 65535. Shared by the PROXY v1 line and `Forwarded` nodes.
+pub fn port_number(digits: &[u8]) -> Option<u16> {
+    if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+    u16::try_from(n).ok()
+}
+
 /// Strips spaces and tabs (optional white space) from both ends.
 #[inline]
 pub fn trim_ows(mut s: &[u8]) -> &[u8] {
@@ -96,5 +108,17 @@ mod tests {
         assert!(!is_target(b"/a\x00"));
         assert_eq!(trim_ows(b" \t x \t"), b"x");
         assert_eq!(trim_ows(b"  "), b"");
+        for (digits, want) in [
+            (&b"0"[..], Some(0)),
+            (b"00080", Some(80)),
+            (b"65535", Some(65535)),
+            (b"65536", None),
+            (b"000080", None),
+            (b"+1", None),
+            (b"1 ", None),
+            (b"", None),
+        ] {
+            assert_eq!(port_number(digits), want, "{digits:?}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! X-Forwarded-For entries reuse without the obfuscated forms.
 
 use super::{parse_ip, skip_ows, ForwardedElement, ForwardedError, Node, Proto};
+use crate::chars::port_number;
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -160,13 +161,7 @@ pub(super) fn port_suffix(after: &[u8], obf: bool) -> Result<Option<u16>, Forwar
     if obf && is_obfuscated(digits) {
         return Ok(None);
     }
-    if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(ForwardedError::Port);
-    }
-    let n = digits
-        .iter()
-        .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
-    u16::try_from(n).map(Some).map_err(|_| ForwardedError::Port)
+    port_number(digits).map(Some).ok_or(ForwardedError::Port)
 }
 
 /// `"_" 1*( ALPHA / DIGIT / "." / "_" / "-" )`.

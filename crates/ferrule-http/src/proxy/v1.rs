@@ -2,6 +2,7 @@
 //! `PROXY UNKNOWN ...\r\n`, at most 107 bytes with its CRLF (spec section 2.1).
 
 use super::{ProxyError, ProxyHeader};
+use crate::chars::port_number;
 use memchr::memchr2;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -79,15 +80,11 @@ fn address(field: &[u8], v6: bool) -> Result<IpAddr, ProxyError> {
 /// Decimal digits only (`u16::from_str` would also take a leading `+`), and no leading
 /// zero: the spec forbids them "to avoid any possible confusion with octal numbers".
 fn port(field: &[u8]) -> Result<u16, ProxyError> {
-    let digits = field.iter().all(u8::is_ascii_digit);
     let leading_zero = field.len() > 1 && field.first() == Some(&b'0');
-    if field.is_empty() || field.len() > 5 || !digits || leading_zero {
-        return Err(ProxyError::V1Port);
+    match port_number(field) {
+        Some(n) if !leading_zero => Ok(n),
+        _ => Err(ProxyError::V1Port),
     }
-    let n = field
-        .iter()
-        .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
-    u16::try_from(n).map_err(|_| ProxyError::V1Port)
 }
 
 #[cfg(test)]
