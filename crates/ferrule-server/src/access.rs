@@ -134,7 +134,7 @@ impl AccessLog {
         for p in &self.pieces {
             match p {
                 Piece::Text(t) => s.push_str(t),
-                Piece::Remote => match ex.peer {
+                Piece::Remote => match ex.client {
                     Peer::Tcp(a) => s.push_str(&a.ip().to_canonical().to_string()),
                     Peer::Unix => s.push_str("unix"),
                 },

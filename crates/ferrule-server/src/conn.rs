@@ -50,7 +50,13 @@ pub(crate) enum Then {
 pub struct Conn {
     /// Its socket: every read and write goes through it.
     pub(crate) transport: Transport,
+    /// The socket's other end: what `--forwarded-allow-ips`, `--proxy-allow-from` and
+    /// `--uwsgi-allow-from` are checked against.
     pub(crate) peer: Peer,
+    /// Whom the requests on this connection come from: the socket's peer, or the
+    /// source a front server stated for the whole connection (a PROXY header).
+    /// REMOTE_ADDR and the access log's `%(h)s` show it.
+    pub(crate) client: Peer,
     /// Index of the listener it came from.
     pub(crate) listener: usize,
     /// Slot in the connection table, with its generation.
@@ -91,6 +97,7 @@ impl Conn {
         Box::new(Conn {
             transport,
             peer,
+            client: peer,
             listener,
             token: 0,
             buf: Vec::new(),

@@ -250,8 +250,9 @@ impl Exchange {
     pub fn ready_vars(&self) -> Option<&ReadyVars> {
         self.ready_vars.as_deref()
     }
-    pub fn peer(&self) -> Peer {
-        self.conn.peer
+    /// Whom the request came from (`Conn::client`), not necessarily the socket's peer.
+    pub fn client(&self) -> Peer {
+        self.conn.client
     }
     pub fn local(&self) -> &Local {
         &self.shared.locals[self.conn.listener]
@@ -274,7 +275,7 @@ impl Exchange {
             path: self.path(),
             query: self.query(),
             version: self.version(),
-            peer: self.conn.peer,
+            client: self.conn.client,
             outcome: self.outcome,
             started: self.started,
             head: &self.head,

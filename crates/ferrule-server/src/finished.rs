@@ -23,7 +23,7 @@ pub(crate) struct Finished<'a> {
     pub(crate) path: &'a [u8],
     pub(crate) query: &'a [u8],
     pub(crate) version: Version,
-    pub(crate) peer: Peer,
+    pub(crate) client: Peer,
     pub(crate) outcome: Outcome,
     /// When the request's event was taken, or its head parsed when pipelined.
     pub(crate) started: Instant,

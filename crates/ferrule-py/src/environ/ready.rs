@@ -38,7 +38,7 @@ impl Environ {
         drop(local.live.take(py));
         let https = ready.https || ex.is_https();
         let (server_name, server_port) = ready.server(ex.local(), https);
-        let (remote_addr, remote_port) = ready.remote(ex.peer());
+        let (remote_addr, remote_port) = ready.remote(ex.client());
         let text = |b: &[u8]| latin1_str(py, b).into_any();
         let values = Sticky {
             method: text(ready.method),

@@ -151,7 +151,7 @@ fn remote<'py>(
     strings: &Mutex<Strings>,
     recent: &mut Recents,
 ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
-    match rules::remote(ex.peer()) {
+    match rules::remote(ex.client()) {
         Some((ip, port)) => {
             let addr = match &recent.peer {
                 Some((last, s)) if *last == ip => s.clone_ref(py),

@@ -183,7 +183,7 @@ fn reject(shared: &Shared, conn: &mut Conn, e: Error, blocking: &dyn Blocking) {
     conn.flush_out(shared.config.io_timeout, blocking);
     // A fuzzer makes thousands a second: a few are logged, the rest counted.
     if crate::log::INVALID_REQUESTS.allow() {
-        let peer = match conn.peer.ip() {
+        let peer = match conn.client.ip() {
             Some(ip) => ip.to_string(),
             None => "unix".to_string(),
         };
