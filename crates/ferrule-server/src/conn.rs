@@ -4,6 +4,7 @@
 
 use crate::clock::Tick;
 use crate::listener::Peer;
+use crate::preamble::Preamble;
 use crate::preread::{PreRead, SpillReader};
 use crate::transport::Transport;
 use ferrule_http::Header;
@@ -18,6 +19,10 @@ pub(crate) const KEEP_BUF: usize = 64 * 1024;
 pub(crate) enum Stage {
     /// Serving requests.
     Open,
+    /// `--proxy-protocol`: no driver has seen a byte yet; the PROXY header (or, from a
+    /// peer that may not send one, enough bytes to tell it did not) comes first
+    /// (`preamble.rs`).
+    Preamble(Preamble),
     /// A request's head is parsed and its body is being read before the app sees it
     /// (`preread.rs`); it waits in epoll between reads, `--io-timeout` at a time.
     Body(Box<PreRead>),

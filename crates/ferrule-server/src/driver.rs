@@ -16,6 +16,9 @@
 //!   connection does after a request;
 //! - answers a request it refuses itself and closes (`Conn::answer_error`).
 //!
+//! Before any driver, a connection under `--proxy-protocol` reads its PROXY header
+//! (`Stage::Preamble`, `preamble.rs`), whatever protocol follows it.
+//!
 //! A connection that lingers (its writing side shut while the server drains) is the
 //! same for every protocol: this file drops what its client sends.
 
@@ -27,6 +30,7 @@ use crate::backoff::is_exhaustion;
 use crate::blocking::Blocking;
 use crate::conn::{Conn, Stage};
 use crate::handler::Handler;
+use crate::preamble;
 use crate::protocol::Protocol;
 use crate::shared::Shared;
 use crate::transport::ReadOutcome;
@@ -41,7 +45,11 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
         match listener.accept() {
             Ok((stream, peer)) => {
                 shared.backoff.accepted();
-                shared.shelve(Conn::new(stream, peer, idx), true)
+                let mut conn = Conn::new(stream, peer, idx);
+                if let Some(mode) = shared.config.proxy_protocol {
+                    preamble::expect(&mut conn, mode, &shared.config.proxy_allow_ips);
+                }
+                shared.shelve(conn, true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e)
@@ -72,10 +80,16 @@ pub(crate) fn serve(
     started: Instant,
     blocking: &dyn Blocking,
 ) -> Option<Box<Conn>> {
-    if matches!(conn.stage, Stage::Lingering) {
-        linger(shared, conn);
-        return None;
-    }
+    // One look at the stage, which a keep-alive request paid before the preamble existed.
+    let conn = match conn.stage {
+        Stage::Lingering => {
+            linger(shared, conn);
+            return None;
+        }
+        // The PROXY header comes before any protocol's first byte.
+        Stage::Preamble(_) => preamble::read(shared, conn)?,
+        _ => conn,
+    };
     match shared.listeners[conn.listener].protocol() {
         Protocol::Http1 => http1::serve(shared, handler, conn, holding, me, started, blocking),
     }

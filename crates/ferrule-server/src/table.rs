@@ -17,6 +17,7 @@ use crate::clock::Tick;
 use crate::config::ServerConfig;
 use crate::conn::{Conn, Stage};
 use crate::error::{Error, Phase};
+use crate::preamble::Preamble;
 use crate::sys::Poller;
 use slab::Slab;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -278,6 +279,16 @@ impl Table {
                     );
                 }
                 conn.answer_error(Error::Timeout(Phase::Body).status().unwrap_or(408));
+                continue;
+            }
+            if let Stage::Preamble(Preamble::Header(_)) = conn.stage {
+                // Closed without an answer: what protocol follows the header is unknown.
+                if !conn.buf.is_empty() && crate::log::PROXY_REFUSALS.allow() {
+                    tracing::warn!(
+                        "closing a connection from {} that did not send a complete PROXY header within --header-timeout",
+                        crate::preamble::shown(&conn.peer)
+                    );
+                }
                 continue;
             }
             if !conn.buf.is_empty() {
