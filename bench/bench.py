@@ -368,11 +368,14 @@ CALLGRIND_REQUESTS = {
 }
 
 
-def instructions_per_request(server: str, app: str = "hello", clients: int = 1, n: int = 1000) -> float:
+def instructions_per_request(server: str, app: str = "hello", clients: int = 1, n: int = 1000,
+                             options: str = "", preamble: bytes = b"") -> float:
     """Instructions per request under callgrind: counters are zeroed after a warm-up,
     then `clients` keep-alive connections send a request each, read the answers, and
     repeat until about `n` requests are done; the dump is read. Several clients make
-    the server find several requests ready at once, as under load."""
+    the server find several requests ready at once, as under load. `options` are more
+    `ferrule.run` keywords ("proxy_protocol='v1'"); `preamble` is sent first on each
+    connection (a PROXY header: `proxy_cost.py`)."""
     port = free_port()
     # The measuring process's id in the name: two benches on one host must not read
     # (or delete) each other's dumps.
@@ -383,7 +386,7 @@ def instructions_per_request(server: str, app: str = "hello", clients: int = 1, 
     # ferrule in one process (`ferrule.run`, no master): callgrind_control cannot reach a
     # forked child. The request path is the same code as in a worker.
     cmd = ([sys.executable, "-c", f"import ferrule, apps; ferrule.run(apps.{app}, bind='127.0.0.1:{port}', "
-            "log_level='warning')"] if server == "ferrule" else SERVERS[server](app, port))
+            f"log_level='warning', {options})"] if server == "ferrule" else SERVERS[server](app, port))
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd], cwd=HERE,
                             env={**os.environ, "PYTHONPATH": str(HERE)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -392,6 +395,8 @@ def instructions_per_request(server: str, app: str = "hello", clients: int = 1, 
         if not wait_port(port, proc, timeout=180):
             return float("nan")
         socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(clients)]
+        for s in socks:
+            s.sendall(preamble)
         req, end = CALLGRIND_REQUESTS.get(app, (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"Hello, World!"))
 
         def run(count):
