@@ -80,19 +80,29 @@ pub(crate) fn serve(
     started: Instant,
     blocking: &dyn Blocking,
 ) -> Option<Box<Conn>> {
-    // One look at the stage, which a keep-alive request paid before the preamble existed.
-    let conn = match conn.stage {
-        Stage::Lingering => {
-            linger(shared, conn);
-            return None;
-        }
-        // The PROXY header comes before any protocol's first byte.
-        Stage::Preamble(_) => preamble::read(shared, conn)?,
-        _ => conn,
+    // One look at the stage for both (adjacent variants: one range check), which a
+    // keep-alive request paid before the preamble existed.
+    let conn = if matches!(conn.stage, Stage::Lingering | Stage::Preamble(_)) {
+        before_driver(shared, conn)?
+    } else {
+        conn
     };
     match shared.listeners[conn.listener].protocol() {
         Protocol::Http1 => http1::serve(shared, handler, conn, holding, me, started, blocking),
     }
+}
+
+/// The stages no driver handles: a lingering connection's bytes are dropped; the PROXY
+/// header comes before any protocol's first byte (`preamble.rs`), and the connection is
+/// returned to its driver once it is read.
+#[cold]
+#[inline(never)]
+fn before_driver(shared: &Shared, conn: Box<Conn>) -> Option<Box<Conn>> {
+    if let Stage::Lingering = conn.stage {
+        linger(shared, conn);
+        return None;
+    }
+    preamble::read(shared, conn)
 }
 
 /// Reads and drops what a lingering connection's client sends (`Stage::Lingering`),

@@ -18,32 +18,13 @@
 //! answer (the protocol after the header is unknown), with a rate-limited log line.
 
 use crate::config::AllowIps;
-use crate::conn::{Conn, Stage};
+use crate::conn::{Conn, Preamble, Stage};
 use crate::listener::Peer;
 use crate::log::PROXY_REFUSALS;
 use crate::shared::Shared;
 use crate::transport::ReadOutcome;
 use ferrule_http::{parse_proxy, proxy_signature, ProxyError, ProxyHeader, ProxyMode};
 use std::fmt;
-
-/// What a connection's first bytes must be, decided from its socket peer when it is
-/// accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Preamble {
-    /// A PROXY header of these versions: the peer is in `--proxy-allow-from`.
-    Header(ProxyMode),
-    /// No PROXY header: the peer is outside `--proxy-allow-from`.
-    Forbidden,
-}
-
-impl Preamble {
-    pub(crate) fn for_peer(mode: ProxyMode, allow: &AllowIps, peer: &Peer) -> Preamble {
-        match allow.allows(peer.ip()) {
-            true => Preamble::Header(mode),
-            false => Preamble::Forbidden,
-        }
-    }
-}
 
 /// What the bytes received so far say about the preamble.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +64,14 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// Whether a connection from `peer` must send a header or may not.
+pub(crate) fn for_peer(mode: ProxyMode, allow: &AllowIps, peer: &Peer) -> Preamble {
+    match allow.allows(peer.ip()) {
+        true => Preamble::Header(mode),
+        false => Preamble::Forbidden,
+    }
+}
+
 /// Judges the bytes received so far (sans-IO, so the rules are table-tested).
 pub(crate) fn judge(buf: &[u8], preamble: Preamble) -> Verdict {
     match preamble {
@@ -108,15 +97,13 @@ pub(crate) fn judge(buf: &[u8], preamble: Preamble) -> Verdict {
 /// Puts a just-accepted connection in `Stage::Preamble`. Its header must arrive within
 /// `--header-timeout` of the accept, which also bounds a client that sends nothing.
 pub(crate) fn expect(conn: &mut Conn, mode: ProxyMode, allow: &AllowIps) {
-    conn.stage = Stage::Preamble(Preamble::for_peer(mode, allow, &conn.peer));
+    conn.stage = Stage::Preamble(for_peer(mode, allow, &conn.peer));
     conn.head_since = Some(crate::clock::Tick::now());
 }
 
 /// Reads a connection's preamble. Returns it in `Stage::Open` once its protocol's first
 /// byte is at the front of its buffer (or yet to come); otherwise it waits in epoll for
 /// more, or is closed.
-#[cold]
-#[inline(never)]
 pub(crate) fn read(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
     let Stage::Preamble(preamble) = conn.stage else {
         return Some(conn);
@@ -135,7 +122,7 @@ pub(crate) fn read(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                 Verdict::Plain => return Some(begin(conn)),
                 Verdict::Refused(why) => {
                     if PROXY_REFUSALS.allow() {
-                        tracing::warn!("refused a connection from {}: {why}", shown(&conn.peer));
+                        tracing::warn!("refused a connection from {}: {why}", conn.peer);
                     }
                     shared.table.release(conn.token);
                     return None;
@@ -169,14 +156,6 @@ fn begin(mut conn: Box<Conn>) -> Box<Conn> {
     conn.stage = Stage::Open;
     conn.reset_scan();
     conn
-}
-
-/// A peer as log lines show it.
-pub(crate) fn shown(peer: &Peer) -> String {
-    match peer {
-        Peer::Tcp(addr) => addr.to_string(),
-        Peer::Unix => "unix".to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -303,21 +282,18 @@ mod tests {
         let peer = |s: &str| Peer::Tcp(s.parse::<SocketAddr>().unwrap());
         let mode = ProxyMode::Auto;
         let must = Preamble::Header(mode);
-        assert_eq!(Preamble::for_peer(mode, &allow, &peer("127.0.0.1:9")), must);
-        assert_eq!(Preamble::for_peer(mode, &allow, &peer("[::1]:9")), must);
+        assert_eq!(for_peer(mode, &allow, &peer("127.0.0.1:9")), must);
+        assert_eq!(for_peer(mode, &allow, &peer("[::1]:9")), must);
         // A dual-stack listener's IPv4 peer.
+        assert_eq!(for_peer(mode, &allow, &peer("[::ffff:10.2.3.4]:9")), must);
         assert_eq!(
-            Preamble::for_peer(mode, &allow, &peer("[::ffff:10.2.3.4]:9")),
-            must
-        );
-        assert_eq!(
-            Preamble::for_peer(mode, &allow, &peer("192.0.2.1:9")),
+            for_peer(mode, &allow, &peer("192.0.2.1:9")),
             Preamble::Forbidden
         );
         // Unix-socket peers are local: allowed, so they must send one.
-        assert_eq!(Preamble::for_peer(mode, &allow, &Peer::Unix), must);
+        assert_eq!(for_peer(mode, &allow, &Peer::Unix), must);
         let any = AllowIps::parse("*").unwrap();
-        assert_eq!(Preamble::for_peer(mode, &any, &peer("192.0.2.1:9")), must);
+        assert_eq!(for_peer(mode, &any, &peer("192.0.2.1:9")), must);
     }
 
     #[test]

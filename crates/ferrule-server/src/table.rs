@@ -15,9 +15,8 @@
 
 use crate::clock::Tick;
 use crate::config::ServerConfig;
-use crate::conn::{Conn, Stage};
+use crate::conn::{Conn, Preamble, Stage};
 use crate::error::{Error, Phase};
-use crate::preamble::Preamble;
 use crate::sys::Poller;
 use slab::Slab;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -286,7 +285,7 @@ impl Table {
                 if !conn.buf.is_empty() && crate::log::PROXY_REFUSALS.allow() {
                     tracing::warn!(
                         "closing a connection from {} that did not send a complete PROXY header within --header-timeout",
-                        crate::preamble::shown(&conn.peer)
+                        conn.peer
                     );
                 }
                 continue;
