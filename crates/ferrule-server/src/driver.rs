@@ -80,8 +80,8 @@ pub(crate) fn serve(
     started: Instant,
     blocking: &dyn Blocking,
 ) -> Option<Box<Conn>> {
-    // One look at the stage for both (adjacent variants: one range check), which a
-    // keep-alive request paid before the preamble existed.
+    // The two stages no driver handles are tested together (adjacent variants) and
+    // handled out of line: a keep-alive request pays what it paid for `Lingering` alone.
     let conn = if matches!(conn.stage, Stage::Lingering | Stage::Preamble(_)) {
         before_driver(shared, conn)?
     } else {
