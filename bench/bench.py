@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -369,13 +370,13 @@ CALLGRIND_REQUESTS = {
 
 
 def instructions_per_request(server: str, app: str = "hello", clients: int = 1, n: int = 1000,
-                             options: str = "", preamble: bytes = b"") -> float:
+                             options: str = "", preamble: Optional[Callable[[int], bytes]] = None) -> float:
     """Instructions per request under callgrind: counters are zeroed after a warm-up,
     then `clients` keep-alive connections send a request each, read the answers, and
     repeat until about `n` requests are done; the dump is read. Several clients make
     the server find several requests ready at once, as under load. `options` are more
-    `ferrule.run` keywords ("proxy_protocol='v1'"); `preamble` is sent first on each
-    connection (a PROXY header: `proxy_cost.py`)."""
+    `ferrule.run` keywords ("proxy_protocol='v1'"); `preamble(i)` is sent first on
+    connection `i` (a PROXY header: `proxy_cost.py`)."""
     port = free_port()
     # The measuring process's id in the name: two benches on one host must not read
     # (or delete) each other's dumps.
@@ -395,8 +396,8 @@ def instructions_per_request(server: str, app: str = "hello", clients: int = 1, 
         if not wait_port(port, proc, timeout=180):
             return float("nan")
         socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(clients)]
-        for s in socks:
-            s.sendall(preamble)
+        for i, s in enumerate(socks):
+            s.sendall(preamble(i) if preamble else b"")
         req, end = CALLGRIND_REQUESTS.get(app, (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"Hello, World!"))
 
         def run(count):

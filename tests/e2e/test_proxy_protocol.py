@@ -160,6 +160,15 @@ def test_an_invalid_request_after_the_header_is_logged_with_the_headers_client(p
     wait_until(lambda: "invalid request from 192.0.2.77" in app.log())
 
 
+@pytest.mark.parametrize("forwarded_allow, scheme", [("127.0.0.1", "https"), ("203.0.113.7", "http")])
+def test_forwarded_allow_ips_judges_the_proxy_not_the_headers_client(proxied, forwarded_allow, scheme):
+    app = proxied("--forwarded-allow-ips", forwarded_allow)
+    request = b"GET /environ HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n"
+    reply = closed_without_answer(app.port, b"PROXY TCP4 203.0.113.7 127.0.0.1 1000 80\r\n" + request)
+    env = json.loads(reply.partition(b"\r\n\r\n")[2])
+    assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == ("203.0.113.7", scheme)
+
+
 V1_OK = b"PROXY TCP4 192.0.2.1 127.0.0.1 1000 80\r\n"
 V2_OK = v2_tcp4("192.0.2.1", 1000, "127.0.0.1", 80)
 
