@@ -608,6 +608,11 @@ def main():
         for c, n in v.items():
             print(f"callgrind {s} {CALLGRIND_LABELS[c]}: {fmt(n, 0)} instructions/request")
     text = write_results(results, soak, instr, seconds, servers, args.repeat)
+    if not args.no_callgrind and "ferrule" in servers:
+        import proxy_cost  # issue 23: what --proxy-protocol costs a keep-alive request
+        proxy = proxy_cost.report(proxy_cost.measure(args.repeat, 1000))
+        print("\n".join(f"callgrind --proxy-protocol {line}" for line in proxy))
+        text += proxy_cost.section(proxy)
     if args.smoke:
         failed = [k for k, r in results.items() if not r.requests or r.errors.startswith("did not start")]
         print("smoke:", "ok" if not failed else f"failed {failed}")

@@ -5,7 +5,8 @@ over keep-alive connections, `--proxy-protocol` off against v1 with one header s
 on each connection, as HAProxy's `send-proxy` does. The rounds interleave the two, so
 both see the same host; the medians and their ratio are printed.
 
-Usage: python bench/proxy_cost.py [--rounds N] [--requests N]
+Usage: python bench/proxy_cost.py [--rounds N] [--requests N]; `make bench` runs it too
+(`bench.py`, with its callgrind table).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def report(got: dict) -> list:
         lines.append(f"hello, {clients} client(s): off {off:,.0f}, v1 {on:,.0f} instructions/request "
                      f"({on / off:.3f}x)")
     return lines
+
+
+def section(lines: list) -> str:
+    """The lines as a RESULTS.md section (`bench.py` appends it after its notes)."""
+    return ("\n## PROXY protocol per keep-alive request (callgrind, `bench/proxy_cost.py`)\n\n"
+            + "".join(f"- {line}\n" for line in lines))
 
 
 def main() -> None:
