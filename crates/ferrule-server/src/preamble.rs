@@ -56,7 +56,11 @@ impl fmt::Display for Refusal {
             Refusal::Version(ProxyMode::V1) => {
                 f.write_str("a PROXY v2 header, and --proxy-protocol is v1")
             }
-            Refusal::Version(_) => f.write_str("a PROXY v1 header, and --proxy-protocol is v2"),
+            Refusal::Version(ProxyMode::V2) => {
+                f.write_str("a PROXY v1 header, and --proxy-protocol is v2")
+            }
+            // `auto` takes either version, so `judge` never refuses one for it.
+            Refusal::Version(ProxyMode::Auto) => f.write_str("a PROXY header of another version"),
             Refusal::Forbidden => {
                 f.write_str("a PROXY header from a peer outside --proxy-allow-from")
             }
