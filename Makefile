@@ -50,6 +50,7 @@ rust-checks: corpus
 test: rust-checks install wheel
 	test -x /usr/sbin/nginx || command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
 	{ command -v wrk && command -v ss; } >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk iproute2 >/dev/null; }
+	{ command -v haproxy && test -e /usr/lib/nginx/modules/ngx_stream_module.so; } >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy libnginx-mod-stream >/dev/null; }
 	$(PY) -m pytest tests -q -rf
 	$(PY) bench/bench.py --smoke
 

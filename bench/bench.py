@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -368,11 +369,14 @@ CALLGRIND_REQUESTS = {
 }
 
 
-def instructions_per_request(server: str, app: str = "hello", clients: int = 1, n: int = 1000) -> float:
+def instructions_per_request(server: str, app: str = "hello", clients: int = 1, n: int = 1000,
+                             options: str = "", preamble: Optional[Callable[[int], bytes]] = None) -> float:
     """Instructions per request under callgrind: counters are zeroed after a warm-up,
     then `clients` keep-alive connections send a request each, read the answers, and
     repeat until about `n` requests are done; the dump is read. Several clients make
-    the server find several requests ready at once, as under load."""
+    the server find several requests ready at once, as under load. `options` are more
+    `ferrule.run` keywords ("proxy_protocol='v1'"); `preamble(i)` is sent first on
+    connection `i` (a PROXY header: `proxy_cost.py`)."""
     port = free_port()
     # The measuring process's id in the name: two benches on one host must not read
     # (or delete) each other's dumps.
@@ -383,7 +387,7 @@ def instructions_per_request(server: str, app: str = "hello", clients: int = 1, 
     # ferrule in one process (`ferrule.run`, no master): callgrind_control cannot reach a
     # forked child. The request path is the same code as in a worker.
     cmd = ([sys.executable, "-c", f"import ferrule, apps; ferrule.run(apps.{app}, bind='127.0.0.1:{port}', "
-            "log_level='warning')"] if server == "ferrule" else SERVERS[server](app, port))
+            f"log_level='warning', {options})"] if server == "ferrule" else SERVERS[server](app, port))
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd], cwd=HERE,
                             env={**os.environ, "PYTHONPATH": str(HERE)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -392,6 +396,8 @@ def instructions_per_request(server: str, app: str = "hello", clients: int = 1, 
         if not wait_port(port, proc, timeout=180):
             return float("nan")
         socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(clients)]
+        for i, s in enumerate(socks):
+            s.sendall(preamble(i) if preamble else b"")
         req, end = CALLGRIND_REQUESTS.get(app, (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"Hello, World!"))
 
         def run(count):
@@ -602,6 +608,11 @@ def main():
         for c, n in v.items():
             print(f"callgrind {s} {CALLGRIND_LABELS[c]}: {fmt(n, 0)} instructions/request")
     text = write_results(results, soak, instr, seconds, servers, args.repeat)
+    if not args.no_callgrind and "ferrule" in servers:
+        import proxy_cost  # issue 23: what --proxy-protocol costs a keep-alive request
+        proxy = proxy_cost.report(proxy_cost.measure(args.repeat, 1000))
+        print("\n".join(f"callgrind --proxy-protocol {line}" for line in proxy))
+        text += proxy_cost.section(proxy)
     if args.smoke:
         failed = [k for k, r in results.items() if not r.requests or r.errors.startswith("did not start")]
         print("smoke:", "ok" if not failed else f"failed {failed}")

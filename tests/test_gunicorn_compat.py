@@ -199,7 +199,6 @@ def test_every_gunicorn_flag_is_implemented_logged_or_refused_with_its_name():
 @pytest.mark.parametrize("text, words", [
     ("certfile = 'cert.pem'\n", "setting 'certfile': TLS is not implemented yet"),
     ("keyfile = 'key.pem'\n", "setting 'keyfile': TLS is not implemented yet"),
-    ("proxy_protocol = True\n", "setting 'proxy_protocol': the PROXY protocol is not implemented yet"),
     ("statsd_host = 'localhost:8125'\n", "setting 'statsd_host': statsd is not implemented yet"),
     ("syslog = True\n", "setting 'syslog': syslog is not implemented yet"),
     ("logconfig_dict = {'version': 1}\n", "setting 'logconfig_dict': Python logging configuration"),

@@ -98,8 +98,6 @@ def _gunicorn_flags(p: argparse.ArgumentParser, known: set) -> None:
                   "help": f"{what} (gunicorn's default {spec.default!r})".replace("%", "%%")}
         if spec.action in ("store", "append"):
             kwargs["metavar"] = spec.metavar or "VALUE"
-        if spec.name == "proxy_protocol":
-            kwargs.update(nargs="?", const="auto")
         group.add_argument(*flags, **kwargs)
 
 
@@ -145,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"a complete answer up to this size that a slow client does not take at once is "
                         f"written by the server, freeing the app's thread; 0 = never "
                         f"(default {d.response_buffer_size})")
+    a.add_argument("--proxy-protocol", nargs="?", const="auto", metavar="MODE",
+                   help="off, v1, v2 or auto: connections from --proxy-allow-from must start with a PROXY "
+                        "protocol header (HAProxy send-proxy, AWS NLB), whose client becomes REMOTE_ADDR; "
+                        f"no value means auto (default {d.proxy_protocol})")
+    a.add_argument("--proxy-allow-from", dest="proxy_allow_ips", metavar="IPS",
+                   help="addresses and networks that must send the PROXY header; others are served without "
+                        f"one, and refused if they send one; '*' all (default {d.proxy_allow_ips})")
     w = p.add_argument_group("workers")
     w.add_argument("-t", "--timeout", type=_positive_float, metavar="SECONDS",
                    help=f"seconds a request may be stuck in the app (no byte of its answer, or none of its "

@@ -48,8 +48,6 @@ class Spec:
 
 TLS = ("TLS is not implemented yet (planned: issue 24); terminate TLS in front of ferrule "
        "(nginx, HAProxy, a load balancer) and remove it")
-PROXY = ("the PROXY protocol is not implemented yet (planned: issue 23); have the proxy send "
-         "X-Forwarded-For/X-Forwarded-Proto instead, or remove it")
 UWSGI = "the uwsgi protocol is not implemented yet (planned: issue 23); use proxy_pass (HTTP) in nginx"
 SYSLOG = ("syslog is not implemented yet (planned: issue 26); log to stderr (journald) or a file and "
           "let the system logger collect it")
@@ -128,9 +126,8 @@ SPECS: Tuple[Spec, ...] = (
        note="PasteDeploy is not supported: load the app in a module (paste.deploy.loadapp) and pass MODULE:NAME"),
     _s("raw_paste_global_conf", ["--paste-global"], REFUSED, string_list, [], action="append", metavar="CONF",
        note="PasteDeploy is not supported: load the app in a module (paste.deploy.loadapp) and pass MODULE:NAME"),
-    _s("proxy_protocol", ["--proxy-protocol"], REFUSED, proxy_protocol, "off", metavar="MODE", note=PROXY),
-    _s("proxy_allow_ips", ["--proxy-allow-from"], INERT, addr_list, "127.0.0.1,::1", metavar="IPS",
-       note="applies with proxy_protocol only"),
+    _s("proxy_protocol", ["--proxy-protocol"], IMPLEMENTED, proxy_protocol, "off", metavar="MODE"),
+    _s("proxy_allow_ips", ["--proxy-allow-from"], IMPLEMENTED, addr_list, "127.0.0.1,::1", metavar="IPS"),
     _s("protocol", ["--protocol"], REFUSED, one_of("http", "uwsgi"), "http", metavar="STRING", note=UWSGI),
     _s("uwsgi_allow_ips", ["--uwsgi-allow-from"], INERT, addr_list, "127.0.0.1,::1", metavar="IPS",
        note="applies with protocol = 'uwsgi' only"),

@@ -61,6 +61,10 @@ class Settings:
     #: Serve HTTP/1.1 requests without Host, as gunicorn does (default: 400, RFC 9112 §3.2).
     permit_missing_host: bool = CORE["permit_missing_host"]
     forwarded_allow_ips: str = CORE["forwarded_allow_ips"]
+    #: The PROXY protocol header a connection from ``proxy_allow_ips`` must start with:
+    #: off, v1, v2 or auto (either). Peers outside the list are served without one.
+    proxy_protocol: str = CORE["proxy_protocol"]
+    proxy_allow_ips: str = CORE["proxy_allow_ips"]
     log_level: str = "info"
     error_logfile: Optional[str] = "-"
     access_logfile: Optional[str] = None

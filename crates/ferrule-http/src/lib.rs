@@ -41,7 +41,7 @@ pub use fuzz::fuzz_one;
 pub use fuzz::fuzz_proxy;
 pub use fuzz::fuzz_uwsgi;
 pub use head::{empty_lines, parse_head, parse_head_after, parse_head_into, Head};
-pub use proxy::{parse_proxy, ProxyError, ProxyHeader, ProxyMode};
+pub use proxy::{parse_proxy, proxy_signature, ProxyError, ProxyHeader, ProxyMode};
 pub use response::{
     choose_framing, classify_field, error_response, finish_head, parse_status, reason_phrase,
     write_chunk, write_field, write_status_line, FieldKind, ResponseError, ResponseFraming,

@@ -134,6 +134,24 @@ pub fn parse_proxy(
     }
 }
 
+/// Whether `buf` begins with a PROXY signature, v1's `PROXY ` or v2's 12 bytes, whatever
+/// follows: `Some(true)` once one is complete, `Some(false)` once `buf` can begin
+/// neither, `None` while it is a strict prefix of one (an empty `buf` included). A
+/// server uses it on a peer that may not send a header, to refuse one that does.
+pub fn proxy_signature(buf: &[u8]) -> Option<bool> {
+    let mut undecided = false;
+    for sig in [v1::SIG, &v2::SIG[..]] {
+        let n = buf.len().min(sig.len());
+        if buf[..n] == sig[..n] {
+            if n == sig.len() {
+                return Some(true);
+            }
+            undecided = true;
+        }
+    }
+    (!undecided).then_some(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +198,32 @@ mod tests {
         // A prefix that could still become either (or one) header is incomplete.
         for bytes in [&b""[..], b"P", b"PROX", b"\r", b"\r\n\r\n\0"] {
             assert_eq!(parse_proxy(bytes, ProxyMode::Auto), Ok(None));
+        }
+    }
+
+    #[test]
+    fn signatures_are_told_as_they_arrive() {
+        // (bytes, answer)
+        let table: &[(&[u8], Option<bool>)] = &[
+            (b"", None),
+            (b"P", None),
+            (b"PROXY", None),
+            (b"PROXY ", Some(true)),
+            (b"PROXY TCP4 garbage", Some(true)),
+            (b"PROXy ", Some(false)),
+            (b"PROXYZ", Some(false)),
+            (b"POST / HTTP/1.1\r\n", Some(false)),
+            (b"PROPFIND /", Some(false)),
+            (b"\r", None),
+            (b"\r\n\r\n\0\r\nQUIT", None),
+            (b"\r\n\r\n\0\r\nQUIT\n", Some(true)),
+            (b"\r\n\r\n\0\r\nQUIT\n\x21", Some(true)),
+            (b"\r\nGET / HTTP/1.1\r\n", Some(false)),
+            (b"\x16\x03\x01", Some(false)),
+            (b"\x00\x10\x00\x00", Some(false)),
+        ];
+        for (bytes, want) in table {
+            assert_eq!(proxy_signature(bytes), *want, "{bytes:?}");
         }
     }
 

@@ -6,7 +6,7 @@ mod numbers;
 use numbers::{count, integer, seconds, ANY, MAX_BACKLOG, MAX_THREADS, MAX_WORKERS};
 
 use crate::ConfigError;
-use ferrule_http::{HeaderMap, ParserConfig};
+use ferrule_http::{HeaderMap, ParserConfig, ProxyMode};
 use ferrule_server::access::{AccessFormat, AccessLog};
 use ferrule_server::log::LogLevel;
 use ferrule_server::logfile::LogFile;
@@ -51,6 +51,8 @@ pub struct Settings<'py> {
     access_logfile: Option<String>,
     access_logformat: String,
     script_name: String,
+    proxy_protocol: String,
+    proxy_allow_ips: String,
 }
 
 /// Where the error log goes and how much of it.
@@ -118,11 +120,15 @@ impl Settings<'_> {
             )?,
             graceful_timeout: seconds("graceful-timeout", &self.graceful_timeout)?,
             parser,
-            forwarded_allow_ips: AllowIps::parse(&self.forwarded_allow_ips)?,
+            forwarded_allow_ips: AllowIps::parse(&self.forwarded_allow_ips)
+                .map_err(|e| format!("forwarded-allow-ips: {e}"))?,
             script_name: self.script_name.trim_end_matches('/').to_string(),
             request_buffering: self.request_buffering,
             request_buffer_size: count("request-buffer-size", &self.request_buffer_size, 0, ANY)?,
             request_buffer_dir: None,
+            proxy_protocol: proxy_mode(&self.proxy_protocol)?,
+            proxy_allow_ips: AllowIps::parse(&self.proxy_allow_ips)
+                .map_err(|e| format!("proxy-allow-from: {e}"))?,
         };
         let logs = LogSettings {
             level: self.log_level.parse()?,
@@ -147,6 +153,23 @@ impl Settings<'_> {
             logs,
             access,
         })
+    }
+}
+
+/// `--proxy-protocol`'s values as the front end normalises them (`validators.py`).
+pub(crate) const PROXY_MODES: [(&str, Option<ProxyMode>); 4] = [
+    ("off", None),
+    ("v1", Some(ProxyMode::V1)),
+    ("v2", Some(ProxyMode::V2)),
+    ("auto", Some(ProxyMode::Auto)),
+];
+
+fn proxy_mode(value: &str) -> Result<Option<ProxyMode>, String> {
+    match PROXY_MODES.iter().find(|(name, _)| *name == value) {
+        Some((_, mode)) => Ok(*mode),
+        None => Err(format!(
+            "proxy-protocol must be one of off, v1, v2, auto (got {value:?})"
+        )),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Server settings, parsed once into typed values by the front end.
 
-use ferrule_http::ParserConfig;
+use ferrule_http::{ParserConfig, ProxyMode};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -78,8 +78,10 @@ pub fn parse_bind(s: &str) -> Result<Vec<Bind>, String> {
     Ok(addrs)
 }
 
-/// Which peers may set `wsgi.url_scheme` through `X-Forwarded-Proto` and friends:
-/// addresses and networks, as gunicorn 27's `--forwarded-allow-ips`.
+/// Which peers a setting trusts: addresses and networks, as gunicorn 27's
+/// `--forwarded-allow-ips` (who may set `wsgi.url_scheme` through `X-Forwarded-Proto`
+/// and friends) and `--proxy-allow-from` (who must send a PROXY header). Errors do not
+/// name the setting: the caller adds its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowIps {
     Any,
@@ -103,18 +105,20 @@ impl Net {
         };
         let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("forwarded-allow-ips: {s:?} is not an IP address or network"))?;
+            .map_err(|_| format!("{s:?} is not an IP address or network"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match len {
             None => max,
-            Some(l) => l.parse::<u8>().ok().filter(|&l| l <= max).ok_or_else(|| {
-                format!("forwarded-allow-ips: {s:?}: prefix length must be 0 to {max}")
-            })?,
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|&l| l <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0 to {max}"))?,
         };
         let net = Net { addr, prefix };
         if bits(addr) & !net.mask() != 0 {
             return Err(format!(
-                "forwarded-allow-ips: {s:?} has host bits set (a network is written like 10.0.0.0/8)"
+                "{s:?} has host bits set (a network is written like 10.0.0.0/8)"
             ));
         }
         Ok(net)
@@ -172,6 +176,9 @@ impl AllowIps {
 /// gunicorn's default for `--forwarded-allow-ips`: the local host.
 pub const DEFAULT_FORWARDED_ALLOW_IPS: &str = "127.0.0.1,::1";
 
+/// gunicorn's default for `--proxy-allow-from`: the local host.
+pub const DEFAULT_PROXY_ALLOW_IPS: &str = "127.0.0.1,::1";
+
 /// Everything the server needs. `Default` is the one place each setting's default is
 /// written: the Python front end reads them through `_ferrule.defaults()`.
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +212,13 @@ pub struct ServerConfig {
     pub request_buffer_size: usize,
     /// Where those files go; `None`: `$TMPDIR`, else `/tmp`.
     pub request_buffer_dir: Option<PathBuf>,
+    /// The PROXY header versions a connection from `proxy_allow_ips` must start with
+    /// (`--proxy-protocol`, `preamble.rs`); `None`: off, every connection's bytes go
+    /// straight to its protocol's driver.
+    pub proxy_protocol: Option<ProxyMode>,
+    /// The socket peers that must send a PROXY header (`--proxy-allow-from`); others are
+    /// served as they come, and refused if they send one.
+    pub proxy_allow_ips: AllowIps,
 }
 
 impl ServerConfig {
@@ -235,6 +249,8 @@ impl Default for ServerConfig {
             request_buffering: true,
             request_buffer_size: 1 << 20,
             request_buffer_dir: None,
+            proxy_protocol: None,
+            proxy_allow_ips: AllowIps::parse(DEFAULT_PROXY_ALLOW_IPS).expect("literal"),
         }
     }
 }

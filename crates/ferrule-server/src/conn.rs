@@ -6,7 +6,7 @@ use crate::clock::Tick;
 use crate::listener::Peer;
 use crate::preread::{PreRead, SpillReader};
 use crate::transport::Transport;
-use ferrule_http::Header;
+use ferrule_http::{Header, ProxyMode};
 use memchr::memrchr;
 
 mod io;
@@ -29,11 +29,25 @@ pub(crate) enum Stage {
     /// dropped until the client closes: closing with unread bytes would reset the
     /// connection, and a reset can destroy that answer before the client has read it.
     Lingering,
+    /// `--proxy-protocol`: no driver has seen a byte yet; the PROXY header (or, from a
+    /// peer that may not send one, enough bytes to tell it did not) comes first
+    /// (`preamble.rs`).
+    Preamble(Preamble),
     /// A complete answer the socket did not take at once waits in `out`, and the server
     /// writes it as epoll reports room (`--response-buffer-size`): a slow reader holds
     /// this buffer, not an app thread. `since` is the last write that made progress,
     /// from which `--io-timeout` counts; `then` is what follows the last byte.
     Writing { then: Then, since: Tick },
+}
+
+/// What a connection's first bytes must be under `--proxy-protocol`, decided from its
+/// socket peer when it is accepted (`preamble.rs` reads them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Preamble {
+    /// A PROXY header of these versions: the peer is in `--proxy-allow-from`.
+    Header(ProxyMode),
+    /// No PROXY header: the peer is outside `--proxy-allow-from`.
+    Forbidden,
 }
 
 /// What a connection does once its buffered answer is written.

@@ -16,6 +16,9 @@
 //!   connection does after a request;
 //! - answers a request it refuses itself and closes (`Conn::answer_error`).
 //!
+//! Before any driver, a connection under `--proxy-protocol` reads its PROXY header
+//! (`Stage::Preamble`, `preamble.rs`), whatever protocol follows it.
+//!
 //! A connection that lingers (its writing side shut while the server drains) is the
 //! same for every protocol: this file drops what its client sends.
 
@@ -27,6 +30,7 @@ use crate::backoff::is_exhaustion;
 use crate::blocking::Blocking;
 use crate::conn::{Conn, Stage};
 use crate::handler::Handler;
+use crate::preamble;
 use crate::protocol::Protocol;
 use crate::shared::Shared;
 use crate::transport::ReadOutcome;
@@ -41,7 +45,11 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
         match listener.accept() {
             Ok((stream, peer)) => {
                 shared.backoff.accepted();
-                shared.shelve(Conn::new(stream, peer, idx), true)
+                let mut conn = Conn::new(stream, peer, idx);
+                if let Some(mode) = shared.config.proxy_protocol {
+                    preamble::expect(&mut conn, mode, &shared.config.proxy_allow_ips);
+                }
+                shared.shelve(conn, true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e)
@@ -72,13 +80,29 @@ pub(crate) fn serve(
     started: Instant,
     blocking: &dyn Blocking,
 ) -> Option<Box<Conn>> {
-    if matches!(conn.stage, Stage::Lingering) {
-        linger(shared, conn);
-        return None;
-    }
+    // The two stages no driver handles are tested together (adjacent variants) and
+    // handled out of line: a keep-alive request pays what it paid for `Lingering` alone.
+    let conn = if matches!(conn.stage, Stage::Lingering | Stage::Preamble(_)) {
+        before_driver(shared, conn)?
+    } else {
+        conn
+    };
     match shared.listeners[conn.listener].protocol() {
         Protocol::Http1 => http1::serve(shared, handler, conn, holding, me, started, blocking),
     }
+}
+
+/// The stages no driver handles: a lingering connection's bytes are dropped; the PROXY
+/// header comes before any protocol's first byte (`preamble.rs`), and the connection is
+/// returned to its driver once it is read.
+#[cold]
+#[inline(never)]
+fn before_driver(shared: &Shared, conn: Box<Conn>) -> Option<Box<Conn>> {
+    if let Stage::Lingering = conn.stage {
+        linger(shared, conn);
+        return None;
+    }
+    preamble::read(shared, conn)
 }
 
 /// Reads and drops what a lingering connection's client sends (`Stage::Lingering`),

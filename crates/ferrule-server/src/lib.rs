@@ -23,6 +23,7 @@ mod listener;
 pub mod log;
 pub mod logfile;
 mod logline;
+mod preamble;
 mod preread;
 mod progress;
 mod protocol;

@@ -219,6 +219,16 @@ impl Peer {
     }
 }
 
+/// As log lines show a peer: its address without the port (as gunicorn's do), or `unix`.
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ip() {
+            Some(ip) => write!(f, "{ip}"),
+            None => f.write_str("unix"),
+        }
+    }
+}
+
 /// The server's address a connection arrived at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Local {

@@ -41,6 +41,11 @@ pub static SLOW_BODIES: Throttle = Throttle::new(
     Level::WARN,
 );
 
+/// Connections closed at their PROXY protocol preamble (`preamble.rs`): no header, a
+/// malformed one, or one from a peer that may not send it; a scanner makes one each.
+pub static PROXY_REFUSALS: Throttle =
+    Throttle::new("connections refused at their PROXY header", Level::WARN);
+
 /// Request bodies too large for memory that could not be written to a temporary file
 /// (`preread.rs`): a full disk fails every one until it has room.
 pub static SPILL_FAILURES: Throttle = Throttle::new(

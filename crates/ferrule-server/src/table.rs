@@ -15,7 +15,7 @@
 
 use crate::clock::Tick;
 use crate::config::ServerConfig;
-use crate::conn::{Conn, Stage};
+use crate::conn::{Conn, Preamble, Stage};
 use crate::error::{Error, Phase};
 use crate::sys::Poller;
 use slab::Slab;
@@ -278,6 +278,16 @@ impl Table {
                     );
                 }
                 conn.answer_error(Error::Timeout(Phase::Body).status().unwrap_or(408));
+                continue;
+            }
+            if let Stage::Preamble(Preamble::Header(_)) = conn.stage {
+                // Closed without an answer: what protocol follows the header is unknown.
+                if !conn.buf.is_empty() && crate::log::PROXY_REFUSALS.allow() {
+                    tracing::warn!(
+                        "closing a connection from {} that did not send a complete PROXY header within --header-timeout",
+                        conn.peer
+                    );
+                }
                 continue;
             }
             if !conn.buf.is_empty() {

@@ -4,6 +4,8 @@
 
 #[path = "../../ferrule-http/tests/support/corpus.rs"]
 mod corpus;
+#[path = "socket/proxy.rs"]
+mod proxy;
 
 use corpus::{config, expected, first_without_host, latin1, Seen, DEVIATIONS};
 use ferrule_http::ParserConfig;
@@ -19,6 +21,8 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 struct Recorder {
     seen: Mutex<Vec<Seen>>,
+    /// `Exchange::client` of each of those requests.
+    clients: Mutex<Vec<ferrule_server::Peer>>,
 }
 
 impl Handler for Recorder {
@@ -54,6 +58,7 @@ impl Handler for Recorder {
         };
         let path = seen.path.clone();
         self.seen.lock().unwrap().push(seen);
+        self.clients.lock().unwrap().push(ex.client());
         if path == "/sleep" {
             std::thread::sleep(Duration::from_millis(300));
         }

@@ -7,7 +7,7 @@ use memchr::memchr2;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// "PROXY" says version 1 (spec section 2.2's detection); the space is the line's first rule.
-const SIG: &[u8] = b"PROXY ";
+pub(super) const SIG: &[u8] = b"PROXY ";
 /// The spec's longest line, CRLF included: a receiver may give up after it.
 pub(super) const MAX_LINE: usize = 107;
 

@@ -1,7 +1,8 @@
 //! Each setting's default, written once in the Rust `Default` impls and handed to
 //! the Python settings table (`settings.py`) by `_ferrule.defaults()`.
 
-use ferrule_server::config::DEFAULT_FORWARDED_ALLOW_IPS;
+use crate::config::PROXY_MODES;
+use ferrule_server::config::{DEFAULT_FORWARDED_ALLOW_IPS, DEFAULT_PROXY_ALLOW_IPS};
 use ferrule_server::{Bind, ServerConfig};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -49,6 +50,12 @@ pub fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("permit_missing_host", p.permit_missing_host)?;
     d.set_item("forwarded_allow_ips", DEFAULT_FORWARDED_ALLOW_IPS)?;
     d.set_item("script_name", s.script_name)?;
+    let proxy_protocol = PROXY_MODES
+        .iter()
+        .find(|(_, mode)| *mode == s.proxy_protocol)
+        .map(|(name, _)| *name);
+    d.set_item("proxy_protocol", proxy_protocol)?;
+    d.set_item("proxy_allow_ips", DEFAULT_PROXY_ALLOW_IPS)?;
     Ok(d)
 }
 
@@ -71,6 +78,32 @@ pub(super) mod tests {
         d.extract::<Settings>()
             .map_err(|e| e.to_string())?
             .into_config()
+    }
+
+    #[test]
+    fn proxy_protocol_settings() {
+        use ferrule_server::AllowIps;
+        Python::initialize();
+        Python::attach(|py| {
+            let d = default_settings(py);
+            for (name, mode) in PROXY_MODES {
+                d.set_item("proxy_protocol", name).unwrap();
+                d.set_item("proxy_allow_ips", "10.0.0.0/8, ::1").unwrap();
+                let got = config(&d).unwrap().server;
+                assert_eq!(got.proxy_protocol, mode);
+                assert_eq!(
+                    got.proxy_allow_ips,
+                    AllowIps::parse("10.0.0.0/8,::1").unwrap()
+                );
+            }
+            d.set_item("proxy_protocol", "v3").unwrap();
+            let e = config(&d).err().unwrap();
+            assert!(e.starts_with("proxy-protocol must be one of"), "{e}");
+            d.set_item("proxy_protocol", "auto").unwrap();
+            d.set_item("proxy_allow_ips", "10.0.0.1/8").unwrap();
+            let e = config(&d).err().unwrap();
+            assert!(e.starts_with("proxy-allow-from: \"10.0.0.1/8\""), "{e}");
+        });
     }
 
     #[test]
