@@ -108,6 +108,9 @@ pub(crate) struct Admit {
     pub started: Instant,
     /// Variables the protocol brought ready-made (uwsgi); `None` for HTTP/1.
     pub ready_vars: Option<Box<ReadyVars>>,
+    /// Whom a trusted proxy's list says this request came from
+    /// (`--forwarded-remote-addr`); `None`: the connection's client.
+    pub client: Option<Peer>,
 }
 
 pub struct Exchange {
@@ -144,6 +147,8 @@ pub struct Exchange {
     cork: CorkState,
     /// Variables a protocol brought ready-made (see `ready_vars`).
     ready_vars: Option<Box<ReadyVars>>,
+    /// REMOTE_ADDR and `%(h)s`: `Admit::client`, else the connection's client.
+    client: Peer,
 }
 
 impl Exchange {
@@ -162,6 +167,7 @@ impl Exchange {
             me,
             started,
             ready_vars,
+            client,
         } = admit;
         let out = std::mem::take(&mut conn.out);
         let mark = out.len();
@@ -176,7 +182,6 @@ impl Exchange {
                 false => Interim::None,
             },
             keep_alive: head.framing.keep_alive,
-            conn,
             shared,
             pos,
             avail: pos..pos,
@@ -192,6 +197,8 @@ impl Exchange {
             head,
             cork: CorkState::Idle,
             ready_vars,
+            client: client.unwrap_or(conn.client),
+            conn,
         });
         // Only now, so nothing between the box and its fields can fail.
         if mark == 0 {
@@ -250,9 +257,10 @@ impl Exchange {
     pub fn ready_vars(&self) -> Option<&ReadyVars> {
         self.ready_vars.as_deref()
     }
-    /// Whom the request came from (`Conn::client`), not necessarily the socket's peer.
+    /// Whom the request came from (`Conn::client`, or a trusted proxy's list with
+    /// `--forwarded-remote-addr`), not necessarily the socket's peer.
     pub fn client(&self) -> Peer {
-        self.conn.client
+        self.client
     }
     pub fn local(&self) -> &Local {
         &self.shared.locals[self.conn.listener]
@@ -275,7 +283,7 @@ impl Exchange {
             path: self.path(),
             query: self.query(),
             version: self.version(),
-            client: self.conn.client,
+            client: self.client,
             outcome: self.outcome,
             started: self.started,
             head: &self.head,
