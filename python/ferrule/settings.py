@@ -61,6 +61,13 @@ class Settings:
     #: Serve HTTP/1.1 requests without Host, as gunicorn does (default: 400, RFC 9112 §3.2).
     permit_missing_host: bool = CORE["permit_missing_host"]
     forwarded_allow_ips: str = CORE["forwarded_allow_ips"]
+    #: gunicorn's table: header name -> the exact value that means https, from
+    #: forwarded_allow_ips peers (names in any case); {} turns header schemes off.
+    secure_scheme_headers: Dict[str, str] = dataclasses.field(
+        default_factory=lambda: dict(CORE["secure_scheme_headers"]))
+    #: The list that sets REMOTE_ADDR from forwarded_allow_ips peers: "off" (gunicorn's
+    #: behaviour), "x-forwarded-for" or "forwarded" (its right-most untrusted entry).
+    forwarded_remote_addr: str = CORE["forwarded_remote_addr"]
     log_level: str = "info"
     error_logfile: Optional[str] = "-"
     access_logfile: Optional[str] = None

@@ -18,7 +18,10 @@ pub const SECURE_SCHEME_HEADERS: &[(&[u8], &[u8])] = &[
 /// matches only upper-case keys and silently never matches the others); values match
 /// byte for byte, as in gunicorn. Empty: no header sets the scheme.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchemeHeaders(Vec<(Box<[u8]>, Box<[u8]>)>);
+pub struct SchemeHeaders(Vec<Pair>);
+
+/// A header name, and its value that means https.
+type Pair = (Box<[u8]>, Box<[u8]>);
 
 impl Default for SchemeHeaders {
     fn default() -> Self {
@@ -38,7 +41,7 @@ impl SchemeHeaders {
     pub fn new<'a>(
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<SchemeHeaders, String> {
-        let mut table: Vec<(Box<[u8]>, Box<[u8]>)> = Vec::new();
+        let mut table: Vec<Pair> = Vec::new();
         for (name, value) in pairs {
             let (n, v) = (name.as_bytes(), value.as_bytes());
             if !is_token(n) {

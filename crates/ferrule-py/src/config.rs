@@ -6,13 +6,14 @@ mod numbers;
 use numbers::{count, integer, seconds, ANY, MAX_BACKLOG, MAX_THREADS, MAX_WORKERS};
 
 use crate::ConfigError;
-use ferrule_http::{HeaderMap, ParserConfig};
+use ferrule_http::{HeaderMap, ParserConfig, SchemeHeaders};
 use ferrule_server::access::{AccessFormat, AccessLog};
 use ferrule_server::log::LogLevel;
 use ferrule_server::logfile::LogFile;
 use ferrule_server::sink::{Report, Sink, Stdout};
-use ferrule_server::{parse_bind, AllowIps, Bind, ServerConfig};
+use ferrule_server::{parse_bind, AllowIps, Bind, RemoteAddrFrom, ServerConfig};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -51,6 +52,9 @@ pub struct Settings<'py> {
     access_logfile: Option<String>,
     access_logformat: String,
     script_name: String,
+    // Trusted proxies' headers.
+    secure_scheme_headers: Bound<'py, PyDict>,
+    forwarded_remote_addr: String,
 }
 
 /// Where the error log goes and how much of it.
@@ -123,6 +127,8 @@ impl Settings<'_> {
             request_buffering: self.request_buffering,
             request_buffer_size: count("request-buffer-size", &self.request_buffer_size, 0, ANY)?,
             request_buffer_dir: None,
+            secure_scheme_headers: scheme_headers(&self.secure_scheme_headers)?,
+            forwarded_remote_addr: self.forwarded_remote_addr.parse::<RemoteAddrFrom>()?,
         };
         let logs = LogSettings {
             level: self.log_level.parse()?,
@@ -148,6 +154,23 @@ impl Settings<'_> {
             access,
         })
     }
+}
+
+/// `secure_scheme_headers`: a dict of header names to the value that means https.
+fn scheme_headers(dict: &Bound<'_, PyDict>) -> Result<SchemeHeaders, String> {
+    let mut pairs = Vec::with_capacity(dict.len());
+    for (k, v) in dict.iter() {
+        match (k.extract::<String>(), v.extract::<String>()) {
+            (Ok(k), Ok(v)) => pairs.push((k, v)),
+            _ => {
+                return Err(format!(
+                    "secure_scheme_headers: must map header names to the string that means https \
+                     (got {k}: {v})"
+                ))
+            }
+        }
+    }
+    SchemeHeaders::new(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 /// Where the access log goes.
