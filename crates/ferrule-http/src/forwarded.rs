@@ -18,14 +18,38 @@ pub const SECURE_SCHEME_HEADERS: &[(&[u8], &[u8])] = &[
 /// matches only upper-case keys and silently never matches the others); values match
 /// byte for byte, as in gunicorn. Empty: no header sets the scheme.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchemeHeaders(Vec<Pair>);
+pub struct SchemeHeaders {
+    pairs: Vec<Pair>,
+    /// Bit `n` (63: 63 or more) is set when a name the scan looks for is `n` bytes long:
+    /// most fields (`Host`, `User-Agent`) are then passed over with one test.
+    lengths: u64,
+}
 
 /// A header name, and its value that means https.
 type Pair = (Box<[u8]>, Box<[u8]>);
 
+/// The lists the scan notes besides the table.
+const FORWARDED: &[u8] = b"forwarded";
+const X_FORWARDED_FOR: &[u8] = b"x-forwarded-for";
+
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
+impl SchemeHeaders {
+    fn from_pairs(pairs: Vec<Pair>) -> SchemeHeaders {
+        let lengths = pairs
+            .iter()
+            .map(|(n, _)| n.len())
+            .chain([FORWARDED.len(), X_FORWARDED_FOR.len()])
+            .fold(0, |bits, len| bits | length_bit(len));
+        SchemeHeaders { pairs, lengths }
+    }
+}
+
 impl Default for SchemeHeaders {
     fn default() -> Self {
-        SchemeHeaders(
+        SchemeHeaders::from_pairs(
             SECURE_SCHEME_HEADERS
                 .iter()
                 .map(|&(n, v)| (n.into(), v.into()))
@@ -63,16 +87,16 @@ impl SchemeHeaders {
             }
             table.push((n.into(), v.into()));
         }
-        Ok(SchemeHeaders(table))
+        Ok(SchemeHeaders::from_pairs(table))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.pairs.is_empty()
     }
 
     /// The names and values as configured.
     pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.0.iter().map(|(n, v)| (&n[..], &v[..]))
+        self.pairs.iter().map(|(n, v)| (&n[..], &v[..]))
     }
 }
 
@@ -98,10 +122,12 @@ pub fn scan_forwarding(
     let mut scan = ForwardingScan::default();
     for h in &head.headers {
         let name = head.get(buf, h.name);
-        // Lengths differ for nearly every field, so each test is a compare or two.
-        scan.forwarded |= name.eq_ignore_ascii_case(b"forwarded");
-        scan.x_forwarded_for |= name.eq_ignore_ascii_case(b"x-forwarded-for");
-        for (header, secure_value) in &table.0 {
+        if table.lengths & length_bit(name.len()) == 0 {
+            continue;
+        }
+        scan.forwarded |= name.eq_ignore_ascii_case(FORWARDED);
+        scan.x_forwarded_for |= name.eq_ignore_ascii_case(X_FORWARDED_FOR);
+        for (header, secure_value) in &table.pairs {
             if name.eq_ignore_ascii_case(header) {
                 let secure = head.get(buf, h.value) == &secure_value[..];
                 if scan.secure.is_some_and(|v| v != secure) {
@@ -188,6 +214,11 @@ mod tests {
             secure("X-Scheme: https\r\nFront-End-Https: off\r\n"),
             Err(ParseError::InvalidSchemeHeaders)
         );
+        // Names past the length bits' range still match.
+        let long = "X-".to_string() + &"a".repeat(70);
+        let t = SchemeHeaders::new([(long.as_str(), "on")]).unwrap();
+        let got = scan_with(&t, &format!("{long}: on\r\n")).map(|s| s.secure);
+        assert_eq!(got, Ok(Some(true)));
         let off = SchemeHeaders::new([]).unwrap();
         assert!(off.is_empty());
         assert_eq!(

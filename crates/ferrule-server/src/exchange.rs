@@ -109,8 +109,9 @@ pub(crate) struct Admit {
     /// Variables the protocol brought ready-made (uwsgi); `None` for HTTP/1.
     pub ready_vars: Option<Box<ReadyVars>>,
     /// Whom a trusted proxy's list says this request came from
-    /// (`--forwarded-remote-addr`); `None`: the connection's client.
-    pub client: Option<Peer>,
+    /// (`--forwarded-remote-addr`); `None`: the connection's client. Boxed: a pointer
+    /// costs the common request one store, a `Peer` a copy through `Admit` and the box.
+    pub client: Option<Box<Peer>>,
 }
 
 pub struct Exchange {
@@ -147,8 +148,8 @@ pub struct Exchange {
     cork: CorkState,
     /// Variables a protocol brought ready-made (see `ready_vars`).
     ready_vars: Option<Box<ReadyVars>>,
-    /// REMOTE_ADDR and `%(h)s`: `Admit::client`, else the connection's client.
-    client: Peer,
+    /// `Admit::client`: REMOTE_ADDR and `%(h)s` when set, else the connection's client.
+    client: Option<Box<Peer>>,
 }
 
 impl Exchange {
@@ -182,6 +183,7 @@ impl Exchange {
                 false => Interim::None,
             },
             keep_alive: head.framing.keep_alive,
+            conn,
             shared,
             pos,
             avail: pos..pos,
@@ -197,8 +199,7 @@ impl Exchange {
             head,
             cork: CorkState::Idle,
             ready_vars,
-            client: client.unwrap_or(conn.client),
-            conn,
+            client,
         });
         // Only now, so nothing between the box and its fields can fail.
         if mark == 0 {
@@ -260,7 +261,10 @@ impl Exchange {
     /// Whom the request came from (`Conn::client`, or a trusted proxy's list with
     /// `--forwarded-remote-addr`), not necessarily the socket's peer.
     pub fn client(&self) -> Peer {
-        self.client
+        match &self.client {
+            Some(client) => **client,
+            None => self.conn.client,
+        }
     }
     pub fn local(&self) -> &Local {
         &self.shared.locals[self.conn.listener]
@@ -283,7 +287,7 @@ impl Exchange {
             path: self.path(),
             query: self.query(),
             version: self.version(),
-            client: self.client,
+            client: self.client(),
             outcome: self.outcome,
             started: self.started,
             head: &self.head,

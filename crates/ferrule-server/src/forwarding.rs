@@ -20,11 +20,11 @@ use tracing::Level;
 static MALFORMED: Throttle = Throttle::new("malformed forwarding headers", Level::WARN);
 
 /// The verdict for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Forwarding {
     pub https: bool,
     /// Whom the request came from, when a trusted list says so; `None`: the connection's.
-    pub client: Option<Peer>,
+    pub client: Option<Box<Peer>>,
 }
 
 const UNTOUCHED: Forwarding = Forwarding {
@@ -38,8 +38,8 @@ const UNTOUCHED: Forwarding = Forwarding {
 /// `InvalidSchemeHeaders` (gunicorn's 400); malformed lists are ignored and logged.
 pub(crate) fn judge(
     config: &ServerConfig,
-    peer: Peer,
-    client: Peer,
+    peer: &Peer,
+    client: &Peer,
     head: &Head,
     buf: &[u8],
 ) -> Result<Forwarding, ParseError> {
@@ -104,7 +104,7 @@ fn scheme(table: Option<bool>, proto: Option<Proto>) -> Result<bool, ParseError>
 
 /// A node as the client's address; its port when it names one, else the connection's
 /// (REMOTE_PORT then stays what it was, as with werkzeug's ProxyFix).
-fn addr(node: Node, client: Peer) -> Option<Peer> {
+fn addr(node: Node, client: &Peer) -> Option<Box<Peer>> {
     let Node::Ip { ip, port } = node else {
         return None;
     };
@@ -112,10 +112,13 @@ fn addr(node: Node, client: Peer) -> Option<Peer> {
         Peer::Tcp(a) => a.port(),
         Peer::Unix => 0,
     };
-    Some(Peer::Tcp(SocketAddr::new(ip, port.unwrap_or(fallback))))
+    Some(Box::new(Peer::Tcp(SocketAddr::new(
+        ip,
+        port.unwrap_or(fallback),
+    ))))
 }
 
-fn malformed(field: &str, peer: Peer, e: ForwardedError) {
+fn malformed(field: &str, peer: &Peer, e: ForwardedError) {
     if MALFORMED.allow() {
         let from = match peer.ip() {
             Some(ip) => ip.to_string(),

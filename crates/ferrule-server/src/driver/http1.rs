@@ -49,8 +49,13 @@ pub(crate) fn serve(
             };
             match parse_head_after(&conn.buf, conn.blank, cfg, fields) {
                 Ok(Some(mut head)) => {
-                    let forwarding =
-                        forwarding::judge(&shared.config, conn.peer, conn.client, &head, &conn.buf);
+                    let forwarding = forwarding::judge(
+                        &shared.config,
+                        &conn.peer,
+                        &conn.client,
+                        &head,
+                        &conn.buf,
+                    );
                     let Forwarding { https, client } = match forwarding {
                         Ok(f) => f,
                         Err(e) => {

@@ -19,7 +19,7 @@ fn judge_fields(cfg: &ServerConfig, peer: Peer, fields: &str) -> Result<Forwardi
     let head = parse_head(raw.as_bytes(), &ParserConfig::default())
         .unwrap()
         .unwrap();
-    judge(cfg, peer, peer, &head, raw.as_bytes())
+    judge(cfg, &peer, &peer, &head, raw.as_bytes())
 }
 
 const PROXY: &str = "127.0.0.1:40000";
@@ -116,13 +116,16 @@ fn untrusted_peers_get_nothing() {
     assert_eq!(got, Ok(UNTOUCHED));
     // A unix socket's peer is local, and trusted like 127.0.0.1.
     let got = judge_fields(&cfg, Peer::Unix, "X-Forwarded-For: 203.0.113.9\r\n");
-    assert_eq!(got.map(|f| f.client), Ok(Some(tcp("203.0.113.9:0"))));
+    assert_eq!(
+        got.map(|f| f.client),
+        Ok(Some(Box::new(tcp("203.0.113.9:0"))))
+    );
 }
 
 /// REMOTE_ADDR and port for `fields` from the proxy at 10.0.0.2:40000.
 fn client(cfg: &ServerConfig, fields: &str) -> Option<String> {
     let f = judge_fields(cfg, tcp("10.0.0.2:40000"), fields).unwrap();
-    f.client.map(|p| match p {
+    f.client.map(|p| match *p {
         Peer::Tcp(a) => a.to_string(),
         Peer::Unix => "unix".into(),
     })
