@@ -53,7 +53,7 @@ pub struct Settings<'py> {
     access_logformat: String,
     script_name: String,
     // Trusted proxies' headers.
-    secure_scheme_headers: Bound<'py, PyDict>,
+    secure_scheme_headers: Bound<'py, PyAny>,
     forwarded_remote_addr: String,
 }
 
@@ -157,7 +157,10 @@ impl Settings<'_> {
 }
 
 /// `secure_scheme_headers`: a dict of header names to the value that means https.
-fn scheme_headers(dict: &Bound<'_, PyDict>) -> Result<SchemeHeaders, String> {
+fn scheme_headers(value: &Bound<'_, PyAny>) -> Result<SchemeHeaders, String> {
+    let dict = value
+        .cast::<PyDict>()
+        .map_err(|_| format!("secure_scheme_headers: must be a dict (got {value})"))?;
     let mut pairs = Vec::with_capacity(dict.len());
     for (k, v) in dict.iter() {
         match (k.extract::<String>(), v.extract::<String>()) {

@@ -111,7 +111,7 @@ pub(super) mod tests {
                 .unwrap();
             assert!(config(&d).unwrap().server.secure_scheme_headers.is_empty());
             // Each bad value is one line naming the setting.
-            let bad = "[{'X Scheme': 'https'}, {'X-Scheme': 1}, {1: 'on'}, {'X-Scheme': ' on'}]";
+            let bad = "[{'X Scheme': 'https'}, {'X-Scheme': 1}, {1: 'on'}, {'X-Scheme': ' on'}, ['X-Scheme']]";
             let bad = py
                 .eval(&std::ffi::CString::new(bad).unwrap(), None, None)
                 .unwrap();
