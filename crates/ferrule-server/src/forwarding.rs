@@ -9,7 +9,7 @@ use crate::listener::Peer;
 use crate::log::Throttle;
 use ferrule_http::{
     field_values, parse_forwarded, parse_x_forwarded_for, rightmost_untrusted, scan_forwarding,
-    vouched_hop, ForwardedElement, ForwardedError, Head, Node, ParseError, Proto,
+    vouched_hop, ForwardedElement, ForwardedError, ForwardingScan, Head, Node, ParseError, Proto,
 };
 use std::net::{IpAddr, SocketAddr};
 use tracing::Level;
@@ -47,8 +47,29 @@ pub(crate) fn judge(
         return Ok(UNTOUCHED);
     }
     let table = &config.secure_scheme_headers;
-    let from = config.forwarded_remote_addr;
     let scan = scan_forwarding(head, buf, table)?;
+    if !(scan.forwarded || scan.x_forwarded_for) {
+        return Ok(Forwarding {
+            https: scan.secure.unwrap_or(false),
+            client: None,
+        });
+    }
+    lists(config, peer, client, head, buf, scan)
+}
+
+/// The rest of [`judge`] when a `Forwarded` or `X-Forwarded-For` field is present: out
+/// of line, so the common request's path through the driver stays short.
+#[inline(never)]
+fn lists(
+    config: &ServerConfig,
+    peer: &Peer,
+    client: &Peer,
+    head: &Head,
+    buf: &[u8],
+    scan: ForwardingScan,
+) -> Result<Forwarding, ParseError> {
+    let table = &config.secure_scheme_headers;
+    let from = config.forwarded_remote_addr;
     let mut out = Forwarding {
         https: scan.secure.unwrap_or(false),
         client: None,
