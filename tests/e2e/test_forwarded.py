@@ -167,6 +167,20 @@ def test_malformed_lists_from_a_trusted_peer_are_logged_a_few_at_a_time(serve):
     assert 1 <= s.log().count(line) < n
 
 
+def test_a_request_whose_body_is_read_first_is_judged_once(serve):
+    s = serve("routes:app", "--forwarded-remote-addr", "x-forwarded-for")
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    for xff, want in (("203.0.113.9", "203.0.113.9"), ("203.0.113.9, bogus", "127.0.0.1")):
+        c.request("POST", "/environ", body=b"x" * 100_000, headers={"X-Forwarded-For": xff})
+        r = c.getresponse()
+        assert (r.status, json.loads(r.read())["REMOTE_ADDR"]) == (200, want)
+    c.request("POST", "/environ", body=b"x" * 100_000,
+              headers={"X-Forwarded-Proto": "https", "Forwarded": "proto=http"})
+    assert c.getresponse().status == 400
+    wait_until(lambda: "contradictory scheme headers" in s.log())
+    assert s.log().count("X-Forwarded-For from 127.0.0.1 ignored") == 1
+
+
 @pytest.mark.parametrize("args, conf, words", [
     (["--forwarded-remote-addr", "x-real-ip"], None, "argument --forwarded-remote-addr: invalid choice"),
     ([], "forwarded_remote_addr = 'x-real-ip'\n", "setting 'forwarded_remote_addr' must be one of off"),

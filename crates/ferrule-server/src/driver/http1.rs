@@ -49,6 +49,19 @@ pub(crate) fn serve(
             };
             match parse_head_after(&conn.buf, conn.blank, cfg, fields) {
                 Ok(Some(mut head)) => {
+                    if read_ahead::needed(&mut head, &mut conn, &shared.config) {
+                        // The body is read first, without a thread; judged from here on.
+                        let pre = PreRead::new(&head, &mut conn.buf, &shared.config);
+                        conn.read_ahead(pre);
+                        // What came with the head first; then reads (or a complete
+                        // chunked body parsed once more).
+                        match body_arrived(shared, &mut conn, blocking) {
+                            Arrived::More | Arrived::Complete => continue,
+                            Arrived::Failed => return None,
+                        }
+                    }
+                    // Judged once, when the request is admitted (a head whose body was
+                    // read ahead is parsed again).
                     let forwarding = forwarding::judge(
                         &shared.config,
                         &conn.peer,
@@ -63,17 +76,6 @@ pub(crate) fn serve(
                             return None;
                         }
                     };
-                    if read_ahead::needed(&mut head, &mut conn, &shared.config) {
-                        // The body is read first, without a thread; judged from here on.
-                        let pre = PreRead::new(&head, &mut conn.buf, &shared.config);
-                        conn.read_ahead(pre);
-                        // What came with the head first; then reads (or a complete
-                        // chunked body parsed once more).
-                        match body_arrived(shared, &mut conn, blocking) {
-                            Arrived::More | Arrived::Complete => continue,
-                            Arrived::Failed => return None,
-                        }
-                    }
                     let token = conn.token;
                     let admit = Admit {
                         https,
