@@ -202,7 +202,6 @@ def test_every_gunicorn_flag_is_implemented_logged_or_refused_with_its_name():
     ("statsd_host = 'localhost:8125'\n", "setting 'statsd_host': statsd is not implemented yet"),
     ("syslog = True\n", "setting 'syslog': syslog is not implemented yet"),
     ("logconfig_dict = {'version': 1}\n", "setting 'logconfig_dict': Python logging configuration"),
-    ("secure_scheme_headers = {'X-SCHEME': 'https'}\n", "setting 'secure_scheme_headers': only gunicorn's default"),
     ("protocol = 'uwsgi'\n", "setting 'protocol': the uwsgi protocol is not implemented yet"),
     ("worker_class = 'uvicorn.workers.UvicornWorker'\n", "ferrule serves WSGI apps only"),
     ("worker_class = 'gevent'\n", "no gevent/eventlet/tornado"),

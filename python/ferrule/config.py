@@ -122,6 +122,8 @@ _SPECIAL: Dict[str, Callable[[Any], Any]] = {
     "forwarded_allow_ips": g.addr_list,
     "proxy_protocol": g.proxy_protocol,
     "proxy_allow_ips": g.addr_list,
+    "secure_scheme_headers": g.scheme_headers,
+    "forwarded_remote_addr": g.one_of("off", "x-forwarded-for", "forwarded"),
     "bind": g.string_list,
     "header_map": g.one_of("drop", "refuse", "dangerous"),
     "log_level": g.one_of("debug", "info", "warning", "warn", "error", "critical"),

@@ -204,8 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--permit-missing-host", action="store_true",
                    help="serve HTTP/1.1 requests without Host, as gunicorn does (default off: 400)")
     h.add_argument("--forwarded-allow-ips", metavar="IPS",
-                   help="addresses and networks (10.0.0.0/8) whose X-Forwarded-Proto is trusted; '*' all "
+                   help="addresses and networks (10.0.0.0/8) of trusted proxies, whose scheme headers (X-Forwarded-Proto, "
+                        "Forwarded) are believed; '*' any peer "
                         f"(default {d.forwarded_allow_ips}, or $FORWARDED_ALLOW_IPS)")
+    h.add_argument("--forwarded-remote-addr", type=str.lower, choices=["off", "x-forwarded-for", "forwarded"],
+                   help="set REMOTE_ADDR from this list's right-most entry not in --forwarded-allow-ips, as "
+                        f"those proxies send it (default {d.forwarded_remote_addr})")
     e = p.add_argument_group("environment")
     e.add_argument("--chdir", help="change to this directory before loading the app (default: stay)")
     e.add_argument("--pythonpath", help="comma-separated directories to add to sys.path (default none)")

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 # The validators the table names (config.py reaches them here too: ``g.pos_int``).
 from ferrule.validators import (
     BadValue, addr_list, anything, boolean, class_path, cleartext, dictionary, one_of, pos_int,
-    proxy_protocol, seconds, string, string_list,
+    proxy_protocol, scheme_headers, seconds, string, string_list,
 )
 
 IMPLEMENTED, LOGGED, REFUSED, INERT, COMMAND = "implemented", "logged", "refused", "inert", "command"
@@ -115,11 +115,8 @@ SPECS: Tuple[Spec, ...] = (
     _s("tmp_upload_dir", [], LOGGED, string,
        note="ferrule writes request bodies over --request-buffer-size to an unlinked file in $TMPDIR; "
             "set TMPDIR to choose the directory"),
-    _s("secure_scheme_headers", [], REFUSED, dictionary,
-       {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
-       note="only gunicorn's default table is implemented (X-Forwarded-Protocol: ssl, X-Forwarded-Proto: "
-            "https, X-Forwarded-SSL: on, from --forwarded-allow-ips); custom tables are planned in issue 23: "
-            "have the proxy send one of these, and remove secure_scheme_headers"),
+    _s("secure_scheme_headers", [], IMPLEMENTED, scheme_headers,
+       {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}),
     _s("forwarded_allow_ips", ["--forwarded-allow-ips"], IMPLEMENTED, addr_list, "127.0.0.1,::1"),
     _s("pythonpath", ["--pythonpath"], IMPLEMENTED, string),
     _s("paste", ["--paste", "--paster"], REFUSED, string, metavar="STRING",
@@ -234,8 +231,6 @@ _GREEN = ("gevent", "eventlet", "tornado", "gevent_wsgi", "gevent_pywsgi")
 
 def _same(spec: Spec, value: Any) -> bool:
     """A refused setting given gunicorn's default keeps gunicorn's (and ferrule's) meaning."""
-    if spec.name == "secure_scheme_headers":
-        return {str(k).upper(): v for k, v in value.items()} == spec.default
     if spec.name == "sendfile":
         return value is None or value is True
     if spec.name == "logger_class":

@@ -65,6 +65,13 @@ class Settings:
     #: off, v1, v2 or auto (either). Peers outside the list are served without one.
     proxy_protocol: str = CORE["proxy_protocol"]
     proxy_allow_ips: str = CORE["proxy_allow_ips"]
+    #: gunicorn's table: header name -> the exact value that means https, from
+    #: forwarded_allow_ips peers (names in any case); {} turns header schemes off.
+    secure_scheme_headers: Dict[str, str] = dataclasses.field(
+        default_factory=lambda: dict(CORE["secure_scheme_headers"]))
+    #: The list that sets REMOTE_ADDR from forwarded_allow_ips peers: "off" (gunicorn's
+    #: behaviour), "x-forwarded-for" or "forwarded" (its right-most untrusted entry).
+    forwarded_remote_addr: str = CORE["forwarded_remote_addr"]
     log_level: str = "info"
     error_logfile: Optional[str] = "-"
     access_logfile: Optional[str] = None

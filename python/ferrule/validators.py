@@ -98,6 +98,15 @@ def dictionary(value: Any) -> dict:
     return value
 
 
+def scheme_headers(value: Any) -> dict:
+    """validate_dict, and what the matching needs: header names to the string that means https."""
+    for name, secure in dictionary(value).items():
+        if not isinstance(name, str) or not isinstance(secure, str):
+            raise BadValue("must map header names to the string that means https, like "
+                           f"{{'X-FORWARDED-PROTO': 'https'}} (got {name!r}: {secure!r})")
+    return dict(value)
+
+
 def one_of(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         text = string(value)

@@ -204,6 +204,23 @@ where
     leftmost
 }
 
+/// The same walk over whole entries (`Forwarded` elements, whose `proto` matters too):
+/// the entry it stops at, or the left-most when every address is trusted; `None` for no
+/// entries. That entry was written by a proxy every hop to its right vouches for, so
+/// its parameters are credible even when its own node (`unknown`, obfuscated, no
+/// `for`) is no address; [`rightmost_untrusted`] is its node when that is an address.
+pub fn vouched_hop<T>(
+    entries: &[T],
+    node: impl Fn(&T) -> Node,
+    is_trusted: impl Fn(IpAddr) -> bool,
+) -> Option<&T> {
+    let stop = entries
+        .iter()
+        .rev()
+        .find(|e| !node(e).ip().is_some_and(&is_trusted));
+    stop.or(entries.first())
+}
+
 fn skip_ows(v: &[u8]) -> &[u8] {
     let n = v.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
     v.get(n..).unwrap_or_default()

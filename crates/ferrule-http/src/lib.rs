@@ -28,13 +28,15 @@ mod uwsgi;
 pub use body::{BodyDecoder, Step};
 pub use checked::CheckedField;
 pub use client_addr::{
-    field_values, parse_forwarded, parse_x_forwarded_for, rightmost_untrusted, ForwardedElement,
-    ForwardedError, Node, Proto,
+    field_values, parse_forwarded, parse_x_forwarded_for, rightmost_untrusted, vouched_hop,
+    ForwardedElement, ForwardedError, Node, Proto,
 };
 pub use config::{HeaderMap, ParserConfig, MAX_REQUEST_LINE};
 pub use date::DateCache;
 pub use error::ParseError;
-pub use forwarded::{secure_scheme, SECURE_SCHEME_HEADERS};
+pub use forwarded::{
+    scan_forwarding, secure_scheme, ForwardingScan, SchemeHeaders, SECURE_SCHEME_HEADERS,
+};
 pub use framing::{BodyKind, Framing};
 pub use fuzz::fuzz_forwarded;
 pub use fuzz::fuzz_one;

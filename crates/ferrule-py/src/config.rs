@@ -6,13 +6,14 @@ mod numbers;
 use numbers::{count, integer, seconds, ANY, MAX_BACKLOG, MAX_THREADS, MAX_WORKERS};
 
 use crate::ConfigError;
-use ferrule_http::{HeaderMap, ParserConfig, ProxyMode};
+use ferrule_http::{HeaderMap, ParserConfig, ProxyMode, SchemeHeaders};
 use ferrule_server::access::{AccessFormat, AccessLog};
 use ferrule_server::log::LogLevel;
 use ferrule_server::logfile::LogFile;
 use ferrule_server::sink::{Report, Sink, Stdout};
-use ferrule_server::{parse_bind, AllowIps, Bind, ServerConfig};
+use ferrule_server::{parse_bind, AllowIps, Bind, RemoteAddrFrom, ServerConfig};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -53,6 +54,9 @@ pub struct Settings<'py> {
     script_name: String,
     proxy_protocol: String,
     proxy_allow_ips: String,
+    // Trusted proxies' headers.
+    secure_scheme_headers: Bound<'py, PyAny>,
+    forwarded_remote_addr: String,
 }
 
 /// Where the error log goes and how much of it.
@@ -129,6 +133,8 @@ impl Settings<'_> {
             proxy_protocol: proxy_mode(&self.proxy_protocol)?,
             proxy_allow_ips: AllowIps::parse(&self.proxy_allow_ips)
                 .map_err(|e| format!("proxy-allow-from: {e}"))?,
+            secure_scheme_headers: scheme_headers(&self.secure_scheme_headers)?,
+            forwarded_remote_addr: self.forwarded_remote_addr.parse::<RemoteAddrFrom>()?,
         };
         let logs = LogSettings {
             level: self.log_level.parse()?,
@@ -171,6 +177,26 @@ fn proxy_mode(value: &str) -> Result<Option<ProxyMode>, String> {
             "proxy-protocol must be one of off, v1, v2, auto (got {value:?})"
         )),
     }
+}
+
+/// `secure_scheme_headers`: a dict of header names to the value that means https.
+fn scheme_headers(value: &Bound<'_, PyAny>) -> Result<SchemeHeaders, String> {
+    let dict = value
+        .cast::<PyDict>()
+        .map_err(|_| format!("secure_scheme_headers: must be a dict (got {value})"))?;
+    let mut pairs = Vec::with_capacity(dict.len());
+    for (k, v) in dict.iter() {
+        match (k.extract::<String>(), v.extract::<String>()) {
+            (Ok(k), Ok(v)) => pairs.push((k, v)),
+            _ => {
+                return Err(format!(
+                    "secure_scheme_headers: must map header names to the string that means https \
+                     (got {k}: {v})"
+                ))
+            }
+        }
+    }
+    SchemeHeaders::new(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 /// Where the access log goes.

@@ -1,8 +1,9 @@
 //! Server settings, parsed once into typed values by the front end.
 
-use ferrule_http::{ParserConfig, ProxyMode};
+use ferrule_http::{ParserConfig, ProxyMode, SchemeHeaders};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Where to listen.
@@ -178,6 +179,41 @@ pub const DEFAULT_FORWARDED_ALLOW_IPS: &str = "127.0.0.1,::1";
 
 /// gunicorn's default for `--proxy-allow-from`: the local host.
 pub const DEFAULT_PROXY_ALLOW_IPS: &str = "127.0.0.1,::1";
+/// `--forwarded-remote-addr`: the list that names the client, if any. One list, named by
+/// the operator: a proxy that does not write a list passes the client's own through, so
+/// "whichever is present" would let clients choose their address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RemoteAddrFrom {
+    /// REMOTE_ADDR is the peer (or the PROXY protocol's client): gunicorn's behaviour.
+    #[default]
+    Off,
+    XForwardedFor,
+    Forwarded,
+}
+
+impl RemoteAddrFrom {
+    pub fn name(self) -> &'static str {
+        match self {
+            RemoteAddrFrom::Off => "off",
+            RemoteAddrFrom::XForwardedFor => "x-forwarded-for",
+            RemoteAddrFrom::Forwarded => "forwarded",
+        }
+    }
+}
+
+impl FromStr for RemoteAddrFrom {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Ok(RemoteAddrFrom::Off),
+            "x-forwarded-for" => Ok(RemoteAddrFrom::XForwardedFor),
+            "forwarded" => Ok(RemoteAddrFrom::Forwarded),
+            _ => Err(format!(
+                "forwarded-remote-addr: must be off, x-forwarded-for or forwarded (got {s:?})"
+            )),
+        }
+    }
+}
 
 /// Everything the server needs. `Default` is the one place each setting's default is
 /// written: the Python front end reads them through `_ferrule.defaults()`.
@@ -219,6 +255,12 @@ pub struct ServerConfig {
     /// The socket peers that must send a PROXY header (`--proxy-allow-from`); others are
     /// served as they come, and refused if they send one.
     pub proxy_allow_ips: AllowIps,
+    // Trusted proxies' headers (`forwarding.rs`), for `forwarded_allow_ips` peers.
+    /// gunicorn's `secure_scheme_headers`; empty: no header (nor `Forwarded: proto`)
+    /// sets the scheme.
+    pub secure_scheme_headers: SchemeHeaders,
+    /// `--forwarded-remote-addr`: the list that sets REMOTE_ADDR, if any.
+    pub forwarded_remote_addr: RemoteAddrFrom,
 }
 
 impl ServerConfig {
@@ -251,6 +293,8 @@ impl Default for ServerConfig {
             request_buffer_dir: None,
             proxy_protocol: None,
             proxy_allow_ips: AllowIps::parse(DEFAULT_PROXY_ALLOW_IPS).expect("literal"),
+            secure_scheme_headers: SchemeHeaders::default(),
+            forwarded_remote_addr: RemoteAddrFrom::Off,
         }
     }
 }

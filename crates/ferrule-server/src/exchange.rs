@@ -108,6 +108,10 @@ pub(crate) struct Admit {
     pub started: Instant,
     /// Variables the protocol brought ready-made (uwsgi); `None` for HTTP/1.
     pub ready_vars: Option<Box<ReadyVars>>,
+    /// Whom a trusted proxy's list says this request came from
+    /// (`--forwarded-remote-addr`); `None`: the connection's client. Boxed: a pointer
+    /// costs the common request one store, a `Peer` a copy through `Admit` and the box.
+    pub client: Option<Box<Peer>>,
 }
 
 pub struct Exchange {
@@ -144,6 +148,8 @@ pub struct Exchange {
     cork: CorkState,
     /// Variables a protocol brought ready-made (see `ready_vars`).
     ready_vars: Option<Box<ReadyVars>>,
+    /// `Admit::client`: REMOTE_ADDR and `%(h)s` when set, else the connection's client.
+    client: Option<Box<Peer>>,
 }
 
 impl Exchange {
@@ -162,6 +168,7 @@ impl Exchange {
             me,
             started,
             ready_vars,
+            client,
         } = admit;
         let out = std::mem::take(&mut conn.out);
         let mark = out.len();
@@ -192,6 +199,7 @@ impl Exchange {
             head,
             cork: CorkState::Idle,
             ready_vars,
+            client,
         });
         // Only now, so nothing between the box and its fields can fail.
         if mark == 0 {
@@ -250,9 +258,11 @@ impl Exchange {
     pub fn ready_vars(&self) -> Option<&ReadyVars> {
         self.ready_vars.as_deref()
     }
-    /// Whom the request came from (`Conn::client`), not necessarily the socket's peer.
+    /// Whom the request came from (`Conn::client`, or a trusted proxy's list with
+    /// `--forwarded-remote-addr`), not necessarily the socket's peer.
     pub fn client(&self) -> Peer {
-        self.conn.client
+        // The address picked first, then one copy (a copy in each arm costs more).
+        *self.client.as_deref().unwrap_or(&self.conn.client)
     }
     pub fn local(&self) -> &Local {
         &self.shared.locals[self.conn.listener]
@@ -275,7 +285,7 @@ impl Exchange {
             path: self.path(),
             query: self.query(),
             version: self.version(),
-            client: self.conn.client,
+            client: self.client(),
             outcome: self.outcome,
             started: self.started,
             head: &self.head,

@@ -16,6 +16,7 @@ mod driver;
 mod error;
 mod exchange;
 mod finished;
+mod forwarding;
 mod handler;
 mod held;
 mod idle;
@@ -42,7 +43,7 @@ mod writing;
 
 pub use backoff::Starved;
 pub use blocking::{Blocking, InPlace};
-pub use config::{parse_bind, AllowIps, Bind, ServerConfig};
+pub use config::{parse_bind, AllowIps, Bind, RemoteAddrFrom, ServerConfig};
 pub use error::{Error, Phase};
 pub use exchange::Exchange;
 pub use finished::Outcome;

@@ -2,7 +2,10 @@
 //! value, checking what holds whatever the bytes. Shared by the cargo-fuzz target
 //! (`fuzz_forwarded`) and the randomized test below.
 
-use super::{parse_forwarded, parse_x_forwarded_for, rightmost_untrusted, ForwardedElement, Node};
+use super::{
+    parse_forwarded, parse_x_forwarded_for, rightmost_untrusted, vouched_hop, ForwardedElement,
+    Node,
+};
 use std::net::IpAddr;
 
 /// Panics if a parsed list does not come back the same once written out again, if
@@ -44,10 +47,16 @@ fn check_walk(nodes: &[Node]) {
         IpAddr::V4(a) => a.octets()[3] & 1 == 1,
         IpAddr::V6(a) => a.octets()[15] & 1 == 1,
     };
-    match rightmost_untrusted(nodes.iter().copied(), trusted) {
+    let picked = rightmost_untrusted(nodes.iter().copied(), trusted);
+    match picked {
         Some(n) => assert!(n.ip().is_some() && nodes.contains(&n)),
         None => assert!(nodes.is_empty() || nodes.iter().any(|n| n.ip().is_none())),
     }
+    // The walk over whole entries stops at the same place; its node is the answer
+    // when it is an address.
+    let hop = vouched_hop(nodes, |n| *n, trusted);
+    assert_eq!(hop.is_none(), nodes.is_empty());
+    assert_eq!(hop.copied().filter(|n| n.ip().is_some()), picked);
 }
 
 fn has_any(el: &ForwardedElement) -> bool {

@@ -315,3 +315,31 @@ fn rightmost_untrusted_walk() {
         Some(v4("2.2.2.2", None))
     );
 }
+
+#[test]
+fn vouched_hop_walk() {
+    let trusted = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => a.is_private() || a.is_loopback(),
+        IpAddr::V6(a) => a.is_loopback(),
+    };
+    let hop = |field: &str| {
+        let els = fwd(&[field]).unwrap();
+        vouched_hop(&els, ForwardedElement::node, trusted).copied()
+    };
+    // A CDN (10.0.0.5, trusted) took https from the client; the proxy behind it got http.
+    let got = hop("for=6.6.6.6;proto=http, for=203.0.113.9;proto=https, for=10.0.0.5;proto=http");
+    assert_eq!(got.and_then(|e| e.for_), Some(v4("203.0.113.9", None)));
+    assert_eq!(got.and_then(|e| e.proto), Some(Proto::Https));
+    // A hop with no address still carries the proto its (trusted) writer saw.
+    let got = hop("for=203.0.113.9;proto=http, for=_hidden;proto=https");
+    assert_eq!(
+        got.map(|e| (e.for_, e.proto)),
+        Some((Some(Node::Obfuscated), Some(Proto::Https)))
+    );
+    // Every hop trusted: the left-most.
+    let got = hop("for=10.0.0.7;proto=https, for=10.0.0.2");
+    assert_eq!(got.and_then(|e| e.proto), Some(Proto::Https));
+    assert_eq!(hop(""), None);
+    let none: &[Node] = &[];
+    assert_eq!(vouched_hop(none, |n| *n, |_| true), None);
+}

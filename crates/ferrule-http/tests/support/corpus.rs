@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 use base64::Engine;
-use ferrule_http::{parse_head, secure_scheme, BodyDecoder, HeaderMap, ParseError, ParserConfig};
+use ferrule_http::{
+    parse_head, secure_scheme, BodyDecoder, HeaderMap, ParseError, ParserConfig, SchemeHeaders,
+};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -199,7 +201,7 @@ pub fn run(
         };
         let buf = &raw[start..];
         if trust_scheme {
-            if let Err(e) = secure_scheme(&head, buf) {
+            if let Err(e) = secure_scheme(&head, buf, &SchemeHeaders::default()) {
                 return (seen, Some(e));
             }
         }

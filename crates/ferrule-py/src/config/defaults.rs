@@ -56,6 +56,15 @@ pub fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         .map(|(name, _)| *name);
     d.set_item("proxy_protocol", proxy_protocol)?;
     d.set_item("proxy_allow_ips", DEFAULT_PROXY_ALLOW_IPS)?;
+    let scheme = PyDict::new(py);
+    for (name, value) in s.secure_scheme_headers.pairs() {
+        scheme.set_item(
+            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(value),
+        )?;
+    }
+    d.set_item("secure_scheme_headers", scheme)?;
+    d.set_item("forwarded_remote_addr", s.forwarded_remote_addr.name())?;
     Ok(d)
 }
 
@@ -112,6 +121,43 @@ pub(super) mod tests {
         Python::attach(|py| {
             let got = config(&default_settings(py)).unwrap().server;
             assert_eq!(got, ServerConfig::default());
+        });
+    }
+
+    #[test]
+    fn scheme_headers_and_the_remote_addr_list_are_typed_once() {
+        use ferrule_http::SchemeHeaders;
+        use ferrule_server::RemoteAddrFrom;
+        Python::initialize();
+        Python::attach(|py| {
+            let d = default_settings(py);
+            let table = PyDict::new(py);
+            table.set_item("X-Scheme", "https").unwrap();
+            d.set_item("secure_scheme_headers", table).unwrap();
+            d.set_item("forwarded_remote_addr", "X-Forwarded-For")
+                .unwrap();
+            let got = config(&d).unwrap().server;
+            let want = SchemeHeaders::new([("X-Scheme", "https")]).unwrap();
+            assert_eq!(got.secure_scheme_headers, want);
+            assert_eq!(got.forwarded_remote_addr, RemoteAddrFrom::XForwardedFor);
+            d.set_item("secure_scheme_headers", PyDict::new(py))
+                .unwrap();
+            assert!(config(&d).unwrap().server.secure_scheme_headers.is_empty());
+            // Each bad value is one line naming the setting.
+            let bad = "[{'X Scheme': 'https'}, {'X-Scheme': 1}, {1: 'on'}, {'X-Scheme': ' on'}, ['X-Scheme']]";
+            let bad = py
+                .eval(&std::ffi::CString::new(bad).unwrap(), None, None)
+                .unwrap();
+            for value in bad.try_iter().unwrap() {
+                let d = default_settings(py);
+                d.set_item("secure_scheme_headers", value.unwrap()).unwrap();
+                let err = config(&d).err().unwrap_or_default();
+                assert!(err.starts_with("secure_scheme_headers: "), "{err}");
+            }
+            let d = default_settings(py);
+            d.set_item("forwarded_remote_addr", "x-real-ip").unwrap();
+            let err = config(&d).err().unwrap_or_default();
+            assert!(err.starts_with("forwarded-remote-addr: "), "{err}");
         });
     }
 }

@@ -8,11 +8,12 @@ use crate::clock::Tick;
 use crate::conn::{Conn, Stage, KEEP_BUF};
 use crate::error::Error;
 use crate::exchange::{Admit, Ended, Exchange};
+use crate::forwarding::{self, Forwarding};
 use crate::handler::Handler;
 use crate::preread::PreRead;
 use crate::shared::Shared;
 use crate::transport::ReadOutcome;
-use ferrule_http::{parse_head_after, secure_scheme};
+use ferrule_http::parse_head_after;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,15 +49,6 @@ pub(crate) fn serve(
             };
             match parse_head_after(&conn.buf, conn.blank, cfg, fields) {
                 Ok(Some(mut head)) => {
-                    let trusted = shared.config.forwarded_allow_ips.allows(conn.peer.ip());
-                    let https = match trusted.then(|| secure_scheme(&head, &conn.buf)) {
-                        Some(Ok(v)) => v.unwrap_or(false),
-                        Some(Err(e)) => {
-                            reject(shared, &mut conn, e.into(), blocking);
-                            return None;
-                        }
-                        None => false,
-                    };
                     if read_ahead::needed(&mut head, &mut conn, &shared.config) {
                         // The body is read first, without a thread; judged from here on.
                         let pre = PreRead::new(&head, &mut conn.buf, &shared.config);
@@ -68,6 +60,22 @@ pub(crate) fn serve(
                             Arrived::Failed => return None,
                         }
                     }
+                    // Judged once, when the request is admitted (a head whose body was
+                    // read ahead is parsed again).
+                    let forwarding = forwarding::judge(
+                        &shared.config,
+                        &conn.peer,
+                        &conn.client,
+                        &head,
+                        &conn.buf,
+                    );
+                    let Forwarding { https, client } = match forwarding {
+                        Ok(f) => f,
+                        Err(e) => {
+                            reject(shared, &mut conn, e.into(), blocking);
+                            return None;
+                        }
+                    };
                     let token = conn.token;
                     let admit = Admit {
                         https,
@@ -76,6 +84,7 @@ pub(crate) fn serve(
                         me,
                         started: started.take().unwrap_or_else(Instant::now),
                         ready_vars: None,
+                        client,
                     };
                     let ex = Exchange::new(conn, head, shared.clone(), admit);
                     // gunicorn's default `pre_request` logs this at debug; the level
