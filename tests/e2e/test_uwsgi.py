@@ -166,8 +166,9 @@ def test_a_file_wrapper_answer_arrives_whole_with_its_length(serve, tmp_path):
 
 def test_an_app_error_is_500_with_the_traceback_in_the_error_log_only(serve):
     s = uwsgi_server(serve)
-    status, _, body = parse(ask(s.port, nginx_vars(uri="/error")))
+    status, headers, body = parse(ask(s.port, nginx_vars(uri="/error")))
     assert status == 500 and b"Traceback" not in body and b"on purpose" not in body
+    assert not {"date", "server", "connection"} & set(headers), headers
     wait_until(lambda: "the app failed on purpose" in s.log() and "Traceback" in s.log())
 
 

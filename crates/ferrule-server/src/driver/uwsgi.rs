@@ -226,7 +226,7 @@ fn refuse(shared: &Shared, mut conn: Box<Conn>, e: UwsgiError) {
     }
     match e.status() {
         Some(status) => {
-            conn.answer_error(status);
+            conn.answer_error(status, Protocol::Uwsgi);
             conn.linger();
             shared.shelve(conn, false);
         }
