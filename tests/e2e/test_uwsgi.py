@@ -197,6 +197,17 @@ def test_an_inconsistent_packet_is_logged_and_closed(serve):
     wait_until(lambda: "inconsistent uwsgi packet" in s.log())
 
 
+def test_a_packet_cut_short_by_its_sender_is_logged_and_never_reaches_the_app(serve):
+    s = uwsgi_server(serve, "--access-logfile", "-")
+    data = packet(nginx_vars())
+    with connect(s.port) as c:
+        c.sendall(data[:20])
+        c.shutdown(socket.SHUT_WR)
+        assert c.recv(100) == b""
+    wait_until(lambda: f"the connection closed after 20 bytes of a {len(data)}-byte packet" in s.log())
+    assert s.out() == ""
+
+
 def test_a_peer_outside_uwsgi_allow_from_is_refused_and_a_unix_socket_always_served(serve, tmp_path):
     sock = tmp_path / "u.sock"
     s = uwsgi_server(serve, "--uwsgi-allow-from", "10.0.0.0/8", "-b", f"unix:{sock}")
