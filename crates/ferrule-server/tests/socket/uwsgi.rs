@@ -231,16 +231,19 @@ fn nginx(
 /// Sends `raw` (byte by byte when `slow`), half-closes, and reads until the server
 /// closes.
 fn send(addr: SocketAddr, raw: &[u8], slow: bool) -> Vec<u8> {
+    send_in(addr, raw, if slow { 1 } else { raw.len() })
+}
+
+/// [`send`] in pieces of `step` bytes, each its own write.
+fn send_in(addr: SocketAddr, raw: &[u8], step: usize) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_nodelay(true).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    if slow {
-        for b in raw {
-            s.write_all(&[*b]).unwrap();
+    for piece in raw.chunks(step.max(1)) {
+        s.write_all(piece).unwrap();
+        if piece.len() < raw.len() {
             std::thread::sleep(Duration::from_micros(50));
         }
-    } else {
-        s.write_all(raw).unwrap();
     }
     let _ = s.shutdown(Shutdown::Write);
     let mut out = Vec::new();
@@ -271,6 +274,34 @@ fn a_packet_whole_or_byte_by_byte_reaches_the_app_with_its_variables() {
         body: Ok(b"hello".to_vec()),
     };
     assert_eq!(srv.seen(), vec![want.clone(), want]);
+}
+
+#[test]
+fn a_vars_block_near_64_kib_is_served_whole_or_in_pieces() {
+    let srv = start(|_| {});
+    let names: Vec<String> = (0..85).map(|i| format!("HTTP_X_FIELD_{i}")).collect();
+    let value = "v".repeat(700);
+    let mut vars = nginx("GET", "/", "");
+    vars.extend(names.iter().map(|n| (n.as_str(), value.as_str())));
+    let raw = packet(&vars);
+    assert!(
+        raw.len() > 60_000 && raw.len() <= 4 + 65535,
+        "{}",
+        raw.len()
+    );
+    // Whole, and in pieces that end inside the header, the names and the values.
+    for step in [raw.len(), 97] {
+        assert_eq!(
+            text(&send_in(srv.tcp(), &raw, step)),
+            text(OK),
+            "step {step}"
+        );
+    }
+    for seen in srv.seen() {
+        assert_eq!(seen.vars.len(), vars.len());
+        assert_eq!(seen.vars.last().map(|(_, v)| v.len()), Some(700));
+    }
+    assert_eq!(srv.seen().len(), 2);
 }
 
 #[test]
