@@ -124,6 +124,8 @@ _SPECIAL: Dict[str, Callable[[Any], Any]] = {
     "proxy_allow_ips": g.addr_list,
     "secure_scheme_headers": g.scheme_headers,
     "forwarded_remote_addr": g.one_of("off", "x-forwarded-for", "forwarded"),
+    "protocol": g.one_of("http", "uwsgi"),
+    "uwsgi_allow_ips": g.addr_list,
     "bind": g.string_list,
     "header_map": g.one_of("drop", "refuse", "dangerous"),
     "log_level": g.one_of("debug", "info", "warning", "warn", "error", "critical"),

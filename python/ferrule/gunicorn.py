@@ -48,7 +48,6 @@ class Spec:
 
 TLS = ("TLS is not implemented yet (planned: issue 24); terminate TLS in front of ferrule "
        "(nginx, HAProxy, a load balancer) and remove it")
-UWSGI = "the uwsgi protocol is not implemented yet (planned: issue 23); use proxy_pass (HTTP) in nginx"
 SYSLOG = ("syslog is not implemented yet (planned: issue 26); log to stderr (journald) or a file and "
           "let the system logger collect it")
 STATSD = "statsd is not implemented yet (planned: issue 26); remove it, or scrape the access log"
@@ -125,9 +124,8 @@ SPECS: Tuple[Spec, ...] = (
        note="PasteDeploy is not supported: load the app in a module (paste.deploy.loadapp) and pass MODULE:NAME"),
     _s("proxy_protocol", ["--proxy-protocol"], IMPLEMENTED, proxy_protocol, "off", metavar="MODE"),
     _s("proxy_allow_ips", ["--proxy-allow-from"], IMPLEMENTED, addr_list, "127.0.0.1,::1", metavar="IPS"),
-    _s("protocol", ["--protocol"], REFUSED, one_of("http", "uwsgi"), "http", metavar="STRING", note=UWSGI),
-    _s("uwsgi_allow_ips", ["--uwsgi-allow-from"], INERT, addr_list, "127.0.0.1,::1", metavar="IPS",
-       note="applies with protocol = 'uwsgi' only"),
+    _s("protocol", ["--protocol"], IMPLEMENTED, one_of("http", "uwsgi"), "http", metavar="STRING"),
+    _s("uwsgi_allow_ips", ["--uwsgi-allow-from"], IMPLEMENTED, addr_list, "127.0.0.1,::1", metavar="IPS"),
     _s("permit_obsolete_folding", ["--permit-obsolete-folding"], IMPLEMENTED, boolean, False),
     _s("strip_header_spaces", ["--strip-header-spaces"], IMPLEMENTED, boolean, False),
     _s("permit_unconventional_http_method", ["--permit-unconventional-http-method"], IMPLEMENTED, boolean, False),

@@ -72,6 +72,10 @@ class Settings:
     #: The list that sets REMOTE_ADDR from forwarded_allow_ips peers: "off" (gunicorn's
     #: behaviour), "x-forwarded-for" or "forwarded" (its right-most untrusted entry).
     forwarded_remote_addr: str = CORE["forwarded_remote_addr"]
+    #: What every bind speaks: "http", or "uwsgi" behind nginx uwsgi_pass / Apache mod_proxy_uwsgi.
+    protocol: str = CORE["protocol"]
+    #: TCP peers that may send uwsgi requests ("*": any); unix-socket peers always may.
+    uwsgi_allow_ips: str = CORE["uwsgi_allow_ips"]
     log_level: str = "info"
     error_logfile: Optional[str] = "-"
     access_logfile: Optional[str] = None

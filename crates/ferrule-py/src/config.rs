@@ -11,7 +11,7 @@ use ferrule_server::access::{AccessFormat, AccessLog};
 use ferrule_server::log::LogLevel;
 use ferrule_server::logfile::LogFile;
 use ferrule_server::sink::{Report, Sink, Stdout};
-use ferrule_server::{parse_bind, AllowIps, Bind, RemoteAddrFrom, ServerConfig};
+use ferrule_server::{parse_bind, AllowIps, Bind, Protocol, RemoteAddrFrom, ServerConfig};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
@@ -57,6 +57,8 @@ pub struct Settings<'py> {
     // Trusted proxies' headers.
     secure_scheme_headers: Bound<'py, PyAny>,
     forwarded_remote_addr: String,
+    protocol: String,
+    uwsgi_allow_ips: String,
 }
 
 /// Where the error log goes and how much of it.
@@ -135,6 +137,9 @@ impl Settings<'_> {
                 .map_err(|e| format!("proxy-allow-from: {e}"))?,
             secure_scheme_headers: scheme_headers(&self.secure_scheme_headers)?,
             forwarded_remote_addr: self.forwarded_remote_addr.parse::<RemoteAddrFrom>()?,
+            protocol: self.protocol.parse::<Protocol>()?,
+            uwsgi_allow_ips: AllowIps::parse(&self.uwsgi_allow_ips)
+                .map_err(|e| format!("uwsgi-allow-from: {e}"))?,
         };
         let logs = LogSettings {
             level: self.log_level.parse()?,

@@ -29,7 +29,9 @@
 //! Beside this file: `rules.rs`, the PEP 3333 rules as pure functions with their
 //! tables; `request.rs`, an HTTP/1 request's values as Python strings by those rules;
 //! `sticky.rs`, the keys kept in the template; `strings.rs`, the strings reused;
-//! `live.rs`, the environ built on again; `logged.rs`, the access log's `{VAR}e`.
+//! `live.rs`, the environ built on again; `logged.rs`, the access log's `{VAR}e`;
+//! `ready_rules.rs` and `ready.rs`, the same for the variables a front server sent
+//! ready-made (uwsgi).
 
 mod live;
 mod logged;
@@ -50,6 +52,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use ready::ReadySlots;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -137,6 +140,8 @@ struct ThreadTemplate {
     recent: Recents,
     /// The last environ, when the next request may build on it (`live.rs`).
     live: Live,
+    /// A front server's other variables, by position (`ready.rs`).
+    ready: ReadySlots,
 }
 
 thread_local! {
@@ -219,6 +224,7 @@ impl Environ {
                     input: 0,
                     recent: Recents::default(),
                     live: Live::default(),
+                    ready: ReadySlots::default(),
                 }),
             };
             self.build_in(py, tx, local)

@@ -1,5 +1,6 @@
 //! Server settings, parsed once into typed values by the front end.
 
+use crate::protocol::Protocol;
 use ferrule_http::{ParserConfig, ProxyMode, SchemeHeaders};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -214,6 +215,8 @@ impl FromStr for RemoteAddrFrom {
         }
     }
 }
+/// The default of `--uwsgi-allow-from`: the local host (nginx on the same machine).
+pub const DEFAULT_UWSGI_ALLOW_IPS: &str = "127.0.0.1,::1";
 
 /// Everything the server needs. `Default` is the one place each setting's default is
 /// written: the Python front end reads them through `_ferrule.defaults()`.
@@ -261,6 +264,11 @@ pub struct ServerConfig {
     pub secure_scheme_headers: SchemeHeaders,
     /// `--forwarded-remote-addr`: the list that sets REMOTE_ADDR, if any.
     pub forwarded_remote_addr: RemoteAddrFrom,
+    /// What every bind speaks (`--protocol`, gunicorn's meaning).
+    pub protocol: Protocol,
+    /// TCP peers that may send uwsgi requests (`--uwsgi-allow-from`); a unix-socket
+    /// peer always may (the socket file's permissions say who).
+    pub uwsgi_allow_ips: AllowIps,
 }
 
 impl ServerConfig {
@@ -295,6 +303,8 @@ impl Default for ServerConfig {
             proxy_allow_ips: AllowIps::parse(DEFAULT_PROXY_ALLOW_IPS).expect("literal"),
             secure_scheme_headers: SchemeHeaders::default(),
             forwarded_remote_addr: RemoteAddrFrom::Off,
+            protocol: Protocol::Http1,
+            uwsgi_allow_ips: AllowIps::parse(DEFAULT_UWSGI_ALLOW_IPS).expect("literal"),
         }
     }
 }

@@ -6,6 +6,8 @@
 mod corpus;
 #[path = "socket/proxy.rs"]
 mod proxy;
+#[path = "socket/uwsgi.rs"]
+mod uwsgi;
 
 use corpus::{config, expected, first_without_host, latin1, Seen, DEVIATIONS};
 use ferrule_http::ParserConfig;

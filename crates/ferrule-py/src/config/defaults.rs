@@ -2,7 +2,9 @@
 //! the Python settings table (`settings.py`) by `_ferrule.defaults()`.
 
 use crate::config::PROXY_MODES;
-use ferrule_server::config::{DEFAULT_FORWARDED_ALLOW_IPS, DEFAULT_PROXY_ALLOW_IPS};
+use ferrule_server::config::{
+    DEFAULT_FORWARDED_ALLOW_IPS, DEFAULT_PROXY_ALLOW_IPS, DEFAULT_UWSGI_ALLOW_IPS,
+};
 use ferrule_server::{Bind, ServerConfig};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -65,6 +67,8 @@ pub fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     }
     d.set_item("secure_scheme_headers", scheme)?;
     d.set_item("forwarded_remote_addr", s.forwarded_remote_addr.name())?;
+    d.set_item("protocol", s.protocol.name())?;
+    d.set_item("uwsgi_allow_ips", DEFAULT_UWSGI_ALLOW_IPS)?;
     Ok(d)
 }
 

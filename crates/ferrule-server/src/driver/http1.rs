@@ -11,6 +11,7 @@ use crate::exchange::{Admit, Ended, Exchange};
 use crate::forwarding::{self, Forwarding};
 use crate::handler::Handler;
 use crate::preread::PreRead;
+use crate::protocol::Protocol;
 use crate::shared::Shared;
 use crate::transport::ReadOutcome;
 use ferrule_http::parse_head_after;
@@ -83,8 +84,8 @@ pub(crate) fn serve(
                             && !shared.sched.several_runners(),
                         me,
                         started: started.take().unwrap_or_else(Instant::now),
-                        ready_vars: None,
                         client,
+                        protocol: Protocol::Http1,
                     };
                     let ex = Exchange::new(conn, head, shared.clone(), admit);
                     // gunicorn's default `pre_request` logs this at debug; the level
@@ -199,7 +200,7 @@ fn reject(shared: &Shared, conn: &mut Conn, e: Error, blocking: &dyn Blocking) {
         tracing::warn!("invalid request from {peer}: {e}");
     }
     if let Some(status) = e.status() {
-        conn.answer_error(status);
+        conn.answer_error(status, Protocol::Http1);
     }
     shared.table.release(conn.token);
 }

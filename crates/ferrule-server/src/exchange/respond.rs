@@ -3,13 +3,15 @@
 
 use super::{ClientWait, Exchange, Response};
 use crate::blocking::Blocking;
+use crate::conn::error_answer;
 use crate::cork::CorkState;
-use crate::date::{add_server_fields, with_date};
+use crate::date::add_server_fields;
 use crate::error::{Error, Phase};
+use crate::protocol::Protocol;
 use crate::transport::{Interest, Sendfile};
 use ferrule_http::{
-    choose_framing, classify_field, error_response, finish_head, parse_status, write_chunk,
-    write_status_line, CheckedField, FieldKind, ResponseFraming, LAST_CHUNK,
+    choose_framing, classify_field, finish_head, parse_status, write_chunk, write_status_line,
+    CheckedField, FieldKind, ResponseFraming, LAST_CHUNK,
 };
 
 const OUTSIDE_HEAD: Error = Error::Protocol("header added outside a response head");
@@ -92,6 +94,9 @@ impl Exchange {
         else {
             return Err(Error::Protocol("end of a head that was not begun"));
         };
+        if self.protocol == Protocol::Uwsgi {
+            return self.end_uwsgi_head(code, declared, known_len);
+        }
         let head_req = self.method() == b"HEAD";
         let framing = choose_framing(self.head.version, head_req, code, declared, known_len);
         if matches!(framing, ResponseFraming::Close)
@@ -121,6 +126,13 @@ impl Exchange {
             self.keep_alive,
             self.head.version,
         );
+        self.head_ended(code, framing, declared_kept);
+        Ok(())
+    }
+
+    /// The head is complete in `out`: the body follows.
+    #[inline(always)]
+    pub(super) fn head_ended(&mut self, code: u16, framing: ResponseFraming, declared: bool) {
         if self
             .shared
             .access
@@ -132,10 +144,9 @@ impl Exchange {
         self.outcome.status = code;
         self.response = Response::Body {
             framing,
-            declared: declared_kept,
+            declared,
             sent: 0,
         };
-        Ok(())
     }
 
     /// Bytes of a next request already arrived behind this one (pipelined): while the
@@ -244,7 +255,9 @@ impl Exchange {
         let len = match framing {
             ResponseFraming::Length(n) => len.min(n - sent),
             ResponseFraming::NoBody => 0,
-            _ => return Ok(false),
+            // The body ends with the connection: the file's bytes go as they are.
+            ResponseFraming::Close => len,
+            ResponseFraming::Chunked => return Ok(false),
         };
         self.claim()?;
         self.shared.progress.made(self.shared.me());
@@ -355,10 +368,8 @@ impl Exchange {
         }
         self.keep_alive = false;
         self.out.truncate(self.mark);
-        with_date(|d| {
-            self.out
-                .extend_from_slice(&error_response(status, self.head.version, d))
-        });
+        let answer = error_answer(status, self.head.version, self.protocol);
+        self.out.extend_from_slice(&answer);
         self.outcome.status = status;
         self.response = Response::Done;
         self.flush_with(blocking, self.shared.config.response_buffer_size)
