@@ -52,6 +52,7 @@ test: rust-checks install wheel
 	{ command -v wrk && command -v ss; } >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk iproute2 >/dev/null; }
 	$(PY) -m pytest tests -q -rf
 	$(PY) bench/bench.py --smoke
+	$(PY) bench/uwsgi.py --smoke
 
 bench: install
 	bench/run.sh

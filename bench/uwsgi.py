@@ -1,0 +1,259 @@
+"""Behind one nginx: ferrule `--protocol uwsgi` against uWSGI itself and against ferrule
+over HTTP (issue 23), hello and Flask, in one run.
+
+The app server runs pinned to CPU 1; nginx (one process: no master, one worker) and
+`wrk -t1` share CPU 0, so the app server's CPU time is its own and nginx's is reported in
+a column of its own. Per scenario and server: the app server's CPU time per request
+(utime+stime of its process tree / requests, and the user part), nginx's CPU per request,
+RPS, p50/p99 as the client saw them through nginx, and the app server's RSS. Rows are
+medians of interleaved rounds; the section "Behind nginx: uwsgi_pass" of bench/RESULTS.md
+is replaced with the table (the rest of the file is bench.py's).
+
+Servers:
+- ferrule-uwsgi: `ferrule --protocol uwsgi` (defaults: a master and one worker), nginx
+  `uwsgi_pass` with the distribution's `uwsgi_params` (a connection per request: nginx
+  never keeps a uwsgi upstream connection).
+- uwsgi: uWSGI on its own protocol, one process, no master, no `--http`, one thread (the
+  one thread that runs the app in ferrule); uwsgi-t8: the same with `--threads 8` (its
+  configuration in bench.py).
+- ferrule-http: ferrule over HTTP, nginx `proxy_pass` to an `upstream` with `keepalive`
+  (docs/deploy.md's setup); ferrule-http-close: `proxy_pass` with nginx's defaults (HTTP/1.0,
+  a connection per request, as uwsgi_pass does).
+
+`--smoke` runs each scenario for one second against ferrule-uwsgi and ferrule-http only and
+fails unless each served requests without errors (the harness check `make test` runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import bench
+from bench import BIN, HERE, Result, Scenario, combine, cpu_seconds, fmt, free_port, rss_mb, run_wrk, stop, wait_port
+
+NGINX = "/usr/sbin/nginx"
+UWSGI_PARAMS = "/etc/nginx/uwsgi_params"
+SERVER_CPU, FRONT_CPU = bench.SERVER_CPU, bench.LOAD_CPU
+BEGIN, END = "<!-- uwsgi.py: begin -->", "<!-- uwsgi.py: end -->"
+
+SCENARIOS = [Scenario("hello", "hello"), Scenario("flask hello", "flask_app")]
+
+# How nginx reaches the app server, per front: the body of `location /`.
+FRONTS = {
+    "uwsgi": f"include {UWSGI_PARAMS};\n            uwsgi_pass 127.0.0.1:{{port}};",
+    "http": "proxy_pass http://app;\n            proxy_http_version 1.1;\n"
+            "            proxy_set_header Connection \"\";\n            proxy_set_header Host $host;",
+    "http-close": "proxy_pass http://127.0.0.1:{port};",
+}
+
+CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log error;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    uwsgi_temp_path {tmp}/uwsgi;
+    upstream app {{
+        server 127.0.0.1:{port};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{front};
+        location / {{
+            {location}
+        }}
+    }}
+}}
+"""
+
+
+def cmd_ferrule(app, port, *extra):
+    return [str(BIN / "ferrule"), f"apps:{app}", "-b", f"127.0.0.1:{port}", "--log-level", "warning", *extra]
+
+
+def cmd_uwsgi(app, port, *extra):
+    return [str(BIN / "uwsgi"), "--socket", f"127.0.0.1:{port}", "--module", f"apps:{app}", "--disable-logging",
+            "--die-on-term", "--need-app", *extra]
+
+
+# server -> (command, front)
+SERVERS = {
+    "ferrule-uwsgi": (lambda a, p: cmd_ferrule(a, p, "--protocol", "uwsgi"), "uwsgi"),
+    "uwsgi": (cmd_uwsgi, "uwsgi"),
+    "uwsgi-t8": (lambda a, p: cmd_uwsgi(a, p, "--threads", "8"), "uwsgi"),
+    "ferrule-http": (cmd_ferrule, "http"),
+    "ferrule-http-close": (cmd_ferrule, "http-close"),
+}
+
+
+@dataclass
+class Row(Result):
+    """A bench.Result and nginx's CPU per request."""
+
+    nginx_us: float = float("nan")
+
+
+def start(cmd: list[str], cpu: str, tmp: Path, name: str) -> subprocess.Popen:
+    return subprocess.Popen(["taskset", "-c", cpu, *cmd], cwd=HERE, env={**os.environ, "PYTHONPATH": str(HERE)},
+                            stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.err", "wb"), start_new_session=True)
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> bool:
+    """Waits for a listener without connecting to it: an empty connection is something a
+    uwsgi server may log as a bad packet."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        out = subprocess.run(["ss", "-Hltn", "sport", "=", f":{port}"], capture_output=True, text=True).stdout
+        if out.strip():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def measure(server: str, sc: Scenario, seconds: float) -> Row:
+    command, front = SERVERS[server]
+    port, front_port = free_port(), free_port()
+    r = Row()
+    with tempfile.TemporaryDirectory(prefix="ferrule-bench-nginx-") as tmpdir:
+        tmp = Path(tmpdir)
+        conf = tmp / "nginx.conf"
+        conf.write_text(CONF.format(tmp=tmp, port=port, front=front_port,
+                                    location=FRONTS[front].format(port=port)))
+        app = start(command(sc.app, port), SERVER_CPU, tmp, "server")
+        nginx = start([NGINX, "-c", str(conf), "-e", str(tmp / "error.log")], FRONT_CPU, tmp, "nginx")
+        try:
+            if not (wait_listening(port, app) and wait_port(front_port, nginx)):
+                logs = " ".join((tmp / f).read_text(errors="replace")[-300:] for f in ("server.err", "nginx.err"))
+                r.errors = f"did not start: {logs.strip()}"
+                return r
+            bench.warm(front_port, sc.path)
+            time.sleep(0.3)
+            c0, n0 = cpu_seconds(app.pid), cpu_seconds(nginx.pid)
+            reqs, r.rps, r.p50_ms, r.p99_ms, r.waiting, r.errors = run_wrk(front_port, sc, seconds)
+            c1, n1 = cpu_seconds(app.pid), cpu_seconds(nginx.pid)
+            r.rss_mb = rss_mb(app.pid)
+            r.requests = reqs
+            if reqs:
+                r.cpu_us = (c1[0] - c0[0]) / reqs * 1e6
+                r.user_us = (c1[1] - c0[1]) / reqs * 1e6
+                r.nginx_us = (n1[0] - n0[0]) / reqs * 1e6
+            failed = [line for line in (tmp / "error.log").read_text(errors="replace").splitlines() if "[error]" in line]
+            if failed:
+                r.errors = "; ".join(filter(None, [r.errors, f"nginx: {len(failed)} errors, first: {failed[0][-200:]}"]))
+        finally:
+            stop(app)
+            stop(nginx)
+    return r
+
+
+def combine_rows(runs: list[Row]) -> Row:
+    r = Row()
+    r.__dict__.update(combine(runs).__dict__)
+    r.nginx_us = bench.median([x.nginx_us for x in runs])
+    return r
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if a == a and b == b and b else "—"
+
+
+def section(results: dict, runs: dict, servers: list[str], seconds: float, repeat: int) -> str:
+    lines = [BEGIN, "## Behind nginx: uwsgi_pass (issue 23)", "",
+             f"Generated by `bench/uwsgi.py` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. "
+             f"The app server pinned to CPU {SERVER_CPU}; nginx (one process) and `wrk -t1 -c50` share CPU "
+             f"{FRONT_CPU}, so nginx's CPU is its own column and not in the app server's. {seconds:g} s per run, "
+             f"median of {repeat} interleaved rounds. ferrule-uwsgi: `--protocol uwsgi` behind `uwsgi_pass` "
+             "with the distribution's `uwsgi_params`; uwsgi: uWSGI on its own protocol, one process, no master, "
+             "one thread (uwsgi-t8: `--threads 8`); ferrule-http: `proxy_pass` to an upstream with `keepalive`; "
+             "ferrule-http-close: `proxy_pass` with nginx's defaults (a connection per request, as `uwsgi_pass`).",
+             ""]
+    for sc in SCENARIOS:
+        lines += [f"### {sc.name}", "",
+                  "| server | CPU µs/req | of which user | nginx CPU µs/req | RPS | p50 ms | p99 ms | RSS MB | errors |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for server in servers:
+            r = results.get((server, sc.name))
+            if r:
+                lines.append(f"| {server} | {fmt(r.cpu_us)} | {fmt(r.user_us)} | {fmt(r.nginx_us)} | {fmt(r.rps, 0)} | "
+                             f"{fmt(r.p50_ms, 2)} | {fmt(r.p99_ms, 2)} | {fmt(r.rss_mb)} | {r.errors} |")
+        base = results.get(("ferrule-uwsgi", sc.name))
+        if base:
+            lines.append("")
+            for peer, target in (("uwsgi", "target ≤ 0.7×"), ("uwsgi-t8", ""), ("ferrule-http", "target ≤ 1×"),
+                                 ("ferrule-http-close", "")):
+                other = results.get((peer, sc.name))
+                if other:
+                    per_round = ", ".join(ratio(a.cpu_us, b.cpu_us) for a, b in
+                                          zip(runs[("ferrule-uwsgi", sc.name)], runs[(peer, sc.name)]))
+                    lines.append(f"- ferrule-uwsgi / {peer} CPU: {ratio(base.cpu_us, other.cpu_us)}"
+                                 f" (rounds: {per_round}){'; ' + target if target else ''}.")
+        lines.append("")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_section(text: str, path: Path) -> None:
+    """Replaces this bench's section of RESULTS.md, or puts it before the notes."""
+    old = path.read_text() if path.exists() else ""
+    if BEGIN in old and END in old:
+        new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: text, old, flags=re.S)
+    elif "## Notes on these numbers" in old:
+        head, _, tail = old.partition("## Notes on these numbers")
+        new = f"{head}{text}\n\n## Notes on these numbers{tail}"
+    else:
+        new = f"{old}\n{text}\n"
+    path.write_text(new)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the table shows medians")
+    ap.add_argument("--smoke", action="store_true", help="1 s per scenario, ferrule only, nothing written")
+    ap.add_argument("--servers", help="comma-separated servers")
+    ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args, _ = ap.parse_known_args()  # run.sh passes bench.py's flags too
+    if not Path(NGINX).exists():
+        sys.exit(f"{NGINX} is missing: apt-get install nginx-light")
+    servers = args.servers.split(",") if args.servers else list(SERVERS)
+    unknown = [s for s in servers if s not in SERVERS]
+    if unknown:
+        ap.error(f"--servers: unknown {', '.join(unknown)}; choose from {', '.join(SERVERS)}")
+    seconds, repeat = args.seconds, args.repeat
+    if args.smoke:
+        servers, seconds, repeat = ["ferrule-uwsgi", "ferrule-http"], 1, 1
+    runs: dict = {}
+    for round_ in range(repeat):
+        for sc in SCENARIOS:
+            for server in servers:
+                r = measure(server, sc, seconds)
+                runs.setdefault((server, sc.name), []).append(r)
+                print(f"[{round_ + 1}/{repeat}] {sc.name:12} {server:19} cpu {fmt(r.cpu_us):>7} us/req "
+                      f"(user {fmt(r.user_us):>6})  nginx {fmt(r.nginx_us):>6} us/req  rps {fmt(r.rps, 0):>7}  "
+                      f"p50 {fmt(r.p50_ms, 2):>6} p99 {fmt(r.p99_ms, 2):>6} ms  rss {fmt(r.rss_mb):>5} MB  {r.errors}",
+                      flush=True)
+    results = {k: combine_rows(v) for k, v in runs.items()}
+    if args.smoke:
+        failed = [k for k, r in results.items() if not r.requests or r.errors]
+        print("uwsgi smoke:", "ok" if not failed else f"failed {failed}")
+        sys.exit(1 if failed else 0)
+    write_section(section(results, runs, servers, seconds, repeat), Path(args.out))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
