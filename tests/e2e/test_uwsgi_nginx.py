@@ -351,3 +351,14 @@ def test_the_client_address_is_the_one_nginx_sent(front, app, via):
         # The access log's %(h)s is the client too, not nginx's side of the socket.
         wait_until(lambda: any(line.startswith(f"{CLIENT} ") and f"GET /app/env/{marker} HTTP/1.1\" 200" in line
                                for line in server.out().splitlines()))
+
+
+def test_the_docs_show_this_configuration():
+    # docs/deploy.md's nginx block has these very locations (with `include uwsgi_params;` and
+    # an upstream named myapp), so what the docs tell users to write is what runs above.
+    docs = (Path(__file__).parents[2] / "docs" / "deploy.md").read_text()
+    section = docs.split("## nginx `uwsgi_pass`", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```nginx", 1)[1].split("```", 1)[0]
+    ours = LOCATIONS.format(params="uwsgi_params", upstream="myapp", extra="")
+    lines = [line.split("#")[0].strip() for line in block.splitlines()]
+    assert " ".join(filter(None, lines)).count(" ".join(line.strip() for line in ours.split("\n") if line.strip())) == 1
