@@ -19,9 +19,11 @@ Servers:
 - ferrule-http: ferrule over HTTP, nginx `proxy_pass` to an `upstream` with `keepalive`
   (docs/deploy.md's setup); ferrule-http-close: `proxy_pass` with nginx's defaults (HTTP/1.0,
   a connection per request, as uwsgi_pass does).
+- `-unix`: the same over a unix socket instead of 127.0.0.1.
 
-`--smoke` runs each scenario for one second against ferrule-uwsgi and ferrule-http only and
-fails unless each served requests without errors (the harness check `make test` runs).
+`--smoke` runs each scenario for one second against ferrule-uwsgi (TCP and unix socket) and
+ferrule-http only, and fails unless each served requests without errors (the harness check
+`make test` runs).
 """
 
 from __future__ import annotations
@@ -47,12 +49,13 @@ BEGIN, END = "<!-- uwsgi.py: begin -->", "<!-- uwsgi.py: end -->"
 
 SCENARIOS = [Scenario("hello", "hello"), Scenario("flask hello", "flask_app")]
 
-# How nginx reaches the app server, per front: the body of `location /`.
+# How nginx reaches the app server, per front: the body of `location /`. `{addr}` is
+# `127.0.0.1:PORT` or `unix:PATH`, as nginx and ferrule's `-b` both write it.
 FRONTS = {
-    "uwsgi": f"include {UWSGI_PARAMS};\n            uwsgi_pass 127.0.0.1:{{port}};",
+    "uwsgi": f"include {UWSGI_PARAMS};\n            uwsgi_pass {{addr}};",
     "http": "proxy_pass http://app;\n            proxy_http_version 1.1;\n"
             "            proxy_set_header Connection \"\";\n            proxy_set_header Host $host;",
-    "http-close": "proxy_pass http://127.0.0.1:{port};",
+    "http-close": "proxy_pass http://{addr};",
 }
 
 CONF = """
@@ -68,7 +71,7 @@ http {{
     proxy_temp_path {tmp}/proxy;
     uwsgi_temp_path {tmp}/uwsgi;
     upstream app {{
-        server 127.0.0.1:{port};
+        server {addr};
         keepalive 64;
     }}
     server {{
@@ -81,23 +84,39 @@ http {{
 """
 
 
-def cmd_ferrule(app, port, *extra):
-    return [str(BIN / "ferrule"), f"apps:{app}", "-b", f"127.0.0.1:{port}", "--log-level", "warning", *extra]
+def cmd_ferrule(app, addr, *extra):
+    return [str(BIN / "ferrule"), f"apps:{app}", "-b", addr, "--log-level", "warning", *extra]
 
 
-def cmd_uwsgi(app, port, *extra):
-    return [str(BIN / "uwsgi"), "--socket", f"127.0.0.1:{port}", "--module", f"apps:{app}", "--disable-logging",
-            "--die-on-term", "--need-app", *extra]
+def cmd_uwsgi(app, addr, *extra):
+    return [str(BIN / "uwsgi"), "--socket", addr.removeprefix("unix:"), "--module", f"apps:{app}",
+            "--disable-logging", "--die-on-term", "--need-app", *extra]
 
 
-# server -> (command, front)
+def ferrule_uwsgi(app, addr):
+    return cmd_ferrule(app, addr, "--protocol", "uwsgi")
+
+
+# server -> (command, front, over a unix socket)
 SERVERS = {
-    "ferrule-uwsgi": (lambda a, p: cmd_ferrule(a, p, "--protocol", "uwsgi"), "uwsgi"),
-    "uwsgi": (cmd_uwsgi, "uwsgi"),
-    "uwsgi-t8": (lambda a, p: cmd_uwsgi(a, p, "--threads", "8"), "uwsgi"),
-    "ferrule-http": (cmd_ferrule, "http"),
-    "ferrule-http-close": (cmd_ferrule, "http-close"),
+    "ferrule-uwsgi": (ferrule_uwsgi, "uwsgi", False),
+    "uwsgi": (cmd_uwsgi, "uwsgi", False),
+    "uwsgi-t8": (lambda a, p: cmd_uwsgi(a, p, "--threads", "8"), "uwsgi", False),
+    "ferrule-uwsgi-unix": (ferrule_uwsgi, "uwsgi", True),
+    "uwsgi-unix": (cmd_uwsgi, "uwsgi", True),
+    "ferrule-http": (cmd_ferrule, "http", False),
+    "ferrule-http-unix": (cmd_ferrule, "http", True),
+    "ferrule-http-close": (cmd_ferrule, "http-close", False),
 }
+# (ferrule's row, the row it is compared with, the issue's target for the ratio)
+RATIOS = [
+    ("ferrule-uwsgi", "uwsgi", "target ≤ 0.7×"),
+    ("ferrule-uwsgi", "uwsgi-t8", ""),
+    ("ferrule-uwsgi-unix", "uwsgi-unix", "target ≤ 0.7×"),
+    ("ferrule-uwsgi", "ferrule-http-close", "target ≤ 1×, a connection per request both"),
+    ("ferrule-uwsgi", "ferrule-http", "target ≤ 1×, HTTP with upstream keep-alive"),
+    ("ferrule-uwsgi-unix", "ferrule-http-unix", "target ≤ 1×, HTTP with upstream keep-alive"),
+]
 
 
 @dataclass
@@ -112,31 +131,37 @@ def start(cmd: list[str], cpu: str, tmp: Path, name: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.err", "wb"), start_new_session=True)
 
 
-def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> bool:
+def listening(addr: str) -> bool:
+    if addr.startswith("unix:"):
+        return Path(addr.removeprefix("unix:")).exists()
+    port = addr.rpartition(":")[2]
+    return bool(subprocess.run(["ss", "-Hltn", "sport", "=", f":{port}"], capture_output=True, text=True).stdout.strip())
+
+
+def wait_listening(addr: str, proc: subprocess.Popen, timeout: float = 20.0) -> bool:
     """Waits for a listener without connecting to it: an empty connection is something a
     uwsgi server may log as a bad packet."""
     end = time.monotonic() + timeout
     while time.monotonic() < end and proc.poll() is None:
-        out = subprocess.run(["ss", "-Hltn", "sport", "=", f":{port}"], capture_output=True, text=True).stdout
-        if out.strip():
+        if listening(addr):
             return True
         time.sleep(0.05)
     return False
 
 
 def measure(server: str, sc: Scenario, seconds: float) -> Row:
-    command, front = SERVERS[server]
-    port, front_port = free_port(), free_port()
+    command, front, unix = SERVERS[server]
+    front_port = free_port()
     r = Row()
     with tempfile.TemporaryDirectory(prefix="ferrule-bench-nginx-") as tmpdir:
         tmp = Path(tmpdir)
+        addr = f"unix:{tmp}/app.sock" if unix else f"127.0.0.1:{free_port()}"
         conf = tmp / "nginx.conf"
-        conf.write_text(CONF.format(tmp=tmp, port=port, front=front_port,
-                                    location=FRONTS[front].format(port=port)))
-        app = start(command(sc.app, port), SERVER_CPU, tmp, "server")
+        conf.write_text(CONF.format(tmp=tmp, addr=addr, front=front_port, location=FRONTS[front].format(addr=addr)))
+        app = start(command(sc.app, addr), SERVER_CPU, tmp, "server")
         nginx = start([NGINX, "-c", str(conf), "-e", str(tmp / "error.log")], FRONT_CPU, tmp, "nginx")
         try:
-            if not (wait_listening(port, app) and wait_port(front_port, nginx)):
+            if not (wait_listening(addr, app) and wait_port(front_port, nginx)):
                 logs = " ".join((tmp / f).read_text(errors="replace")[-300:] for f in ("server.err", "nginx.err"))
                 r.errors = f"did not start: {logs.strip()}"
                 return r
@@ -179,7 +204,8 @@ def section(results: dict, runs: dict, servers: list[str], seconds: float, repea
              f"median of {repeat} interleaved rounds. ferrule-uwsgi: `--protocol uwsgi` behind `uwsgi_pass` "
              "with the distribution's `uwsgi_params`; uwsgi: uWSGI on its own protocol, one process, no master, "
              "one thread (uwsgi-t8: `--threads 8`); ferrule-http: `proxy_pass` to an upstream with `keepalive`; "
-             "ferrule-http-close: `proxy_pass` with nginx's defaults (a connection per request, as `uwsgi_pass`).",
+             "ferrule-http-close: `proxy_pass` with nginx's defaults (a connection per request, as `uwsgi_pass`); "
+             "`-unix`: over a unix socket instead of TCP on 127.0.0.1.",
              ""]
     for sc in SCENARIOS:
         lines += [f"### {sc.name}", "",
@@ -190,16 +216,14 @@ def section(results: dict, runs: dict, servers: list[str], seconds: float, repea
             if r:
                 lines.append(f"| {server} | {fmt(r.cpu_us)} | {fmt(r.user_us)} | {fmt(r.nginx_us)} | {fmt(r.rps, 0)} | "
                              f"{fmt(r.p50_ms, 2)} | {fmt(r.p99_ms, 2)} | {fmt(r.rss_mb)} | {r.errors} |")
-        base = results.get(("ferrule-uwsgi", sc.name))
-        if base:
+        if any((ours, sc.name) in results for ours, _, _ in RATIOS):
             lines.append("")
-            for peer, target in (("uwsgi", "target ≤ 0.7×"), ("uwsgi-t8", ""), ("ferrule-http", "target ≤ 1×"),
-                                 ("ferrule-http-close", "")):
-                other = results.get((peer, sc.name))
-                if other:
+            for ours, peer, target in RATIOS:
+                mine, other = results.get((ours, sc.name)), results.get((peer, sc.name))
+                if mine and other:
                     per_round = ", ".join(ratio(a.cpu_us, b.cpu_us) for a, b in
-                                          zip(runs[("ferrule-uwsgi", sc.name)], runs[(peer, sc.name)]))
-                    lines.append(f"- ferrule-uwsgi / {peer} CPU: {ratio(base.cpu_us, other.cpu_us)}"
+                                          zip(runs[(ours, sc.name)], runs[(peer, sc.name)]))
+                    lines.append(f"- {ours} / {peer} CPU: {ratio(mine.cpu_us, other.cpu_us)}"
                                  f" (rounds: {per_round}){'; ' + target if target else ''}.")
         lines.append("")
     lines.append(END)
@@ -235,7 +259,7 @@ def main():
         ap.error(f"--servers: unknown {', '.join(unknown)}; choose from {', '.join(SERVERS)}")
     seconds, repeat = args.seconds, args.repeat
     if args.smoke:
-        servers, seconds, repeat = ["ferrule-uwsgi", "ferrule-http"], 1, 1
+        servers, seconds, repeat = ["ferrule-uwsgi", "ferrule-uwsgi-unix", "ferrule-http"], 1, 1
     runs: dict = {}
     for round_ in range(repeat):
         for sc in SCENARIOS:
