@@ -14,11 +14,11 @@ settings.configure(
 )
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse  # noqa: E402
+from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse  # noqa: E402
 from django.urls import path, re_path, reverse  # noqa: E402
 from django.views.decorators.csrf import csrf_exempt  # noqa: E402
 
-from front_parts import blocks, cue, environ_strings, hash_stream  # noqa: E402
+from front_parts import DOWNLOAD, blocks, cue, environ_strings, hash_stream  # noqa: E402
 
 
 def index(request):
@@ -52,6 +52,14 @@ def release(request, key):
     return HttpResponse("released")
 
 
+def download(request):
+    return FileResponse(open(DOWNLOAD, "rb"), content_type="application/octet-stream")  # wsgi.file_wrapper
+
+
+def boom(request):
+    raise RuntimeError("django secret")
+
+
 urlpatterns = [
     path("", index),
     path("items/<int:item_id>", item, name="item"),
@@ -59,6 +67,8 @@ urlpatterns = [
     path("upload", upload),
     path("stream/<str:key>", stream),
     path("release/<str:key>", release),
+    path("download", download),
+    path("boom", boom),
 ]
 
 application = get_wsgi_application()

@@ -1,9 +1,9 @@
 """A Flask app for the front-server tests (`tests/e2e/test_uwsgi_nginx.py`): the URLs it
 builds under its mount, the environ it got, uploads, and a response streamed on cue."""
 
-from flask import Flask, Response, jsonify, request, url_for
+from flask import Flask, Response, jsonify, request, send_file, url_for
 
-from front_parts import blocks, cue, environ_strings, hash_stream
+from front_parts import DOWNLOAD, blocks, cue, environ_strings, hash_stream
 
 app = Flask(__name__)
 
@@ -39,3 +39,13 @@ def stream(key):
 def release(key):
     cue(key).set()
     return "released"
+
+
+@app.get("/download")
+def download():
+    return send_file(DOWNLOAD, mimetype="application/octet-stream")  # through wsgi.file_wrapper
+
+
+@app.get("/boom")
+def boom():
+    raise RuntimeError("flask secret")

@@ -7,6 +7,7 @@ so the test knows the first block reached it before the app made the second.
 """
 
 import hashlib
+import os
 import threading
 
 _cues: dict[str, threading.Event] = {}
@@ -14,6 +15,8 @@ _lock = threading.Lock()
 
 FIRST, SECOND = b"block 1 " + b"." * 100 + b"\n", b"block 2 " + b"." * 100 + b"\n"
 CUE_TIMEOUT = 20.0
+# The file `/download` sends through `wsgi.file_wrapper`, named by the test.
+DOWNLOAD = os.environ.get("FRONT_DOWNLOAD", os.devnull)
 
 
 def environ_strings(environ) -> dict:

@@ -44,6 +44,7 @@ REFERENCE = os.environ.get("FERRULE_E2E_REFERENCE") == "uwsgi"
 CLIENT = "127.0.0.2"
 LIMIT = 12 * 1024 * 1024  # --limit-request-body
 UPLOAD = 10 * 1024 * 1024
+DOWNLOAD = os.urandom(3 * 1024 * 1024 + 17)
 APP_TARGETS = {"flask": "front_flask:app", "django": "front_django:application"}
 VIAS = ["tcp", "unix"]
 
@@ -100,7 +101,7 @@ def nginx_conf(tmp: Path, apps: dict, fronts: dict) -> str:
 class Reference:
     """uWSGI itself serving the app under /app on a TCP port and a unix socket."""
 
-    def __init__(self, target: str, sock: Path, tmp: Path):
+    def __init__(self, target: str, sock: Path, tmp: Path, env: dict):
         self.port = free_port()
         self.errlog = tmp / f"uwsgi-{self.port}.log"
         exe = Path(sys.executable).parent / "uwsgi"
@@ -108,7 +109,8 @@ class Reference:
                "--mount", f"/app={target}", "--manage-script-name", "--threads", "4", "--limit-post", str(LIMIT),
                "--buffer-size", "65535", "--max-vars", "1000",
                "--die-on-term", "--need-app"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.errlog, "wb"))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.errlog, "wb"),
+                                     env={**os.environ, **env})
         wait_for_port(self.port, self.proc)
 
     def log(self) -> str:
@@ -140,11 +142,12 @@ class Front:
 
 def start_app(name: str, tmp: Path):
     sock = tmp / f"{name}.sock"
+    env = {"FRONT_DOWNLOAD": str(tmp / "download.bin")}
     if REFERENCE:
-        server = Reference(APP_TARGETS[name], sock, tmp)
+        server = Reference(APP_TARGETS[name], sock, tmp, env)
     else:
         server = Server(APP_TARGETS[name], ["--protocol", "uwsgi", "-b", f"unix:{sock}", "--access-logfile", "-",
-                                            "--limit-request-body", str(LIMIT)], tmp)
+                                            "--limit-request-body", str(LIMIT)], tmp, env)
     server.sock = sock
     deadline = time.monotonic() + 15
     while not sock.exists():
@@ -160,6 +163,7 @@ def stack(tmp_path_factory):
     if REFERENCE and not (Path(sys.executable).parent / "uwsgi").exists():
         pytest.fail("FERRULE_E2E_REFERENCE=uwsgi needs uwsgi in this venv (pip install uwsgi)")
     tmp = tmp_path_factory.mktemp("uwsgi-nginx")
+    (tmp / "download.bin").write_bytes(DOWNLOAD)
     front = Front(tmp)
     proc = None
     try:
@@ -298,6 +302,22 @@ def test_streamed_blocks_reach_the_client_as_they_are_made(front, app, via):
             got += chunk
     status, headers, body = parse(got)
     assert (status, body) == (200, FIRST + SECOND)
+
+
+@apps_and_vias
+def test_a_file_through_wsgi_file_wrapper(front, app, via):
+    status, headers, body, _ = request(front.port(app, via), "GET", "/app/download")
+    assert (status, headers["content-length"], hashlib.sha256(body).digest()) == (
+        200, str(len(DOWNLOAD)), hashlib.sha256(DOWNLOAD).digest())
+
+
+@apps_and_vias
+def test_an_app_error_is_500_without_its_details(front, app, via):
+    status, _, body, _ = request(front.port(app, via), "GET", "/app/boom")
+    assert status == 500 and b"secret" not in body
+    assert get_json(front.port(app, via), "/app/items/3")["id"] == 3
+    if app == "flask":  # Django with DEBUG off logs it to its admins, not to stderr
+        wait_until(lambda: "RuntimeError: flask secret" in front.apps[app].log())
 
 
 @apps_and_vias
