@@ -120,6 +120,8 @@ _SPECIAL: Dict[str, Callable[[Any], Any]] = {
     "user": _user,
     "group": _user,
     "forwarded_allow_ips": g.addr_list,
+    "protocol": g.one_of("http", "uwsgi"),
+    "uwsgi_allow_ips": g.addr_list,
     "bind": g.string_list,
     "header_map": g.one_of("drop", "refuse", "dangerous"),
     "log_level": g.one_of("debug", "info", "warning", "warn", "error", "critical"),

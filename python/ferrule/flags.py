@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"a complete answer up to this size that a slow client does not take at once is "
                         f"written by the server, freeing the app's thread; 0 = never "
                         f"(default {d.response_buffer_size})")
+    a.add_argument("--protocol", type=str.lower, choices=["http", "uwsgi"],
+                   help="what every bind speaks: http, or uwsgi for nginx uwsgi_pass and Apache "
+                        f"mod_proxy_uwsgi (default {d.protocol})")
+    a.add_argument("--uwsgi-allow-from", dest="uwsgi_allow_ips", metavar="IPS",
+                   help="addresses and networks (10.0.0.0/8) that may send uwsgi requests over TCP; '*' all; "
+                        f"unix sockets always may (default {d.uwsgi_allow_ips})")
     w = p.add_argument_group("workers")
     w.add_argument("-t", "--timeout", type=_positive_float, metavar="SECONDS",
                    help=f"seconds a request may be stuck in the app (no byte of its answer, or none of its "

@@ -50,7 +50,6 @@ TLS = ("TLS is not implemented yet (planned: issue 24); terminate TLS in front o
        "(nginx, HAProxy, a load balancer) and remove it")
 PROXY = ("the PROXY protocol is not implemented yet (planned: issue 23); have the proxy send "
          "X-Forwarded-For/X-Forwarded-Proto instead, or remove it")
-UWSGI = "the uwsgi protocol is not implemented yet (planned: issue 23); use proxy_pass (HTTP) in nginx"
 SYSLOG = ("syslog is not implemented yet (planned: issue 26); log to stderr (journald) or a file and "
           "let the system logger collect it")
 STATSD = "statsd is not implemented yet (planned: issue 26); remove it, or scrape the access log"
@@ -131,9 +130,8 @@ SPECS: Tuple[Spec, ...] = (
     _s("proxy_protocol", ["--proxy-protocol"], REFUSED, proxy_protocol, "off", metavar="MODE", note=PROXY),
     _s("proxy_allow_ips", ["--proxy-allow-from"], INERT, addr_list, "127.0.0.1,::1", metavar="IPS",
        note="applies with proxy_protocol only"),
-    _s("protocol", ["--protocol"], REFUSED, one_of("http", "uwsgi"), "http", metavar="STRING", note=UWSGI),
-    _s("uwsgi_allow_ips", ["--uwsgi-allow-from"], INERT, addr_list, "127.0.0.1,::1", metavar="IPS",
-       note="applies with protocol = 'uwsgi' only"),
+    _s("protocol", ["--protocol"], IMPLEMENTED, one_of("http", "uwsgi"), "http", metavar="STRING"),
+    _s("uwsgi_allow_ips", ["--uwsgi-allow-from"], IMPLEMENTED, addr_list, "127.0.0.1,::1", metavar="IPS"),
     _s("permit_obsolete_folding", ["--permit-obsolete-folding"], IMPLEMENTED, boolean, False),
     _s("strip_header_spaces", ["--strip-header-spaces"], IMPLEMENTED, boolean, False),
     _s("permit_unconventional_http_method", ["--permit-unconventional-http-method"], IMPLEMENTED, boolean, False),

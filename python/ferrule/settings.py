@@ -61,6 +61,10 @@ class Settings:
     #: Serve HTTP/1.1 requests without Host, as gunicorn does (default: 400, RFC 9112 §3.2).
     permit_missing_host: bool = CORE["permit_missing_host"]
     forwarded_allow_ips: str = CORE["forwarded_allow_ips"]
+    #: What every bind speaks: "http", or "uwsgi" behind nginx uwsgi_pass / Apache mod_proxy_uwsgi.
+    protocol: str = CORE["protocol"]
+    #: TCP peers that may send uwsgi requests ("*": any); unix-socket peers always may.
+    uwsgi_allow_ips: str = CORE["uwsgi_allow_ips"]
     log_level: str = "info"
     error_logfile: Optional[str] = "-"
     access_logfile: Optional[str] = None

@@ -25,7 +25,7 @@ pub struct Head {
     pub headers: Vec<Header>,
     pub framing: Framing,
     /// Bytes that are not in the buffer: folded values and a case-folded method.
-    owned: Vec<u8>,
+    pub(crate) owned: Vec<u8>,
 }
 
 impl Head {

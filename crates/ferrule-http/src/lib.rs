@@ -50,5 +50,6 @@ pub use response::{
 pub use span::{Header, Span};
 pub use target::{Target, TargetForm, Version};
 pub use uwsgi::{
-    parse_uwsgi, parse_uwsgi_into, Inconsistency, UwsgiError, UwsgiPacket, UWSGI_HEADER_LEN,
+    finish_uwsgi_head, is_var_of_field, parse_uwsgi, parse_uwsgi_into, uwsgi_head,
+    uwsgi_response_framing, Inconsistency, UwsgiError, UwsgiHead, UwsgiPacket, UWSGI_HEADER_LEN,
 };

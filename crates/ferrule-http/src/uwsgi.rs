@@ -89,6 +89,13 @@ pub enum UwsgiError {
     Inconsistent { at: usize, why: Inconsistency },
     /// CONTENT_LENGTH is not empty or decimal digits within u64.
     InvalidContentLength,
+    /// A variable the request cannot do without was not sent (nginx sends it only
+    /// with `include uwsgi_params`).
+    MissingVar(&'static str),
+    /// The packet is whole but breaks a limit HTTP/1 requests have too
+    /// (`limit_request_line`, `_fields`, `_field_size`, `_body`): answered with the
+    /// status the HTTP error has, which the front server relays.
+    Limit(crate::ParseError),
 }
 
 impl UwsgiError {
@@ -96,9 +103,19 @@ impl UwsgiError {
     pub fn name(self) -> &'static str {
         match self {
             UwsgiError::UnsupportedModifier(_) => "UnsupportedModifier",
-            UwsgiError::Inconsistent { .. } | UwsgiError::InvalidContentLength => {
-                "InvalidUWSGIHeader"
-            }
+            UwsgiError::Inconsistent { .. }
+            | UwsgiError::InvalidContentLength
+            | UwsgiError::MissingVar(_) => "InvalidUWSGIHeader",
+            UwsgiError::Limit(e) => e.name(),
+        }
+    }
+
+    /// The status a front server relays for it, when the request is answered rather
+    /// than closed on: only a broken limit; a malformed packet gets no answer.
+    pub fn status(self) -> Option<u16> {
+        match self {
+            UwsgiError::Limit(e) => Some(e.status()),
+            _ => None,
         }
     }
 }
@@ -118,6 +135,11 @@ impl fmt::Display for UwsgiError {
                 write!(f, "inconsistent uwsgi packet: the var at byte {at}: {what}")?
             }
             UwsgiError::InvalidContentLength => write!(f, "invalid uwsgi CONTENT_LENGTH")?,
+            UwsgiError::MissingVar(v) => write!(
+                f,
+                "the uwsgi packet has no {v} (does the front server's config include uwsgi_params?)"
+            )?,
+            UwsgiError::Limit(e) => return write!(f, "{e}"),
         }
         write!(f, " ({})", self.name())
     }
@@ -132,6 +154,7 @@ impl From<UwsgiError> for crate::ParseError {
     fn from(e: UwsgiError) -> Self {
         match e {
             UwsgiError::UnsupportedModifier(_) => crate::ParseError::InvalidRequestLine,
+            UwsgiError::Limit(e) => e,
             _ => crate::ParseError::InvalidHeader,
         }
     }
@@ -235,5 +258,8 @@ fn parse_content_length(v: &[u8]) -> Result<u64, UwsgiError> {
 }
 
 pub(crate) mod fuzz;
+mod head;
 #[cfg(test)]
 mod tests;
+
+pub use head::{finish_uwsgi_head, is_var_of_field, uwsgi_head, uwsgi_response_framing, UwsgiHead};

@@ -11,7 +11,7 @@ use ferrule_server::access::{AccessFormat, AccessLog};
 use ferrule_server::log::LogLevel;
 use ferrule_server::logfile::LogFile;
 use ferrule_server::sink::{Report, Sink, Stdout};
-use ferrule_server::{parse_bind, AllowIps, Bind, ServerConfig};
+use ferrule_server::{parse_bind, AllowIps, Bind, Protocol, ServerConfig};
 use pyo3::prelude::*;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -51,6 +51,8 @@ pub struct Settings<'py> {
     access_logfile: Option<String>,
     access_logformat: String,
     script_name: String,
+    protocol: String,
+    uwsgi_allow_ips: String,
 }
 
 /// Where the error log goes and how much of it.
@@ -123,6 +125,10 @@ impl Settings<'_> {
             request_buffering: self.request_buffering,
             request_buffer_size: count("request-buffer-size", &self.request_buffer_size, 0, ANY)?,
             request_buffer_dir: None,
+            protocol: self.protocol.parse::<Protocol>()?,
+            // `AllowIps` words its errors for --forwarded-allow-ips, whose syntax this shares.
+            uwsgi_allow_ips: AllowIps::parse(&self.uwsgi_allow_ips)
+                .map_err(|e| e.replacen("forwarded-allow-ips", "uwsgi-allow-from", 1))?,
         };
         let logs = LogSettings {
             level: self.log_level.parse()?,

@@ -148,12 +148,12 @@ impl AccessLog {
                     s.push(' ');
                     s.push_str(&String::from_utf8_lossy(ex.target));
                     s.push(' ');
-                    s.push_str(ex.version.as_str());
+                    s.push_str(&String::from_utf8_lossy(ex.version_text()));
                 }
                 Piece::Method => s.push_str(&String::from_utf8_lossy(ex.method)),
                 Piece::Path => s.push_str(&String::from_utf8_lossy(ex.path)),
                 Piece::Query => s.push_str(&String::from_utf8_lossy(ex.query)),
-                Piece::Protocol => s.push_str(ex.version.as_str()),
+                Piece::Protocol => s.push_str(&String::from_utf8_lossy(ex.version_text())),
                 Piece::Status => s.push_str(&o.status.to_string()),
                 Piece::BytesB => s.push_str(&o.body_bytes.to_string()),
                 Piece::BytesDash if o.body_bytes == 0 => s.push('-'),

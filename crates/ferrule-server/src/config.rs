@@ -1,5 +1,6 @@
 //! Server settings, parsed once into typed values by the front end.
 
+use crate::protocol::Protocol;
 use ferrule_http::ParserConfig;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -172,6 +173,9 @@ impl AllowIps {
 /// gunicorn's default for `--forwarded-allow-ips`: the local host.
 pub const DEFAULT_FORWARDED_ALLOW_IPS: &str = "127.0.0.1,::1";
 
+/// The default of `--uwsgi-allow-from`: the local host (nginx on the same machine).
+pub const DEFAULT_UWSGI_ALLOW_IPS: &str = "127.0.0.1,::1";
+
 /// Everything the server needs. `Default` is the one place each setting's default is
 /// written: the Python front end reads them through `_ferrule.defaults()`.
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +209,11 @@ pub struct ServerConfig {
     pub request_buffer_size: usize,
     /// Where those files go; `None`: `$TMPDIR`, else `/tmp`.
     pub request_buffer_dir: Option<PathBuf>,
+    /// What every bind speaks (`--protocol`, gunicorn's meaning).
+    pub protocol: Protocol,
+    /// TCP peers that may send uwsgi requests (`--uwsgi-allow-from`); a unix-socket
+    /// peer always may (the socket file's permissions say who).
+    pub uwsgi_allow_ips: AllowIps,
 }
 
 impl ServerConfig {
@@ -235,6 +244,8 @@ impl Default for ServerConfig {
             request_buffering: true,
             request_buffer_size: 1 << 20,
             request_buffer_dir: None,
+            protocol: Protocol::Http1,
+            uwsgi_allow_ips: AllowIps::parse(DEFAULT_UWSGI_ALLOW_IPS).expect("literal"),
         }
     }
 }

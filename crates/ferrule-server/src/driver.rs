@@ -1,19 +1,18 @@
 //! Protocol drivers: what turns a connection's bytes into requests for the app.
 //!
 //! A connection is accepted here and served by the driver of its listener's
-//! [`Protocol`] (`serve`, the one dispatch). Drivers are siblings (`http1.rs`; a
-//! uwsgi driver, issue 23, and HTTP/2 slot in beside it). A driver provides one
-//! function with `http1::serve`'s signature, which, on the thread epoll woke for the
-//! connection:
+//! [`Protocol`] (`serve`, the one dispatch). Drivers are siblings (`http1.rs`,
+//! `uwsgi.rs`; HTTP/2 slots in beside them). A driver provides one function like
+//! `http1::serve`, which, on the thread epoll woke for the connection:
 //! - reads through the connection (`Conn`, never the socket) until it has a request,
 //!   or shelves the connection in epoll (`Shared::shelve`) when nothing more came;
-//! - builds an [`Exchange`](crate::exchange::Exchange) for each request (its head,
-//!   or `ReadyVars` when the protocol brings the environ ready-made) and runs the
+//! - builds an [`Exchange`](crate::exchange::Exchange) for each request (its head;
+//!   a uwsgi head's fields are the packet's variables, `ReadyVars`) and runs the
 //!   [`Handler`] on it;
 //! - leaves the access-log record (`Exchange::finished`) and counts the request;
 //! - takes the connection back from the exchange and acts on the `Next` step that
-//!   `next::next` decides for it (`driver/next.rs`), the one place that says what a
-//!   connection does after a request;
+//!   `driver/next.rs` decides for it (`next::next`, `next::after_uwsgi`), the one
+//!   place that says what a connection does after a request;
 //! - answers a request it refuses itself and closes (`Conn::answer_error`).
 //!
 //! A connection that lingers (its writing side shut while the server drains) is the
@@ -22,6 +21,7 @@
 mod http1;
 mod next;
 mod read_ahead;
+mod uwsgi;
 
 use crate::backoff::is_exhaustion;
 use crate::blocking::Blocking;
@@ -78,6 +78,7 @@ pub(crate) fn serve(
     }
     match shared.listeners[conn.listener].protocol() {
         Protocol::Http1 => http1::serve(shared, handler, conn, holding, me, started, blocking),
+        Protocol::Uwsgi => uwsgi::serve(shared, handler, conn, me, started, blocking),
     }
 }
 

@@ -28,6 +28,7 @@ mod body;
 mod corking;
 mod respond;
 mod seat;
+mod uwsgi;
 use seat::Seat;
 
 /// A runner's wait on its client: `--timeout` does not count it (`progress.rs`).
@@ -106,8 +107,9 @@ pub(crate) struct Admit {
     pub me: usize,
     /// When the request's event was taken, or its head parsed when pipelined.
     pub started: Instant,
-    /// Variables the protocol brought ready-made (uwsgi); `None` for HTTP/1.
-    pub ready_vars: Option<Box<ReadyVars>>,
+    /// The protocol that carried the request (`Protocol::Uwsgi`: its head's fields
+    /// are the packet's variables, and its answer is framed for the front server).
+    pub protocol: Protocol,
 }
 
 pub struct Exchange {
@@ -142,8 +144,8 @@ pub struct Exchange {
     /// A copy of the response head, kept only when the access log shows response fields.
     response_head: Option<Vec<u8>>,
     cork: CorkState,
-    /// Variables a protocol brought ready-made (see `ready_vars`).
-    ready_vars: Option<Box<ReadyVars>>,
+    /// The protocol that carried the request (see `Admit::protocol`).
+    protocol: Protocol,
 }
 
 impl Exchange {
@@ -161,7 +163,7 @@ impl Exchange {
             defer,
             me,
             started,
-            ready_vars,
+            protocol,
         } = admit;
         let out = std::mem::take(&mut conn.out);
         let mark = out.len();
@@ -191,7 +193,7 @@ impl Exchange {
             response_head: None,
             head,
             cork: CorkState::Idle,
-            ready_vars,
+            protocol,
         });
         // Only now, so nothing between the box and its fields can fail.
         if mark == 0 {
@@ -221,6 +223,7 @@ impl Exchange {
     pub fn version(&self) -> Version {
         self.head.version
     }
+    /// The request's fields in wire order; a uwsgi request's are its variables.
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.head
             .headers
@@ -243,12 +246,16 @@ impl Exchange {
     }
     /// The protocol that carried the request.
     pub fn protocol(&self) -> Protocol {
-        self.shared.listeners[self.conn.listener].protocol()
+        self.protocol
     }
     /// The request's variables when its protocol delivered them ready-made (uwsgi);
     /// `None` for HTTP/1, whose environ the bridge derives from the head.
-    pub fn ready_vars(&self) -> Option<&ReadyVars> {
-        self.ready_vars.as_deref()
+    #[inline]
+    pub fn ready_vars(&self) -> Option<ReadyVars<'_>> {
+        match self.protocol {
+            Protocol::Http1 => None,
+            Protocol::Uwsgi => Some(ReadyVars::new(&self.head, &self.conn.buf)),
+        }
     }
     /// Whom the request came from (`Conn::client`), not necessarily the socket's peer.
     pub fn client(&self) -> Peer {
@@ -275,6 +282,7 @@ impl Exchange {
             path: self.path(),
             query: self.query(),
             version: self.version(),
+            protocol: self.protocol,
             client: self.conn.client,
             outcome: self.outcome,
             started: self.started,

@@ -3,7 +3,8 @@
 //! log knows nothing of exchanges or connections.
 
 use crate::listener::Peer;
-use ferrule_http::{Head, Version};
+use crate::protocol::Protocol;
+use ferrule_http::{is_var_of_field, Head, Version};
 use std::time::Instant;
 
 /// How a response ended, for the access log and the connection.
@@ -23,6 +24,8 @@ pub(crate) struct Finished<'a> {
     pub(crate) path: &'a [u8],
     pub(crate) query: &'a [u8],
     pub(crate) version: Version,
+    /// What carried it: a uwsgi request's fields are its variables (`HTTP_*`).
+    pub(crate) protocol: Protocol,
     pub(crate) client: Peer,
     pub(crate) outcome: Outcome,
     /// When the request's event was taken, or its head parsed when pipelined.
@@ -36,14 +39,36 @@ pub(crate) struct Finished<'a> {
 }
 
 impl Finished<'_> {
-    /// A field of the request (the first of that name).
+    /// A field of the request (the first of that name; a uwsgi request's `HTTP_*`
+    /// variable, of which the front server sends one per name).
     pub(crate) fn header(&self, name: &[u8]) -> Option<&[u8]> {
         let bytes = |span| self.head.get(self.buf, span);
+        let named = |var: &[u8]| match self.protocol {
+            Protocol::Http1 => var.eq_ignore_ascii_case(name),
+            Protocol::Uwsgi => is_var_of_field(var, name),
+        };
         self.head
             .headers
             .iter()
-            .find(|h| bytes(h.name).eq_ignore_ascii_case(name))
+            .find(|h| named(bytes(h.name)))
             .map(|h| bytes(h.value))
+    }
+
+    /// The protocol version the client sent (`%(H)s`): a uwsgi request's
+    /// SERVER_PROTOCOL, which may be `HTTP/2.0` when the front server speaks HTTP/2.
+    pub(crate) fn version_text(&self) -> &[u8] {
+        match self.protocol {
+            Protocol::Http1 => self.version.as_str().as_bytes(),
+            Protocol::Uwsgi => {
+                let bytes = |span| self.head.get(self.buf, span);
+                self.head
+                    .headers
+                    .iter()
+                    .rev()
+                    .find(|h| bytes(h.name) == b"SERVER_PROTOCOL")
+                    .map_or(b"-", |h| bytes(h.value))
+            }
+        }
     }
 
     /// A field of the response sent, when the access log asked for them to be kept.

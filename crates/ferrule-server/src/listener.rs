@@ -12,7 +12,14 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-pub enum Listener {
+/// A listening socket and the protocol its connections speak.
+pub struct Listener {
+    socket: Bound,
+    protocol: Protocol,
+}
+
+/// The socket itself.
+enum Bound {
     Tcp(TcpListener),
     /// The path, and whether this process created it (and so removes it).
     Unix(UnixListener, PathBuf, bool),
@@ -48,7 +55,22 @@ impl std::error::Error for BindError {
 }
 
 impl Listener {
+    /// Binds `bind` for HTTP/1 (see [`Listener::speaking`]).
     pub fn bind(bind: &Bind, backlog: i32, reuse_port: bool) -> Result<Listener, BindError> {
+        Ok(Listener {
+            socket: Bound::bind(bind, backlog, reuse_port)?,
+            protocol: Protocol::Http1,
+        })
+    }
+
+    /// The listener, its connections speaking `protocol`.
+    pub fn speaking(self, protocol: Protocol) -> Listener {
+        Listener { protocol, ..self }
+    }
+}
+
+impl Bound {
+    fn bind(bind: &Bind, backlog: i32, reuse_port: bool) -> Result<Bound, BindError> {
         let err = |cause| BindError {
             bind: bind.clone(),
             cause,
@@ -68,13 +90,13 @@ impl Listener {
                 sock.listen(backlog).map_err(err)?;
                 sock.set_nonblocking(true).map_err(err)?;
                 tune_tcp(&sock).map_err(err)?;
-                Ok(Listener::Tcp(sock.into()))
+                Ok(Bound::Tcp(sock.into()))
             }
             Bind::Unix(path) => {
                 clear_stale_socket(path).map_err(err)?;
                 let l = UnixListener::bind(path).map_err(err)?;
                 l.set_nonblocking(true).map_err(err)?;
-                Ok(Listener::Unix(l, path.clone(), true))
+                Ok(Bound::Unix(l, path.clone(), true))
             }
             Bind::Fd(n) => {
                 let sock = sys::inherited_listener(*n).map_err(err)?;
@@ -82,7 +104,7 @@ impl Listener {
                 match sock.local_addr().map_err(err)?.as_socket() {
                     Some(_) => {
                         tune_tcp(&sock).map_err(err)?;
-                        Ok(Listener::Tcp(sock.into()))
+                        Ok(Bound::Tcp(sock.into()))
                     }
                     None => {
                         let l: UnixListener = sock.into();
@@ -92,13 +114,15 @@ impl Listener {
                             .and_then(|a| a.as_pathname().map(PathBuf::from))
                             .unwrap_or_default();
                         // Whoever created the socket file removes it.
-                        Ok(Listener::Unix(l, path, false))
+                        Ok(Bound::Unix(l, path, false))
                     }
                 }
             }
         }
     }
+}
 
+impl Listener {
     /// Gives up the socket without closing it, for a process that binds for others
     /// (the master binds, workers inherit the descriptor).
     pub fn into_raw_fd(self) -> i32 {
@@ -114,36 +138,36 @@ impl Listener {
     pub fn accept(&self) -> io::Result<(Transport, Peer)> {
         const FLAGS: i32 = nix::libc::SOCK_NONBLOCK | nix::libc::SOCK_CLOEXEC;
         let (sock, addr) = socket2::SockRef::from(&self.fd()).accept4(FLAGS)?;
-        match self {
-            Listener::Tcp(_) => match addr.as_socket() {
+        match self.socket {
+            Bound::Tcp(_) => match addr.as_socket() {
                 Some(addr) => Ok((Transport::Tcp(sock.into()), Peer::Tcp(addr))),
                 None => Err(io::Error::other("a TCP listener accepted a non-IP peer")),
             },
-            Listener::Unix(..) => Ok((Transport::Unix(sock.into()), Peer::Unix)),
+            Bound::Unix(..) => Ok((Transport::Unix(sock.into()), Peer::Unix)),
         }
     }
 
     /// The address clients reach (with the real port when 0 was asked for).
     pub fn local(&self) -> Local {
-        match self {
-            Listener::Tcp(l) => match l.local_addr() {
+        match &self.socket {
+            Bound::Tcp(l) => match l.local_addr() {
                 Ok(a) => Local::Tcp(a),
                 Err(_) => Local::Unix(PathBuf::new()),
             },
-            Listener::Unix(_, p, _) => Local::Unix(p.clone()),
+            Bound::Unix(_, p, _) => Local::Unix(p.clone()),
         }
     }
 
-    /// The protocol its connections speak: HTTP/1 for every listener for now (a bind
-    /// will name it once there is another, issue 23).
+    /// The protocol its connections speak (`--protocol`, the same for every bind).
+    #[inline]
     pub fn protocol(&self) -> Protocol {
-        Protocol::Http1
+        self.protocol
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Listener::Tcp(l) => l.as_fd(),
-            Listener::Unix(l, _, _) => l.as_fd(),
+        match &self.socket {
+            Bound::Tcp(l) => l.as_fd(),
+            Bound::Unix(l, _, _) => l.as_fd(),
         }
     }
 }
@@ -195,9 +219,9 @@ fn tune_tcp(sock: &Socket) -> io::Result<()> {
     sys::set_defer_accept(sock.as_fd(), 1)
 }
 
-impl Drop for Listener {
+impl Drop for Bound {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path, true) = self {
+        if let Bound::Unix(_, path, true) = self {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -242,7 +266,10 @@ pub fn bind_all(config: &crate::config::ServerConfig) -> Result<Vec<Listener>, B
     config
         .binds
         .iter()
-        .map(|b| Listener::bind(b, config.backlog, config.reuse_port))
+        .map(|b| {
+            Listener::bind(b, config.backlog, config.reuse_port)
+                .map(|l| l.speaking(config.protocol))
+        })
         .collect()
 }
 

@@ -27,6 +27,11 @@ pub use throttle::{flush_suppressed, Throttle, PER_SECOND, SUMMARY_EVERY_SECS};
 /// thousands a second.
 pub static INVALID_REQUESTS: Throttle = Throttle::new("invalid requests", Level::WARN);
 
+/// uwsgi connections refused because their peer is not in `--uwsgi-allow-from`: a
+/// scanner makes one per connection.
+pub static REFUSED_UWSGI_PEERS: Throttle =
+    Throttle::new("uwsgi connections refused for their peer", Level::WARN);
+
 /// Connections closed with a request head still incomplete (`--header-timeout`): a
 /// slowloris makes one per connection.
 pub static SLOW_HEADS: Throttle = Throttle::new(

@@ -4,6 +4,8 @@
 
 #[path = "../../ferrule-http/tests/support/corpus.rs"]
 mod corpus;
+#[path = "socket/uwsgi.rs"]
+mod uwsgi;
 
 use corpus::{config, expected, first_without_host, latin1, Seen, DEVIATIONS};
 use ferrule_http::ParserConfig;

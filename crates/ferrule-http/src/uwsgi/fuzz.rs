@@ -52,6 +52,20 @@ fn walk(data: &[u8], step: usize) -> Walk {
             buf[UWSGI_HEADER_LEN..packet.consumed],
             "re-encoded"
         );
+        // The head a server makes of it: whatever it refuses, its spans stay in the packet.
+        if let Ok(head) =
+            super::uwsgi_head(buf, &packet, &crate::ParserConfig::default(), Vec::new())
+        {
+            let head = head.head;
+            let t = head.target;
+            for span in [head.method, t.raw, t.path, t.query, t.fragment] {
+                assert!(
+                    span.range().end <= packet.consumed,
+                    "a head span leaves its packet"
+                );
+            }
+            assert_eq!(head.headers.len(), packet.vars.len());
+        }
         seen.push((packet.consumed, packet.content_length, packet.vars.len()));
         // The body is the caller's to read; the next packet starts after it.
         let next = (start + packet.consumed) as u64 + packet.content_length;

@@ -1,7 +1,7 @@
 //! Each setting's default, written once in the Rust `Default` impls and handed to
 //! the Python settings table (`settings.py`) by `_ferrule.defaults()`.
 
-use ferrule_server::config::DEFAULT_FORWARDED_ALLOW_IPS;
+use ferrule_server::config::{DEFAULT_FORWARDED_ALLOW_IPS, DEFAULT_UWSGI_ALLOW_IPS};
 use ferrule_server::{Bind, ServerConfig};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -49,6 +49,8 @@ pub fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("permit_missing_host", p.permit_missing_host)?;
     d.set_item("forwarded_allow_ips", DEFAULT_FORWARDED_ALLOW_IPS)?;
     d.set_item("script_name", s.script_name)?;
+    d.set_item("protocol", s.protocol.name())?;
+    d.set_item("uwsgi_allow_ips", DEFAULT_UWSGI_ALLOW_IPS)?;
     Ok(d)
 }
 

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::exchange::{Admit, Ended, Exchange};
 use crate::handler::Handler;
 use crate::preread::PreRead;
+use crate::protocol::Protocol;
 use crate::shared::Shared;
 use crate::transport::ReadOutcome;
 use ferrule_http::{parse_head_after, secure_scheme};
@@ -75,7 +76,7 @@ pub(crate) fn serve(
                             && !shared.sched.several_runners(),
                         me,
                         started: started.take().unwrap_or_else(Instant::now),
-                        ready_vars: None,
+                        protocol: Protocol::Http1,
                     };
                     let ex = Exchange::new(conn, head, shared.clone(), admit);
                     // gunicorn's default `pre_request` logs this at debug; the level

@@ -44,6 +44,20 @@ pub(crate) fn next(conn: &Conn, ended: Ended, stopping: impl FnOnce() -> bool) -
     }
 }
 
+/// The step after a uwsgi connection's one request: it closes once its answer is
+/// out, or lingers when the front server sent more than was read (a body the app
+/// left unread). nginx reads an answer without a length until the connection
+/// closes, and a close with unread bytes would reset the connection, which can
+/// destroy the answer before nginx has read it: lingering shuts the writing side
+/// (the end of the answer) and drops what still comes until nginx closes.
+pub(crate) fn after_uwsgi(conn: &Conn, ended: Ended) -> Next {
+    match ended {
+        Ended::Closing { more } => closing(conn, more),
+        // The head never allows another request (`ferrule_http::uwsgi_head`).
+        Ended::Reusable => closing(conn, false),
+    }
+}
+
 /// A connection that cannot carry another request: it lingers when the server
 /// drains and its client sent more, else closes; either once its answer is out.
 #[cold]
@@ -126,6 +140,30 @@ mod tests {
                 };
             }
             assert_eq!(next(&c, ended, || stopping), want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn a_uwsgi_connection_lingers_only_when_more_was_sent_than_read() {
+        use super::after_uwsgi;
+        let closing = |more| Ended::Closing { more };
+        // (answer left to the server, how the request ended) -> step
+        let table = [
+            (false, closing(false), Next::Close),
+            (false, closing(true), Next::Linger),
+            (false, Ended::Reusable, Next::Close),
+            (true, closing(false), Next::WriteOut { then: Then::Close }),
+            (true, closing(true), Next::WriteOut { then: Then::Linger }),
+        ];
+        for (i, (left, ended, want)) in table.into_iter().enumerate() {
+            let mut c = conn();
+            if left {
+                c.stage = Stage::Writing {
+                    then: Then::Serve,
+                    since: Tick::now(),
+                };
+            }
+            assert_eq!(after_uwsgi(&c, ended), want, "row {i}");
         }
     }
 

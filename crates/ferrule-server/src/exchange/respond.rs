@@ -6,6 +6,7 @@ use crate::blocking::Blocking;
 use crate::cork::CorkState;
 use crate::date::{add_server_fields, with_date};
 use crate::error::{Error, Phase};
+use crate::protocol::Protocol;
 use crate::transport::{Interest, Sendfile};
 use ferrule_http::{
     choose_framing, classify_field, error_response, finish_head, parse_status, write_chunk,
@@ -92,6 +93,9 @@ impl Exchange {
         else {
             return Err(Error::Protocol("end of a head that was not begun"));
         };
+        if self.protocol == Protocol::Uwsgi {
+            return self.end_uwsgi_head(code, declared, known_len);
+        }
         let head_req = self.method() == b"HEAD";
         let framing = choose_framing(self.head.version, head_req, code, declared, known_len);
         if matches!(framing, ResponseFraming::Close)
@@ -121,6 +125,13 @@ impl Exchange {
             self.keep_alive,
             self.head.version,
         );
+        self.head_ended(code, framing, declared_kept);
+        Ok(())
+    }
+
+    /// The head is complete in `out`: the body follows.
+    #[inline(always)]
+    pub(super) fn head_ended(&mut self, code: u16, framing: ResponseFraming, declared: bool) {
         if self
             .shared
             .access
@@ -132,10 +143,9 @@ impl Exchange {
         self.outcome.status = code;
         self.response = Response::Body {
             framing,
-            declared: declared_kept,
+            declared,
             sent: 0,
         };
-        Ok(())
     }
 
     /// Bytes of a next request already arrived behind this one (pipelined): while the
@@ -244,7 +254,9 @@ impl Exchange {
         let len = match framing {
             ResponseFraming::Length(n) => len.min(n - sent),
             ResponseFraming::NoBody => 0,
-            _ => return Ok(false),
+            // The body ends with the connection: the file's bytes go as they are.
+            ResponseFraming::Close => len,
+            ResponseFraming::Chunked => return Ok(false),
         };
         self.claim()?;
         self.shared.progress.made(self.shared.me());
