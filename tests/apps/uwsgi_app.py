@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-#: The environ keys /env reports (with every HTTP_* key and any it was asked for).
+#: The environ keys /env reports, with every HTTP_* and X_* key.
 KEYS = ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH",
         "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR", "REMOTE_PORT", "HTTPS",
         "REQUEST_URI", "DOCUMENT_ROOT", "wsgi.url_scheme", "X_CUSTOM")
@@ -39,7 +39,7 @@ def app(environ, start_response):
             print(f"READ FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             raise
         seen = {k: v for k, v in environ.items()
-                if k in KEYS or k.startswith("HTTP_")}
+                if k in KEYS or k.startswith(("HTTP_", "X_"))}
         seen["body_len"] = len(body)
         seen["body_sha256"] = hashlib.sha256(body).hexdigest()
         data = json.dumps(seen).encode()

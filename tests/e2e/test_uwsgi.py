@@ -96,6 +96,32 @@ def test_the_environ_is_made_of_the_front_server_s_variables(serve):
     assert {k: env.get(k) for k in want} == want
 
 
+def test_each_request_on_a_thread_gets_its_own_variables_and_no_other(serve):
+    # One thread: each environ is built on the one before (`ready.rs`); what the last
+    # request sent and this one did not must be gone, and the rest as sent.
+    s = uwsgi_server(serve, "--threads", "1")
+    mounted = nginx_vars(uri="/app/env", extra=[("SCRIPT_NAME", "/app"), ("X_ONE", "1")])
+    steps = [
+        (mounted, {"SCRIPT_NAME": "/app", "PATH_INFO": "/env", "X_ONE": "1"}),
+        (mounted, {"SCRIPT_NAME": "/app", "PATH_INFO": "/env", "X_ONE": "1"}),
+        (nginx_vars(), {"SCRIPT_NAME": "", "PATH_INFO": "/env", "X_ONE": None}),
+        (nginx_vars(extra=[("X_DUP", "a"), ("X_DUP", "b")]), {"X_DUP": "b"}),
+        (nginx_vars(extra=[("X_DUP", "a"), ("X_DUP", "c")]), {"X_DUP": "c"}),
+        (nginx_vars(extra=[("X_DUP", "c")]), {"X_DUP": "c"}),
+        (nginx_vars(extra=[("wsgi.url_scheme", "gopher")]), {"wsgi.url_scheme": "gopher"}),
+        (nginx_vars(), {"wsgi.url_scheme": "http", "X_DUP": None}),
+        (nginx_vars("POST", body_len=3), {"CONTENT_LENGTH": "3", "CONTENT_TYPE": "text/plain"}),
+        (nginx_vars(), {"CONTENT_LENGTH": None, "CONTENT_TYPE": None}),
+        (nginx_vars(extra=[("HTTP_ACCEPT", "a/b")]), {"HTTP_ACCEPT": "a/b", "HTTP_HOST": "example.com"}),
+        (nginx_vars(extra=[("HTTP_ACCEPT", "c/d")]), {"HTTP_ACCEPT": "c/d"}),
+        ([p for p in nginx_vars() if p[0] != "HTTP_HOST"], {"HTTP_HOST": None, "HTTP_ACCEPT": None}),
+    ]
+    for i, (pairs, want) in enumerate(steps):
+        body = b"abc" if ("CONTENT_LENGTH", "3") in pairs else b""
+        env = json.loads(parse(ask(s.port, pairs, body))[2])
+        assert {k: env.get(k) for k in want} == want, (i, env)
+
+
 def test_a_get_leaves_out_the_empty_content_variables_nginx_sends(serve):
     s = uwsgi_server(serve)
     env = json.loads(parse(ask(s.port, nginx_vars()))[2])
@@ -140,8 +166,9 @@ def test_a_file_wrapper_answer_arrives_whole_with_its_length(serve, tmp_path):
 
 def test_an_app_error_is_500_with_the_traceback_in_the_error_log_only(serve):
     s = uwsgi_server(serve)
-    status, _, body = parse(ask(s.port, nginx_vars(uri="/error")))
+    status, headers, body = parse(ask(s.port, nginx_vars(uri="/error")))
     assert status == 500 and b"Traceback" not in body and b"on purpose" not in body
+    assert not {"date", "server", "connection"} & set(headers), headers
     wait_until(lambda: "the app failed on purpose" in s.log() and "Traceback" in s.log())
 
 
@@ -168,6 +195,17 @@ def test_an_inconsistent_packet_is_logged_and_closed(serve):
         c.sendall(cut)
         assert c.recv(100) == b""
     wait_until(lambda: "inconsistent uwsgi packet" in s.log())
+
+
+def test_a_packet_cut_short_by_its_sender_is_logged_and_never_reaches_the_app(serve):
+    s = uwsgi_server(serve, "--access-logfile", "-")
+    data = packet(nginx_vars())
+    with connect(s.port) as c:
+        c.sendall(data[:20])
+        c.shutdown(socket.SHUT_WR)
+        assert c.recv(100) == b""
+    wait_until(lambda: f"the connection closed after 20 bytes of a {len(data)}-byte packet" in s.log())
+    assert s.out() == ""
 
 
 def test_a_peer_outside_uwsgi_allow_from_is_refused_and_a_unix_socket_always_served(serve, tmp_path):

@@ -262,4 +262,7 @@ mod head;
 #[cfg(test)]
 mod tests;
 
-pub use head::{finish_uwsgi_head, is_var_of_field, uwsgi_head, uwsgi_response_framing, UwsgiHead};
+pub use head::{
+    finish_uwsgi_head, is_var_of_field, uwsgi_error_response, uwsgi_head, uwsgi_response_framing,
+    UwsgiHead,
+};

@@ -50,6 +50,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use ready::ReadySlots;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -137,6 +138,8 @@ struct ThreadTemplate {
     recent: Recents,
     /// The last environ, when the next request may build on it (`live.rs`).
     live: Live,
+    /// A front server's other variables, by position (`ready.rs`).
+    ready: ReadySlots,
 }
 
 thread_local! {
@@ -219,6 +222,7 @@ impl Environ {
                     input: 0,
                     recent: Recents::default(),
                     live: Live::default(),
+                    ready: ReadySlots::default(),
                 }),
             };
             self.build_in(py, tx, local)

@@ -10,6 +10,7 @@ use ferrule_http::Header;
 use memchr::memrchr;
 
 mod io;
+pub(crate) use io::error_answer;
 
 /// A read buffer larger than this is trimmed after its request (`Conn::after_read_ahead`).
 pub(crate) const KEEP_BUF: usize = 64 * 1024;

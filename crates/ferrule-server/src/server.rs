@@ -8,8 +8,8 @@
 use crate::access::AccessLog;
 use crate::backoff::Starved;
 use crate::config::ServerConfig;
+use crate::conn::error_answer;
 use crate::cork::PUSH_AFTER;
-use crate::date::with_date;
 use crate::driver::accept_all;
 use crate::handler::Handler;
 use crate::idle::IdleTrim;
@@ -18,7 +18,7 @@ use crate::runner;
 use crate::shared::Shared;
 use crate::sys::{thread_cpu_time, Poller, Waker};
 use crate::tokens::{LISTENER, WAKE};
-use ferrule_http::{error_response, Version};
+use ferrule_http::Version;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -112,7 +112,7 @@ impl Server {
     /// what it sends later goes nowhere. Returns how many were answered.
     pub fn answer_overdue(&self, limit: Duration) -> usize {
         let s = &self.shared;
-        let response = with_date(|d| error_response(500, Version::Http11, d));
+        let response = error_answer(500, Version::Http11, s.config.protocol);
         (0..s.sched.spawned())
             .filter(|&me| {
                 let old = || {
@@ -245,7 +245,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
             .release_stale(&shared.sched, Instant::now(), |c| shared.shelve(c, false));
         shared.backoff.tick(shared.watch(), Instant::now());
         if shared.stopping() {
-            shared.table.sweep();
+            shared.table.sweep(shared.config.protocol);
             continue;
         }
         let blocked_before = shared.sched.blocked_since_start();
@@ -271,7 +271,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
-            shared.table.sweep();
+            shared.table.sweep(shared.config.protocol);
             crate::log::flush_suppressed(false);
             trim.tick(shared, last_busy, last_sweep);
         }

@@ -17,6 +17,7 @@ use crate::clock::Tick;
 use crate::config::ServerConfig;
 use crate::conn::{Conn, Stage};
 use crate::error::{Error, Phase};
+use crate::protocol::Protocol;
 use crate::sys::Poller;
 use slab::Slab;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -232,7 +233,8 @@ impl Table {
 
     /// Closes connections past their deadline (408 to those inside a head or a body
     /// read before the app runs) and frees the buffers of connections idle for a while.
-    pub(crate) fn sweep(&self) {
+    /// `protocol` is the server's, for the words of a 408.
+    pub(crate) fn sweep(&self, protocol: Protocol) {
         let now = Tick::now();
         let mut expired = Vec::new();
         {
@@ -277,7 +279,10 @@ impl Table {
                         "closing a connection that sent nothing of its request body for --io-timeout"
                     );
                 }
-                conn.answer_error(Error::Timeout(Phase::Body).status().unwrap_or(408));
+                conn.answer_error(
+                    Error::Timeout(Phase::Body).status().unwrap_or(408),
+                    protocol,
+                );
                 continue;
             }
             if !conn.buf.is_empty() {
@@ -286,7 +291,10 @@ impl Table {
                         "closing a connection that did not send a complete request head in time"
                     );
                 }
-                conn.answer_error(Error::Timeout(Phase::Head).status().unwrap_or(408));
+                conn.answer_error(
+                    Error::Timeout(Phase::Head).status().unwrap_or(408),
+                    protocol,
+                );
             }
         }
     }

@@ -23,7 +23,7 @@ use crate::config::ParserConfig;
 use crate::error::ParseError;
 use crate::framing::Framing;
 use crate::head::Head;
-use crate::response::{write_field, ResponseFraming};
+use crate::response::{reason_phrase, write_field, ResponseFraming};
 use crate::span::{Header, Span};
 use crate::target::{parse_version, Target, TargetForm, Version};
 use std::net::{IpAddr, SocketAddr};
@@ -214,6 +214,19 @@ pub fn finish_uwsgi_head(out: &mut Vec<u8>, framing: ResponseFraming, declared: 
         }
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// An answer the server makes itself (408, 413, 500...) to a uwsgi request: as
+/// [`error_response`](crate::error_response) without `Date`, `Server` and `Connection`,
+/// which the front server adds or does not want (see [`finish_uwsgi_head`]).
+pub fn uwsgi_error_response(status: u16) -> Vec<u8> {
+    let reason = reason_phrase(status);
+    let body = format!("{status} {reason}\n");
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]

@@ -352,3 +352,11 @@ fn the_client_is_the_one_the_front_server_names() {
         assert_eq!(got.as_deref(), *want, "{addr:?} {port:?}");
     }
 }
+
+#[test]
+fn an_error_the_server_answers_has_no_date_server_or_connection() {
+    assert_eq!(
+        uwsgi_error_response(413),
+        b"HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain\r\nContent-Length: 22\r\n\r\n413 Content Too Large\n"
+    );
+}

@@ -103,6 +103,19 @@ impl Live {
         Ok(())
     }
 
+    /// Whether the last environ had `key` among its extra keys (asked after
+    /// [`Live::take`] gave it back, before [`Live::finish`]).
+    pub fn has_extra(&self, key: &Bound<'_, PyString>) -> bool {
+        self.extras.iter().any(|k| k.as_ptr() == key.as_ptr())
+    }
+
+    /// The environ just built must not be built on: it set a key the template has
+    /// (a front server's variable named like one), which the next request's extras
+    /// would not restore. The next request copies the template.
+    pub fn forget(&mut self) {
+        self.version = None;
+    }
+
     /// Takes back the environ `build` made last, once the request is over: kept if no
     /// one else refers to it and it is as `build` left it.
     pub fn offer(&mut self, dict: Bound<'_, PyDict>) {

@@ -39,6 +39,12 @@ pub struct Recents {
     pub server: Option<LastServer>,
     /// REMOTE_ADDR for the last peer address.
     pub peer: Option<(IpAddr, Py<PyString>)>,
+    /// Variables a front server sent (uwsgi, `ready.rs`): SERVER_PROTOCOL other than
+    /// HTTP/1.x (HTTP/2.0 through nginx), SERVER_NAME, SERVER_PORT, REMOTE_ADDR.
+    pub protocol: Recent,
+    pub server_name: Recent,
+    pub server_port: Recent,
+    pub remote_addr: Recent,
 }
 
 /// See [`Recents::server`].

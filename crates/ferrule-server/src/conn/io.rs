@@ -7,16 +7,26 @@ use crate::blocking::Blocking;
 use crate::clock::Tick;
 use crate::date::with_date;
 use crate::error::{Error, Phase};
+use crate::protocol::Protocol;
 use crate::transport::{Interest, ReadOutcome};
-use ferrule_http::{error_response, Version};
+use ferrule_http::{error_response, uwsgi_error_response, Version};
 use std::io::{self, IoSlice};
 use std::time::Duration;
+
+/// An answer the server writes itself: over uwsgi without the `Date`, `Server` and
+/// `Connection` a front server adds or does not want (`exchange/uwsgi.rs`).
+pub(crate) fn error_answer(status: u16, version: Version, protocol: Protocol) -> Vec<u8> {
+    match protocol {
+        Protocol::Http1 => with_date(|d| error_response(status, version, d)),
+        Protocol::Uwsgi => uwsgi_error_response(status),
+    }
+}
 
 impl Conn {
     /// Answers with an error status the server writes itself, best effort: the socket is
     /// non-blocking and the answer is small (the connection closes right after).
-    pub(crate) fn answer_error(&mut self, status: u16) {
-        let bytes = with_date(|d| error_response(status, Version::Http11, d));
+    pub(crate) fn answer_error(&mut self, status: u16, protocol: Protocol) {
+        let bytes = error_answer(status, Version::Http11, protocol);
         let _ = self.transport.send(&bytes);
     }
 

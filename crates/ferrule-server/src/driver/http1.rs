@@ -191,7 +191,7 @@ fn reject(shared: &Shared, conn: &mut Conn, e: Error, blocking: &dyn Blocking) {
         tracing::warn!("invalid request from {peer}: {e}");
     }
     if let Some(status) = e.status() {
-        conn.answer_error(status);
+        conn.answer_error(status, Protocol::Http1);
     }
     shared.table.release(conn.token);
 }

@@ -110,7 +110,7 @@ fn fail(shared: &Shared, conn: &mut Conn, e: Error, target: &str, blocking: &dyn
         }
     };
     if let Some(status) = status {
-        conn.answer_error(status);
+        conn.answer_error(status, shared.config.protocol);
     }
     shared.table.release(conn.token);
 }

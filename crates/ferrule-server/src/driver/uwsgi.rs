@@ -89,13 +89,12 @@ pub(crate) fn serve(
         match conn.read_some() {
             Ok(ReadOutcome::Eof) => {
                 if matches!(conn.stage, Stage::Body(_)) {
+                    // Its client went away during an upload it relayed: not a protocol error.
                     tracing::debug!(
                         "front server closed the connection in the middle of a request body"
                     );
                 } else if !conn.buf.is_empty() {
-                    tracing::debug!(
-                        "front server closed the connection in the middle of a uwsgi packet"
-                    );
+                    cut_short(&conn);
                 }
                 shared.table.release(conn.token);
                 return None;
@@ -212,6 +211,30 @@ fn run(
     }
 }
 
+/// Logs a packet the front server stopped sending (a front server writes a packet
+/// whole: a cut one is a broken peer, or not a uwsgi client at all).
+#[cold]
+fn cut_short(conn: &Conn) {
+    if crate::log::INVALID_REQUESTS.allow() {
+        let peer = match conn.peer.ip() {
+            Some(ip) => ip.to_string(),
+            None => "unix".to_string(),
+        };
+        let got = conn.buf.len();
+        match conn.buf.get(1..3) {
+            Some(&[lo, hi]) => {
+                let want = 4 + usize::from(u16::from_le_bytes([lo, hi]));
+                tracing::warn!(
+                    "invalid uwsgi request from {peer}: the connection closed after {got} bytes of a {want}-byte packet"
+                )
+            }
+            _ => tracing::warn!(
+                "invalid uwsgi request from {peer}: the connection closed inside a packet's 4-byte header"
+            ),
+        }
+    }
+}
+
 /// Refuses a packet before the app sees it: a broken limit is answered with its
 /// status (then the connection lingers, so the answer is not reset by what the
 /// front server still sends); a malformed packet is closed on without an answer.
@@ -226,7 +249,7 @@ fn refuse(shared: &Shared, mut conn: Box<Conn>, e: UwsgiError) {
     }
     match e.status() {
         Some(status) => {
-            conn.answer_error(status);
+            conn.answer_error(status, Protocol::Uwsgi);
             conn.linger();
             shared.shelve(conn, false);
         }

@@ -3,14 +3,15 @@
 
 use super::{ClientWait, Exchange, Response};
 use crate::blocking::Blocking;
+use crate::conn::error_answer;
 use crate::cork::CorkState;
-use crate::date::{add_server_fields, with_date};
+use crate::date::add_server_fields;
 use crate::error::{Error, Phase};
 use crate::protocol::Protocol;
 use crate::transport::{Interest, Sendfile};
 use ferrule_http::{
-    choose_framing, classify_field, error_response, finish_head, parse_status, write_chunk,
-    write_status_line, CheckedField, FieldKind, ResponseFraming, LAST_CHUNK,
+    choose_framing, classify_field, finish_head, parse_status, write_chunk, write_status_line,
+    CheckedField, FieldKind, ResponseFraming, LAST_CHUNK,
 };
 
 const OUTSIDE_HEAD: Error = Error::Protocol("header added outside a response head");
@@ -367,10 +368,8 @@ impl Exchange {
         }
         self.keep_alive = false;
         self.out.truncate(self.mark);
-        with_date(|d| {
-            self.out
-                .extend_from_slice(&error_response(status, self.head.version, d))
-        });
+        let answer = error_answer(status, self.head.version, self.protocol);
+        self.out.extend_from_slice(&answer);
         self.outcome.status = status;
         self.response = Response::Done;
         self.flush_with(blocking, self.shared.config.response_buffer_size)
