@@ -371,6 +371,23 @@ def test_head(front, app, via):
 
 
 @apps_and_vias
+def test_the_client_sees_nginx_s_server_and_one_date(front, app, via):
+    # nginx passes a uwsgi upstream's Server and Date on; ferrule writes neither in uwsgi
+    # mode, so the client sees nginx's own, once.
+    conn = http.client.HTTPConnection("127.0.0.1", front.port(app, via), timeout=20, source_address=(CLIENT, 0))
+    try:
+        conn.request("GET", "/app/items/9", headers={"Host": "localhost"})
+        resp = conn.getresponse()
+        resp.read()
+        fields = [k.lower() for k, _ in resp.getheaders()]
+        assert resp.status == 200
+        assert resp.getheader("Server").startswith("nginx")
+        assert (fields.count("server"), fields.count("date")) == (1, 1)
+    finally:
+        conn.close()
+
+
+@apps_and_vias
 def test_the_client_address_is_the_one_nginx_sent(front, app, via):
     port, marker = front.port(app, via), uuid.uuid4().hex
     status, _, body, client_port = request(port, "GET", f"/app/env/{marker}")
