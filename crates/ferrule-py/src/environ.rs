@@ -29,7 +29,9 @@
 //! Beside this file: `rules.rs`, the PEP 3333 rules as pure functions with their
 //! tables; `request.rs`, an HTTP/1 request's values as Python strings by those rules;
 //! `sticky.rs`, the keys kept in the template; `strings.rs`, the strings reused;
-//! `live.rs`, the environ built on again; `logged.rs`, the access log's `{VAR}e`.
+//! `live.rs`, the environ built on again; `logged.rs`, the access log's `{VAR}e`;
+//! `ready_rules.rs` and `ready.rs`, the same for the variables a front server sent
+//! ready-made (uwsgi).
 
 mod live;
 mod logged;

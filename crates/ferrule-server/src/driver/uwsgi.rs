@@ -38,6 +38,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Room for an answer's head and a small body.
+const ANSWER_ROOM: usize = 1024;
+
 thread_local! {
     /// The packet's variable spans, reused by every request this thread parses (a
     /// connection carries one, so the connection cannot keep the vector).
@@ -157,13 +160,16 @@ fn packet(conn: &mut Conn, shared: &Shared) -> Result<Option<Head>, UwsgiError> 
 fn run(
     shared: &Arc<Shared>,
     handler: &dyn Handler,
-    conn: Box<Conn>,
+    mut conn: Box<Conn>,
     head: Head,
     me: usize,
     started: Instant,
     blocking: &dyn Blocking,
 ) {
     let token = conn.token;
+    // A new connection's answer buffer is empty: one allocation now instead of the
+    // several of growing it field by field (callgrind: about 1,000 instructions).
+    conn.out.reserve(ANSWER_ROOM);
     let admit = Admit {
         // HTTPS among the variables says so (the bridge's `ready_rules.rs`).
         https: false,
