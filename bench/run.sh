@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the peers into bench/.cache and runs bench.py (all servers, one run), then
 # uwsgi.py (behind nginx: ferrule --protocol uwsgi against uWSGI and ferrule over HTTP).
-# Usage: bench/run.sh [--smoke] [--seconds N] [--only SERVER,...] [--no-callgrind]
+# Usage: bench/run.sh [--smoke] [--seconds N] [--repeat N] [--only SERVER,...] [--no-callgrind]
+# (uwsgi.py takes --smoke, --seconds, --repeat, --no-callgrind and --out, and ignores the rest)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=bench/.cache
