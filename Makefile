@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make run   builds and installs ferrule into .venv and serves examples/hello.py
-#   make test  runs every check and test: fmt, clippy, cargo test, pytest (with nginx)
+#   make test  runs every check and test: fmt, clippy, cargo test, pytest (with nginx and Apache)
 # and the pieces they use:
 #   make corpus  fetches gunicorn's sdist (pinned version and sha256) and converts its
 #                parser corpus into .cache/gunicorn-corpus/gunicorn (tools/gunicorn_corpus.py)
@@ -49,10 +49,12 @@ rust-checks: corpus
 
 test: rust-checks install wheel
 	test -x /usr/sbin/nginx || command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
+	test -x /usr/sbin/apache2 || { apt-get update -qq && apt-get install -y -qq apache2 >/dev/null; }
 	{ command -v wrk && command -v ss; } >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk iproute2 >/dev/null; }
 	{ command -v haproxy && test -e /usr/lib/nginx/modules/ngx_stream_module.so; } >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy libnginx-mod-stream >/dev/null; }
 	$(PY) -m pytest tests -q -rf
 	$(PY) bench/bench.py --smoke
+	$(PY) bench/uwsgi.py --smoke
 
 bench: install
 	bench/run.sh
