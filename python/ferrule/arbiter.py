@@ -102,6 +102,9 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
             self.log.info(f"Using {len(inherited)} socket(s) from systemd (LISTEN_FDS)")
         self.log.info(f"Starting ferrule {_ferrule.__version__}")
         for _, url in self.listeners:
+            # A uwsgi bind says so: `curl` against it gets no HTTP answer.
+            if self.cfg.protocol == "uwsgi" and url.startswith("http://"):
+                url = "uwsgi://" + url[len("http://"):]
             self.log.info(f"Listening at: {url} ({self.pid})")
         self.log.info(f"Using {self.num_workers} worker(s), up to {self.cfg.threads} threads each")
         if self.cfg.pidfile:

@@ -217,6 +217,40 @@ def test_a_peer_outside_uwsgi_allow_from_is_refused_and_a_unix_socket_always_ser
     assert parse(ask(sock, nginx_vars(uri="/")))[2] == b"hello"
 
 
+def _behind_proxy_header(port, pairs):
+    """A PROXY v1 header and a packet in one write, as a balancer in front of a
+    uwsgi port could send them; reads until the server closes."""
+    with connect(port) as c:
+        c.sendall(b"PROXY TCP4 10.1.2.3 127.0.0.1 40000 8001\r\n" + packet(pairs))
+        out = b""
+        while True:
+            try:
+                chunk = c.recv(65536)
+            except ConnectionResetError:  # refused with the packet unread
+                return out
+            if not chunk:
+                return out
+            out += chunk
+
+
+def test_a_proxy_header_does_not_get_a_peer_past_uwsgi_allow_from(serve):
+    # The allow list judges the socket's peer at accept, before any byte: a PROXY header
+    # arriving with the packet in the same read must not skip it.
+    s = uwsgi_server(serve, "--uwsgi-allow-from", "10.0.0.0/8", "--proxy-protocol", "v1")
+    assert _behind_proxy_header(s.port, nginx_vars(uri="/")) == b""
+    wait_until(lambda: "uwsgi connection from 127.0.0.1 refused: not in --uwsgi-allow-from" in s.log())
+    assert s.out() == ""
+
+
+def test_uwsgi_behind_a_proxy_header_takes_the_client_the_packet_names(serve):
+    s = uwsgi_server(serve, "--proxy-protocol", "v1")
+    status, _, body = parse(_behind_proxy_header(s.port, nginx_vars(uri="/env")))
+    assert status == 200
+    env = json.loads(body)
+    # nginx's variables are the nearer witness: REMOTE_ADDR is the packet's.
+    assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("203.0.113.9", "50123")
+
+
 def test_a_config_file_sets_the_protocol_and_the_allow_list(serve, tmp_path):
     conf = tmp_path / "g.conf.py"
     conf.write_text("protocol = 'uwsgi'\nuwsgi_allow_ips = '127.0.0.0/8'\n")

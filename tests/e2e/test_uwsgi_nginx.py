@@ -277,8 +277,6 @@ def test_a_body_over_the_limit_is_413(front, app, via):
 
 
 @pytest.mark.skipif(REFERENCE, reason="ferrule's log line")
-@pytest.mark.xfail(reason="driver/uwsgi.rs refuse() names the socket's peer (nginx: 127.0.0.1 or unix) "
-                   "in the log line of a packet refused for a limit, whose REMOTE_ADDR it has parsed", strict=True)
 def test_the_413_log_line_names_the_client(front):
     port, server = front.port("flask", "tcp"), front.apps["flask"]
     status, _, _, client_port = request(port, "POST", "/app/upload", b"z" * (LIMIT + 1))

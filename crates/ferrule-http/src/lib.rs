@@ -52,7 +52,7 @@ pub use response::{
 pub use span::{Header, Span};
 pub use target::{Target, TargetForm, Version};
 pub use uwsgi::{
-    finish_uwsgi_head, is_var_of_field, parse_uwsgi, parse_uwsgi_into, uwsgi_error_response,
-    uwsgi_head, uwsgi_response_framing, Inconsistency, UwsgiError, UwsgiHead, UwsgiPacket,
-    UWSGI_HEADER_LEN,
+    finish_uwsgi_head, is_var_of_field, parse_uwsgi, parse_uwsgi_into, uwsgi_client,
+    uwsgi_error_response, uwsgi_head, uwsgi_response_framing, Inconsistency, UwsgiError, UwsgiHead,
+    UwsgiPacket, UWSGI_HEADER_LEN,
 };

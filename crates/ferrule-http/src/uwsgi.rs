@@ -263,6 +263,6 @@ mod head;
 mod tests;
 
 pub use head::{
-    finish_uwsgi_head, is_var_of_field, uwsgi_error_response, uwsgi_head, uwsgi_response_framing,
-    UwsgiHead,
+    finish_uwsgi_head, is_var_of_field, uwsgi_client, uwsgi_error_response, uwsgi_head,
+    uwsgi_response_framing, UwsgiHead,
 };

@@ -74,6 +74,7 @@ fn serve(
     drop(config);
     let graceful = cfg.graceful_timeout;
     let threads = cfg.threads;
+    let uwsgi = cfg.protocol == ferrule_server::Protocol::Uwsgi;
     let environ = environ::Environ::new(
         py,
         &cfg,
@@ -91,6 +92,11 @@ fn serve(
     } else {
         tracing::info!("Starting ferrule {}", env!("CARGO_PKG_VERSION"));
         for a in &addresses {
+            // A uwsgi bind says so: `curl` against it gets no HTTP answer.
+            let a = match a.strip_prefix("http://") {
+                Some(rest) if uwsgi => format!("uwsgi://{rest}"),
+                _ => a.clone(),
+            };
             tracing::info!("Listening at: {a} ({})", std::process::id());
         }
         tracing::info!("Using {threads} threads");

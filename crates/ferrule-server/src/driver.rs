@@ -46,6 +46,9 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
             Ok((stream, peer)) => {
                 shared.backoff.accepted();
                 let mut conn = Conn::new(stream, peer, idx);
+                if listener.protocol() == Protocol::Uwsgi && !uwsgi::allowed(shared, &conn) {
+                    continue;
+                }
                 if let Some(mode) = shared.config.proxy_protocol {
                     preamble::expect(&mut conn, mode, &shared.config.proxy_allow_ips);
                 }

@@ -122,6 +122,20 @@ pub fn uwsgi_head(
     Ok(UwsgiHead { head, client })
 }
 
+/// Whom a packet [`uwsgi_head`] refused says the request came from: a refusal's log
+/// line names the front server's client, not the front server.
+pub fn uwsgi_client(buf: &[u8], packet: &UwsgiPacket) -> Option<SocketAddr> {
+    let (mut addr, mut port) = (None, None);
+    for (key, value) in packet.pairs(buf) {
+        match key {
+            b"REMOTE_ADDR" => addr = Some(value),
+            b"REMOTE_PORT" => port = Some(value),
+            _ => {}
+        }
+    }
+    client(addr, port)
+}
+
 /// REMOTE_ADDR and REMOTE_PORT as a socket address (see [`UwsgiHead::client`]).
 fn client(addr: Option<&[u8]>, port: Option<&[u8]>) -> Option<SocketAddr> {
     let ip: IpAddr = std::str::from_utf8(addr?).ok()?.parse().ok()?;

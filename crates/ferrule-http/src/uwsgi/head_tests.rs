@@ -350,6 +350,9 @@ fn the_client_is_the_one_the_front_server_names() {
         let got = uwsgi_head(&buf, &p, &ParserConfig::default(), Vec::new()).unwrap();
         let got = got.client.map(|a| a.to_string());
         assert_eq!(got.as_deref(), *want, "{addr:?} {port:?}");
+        // The same client for a packet the head refuses (its log line names it).
+        let refused = uwsgi_client(&buf, &p).map(|a| a.to_string());
+        assert_eq!(refused.as_deref(), *want, "refused: {addr:?} {port:?}");
     }
 }
 

@@ -32,7 +32,7 @@ use crate::preread::PreRead;
 use crate::protocol::Protocol;
 use crate::shared::Shared;
 use crate::transport::ReadOutcome;
-use ferrule_http::{parse_uwsgi_into, uwsgi_head, Head, Span, UwsgiError};
+use ferrule_http::{parse_uwsgi_into, uwsgi_client, uwsgi_head, Head, Span, UwsgiError};
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -59,9 +59,6 @@ pub(crate) fn serve(
     started: Instant,
     blocking: &dyn Blocking,
 ) -> Option<Box<Conn>> {
-    if conn.buf.is_empty() && matches!(conn.stage, Stage::Open) && !allowed(shared, &conn) {
-        return None;
-    }
     loop {
         // New bytes since the last look; none while a body is read ahead
         // (`Conn::read_ahead` sets `scanned` past any length).
@@ -125,9 +122,10 @@ pub(crate) fn serve(
     }
 }
 
-/// Whether the connection's peer may send uwsgi requests; a refused one is logged
-/// and closed.
-fn allowed(shared: &Shared, conn: &Conn) -> bool {
+/// Whether a new connection's socket peer may send uwsgi requests; a refused one
+/// is logged, and the caller (`accept_all`, before any byte is read, so before a
+/// PROXY header could move its bytes into the buffer) drops it.
+pub(super) fn allowed(shared: &Shared, conn: &Conn) -> bool {
     let ip = conn.peer.ip();
     if shared.config.uwsgi_allow_ips.allows(ip) {
         return true;
@@ -136,7 +134,6 @@ fn allowed(shared: &Shared, conn: &Conn) -> bool {
         let ip = ip.map_or_else(|| "unix".to_string(), |ip| ip.to_string());
         tracing::warn!("uwsgi connection from {ip} refused: not in --uwsgi-allow-from");
     }
-    shared.table.release(conn.token);
     false
 }
 
@@ -148,6 +145,12 @@ fn packet(conn: &mut Conn, shared: &Shared) -> Result<Option<Head>, UwsgiError> 
     };
     let fields = std::mem::take(&mut conn.fields);
     let made = uwsgi_head(&conn.buf, &packet, &shared.config.parser, fields);
+    if made.is_err() {
+        // A refusal's log line names the client the front server named.
+        if let Some(addr) = uwsgi_client(&conn.buf, &packet) {
+            conn.client = Peer::Tcp(addr);
+        }
+    }
     VARS.set(packet.vars);
     let made = made?;
     if let Some(addr) = made.client {
@@ -249,11 +252,12 @@ fn cut_short(conn: &Conn) {
 fn refuse(shared: &Shared, mut conn: Box<Conn>, e: UwsgiError) {
     // A fuzzer makes thousands a second: a few are logged, the rest counted.
     if crate::log::INVALID_REQUESTS.allow() {
-        let peer = match conn.peer.ip() {
+        // The front server's client once the packet named one, else the socket's peer.
+        let client = match conn.client.ip() {
             Some(ip) => ip.to_string(),
             None => "unix".to_string(),
         };
-        tracing::warn!("invalid uwsgi request from {peer}: {e}");
+        tracing::warn!("invalid uwsgi request from {client}: {e}");
     }
     match e.status() {
         Some(status) => {
