@@ -101,11 +101,19 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
         elif inherited:
             self.log.info(f"Using {len(inherited)} socket(s) from systemd (LISTEN_FDS)")
         self.log.info(f"Starting ferrule {_ferrule.__version__}")
+        uwsgi = self.cfg.protocol == "uwsgi"
         for _, url in self.listeners:
             # A uwsgi bind says so: `curl` against it gets no HTTP answer.
-            if self.cfg.protocol == "uwsgi" and url.startswith("http://"):
+            if uwsgi and url.startswith("http://"):
                 url = "uwsgi://" + url[len("http://"):]
+            elif uwsgi:
+                url += " (uwsgi)"
             self.log.info(f"Listening at: {url} ({self.pid})")
+        if self.cfg.proxy_protocol != "off":
+            self.log.info(f"PROXY protocol ({self.cfg.proxy_protocol}) required from {self.cfg.proxy_allow_ips}")
+        if uwsgi and self.cfg.forwarded_remote_addr != "off":
+            self.log.warning("forwarded_remote_addr has no effect with protocol = 'uwsgi': REMOTE_ADDR is the "
+                             "front server's variable (resolve the client in nginx: real_ip_header)")
         self.log.info(f"Using {self.num_workers} worker(s), up to {self.cfg.threads} threads each")
         if self.cfg.pidfile:
             write_pidfile(self.cfg.pidfile, self.pid, self.master_pid)

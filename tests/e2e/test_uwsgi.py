@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import parse, wait_until
+from conftest import parse, raw, wait_until
 
 APP = "uwsgi_app:app"
 
@@ -258,6 +258,44 @@ def test_a_config_file_sets_the_protocol_and_the_allow_list(serve, tmp_path):
     assert parse(ask(s.port, nginx_vars(uri="/")))[2] == b"hello"
 
 
+@pytest.mark.parametrize("extra, scheme", [
+    ([("HTTPS", "true")], "https"),
+    ([("UWSGI_SCHEME", "https")], "https"),
+    ([("HTTPS", "on"), ("UWSGI_SCHEME", "http")], "http"),
+])
+def test_the_scheme_variables_uwsgi_reads(serve, extra, scheme):
+    # `uwsgi_param UWSGI_SCHEME $scheme;` from configs written for uWSGI, which wins there.
+    s = uwsgi_server(serve)
+    env = json.loads(parse(ask(s.port, nginx_vars(extra=extra)))[2])
+    assert env["wsgi.url_scheme"] == scheme
+
+
+def test_a_trailing_slash_on_script_name_is_the_same_mount(serve):
+    s = uwsgi_server(serve)
+    env = json.loads(parse(ask(s.port, nginx_vars(uri="/app/x/env", extra=[("SCRIPT_NAME", "/app/")])))[2])
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/x/env")
+
+
+def test_an_http_request_on_a_uwsgi_bind_says_so(serve):
+    s = uwsgi_server(serve)
+    assert raw(s.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == b""
+    wait_until(lambda: "an HTTP request on a bind that speaks --protocol uwsgi?" in s.log())
+
+
+def test_a_uwsgi_packet_on_an_http_bind_is_400_at_once(serve):
+    # nginx `uwsgi_pass` to a ferrule started without --protocol uwsgi: a 400 nginx
+    # relays at once, not a 408 after the header timeout.
+    s = serve(APP, "--header-timeout", "30")
+    started = time.monotonic()
+    assert parse(ask(s.port, nginx_vars(uri="/")))[0] == 400
+    # Only the start of a packet, the connection left open: no line end will come.
+    with connect(s.port) as c:
+        c.sendall(packet(nginx_vars(uri="/"))[:40])
+        assert c.recv(65536).startswith(b"HTTP/1.1 400 ")
+    assert time.monotonic() - started < 5
+    wait_until(lambda: s.log().count("as a uwsgi packet does; this bind speaks HTTP") == 2)
+
+
 def test_limits_are_answered_with_their_status_before_the_app(serve):
     s = uwsgi_server(serve, "--limit-request-body", "4", "--limit-request-line", "30", "--access-logfile", "-")
     assert parse(ask(s.port, nginx_vars("POST", body_len=5), b"hello"))[0] == 413
@@ -301,3 +339,25 @@ def test_the_access_log_shows_the_client_and_the_request_as_the_client_sent_it(s
     ask(s.port, nginx_vars(uri=uri, protocol="HTTP/2.0", path_info="/caf\u00c3\u00a9/a/b"))
     line = wait_until(lambda: s.out().strip())
     assert line == f"203.0.113.9|GET {uri} HTTP/2.0|/caf%C3%A9/a%2Fb|q=1|HTTP/2.0|GET|curl/8.5.0|curl/8.5.0|200|5"
+
+
+def test_start_up_says_what_each_bind_speaks_and_what_has_no_effect(serve, tmp_path):
+    sock = tmp_path / "u.sock"
+    s = uwsgi_server(serve, "-b", f"unix:{sock}", "--proxy-protocol", "v1",
+                     "--forwarded-remote-addr", "x-forwarded-for")
+    wait_until(sock.exists)
+    log = s.log()
+    assert f"Listening at: uwsgi://127.0.0.1:{s.port}" in log
+    assert f"Listening at: unix:{sock} (uwsgi)" in log
+    assert "PROXY protocol (v1) required from 127.0.0.1,::1" in log
+    assert "forwarded_remote_addr has no effect with protocol = 'uwsgi'" in log
+
+
+def test_a_control_character_in_a_field_is_400_as_over_http(serve):
+    # nginx passes on bytes the HTTP parser refuses (ESC, DEL); they must not reach the app
+    # or the access log raw.
+    s = uwsgi_server(serve, "--access-logfile", "-")
+    status, _, _ = parse(ask(s.port, nginx_vars(extra=[("HTTP_USER_AGENT", "a\x1b[31mred\x7f")])))
+    assert status == 400
+    wait_until(lambda: "invalid uwsgi request from 203.0.113.9" in s.log())
+    assert "\x1b" not in s.out() and "\x1b" not in s.log()

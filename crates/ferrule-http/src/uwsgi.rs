@@ -92,9 +92,11 @@ pub enum UwsgiError {
     /// A variable the request cannot do without was not sent (nginx sends it only
     /// with `include uwsgi_params`).
     MissingVar(&'static str),
-    /// The packet is whole but breaks a limit HTTP/1 requests have too
-    /// (`limit_request_line`, `_fields`, `_field_size`, `_body`): answered with the
-    /// status the HTTP error has, which the front server relays.
+    /// The packet is whole but breaks a rule HTTP/1 requests have too: a limit
+    /// (`limit_request_line`, `_fields`, `_field_size`, `_body`), a method that is not
+    /// a token, or a control character in the target or a field's value (which would
+    /// reach the app and the access log raw). Answered with the status the HTTP error
+    /// has, which the front server relays.
     Limit(crate::ParseError),
 }
 
@@ -123,6 +125,13 @@ impl UwsgiError {
 impl fmt::Display for UwsgiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
+            // An HTTP request on a uwsgi bind: its method's first letter is modifier1.
+            UwsgiError::UnsupportedModifier(m) if m.is_ascii_uppercase() => write!(
+                f,
+                "unsupported uwsgi modifier1 {m} ({:?}: an HTTP request on a bind that speaks \
+                 --protocol uwsgi?)",
+                m as char
+            )?,
             UwsgiError::UnsupportedModifier(m) => write!(f, "unsupported uwsgi modifier1 {m}")?,
             UwsgiError::Inconsistent { at, why } => {
                 let what = match why {

@@ -95,6 +95,7 @@ fn serve(
             // A uwsgi bind says so: `curl` against it gets no HTTP answer.
             let a = match a.strip_prefix("http://") {
                 Some(rest) if uwsgi => format!("uwsgi://{rest}"),
+                None if uwsgi => format!("{a} (uwsgi)"),
                 _ => a.clone(),
             };
             tracing::info!("Listening at: {a} ({})", std::process::id());

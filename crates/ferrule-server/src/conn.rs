@@ -145,7 +145,11 @@ impl Conn {
                 self.line_start = end;
                 true
             }
-            None => self.buf.len() - self.line_start > min_line_limit,
+            // A buffer starting with a 0 byte (a uwsgi packet on an HTTP bind) is looked
+            // at now: it may never hold a line end (`driver/http1.rs` refuses it).
+            None => {
+                self.buf.len() - self.line_start > min_line_limit || self.buf.first() == Some(&0)
+            }
         }
     }
 

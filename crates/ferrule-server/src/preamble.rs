@@ -140,8 +140,14 @@ pub(crate) fn read(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                 return None;
             }
             Ok(ReadOutcome::Eof) => {
-                if !conn.buf.is_empty() {
-                    tracing::debug!("client closed the connection in the middle of its preamble");
+                // A header cut short (a v2 length past the data, a v1 line without its
+                // CRLF) is a malformed header like any other: said at warn, rate-limited.
+                if !conn.buf.is_empty() && PROXY_REFUSALS.allow() {
+                    tracing::warn!(
+                        "refused a connection from {}: it closed after {} bytes of an incomplete PROXY header",
+                        conn.peer,
+                        conn.buf.len()
+                    );
                 }
                 shared.table.release(conn.token);
                 return None;

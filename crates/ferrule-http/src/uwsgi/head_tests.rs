@@ -213,6 +213,46 @@ fn a_request_without_method_or_protocol_is_refused() {
 }
 
 #[test]
+fn control_characters_are_refused_as_http_1_refuses_them() {
+    // nginx passes on some bytes the HTTP/1 parser refuses; they would reach the app and
+    // the access log raw.
+    let table: &[(Vars, Result<(), ParseError>)] = &[
+        (
+            &[(b"HTTP_USER_AGENT", b"a\x1b[31mred")],
+            Err(ParseError::InvalidHeader),
+        ),
+        (
+            &[(b"HTTP_USER_AGENT", b"del\x7f")],
+            Err(ParseError::InvalidHeader),
+        ),
+        (&[(b"HTTP_X", b"a\r\nX: y")], Err(ParseError::InvalidHeader)),
+        (&[(b"HTTP_X", b"tab\there, caf\xc3\xa9")], Ok(())),
+        (
+            &[(b"REQUEST_URI", b"/a\nb")],
+            Err(ParseError::InvalidRequestLine),
+        ),
+        (&[(b"REQUEST_URI", b"/caf\xc3\xa9?q=%2F")], Ok(())),
+        // Variables that are not fields are the front server's own: not judged.
+        (&[(b"DOCUMENT_ROOT", b"/srv\x01")], Ok(())),
+    ];
+    for (extra, want) in table {
+        let got = seen(&with(extra)).map(|_| ()).map_err(|e| match e {
+            UwsgiError::Limit(p) => p,
+            other => panic!("{other:?}"),
+        });
+        assert_eq!(got, *want, "{extra:?}");
+    }
+    let bad_method: Vars = &[
+        (b"REQUEST_METHOD", b"GET\r\nX: y"),
+        (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+    ];
+    assert_eq!(
+        seen(bad_method).unwrap_err(),
+        UwsgiError::Limit(ParseError::InvalidRequestMethod)
+    );
+}
+
+#[test]
 fn the_limits_of_http_heads_apply() {
     let cfg = ParserConfig {
         limit_request_line: 20,

@@ -228,6 +228,13 @@ fn errors_name_and_convert() {
             ParseError::InvalidRequestLine,
         ),
         (
+            // `GET / HTTP/1.1` sent to a uwsgi bind.
+            UwsgiError::UnsupportedModifier(b'G'),
+            "unsupported uwsgi modifier1 71 ('G': an HTTP request on a bind that speaks \
+             --protocol uwsgi?) (UnsupportedModifier)",
+            ParseError::InvalidRequestLine,
+        ),
+        (
             inconsistent,
             "inconsistent uwsgi packet: the var at byte 9: value runs past the vars block \
              (InvalidUWSGIHeader)",

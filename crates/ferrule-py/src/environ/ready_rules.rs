@@ -83,6 +83,7 @@ pub fn ready_environ<'a, 'v: 'a>(
     // Whether the last CONTENT_TYPE / CONTENT_LENGTH sent was empty: one pass at the end
     // drops the earlier ones, so a packet of many empty ones costs linear time.
     let (mut empty_type, mut empty_length) = (false, false);
+    let mut scheme = None;
     for (name, value) in vars {
         match name {
             b"REQUEST_METHOD" => method = Some(value),
@@ -95,6 +96,10 @@ pub fn ready_environ<'a, 'v: 'a>(
             b"REMOTE_ADDR" => env.remote_addr = Some(value),
             b"REMOTE_PORT" => env.remote_port = Some(value),
             b"HTTP_HOST" => env.host = Some(value),
+            // The request's Content-Type/-Length fields as nginx forwards every field:
+            // CONTENT_TYPE/CONTENT_LENGTH carry them, and an HTTP/1 environ has no
+            // HTTP_ twin (PEP 3333, CGI).
+            b"HTTP_CONTENT_TYPE" | b"HTTP_CONTENT_LENGTH" => {}
             // An empty one is left out, as for HTTP/1; the last value of a name counts.
             b"CONTENT_TYPE" | b"CONTENT_LENGTH" => {
                 let empty = value.is_empty();
@@ -107,8 +112,16 @@ pub fn ready_environ<'a, 'v: 'a>(
                 }
             }
             _ => {
-                if name == b"HTTPS" {
-                    env.https = value.eq_ignore_ascii_case(b"on") || value == b"1";
+                match name {
+                    // What uWSGI and gunicorn's uwsgi mode read: `on`, `1` or `true`.
+                    b"HTTPS" => {
+                        env.https = value.eq_ignore_ascii_case(b"on")
+                            || value == b"1"
+                            || value.eq_ignore_ascii_case(b"true")
+                    }
+                    // uWSGI's own (`uwsgi_param UWSGI_SCHEME $scheme;`), which wins there.
+                    b"UWSGI_SCHEME" => scheme = Some(value.eq_ignore_ascii_case(b"https")),
+                    _ => {}
                 }
                 env.other.push((name, value));
             }
@@ -119,9 +132,15 @@ pub fn ready_environ<'a, 'v: 'a>(
             !((empty_type && *n == b"CONTENT_TYPE") || (empty_length && *n == b"CONTENT_LENGTH"))
         });
     }
+    if let Some(https) = scheme {
+        env.https = https;
+    }
     env.method = method.ok_or(Missing("REQUEST_METHOD"))?;
     env.protocol = protocol.ok_or(Missing("SERVER_PROTOCOL"))?;
-    env.script_name = script.unwrap_or(script_name);
+    // `uwsgi_param SCRIPT_NAME /app/;` mounts at `/app`: a SCRIPT_NAME that ends in `/`
+    // would make `SCRIPT_NAME + PATH_INFO` repeat it.
+    let script = script.unwrap_or(script_name);
+    env.script_name = script.strip_suffix(b"/").unwrap_or(script);
     // A mount is a path segment here (unlike `--script-name` over HTTP, which strips
     // a byte prefix as gunicorn does): `/app` does not take `/app` off `/application`.
     env.path = rules::strip_mount(path.unwrap_or_default(), env.script_name);

@@ -139,6 +139,14 @@ pub(crate) fn serve(
                     }
                     return None;
                 }
+                // A uwsgi packet starts with modifier1 0 and may hold no line end for
+                // the parser to wait for: refused now rather than at the header timeout
+                // (nginx `uwsgi_pass` to an HTTP bind), and said so. Checked only on a
+                // head that is incomplete or refused.
+                Ok(None) | Err(_) if conn.buf.first() == Some(&0) => {
+                    not_http(shared, &mut conn, blocking);
+                    return None;
+                }
                 Ok(None) => {}
                 Err(e) => {
                     reject(shared, &mut conn, e.into(), blocking);
@@ -184,6 +192,22 @@ pub(crate) fn serve(
 /// Closes a connection after writing what is still owed to it.
 fn close(shared: &Shared, conn: &mut Conn, blocking: &dyn Blocking) {
     conn.flush_out(shared.config.io_timeout, blocking);
+    shared.table.release(conn.token);
+}
+
+/// A uwsgi packet on an HTTP bind: 400 (nginx relays it at once, instead of a 408 after
+/// the header timeout) and a log line that names the likely fix.
+#[cold]
+fn not_http(shared: &Shared, conn: &mut Conn, blocking: &dyn Blocking) {
+    conn.flush_out(shared.config.io_timeout, blocking);
+    if crate::log::INVALID_REQUESTS.allow() {
+        tracing::warn!(
+            "invalid request from {}: it starts with a 0 byte, as a uwsgi packet does; this bind \
+             speaks HTTP (run with --protocol uwsgi behind nginx uwsgi_pass)",
+            conn.client
+        );
+    }
+    conn.answer_error(400, Protocol::Http1);
     shared.table.release(conn.token);
 }
 

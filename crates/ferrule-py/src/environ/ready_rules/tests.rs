@@ -84,8 +84,9 @@ fn script_name_and_path_info() {
             "/application",
         ),
         (Some("/app"), Some("/app/"), "", "/app", "/"),
-        (Some("/app/"), Some("/app/x"), "", "/app/", "/x"),
-        (Some("/"), Some("/x"), "", "/", "/x"),
+        // A trailing `/` is the mount without it: SCRIPT_NAME + PATH_INFO rebuilds the path.
+        (Some("/app/"), Some("/app/x"), "", "/app", "/x"),
+        (Some("/"), Some("/x"), "", "", "/x"),
         (Some("/app"), Some("/other"), "", "/app", "/other"),
         (Some("/app"), Some("/%61pp/x"), "", "/app", "/%61pp/x"),
         (None, Some("/mnt/x"), "/mnt", "/mnt", "/x"),
@@ -109,6 +110,7 @@ fn scheme_from_https() {
         ("on", true),
         ("ON", true),
         ("1", true),
+        ("true", true),
         ("off", false),
         ("", false),
     ] {
@@ -116,6 +118,15 @@ fn scheme_from_https() {
         let env = ready_environ(with(&sent), b"").unwrap();
         assert_eq!(env.https, want, "HTTPS={https:?}");
         assert!(names(&env).contains(&&b"HTTPS"[..]), "HTTPS passes through");
+    }
+    // uWSGI's UWSGI_SCHEME wins over HTTPS, in either order.
+    for (sent, want) in [
+        (&[("UWSGI_SCHEME", "https")][..], true),
+        (&[("HTTPS", "on"), ("UWSGI_SCHEME", "http")][..], false),
+        (&[("UWSGI_SCHEME", "HTTPS"), ("HTTPS", "off")][..], true),
+    ] {
+        let env = ready_environ(with(sent), b"").unwrap();
+        assert_eq!(env.https, want, "{sent:?}");
     }
 }
 
@@ -130,6 +141,13 @@ fn content_type_and_length() {
         .collect();
     let want: &[(&[u8], &[u8])] = &[(b"CONTENT_TYPE", b"text/plain"), (b"CONTENT_LENGTH", b"5")];
     assert_eq!(got, want.iter().collect::<Vec<_>>());
+    // nginx also forwards the fields as HTTP_CONTENT_*: not in the environ, as over HTTP/1.
+    let sent = [
+        ("HTTP_CONTENT_TYPE", "text/plain"),
+        ("HTTP_CONTENT_LENGTH", "5"),
+    ];
+    let env = ready_environ(with(&sent), b"").unwrap();
+    assert!(!names(&env).iter().any(|n| n.starts_with(b"HTTP_CONTENT")));
 }
 
 #[test]
