@@ -166,6 +166,11 @@ impl Environ {
         t.set_item("wsgi.input_terminated", true)?;
         t.set_item("wsgi.file_wrapper", file_wrapper)?;
         t.set_item("SCRIPT_NAME", &cfg.script_name)?;
+        if cfg.tls.is_some() && cfg.protocol == ferrule_server::Protocol::Http1 {
+            // Every bind is TLS then (gunicorn's meaning): Apache mod_ssl's key, in the
+            // template, so a request pays nothing for it.
+            t.set_item("HTTPS", "on")?;
+        }
         t.set_item(
             "SERVER_SOFTWARE",
             concat!("ferrule/", env!("CARGO_PKG_VERSION")),
