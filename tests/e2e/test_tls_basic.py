@@ -39,6 +39,12 @@ def certs(tmp_path_factory) -> Path:
             "-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
     # The same key in SEC1 ("EC PRIVATE KEY"), beside the PKCS#8 one openssl req wrote.
     openssl("ec", "-in", "key.pem", "-out", "key-sec1.pem", cwd=d)
+    # A client certificate from the same CA.
+    openssl("req", *ec, "-keyout", "client.key", "-out", "client.csr", "-subj", "/O=Ferrule Test/CN=client", cwd=d)
+    # v3 with extensions: webpki refuses the v1 certificate `x509 -req` makes without them.
+    (d / "client.cnf").write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "client.pem", "-days", "2", "-extfile", "client.cnf", cwd=d)
     return d
 
 
@@ -124,3 +130,25 @@ def test_cert_reqs_is_0_1_or_2(certs):
     r = start_fails("--certfile", str(certs / "cert.pem"), "--cert-reqs", "3")
     assert r.returncode == 2
     assert "cert" in r.stderr and "3" in r.stderr
+
+
+def test_the_mtls_environ(serve, certs):
+    srv = serve("routes:app", "--certfile", str(certs / "cert.pem"), "--keyfile", str(certs / "key.pem"),
+                "--ca-certs", str(certs / "ca.pem"), "--cert-reqs", "1")
+    ctx = client_context(certs)
+    ctx.load_cert_chain(str(certs / "client.pem"), str(certs / "client.key"))
+    conn = http.client.HTTPSConnection("localhost", srv.port, context=ctx, timeout=10)
+    env = get_json(conn, "/environ")
+    assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    assert env["SSL_CLIENT_S_DN"] == "CN=client,O=Ferrule Test"
+    assert env["SSL_CLIENT_I_DN"] == "CN=ferrule test CA"
+    pem = (certs / "client.pem").read_text()
+    assert env["SSL_CLIENT_CERT"] == pem[pem.index("-----BEGIN"):]
+    assert env["SSL_PROTOCOL"] == conn.sock.version()
+    assert env["SSL_CIPHER"] == conn.sock.cipher()[0]
+    conn.close()
+    # Optional: a client without a certificate is served, and told so.
+    anon = http.client.HTTPSConnection("localhost", srv.port, context=client_context(certs), timeout=10)
+    env = get_json(anon, "/environ")
+    assert env["SSL_CLIENT_VERIFY"] == "NONE" and "SSL_CLIENT_S_DN" not in env
+    anon.close()
