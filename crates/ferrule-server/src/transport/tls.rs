@@ -275,3 +275,6 @@ impl Drop for TlsStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
