@@ -275,3 +275,57 @@ fn client_certificates_required_or_optional() {
         }
     }
 }
+
+#[test]
+fn a_proxy_header_comes_before_the_handshake() {
+    let certs = Certs::new("proxy");
+    let settings = TlsSettings::load(&certs.files()).expect("load");
+    let srv = start(ParserConfig::default(), |c| {
+        c.tls = Some(settings);
+        c.proxy_protocol = Some(ferrule_http::ProxyMode::V1);
+        c.proxy_allow_ips = ferrule_server::AllowIps::parse("127.0.0.1").unwrap();
+    });
+    let mut sock = TcpStream::connect(srv.addr).unwrap();
+    sock.write_all(b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n")
+        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(certs.client(), name).unwrap();
+    let c = rustls::StreamOwned::new(conn, sock);
+    assert_eq!(status(c).unwrap(), "HTTP/1.1 200 OK");
+    let clients = srv.handler.clients.lock().unwrap().clone();
+    assert_eq!(
+        clients,
+        [ferrule_server::Peer::Tcp(
+            "203.0.113.7:5555".parse().unwrap()
+        )]
+    );
+}
+
+#[test]
+fn a_handshake_must_end_within_the_header_timeout() {
+    let certs = Certs::new("slow");
+    let settings = TlsSettings::load(&certs.files()).expect("load");
+    let srv = start(ParserConfig::default(), |c| {
+        c.tls = Some(settings);
+        c.header_timeout = Duration::from_millis(300);
+    });
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let began = Instant::now();
+    // The start of a ClientHello, and no more.
+    s.write_all(&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01]).unwrap();
+    let mut got = Vec::new();
+    let end = s.read_to_end(&mut got);
+    assert!(
+        matches!(&end, Ok(0)) || matches!(&end, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "{end:?}"
+    );
+    assert!(got.is_empty(), "answered {got:?}");
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+}
