@@ -152,3 +152,20 @@ def test_the_mtls_environ(serve, certs):
     env = get_json(anon, "/environ")
     assert env["SSL_CLIENT_VERIFY"] == "NONE" and "SSL_CLIENT_S_DN" not in env
     anon.close()
+
+
+def test_a_unix_socket_bind_is_tls_too(serve, certs, tmp_path):
+    path = tmp_path / "tls.sock"
+    serve("routes:app", "--certfile", str(certs / "cert.pem"), "--keyfile", str(certs / "key.pem"),
+          "-b", f"unix:{path}")
+    with socket.socket(socket.AF_UNIX) as raw_sock:
+        raw_sock.settimeout(10)
+        raw_sock.connect(str(path))
+        with client_context(certs).wrap_socket(raw_sock, server_hostname="localhost") as s:
+            s.sendall(b"GET /environ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(body)["wsgi.url_scheme"] == "https"
