@@ -8,7 +8,7 @@ A gunicorn setting is never dropped without a word. Each one is:
 - ``REFUSED``: any value but gunicorn's default stops start-up (exit 2) with one line
   saying what to do, until ferrule implements it;
 - ``INERT``: has an effect in gunicorn only together with a setting ferrule refuses
-  unless it has its default (``ca_certs`` needs ``certfile``): checked and kept;
+  unless it has its default (``statsd_prefix`` needs ``statsd_host``): checked and kept;
 - ``COMMAND``: steers the command (``config``, ``check_config``, ``print_config``).
 
 Values are checked with gunicorn's validators (``"4"`` is 4, ``"true"`` is True).
@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 # The validators the table names (config.py reaches them here too: ``g.pos_int``).
 from ferrule.validators import (
-    BadValue, addr_list, anything, boolean, class_path, cleartext, dictionary, one_of, pos_int,
+    BadValue, addr_list, anything, boolean, cert_reqs, class_path, cleartext, dictionary, one_of, pos_int,
     proxy_protocol, scheme_headers, seconds, string, string_list,
 )
 
@@ -46,8 +46,6 @@ class Spec:
     metavar: Optional[str] = None
 
 
-TLS = ("TLS is not implemented yet (planned: issue 24); terminate TLS in front of ferrule "
-       "(nginx, HAProxy, a load balancer) and remove it")
 SYSLOG = ("syslog is not implemented yet (planned: issue 26); log to stderr (journald) or a file and "
           "let the system logger collect it")
 STATSD = "statsd is not implemented yet (planned: issue 26); remove it, or scrape the access log"
@@ -173,11 +171,11 @@ SPECS: Tuple[Spec, ...] = (
        note="ferrule does not set process titles (ps shows the command line); hooks see it as server.cfg.proc_name"),
     _s("default_proc_name", [], INERT, string, "gunicorn", note="applies with proc_name only"),
     # SSL
-    _s("keyfile", ["--keyfile"], REFUSED, string, metavar="FILE", note=TLS),
-    _s("certfile", ["--certfile"], REFUSED, string, metavar="FILE", note=TLS),
+    _s("keyfile", ["--keyfile"], IMPLEMENTED, string, metavar="FILE"),
+    _s("certfile", ["--certfile"], IMPLEMENTED, string, metavar="FILE"),
     _s("ssl_version", ["--ssl-version"], INERT, anything, 2, metavar="VERSION", note="applies with TLS only"),
-    _s("cert_reqs", ["--cert-reqs"], INERT, pos_int, 0, metavar="INT", note="applies with TLS only"),
-    _s("ca_certs", ["--ca-certs"], INERT, string, metavar="FILE", note="applies with TLS only"),
+    _s("cert_reqs", ["--cert-reqs"], IMPLEMENTED, cert_reqs, 0, metavar="INT"),
+    _s("ca_certs", ["--ca-certs"], IMPLEMENTED, string, metavar="FILE"),
     _s("suppress_ragged_eofs", ["--suppress-ragged-eofs"], INERT, boolean, True, action="store_true",
        note="applies with TLS only"),
     _s("do_handshake_on_connect", ["--do-handshake-on-connect"], INERT, boolean, False, action="store_true",
@@ -216,7 +214,8 @@ BY_NAME: Dict[str, Spec] = {s.name: s for s in SPECS}
 
 #: Hooks gunicorn knows that never run in ferrule, and why that keeps their meaning.
 INERT_HOOKS: Dict[str, Tuple[int, str]] = {
-    "ssl_context": (2, "it is called only with certfile (TLS, not implemented yet)"),
+    "ssl_context": (2, "ferrule's TLS is rustls, set by certfile, keyfile, ca_certs and cert_reqs; "
+                       "an ssl.SSLContext cannot configure it"),
     "on_dirty_starting": (1, NO_DIRTY),
     "dirty_post_fork": (2, NO_DIRTY),
     "dirty_worker_init": (1, NO_DIRTY),
