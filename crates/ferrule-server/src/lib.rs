@@ -37,6 +37,7 @@ pub mod sink;
 #[allow(unsafe_code)]
 mod sys;
 mod table;
+mod tls_ciphers;
 mod tokens;
 mod transport;
 mod writing;
@@ -51,3 +52,4 @@ pub use handler::Handler;
 pub use listener::{bind_all, BindError, Listener, Local, Peer};
 pub use protocol::{Protocol, ReadyVars};
 pub use server::Server;
+pub use tls_ciphers::{cipher_suites, openssl_name};
