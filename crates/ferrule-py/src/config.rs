@@ -11,7 +11,9 @@ use ferrule_server::access::{AccessFormat, AccessLog};
 use ferrule_server::log::LogLevel;
 use ferrule_server::logfile::LogFile;
 use ferrule_server::sink::{Report, Sink, Stdout};
-use ferrule_server::{parse_bind, AllowIps, Bind, Protocol, RemoteAddrFrom, ServerConfig};
+use ferrule_server::{
+    check_tls_binds, parse_bind, AllowIps, Bind, Endpoint, Protocol, RemoteAddrFrom, ServerConfig,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
@@ -85,6 +87,8 @@ impl Settings<'_> {
         if binds.is_empty() {
             return Err("bind: at least one address is needed".into());
         }
+        // `--certfile` is refused until the TLS transport lands: no bind can be TLS yet.
+        check_tls_binds(&binds, false)?;
         let parser = ParserConfig {
             limit_request_line: count("limit-request-line", &self.limit_request_line, 0, ANY)?,
             limit_request_fields: count(
@@ -277,7 +281,24 @@ impl Config {
             ));
         }
         let mut config = self.clone();
-        config.server.binds = fds.into_iter().map(Bind::Fd).collect();
+        // The i-th descriptor is the i-th bind (the master binds them in order; a
+        // systemd unit lists its sockets in the binds' order) and keeps its scheme.
+        let tls = |i: usize| {
+            config
+                .server
+                .binds
+                .get(i)
+                .map(|e| e.tls)
+                .unwrap_or_default()
+        };
+        config.server.binds = fds
+            .into_iter()
+            .enumerate()
+            .map(|(i, fd)| Endpoint {
+                bind: Bind::Fd(fd),
+                tls: tls(i),
+            })
+            .collect();
         Ok(config)
     }
 }

@@ -44,7 +44,9 @@ mod writing;
 
 pub use backoff::Starved;
 pub use blocking::{Blocking, InPlace};
-pub use config::{parse_bind, AllowIps, Bind, RemoteAddrFrom, ServerConfig};
+pub use config::{
+    check_tls_binds, parse_bind, AllowIps, Bind, BindTls, Endpoint, RemoteAddrFrom, ServerConfig,
+};
 pub use error::{Error, Phase};
 pub use exchange::Exchange;
 pub use finished::Outcome;

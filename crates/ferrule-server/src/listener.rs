@@ -277,7 +277,7 @@ pub fn bind_all(config: &crate::config::ServerConfig) -> Result<Vec<Listener>, B
         .binds
         .iter()
         .map(|b| {
-            Listener::bind(b, config.backlog, config.reuse_port)
+            Listener::bind(&b.bind, config.backlog, config.reuse_port)
                 .map(|l| l.speaking(config.protocol))
         })
         .collect()
