@@ -76,6 +76,9 @@ class Settings:
     protocol: str = CORE["protocol"]
     #: TCP peers that may send uwsgi requests ("*": any); unix-socket peers always may.
     uwsgi_allow_ips: str = CORE["uwsgi_allow_ips"]
+    # TLS settings beside the certificate.
+    #: OpenSSL-style cipher list mapped to rustls' suites (docs/http.md); None: rustls' own.
+    ciphers: Optional[str] = None
     log_level: str = "info"
     error_logfile: Optional[str] = "-"
     access_logfile: Optional[str] = None
@@ -143,7 +146,9 @@ class Settings:
 
     @property
     def is_ssl(self) -> bool:
-        return False
+        from ferrule import gunicorn
+
+        return gunicorn.tls_on(self)
 
     @property
     def proc_name(self) -> str:

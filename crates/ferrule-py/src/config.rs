@@ -12,7 +12,8 @@ use ferrule_server::log::LogLevel;
 use ferrule_server::logfile::LogFile;
 use ferrule_server::sink::{Report, Sink, Stdout};
 use ferrule_server::{
-    check_tls_binds, parse_bind, AllowIps, Bind, Endpoint, Protocol, RemoteAddrFrom, ServerConfig,
+    check_tls_binds, cipher_suites, parse_bind, AllowIps, Bind, Endpoint, Protocol, RemoteAddrFrom,
+    ServerConfig,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -61,6 +62,8 @@ pub struct Settings<'py> {
     forwarded_remote_addr: String,
     protocol: String,
     uwsgi_allow_ips: String,
+    // TLS settings beside the certificate.
+    ciphers: Option<String>,
 }
 
 /// Where the error log goes and how much of it.
@@ -144,6 +147,9 @@ impl Settings<'_> {
             protocol: self.protocol.parse::<Protocol>()?,
             uwsgi_allow_ips: AllowIps::parse(&self.uwsgi_allow_ips)
                 .map_err(|e| format!("uwsgi-allow-from: {e}"))?,
+            // Checked even without TLS: a list that selects nothing stops start-up (and
+            // --check-config) now, not when a certificate is added.
+            ciphers: self.ciphers.as_deref().map(cipher_suites).transpose()?,
         };
         let logs = LogSettings {
             level: self.log_level.parse()?,

@@ -6,6 +6,7 @@ pub use bind::{check_tls_binds, parse_bind, Bind, BindTls, Endpoint};
 
 use crate::protocol::Protocol;
 use ferrule_http::{ParserConfig, ProxyMode, SchemeHeaders};
+use rustls::SupportedCipherSuite;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -201,6 +202,10 @@ pub struct ServerConfig {
     /// TCP peers that may send uwsgi requests (`--uwsgi-allow-from`); a unix-socket
     /// peer always may (the socket file's permissions say who).
     pub uwsgi_allow_ips: AllowIps,
+    // TLS settings beside the certificate.
+    /// `--ciphers` (`tls_ciphers.rs`): the suites a TLS bind offers, in order; `None`:
+    /// rustls' ring provider's suites.
+    pub ciphers: Option<Vec<SupportedCipherSuite>>,
 }
 
 impl ServerConfig {
@@ -237,6 +242,7 @@ impl Default for ServerConfig {
             forwarded_remote_addr: RemoteAddrFrom::Off,
             protocol: Protocol::Http1,
             uwsgi_allow_ips: AllowIps::parse(DEFAULT_UWSGI_ALLOW_IPS).expect("literal"),
+            ciphers: None,
         }
     }
 }
