@@ -5,6 +5,7 @@ reaches it, and that a bad list is one line and exit 2."""
 
 import http.client
 import os
+import socket
 import subprocess
 import sys
 
@@ -122,10 +123,14 @@ def test_http_binds_serve_plain_http_beside_each_other(tmp_path):
     try:
         wait_for_port(port, proc)
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        c.request("GET", "/")
+        c.request("GET", "/hello")
         assert c.getresponse().status == 200
         c.close()
-        assert sock.is_socket()
+        with socket.socket(socket.AF_UNIX) as u:
+            u.settimeout(5)
+            u.connect(str(sock))
+            u.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert u.makefile("rb").readline().startswith(b"HTTP/1.1 200")
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=20)

@@ -63,75 +63,34 @@ const fn s13(id: CipherSuite, iana: &'static str, aes_gcm: bool, bits: u16) -> S
 }
 
 /// In OpenSSL's `DEFAULT` order (strongest first, ECDSA before RSA), which is the order
-/// an alias adds its suites in.
-const SUITES: [Suite; 9] = [
-    s12(
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-        true,
-        true,
-        256,
-    ),
-    s12(
-        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        "ECDHE-RSA-AES256-GCM-SHA384",
-        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-        false,
-        true,
-        256,
-    ),
-    s12(
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-        "ECDHE-ECDSA-CHACHA20-POLY1305",
-        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-        true,
-        false,
-        256,
-    ),
-    s12(
-        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-        "ECDHE-RSA-CHACHA20-POLY1305",
-        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-        false,
-        false,
-        256,
-    ),
-    s12(
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-        true,
-        true,
-        128,
-    ),
-    s12(
-        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        "ECDHE-RSA-AES128-GCM-SHA256",
-        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-        false,
-        true,
-        128,
-    ),
-    s13(
-        CipherSuite::TLS13_AES_256_GCM_SHA384,
-        "TLS_AES_256_GCM_SHA384",
-        true,
-        256,
-    ),
-    s13(
-        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
-        "TLS_CHACHA20_POLY1305_SHA256",
-        false,
-        256,
-    ),
-    s13(
-        CipherSuite::TLS13_AES_128_GCM_SHA256,
-        "TLS_AES_128_GCM_SHA256",
-        true,
-        128,
-    ),
-];
+/// an alias adds its suites in. Columns: OpenSSL name, IANA name, ECDSA, AES-GCM, bits.
+#[rustfmt::skip]
+const SUITES: [Suite; 9] = {
+    use CipherSuite as C;
+    [
+        s12(C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, "ECDHE-ECDSA-AES256-GCM-SHA384", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", true, true, 256),
+        s12(C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, "ECDHE-RSA-AES256-GCM-SHA384", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", false, true, 256),
+        s12(C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, "ECDHE-ECDSA-CHACHA20-POLY1305", "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", true, false, 256),
+        s12(C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, "ECDHE-RSA-CHACHA20-POLY1305", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", false, false, 256),
+        s12(C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, "ECDHE-ECDSA-AES128-GCM-SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", true, true, 128),
+        s12(C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, "ECDHE-RSA-AES128-GCM-SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", false, true, 128),
+        s13(C::TLS13_AES_256_GCM_SHA384, "TLS_AES_256_GCM_SHA384", true, 256),
+        s13(C::TLS13_CHACHA20_POLY1305_SHA256, "TLS_CHACHA20_POLY1305_SHA256", false, 256),
+        s13(C::TLS13_AES_128_GCM_SHA256, "TLS_AES_128_GCM_SHA256", true, 128),
+    ]
+};
+
+/// What an element does with the suites it matches (OpenSSL's prefixes).
+enum Op {
+    /// No prefix: append those not in the list yet.
+    Add,
+    /// `-`: remove; a later element may add them back.
+    Remove,
+    /// `!`: remove, and never add again.
+    Ban,
+    /// `+`: move to the end of the list.
+    Last,
+}
 
 /// A set of `SUITES` indices.
 type Set = u16;
@@ -176,8 +135,8 @@ fn matches(word: &str) -> Set {
 
 /// The suites `list` selects, in its order; the error is one line naming the setting.
 pub fn cipher_suites(list: &str) -> Result<Vec<SupportedCipherSuite>, String> {
-    // gunicorn 19's default, still in configs written then: OpenSSL read it as its
-    // TLS 1.0 CBC suites, which no one chose on purpose: it means OpenSSL's DEFAULT.
+    // gunicorn 19's default, kept in configs written then. OpenSSL read it as its
+    // TLS 1.0 CBC suites, which rustls has none of; it was never a choice of suites.
     if list.trim().eq_ignore_ascii_case("TLSv1") {
         return cipher_suites("DEFAULT");
     }
@@ -191,34 +150,42 @@ pub fn cipher_suites(list: &str) -> Result<Vec<SupportedCipherSuite>, String> {
                 order.sort_by_key(|&i| std::cmp::Reverse(SUITES[i].bits));
             } else if !upper.starts_with("SECLEVEL=") {
                 // @SECLEVEL is OpenSSL's floor on key sizes: every suite here passes it.
-                return Err(format!("ciphers {list:?}: unknown command {element:?} (OpenSSL knows @STRENGTH and @SECLEVEL=N)"));
+                return Err(format!(
+                    "ciphers {list:?}: unknown command {element:?} \
+                     (OpenSSL knows @STRENGTH and @SECLEVEL=N)"
+                ));
             }
             continue;
         }
-        let (op, rule) = match element.as_bytes()[0] {
-            b @ (b'!' | b'-' | b'+') => (b, &element[1..]),
-            _ => (b' ', element),
+        let (op, rule) = if let Some(r) = element.strip_prefix('!') {
+            (Op::Ban, r)
+        } else if let Some(r) = element.strip_prefix('-') {
+            (Op::Remove, r)
+        } else if let Some(r) = element.strip_prefix('+') {
+            (Op::Last, r)
+        } else {
+            (Op::Add, element)
         };
-        let set = rule
-            .split('+')
-            .filter(|w| !w.is_empty())
-            .fold(Set::MAX, |m, w| m & matches(w));
-        let set = if rule.is_empty() { 0 } else { set };
+        let mut words = rule.split('+').filter(|w| !w.is_empty()).peekable();
+        let set = match words.peek() {
+            None => 0,
+            Some(_) => words.fold(Set::MAX, |m, w| m & matches(w)),
+        };
         named13 |= set & set_where(|s| s.tls13) != 0;
+        let hit = |i: &usize| set & 1 << i != 0;
         match op {
-            b'!' => {
+            Op::Ban => {
                 banned |= set;
-                order.retain(|&i| set & 1 << i == 0);
+                order.retain(|i| !hit(i));
             }
-            b'-' => order.retain(|&i| set & 1 << i == 0),
-            b'+' => {
-                let (moved, kept): (Vec<usize>, Vec<usize>) =
-                    order.iter().partition(|&&i| set & 1 << i != 0);
+            Op::Remove => order.retain(|i| !hit(i)),
+            Op::Last => {
+                let (moved, kept): (Vec<usize>, Vec<usize>) = order.iter().partition(|i| hit(i));
                 order = kept;
                 order.extend(moved);
             }
-            _ => {
-                for i in (0..SUITES.len()).filter(|i| set & !banned & 1 << i != 0) {
+            Op::Add => {
+                for i in (0..SUITES.len()).filter(|i| banned & 1 << i == 0 && hit(i)) {
                     if !order.contains(&i) {
                         order.push(i);
                     }
