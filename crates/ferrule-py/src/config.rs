@@ -2,6 +2,8 @@
 
 pub mod defaults;
 mod numbers;
+#[cfg(test)]
+mod tls_tests;
 
 use numbers::{count, integer, seconds, ANY, MAX_BACKLOG, MAX_THREADS, MAX_WORKERS};
 

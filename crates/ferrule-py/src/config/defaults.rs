@@ -62,6 +62,9 @@ pub fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("forwarded_remote_addr", s.forwarded_remote_addr.name())?;
     d.set_item("protocol", s.protocol.name())?;
     d.set_item("uwsgi_allow_ips", DEFAULT_UWSGI_ALLOW_IPS)?;
+    // `ServerConfig::ciphers` holds the suites a list selected, not the list; its default
+    // (none chosen: rustls' own) is no list. The test below checks the two agree.
+    d.set_item("ciphers", py.None())?;
     Ok(d)
 }
 
