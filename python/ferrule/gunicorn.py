@@ -5,6 +5,7 @@ A gunicorn setting is never dropped without a word. Each one is:
 - ``IMPLEMENTED``: ferrule has it (maybe under its own field name, see ``field``);
 - ``LOGGED``: accepted, with one log line saying what ferrule does instead, only where
   the setting's meaning is kept (``worker_tmp_dir``: ferrule's heartbeat needs no file);
+  the TLS ones (``TLS_LOGGED``) only when TLS is on;
 - ``REFUSED``: any value but gunicorn's default stops start-up (exit 2) with one line
   saying what to do, until ferrule implements it;
 - ``INERT``: has an effect in gunicorn only together with a setting ferrule refuses
