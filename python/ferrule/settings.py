@@ -78,7 +78,7 @@ class Settings:
     uwsgi_allow_ips: str = CORE["uwsgi_allow_ips"]
     # TLS settings beside the certificate.
     #: OpenSSL-style cipher list mapped to rustls' suites (docs/http.md); None: rustls' own.
-    ciphers: Optional[str] = CORE["ciphers"]
+    ciphers: Optional[str] = None
     log_level: str = "info"
     error_logfile: Optional[str] = "-"
     access_logfile: Optional[str] = None

@@ -62,9 +62,6 @@ pub fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("forwarded_remote_addr", s.forwarded_remote_addr.name())?;
     d.set_item("protocol", s.protocol.name())?;
     d.set_item("uwsgi_allow_ips", DEFAULT_UWSGI_ALLOW_IPS)?;
-    // `ServerConfig::ciphers` holds the suites a list selected, not the list; its default
-    // (none chosen: rustls' own) is no list. The test below checks the two agree.
-    d.set_item("ciphers", py.None())?;
     Ok(d)
 }
 
@@ -73,13 +70,15 @@ pub(super) mod tests {
     use super::*;
     use crate::config::{Config, Settings};
 
-    /// `defaults()` plus the settings only the front end defaults (the logs).
+    /// `defaults()` plus the settings only the front end defaults (the logs, `ciphers`).
     pub(in crate::config) fn default_settings(py: Python<'_>) -> Bound<'_, PyDict> {
         let d = defaults(py).unwrap();
         d.set_item("log_level", "info").unwrap();
         d.set_item("error_logfile", "-").unwrap();
         d.set_item("access_logfile", py.None()).unwrap();
         d.set_item("access_logformat", "%(h)s").unwrap();
+        // The core keeps the suites a list selects, not the list; no list is its default.
+        d.set_item("ciphers", py.None()).unwrap();
         d
     }
 
