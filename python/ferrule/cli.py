@@ -77,7 +77,7 @@ def load_settings(args: dict, env_args: dict, start_dir: str = "") -> Tuple[Sett
     if base.workers < 1:
         raise config.ConfigFileError(f"workers must be an integer >= 1 (got {base.workers})")
     check_owner(base)
-    return base, hooks, notes
+    return base, hooks, notes + gunicorn.tls_notes(base)
 
 
 #: The largest user or group id (uid_t; (uid_t)-1 means "no change").

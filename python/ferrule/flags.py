@@ -124,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print every setting's value (gunicorn's names), then exit (default off)")
     a = p.add_argument_group("server")
     a.add_argument("-b", "--bind", action="append", metavar="ADDRESS",
-                   help="HOST:PORT, tcp://HOST:PORT, [::1]:PORT, unix:PATH or fd://N; repeatable "
-                        "(default 127.0.0.1:8000, or 0.0.0.0:$PORT)")
+                   help="HOST:PORT, tcp://HOST:PORT, [::1]:PORT, unix:PATH or fd://N; https://HOST:PORT "
+                        "(https+unix:PATH) is always TLS, http://HOST:PORT (http+unix:PATH) never, even with "
+                        "--certfile; repeatable (default 127.0.0.1:8000, or 0.0.0.0:$PORT)")
     a.add_argument("-w", "--workers", type=_count, metavar="INT",
                    help=f"worker processes (default {d.workers}, or $WEB_CONCURRENCY)")
     a.add_argument("--threads", type=_count, metavar="INT",
@@ -166,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cert-reqs", dest="cert_reqs", metavar="INT",
                    help="client certificates: 0 not asked for, 1 optional (a bad one is refused), "
                         "2 required (default 0)")
+    t.add_argument("--ciphers", metavar="CIPHERS",
+                   help="OpenSSL-style cipher list (ECDHE+AESGCM:!aNULL, Mozilla's lists), mapped to the TLS 1.2 "
+                        "suites rustls has; TLS 1.3's are kept unless named (default: rustls' suites)")
     w = p.add_argument_group("workers")
     w.add_argument("-t", "--timeout", type=_positive_float, metavar="SECONDS",
                    help=f"seconds a request may be stuck in the app (no byte of its answer, or none of its "

@@ -5,6 +5,7 @@ A gunicorn setting is never dropped without a word. Each one is:
 - ``IMPLEMENTED``: ferrule has it (maybe under its own field name, see ``field``);
 - ``LOGGED``: accepted, with one log line saying what ferrule does instead, only where
   the setting's meaning is kept (``worker_tmp_dir``: ferrule's heartbeat needs no file);
+  the TLS ones (``TLS_LOGGED``) only when TLS is on;
 - ``REFUSED``: any value but gunicorn's default stops start-up (exit 2) with one line
   saying what to do, until ferrule implements it;
 - ``INERT``: has an effect in gunicorn only together with a setting ferrule refuses
@@ -17,7 +18,7 @@ Values are checked with gunicorn's validators (``"4"`` is 4, ``"true"`` is True)
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 # The validators the table names (config.py reaches them here too: ``g.pos_int``).
 from ferrule.validators import (
@@ -173,14 +174,17 @@ SPECS: Tuple[Spec, ...] = (
     # SSL
     _s("keyfile", ["--keyfile"], IMPLEMENTED, string, metavar="FILE"),
     _s("certfile", ["--certfile"], IMPLEMENTED, string, metavar="FILE"),
-    _s("ssl_version", ["--ssl-version"], INERT, anything, 2, metavar="VERSION", note="applies with TLS only"),
     _s("cert_reqs", ["--cert-reqs"], IMPLEMENTED, cert_reqs, 0, metavar="INT"),
     _s("ca_certs", ["--ca-certs"], IMPLEMENTED, string, metavar="FILE"),
-    _s("suppress_ragged_eofs", ["--suppress-ragged-eofs"], INERT, boolean, True, action="store_true",
-       note="applies with TLS only"),
-    _s("do_handshake_on_connect", ["--do-handshake-on-connect"], INERT, boolean, False, action="store_true",
-       note="applies with TLS only"),
-    _s("ciphers", ["--ciphers"], INERT, string, metavar="CIPHERS", note="applies with TLS only"),
+    # TLS settings beside the certificate: --ciphers is mapped to rustls' suites
+    # (tls_ciphers.rs); the other three are logged, once TLS is on (tls_notes).
+    _s("ciphers", ["--ciphers"], IMPLEMENTED, string, metavar="CIPHERS"),
+    _s("ssl_version", ["--ssl-version"], LOGGED, anything, 2, metavar="VERSION",
+       note="ferrule speaks TLS 1.2 and 1.3 only (rustls), whatever this says; older clients are refused"),
+    _s("do_handshake_on_connect", ["--do-handshake-on-connect"], LOGGED, boolean, False, action="store_true",
+       note="the server always completes the handshake before the app runs, on its own threads"),
+    _s("suppress_ragged_eofs", ["--suppress-ragged-eofs"], LOGGED, boolean, True, action="store_true",
+       note="a client closing without close_notify ends its stream, as with gunicorn's default (True)"),
     # HTTP/2
     _s("http_protocols", ["--http-protocols"], REFUSED, one_of("h1"), "h1", metavar="STRING", note=H2),
     _s("http2_cleartext", ["--http2-cleartext"], REFUSED, cleartext, "off", metavar="STRING", note=H2),
@@ -251,12 +255,31 @@ def worker_class_note(value: Any) -> str:
                    "run an ASGI app with an ASGI server, and remove worker_class for a WSGI app")
 
 
+#: LOGGED settings whose line is logged only when TLS is on: without TLS gunicorn ignores them too.
+TLS_LOGGED = ("ssl_version", "do_handshake_on_connect", "suppress_ragged_eofs")
+
+
+def tls_on(cfg: Any) -> bool:
+    """gunicorn's meaning (a certificate: every bind is TLS), or an https bind."""
+    return bool(getattr(cfg, "certfile", None)) or any(b.startswith("https") for b in cfg.bind)
+
+
+def tls_notes(cfg: Any) -> List[str]:
+    """The start-up lines for the TLS settings given that ferrule does not take."""
+    if not tls_on(cfg):
+        return []
+    return [f"{name} = {cfg.extra[name]!r} accepted: {BY_NAME[name].note}" for name in TLS_LOGGED
+            if name in cfg.extra]
+
+
 def judge(spec: Spec, raw: Any) -> Tuple[Any, Optional[str]]:
     """Checks a value of a setting ferrule does not implement itself: returns the value
     gunicorn would hold and the line to log (None for none), or raises BadValue."""
     value = spec.check(raw)
     if spec.status == REFUSED and not _same(spec, value):
         raise BadValue(spec.note)
+    if spec.name in TLS_LOGGED:
+        return value, None  # logged by tls_notes once every layer says whether TLS is on
     if spec.status == LOGGED and spec.name == "worker_class":
         return value, worker_class_note(value)
     if spec.status == LOGGED:

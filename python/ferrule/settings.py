@@ -84,6 +84,9 @@ class Settings:
     #: 1 optional, 2 required (gunicorn's ``ssl.CERT_*`` values).
     ca_certs: Optional[str] = None
     cert_reqs: int = 0
+    # TLS settings beside the certificate.
+    #: OpenSSL-style cipher list mapped to rustls' suites (docs/http.md); None: rustls' own.
+    ciphers: Optional[str] = None
     log_level: str = "info"
     error_logfile: Optional[str] = "-"
     access_logfile: Optional[str] = None
@@ -151,7 +154,9 @@ class Settings:
 
     @property
     def is_ssl(self) -> bool:
-        return bool(self.certfile or self.keyfile)
+        from ferrule import gunicorn
+
+        return gunicorn.tls_on(self)
 
     @property
     def proc_name(self) -> str:

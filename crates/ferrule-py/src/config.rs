@@ -2,6 +2,8 @@
 
 pub mod defaults;
 mod numbers;
+#[cfg(test)]
+mod tls_tests;
 
 use numbers::{count, integer, seconds, ANY, MAX_BACKLOG, MAX_THREADS, MAX_WORKERS};
 
@@ -12,8 +14,8 @@ use ferrule_server::log::LogLevel;
 use ferrule_server::logfile::LogFile;
 use ferrule_server::sink::{Report, Sink, Stdout};
 use ferrule_server::{
-    parse_bind, AllowIps, Bind, CertReqs, Protocol, RemoteAddrFrom, ServerConfig, TlsFiles,
-    TlsSettings,
+    check_tls_binds, cipher_suites, parse_bind, AllowIps, Bind, CertReqs, Endpoint, Protocol,
+    RemoteAddrFrom, ServerConfig, TlsFiles, TlsSettings,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -67,6 +69,8 @@ pub struct Settings<'py> {
     keyfile: Option<String>,
     ca_certs: Option<String>,
     cert_reqs: Bound<'py, PyAny>,
+    // TLS settings beside the certificate.
+    ciphers: Option<String>,
 }
 
 /// Where the error log goes and how much of it.
@@ -102,7 +106,10 @@ impl Settings<'_> {
             keyfile: PathBuf::from(keyfile),
             ca_certs: nonempty(&self.ca_certs).map(PathBuf::from),
             cert_reqs,
-            ciphers: None,
+            ciphers: nonempty(&self.ciphers)
+                .as_deref()
+                .map(cipher_suites)
+                .transpose()?,
         }))
     }
 
@@ -115,6 +122,11 @@ impl Settings<'_> {
         if binds.is_empty() {
             return Err("bind: at least one address is needed".into());
         }
+        // An `https://` bind needs a certificate.
+        check_tls_binds(
+            &binds,
+            self.certfile.as_deref().is_some_and(|c| !c.is_empty()),
+        )?;
         let parser = ParserConfig {
             limit_request_line: count("limit-request-line", &self.limit_request_line, 0, ANY)?,
             limit_request_fields: count(
@@ -171,6 +183,9 @@ impl Settings<'_> {
             uwsgi_allow_ips: AllowIps::parse(&self.uwsgi_allow_ips)
                 .map_err(|e| format!("uwsgi-allow-from: {e}"))?,
             tls: None,
+            // Checked even without TLS: a list that selects nothing stops start-up (and
+            // --check-config) now, not when a certificate is added.
+            ciphers: self.ciphers.as_deref().map(cipher_suites).transpose()?,
         };
         let logs = LogSettings {
             level: self.log_level.parse()?,
@@ -316,7 +331,24 @@ impl Config {
             ));
         }
         let mut config = self.clone();
-        config.server.binds = fds.into_iter().map(Bind::Fd).collect();
+        // The i-th descriptor is the i-th bind (the master binds them in order; a
+        // systemd unit lists its sockets in the binds' order) and keeps its scheme.
+        let tls = |i: usize| {
+            config
+                .server
+                .binds
+                .get(i)
+                .map(|e| e.tls)
+                .unwrap_or_default()
+        };
+        config.server.binds = fds
+            .into_iter()
+            .enumerate()
+            .map(|(i, fd)| Endpoint {
+                bind: Bind::Fd(fd),
+                tls: tls(i),
+            })
+            .collect();
         Ok(config)
     }
 }

@@ -80,6 +80,8 @@ pub struct Environ {
     words: Words,
     /// TLS on every bind: each request gets the session's `SSL_*` keys.
     tls: bool,
+    /// HTTPS=on is in the template (every bind is TLS); else a TLS request sets it.
+    https_in_template: bool,
 }
 
 /// The strings of the values that are one of two words (`rules.rs` names them), made
@@ -168,9 +170,9 @@ impl Environ {
         t.set_item("wsgi.input_terminated", true)?;
         t.set_item("wsgi.file_wrapper", file_wrapper)?;
         t.set_item("SCRIPT_NAME", &cfg.script_name)?;
-        if cfg.tls.is_some() && cfg.protocol == ferrule_server::Protocol::Http1 {
-            // Every bind is TLS then (gunicorn's meaning): Apache mod_ssl's key, in the
-            // template, so a request pays nothing for it.
+        if every_bind_tls(cfg) && cfg.protocol == ferrule_server::Protocol::Http1 {
+            // Every bind is TLS (gunicorn's meaning, no `http://` bind beside): Apache
+            // mod_ssl's key, in the template, so a request pays nothing for it.
             t.set_item("HTTPS", "on")?;
         }
         t.set_item(
@@ -213,6 +215,7 @@ impl Environ {
             script_name: cfg.script_name.as_bytes().to_vec(),
             words: Words::new(py),
             tls: cfg.tls.is_some(),
+            https_in_template: every_bind_tls(cfg),
         })
     }
 
@@ -274,7 +277,7 @@ impl Environ {
         }
         self.headers(py, &env, ex, &mut keys)?;
         if self.tls {
-            tls_keys(py, &env, ex, &mut keys)?;
+            tls_keys(py, &env, ex, &mut keys, !self.https_in_template)?;
         }
         local.live.finish(&env, keys)?;
         Ok(env)
@@ -333,6 +336,11 @@ impl Environ {
     }
 }
 
+/// Whether every listener serves TLS: a certificate, and no bind that says `http`.
+fn every_bind_tls(cfg: &ferrule_server::ServerConfig) -> bool {
+    cfg.tls.is_some() && cfg.binds.iter().all(|e| e.tls.wanted(true))
+}
+
 /// What Apache mod_ssl and nginx tell apps about a TLS request: the session's protocol
 /// and suite, and with a client certificate its verification, names and PEM.
 fn tls_keys<'py>(
@@ -340,6 +348,7 @@ fn tls_keys<'py>(
     env: &Bound<'py, PyDict>,
     ex: &ferrule_server::Exchange,
     keys: &mut Vec<Py<PyString>>,
+    https: bool,
 ) -> PyResult<()> {
     use ferrule_server::client_cert;
     let Some(facts) = ex.tls() else {
@@ -350,6 +359,10 @@ fn tls_keys<'py>(
         keys.push(key.clone().unbind());
         Ok(())
     };
+    // Beside plain binds (`http://`), HTTPS is the request's, not the template's.
+    if https {
+        set(intern!(py, "HTTPS"), "on")?;
+    }
     set(intern!(py, "SSL_PROTOCOL"), facts.protocol())?;
     set(intern!(py, "SSL_CIPHER"), &facts.cipher())?;
     let cert = facts.client_cert();

@@ -1,85 +1,17 @@
 //! Server settings, parsed once into typed values by the front end.
 
+mod bind;
+
+pub use bind::{check_tls_binds, parse_bind, Bind, BindTls, Endpoint};
+
 use crate::protocol::Protocol;
 use crate::tls_settings::TlsSettings;
 use ferrule_http::{ParserConfig, ProxyMode, SchemeHeaders};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use rustls::SupportedCipherSuite;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
-
-/// Where to listen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Bind {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-    /// A listening socket this process inherited (`fd://N`: systemd, or the master).
-    Fd(i32),
-}
-
-impl std::fmt::Display for Bind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Bind::Tcp(a) => write!(f, "http://{a}"),
-            Bind::Unix(p) => write!(f, "unix:{}", p.display()),
-            Bind::Fd(n) => write!(f, "fd://{n}"),
-        }
-    }
-}
-
-/// Parses gunicorn's bind syntax: `HOST:PORT`, `HOST` (port 8000), `:PORT`,
-/// `[::1]:PORT`, `tcp://HOST:PORT`, `unix:PATH`, `unix://PATH`. Host names are
-/// resolved; each address found is bound.
-pub fn parse_bind(s: &str) -> Result<Vec<Bind>, String> {
-    if let Some(path) = s
-        .strip_prefix("unix://")
-        .or_else(|| s.strip_prefix("unix:"))
-    {
-        if path.is_empty() {
-            return Err(format!("bind {s:?}: unix: needs a path"));
-        }
-        return Ok(vec![Bind::Unix(PathBuf::from(path))]);
-    }
-    if let Some(n) = s.strip_prefix("fd://") {
-        return match n.parse::<i32>() {
-            Ok(n) if n >= 0 => Ok(vec![Bind::Fd(n)]),
-            _ => Err(format!("bind {s:?}: fd:// needs a descriptor number")),
-        };
-    }
-    let addr = s.strip_prefix("tcp://").unwrap_or(s);
-    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
-        let (h, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("bind {s:?}: missing ']'"))?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p,
-            None if after.is_empty() => "8000",
-            None => return Err(format!("bind {s:?}: expected ':PORT' after ']'")),
-        };
-        (h, port)
-    } else {
-        match addr.rsplit_once(':') {
-            Some((h, p)) => (h, p),
-            None => (addr, "8000"),
-        }
-    };
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("bind {s:?}: port {port:?} is not a number from 0 to 65535"))?;
-    let host = if host.is_empty() { "0.0.0.0" } else { host };
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![Bind::Tcp(SocketAddr::new(ip, port))]);
-    }
-    let addrs: Vec<Bind> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("bind {s:?}: cannot resolve {host:?}: {e}"))?
-        .map(Bind::Tcp)
-        .collect();
-    if addrs.is_empty() {
-        return Err(format!("bind {s:?}: {host:?} has no address"));
-    }
-    Ok(addrs)
-}
 
 /// Which peers a setting trusts: addresses and networks, as gunicorn 27's
 /// `--forwarded-allow-ips` (who may set `wsgi.url_scheme` through `X-Forwarded-Proto`
@@ -223,7 +155,8 @@ pub const DEFAULT_UWSGI_ALLOW_IPS: &str = "127.0.0.1,::1";
 /// written: the Python front end reads them through `_ferrule.defaults()`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
-    pub binds: Vec<Bind>,
+    /// Each bind, and whether it speaks TLS (`config/bind.rs`).
+    pub binds: Vec<Endpoint>,
     pub backlog: i32,
     /// SO_REUSEPORT on TCP listeners (`--reuse-port`).
     pub reuse_port: bool,
@@ -272,6 +205,10 @@ pub struct ServerConfig {
     pub uwsgi_allow_ips: AllowIps,
     /// TLS on every bind (`--certfile`/`--keyfile`, gunicorn's meaning); `None`: plain.
     pub tls: Option<TlsSettings>,
+    // TLS settings beside the certificate.
+    /// `--ciphers` (`tls_ciphers.rs`): the suites a TLS bind offers, in order; `None`:
+    /// rustls' ring provider's suites.
+    pub ciphers: Option<Vec<SupportedCipherSuite>>,
 }
 
 impl ServerConfig {
@@ -286,7 +223,7 @@ impl ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            binds: vec![Bind::Tcp(SocketAddr::from(([127, 0, 0, 1], 8000)))],
+            binds: vec![Bind::Tcp(SocketAddr::from(([127, 0, 0, 1], 8000))).into()],
             backlog: 2048,
             reuse_port: false,
             threads: 512,
@@ -309,6 +246,7 @@ impl Default for ServerConfig {
             protocol: Protocol::Http1,
             uwsgi_allow_ips: AllowIps::parse(DEFAULT_UWSGI_ALLOW_IPS).expect("literal"),
             tls: None,
+            ciphers: None,
         }
     }
 }
@@ -316,36 +254,6 @@ impl Default for ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn binds() {
-        let tcp = |s: &str| match parse_bind(s).unwrap().as_slice() {
-            [Bind::Tcp(a)] => a.to_string(),
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(tcp("127.0.0.1:9000"), "127.0.0.1:9000");
-        assert_eq!(tcp("[::1]:9000"), "[::1]:9000");
-        assert_eq!(tcp(":9000"), "0.0.0.0:9000");
-        assert_eq!(tcp("127.0.0.1"), "127.0.0.1:8000");
-        assert_eq!(tcp("tcp://127.0.0.1:9000"), "127.0.0.1:9000");
-        assert_eq!(tcp("tcp://[::1]:9000"), "[::1]:9000");
-        assert_eq!(tcp("tcp://127.0.0.1"), "127.0.0.1:8000");
-        assert_eq!(
-            parse_bind("unix:///tmp/x.sock").unwrap(),
-            vec![Bind::Unix("/tmp/x.sock".into())]
-        );
-        assert!(parse_bind("unix://").is_err());
-        assert_eq!(
-            parse_bind("unix:/tmp/x.sock").unwrap(),
-            vec![Bind::Unix("/tmp/x.sock".into())]
-        );
-        assert!(parse_bind("localhost:http").is_err());
-        assert!(parse_bind("[::1:80").is_err());
-        assert!(parse_bind("unix:").is_err());
-        assert_eq!(parse_bind("fd://3").unwrap(), vec![Bind::Fd(3)]);
-        assert!(parse_bind("fd://x").is_err());
-        assert!(!parse_bind("localhost:0").unwrap().is_empty());
-    }
 
     #[test]
     fn allow_ips() {

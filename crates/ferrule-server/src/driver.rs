@@ -53,7 +53,7 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
                 }
                 if let Some(mode) = shared.config.proxy_protocol {
                     preamble::expect(&mut conn, mode, &shared.config.proxy_allow_ips);
-                } else if shared.config.tls.is_some() {
+                } else if listener.is_tls() {
                     handshake::expect(&mut conn);
                 }
                 shared.shelve(conn, true)

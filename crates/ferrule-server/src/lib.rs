@@ -39,6 +39,7 @@ pub mod sink;
 #[allow(unsafe_code)]
 mod sys;
 mod table;
+mod tls_ciphers;
 mod tls_settings;
 mod tokens;
 mod transport;
@@ -46,7 +47,9 @@ mod writing;
 
 pub use backoff::Starved;
 pub use blocking::{Blocking, InPlace};
-pub use config::{parse_bind, AllowIps, Bind, RemoteAddrFrom, ServerConfig};
+pub use config::{
+    check_tls_binds, parse_bind, AllowIps, Bind, BindTls, Endpoint, RemoteAddrFrom, ServerConfig,
+};
 pub use error::{Error, Phase};
 pub use exchange::Exchange;
 pub use finished::Outcome;
@@ -54,4 +57,5 @@ pub use handler::Handler;
 pub use listener::{bind_all, BindError, Listener, Local, Peer};
 pub use protocol::{Protocol, ReadyVars};
 pub use server::Server;
+pub use tls_ciphers::{cipher_suites, openssl_name};
 pub use tls_settings::{CertReqs, TlsError, TlsFiles, TlsSettings};

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 pub struct Listener {
     socket: Bound,
     protocol: Protocol,
+    /// Its connections start with a TLS handshake (`handshake.rs`).
+    tls: bool,
 }
 
 /// The socket itself.
@@ -60,12 +62,18 @@ impl Listener {
         Ok(Listener {
             socket: Bound::bind(bind, backlog, reuse_port)?,
             protocol: Protocol::Http1,
+            tls: false,
         })
     }
 
     /// The listener, its connections speaking `protocol`.
     pub fn speaking(self, protocol: Protocol) -> Listener {
         Listener { protocol, ..self }
+    }
+
+    /// The listener, its connections starting with a TLS handshake when `tls`.
+    pub fn with_tls(self, tls: bool) -> Listener {
+        Listener { tls, ..self }
     }
 }
 
@@ -162,6 +170,11 @@ impl Listener {
     #[inline]
     pub fn protocol(&self) -> Protocol {
         self.protocol
+    }
+
+    /// Whether its connections speak TLS (a certificate, and a bind that is not `http://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -277,8 +290,10 @@ pub fn bind_all(config: &crate::config::ServerConfig) -> Result<Vec<Listener>, B
         .binds
         .iter()
         .map(|b| {
-            Listener::bind(b, config.backlog, config.reuse_port)
-                .map(|l| l.speaking(config.protocol))
+            Listener::bind(&b.bind, config.backlog, config.reuse_port).map(|l| {
+                l.speaking(config.protocol)
+                    .with_tls(config.tls.is_some() && b.tls.wanted(true))
+            })
         })
         .collect()
 }

@@ -166,7 +166,7 @@ pub(crate) fn read(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
 fn begin(shared: &Shared, mut conn: Box<Conn>) -> Box<Conn> {
     conn.stage = Stage::Open;
     conn.reset_scan();
-    if shared.config.tls.is_some() {
+    if shared.listeners[conn.listener].is_tls() {
         crate::handshake::expect(&mut conn);
     }
     conn

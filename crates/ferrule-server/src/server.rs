@@ -54,7 +54,7 @@ impl Server {
     pub fn bind(config: ServerConfig, access: Option<AccessLog>) -> Result<Server, BindError> {
         let listeners = bind_all(&config)?;
         let io_err = |cause| BindError {
-            bind: config.binds[0].clone(),
+            bind: config.binds[0].bind.clone(),
             cause,
         };
         let poller = Poller::new().map_err(io_err)?;

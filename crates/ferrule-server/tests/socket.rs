@@ -104,7 +104,7 @@ impl Drop for Running {
 
 fn start(parser: ParserConfig, tweak: impl FnOnce(&mut ServerConfig)) -> Running {
     let mut cfg = ServerConfig {
-        binds: vec![ferrule_server::Bind::Tcp("127.0.0.1:0".parse().unwrap())],
+        binds: vec![ferrule_server::Bind::Tcp("127.0.0.1:0".parse().unwrap()).into()],
         threads: 4,
         parser,
         ..ServerConfig::default()

@@ -5,7 +5,7 @@ use crate::config::PROXY_MODES;
 use ferrule_server::config::{
     DEFAULT_FORWARDED_ALLOW_IPS, DEFAULT_PROXY_ALLOW_IPS, DEFAULT_UWSGI_ALLOW_IPS,
 };
-use ferrule_server::{Bind, ServerConfig};
+use ferrule_server::ServerConfig;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -16,14 +16,7 @@ use pyo3::types::PyDict;
 pub fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let s = ServerConfig::default();
     let p = &s.parser;
-    let bind: Vec<String> = s
-        .binds
-        .iter()
-        .map(|b| match b {
-            Bind::Tcp(addr) => addr.to_string(),
-            other => other.to_string(),
-        })
-        .collect();
+    let bind: Vec<String> = s.binds.iter().map(ToString::to_string).collect();
     let d = PyDict::new(py);
     d.set_item("bind", bind)?;
     d.set_item("threads", s.threads)?;
@@ -88,6 +81,8 @@ pub(super) mod tests {
             d.set_item(file, py.None()).unwrap();
         }
         d.set_item("cert_reqs", 0).unwrap();
+        // The core keeps the suites a list selects, not the list; no list is its default.
+        d.set_item("ciphers", py.None()).unwrap();
         d
     }
 

@@ -123,7 +123,7 @@ fn a_peer_outside_uwsgi_allow_from_is_refused_and_a_unix_peer_always_allowed() {
     let path = std::env::temp_dir().join(format!("ferrule-uwsgi-{}.sock", std::process::id()));
     let srv = start(|c| {
         c.uwsgi_allow_ips = AllowIps::parse("10.0.0.0/8").unwrap();
-        c.binds = vec![Bind::Unix(path.clone())];
+        c.binds = vec![Bind::Unix(path.clone()).into()];
     });
     let mut s = UnixStream::connect(&path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

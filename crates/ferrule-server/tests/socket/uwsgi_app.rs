@@ -138,7 +138,7 @@ impl Drop for Running {
 
 pub(super) fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Running {
     let mut cfg = ServerConfig {
-        binds: vec![Bind::Tcp("127.0.0.1:0".parse().unwrap())],
+        binds: vec![Bind::Tcp("127.0.0.1:0".parse().unwrap()).into()],
         threads: 4,
         protocol: Protocol::Uwsgi,
         ..ServerConfig::default()
