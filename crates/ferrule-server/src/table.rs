@@ -138,7 +138,12 @@ impl Table {
     /// reports only a socket that was full and has room again, which then costs one
     /// look at the connection at most.
     #[cold]
-    fn shelve_writing(&self, poller: &Poller, conn: Box<Conn>, deadline: Tick) -> Option<u64> {
+    pub(crate) fn shelve_writing(
+        &self,
+        poller: &Poller,
+        conn: Box<Conn>,
+        deadline: Tick,
+    ) -> Option<u64> {
         let mut slots = self.slots();
         let token = conn.token;
         let idx = (token & 0xffff_ffff) as usize;
