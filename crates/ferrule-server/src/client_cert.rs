@@ -30,12 +30,16 @@ impl<'a> TlsFacts<'a> {
         }
     }
 
-    /// The suite's IANA name (`TLS_AES_128_GCM_SHA256`,
-    /// `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`).
+    /// The suite's name as OpenSSL writes it, which nginx's `$ssl_cipher` and Apache's
+    /// `SSL_CIPHER` show (`TLS_AES_128_GCM_SHA256`, `ECDHE-RSA-AES128-GCM-SHA256`);
+    /// the IANA name for a suite OpenSSL has no name for.
     pub fn cipher(&self) -> String {
         let Some(suite) = self.session.negotiated_cipher_suite() else {
             return String::new();
         };
+        if let Some(name) = crate::tls_ciphers::openssl_name(suite) {
+            return name.to_string();
+        }
         let name = format!("{:?}", suite.suite());
         // rustls marks the TLS 1.3 suites `TLS13_`; IANA (and OpenSSL) write `TLS_`.
         match name.strip_prefix("TLS13_") {
