@@ -191,6 +191,8 @@ def main(argv=None) -> None:
         log.install(cfg.log_level)
     except _ferrule.ConfigError as exc:
         _fail(EXIT_USAGE, str(exc))
+    except _ferrule.TlsError as exc:
+        _fail(EXIT_BIND, str(exc))
     for note in notes:
         _ferrule.log_message("info", note)
     _ferrule.log_message("debug", "Current configuration:\n" + "\n".join(

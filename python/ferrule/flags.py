@@ -156,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--uwsgi-allow-from", dest="uwsgi_allow_ips", metavar="IPS",
                    help="addresses and networks (10.0.0.0/8) that may send uwsgi requests over TCP; '*' all; "
                         f"unix sockets always may (default {d.uwsgi_allow_ips})")
+    t = p.add_argument_group("TLS (rustls: TLS 1.2 and 1.3, ALPN http/1.1; with --certfile every bind is TLS)")
+    t.add_argument("--certfile", metavar="FILE",
+                   help="the certificate followed by its chain (PEM); every bind serves TLS (default none)")
+    t.add_argument("--keyfile", metavar="FILE",
+                   help="its private key: PKCS#8, PKCS#1 or SEC1 PEM (default: in --certfile)")
+    t.add_argument("--ca-certs", dest="ca_certs", metavar="FILE",
+                   help="the CAs that sign client certificates (PEM), for --cert-reqs 1 or 2 (default none)")
+    t.add_argument("--cert-reqs", dest="cert_reqs", metavar="INT",
+                   help="client certificates: 0 not asked for, 1 optional (a bad one is refused), "
+                        "2 required (default 0)")
     w = p.add_argument_group("workers")
     w.add_argument("-t", "--timeout", type=_positive_float, metavar="SECONDS",
                    help=f"seconds a request may be stuck in the app (no byte of its answer, or none of its "

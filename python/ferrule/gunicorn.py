@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 # The validators the table names (config.py reaches them here too: ``g.pos_int``).
 from ferrule.validators import (
-    BadValue, addr_list, anything, boolean, class_path, cleartext, dictionary, one_of, pos_int,
+    BadValue, addr_list, anything, boolean, cert_reqs, class_path, cleartext, dictionary, one_of, pos_int,
     proxy_protocol, scheme_headers, seconds, string, string_list,
 )
 
@@ -46,8 +46,6 @@ class Spec:
     metavar: Optional[str] = None
 
 
-TLS = ("TLS is not implemented yet (planned: issue 24); terminate TLS in front of ferrule "
-       "(nginx, HAProxy, a load balancer) and remove it")
 SYSLOG = ("syslog is not implemented yet (planned: issue 26); log to stderr (journald) or a file and "
           "let the system logger collect it")
 STATSD = "statsd is not implemented yet (planned: issue 26); remove it, or scrape the access log"
@@ -173,11 +171,11 @@ SPECS: Tuple[Spec, ...] = (
        note="ferrule does not set process titles (ps shows the command line); hooks see it as server.cfg.proc_name"),
     _s("default_proc_name", [], INERT, string, "gunicorn", note="applies with proc_name only"),
     # SSL
-    _s("keyfile", ["--keyfile"], REFUSED, string, metavar="FILE", note=TLS),
-    _s("certfile", ["--certfile"], REFUSED, string, metavar="FILE", note=TLS),
+    _s("keyfile", ["--keyfile"], IMPLEMENTED, string, metavar="FILE"),
+    _s("certfile", ["--certfile"], IMPLEMENTED, string, metavar="FILE"),
     _s("ssl_version", ["--ssl-version"], INERT, anything, 2, metavar="VERSION", note="applies with TLS only"),
-    _s("cert_reqs", ["--cert-reqs"], INERT, pos_int, 0, metavar="INT", note="applies with TLS only"),
-    _s("ca_certs", ["--ca-certs"], INERT, string, metavar="FILE", note="applies with TLS only"),
+    _s("cert_reqs", ["--cert-reqs"], IMPLEMENTED, cert_reqs, 0, metavar="INT"),
+    _s("ca_certs", ["--ca-certs"], IMPLEMENTED, string, metavar="FILE"),
     _s("suppress_ragged_eofs", ["--suppress-ragged-eofs"], INERT, boolean, True, action="store_true",
        note="applies with TLS only"),
     _s("do_handshake_on_connect", ["--do-handshake-on-connect"], INERT, boolean, False, action="store_true",

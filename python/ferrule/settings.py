@@ -76,6 +76,14 @@ class Settings:
     protocol: str = CORE["protocol"]
     #: TCP peers that may send uwsgi requests ("*": any); unix-socket peers always may.
     uwsgi_allow_ips: str = CORE["uwsgi_allow_ips"]
+    #: TLS on every bind (gunicorn's meaning): the leaf certificate and its chain (PEM),
+    #: and its key (PKCS#8, PKCS#1 or SEC1 PEM; None: in ``certfile``).
+    certfile: Optional[str] = None
+    keyfile: Optional[str] = None
+    #: The CAs of client certificates (PEM), and whether one is asked for: 0 no,
+    #: 1 optional, 2 required (gunicorn's ``ssl.CERT_*`` values).
+    ca_certs: Optional[str] = None
+    cert_reqs: int = 0
     log_level: str = "info"
     error_logfile: Optional[str] = "-"
     access_logfile: Optional[str] = None
@@ -143,7 +151,7 @@ class Settings:
 
     @property
     def is_ssl(self) -> bool:
-        return False
+        return bool(self.certfile or self.keyfile)
 
     @property
     def proc_name(self) -> str:

@@ -129,6 +129,14 @@ def proxy_protocol(value: Any) -> str:
     return mapping[text.lower()]
 
 
+def cert_reqs(value: Any) -> int:
+    """gunicorn's --cert-reqs: Python's ssl.CERT_NONE (0), CERT_OPTIONAL (1), CERT_REQUIRED (2)."""
+    number = pos_int(value)
+    if number not in (0, 1, 2):
+        raise BadValue(f"must be 0 (no client certificate), 1 (optional) or 2 (required) (got {value!r})")
+    return number
+
+
 def anything(value: Any) -> Any:
     return value
 

@@ -5,13 +5,16 @@ mod numbers;
 
 use numbers::{count, integer, seconds, ANY, MAX_BACKLOG, MAX_THREADS, MAX_WORKERS};
 
-use crate::ConfigError;
+use crate::{ConfigError, TlsError};
 use ferrule_http::{HeaderMap, ParserConfig, ProxyMode, SchemeHeaders};
 use ferrule_server::access::{AccessFormat, AccessLog};
 use ferrule_server::log::LogLevel;
 use ferrule_server::logfile::LogFile;
 use ferrule_server::sink::{Report, Sink, Stdout};
-use ferrule_server::{parse_bind, AllowIps, Bind, Protocol, RemoteAddrFrom, ServerConfig};
+use ferrule_server::{
+    parse_bind, AllowIps, Bind, CertReqs, Protocol, RemoteAddrFrom, ServerConfig, TlsFiles,
+    TlsSettings,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
@@ -59,6 +62,11 @@ pub struct Settings<'py> {
     forwarded_remote_addr: String,
     protocol: String,
     uwsgi_allow_ips: String,
+    // TLS: files read once, here in the master (`TlsSettings::load`).
+    certfile: Option<String>,
+    keyfile: Option<String>,
+    ca_certs: Option<String>,
+    cert_reqs: Bound<'py, PyAny>,
 }
 
 /// Where the error log goes and how much of it.
@@ -76,6 +84,28 @@ impl LogSettings {
 }
 
 impl Settings<'_> {
+    /// The TLS files named, if any (gunicorn: a key in the certificate file when
+    /// `keyfile` is not given); checked before any is read.
+    fn tls_files(&self) -> Result<Option<TlsFiles>, String> {
+        let nonempty = |s: &Option<String>| s.clone().filter(|p| !p.is_empty());
+        let cert_reqs = integer("cert-reqs", &self.cert_reqs, 0, 2)?;
+        let cert_reqs = CertReqs::from_int(cert_reqs).unwrap_or_default();
+        let Some(certfile) = nonempty(&self.certfile) else {
+            if nonempty(&self.keyfile).is_some() {
+                return Err("keyfile: needs certfile (the certificate it is the key of)".into());
+            }
+            return Ok(None);
+        };
+        let keyfile = nonempty(&self.keyfile).unwrap_or_else(|| certfile.clone());
+        Ok(Some(TlsFiles {
+            certfile: PathBuf::from(certfile),
+            keyfile: PathBuf::from(keyfile),
+            ca_certs: nonempty(&self.ca_certs).map(PathBuf::from),
+            cert_reqs,
+            ciphers: None,
+        }))
+    }
+
     /// Checks every value; the error names the setting and says what is wrong.
     fn into_config(self) -> Result<Config, String> {
         let mut binds = Vec::new();
@@ -140,6 +170,7 @@ impl Settings<'_> {
             protocol: self.protocol.parse::<Protocol>()?,
             uwsgi_allow_ips: AllowIps::parse(&self.uwsgi_allow_ips)
                 .map_err(|e| format!("uwsgi-allow-from: {e}"))?,
+            tls: None,
         };
         let logs = LogSettings {
             level: self.log_level.parse()?,
@@ -265,7 +296,15 @@ impl Config {
 impl Config {
     #[new]
     fn py_new(settings: Settings) -> PyResult<Config> {
-        settings.into_config().map_err(ConfigError::new_err)
+        let tls = settings.tls_files().map_err(ConfigError::new_err)?;
+        let mut config = settings.into_config().map_err(ConfigError::new_err)?;
+        if let Some(files) = tls {
+            // Read here, once: the master checks the files before it forks, and
+            // its workers inherit the loaded configuration.
+            let loaded = TlsSettings::load(&files).map_err(|e| TlsError::new_err(e.to_string()))?;
+            config.server.tls = Some(loaded);
+        }
+        Ok(config)
     }
 
     /// The same settings serving the inherited listening descriptors `fds` instead of

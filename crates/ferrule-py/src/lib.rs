@@ -33,6 +33,12 @@ create_exception!(
 );
 create_exception!(
     _ferrule,
+    TlsError,
+    PyOSError,
+    "A TLS certificate, key or CA file cannot be used."
+);
+create_exception!(
+    _ferrule,
     BindError,
     PyOSError,
     "A listening address could not be bound."
@@ -75,6 +81,7 @@ fn serve(
     let graceful = cfg.graceful_timeout;
     let threads = cfg.threads;
     let uwsgi = cfg.protocol == ferrule_server::Protocol::Uwsgi;
+    let tls = cfg.tls.is_some();
     let environ = environ::Environ::new(
         py,
         &cfg,
@@ -95,6 +102,7 @@ fn serve(
             // A uwsgi bind says so: `curl` against it gets no HTTP answer.
             let a = match a.strip_prefix("http://") {
                 Some(rest) if uwsgi => format!("uwsgi://{rest}"),
+                Some(rest) if tls => format!("https://{rest}"),
                 _ => a.clone(),
             };
             tracing::info!("Listening at: {a} ({})", std::process::id());
@@ -239,6 +247,7 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::Config>()?;
     m.add_class::<file_wrapper::FileWrapper>()?;
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;
+    m.add("TlsError", m.py().get_type::<TlsError>())?;
     m.add("BindError", m.py().get_type::<BindError>())?;
     Ok(())
 }

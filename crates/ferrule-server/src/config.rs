@@ -1,6 +1,7 @@
 //! Server settings, parsed once into typed values by the front end.
 
 use crate::protocol::Protocol;
+use crate::tls_settings::TlsSettings;
 use ferrule_http::{ParserConfig, ProxyMode, SchemeHeaders};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -269,6 +270,8 @@ pub struct ServerConfig {
     /// TCP peers that may send uwsgi requests (`--uwsgi-allow-from`); a unix-socket
     /// peer always may (the socket file's permissions say who).
     pub uwsgi_allow_ips: AllowIps,
+    /// TLS on every bind (`--certfile`/`--keyfile`, gunicorn's meaning); `None`: plain.
+    pub tls: Option<TlsSettings>,
 }
 
 impl ServerConfig {
@@ -305,6 +308,7 @@ impl Default for ServerConfig {
             forwarded_remote_addr: RemoteAddrFrom::Off,
             protocol: Protocol::Http1,
             uwsgi_allow_ips: AllowIps::parse(DEFAULT_UWSGI_ALLOW_IPS).expect("literal"),
+            tls: None,
         }
     }
 }

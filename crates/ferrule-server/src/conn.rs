@@ -34,6 +34,9 @@ pub(crate) enum Stage {
     /// peer that may not send one, enough bytes to tell it did not) comes first
     /// (`preamble.rs`).
     Preamble(Preamble),
+    /// TLS: the session is being established before any driver sees a byte
+    /// (`handshake.rs`), after the PROXY header when both are on.
+    Handshake,
     /// A complete answer the socket did not take at once waits in `out`, and the server
     /// writes it as epoll reports room (`--response-buffer-size`): a slow reader holds
     /// this buffer, not an app thread. `since` is the last write that made progress,

@@ -16,7 +16,8 @@
 //! - answers a request it refuses itself and closes (`Conn::answer_error`).
 //!
 //! Before any driver, a connection under `--proxy-protocol` reads its PROXY header
-//! (`Stage::Preamble`, `preamble.rs`), whatever protocol follows it.
+//! (`Stage::Preamble`, `preamble.rs`), whatever protocol follows it; then a TLS
+//! connection's handshake (`Stage::Handshake`, `handshake.rs`).
 //!
 //! A connection that lingers (its writing side shut while the server drains) is the
 //! same for every protocol: this file drops what its client sends.
@@ -30,6 +31,7 @@ use crate::backoff::is_exhaustion;
 use crate::blocking::Blocking;
 use crate::conn::{Conn, Stage};
 use crate::handler::Handler;
+use crate::handshake;
 use crate::preamble;
 use crate::protocol::Protocol;
 use crate::shared::Shared;
@@ -51,6 +53,8 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
                 }
                 if let Some(mode) = shared.config.proxy_protocol {
                     preamble::expect(&mut conn, mode, &shared.config.proxy_allow_ips);
+                } else if shared.config.tls.is_some() {
+                    handshake::expect(&mut conn);
                 }
                 shared.shelve(conn, true)
             }
@@ -83,9 +87,12 @@ pub(crate) fn serve(
     started: Instant,
     blocking: &dyn Blocking,
 ) -> Option<Box<Conn>> {
-    // The two stages no driver handles are tested together (adjacent variants) and
+    // The stages no driver handles are tested together (adjacent variants) and
     // handled out of line: a keep-alive request pays what it paid for `Lingering` alone.
-    let conn = if matches!(conn.stage, Stage::Lingering | Stage::Preamble(_)) {
+    let conn = if matches!(
+        conn.stage,
+        Stage::Lingering | Stage::Preamble(_) | Stage::Handshake
+    ) {
         before_driver(shared, conn)?
     } else {
         conn
@@ -97,8 +104,8 @@ pub(crate) fn serve(
 }
 
 /// The stages no driver handles: a lingering connection's bytes are dropped; the PROXY
-/// header comes before any protocol's first byte (`preamble.rs`), and the connection is
-/// returned to its driver once it is read.
+/// header comes before any protocol's first byte (`preamble.rs`), then the TLS
+/// handshake (`handshake.rs`), and the connection is returned to its driver after them.
 #[cold]
 #[inline(never)]
 fn before_driver(shared: &Shared, conn: Box<Conn>) -> Option<Box<Conn>> {
@@ -106,7 +113,14 @@ fn before_driver(shared: &Shared, conn: Box<Conn>) -> Option<Box<Conn>> {
         linger(shared, conn);
         return None;
     }
-    preamble::read(shared, conn)
+    let conn = match conn.stage {
+        Stage::Preamble(_) => preamble::read(shared, conn)?,
+        _ => conn,
+    };
+    match conn.stage {
+        Stage::Handshake => handshake::run(shared, conn),
+        _ => Some(conn),
+    }
 }
 
 /// Reads and drops what a lingering connection's client sends (`Stage::Lingering`),

@@ -51,6 +51,10 @@ pub static SLOW_BODIES: Throttle = Throttle::new(
 pub static PROXY_REFUSALS: Throttle =
     Throttle::new("connections refused at their PROXY header", Level::WARN);
 
+/// TLS handshakes that failed, and plain HTTP sent to a TLS port (`handshake.rs`);
+/// also TLS ClientHellos sent to a plain port (`driver/http1.rs`).
+pub static TLS_FAILURES: Throttle = Throttle::new("failed TLS handshakes", Level::WARN);
+
 /// Request bodies too large for memory that could not be written to a temporary file
 /// (`preread.rs`): a full disk fails every one until it has room.
 pub static SPILL_FAILURES: Throttle = Throttle::new(

@@ -121,9 +121,9 @@ pub(crate) fn read(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                         conn.client = Peer::Tcp(src);
                     }
                     conn.buf.drain(..len);
-                    return Some(begin(conn));
+                    return Some(begin(shared, conn));
                 }
-                Verdict::Plain => return Some(begin(conn)),
+                Verdict::Plain => return Some(begin(shared, conn)),
                 Verdict::Refused(why) => {
                     if PROXY_REFUSALS.allow() {
                         tracing::warn!("refused a connection from {}: {why}", conn.peer);
@@ -155,10 +155,14 @@ pub(crate) fn read(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
     }
 }
 
-/// The preamble is over: the protocol's driver parses from the front of the buffer.
-fn begin(mut conn: Box<Conn>) -> Box<Conn> {
+/// The preamble is over: the TLS handshake (fed from the front of the buffer), or the
+/// protocol's driver parses from there.
+fn begin(shared: &Shared, mut conn: Box<Conn>) -> Box<Conn> {
     conn.stage = Stage::Open;
     conn.reset_scan();
+    if shared.config.tls.is_some() {
+        crate::handshake::expect(&mut conn);
+    }
     conn
 }
 

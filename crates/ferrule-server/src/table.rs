@@ -285,6 +285,14 @@ impl Table {
                 );
                 continue;
             }
+            if let Stage::Handshake = conn.stage {
+                // Closed without an answer: nothing can be said outside the session.
+                tracing::debug!(
+                    "closing a connection from {} that did not complete its TLS handshake within --header-timeout",
+                    conn.peer
+                );
+                continue;
+            }
             if let Stage::Preamble(Preamble::Header(_)) = conn.stage {
                 // Closed without an answer: what protocol follows the header is unknown.
                 if !conn.buf.is_empty() && crate::log::PROXY_REFUSALS.allow() {

@@ -46,10 +46,15 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+pub(crate) mod tls;
+pub(crate) use tls::{Socket, TlsStream};
+
 /// An accepted connection's socket.
 pub enum Transport {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// Boxed: a session is large, and plain connections should not pay its size.
+    Tls(Box<TlsStream>),
 }
 
 /// What one read brought.
@@ -72,7 +77,6 @@ pub(crate) enum Sendfile {
     WouldBlock,
     /// This transport cannot send a file's bytes unchanged: the caller copies them.
     /// It says so at its first call, before any byte went out.
-    #[allow(dead_code)] // no plain socket answers it; a TLS session will
     Unsupported,
 }
 
@@ -83,15 +87,37 @@ impl Transport {
         match self {
             Transport::Tcp(s) => s.as_fd(),
             Transport::Unix(s) => s.as_fd(),
+            Transport::Tls(t) => t.fd(),
+        }
+    }
+
+    /// A TLS session (one compare: the environ's `wsgi.url_scheme`).
+    #[inline]
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
+    /// The plain socket, to start a TLS session on (`handshake.rs`); a session is
+    /// handed back unchanged.
+    pub(crate) fn into_socket(self) -> Result<Socket, Transport> {
+        match self {
+            Transport::Tcp(s) => Ok(Socket::Tcp(s)),
+            Transport::Unix(s) => Ok(Socket::Unix(s)),
+            t @ Transport::Tls(_) => Err(t),
         }
     }
 
     /// The socket's number, for another thread that must name it while this
     /// connection is served: the timeout's answer (`Claims::time_out`, which writes
-    /// with [`send_and_shut`]).
+    /// with [`send_and_shut`]). A TLS session's is the number's complement (`!fd`,
+    /// negative): bytes written raw would corrupt the stream, so the timeout may only
+    /// shut that socket.
     #[inline]
     pub(crate) fn raw_fd(&self) -> RawFd {
-        self.fd().as_raw_fd()
+        match self {
+            Transport::Tls(t) => !t.fd().as_raw_fd(),
+            _ => self.fd().as_raw_fd(),
+        }
     }
 
     /// One non-blocking read into the spare capacity of `buf`, grown by `grow` bytes
@@ -103,6 +129,9 @@ impl Transport {
         min_spare: usize,
         grow: usize,
     ) -> io::Result<ReadOutcome> {
+        if let Transport::Tls(t) = self {
+            return t.read_append(buf, min_spare, grow);
+        }
         loop {
             match sys::read_append(self.fd(), buf, min_spare, grow) {
                 Ok(0) => return Ok(ReadOutcome::Eof),
@@ -118,14 +147,20 @@ impl Transport {
 
     /// Whether bytes (or the end of stream) wait to be read, without taking them.
     pub(crate) fn has_bytes(&self) -> bool {
-        sys::has_bytes(self.fd())
+        match self {
+            Transport::Tls(t) => t.has_bytes(),
+            _ => sys::has_bytes(self.fd()),
+        }
     }
 
     /// `send(2)`: a socket's own call, shorter in the kernel than `write(2)`'s file
     /// path; a closed peer is an error, never a SIGPIPE. `WouldBlock` when full.
     #[inline]
     pub(crate) fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
-        sys::send(self.fd(), buf)
+        match self {
+            Transport::Tls(t) => t.send(buf),
+            _ => sys::send(self.fd(), buf),
+        }
     }
 
     /// One `writev(2)` of several parts. `WouldBlock` when full.
@@ -135,6 +170,7 @@ impl Transport {
         match self {
             Transport::Tcp(s) => s.write_vectored(bufs),
             Transport::Unix(s) => s.write_vectored(bufs),
+            Transport::Tls(t) => t.write_vectored(bufs),
         }
     }
 
@@ -142,14 +178,20 @@ impl Transport {
     /// socket keeps nothing back; a TLS session may hold records.
     #[inline]
     pub(crate) fn has_pending_output(&self) -> bool {
-        false
+        match self {
+            Transport::Tls(t) => t.has_pending_output(),
+            _ => false,
+        }
     }
 
     /// Writes what the transport itself still holds (see `has_pending_output`) without
     /// waiting: true when nothing is left in it. A plain socket holds nothing.
     #[inline]
     pub(crate) fn flush(&mut self) -> io::Result<bool> {
-        Ok(true)
+        match self {
+            Transport::Tls(t) => t.flush(),
+            _ => Ok(true),
+        }
     }
 
     /// Sends up to `count` bytes of the file `file` from `offset` without copying them
@@ -160,6 +202,9 @@ impl Transport {
         offset: &mut i64,
         count: usize,
     ) -> io::Result<Sendfile> {
+        if self.is_tls() {
+            return Ok(Sendfile::Unsupported);
+        }
         loop {
             match sys::sendfile(self.fd(), file, offset, count) {
                 Ok(n) => return Ok(Sendfile::Sent(n)),
@@ -173,6 +218,11 @@ impl Transport {
     /// Waits until the socket is ready for `interest` or `timeout` passes; false on
     /// timeout.
     pub(crate) fn wait(&self, interest: Interest, timeout: Duration) -> io::Result<bool> {
+        if let Transport::Tls(t) = self {
+            if matches!(interest, Interest::Read) && t.readable_now() {
+                return Ok(true);
+            }
+        }
         sys::wait_ready(self.fd(), interest, timeout)
     }
 
@@ -183,6 +233,7 @@ impl Transport {
         match self {
             Transport::Tcp(s) => Some(s.as_raw_fd()),
             Transport::Unix(_) => None,
+            Transport::Tls(t) => t.cork_handle(),
         }
     }
 
@@ -194,10 +245,11 @@ impl Transport {
     }
 
     /// Ends the writing side: the client sees the end of the answers.
-    pub(crate) fn shut_write(&self) -> io::Result<()> {
+    pub(crate) fn shut_write(&mut self) -> io::Result<()> {
         match self {
             Transport::Tcp(s) => s.shutdown(Shutdown::Write),
             Transport::Unix(s) => s.shutdown(Shutdown::Write),
+            Transport::Tls(t) => t.shut_write(),
         }
     }
 }
@@ -212,8 +264,13 @@ pub(crate) fn uncork(handle: RawFd) {
 /// Writes `buf` without waiting (as much as the socket takes at once) to the socket
 /// named by [`Transport::raw_fd`], then ends its writing side: the answer of a request
 /// over `--timeout`, written by another thread while the connection's own holds it.
+/// A TLS socket (named by its complement) is only shut: the client sees the end
+/// without an answer, as it would from an nginx whose upstream timed out mid-session.
 pub(crate) fn send_and_shut(fd: RawFd, buf: &[u8]) {
-    sys::send_and_shut(fd, buf);
+    match fd < 0 {
+        true => sys::send_and_shut(!fd, &[]),
+        false => sys::send_and_shut(fd, buf),
+    }
 }
 
 #[cfg(test)]

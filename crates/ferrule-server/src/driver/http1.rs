@@ -79,7 +79,7 @@ pub(crate) fn serve(
                     };
                     let token = conn.token;
                     let admit = Admit {
-                        https,
+                        https: https || conn.transport.is_tls(),
                         defer: (holding || shared.ready_len() > 0)
                             && !shared.sched.several_runners(),
                         me,
@@ -191,6 +191,14 @@ fn close(shared: &Shared, conn: &mut Conn, blocking: &dyn Blocking) {
 fn reject(shared: &Shared, conn: &mut Conn, e: Error, blocking: &dyn Blocking) {
     // Answers to earlier pipelined requests come first.
     conn.flush_out(shared.config.io_timeout, blocking);
+    if conn.buf.first() == Some(&crate::handshake::HANDSHAKE_RECORD) && !conn.transport.is_tls() {
+        // A TLS client on a plain port: an HTTP answer would mean nothing to it.
+        if crate::log::TLS_FAILURES.allow() {
+            tracing::warn!("TLS ClientHello from {} on a plain port: closed", conn.peer);
+        }
+        shared.table.release(conn.token);
+        return;
+    }
     // A fuzzer makes thousands a second: a few are logged, the rest counted.
     if crate::log::INVALID_REQUESTS.allow() {
         let peer = match conn.client.ip() {

@@ -102,7 +102,7 @@ fn only_tcp_can_cork_and_shutting_the_writing_side_ends_the_peers_stream() {
     let (unix, _peer) = unix_pair();
     assert_eq!(unix.cork_handle(), None);
     unix.set_cork(true); // a no-op, not an error
-    let (tcp, mut peer) = tcp_pair();
+    let (mut tcp, mut peer) = tcp_pair();
     assert_eq!(tcp.cork_handle(), Some(tcp.raw_fd()));
     tcp.set_cork(true);
     tcp.set_cork(false);

@@ -1,0 +1,210 @@
+//! TLS over loopback sockets with a rustls client: handshake, keep-alive and
+//! pipelining in one session, a stalled handshake beside a normal one, plain HTTP
+//! to the TLS port, a ClientHello to a plain port, and close_notify at the end.
+//! The certificates are made here (rcgen): a CA and a `localhost` leaf it signs.
+
+use super::{start, Running};
+use ferrule_http::ParserConfig;
+use ferrule_server::{TlsFiles, TlsSettings};
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A CA, and a `localhost` certificate and key it signed, written to a fresh directory.
+pub(crate) struct Certs {
+    pub dir: PathBuf,
+    pub ca: CertificateDer<'static>,
+}
+
+impl Certs {
+    pub(crate) fn new(name: &str) -> Certs {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let dir = std::env::temp_dir().join(format!("ferrule-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        Certs {
+            dir,
+            ca: ca.der().clone(),
+        }
+    }
+
+    pub(crate) fn files(&self) -> TlsFiles {
+        TlsFiles {
+            certfile: self.dir.join("cert.pem"),
+            keyfile: self.dir.join("key.pem"),
+            ..TlsFiles::default()
+        }
+    }
+
+    /// A client that trusts the CA and offers ALPN `http/1.1`.
+    pub(crate) fn client(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(cfg)
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tls_server(certs: &Certs) -> Running {
+    let settings = TlsSettings::load(&certs.files()).expect("load");
+    start(ParserConfig::default(), |c| c.tls = Some(settings))
+}
+
+type Client = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn connect(certs: &Certs, addr: SocketAddr) -> Client {
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(certs.client(), name).unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
+
+/// Reads one `Content-Length` answer from `r`, returning its head and body.
+fn read_answer(r: &mut impl Read) -> (String, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            r.read(&mut byte).unwrap(),
+            1,
+            "closed inside a head: {got:?}"
+        );
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8(got).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
+#[test]
+fn handshake_keep_alive_and_pipelining() {
+    let certs = Certs::new("keepalive");
+    let srv = tls_server(&certs);
+    let mut c = connect(&certs, srv.addr);
+    // Two pipelined requests in one write, then a third on the same session.
+    c.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    for _ in 0..2 {
+        let (head, body) = read_answer(&mut c);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, b"ok");
+    }
+    c.write_all(b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        .unwrap();
+    let (head, _) = read_answer(&mut c);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(c.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let seen = srv.handler.seen.lock().unwrap();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["/a", "/b", "/c"]);
+    assert_eq!(seen[2].body, b"hello");
+}
+
+#[test]
+fn stalled_handshakes_do_not_delay_a_normal_one() {
+    let certs = Certs::new("stalled");
+    let srv = tls_server(&certs);
+    // More stalled clients than the server has threads (4), each mid-ClientHello.
+    let stalled: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = TcpStream::connect(srv.addr).unwrap();
+            s.write_all(&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01]).unwrap();
+            s
+        })
+        .collect();
+    let began = Instant::now();
+    let mut c = connect(&certs, srv.addr);
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (head, _) = read_answer(&mut c);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        began.elapsed()
+    );
+    drop(stalled);
+}
+
+#[test]
+fn plain_http_to_the_tls_port_is_told_so() {
+    let certs = Certs::new("plain");
+    let srv = tls_server(&certs);
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    let text = String::from_utf8(got).unwrap();
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.ends_with("The plain HTTP request was sent to HTTPS port\n"));
+    assert!(srv.handler.seen.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_client_hello_to_a_plain_port_is_closed_without_an_answer() {
+    let certs = Certs::new("hello-plain");
+    let srv = start(ParserConfig::default(), |_| {});
+    let mut c = connect(&certs, srv.addr);
+    let err = c
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap_err();
+    // The handshake cannot complete: the server closed instead of answering.
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::InvalidData
+        ),
+        "{err:?}"
+    );
+    assert!(srv.handler.seen.lock().unwrap().is_empty());
+}
+
+#[test]
+fn the_last_answer_ends_with_close_notify() {
+    let certs = Certs::new("close-notify");
+    let srv = tls_server(&certs);
+    let mut c = connect(&certs, srv.addr);
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    // `read_to_end` over rustls fails with UnexpectedEof when the TCP stream ends
+    // without close_notify: success means the server sent it.
+    c.read_to_end(&mut got).unwrap();
+    let text = String::from_utf8(got).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("ok"), "{text}");
+}
