@@ -28,11 +28,12 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import bench
-from bench import BIN, HERE, cpu_seconds, fmt, free_port, median, stop, wait_port
+from bench import HERE, cpu_seconds, fmt, free_port, median, stop, wait_port
 
 SERVER_CPU, LOAD_CPU = bench.SERVER_CPU, bench.LOAD_CPU
 BEGIN, END = "<!-- tls.py: begin -->", "<!-- tls.py: end -->"
@@ -104,15 +105,18 @@ def run_s_time(port: int, reuse: bool, seconds: int) -> tuple[int, float, float,
     """(connections, per second, share resumed, errors) from `openssl s_time`."""
     cmd = ["taskset", "-c", LOAD_CPU, OPENSSL, "s_time", "-connect", f"127.0.0.1:{port}", "-www", "/",
            "-time", str(seconds), "-reuse" if reuse else "-new"]
+    start = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
-    m = re.search(r"(\d+) connections in [\d.]+s; ([\d.]+) connections/user sec", out)
+    elapsed = time.monotonic() - start
+    # Its own rate is per second of the client's user time, and its real time whole seconds.
+    m = re.search(r"(\d+) connections in [\d.]+s;", out)
     if not m:
         return 0, 0.0, float("nan"), "s_time: " + out.strip()[-200:]
     conns = int(m.group(1))
     # With -reuse, s_time prints one letter per connection: 'r' resumed, '*' a new session.
     marks = re.findall(r"^[r*]+$", out, re.M)
     resumed = "".join(marks).count("r") / max(1, conns) if reuse else 0.0
-    return conns, float(m.group(2)), resumed, ""
+    return conns, conns / elapsed, resumed, ""
 
 
 def measure(cmd, scheme: str, sc: Scenario, seconds: int) -> Row:
@@ -195,8 +199,9 @@ def write(res: dict, names: list[str], seconds: int, repeat: int, out: Path) -> 
             if r is None or (sc.client.startswith("s_time") and name == "ferrule-plain"):
                 continue
             if sc.per == "handshake":
+                resumed = fmt(r.resumed * 100, 0) + "%" if r.resumed == r.resumed else "—"
                 lines.append(f"| {name} | {fmt(1e6 / r.cpu_us if r.cpu_us else float('nan'), 0)} | {fmt(r.cpu_us)} "
-                             f"| {fmt(r.rps, 0)} | {fmt(r.resumed * 100, 0) + "%" if r.resumed == r.resumed else "—"} | {ratio(mine.cpu_us, r.cpu_us)} "
+                             f"| {fmt(r.rps, 0)} | {resumed} | {ratio(mine.cpu_us, r.cpu_us)} "
                              f"| {r.errors} |")
             else:
                 lines.append(f"| {name} | {fmt(r.cpu_us)} | {fmt(r.rps, 0)} | {fmt(r.p99_ms, 2)} "

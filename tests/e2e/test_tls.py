@@ -1,10 +1,6 @@
-"""ferrule serving TLS itself (`--certfile`/`--keyfile`, issue 24), checked with real clients:
-Python `ssl`/`http.client`, `requests`, `curl` and `openssl s_client`.
-
-Certificates are made here (trustme): a root CA the clients trust, an intermediate they do
-not have, and a leaf for `localhost`/127.0.0.1 signed by the intermediate; the server's
-certfile is the leaf followed by the intermediate, so every successful handshake also shows
-the server sends its chain. mTLS clients get a certificate from a second CA (`--ca-certs`).
+"""ferrule serving TLS itself (`--certfile`/`--keyfile`, issue 24): real clients (Python
+`ssl`/`http.client`, `requests`, `curl`, `openssl s_client`), protocol versions, ALPN, the
+chain, session resumption and mTLS. Certificates and the server fixture: tls_support.py.
 
 `FERRULE_E2E_REFERENCE=gunicorn` runs the same tests against gunicorn's own TLS (gthread,
 8 threads, the same flags), the check that the tests ask what a TLS WSGI server really does.
@@ -12,142 +8,17 @@ the server sends its chain. mTLS clients get a certificate from a second CA (`--
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
-import shutil
-import signal
-import socket
 import ssl
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from conftest import APPS, Server, free_port, wait_for_port
-
-trustme = pytest.importorskip("trustme")
-requests = pytest.importorskip("requests")
-sys.path.insert(0, str(APPS))
-import tls_app  # noqa: E402
-
-REFERENCE = os.environ.get("FERRULE_E2E_REFERENCE") == "gunicorn"
-GUNICORN = Path(sys.executable).parent / "gunicorn"
-OPENSSL, CURL = shutil.which("openssl"), shutil.which("curl")
-
-
-class Certs:
-    """The PEM files of one test: ca.pem (trusted), server.pem (leaf + intermediate),
-    server.key, client-ca.pem, client.pem (+ its key inside)."""
-
-    def __init__(self, tmp: Path):
-        self.dir = tmp
-        self.ca = trustme.CA()
-        inter = self.ca.create_child_ca()
-        self.leaf = inter.issue_cert("localhost", "127.0.0.1")
-        self.client_ca = trustme.CA()
-        client = self.client_ca.issue_cert("client@example.org", common_name="test client")
-        self.ca.cert_pem.write_to_path(self.path("ca.pem"))
-        self.write_server(self.leaf)
-        self.client_ca.cert_pem.write_to_path(self.path("client-ca.pem"))
-        client.private_key_and_cert_chain_pem.write_to_path(self.path("client.pem"))
-
-    def path(self, name: str) -> str:
-        return str(self.dir / name)
-
-    def write_server(self, leaf) -> None:
-        with open(self.path("server.pem"), "wb") as f:
-            for blob in leaf.cert_chain_pems:
-                f.write(blob.bytes())
-        leaf.private_key_pem.write_to_path(self.path("server.key"))
-
-    def context(self, client_cert: bool = False) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.path("ca.pem"))
-        if client_cert:
-            ctx.load_cert_chain(self.path("client.pem"))
-        return ctx
-
-
-@pytest.fixture
-def certs(tmp_path) -> Certs:
-    return Certs(tmp_path)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def app_file():
-    Path(tls_app.FILE_PATH).write_bytes(tls_app.file_bytes())
-
-
-class Gunicorn(Server):
-    """gunicorn with its TLS switched on, started and logged the way conftest's Server is."""
-
-    def __init__(self, target: str, args: list[str], tmp: Path):
-        self.port = free_port()
-        self.errlog, self.outlog = tmp / f"err-{self.port}.log", tmp / f"out-{self.port}.log"
-        cmd = [str(GUNICORN), "-k", "gthread", "--threads", "8", "-w", "1", "-b", f"127.0.0.1:{self.port}",
-               "--chdir", str(APPS), *args, target]
-        self.proc = subprocess.Popen(cmd, stdout=open(self.outlog, "wb"), stderr=open(self.errlog, "wb"))
-        wait_for_port(self.port, self.proc)
-
-
-@pytest.fixture
-def tls(tmp_path, certs):
-    """start(*extra flags) -> a server on 127.0.0.1 with TLS from `certs`."""
-    started = []
-
-    def start(*extra: str, tls_flags: bool = True) -> Server:
-        args = ["--certfile", certs.path("server.pem"), "--keyfile", certs.path("server.key")] if tls_flags else []
-        args += list(extra)
-        s = Gunicorn("tls_app:app", args, tmp_path) if REFERENCE else Server("tls_app:app", args, tmp_path)
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        if s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.wait()
-
-
-def https(port: int, ctx: ssl.SSLContext, timeout: float = 10.0) -> http.client.HTTPSConnection:
-    return http.client.HTTPSConnection("localhost", port, context=ctx, timeout=timeout)
-
-
-def fetch(port, ctx, method="GET", path="/hello", body=None, headers=None, timeout=10.0):
-    c = https(port, ctx, timeout)
-    try:
-        headers = headers or {}
-        c.request(method, path, body=body, headers=headers, encode_chunked="Transfer-Encoding" in headers)
-        r = c.getresponse()
-        return r.status, dict(r.getheaders()), r.read()
-    finally:
-        c.close()
-
-
-def tls_socket(port: int, ctx: ssl.SSLContext, **kw) -> ssl.SSLSocket:
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    return ctx.wrap_socket(raw, server_hostname="localhost", **kw)
-
-
-def read_until_close(sock) -> bytes:
-    out = b""
-    while chunk := sock.recv(65536):
-        out += chunk
-    return out
-
-
-def s_client(port: int, certs: Certs, *args: str, request: bytes = b"") -> str:
-    assert OPENSSL, "openssl is needed (make test installs it)"
-    cmd = [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
-           "-CAfile", certs.path("ca.pem"), "-verify_return_error", "-ign_eof", *args]
-    r = subprocess.run(cmd, input=request, capture_output=True, timeout=20)
-    return r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-
-
-GET_CLOSE = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+# certs and tls are fixtures: imported, pytest finds them by name.
+from .tls_support import (CURL, GET_CLOSE, REFERENCE, certs, fetch, read_until_close, requests,  # noqa: F401
+                          s_client, tls, tls_socket)
 
 
 # Clients and protocol versions.
@@ -277,129 +148,3 @@ def test_mtls_environ(tls, certs):
     assert "CN=test client" in env["SSL_CLIENT_S_DN"]
     assert env["SSL_CLIENT_CERT"].startswith("-----BEGIN CERTIFICATE-----")
     assert env["SSL_CLIENT_I_DN"] and env["SSL_PROTOCOL"] in ("TLSv1.2", "TLSv1.3") and env["SSL_CIPHER"]
-
-
-# Everything plain HTTP does, over TLS.
-
-def test_keep_alive_and_pipelining(tls, certs):
-    s = tls()
-    c = https(s.port, certs.context())
-    for _ in range(3):
-        c.request("GET", "/hello")
-        r = c.getresponse()
-        assert (r.status, r.read()) == (200, b"Hello, World!")
-    c.close()
-    with tls_socket(s.port, certs.context()) as t:
-        t.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n" * 3 + GET_CLOSE)
-        replies = read_until_close(t)
-    assert replies.count(b"HTTP/1.1 200 OK") == 4 and replies.count(b"Hello, World!") == 4
-
-
-def test_chunked_both_ways(tls, certs):
-    s = tls()
-    pieces = [os.urandom(n) for n in (1, 4000, 70000, 3)]
-    status, _, body = fetch(s.port, certs.context(), "POST", "/echo", body=iter(pieces),
-                            headers={"Transfer-Encoding": "chunked"})
-    whole = b"".join(pieces)
-    assert (status, json.loads(body)) == (200, {"size": len(whole), "sha256": hashlib.sha256(whole).hexdigest()})
-    status, headers, body = fetch(s.port, certs.context(), path="/stream")
-    assert headers.get("Transfer-Encoding") == "chunked"  # a streamed response, chunked
-    assert body == b"".join(bytes([48 + i % 10]) * 1000 for i in range(40))
-
-
-def test_100_continue(tls, certs):
-    s = tls()
-    with tls_socket(s.port, certs.context()) as t:
-        t.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n"
-                  b"Connection: close\r\n\r\n")
-        interim = t.recv(65536)
-        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
-        t.sendall(b"hello")
-        reply = interim[25:] + read_until_close(t)
-    assert reply.startswith(b"HTTP/1.1 200 OK") and hashlib.sha256(b"hello").hexdigest().encode() in reply
-
-
-def test_5mb_upload_and_3mb_file_wrapper_intact(tls, certs):
-    s = tls()
-    upload = os.urandom(5 * 1024 * 1024)
-    status, _, body = fetch(s.port, certs.context(), "POST", "/echo", body=upload)
-    assert (status, json.loads(body)["sha256"]) == (200, hashlib.sha256(upload).hexdigest())
-    status, _, body = fetch(s.port, certs.context(), path="/file")
-    assert status == 200 and hashlib.sha256(body).digest() == hashlib.sha256(tls_app.file_bytes()).digest()
-
-
-@pytest.mark.xfail(REFERENCE, strict=True, reason="gunicorn's gthread does the handshake on one of its "
-                   "8 threads: stalled handshakes take them all")
-def test_stalled_handshakes_do_not_delay_a_normal_request(tls, certs):
-    s = tls()
-    stalled = []
-    try:
-        for _ in range(300):  # a TLS record header announcing a ClientHello that never comes
-            c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
-            c.sendall(b"\x16\x03\x01\x02\x00\x01")
-            stalled.append(c)
-        times = []
-        for _ in range(40):
-            start = time.monotonic()
-            status, _, _ = fetch(s.port, certs.context(), timeout=5)
-            times.append(time.monotonic() - start)
-            assert status == 200
-        times.sort()
-        assert times[int(len(times) * 0.95) - 1] < 0.1, times
-    finally:
-        for c in stalled:
-            c.close()
-
-
-# Wrong protocol on a port, stop, start-up errors.
-
-def test_plain_http_to_the_tls_port_answered_or_closed(tls):
-    s = tls()
-    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:  # a hang raises here
-        c.sendall(GET_CLOSE)
-        reply = read_until_close(c)
-    if not REFERENCE:  # gunicorn closes without a word
-        assert reply.startswith(b"HTTP/1.1 400") and b"plain HTTP" in reply
-    else:
-        assert reply == b""
-
-
-def test_client_hello_to_a_plain_port_closed(tls, certs):
-    s = tls(tls_flags=False)
-    with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)) as e:
-        tls_socket(s.port, certs.context()).close()
-    assert not isinstance(e.value, socket.timeout)
-    if not REFERENCE:  # gunicorn answers it 400 as a bad request
-        assert "TLS" in s.log()
-
-
-@pytest.mark.xfail(REFERENCE, strict=True, reason="gunicorn closes its idle keep-alive sockets without "
-                   "a close_notify")
-def test_graceful_stop_sends_close_notify(tls, certs):
-    s = tls()
-    t = tls_socket(s.port, certs.context(), suppress_ragged_eofs=False)
-    t.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert b"Hello, World!" in t.recv(65536)
-    s.proc.send_signal(signal.SIGTERM)
-    try:
-        assert t.recv(65536) == b""  # close_notify; a bare TCP close raises SSLEOFError
-    finally:
-        t.close()
-    assert s.proc.wait(timeout=15) == 0
-
-
-@pytest.mark.skipif(REFERENCE, reason="gunicorn checks only that the files exist: bad ones crash-loop its workers")
-def test_bad_key_or_certificate_one_line_exit_3(tmp_path, certs):
-    other = trustme.CA().issue_cert("localhost")
-    other.private_key_pem.write_to_path(str(tmp_path / "other.key"))
-    (tmp_path / "garbage.pem").write_text("not a certificate\n")
-    cases = {"missing": (str(tmp_path / "nope.pem"), certs.path("server.key")),
-             "garbage": (str(tmp_path / "garbage.pem"), certs.path("server.key")),
-             "mismatched": (certs.path("server.pem"), str(tmp_path / "other.key"))}
-    for what, (cert, key) in cases.items():
-        cmd = [sys.executable, "-m", "ferrule", "-b", f"127.0.0.1:{free_port()}", "--chdir", str(APPS),
-               "--certfile", cert, "--keyfile", key, "tls_app:app"]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        lines = r.stderr.strip().splitlines()
-        named = (key, cert) if what == "mismatched" else (cert,)  # either file, for a mismatch
-        assert r.returncode == 3 and len(lines) == 1 and any(n in lines[0] for n in named), (what, r.stderr)
