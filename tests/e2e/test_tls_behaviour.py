@@ -100,8 +100,6 @@ def test_stalled_handshakes_do_not_delay_a_normal_request(tls, certs):
             c.close()
 
 
-@pytest.mark.xfail(not REFERENCE, strict=True, reason="certificate reload on HUP is not built yet: the "
-                   "master reads the files once (issue 24)")
 def test_hup_with_new_certificate_files_under_load(tls, certs):
     s = tls("-w", "2")
     with tls_socket(s.port, certs.context()) as t:
