@@ -105,6 +105,8 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
             # A uwsgi bind says so: `curl` against it gets no HTTP answer.
             if self.cfg.protocol == "uwsgi" and url.startswith("http://"):
                 url = "uwsgi://" + url[len("http://"):]
+            elif self.cfg.is_ssl and url.startswith("http://"):  # every bind is TLS then
+                url = "https://" + url[len("http://"):]
             self.log.info(f"Listening at: {url} ({self.pid})")
         self.log.info(f"Using {self.num_workers} worker(s), up to {self.cfg.threads} threads each")
         if self.cfg.pidfile:

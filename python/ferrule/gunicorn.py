@@ -8,7 +8,7 @@ A gunicorn setting is never dropped without a word. Each one is:
 - ``REFUSED``: any value but gunicorn's default stops start-up (exit 2) with one line
   saying what to do, until ferrule implements it;
 - ``INERT``: has an effect in gunicorn only together with a setting ferrule refuses
-  unless it has its default (``ca_certs`` needs ``certfile``): checked and kept;
+  unless it has its default (``statsd_prefix`` needs ``statsd_host``): checked and kept;
 - ``COMMAND``: steers the command (``config``, ``check_config``, ``print_config``).
 
 Values are checked with gunicorn's validators (``"4"`` is 4, ``"true"`` is True).
@@ -214,7 +214,8 @@ BY_NAME: Dict[str, Spec] = {s.name: s for s in SPECS}
 
 #: Hooks gunicorn knows that never run in ferrule, and why that keeps their meaning.
 INERT_HOOKS: Dict[str, Tuple[int, str]] = {
-    "ssl_context": (2, "it is called only with certfile (TLS, not implemented yet)"),
+    "ssl_context": (2, "ferrule's TLS is rustls, set by certfile, keyfile, ca_certs and cert_reqs; "
+                       "an ssl.SSLContext cannot configure it"),
     "on_dirty_starting": (1, NO_DIRTY),
     "dirty_post_fork": (2, NO_DIRTY),
     "dirty_worker_init": (1, NO_DIRTY),

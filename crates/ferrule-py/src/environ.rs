@@ -78,6 +78,8 @@ pub struct Environ {
     caches: Mutex<Strings>,
     script_name: Vec<u8>,
     words: Words,
+    /// TLS on every bind: each request gets the session's `SSL_*` keys.
+    tls: bool,
 }
 
 /// The strings of the values that are one of two words (`rules.rs` names them), made
@@ -166,6 +168,11 @@ impl Environ {
         t.set_item("wsgi.input_terminated", true)?;
         t.set_item("wsgi.file_wrapper", file_wrapper)?;
         t.set_item("SCRIPT_NAME", &cfg.script_name)?;
+        if cfg.tls.is_some() && cfg.protocol == ferrule_server::Protocol::Http1 {
+            // Every bind is TLS then (gunicorn's meaning): Apache mod_ssl's key, in the
+            // template, so a request pays nothing for it.
+            t.set_item("HTTPS", "on")?;
+        }
         t.set_item(
             "SERVER_SOFTWARE",
             concat!("ferrule/", env!("CARGO_PKG_VERSION")),
@@ -205,6 +212,7 @@ impl Environ {
             caches: Mutex::new(Strings::default()),
             script_name: cfg.script_name.as_bytes().to_vec(),
             words: Words::new(py),
+            tls: cfg.tls.is_some(),
         })
     }
 
@@ -265,6 +273,9 @@ impl Environ {
             keys.push(key.clone().unbind());
         }
         self.headers(py, &env, ex, &mut keys)?;
+        if self.tls {
+            tls_keys(py, &env, ex, &mut keys)?;
+        }
         local.live.finish(&env, keys)?;
         Ok(env)
     }
@@ -320,4 +331,34 @@ impl Environ {
     fn caches(&self) -> std::sync::MutexGuard<'_, Strings> {
         self.caches.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// What Apache mod_ssl and nginx tell apps about a TLS request: the session's protocol
+/// and suite, and with a client certificate its verification, names and PEM.
+fn tls_keys<'py>(
+    py: Python<'py>,
+    env: &Bound<'py, PyDict>,
+    ex: &ferrule_server::Exchange,
+    keys: &mut Vec<Py<PyString>>,
+) -> PyResult<()> {
+    use ferrule_server::client_cert;
+    let Some(facts) = ex.tls() else {
+        return Ok(());
+    };
+    let mut set = |key: &Bound<'py, PyString>, value: &str| -> PyResult<()> {
+        env.set_item(key, value)?;
+        keys.push(key.clone().unbind());
+        Ok(())
+    };
+    set(intern!(py, "SSL_PROTOCOL"), facts.protocol())?;
+    set(intern!(py, "SSL_CIPHER"), &facts.cipher())?;
+    let cert = facts.client_cert();
+    set(intern!(py, "SSL_CLIENT_VERIFY"), client_cert::verify(cert))?;
+    if let Some(cert) = cert {
+        let (subject, issuer) = client_cert::subject_and_issuer(cert);
+        set(intern!(py, "SSL_CLIENT_S_DN"), &subject)?;
+        set(intern!(py, "SSL_CLIENT_I_DN"), &issuer)?;
+        set(intern!(py, "SSL_CLIENT_CERT"), &client_cert::pem(cert))?;
+    }
+    Ok(())
 }

@@ -277,6 +277,17 @@ impl Exchange {
     pub fn is_https(&self) -> bool {
         self.https
     }
+
+    /// The TLS session this request came over, if any: protocol, suite, client
+    /// certificate (`SSL_*` in the environ).
+    pub fn tls(&self) -> Option<crate::client_cert::TlsFacts<'_>> {
+        match &self.conn.transport {
+            crate::transport::Transport::Tls(t) => {
+                Some(crate::client_cert::TlsFacts::new(t.session()))
+            }
+            _ => None,
+        }
+    }
     pub fn config(&self) -> &ServerConfig {
         &self.shared.config
     }

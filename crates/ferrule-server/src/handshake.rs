@@ -92,8 +92,11 @@ fn start(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
         plain_http(shared, conn);
         return None;
     }
-    let tls = shared.config.tls.as_ref()?;
-    let session = match rustls::ServerConnection::new(tls.config.clone()) {
+    let session = match &shared.config.tls {
+        Some(tls) => rustls::ServerConnection::new(tls.config.clone()),
+        None => Err(rustls::Error::General("TLS is not configured".into())),
+    };
+    let session = match session {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot start a TLS session: {e}");

@@ -7,6 +7,7 @@ pub mod access;
 mod backoff;
 mod blocking;
 mod claims;
+pub mod client_cert;
 mod clock;
 pub mod config;
 mod conn;

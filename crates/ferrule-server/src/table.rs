@@ -285,16 +285,12 @@ impl Table {
                 );
                 continue;
             }
-            if let Stage::Handshake = conn.stage {
-                // Closed without an answer: nothing can be said outside the session.
-                tracing::debug!(
-                    "closing a connection from {} that did not complete its TLS handshake within --header-timeout",
-                    conn.peer
-                );
+            // Closed without an answer: what protocol follows a PROXY header is unknown,
+            // and nothing can be said outside a TLS session still being set up.
+            if matches!(conn.stage, Stage::Handshake) {
                 continue;
             }
             if let Stage::Preamble(Preamble::Header(_)) = conn.stage {
-                // Closed without an answer: what protocol follows the header is unknown.
                 if !conn.buf.is_empty() && crate::log::PROXY_REFUSALS.allow() {
                     tracing::warn!(
                         "closing a connection from {} that did not send a complete PROXY header within --header-timeout",

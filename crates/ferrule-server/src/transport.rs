@@ -16,27 +16,24 @@
 //! spare room in the buffer has emptied the transport (`Conn::read_some` records
 //! that the connection is drained). `EINTR` is retried here.
 //!
-//! **TLS** slots in as a variant, `Tls(Box<TlsSession>)` (the TCP stream and the
-//! session, say rustls' `ServerConnection`), in `transport/tls.rs`, accepted from a
-//! listener configured for it. Its `read_append` feeds socket bytes to the session
-//! and copies out plaintext; records without plaintext (the handshake, session
-//! tickets, KeyUpdate) make it read again, so it returns `WouldBlock` only once the
-//! socket is empty and `Data(0)` never; it fills the buffer's spare room before it
-//! leaves plaintext inside the session, so a short read still means drained; a
-//! `close_notify` or the TCP end is `Eof`. Its `send`/`write_vectored` encrypt and
-//! write records, and `has_pending_output` is true while the session holds records
-//! the socket refused; `sendfile` is `Unsupported` (the caller copies); `cork_handle`
-//! and `fd` are the TCP socket's (records are corked and polled like plain bytes);
+//! **TLS** is a variant, `Tls(Box<TlsStream>)` (the socket and rustls'
+//! `ServerConnection`, `transport/tls.rs`), made by the handshake stage
+//! (`handshake.rs`) on a connection accepted while TLS is on. Its `read_append` feeds
+//! socket bytes to the session and copies out plaintext; records without plaintext
+//! (the handshake, session tickets, KeyUpdate) make it read again, so it returns
+//! `WouldBlock` only once the socket is empty and `Data(0)` never; it fills the
+//! buffer's spare room before it leaves plaintext inside the session, so a short read
+//! still means drained; a `close_notify` or the TCP end is `Eof`. Its `send`/
+//! `write_vectored` encrypt and write records, and `has_pending_output` is true while
+//! the session holds records the socket refused (it then takes no more plaintext:
+//! `WouldBlock`); `sendfile` is `Unsupported` (the caller copies); `cork_handle` and
+//! `fd` are the socket's (records are corked and polled like plain bytes);
 //! `wait(Read)` returns at once while the session holds plaintext. The timeout's
 //! answer ([`send_and_shut`], from another thread while the app's holds the session)
-//! cannot be written raw into a TLS stream: for TLS, `raw_fd` serves only to shut
-//! the socket, and the claim (`Claims::time_out`) learns which it may do. A **PROXY**
-//! protocol preamble is a stage, not a socket: a variant `Preamble(Box<Preamble>)`
-//! wraps the accepted transport (`Tcp`, or `Tls` when TLS follows the header), reads
-//! and strips the v1 line or v2 block before handing any byte up, keeps the client
-//! address it names for `Conn` to take (the one check on that cold variant), and
-//! then replaces itself with the wrapped transport, so it costs nothing after the
-//! header. Neither touches the protocol drivers: they see only this module's API.
+//! cannot be written raw into a TLS stream: a session's `raw_fd` is the socket's
+//! complement, and `send_and_shut` only shuts such a socket. The **PROXY** protocol
+//! preamble is a connection stage before both (`preamble.rs`), not a transport.
+//! Neither touches the protocol drivers: they see only this module's API.
 
 use crate::sys;
 pub(crate) use crate::sys::Interest;

@@ -77,13 +77,17 @@ pub(super) mod tests {
     use super::*;
     use crate::config::{Config, Settings};
 
-    /// `defaults()` plus the settings only the front end defaults (the logs).
+    /// `defaults()` plus the settings only the front end defaults (the logs, TLS).
     pub(in crate::config) fn default_settings(py: Python<'_>) -> Bound<'_, PyDict> {
         let d = defaults(py).unwrap();
         d.set_item("log_level", "info").unwrap();
         d.set_item("error_logfile", "-").unwrap();
         d.set_item("access_logfile", py.None()).unwrap();
         d.set_item("access_logformat", "%(h)s").unwrap();
+        for file in ["certfile", "keyfile", "ca_certs"] {
+            d.set_item(file, py.None()).unwrap();
+        }
+        d.set_item("cert_reqs", 0).unwrap();
         d
     }
 
@@ -116,6 +120,27 @@ pub(super) mod tests {
             d.set_item("proxy_allow_ips", "10.0.0.1/8").unwrap();
             let e = config(&d).err().unwrap();
             assert!(e.starts_with("proxy-allow-from: \"10.0.0.1/8\""), "{e}");
+        });
+    }
+
+    #[test]
+    fn tls_files_are_checked_before_any_is_read() {
+        Python::initialize();
+        Python::attach(|py| {
+            let d = default_settings(py);
+            let files = |d: &Bound<'_, PyDict>| d.extract::<Settings>().unwrap().tls_files();
+            assert!(files(&d).unwrap().is_none());
+            d.set_item("keyfile", "k.pem").unwrap();
+            assert!(files(&d)
+                .unwrap_err()
+                .starts_with("keyfile: needs certfile"));
+            // gunicorn: without keyfile, the key is in the certificate file.
+            d.set_item("keyfile", py.None()).unwrap();
+            d.set_item("certfile", "both.pem").unwrap();
+            let got = files(&d).unwrap().unwrap();
+            assert_eq!(got.keyfile, std::path::PathBuf::from("both.pem"));
+            d.set_item("cert_reqs", 3).unwrap();
+            assert!(files(&d).unwrap_err().contains("cert-reqs"));
         });
     }
 

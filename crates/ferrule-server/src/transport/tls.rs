@@ -243,6 +243,11 @@ impl TlsStream {
         }
     }
 
+    /// The established session, for what the environ says of it (`client_cert.rs`).
+    pub(crate) fn session(&self) -> &ServerConnection {
+        &self.session
+    }
+
     /// Sends `close_notify` (best effort) and ends the socket's writing side.
     pub(crate) fn shut_write(&mut self) -> io::Result<()> {
         self.close_notify();
@@ -270,3 +275,6 @@ impl Drop for TlsStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

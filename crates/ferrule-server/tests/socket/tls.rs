@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 pub(crate) struct Certs {
     pub dir: PathBuf,
     pub ca: CertificateDer<'static>,
+    /// A client certificate the CA signed, and its key (PKCS#8 DER).
+    pub client_cert: CertificateDer<'static>,
+    pub client_key: Vec<u8>,
 }
 
 impl Certs {
@@ -36,9 +39,16 @@ impl Certs {
         std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
         std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let client = CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .signed_by(&client_key, &ca, &ca_key)
+            .unwrap();
         Certs {
             dir,
             ca: ca.der().clone(),
+            client_cert: client.der().clone(),
+            client_key: client_key.serialize_der(),
         }
     }
 
@@ -52,14 +62,27 @@ impl Certs {
 
     /// A client that trusts the CA and offers ALPN `http/1.1`.
     pub(crate) fn client(&self) -> Arc<rustls::ClientConfig> {
+        self.client_with(false)
+    }
+
+    /// The same, sending the client certificate when `mine`.
+    pub(crate) fn client_with(&self, mine: bool) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let mut cfg = match mine {
+            false => builder.with_no_client_auth(),
+            true => {
+                let key = rustls::pki_types::PrivatePkcs8KeyDer::from(self.client_key.clone());
+                builder
+                    .with_client_auth_cert(vec![self.client_cert.clone()], key.into())
+                    .unwrap()
+            }
+        };
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Arc::new(cfg)
     }
@@ -79,11 +102,15 @@ fn tls_server(certs: &Certs) -> Running {
 type Client = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 fn connect(certs: &Certs, addr: SocketAddr) -> Client {
+    connect_with(certs.client(), addr)
+}
+
+fn connect_with(cfg: Arc<rustls::ClientConfig>, addr: SocketAddr) -> Client {
     let sock = TcpStream::connect(addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(certs.client(), name).unwrap();
+    let conn = rustls::ClientConnection::new(cfg, name).unwrap();
     rustls::StreamOwned::new(conn, sock)
 }
 
@@ -207,4 +234,98 @@ fn the_last_answer_ends_with_close_notify() {
     let text = String::from_utf8(got).unwrap();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("ok"), "{text}");
+}
+
+/// One request; the status line, or the error that ended the session.
+fn status(mut c: Client) -> Result<String, std::io::Error> {
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut got = Vec::new();
+    c.read_to_end(&mut got)?;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+#[test]
+fn client_certificates_required_or_optional() {
+    let certs = Certs::new("mtls");
+    for (reqs, without_cert_served) in [
+        (ferrule_server::CertReqs::Required, false),
+        (ferrule_server::CertReqs::Optional, true),
+    ] {
+        let files = TlsFiles {
+            ca_certs: Some(certs.dir.join("ca.pem")),
+            cert_reqs: reqs,
+            ..certs.files()
+        };
+        let settings = TlsSettings::load(&files).expect("load");
+        let srv = start(ParserConfig::default(), |c| c.tls = Some(settings));
+        let with = status(connect_with(certs.client_with(true), srv.addr));
+        assert_eq!(
+            with.unwrap(),
+            "HTTP/1.1 200 OK",
+            "{reqs:?} with a certificate"
+        );
+        let without = status(connect_with(certs.client_with(false), srv.addr));
+        match without_cert_served {
+            true => assert_eq!(without.unwrap(), "HTTP/1.1 200 OK"),
+            false => assert!(
+                without.is_err(),
+                "{reqs:?} served a client without a certificate"
+            ),
+        }
+    }
+}
+
+#[test]
+fn a_proxy_header_comes_before_the_handshake() {
+    let certs = Certs::new("proxy");
+    let settings = TlsSettings::load(&certs.files()).expect("load");
+    let srv = start(ParserConfig::default(), |c| {
+        c.tls = Some(settings);
+        c.proxy_protocol = Some(ferrule_http::ProxyMode::V1);
+        c.proxy_allow_ips = ferrule_server::AllowIps::parse("127.0.0.1").unwrap();
+    });
+    let mut sock = TcpStream::connect(srv.addr).unwrap();
+    sock.write_all(b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n")
+        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(certs.client(), name).unwrap();
+    let c = rustls::StreamOwned::new(conn, sock);
+    assert_eq!(status(c).unwrap(), "HTTP/1.1 200 OK");
+    let clients = srv.handler.clients.lock().unwrap().clone();
+    assert_eq!(
+        clients,
+        [ferrule_server::Peer::Tcp(
+            "203.0.113.7:5555".parse().unwrap()
+        )]
+    );
+}
+
+#[test]
+fn a_handshake_must_end_within_the_header_timeout() {
+    let certs = Certs::new("slow");
+    let settings = TlsSettings::load(&certs.files()).expect("load");
+    let srv = start(ParserConfig::default(), |c| {
+        c.tls = Some(settings);
+        c.header_timeout = Duration::from_millis(300);
+    });
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let began = Instant::now();
+    // The start of a ClientHello, and no more.
+    s.write_all(&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01]).unwrap();
+    let mut got = Vec::new();
+    let end = s.read_to_end(&mut got);
+    assert!(
+        matches!(&end, Ok(0)) || matches!(&end, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "{end:?}"
+    );
+    assert!(got.is_empty(), "answered {got:?}");
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
 }
