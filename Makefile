@@ -52,10 +52,12 @@ test: rust-checks install wheel
 	test -x /usr/sbin/apache2 || { apt-get update -qq && apt-get install -y -qq apache2 >/dev/null; }
 	{ command -v wrk && command -v ss; } >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk iproute2 >/dev/null; }
 	{ command -v haproxy && test -e /usr/lib/nginx/modules/ngx_stream_module.so; } >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy libnginx-mod-stream >/dev/null; }
+	$(PY) -c "import trustme, requests" 2>/dev/null || $(PY) -m pip install -q trustme requests
 	{ command -v openssl && command -v curl; } >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl curl >/dev/null; }
 	$(PY) -m pytest tests -q -rf
 	$(PY) bench/bench.py --smoke
 	$(PY) bench/uwsgi.py --smoke
+	$(PY) bench/tls.py --smoke
 
 bench: install
 	bench/run.sh

@@ -35,7 +35,10 @@ def file(environ, start_response):
     f = open(FILE, "rb")
     start_response("200 OK", [("Content-Type", "application/octet-stream"),
                               ("Content-Length", str(os.fstat(f.fileno()).st_size))])
-    return environ["wsgi.file_wrapper"](f, 65536)
+    wrapper = environ.get("wsgi.file_wrapper")
+    if wrapper is None:  # optional in PEP 3333 (Granian has none): its own fallback, blocks read in turn
+        return iter(lambda: f.read(65536), b"")
+    return wrapper(f, 65536)
 
 
 try:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the peers into bench/.cache and runs bench.py (all servers, one run), then
-# uwsgi.py (behind nginx: ferrule --protocol uwsgi against uWSGI and ferrule over HTTP).
+# tls.py (TLS served by ferrule, Granian and gunicorn), then uwsgi.py (behind nginx: ferrule
+# --protocol uwsgi against uWSGI and ferrule over HTTP).
 # Usage: bench/run.sh [--smoke] [--seconds N] [--repeat N] [--only SERVER,...] [--no-callgrind]
-# (uwsgi.py takes --smoke, --seconds, --repeat, --no-callgrind and --out, and ignores the rest)
+# (uwsgi.py takes --smoke, --seconds, --repeat, --no-callgrind and --out, and ignores the rest;
+# tls.py takes --smoke, --seconds, --repeat, --servers and --out, and ignores the rest)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=bench/.cache
@@ -18,4 +20,5 @@ if [ ! -e "$CACHE/venv/.ready" ]; then
 fi
 "$CACHE/venv/bin/pip" install -q --force-reinstall --no-deps .
 "$CACHE/venv/bin/python" bench/bench.py "$@"
+"$CACHE/venv/bin/python" bench/tls.py "$@"
 exec "$CACHE/venv/bin/python" bench/uwsgi.py "$@"
