@@ -152,3 +152,37 @@ def test_the_mtls_environ(serve, certs):
     env = get_json(anon, "/environ")
     assert env["SSL_CLIENT_VERIFY"] == "NONE" and "SSL_CLIENT_S_DN" not in env
     anon.close()
+
+
+def test_a_unix_socket_bind_is_tls_too(serve, certs, tmp_path):
+    path = tmp_path / "tls.sock"
+    serve("routes:app", "--certfile", str(certs / "cert.pem"), "--keyfile", str(certs / "key.pem"),
+          "-b", f"unix:{path}")
+    with socket.socket(socket.AF_UNIX) as raw_sock:
+        raw_sock.settimeout(10)
+        raw_sock.connect(str(path))
+        with client_context(certs).wrap_socket(raw_sock, server_hostname="localhost") as s:
+            s.sendall(b"GET /environ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(body)["wsgi.url_scheme"] == "https"
+
+
+def test_a_request_over_timeout_ends_its_session_without_raw_bytes(serve, certs):
+    # The timeout's 500 cannot be written into a session another thread holds: the
+    # socket is shut instead, and the client sees the end (never plaintext in the stream).
+    srv = serve("timeout_app:app", "--certfile", str(certs / "cert.pem"), "--keyfile", str(certs / "key.pem"),
+                "--timeout", "1")
+    conn = http.client.HTTPSConnection("localhost", srv.port, context=client_context(certs), timeout=20)
+    conn.request("POST", "/read-then-stall", body=b"x")
+    # An end without close_notify (SSLEOFError) or without a byte; never a record error.
+    with pytest.raises((http.client.RemoteDisconnected, ssl.SSLEOFError, ConnectionResetError)):
+        conn.getresponse()
+    conn.close()
+    fresh = http.client.HTTPSConnection("localhost", srv.port, context=client_context(certs), timeout=20)
+    fresh.request("GET", "/")
+    assert fresh.getresponse().status == 200
+    fresh.close()

@@ -54,7 +54,14 @@ pub(crate) fn run(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
         }
         Ok(Handshake::Pending) => {
             conn.drained = true;
-            shared.shelve(conn, false);
+            if tls.has_pending_output() {
+                // A flight larger than the socket takes (a long chain): the client
+                // answers only once it has all of it, so room is what to wait for.
+                let since = conn.head_since.unwrap_or_else(crate::clock::Tick::now);
+                shared.shelve_for_room(conn, since + shared.config.header_timeout);
+            } else {
+                shared.shelve(conn, false);
+            }
             None
         }
         Ok(Handshake::Closed) => {

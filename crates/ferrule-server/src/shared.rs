@@ -142,6 +142,16 @@ impl Shared {
         }
     }
 
+    /// Shelves a connection whose handshake flight did not fit in its socket: it waits
+    /// for room as well as for bytes (the client answers only once it has the whole
+    /// flight), until `deadline`.
+    #[cold]
+    pub(crate) fn shelve_for_room(&self, conn: Box<Conn>, deadline: crate::clock::Tick) {
+        if let Some(token) = self.table.shelve_writing(&self.poller, conn, deadline) {
+            self.push_ready(std::iter::once(token));
+        }
+    }
+
     pub(crate) fn running(&self) -> MutexGuard<'_, usize> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -136,9 +136,15 @@ impl Table {
     /// progress), not cut by a drain's quiet period, and not handed back for bytes it
     /// has to read. The writability stays registered afterwards: edge-triggered, it
     /// reports only a socket that was full and has room again, which then costs one
-    /// look at the connection at most.
+    /// look at the connection at most. A TLS handshake whose flight the socket refused
+    /// waits here too (`Shared::shelve_for_room`), with the head's deadline.
     #[cold]
-    fn shelve_writing(&self, poller: &Poller, conn: Box<Conn>, deadline: Tick) -> Option<u64> {
+    pub(crate) fn shelve_writing(
+        &self,
+        poller: &Poller,
+        conn: Box<Conn>,
+        deadline: Tick,
+    ) -> Option<u64> {
         let mut slots = self.slots();
         let token = conn.token;
         let idx = (token & 0xffff_ffff) as usize;

@@ -329,3 +329,41 @@ fn a_handshake_must_end_within_the_header_timeout() {
         "closed after {took:?}"
     );
 }
+
+#[test]
+fn a_long_chain_completes_its_handshake() {
+    let certs = Certs::new("long-chain");
+    // The leaf, then the CA 100 times: a flight of about 40 KB (under the client's
+    // 64 KB limit for one message), to a client with a tiny receive buffer. (Loopback
+    // socket buffers still take it whole: the wait for room in `handshake::run` is
+    // not provoked here.)
+    let leaf = std::fs::read_to_string(certs.dir.join("cert.pem")).unwrap();
+    let ca = std::fs::read_to_string(certs.dir.join("ca.pem")).unwrap();
+    let long = certs.dir.join("long.pem");
+    std::fs::write(&long, leaf + &ca.repeat(100)).unwrap();
+    let files = TlsFiles {
+        certfile: long,
+        ..certs.files()
+    };
+    let settings = TlsSettings::load(&files).expect("load");
+    let srv = start(ParserConfig::default(), |c| {
+        c.tls = Some(settings);
+        c.header_timeout = Duration::from_secs(20);
+    });
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    sock.connect(&srv.addr.into()).unwrap();
+    let sock: TcpStream = sock.into();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let began = Instant::now();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(certs.client(), name).unwrap();
+    let c = rustls::StreamOwned::new(conn, sock);
+    assert_eq!(status(c).unwrap(), "HTTP/1.1 200 OK");
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        began.elapsed()
+    );
+}
