@@ -100,6 +100,8 @@ def test_stalled_handshakes_do_not_delay_a_normal_request(tls, certs):
             c.close()
 
 
+@pytest.mark.xfail(REFERENCE, strict=False, reason="gunicorn: a handshake during the workers' restart sometimes "
+                   "gets bytes that are not TLS (WRONG_VERSION_NUMBER); other runs pass")
 def test_hup_with_new_certificate_files_under_load(tls, certs):
     s = tls("-w", "2")
     with tls_socket(s.port, certs.context()) as t:
