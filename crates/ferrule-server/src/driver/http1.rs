@@ -2,9 +2,8 @@
 //! pipelined, then shelve the connection in epoll or close it.
 
 use super::next::{next, Next};
-use super::read_ahead::{self, body_arrived, Arrived};
+use super::read_ahead::{self, body_arrived, read_more, Arrived, Read};
 use crate::blocking::Blocking;
-use crate::clock::Tick;
 use crate::conn::{Conn, Stage, KEEP_BUF};
 use crate::error::Error;
 use crate::exchange::{Admit, Ended, Exchange};
@@ -13,7 +12,6 @@ use crate::handler::Handler;
 use crate::preread::PreRead;
 use crate::protocol::Protocol;
 use crate::shared::Shared;
-use crate::transport::ReadOutcome;
 use ferrule_http::parse_head_after;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -154,8 +152,10 @@ pub(crate) fn serve(
                 }
             }
         }
-        match conn.read_some() {
-            Ok(ReadOutcome::Eof) => {
+        match read_more(shared, &mut conn, blocking) {
+            Read::More => {}
+            Read::Gone => return None,
+            Read::Eof => {
                 if matches!(conn.stage, Stage::Body(_)) {
                     tracing::debug!("client closed the connection in the middle of a request body");
                 } else if !conn.buf.is_empty() {
@@ -164,25 +164,9 @@ pub(crate) fn serve(
                 close(shared, &mut conn, blocking);
                 return None;
             }
-            Ok(ReadOutcome::Data(_)) => {
-                conn.head_since.get_or_insert_with(Tick::now);
-                if let Stage::Body(_) = conn.stage {
-                    // Only the new bytes of the body are judged.
-                    match body_arrived(shared, &mut conn, blocking) {
-                        Arrived::More => {}
-                        Arrived::Complete => continue,
-                        Arrived::Failed => return None,
-                    }
-                }
-            }
-            Ok(ReadOutcome::WouldBlock) => {
+            Read::WouldBlock => {
                 // Responses to pipelined requests go out before the connection waits.
                 shared.flush_and_shelve(conn, blocking);
-                return None;
-            }
-            Err(e) => {
-                tracing::debug!("read failed: {e}");
-                shared.table.release(conn.token);
                 return None;
             }
         }

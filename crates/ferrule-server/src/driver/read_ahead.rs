@@ -2,10 +2,12 @@
 //! body is read before the app runs, and what each arrival of its bytes makes of it.
 
 use crate::blocking::Blocking;
+use crate::clock::Tick;
 use crate::config::ServerConfig;
 use crate::conn::{Conn, Stage};
 use crate::error::Error;
 use crate::shared::Shared;
+use crate::transport::ReadOutcome;
 use ferrule_http::{BodyKind, Head};
 
 /// Whether a request must have its body read before the app runs. One compare for
@@ -113,4 +115,41 @@ fn fail(shared: &Shared, conn: &mut Conn, e: Error, target: &str, blocking: &dyn
         conn.answer_error(status, shared.config.protocol);
     }
     shared.table.release(conn.token);
+}
+
+/// What a driver's read of its connection brought (`read_more`).
+pub(crate) enum Read {
+    /// New bytes, judged when they belong to a body read ahead: look at the buffer again.
+    More,
+    /// The peer closed its side.
+    Eof,
+    /// Nothing more for now: the driver shelves the connection.
+    WouldBlock,
+    /// The connection is released (a failed read, or a body read ahead that failed).
+    Gone,
+}
+
+/// One read for a driver that has no complete request yet (HTTP/1's and uwsgi's loops
+/// share it): a head's clock starts with its first bytes, and a body read ahead judges
+/// only the new ones. What the end of stream and an empty socket mean is the driver's.
+#[inline]
+pub(crate) fn read_more(shared: &Shared, conn: &mut Box<Conn>, blocking: &dyn Blocking) -> Read {
+    match conn.read_some() {
+        Ok(ReadOutcome::Eof) => Read::Eof,
+        Ok(ReadOutcome::Data(_)) => {
+            conn.head_since.get_or_insert_with(Tick::now);
+            if let Stage::Body(_) = conn.stage {
+                if let Arrived::Failed = body_arrived(shared, conn, blocking) {
+                    return Read::Gone;
+                }
+            }
+            Read::More
+        }
+        Ok(ReadOutcome::WouldBlock) => Read::WouldBlock,
+        Err(e) => {
+            tracing::debug!("read failed: {e}");
+            shared.table.release(conn.token);
+            Read::Gone
+        }
+    }
 }

@@ -21,9 +21,8 @@
 //!   connection closes after it (`next::after_uwsgi`).
 
 use super::next::{after_uwsgi, Next};
-use super::read_ahead::{self, body_arrived, Arrived};
+use super::read_ahead::{self, body_arrived, read_more, Arrived, Read};
 use crate::blocking::Blocking;
-use crate::clock::Tick;
 use crate::conn::{Conn, Stage};
 use crate::exchange::{Admit, Exchange};
 use crate::handler::Handler;
@@ -31,7 +30,6 @@ use crate::listener::Peer;
 use crate::preread::PreRead;
 use crate::protocol::Protocol;
 use crate::shared::Shared;
-use crate::transport::ReadOutcome;
 use ferrule_http::{parse_uwsgi_into, uwsgi_client, uwsgi_head, Head, Span, UwsgiError};
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
@@ -86,8 +84,10 @@ pub(crate) fn serve(
                 }
             }
         }
-        match conn.read_some() {
-            Ok(ReadOutcome::Eof) => {
+        match read_more(shared, &mut conn, blocking) {
+            Read::More => {}
+            Read::Gone => return None,
+            Read::Eof => {
                 if matches!(conn.stage, Stage::Body(_)) {
                     // Its client went away during an upload it relayed: not a protocol error.
                     tracing::debug!(
@@ -99,23 +99,8 @@ pub(crate) fn serve(
                 shared.table.release(conn.token);
                 return None;
             }
-            Ok(ReadOutcome::Data(_)) => {
-                conn.head_since.get_or_insert_with(Tick::now);
-                if let Stage::Body(_) = conn.stage {
-                    match body_arrived(shared, &mut conn, blocking) {
-                        Arrived::More => {}
-                        Arrived::Complete => continue,
-                        Arrived::Failed => return None,
-                    }
-                }
-            }
-            Ok(ReadOutcome::WouldBlock) => {
+            Read::WouldBlock => {
                 shared.shelve(conn, false);
-                return None;
-            }
-            Err(e) => {
-                tracing::debug!("read failed: {e}");
-                shared.table.release(conn.token);
                 return None;
             }
         }
