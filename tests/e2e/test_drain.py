@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import booted, children, free_port, wait_until
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+from .front_support import Nginx, nginx_conf
+
 
 
 class KeepAlive:
@@ -206,16 +204,7 @@ def test_a_kept_alive_connection_idle_during_a_drain_is_answered_then_closed_whe
 
 # ---- behind nginx with upstream keep-alive and POST bodies ----
 
-NGINX_CONF = """
-daemon off;
-master_process off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 512; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
+NGINX_SERVERS = """
     upstream app {{
         server 127.0.0.1:{upstream};
         keepalive 16;
@@ -228,7 +217,6 @@ http {{
             proxy_set_header Connection "";
         }}
     }}
-}}
 """
 
 
@@ -236,32 +224,17 @@ http {{
 def nginx(tmp_path):
     """Starts nginx in front of a ferrule port; yields a function taking that port and
     returning nginx's."""
-    procs = []
+    fronts = []
 
     def start(upstream: int) -> int:
-        if not Path(NGINX).exists():
-            pytest.fail("nginx is not installed (make test installs it)")
         port = free_port()
-        conf = tmp_path / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp_path, upstream=upstream, port=port))
-        proc = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(tmp_path / "nginx-error.log")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        procs.append(proc)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return port
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    raise RuntimeError(f"nginx did not start: {proc.stderr.read().decode(errors='replace')}")
-                time.sleep(0.05)
+        servers = NGINX_SERVERS.format(upstream=upstream, port=port)
+        fronts.append(Nginx(tmp_path, nginx_conf(tmp_path, servers, connections=512), [port]))
+        return port
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(10)
+    for front in fronts:
+        front.stop()
 
 
 def nginx_errors(tmp_path):

@@ -8,17 +8,13 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import shutil
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from conftest import APPS, free_port, wait_until
-
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+from .front_support import Nginx, nginx_conf
 
 # Loopback is 127.0.0.0/8: a client bound to 127.0.0.2 is a peer outside "127.0.0.1".
 OTHER = "127.0.0.2"
@@ -200,16 +196,7 @@ def test_bad_values_are_one_line(tmp_path, args, conf, words):
     assert len(lines) == 1 and words in lines[0], r.stderr
 
 
-NGINX_CONF = """
-daemon off;
-master_process off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
+NGINX_SERVERS = """
     server {{
         listen 127.0.0.1:{port};
         location /xff/ {{
@@ -222,31 +209,16 @@ http {{
             proxy_set_header Forwarded "$http_forwarded, for=$remote_addr;proto=https";
         }}
     }}
-}}
 """
 
 
 def test_behind_nginx_appending_to_x_forwarded_for(serve, tmp_path):
-    if not Path(NGINX).exists():
-        pytest.fail("nginx is not installed (make test installs it)")
     xff = serve("routes:app", "--forwarded-remote-addr", "x-forwarded-for", "--access-logfile", "-")
     fwd = serve("routes:app", "--forwarded-remote-addr", "forwarded")
     port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, upstream=xff.port, upstream_fwd=fwd.port))
-    proc = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(tmp_path / "nginx-error.log")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    servers = NGINX_SERVERS.format(port=port, upstream=xff.port, upstream_fwd=fwd.port)
+    front = Nginx(tmp_path, nginx_conf(tmp_path, servers, connections=64), [port])
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nginx did not start: {proc.stderr.read().decode(errors='replace')}")
-                time.sleep(0.05)
-
         def through(path, *headers):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(OTHER, 0))
             c.putrequest("GET", path)
@@ -273,7 +245,5 @@ def test_behind_nginx_appending_to_x_forwarded_for(serve, tmp_path):
         env = through("/fwd/environ")
         assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == (OTHER, "https")
     finally:
-        proc.terminate()
-        proc.wait(10)
-    errors = [ln for ln in (tmp_path / "nginx-error.log").read_text().splitlines() if "[error]" in ln]
-    assert errors == []
+        front.stop()
+    assert front.error_lines() == []

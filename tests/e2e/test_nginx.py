@@ -5,28 +5,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 import socket
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
 
 from conftest import free_port
+from .front_support import Nginx, nginx_conf
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-CONF = """
-daemon off;
-master_process off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
+HTTP = """
     upstream pooled {{
         server unix:{sock};
         keepalive 8;
@@ -62,7 +48,6 @@ http {{
             proxy_set_header X-Forwarded-Proto https;
         }}
     }}
-}}
 """
 
 
@@ -70,31 +55,14 @@ http {{
 def nginx(serve, tmp_path):
     """ferrule on a TCP port and a unix socket, nginx in front of both; yields nginx's port
     and the ferrule server, and checks afterwards that nginx logged no error."""
-    if not Path(NGINX).exists():
-        pytest.fail("nginx is not installed (make test installs it)")
     sock = tmp_path / "app.sock"
     app = serve("routes:app", "-b", f"unix:{sock}", "--access-logfile", "-")
     port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(CONF.format(tmp=tmp_path, sock=sock, port=port, upstream=app.port))
-    proc = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(tmp_path / "nginx-error.log")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"nginx did not start: {proc.stderr.read().decode(errors='replace')}")
-            time.sleep(0.05)
+    servers = HTTP.format(sock=sock, port=port, upstream=app.port)
+    front = Nginx(tmp_path, nginx_conf(tmp_path, servers), [port])
     yield port, app
-    proc.terminate()
-    proc.wait(10)
-    # nginx logs an upstream that reset, closed early or answered garbage as [error].
-    errors = [line for line in (tmp_path / "nginx-error.log").read_text().splitlines() if "[error]" in line]
-    assert errors == []
+    front.stop()
+    assert front.error_lines() == []
 
 
 def fetch(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None):

@@ -7,7 +7,6 @@ client's address differs from Apache's end of the upstream socket."""
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import APPS, Server, free_port, parse, wait_for_port, wait_until
+from .front_support import CLIENT, get_json, request
 
 pytest.importorskip("flask")
 sys.path.insert(0, str(APPS))
@@ -27,7 +27,6 @@ from front_parts import FIRST, SECOND  # noqa: E402
 
 APACHE = Path("/usr/sbin/apache2")
 MODULES = Path("/usr/lib/apache2/modules")
-CLIENT = "127.0.0.2"
 
 CONF = """
 ServerRoot {tmp}
@@ -83,24 +82,6 @@ def apache(tmp_path_factory):
     # Apache logs an upstream that reset, closed early or answered what it cannot parse.
     log = (tmp / "error.log").read_text(errors="replace").splitlines()
     assert [line for line in log if re.search(r":(error|crit|alert|emerg)\]", line)] == []
-
-
-def request(port, method, path, body=None, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20, source_address=(CLIENT, 0))
-    try:
-        conn.connect()
-        client_port = conn.sock.getsockname()[1]
-        conn.request(method, path, body=body, headers={"Host": "localhost", **(headers or {})})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read(), client_port
-    finally:
-        conn.close()
-
-
-def get_json(port, path):
-    status, _, body, client_port = request(port, "GET", path)
-    assert status == 200, (status, body[:300])
-    return json.loads(body), client_port
 
 
 def test_mounted_at_the_proxy_pass_prefix(apache):

@@ -15,10 +15,8 @@ the tests ask what nginx and a uwsgi server really do (its request log stands in
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -29,18 +27,18 @@ from pathlib import Path
 import pytest
 
 from conftest import APPS, Server, free_port, parse, wait_for_port, wait_until
+from .front_support import CLIENT, Nginx, nginx_conf, request
+from .front_support import get_json as front_get_json
 
 pytest.importorskip("flask")
 pytest.importorskip("django")
 sys.path.insert(0, str(APPS))
 from front_parts import FIRST, SECOND  # noqa: E402
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 # nginx resolves a relative `include` against the directory of the `-c` file, which is a
 # temporary one here: the same file the docs' `include uwsgi_params;` names, by its path.
 UWSGI_PARAMS = "/etc/nginx/uwsgi_params"
 REFERENCE = os.environ.get("FERRULE_E2E_REFERENCE") == "uwsgi"
-CLIENT = "127.0.0.2"
 LIMIT = 12 * 1024 * 1024  # --limit-request-body
 UPLOAD = 10 * 1024 * 1024
 DOWNLOAD = os.urandom(3 * 1024 * 1024 + 17)
@@ -63,24 +61,7 @@ LOCATIONS = """
         }}
 """
 
-CONF = """
-daemon off;
-master_process off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    uwsgi_temp_path {tmp}/uwsgi;
-    client_max_body_size 20m;
-{upstreams}
-{servers}
-}}
-"""
-
-
-def nginx_conf(tmp: Path, apps: dict, fronts: dict) -> str:
+def front_conf(tmp: Path, apps: dict, fronts: dict) -> str:
     """Two upstreams per app (its TCP port, its unix socket); a front server per app and
     way in: `tcp`, `unix`, and `https` (TCP, as when TLS ended before nginx:
     `uwsgi_param HTTPS on`)."""
@@ -94,7 +75,8 @@ def nginx_conf(tmp: Path, apps: dict, fronts: dict) -> str:
             servers.append(f"    server {{\n        listen 127.0.0.1:{fronts[name, via]};\n"
                            f"        server_name localhost;"
                            + LOCATIONS.format(params=UWSGI_PARAMS, upstream=upstream, extra=extra) + "    }")
-    return CONF.format(tmp=tmp, upstreams="\n".join(upstreams), servers="\n".join(servers))
+    inside = "    client_max_body_size 20m;\n" + "\n".join(upstreams) + "\n" + "\n".join(servers)
+    return nginx_conf(tmp, inside)
 
 
 class Reference:
@@ -120,17 +102,16 @@ class Reference:
 class Front:
     """The app servers and the nginx in front of them."""
 
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
+    def __init__(self):
         self.apps = {}
         self.ports = {}
+        self.nginx = None
 
     def port(self, app: str, via: str) -> int:
         return self.ports[app, via]
 
     def error_lines(self) -> list[str]:
-        log = self.tmp / "nginx-error.log"
-        return [line for line in log.read_text().splitlines() if "[error]" in line] if log.exists() else []
+        return self.nginx.error_lines() if self.nginx else []
 
 
 def start_app(name: str, tmp: Path):
@@ -151,32 +132,20 @@ def start_app(name: str, tmp: Path):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    if not Path(NGINX).exists():
-        pytest.fail("nginx is not installed (make test installs it)")
     if REFERENCE and not (Path(sys.executable).parent / "uwsgi").exists():
         pytest.fail("FERRULE_E2E_REFERENCE=uwsgi needs uwsgi in this venv (pip install uwsgi)")
     tmp = tmp_path_factory.mktemp("uwsgi-nginx")
     (tmp / "download.bin").write_bytes(DOWNLOAD)
-    front = Front(tmp)
-    proc = None
+    front = Front()
     try:
         for name in APP_TARGETS:
             front.apps[name] = start_app(name, tmp)
         front.ports = {(name, via): free_port() for name in APP_TARGETS for via in (*VIAS, "https")}
-        conf = tmp / "nginx.conf"
-        conf.write_text(nginx_conf(tmp, front.apps, front.ports))
-        proc = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(tmp / "nginx-error.log")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for port in front.ports.values():
-            try:
-                wait_for_port(port, proc, timeout=10)
-            except RuntimeError:
-                raise RuntimeError(f"nginx did not start: {proc.stderr.read().decode(errors='replace')}") from None
+        front.nginx = Nginx(tmp, front_conf(tmp, front.apps, front.ports), list(front.ports.values()))
         yield front
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
+        if front.nginx is not None:
+            front.nginx.stop()
         for server in front.apps.values():
             if server.proc.poll() is None:
                 server.proc.kill()
@@ -192,23 +161,8 @@ def front(stack):
     assert stack.error_lines()[before:] == []
 
 
-def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-    """One request from CLIENT: (status, headers, body, the client's port)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20, source_address=(CLIENT, 0))
-    try:
-        conn.connect()
-        client_port = conn.sock.getsockname()[1]
-        conn.request(method, path, body=body, headers={"Host": "localhost", **(headers or {})})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read(), client_port
-    finally:
-        conn.close()
-
-
 def get_json(port: int, path: str, **kw) -> dict:
-    status, _, body, _ = request(port, "GET", path, **kw)
-    assert status == 200, (status, body[:300])
-    return json.loads(body)
+    return front_get_json(port, path, **kw)[0]
 
 
 def raw(port: int, data: bytes) -> bytes:
