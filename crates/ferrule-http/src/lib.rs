@@ -53,6 +53,6 @@ pub use span::{Header, Span};
 pub use target::{Target, TargetForm, Version};
 pub use uwsgi::{
     finish_uwsgi_head, is_var_of_field, parse_uwsgi, parse_uwsgi_into, uwsgi_client,
-    uwsgi_error_response, uwsgi_head, uwsgi_response_framing, Inconsistency, UwsgiError, UwsgiHead,
-    UwsgiPacket, UWSGI_HEADER_LEN,
+    uwsgi_error_response, uwsgi_head, uwsgi_packet, uwsgi_response_framing, uwsgi_vars,
+    Inconsistency, UwsgiError, UwsgiHead, UwsgiPacket, UWSGI_HEADER_LEN,
 };

@@ -266,11 +266,13 @@ fn parse_content_length(v: &[u8]) -> Result<u64, UwsgiError> {
     })
 }
 
+mod encode;
 pub(crate) mod fuzz;
 mod head;
 #[cfg(test)]
 mod tests;
 
+pub use encode::{uwsgi_packet, uwsgi_vars};
 pub use head::{
     finish_uwsgi_head, is_var_of_field, uwsgi_client, uwsgi_error_response, uwsgi_head,
     uwsgi_response_framing, UwsgiHead,

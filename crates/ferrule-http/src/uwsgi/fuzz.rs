@@ -33,23 +33,16 @@ fn walk(data: &[u8], step: usize) -> Walk {
             Err(e) => return (seen, Some(e)),
         };
         assert!((UWSGI_HEADER_LEN..=buf.len()).contains(&packet.consumed));
-        let mut encoded = Vec::with_capacity(packet.consumed);
         for (k, v) in &packet.vars {
             for span in [k, v] {
                 let r = span.range();
                 assert!(r.start >= UWSGI_HEADER_LEN && r.end <= packet.consumed);
             }
         }
-        for (k, v) in packet.pairs(buf) {
-            assert!(!k.is_empty());
-            for field in [k, v] {
-                encoded.extend_from_slice(&(field.len() as u16).to_le_bytes());
-                encoded.extend_from_slice(field);
-            }
-        }
+        assert!(packet.pairs(buf).all(|(k, _)| !k.is_empty()));
         assert_eq!(
-            encoded,
-            buf[UWSGI_HEADER_LEN..packet.consumed],
+            super::uwsgi_vars(packet.pairs(buf)).as_deref(),
+            Some(&buf[UWSGI_HEADER_LEN..packet.consumed]),
             "re-encoded"
         );
         // The head a server makes of it: whatever it refuses, its spans stay in the packet.
@@ -83,22 +76,9 @@ fn walk(data: &[u8], step: usize) -> Walk {
 mod tests {
     use super::{fuzz_uwsgi, walk};
 
-    fn var(out: &mut Vec<u8>, k: &[u8], v: &[u8]) {
-        for f in [k, v] {
-            out.extend_from_slice(&(f.len() as u16).to_le_bytes());
-            out.extend_from_slice(f);
-        }
-    }
-
     fn packet(vars: &[(&[u8], &[u8])], body: &[u8]) -> Vec<u8> {
-        let mut block = Vec::new();
-        for (k, v) in vars {
-            var(&mut block, k, v);
-        }
-        let mut out = vec![0];
-        out.extend_from_slice(&(block.len() as u16).to_le_bytes());
-        out.push(0);
-        out.extend_from_slice(&block);
+        let block = crate::uwsgi_vars(vars.iter().copied()).unwrap();
+        let mut out = crate::uwsgi_packet(&block).unwrap();
         out.extend_from_slice(body);
         out
     }

@@ -7,18 +7,7 @@ use crate::BodyKind;
 type Vars<'a> = &'a [(&'a [u8], &'a [u8])];
 
 fn packet(vars: Vars) -> Vec<u8> {
-    let mut block = Vec::new();
-    for (k, v) in vars {
-        for f in [*k, *v] {
-            block.extend_from_slice(&(f.len() as u16).to_le_bytes());
-            block.extend_from_slice(f);
-        }
-    }
-    let mut out = vec![0];
-    out.extend_from_slice(&(block.len() as u16).to_le_bytes());
-    out.push(0);
-    out.extend_from_slice(&block);
-    out
+    crate::uwsgi_packet(&crate::uwsgi_vars(vars.iter().copied()).unwrap()).unwrap()
 }
 
 fn head_of(vars: Vars, cfg: &ParserConfig) -> (Vec<u8>, Result<Head, UwsgiError>) {

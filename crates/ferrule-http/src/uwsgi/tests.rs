@@ -8,23 +8,12 @@ type Vars<'a> = &'a [(&'a [u8], &'a [u8])];
 
 /// The vars block of `vars`, encoded as nginx does.
 fn block(vars: Vars) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (k, v) in vars {
-        for f in [*k, *v] {
-            out.extend_from_slice(&(f.len() as u16).to_le_bytes());
-            out.extend_from_slice(f);
-        }
-    }
-    out
+    uwsgi_vars(vars.iter().copied()).unwrap()
 }
 
 /// A packet with `block` as its vars (modifier1 0, modifier2 0).
 fn packet_of(block: &[u8]) -> Vec<u8> {
-    let mut out = vec![0];
-    out.extend_from_slice(&(block.len() as u16).to_le_bytes());
-    out.push(0);
-    out.extend_from_slice(block);
-    out
+    uwsgi_packet(block).unwrap()
 }
 
 fn packet(vars: Vars) -> Vec<u8> {

@@ -182,18 +182,8 @@ pub(super) type Vars<'a> = &'a [(&'a str, &'a str)];
 
 /// A packet of `vars` (modifier1 0), as nginx encodes it.
 pub(super) fn packet(vars: Vars) -> Vec<u8> {
-    let mut block = Vec::new();
-    for (k, v) in vars {
-        for f in [k.as_bytes(), v.as_bytes()] {
-            block.extend_from_slice(&(f.len() as u16).to_le_bytes());
-            block.extend_from_slice(f);
-        }
-    }
-    let mut out = vec![0];
-    out.extend_from_slice(&(block.len() as u16).to_le_bytes());
-    out.push(0);
-    out.extend_from_slice(&block);
-    out
+    let block = ferrule_http::uwsgi_vars(vars.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    ferrule_http::uwsgi_packet(&block.expect("test fields fit a u16")).expect("test vars fit a u16")
 }
 
 /// nginx's `uwsgi_params` for `method uri` with a body of `len` bytes, then the
