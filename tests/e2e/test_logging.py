@@ -368,6 +368,21 @@ def test_log_level_applies_to_python_loggers_and_follows_a_reload(serve, tmp_pat
     assert "debug after from" in log and "info after from" in log
 
 
+def test_log_level_critical_lets_only_critical_lines_through(serve, tmp_path):
+    conf = tmp_path / "ferrule.conf.py"
+    conf.write_text(LEVEL_HOOKS + 'loglevel = "critical"\n')
+    s = serve("logging_app:app", "-c", str(conf))
+    booted(s, 1)
+    assert get(s.port, "/log?msg=crit")[0] == 200
+    master = s.proc.pid
+    wait_until(lambda: f"[CRITICAL] master {master} critical" in s.log())
+    s.stop()
+    log = s.log()
+    # Errors (the hooks' and the worker's) are below critical; only the critical line stays.
+    assert "[ERROR]" not in log and "[WARNING]" not in log and "[INFO]" not in log, log
+    assert f"[{master}] [CRITICAL] master {master} critical" in log
+
+
 def test_gunicorn_access_writes_to_the_access_log_at_info(serve, tmp_path):
     access = tmp_path / "access.log"
     s = serve("logging_app:app", "--access-logfile", str(access), "--log-level", "error")

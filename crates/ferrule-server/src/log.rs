@@ -94,7 +94,10 @@ impl LogLevel {
             LogLevel::Debug => LevelFilter::DEBUG,
             LogLevel::Info => LevelFilter::INFO,
             LogLevel::Warning => LevelFilter::WARN,
-            LogLevel::Error | LogLevel::Critical => LevelFilter::ERROR,
+            LogLevel::Error => LevelFilter::ERROR,
+            // tracing has no level above ERROR: at critical it is off, and the critical
+            // lines, which pass any level, are written by `emit` itself.
+            LogLevel::Critical => LevelFilter::OFF,
         }
     }
 }
@@ -217,10 +220,9 @@ pub fn emit(level: LogLevel, msg: &str) {
         LogLevel::Info => tracing::info!("{msg}"),
         LogLevel::Warning => tracing::warn!("{msg}"),
         LogLevel::Error => tracing::error!("{msg}"),
-        // tracing has no level above ERROR: gunicorn's [CRITICAL], through the same
-        // filter and sink.
+        // gunicorn's [CRITICAL]: above every level, so written whatever the level is.
         LogLevel::Critical => {
-            if let Some(sink) = ERROR_LOG.get().filter(|_| tracing::enabled!(Level::ERROR)) {
+            if let Some(sink) = ERROR_LOG.get() {
                 sink.write_line(line("CRITICAL", msg).as_bytes());
             }
         }
