@@ -19,9 +19,13 @@ def test_version():
     assert r.returncode == 0 and r.stdout.startswith("ferrule ")
 
 
-def test_bad_flag_prints_usage_and_exits_2():
+def test_an_unknown_flag_is_one_line_naming_the_closest_flag_and_exits_2():
     r = ferrule("--no-such-flag", "routes:app")
-    assert r.returncode == 2 and "usage: ferrule" in r.stderr
+    assert r.returncode == 2
+    assert r.stderr == "ferrule: error: unrecognized arguments: --no-such-flag (`ferrule --help` lists the flags)\n"
+    r = ferrule("routes:app", "--wrkers=2")
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        "ferrule: error: unrecognized arguments: --wrkers=2 (did you mean --workers?)"], r.stderr
 
 
 @pytest.mark.parametrize("args, words", [

@@ -7,6 +7,7 @@ CMD_ARGS variables can fill it); the help shows the defaults :class:`Settings` h
 from __future__ import annotations
 
 import argparse
+import difflib
 from typing import NoReturn
 
 from ferrule import _ferrule, config, gunicorn
@@ -18,13 +19,21 @@ EXIT_APP_LOAD = 4
 
 
 class _Parser(argparse.ArgumentParser):
-    """A bad value for a known flag is one line, like a bad value in a config file;
-    an unknown flag still gets the usage."""
+    """A bad value for a known flag, or an unknown flag, is one line, like a bad value
+    in a config file: an unknown flag names the closest known one, or --help."""
 
     def error(self, message: str) -> NoReturn:
-        if message.startswith("argument "):
-            self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-        super().error(message)
+        if message.startswith("unrecognized arguments: "):
+            message += self._hint(message.removeprefix("unrecognized arguments: ").split())
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+    def _hint(self, words: list) -> str:
+        known = [flag for action in self._actions for flag in action.option_strings if flag.startswith("--")]
+        for word in words:
+            close = difflib.get_close_matches(word.partition("=")[0], known, n=1)
+            if close:
+                return f" (did you mean {close[0]}?)"
+        return f" (`{self.prog} --help` lists the flags)"
 
 
 def _positive_float(text: str) -> float:
