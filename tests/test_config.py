@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import APPS, booted, children, free_port, get, wait_until
 
 HOOKS_FILE = '''
@@ -248,6 +250,41 @@ def test_fd_bind_serves_an_inherited_socket(tmp_path):
     r = ferrule("proc:app", "-b", "fd://99")
     assert r.returncode == 3 and "fd://99" in r.stderr
 
+
+
+@pytest.mark.parametrize("how", ["systemd", "fd"])
+def test_a_handed_in_unix_socket_is_left_in_place_at_exit(tmp_path, how):
+    # systemd's socket unit keeps listening on the path across service restarts, so the
+    # server must not remove it (gunicorn does not either); only paths it bound itself.
+    import socket
+    path = tmp_path / "handed.sock"
+    own = tmp_path / "own.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(16)
+    fd = listener.fileno()
+    if how == "systemd":
+        cmd = (f"exec 3<&{fd} {fd}<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec {sys.executable} -m ferrule proc:app "
+               f"--chdir {APPS}")
+    else:
+        cmd = f"exec {sys.executable} -m ferrule proc:app --chdir {APPS} -b fd://{fd} -b unix:{own}"
+    proc = subprocess.Popen(["bash", "-c", cmd], pass_fds=(fd,), stderr=open(tmp_path / "err", "wb"))
+    listener.close()
+    try:
+        deadline = time.monotonic() + 15
+        while "Booting worker" not in (tmp_path / "err").read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "err").read_text()
+            time.sleep(0.05)
+        with socket.socket(socket.AF_UNIX) as c:
+            c.settimeout(10)
+            c.connect(str(path))
+            c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert c.recv(64).startswith(b"HTTP/1.0 200")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    assert path.exists()
+    assert not own.exists()
 
 def test_hup_with_a_bad_value_keeps_the_running_configuration_and_workers(tmp_path):
     # A value only the Rust core checks (threads >= 1) must be caught by the master on

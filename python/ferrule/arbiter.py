@@ -44,6 +44,8 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
         self.WORKERS: Dict[int, Worker] = {}
         self.log = Log()
         self.listeners: List[Tuple[int, str]] = []
+        #: The unix socket paths this master made, which it removes when it stops.
+        self._bound_here: List[str] = []
         self.worker_age = 0
         self._signals: List[int] = []
         self._wake_r = self._wake_w = -1
@@ -94,6 +96,11 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
             # The old master's pid only while it is our parent (see _maybe_promote).
             self.master_pid = old_master if old_master == os.getppid() else 0
         self.listeners = _ferrule.bind(self.core.inherit(inherited) if inherited else self.core)
+        # Sockets systemd or an fd:// bind handed in belong to whoever made them (systemd
+        # keeps listening across restarts): only the unix sockets bound here are unlinked.
+        given = set(inherited) if inherited and not handed else set()
+        given |= {int(b[5:]) for b in self.cfg.bind if b.startswith("fd://") and b[5:].isdigit()}
+        self._bound_here = [url for fd, url in self.listeners if fd not in given]
         if handed and self.master_pid:
             self.log.info(f"Using {len(handed)} socket(s) of the master being upgraded (pid {self.master_pid})")
         elif handed:
@@ -240,7 +247,7 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
             remove_pidfile(self._pidfile, self.pid)
         if self.reexec_pid or self.master_pid:
             return  # the other master of an upgrade serves the unix sockets
-        for _, url in self.listeners:
+        for url in self._bound_here:
             if url.startswith("unix:"):
                 try:
                     os.unlink(url[5:])
