@@ -557,7 +557,7 @@ def _scheme(port, host="127.0.0.1"):
     ("::1", True, "http"),
 ])
 def test_forwarded_allow_ips_takes_networks_and_exact_addresses(allow, dual_stack, scheme, tmp_path):
-    # ferrule binds [::] IPv6-only; a dual-stack socket comes from systemd or a parent (fd://N).
+    # A dual-stack socket handed in (fd://N), as `-b [::]:PORT` makes one.
     listener = socket.socket(socket.AF_INET6 if dual_stack else socket.AF_INET)
     if dual_stack:
         listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)

@@ -57,10 +57,22 @@ impl std::error::Error for BindError {
 }
 
 impl Listener {
-    /// Binds `bind` for HTTP/1 (see [`Listener::speaking`]).
+    /// Binds `bind` for HTTP/1 (see [`Listener::speaking`]). An IPv6 address keeps the
+    /// system's dual-stack default (Linux: `[::]` takes IPv4 too, as gunicorn's does).
     pub fn bind(bind: &Bind, backlog: i32, reuse_port: bool) -> Result<Listener, BindError> {
+        Listener::bind_v6_only(bind, backlog, reuse_port, false)
+    }
+
+    /// As [`Listener::bind`]; `v6_only` makes an IPv6 socket refuse IPv4, so that an
+    /// IPv4 bind of the same port beside it does not collide with it.
+    fn bind_v6_only(
+        bind: &Bind,
+        backlog: i32,
+        reuse_port: bool,
+        v6_only: bool,
+    ) -> Result<Listener, BindError> {
         Ok(Listener {
-            socket: Bound::bind(bind, backlog, reuse_port)?,
+            socket: Bound::bind(bind, backlog, reuse_port, v6_only)?,
             protocol: Protocol::Http1,
             tls: false,
         })
@@ -78,7 +90,12 @@ impl Listener {
 }
 
 impl Bound {
-    fn bind(bind: &Bind, backlog: i32, reuse_port: bool) -> Result<Bound, BindError> {
+    fn bind(
+        bind: &Bind,
+        backlog: i32,
+        reuse_port: bool,
+        v6_only: bool,
+    ) -> Result<Bound, BindError> {
         let err = |cause| BindError {
             bind: bind.clone(),
             cause,
@@ -91,7 +108,7 @@ impl Bound {
                 if reuse_port {
                     sock.set_reuse_port(true).map_err(err)?;
                 }
-                if addr.is_ipv6() {
+                if addr.is_ipv6() && v6_only {
                     sock.set_only_v6(true).map_err(err)?;
                 }
                 sock.bind(&(*addr).into()).map_err(err)?;
@@ -290,12 +307,25 @@ pub fn bind_all(config: &crate::config::ServerConfig) -> Result<Vec<Listener>, B
         .binds
         .iter()
         .map(|b| {
-            Listener::bind(&b.bind, config.backlog, config.reuse_port).map(|l| {
+            let v6_only = beside_ipv4(&b.bind, config.binds.iter().map(|e| &e.bind));
+            Listener::bind_v6_only(&b.bind, config.backlog, config.reuse_port, v6_only).map(|l| {
                 l.speaking(config.protocol)
                     .with_tls(config.tls.is_some() && b.tls.wanted(true))
             })
         })
         .collect()
+}
+
+/// Whether `bind` is IPv6 and an IPv4 address of the same port is bound too
+/// (`-b 0.0.0.0:80 -b [::]:80`): then the IPv6 socket must be IPv6-only, or the two
+/// collide (gunicorn fails there with "Connection in use").
+fn beside_ipv4<'a>(bind: &Bind, all: impl Iterator<Item = &'a Bind>) -> bool {
+    let Bind::Tcp(addr) = bind else { return false };
+    addr.is_ipv6()
+        && addr.port() != 0
+        && all
+            .into_iter()
+            .any(|other| matches!(other, Bind::Tcp(o) if o.is_ipv4() && o.port() == addr.port()))
 }
 
 #[cfg(test)]
@@ -409,5 +439,26 @@ mod tests {
         assert_eq!(std::fs::read(&file).unwrap(), b"precious");
         assert!(sub.is_dir() && link.is_symlink());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_ipv6_bind_is_ipv6_only_just_when_ipv4_has_its_port() {
+        let tcp = |a: &str| Bind::Tcp(a.parse().unwrap());
+        let v4 = tcp("0.0.0.0:8000");
+        let v6 = tcp("[::]:8000");
+        let other_port = tcp("0.0.0.0:8001");
+        let unix = Bind::Unix("/tmp/x.sock".into());
+        assert!(super::beside_ipv4(&v6, [&v4, &v6].into_iter()));
+        assert!(!super::beside_ipv4(
+            &v6,
+            [&v6, &other_port, &unix].into_iter()
+        ));
+        assert!(!super::beside_ipv4(&v4, [&v4, &v6].into_iter()));
+        // Port 0 is a different port for every socket.
+        let any6 = tcp("[::]:0");
+        assert!(!super::beside_ipv4(
+            &any6,
+            [&tcp("0.0.0.0:0"), &any6].into_iter()
+        ));
     }
 }
