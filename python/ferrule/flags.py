@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import sys
 from typing import NoReturn
 
 from ferrule import _ferrule, config, gunicorn
@@ -26,6 +27,17 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("unrecognized arguments: "):
             message += self._hint(message.removeprefix("unrecognized arguments: ").split())
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        # gunicorn's --proxy-protocol takes no value: in `--proxy-protocol module:app` the
+        # word after it is the app (no mode has a colon), so the flag is the bare one.
+        args = list(sys.argv[1:] if args is None else args)
+        for i, word in enumerate(args[:-1]):
+            following = args[i + 1]
+            if word == "--proxy-protocol" and ":" in following and not following.startswith("-"):
+                args.insert(i + 1, "auto")
+                break
+        return super().parse_known_args(args, namespace)
 
     def _hint(self, words: list) -> str:
         known = [flag for action in self._actions for flag in action.option_strings if flag.startswith("--")]

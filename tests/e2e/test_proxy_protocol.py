@@ -263,6 +263,16 @@ def test_bad_values_are_one_line_and_exit_2(tmp_path):
         assert ("--proxy-protocol" if "v3" in args else "--proxy-allow-from") in lines[0]
 
 
+def test_the_app_may_follow_the_bare_flag_as_with_gunicorn():
+    import sys
+    # gunicorn's --proxy-protocol takes no value, so its users write the app after it.
+    proc = subprocess.run([sys.executable, "-m", "ferrule", "--chdir", str(APPS), "--proxy-protocol", "routes:app",
+                           "--print-config"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    settings = {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in proc.stdout.splitlines())}
+    assert (settings["proxy_protocol"], settings["wsgi_app"]) == ("'auto'", "'routes:app'"), proc.stdout
+
+
 def test_the_config_file_takes_gunicorns_values(serve, tmp_path):
     conf = tmp_path / "proxy.conf.py"
     conf.write_text("proxy_protocol = True\nproxy_allow_ips = '127.0.0.1'\n")
