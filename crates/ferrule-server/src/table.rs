@@ -308,7 +308,8 @@ impl Table {
             if !conn.buf.is_empty() {
                 if crate::log::SLOW_HEADS.allow() {
                     tracing::warn!(
-                        "closing a connection that did not send a complete request head in time"
+                        "closing a connection from {} that did not send a complete request head within --header-timeout",
+                        conn.client
                     );
                 }
                 conn.answer_error(

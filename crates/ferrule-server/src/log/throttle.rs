@@ -127,7 +127,7 @@ impl Throttle {
     fn write_summary(&self, n: u64, over_ms: u64) {
         let secs = over_ms.div_ceil(1000).max(1);
         let msg = format!(
-            "{n} more {} in the last {secs} s, not logged one by one (at most {PER_SECOND} a second are; --log-level debug logs each)",
+            "{}: {n} more in the last {secs} s, not logged one by one (at most {PER_SECOND} a second are; --log-level debug logs each)",
             self.what
         );
         match self.level {
