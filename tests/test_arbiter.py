@@ -342,6 +342,18 @@ def test_a_replacement_that_cannot_import_keeps_the_old_workers_serving_and_is_r
     wait_until(lambda: (k := children(s.proc.pid)) and len(k) == 2 and not set(k) & set(old))
 
 
+
+def test_a_worker_that_crashes_before_accepting_is_retried_later_and_later(serve, tmp_path):
+    # A C extension crashing at import: no exit code ferrule knows, and the server has
+    # never booted. Without a back-off the master would fork as fast as it can.
+    (tmp_path / "crashy.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    s = serve("crashy:app", "--pythonpath", str(tmp_path))
+    wait_until(lambda: "trying a new worker again in 2s" in s.log(), timeout=15)
+    log = s.log()
+    assert "was sent SIGSEGV" in log and "died before it accepted" in log
+    assert log.count("Booting worker") <= 3, log
+    assert s.proc.poll() is None
+
 # Hooks see gunicorn's surface (issue 20 point 9).
 
 def test_pre_request_sees_gunicorns_request_attributes(serve, tmp_path):

@@ -18,8 +18,9 @@ from ferrule import worker as worker_mod
 from ferrule.halt import HaltServer
 from ferrule.hooks import Worker
 
-#: A replacement worker that cannot load the app (after one has booted) is retried
-#: after 1 s, then 2, 4, ... up to 60 s; the worker it replaces keeps serving meanwhile.
+#: A replacement worker that cannot load the app (after one has booted), or any worker
+#: that dies before it accepts, is retried after 1 s, then 2, 4, ... up to 60 s; the
+#: worker it replaces keeps serving meanwhile.
 RESPAWN_FIRST, RESPAWN_MAX = 1.0, 60.0
 
 
@@ -146,6 +147,11 @@ class Pool:
                 if not self._booted_once:
                     raise HaltServer(f"Worker {pid} {what}; shutting down (the error is above)", code)
                 self._back_off(w, what)
+            elif not w.booted and w.term_at is None and code != 0 and not (code < 0 and -code in w.sent):
+                # Died on its own before accepting (a crash while importing the app, a
+                # post_fork hook calling os._exit): the next try waits, or a crash at
+                # import would fork a worker as fast as the machine can.
+                self._back_off(w, "died before it accepted")
 
     def _back_off(self, w: Worker, what: str) -> None:
         """A replacement failed before it accepted, after the server had booted (a HUP
