@@ -41,6 +41,7 @@ mod sys;
 mod table;
 mod tls_ciphers;
 mod tls_settings;
+mod tls_tickets;
 mod tokens;
 mod transport;
 mod writing;

@@ -5,8 +5,11 @@
 //! Built once, in the master before it forks (the files are read there, so a bad file
 //! is one line and exit 3, never a worker crash loop), and again in each worker from
 //! the same paths. Only TLS 1.2 and 1.3 are offered, with ALPN `http/1.1`; the
-//! cryptography is rustls' `ring` provider.
+//! cryptography is rustls' `ring` provider. Session tickets come from
+//! [`crate::tls_tickets`], shared by the workers; TLS 1.2 session IDs (a client that
+//! offers no ticket) stay in rustls' cache of each worker.
 
+use crate::tls_tickets::SharedTickets;
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -68,6 +71,8 @@ pub enum TlsError {
     Verifier(PathBuf, rustls::server::VerifierBuilderError),
     /// `--cert-reqs` asks for client certificates and no `--ca-certs` says whose.
     NoCa,
+    /// The system's random source failed while making the session-ticket secret.
+    TicketSecret(::ring::error::Unspecified),
 }
 
 impl fmt::Display for TlsError {
@@ -78,6 +83,9 @@ impl fmt::Display for TlsError {
             TlsError::Refused(p, e) => write!(f, "{}: {e}", p.display()),
             TlsError::Verifier(p, e) => write!(f, "{}: {e}", p.display()),
             TlsError::NoCa => f.write_str("--cert-reqs 1 or 2 needs --ca-certs (the client CAs)"),
+            TlsError::TicketSecret(_) => f.write_str(
+                "cannot make the session-ticket secret: the system random source failed",
+            ),
         }
     }
 }
@@ -88,7 +96,8 @@ impl std::error::Error for TlsError {
             TlsError::Read(_, e) => Some(e),
             TlsError::Refused(_, e) => Some(e),
             TlsError::Verifier(_, e) => Some(e),
-            TlsError::Empty(..) | TlsError::NoCa => None,
+            // ring's `Unspecified` says nothing more than the message does.
+            TlsError::Empty(..) | TlsError::NoCa | TlsError::TicketSecret(_) => None,
         }
     }
 }
@@ -135,6 +144,9 @@ impl TlsSettings {
             TlsError::Refused(at_fault.clone(), e)
         })?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Tickets (TLS 1.3, and TLS 1.2 clients that offer the extension) resume on
+        // every worker: keys from a secret the master made before forking.
+        config.ticketer = Arc::new(SharedTickets::new().map_err(TlsError::TicketSecret)?);
         Ok(TlsSettings {
             config: Arc::new(config),
         })
