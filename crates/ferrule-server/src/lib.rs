@@ -58,5 +58,5 @@ pub use handler::Handler;
 pub use listener::{bind_all, BindError, Listener, Local, Peer};
 pub use protocol::{Protocol, ReadyVars};
 pub use server::Server;
-pub use tls_ciphers::{cipher_suites, openssl_name};
+pub use tls_ciphers::{cipher_suites, openssl_name, openssl_names};
 pub use tls_settings::{CertReqs, TlsError, TlsFiles, TlsSettings};
