@@ -40,6 +40,7 @@ pub mod sink;
 mod sys;
 mod table;
 mod tls_ciphers;
+mod tls_sessions;
 mod tls_settings;
 mod tls_tickets;
 mod tokens;
