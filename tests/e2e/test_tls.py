@@ -14,6 +14,7 @@ import os
 import re
 import ssl
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -108,16 +109,19 @@ def test_resumption_shared_by_workers(tls, certs, version):
     first_pid = json.loads(read_until_close(t).partition(b"\r\n\r\n")[2])["pid"]
     session = t.session
     t.close()
-    seen = []
-    for _ in range(20):  # rounds of 6 connections held open at once, so that several workers accept
-        batch = [tls_socket(s.port, ctx, session=session) for _ in range(6)]
-        for t in batch:
+    def resume(_):
+        with tls_socket(s.port, ctx, session=session) as t:
             t.sendall(GET_ENVIRON)
-        for t in batch:
-            seen.append((json.loads(read_until_close(t).partition(b"\r\n\r\n")[2])["pid"], t.session_reused))
-            t.close()
-        if len({pid for pid, _ in seen} - {first_pid}) >= 2:
-            break
+            return json.loads(read_until_close(t).partition(b"\r\n\r\n")[2])["pid"], t.session_reused
+
+    seen = []
+    # Rounds of 8 handshakes at once from threads (one after another, the same idle worker
+    # would take each), so that several workers accept.
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(20):
+            seen += pool.map(resume, range(8))
+            if len({pid for pid, _ in seen} - {first_pid}) >= 2:
+                break
     assert all(reused for _, reused in seen), seen
     if {pid for pid, _ in seen} == {first_pid}:
         pytest.skip("every connection reached the worker that made the session: nothing shown")
