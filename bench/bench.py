@@ -370,13 +370,15 @@ CALLGRIND_REQUESTS = {
 
 
 def instructions_per_request(server: str, app: str = "hello", clients: int = 1, n: int = 1000,
-                             options: str = "", preamble: Optional[Callable[[int], bytes]] = None) -> float:
+                             options: str = "", preamble: Optional[Callable[[int], bytes]] = None,
+                             wrap: Optional[Callable[[socket.socket], socket.socket]] = None) -> float:
     """Instructions per request under callgrind: counters are zeroed after a warm-up,
     then `clients` keep-alive connections send a request each, read the answers, and
     repeat until about `n` requests are done; the dump is read. Several clients make
     the server find several requests ready at once, as under load. `options` are more
     `ferrule.run` keywords ("proxy_protocol='v1'"); `preamble(i)` is sent first on
-    connection `i` (a PROXY header: `proxy_cost.py`)."""
+    connection `i` (a PROXY header: `proxy_cost.py`); `wrap` turns each connection into
+    the one requests go over (a TLS session: `tls.py`), its handshake in the warm-up."""
     port = free_port()
     # The measuring process's id in the name: two benches on one host must not read
     # (or delete) each other's dumps.
@@ -398,6 +400,8 @@ def instructions_per_request(server: str, app: str = "hello", clients: int = 1, 
         socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(clients)]
         for i, s in enumerate(socks):
             s.sendall(preamble(i) if preamble else b"")
+        if wrap:
+            socks = [wrap(s) for s in socks]
         req, end = CALLGRIND_REQUESTS.get(app, (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"Hello, World!"))
 
         def run(count):

@@ -25,6 +25,7 @@ import argparse
 import datetime
 import os
 import re
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,21 @@ def servers(cert: str, key: str) -> dict:
         "gunicorn-gthread8": (lambda a, p: [*bench.cmd_gunicorn(a, p), "--certfile", cert, "--keyfile", key], "https"),
         "ferrule-plain": (bench.cmd_ferrule, "http"),
     }
+
+
+def instructions_per_request(app: str, clients: int, tls: bool, n: int = 1000) -> float:
+    """Callgrind instructions per keep-alive request of ferrule (`ferrule.run`, one
+    process) over TLS or plain HTTP: bench.instructions_per_request with the connections
+    wrapped in TLS sessions (handshakes happen in its warm-up, before the count). The
+    client is a Python `ssl` socket and is not counted. `tls_cg.sh` runs rounds of it."""
+    if not tls:
+        return bench.instructions_per_request("ferrule", app, clients, n)
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = make_cert(Path(tmp))
+        ctx = ssl.create_default_context(cafile=cert)
+        return bench.instructions_per_request(
+            "ferrule", app, clients, n, options=f"certfile={cert!r}, keyfile={key!r}",
+            wrap=lambda s: ctx.wrap_socket(s, server_hostname="localhost"))
 
 
 @dataclass

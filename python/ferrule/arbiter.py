@@ -115,8 +115,6 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
                 url = "uwsgi://" + url[len("http://"):]
             elif uwsgi:
                 url += " (uwsgi)"
-            elif self.cfg.is_ssl and url.startswith("http://"):  # every bind is TLS then
-                url = "https://" + url[len("http://"):]
             self.log.info(f"Listening at: {url} ({self.pid})")
         if self.cfg.proxy_protocol != "off":
             self.log.info(f"PROXY protocol ({self.cfg.proxy_protocol}) required from {self.cfg.proxy_allow_ips}")

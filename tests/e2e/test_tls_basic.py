@@ -78,6 +78,22 @@ def test_a_tls_request_says_https_and_keeps_alive(serve, certs, key):
     assert f"Listening at: https://127.0.0.1:{srv.port}" in srv.log()
 
 
+def test_a_plain_bind_beside_a_tls_one_says_http(serve, certs):
+    # The bare bind follows --certfile (TLS); the `http://` one stays plain, and its
+    # "Listening at" line says so.
+    plain = free_port()
+    srv = serve("routes:app", "--certfile", str(certs / "cert.pem"), "--keyfile", str(certs / "key.pem"),
+                "-b", f"http://127.0.0.1:{plain}")
+    conn = http.client.HTTPConnection("127.0.0.1", plain, timeout=10)
+    env = get_json(conn, "/environ")
+    conn.close()
+    assert env["wsgi.url_scheme"] == "http" and "HTTPS" not in env
+    log = srv.log()
+    assert f"Listening at: https://127.0.0.1:{srv.port} " in log, log
+    assert f"Listening at: http://127.0.0.1:{plain} " in log, log
+    assert f"https://127.0.0.1:{plain}" not in log, log
+
+
 def test_curl_over_tls(serve, certs):
     srv = serve("routes:app", "--certfile", str(certs / "cert.pem"), "--keyfile", str(certs / "key.pem"))
     if shutil.which("curl") is None:

@@ -22,7 +22,7 @@ import time
 import pytest
 import trustme
 
-from conftest import APPS, free_port
+from conftest import APPS, free_port, wait_until
 # certs and tls are fixtures: imported, pytest finds them by name.
 from .tls_support import (GET_CLOSE, REFERENCE, certs, fetch, https, read_until_close, tls,  # noqa: F401
                           tls_app, tls_socket)
@@ -136,6 +136,59 @@ def test_hup_with_new_certificate_files_under_load(tls, certs):
             t.join()
     assert new_leaf != old_leaf, "new handshakes still show the old certificate"
     assert not failures and done[0] > before, failures[:5]
+
+
+def new_leaf_served(port, ctx, old_leaf, seconds=20):
+    """Probes with new handshakes until one shows a leaf other than `old_leaf` (bounded)."""
+    deadline, leaf = time.monotonic() + seconds, old_leaf
+    while leaf == old_leaf and time.monotonic() < deadline:
+        with tls_socket(port, ctx) as probe:
+            leaf = probe.getpeercert(binary_form=True)
+    return leaf
+
+
+def test_hup_keeps_a_request_in_flight(tls, certs):
+    # An upload half sent when HUP comes: its worker (the old one, stopping gracefully)
+    # reads the rest and answers, while new handshakes already get the new files.
+    s = tls("-w", "1")
+    ctx = certs.context()
+    body = os.urandom(2 << 20)
+    with tls_socket(s.port, ctx) as t:
+        old_leaf = t.getpeercert(binary_form=True)
+        t.sendall(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body[:1 << 20])
+        certs.write_server(certs.leaf_again())
+        s.proc.send_signal(signal.SIGHUP)
+        assert new_leaf_served(s.port, ctx, old_leaf) != old_leaf, "new handshakes still show the old certificate"
+        t.sendall(body[1 << 20:])
+        head, _, answer = read_until_close(t).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert json.loads(answer) == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+@pytest.mark.xfail(REFERENCE, strict=False, reason="gunicorn reads the files in each worker, not in the master")
+def test_hup_with_bad_certificate_files_keeps_the_old_ones(tls, certs):
+    s = tls("-w", "2")
+    ctx = certs.context()
+    with tls_socket(s.port, ctx) as t:
+        old_leaf = t.getpeercert(binary_form=True)
+    good = open(certs.path("server.pem"), "rb").read()
+    with open(certs.path("server.pem.new"), "wb") as f:
+        f.write(b"not a certificate\n")
+    os.replace(certs.path("server.pem.new"), certs.path("server.pem"))
+    try:
+        s.proc.send_signal(signal.SIGHUP)
+        line = wait_until(lambda: next((l for l in s.log().splitlines() if "configuration not reloaded" in l), ""),
+                          timeout=20)
+        assert "server.pem" in line and "no PEM certificate" in line, s.log()
+        for _ in range(10):  # the replaced workers serve with the files read before
+            with tls_socket(s.port, ctx) as t:
+                assert t.getpeercert(binary_form=True) == old_leaf
+                t.sendall(GET_CLOSE)
+                assert read_until_close(t).endswith(b"Hello, World!")
+    finally:
+        with open(certs.path("server.pem"), "wb") as f:
+            f.write(good)
 
 
 # Wrong protocol on a port, stop, start-up errors.

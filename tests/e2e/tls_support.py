@@ -147,4 +147,23 @@ def s_client(port: int, certs: Certs, *args: str, request: bytes = b"") -> str:
     return r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
 
 
+def s_clients(count: int, port: int, certs: Certs, *args: str, request: bytes = b"") -> list:
+    """`count` s_client processes at once (so that several workers accept); their outputs."""
+    assert OPENSSL, "openssl is needed (make test installs it)"
+    cmd = [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+           "-CAfile", certs.path("ca.pem"), "-verify_return_error", "-ign_eof", *args]
+    procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for _ in range(count)]
+    outs = []
+    for p in procs:
+        try:
+            out, _ = p.communicate(request, timeout=20)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        outs.append(out.decode(errors="replace"))
+    return outs
+
+
 GET_CLOSE = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"

@@ -41,6 +41,7 @@ mod request;
 mod rules;
 mod sticky;
 mod strings;
+mod tls;
 
 pub use logged::LoggedKeys;
 
@@ -78,8 +79,8 @@ pub struct Environ {
     caches: Mutex<Strings>,
     script_name: Vec<u8>,
     words: Words,
-    /// TLS on every bind: each request gets the session's `SSL_*` keys.
-    tls: bool,
+    /// With TLS on: each TLS request gets the session's `SSL_*` keys.
+    tls: Option<tls::TlsWords>,
     /// HTTPS=on is in the template (every bind is TLS); else a TLS request sets it.
     https_in_template: bool,
 }
@@ -214,7 +215,7 @@ impl Environ {
             caches: Mutex::new(Strings::default()),
             script_name: cfg.script_name.as_bytes().to_vec(),
             words: Words::new(py),
-            tls: cfg.tls.is_some(),
+            tls: cfg.tls.as_ref().map(|_| tls::TlsWords::new(py)),
             https_in_template: every_bind_tls(cfg),
         })
     }
@@ -276,8 +277,8 @@ impl Environ {
             keys.push(key.clone().unbind());
         }
         self.headers(py, &env, ex, &mut keys)?;
-        if self.tls {
-            tls_keys(py, &env, ex, &mut keys, !self.https_in_template)?;
+        if let Some(words) = &self.tls {
+            words.set_keys(py, &env, ex, &mut keys, !self.https_in_template)?;
         }
         local.live.finish(&env, keys)?;
         Ok(env)
@@ -339,39 +340,4 @@ impl Environ {
 /// Whether every listener serves TLS: a certificate, and no bind that says `http`.
 fn every_bind_tls(cfg: &ferrule_server::ServerConfig) -> bool {
     cfg.tls.is_some() && cfg.binds.iter().all(|e| e.tls.wanted(true))
-}
-
-/// What Apache mod_ssl and nginx tell apps about a TLS request: the session's protocol
-/// and suite, and with a client certificate its verification, names and PEM.
-fn tls_keys<'py>(
-    py: Python<'py>,
-    env: &Bound<'py, PyDict>,
-    ex: &ferrule_server::Exchange,
-    keys: &mut Vec<Py<PyString>>,
-    https: bool,
-) -> PyResult<()> {
-    use ferrule_server::client_cert;
-    let Some(facts) = ex.tls() else {
-        return Ok(());
-    };
-    let mut set = |key: &Bound<'py, PyString>, value: &str| -> PyResult<()> {
-        env.set_item(key, value)?;
-        keys.push(key.clone().unbind());
-        Ok(())
-    };
-    // Beside plain binds (`http://`), HTTPS is the request's, not the template's.
-    if https {
-        set(intern!(py, "HTTPS"), "on")?;
-    }
-    set(intern!(py, "SSL_PROTOCOL"), facts.protocol())?;
-    set(intern!(py, "SSL_CIPHER"), &facts.cipher())?;
-    let cert = facts.client_cert();
-    set(intern!(py, "SSL_CLIENT_VERIFY"), client_cert::verify(cert))?;
-    if let Some(cert) = cert {
-        let (subject, issuer) = client_cert::subject_and_issuer(cert);
-        set(intern!(py, "SSL_CLIENT_S_DN"), &subject)?;
-        set(intern!(py, "SSL_CLIENT_I_DN"), &issuer)?;
-        set(intern!(py, "SSL_CLIENT_CERT"), &client_cert::pem(cert))?;
-    }
-    Ok(())
 }

@@ -81,7 +81,6 @@ fn serve(
     let graceful = cfg.graceful_timeout;
     let threads = cfg.threads;
     let uwsgi = cfg.protocol == ferrule_server::Protocol::Uwsgi;
-    let tls = cfg.tls.is_some();
     let environ = environ::Environ::new(
         py,
         &cfg,
@@ -98,13 +97,12 @@ fn serve(
         tracing::info!("Booting worker with pid: {}", std::process::id());
     } else {
         tracing::info!("Starting ferrule {}", env!("CARGO_PKG_VERSION"));
-        for a in &addresses {
+        for a in server.urls() {
             // A uwsgi bind says so: `curl` against it gets no HTTP answer.
             let a = match a.strip_prefix("http://") {
                 Some(rest) if uwsgi => format!("uwsgi://{rest}"),
                 None if uwsgi => format!("{a} (uwsgi)"),
-                Some(rest) if tls => format!("https://{rest}"),
-                _ => a.clone(),
+                _ => a,
             };
             tracing::info!("Listening at: {a} ({})", std::process::id());
         }
@@ -184,7 +182,7 @@ fn bind(config: PyRef<'_, config::Config>) -> PyResult<Vec<(i32, String)>> {
     Ok(listeners
         .into_iter()
         .map(|l| {
-            let url = l.local().to_string();
+            let url = l.local().url(l.is_tls());
             (l.into_raw_fd(), url)
         })
         .collect())

@@ -10,6 +10,7 @@
 use base64::Engine;
 use rustls::pki_types::CertificateDer;
 use rustls::ServerConnection;
+use std::borrow::Cow;
 
 /// The session facts of one TLS connection (`Exchange::tls`).
 pub struct TlsFacts<'a> {
@@ -33,19 +34,19 @@ impl<'a> TlsFacts<'a> {
     /// The suite's name as OpenSSL writes it, which nginx's `$ssl_cipher` and Apache's
     /// `SSL_CIPHER` show (`TLS_AES_128_GCM_SHA256`, `ECDHE-RSA-AES128-GCM-SHA256`);
     /// the IANA name for a suite OpenSSL has no name for.
-    pub fn cipher(&self) -> String {
+    pub fn cipher(&self) -> Cow<'static, str> {
         let Some(suite) = self.session.negotiated_cipher_suite() else {
-            return String::new();
+            return Cow::Borrowed("");
         };
         if let Some(name) = crate::tls_ciphers::openssl_name(suite) {
-            return name.to_string();
+            return Cow::Borrowed(name);
         }
         let name = format!("{:?}", suite.suite());
         // rustls marks the TLS 1.3 suites `TLS13_`; IANA (and OpenSSL) write `TLS_`.
-        match name.strip_prefix("TLS13_") {
+        Cow::Owned(match name.strip_prefix("TLS13_") {
             Some(rest) => format!("TLS_{rest}"),
             None => name,
-        }
+        })
     }
 
     /// The client's certificate, verified against `--ca-certs` (rustls refuses the

@@ -300,6 +300,18 @@ impl std::fmt::Display for Local {
     }
 }
 
+impl Local {
+    /// The "Listening at" form: `https://ADDR` for a TLS listener on TCP, `http://ADDR`
+    /// beside it for a plain one. A unix socket stays `unix:PATH` either way (what
+    /// the master reads back to remove the file on exit).
+    pub fn url(&self, tls: bool) -> String {
+        match self {
+            Local::Tcp(a) if tls => format!("https://{a}"),
+            _ => self.to_string(),
+        }
+    }
+}
+
 /// Binds every address of `config` (for a server, or for a master whose workers
 /// inherit the sockets).
 pub fn bind_all(config: &crate::config::ServerConfig) -> Result<Vec<Listener>, BindError> {

@@ -76,6 +76,16 @@ impl Server {
         &self.shared.locals
     }
 
+    /// Each bound address as "Listening at" shows it (`https://` for a TLS listener).
+    pub fn urls(&self) -> Vec<String> {
+        let s = &self.shared;
+        s.locals
+            .iter()
+            .zip(&s.listeners)
+            .map(|(local, l)| local.url(l.is_tls()))
+            .collect()
+    }
+
     /// Starts the first serving thread and the monitor, which starts more on demand.
     pub fn start<H: Handler>(&mut self, handler: Arc<H>) -> io::Result<()> {
         let first = self.shared.sched.first();

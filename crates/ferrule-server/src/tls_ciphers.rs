@@ -225,6 +225,12 @@ fn supported_names() -> String {
 
 /// The OpenSSL name of a suite (`ECDHE-RSA-AES128-GCM-SHA256`, `TLS_AES_128_GCM_SHA256`):
 /// what `SSL_CIPHER` holds under nginx and mod_ssl, and what start-up logs.
+/// Every OpenSSL suite name [`openssl_name`] can answer (made into Python strings
+/// once, not per request).
+pub fn openssl_names() -> impl Iterator<Item = &'static str> {
+    SUITES.iter().map(|s| s.openssl)
+}
+
 pub fn openssl_name(suite: SupportedCipherSuite) -> Option<&'static str> {
     SUITES
         .iter()

@@ -5,8 +5,12 @@
 //! Built once, in the master before it forks (the files are read there, so a bad file
 //! is one line and exit 3, never a worker crash loop), and again in each worker from
 //! the same paths. Only TLS 1.2 and 1.3 are offered, with ALPN `http/1.1`; the
-//! cryptography is rustls' `ring` provider.
+//! cryptography is rustls' `ring` provider. Session tickets come from
+//! [`crate::tls_tickets`] and TLS 1.2 session IDs are kept by [`crate::tls_sessions`],
+//! both shared by the workers of one master.
 
+use crate::tls_sessions::SharedSessions;
+use crate::tls_tickets::SharedTickets;
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -68,6 +72,10 @@ pub enum TlsError {
     Verifier(PathBuf, rustls::server::VerifierBuilderError),
     /// `--cert-reqs` asks for client certificates and no `--ca-certs` says whose.
     NoCa,
+    /// The system's random source failed while making the session-ticket secret.
+    TicketSecret(::ring::error::Unspecified),
+    /// The memory the workers share TLS 1.2 sessions in could not be mapped.
+    SessionTable(io::Error),
 }
 
 impl fmt::Display for TlsError {
@@ -78,6 +86,10 @@ impl fmt::Display for TlsError {
             TlsError::Refused(p, e) => write!(f, "{}: {e}", p.display()),
             TlsError::Verifier(p, e) => write!(f, "{}: {e}", p.display()),
             TlsError::NoCa => f.write_str("--cert-reqs 1 or 2 needs --ca-certs (the client CAs)"),
+            TlsError::SessionTable(e) => write!(f, "cannot map the TLS session table: {e}"),
+            TlsError::TicketSecret(_) => f.write_str(
+                "cannot make the session-ticket secret: the system random source failed",
+            ),
         }
     }
 }
@@ -88,7 +100,9 @@ impl std::error::Error for TlsError {
             TlsError::Read(_, e) => Some(e),
             TlsError::Refused(_, e) => Some(e),
             TlsError::Verifier(_, e) => Some(e),
-            TlsError::Empty(..) | TlsError::NoCa => None,
+            TlsError::SessionTable(e) => Some(e),
+            // ring's `Unspecified` says nothing more than the message does.
+            TlsError::Empty(..) | TlsError::NoCa | TlsError::TicketSecret(_) => None,
         }
     }
 }
@@ -135,6 +149,12 @@ impl TlsSettings {
             TlsError::Refused(at_fault.clone(), e)
         })?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Tickets (TLS 1.3, and TLS 1.2 clients that offer the extension) resume on
+        // every worker: keys from a secret the master made before forking.
+        config.ticketer = Arc::new(SharedTickets::new().map_err(TlsError::TicketSecret)?);
+        // TLS 1.2 clients that offer no ticket resume by session ID: kept in memory
+        // the master mapped before forking, so any worker finds them.
+        config.session_storage = Arc::new(SharedSessions::new().map_err(TlsError::SessionTable)?);
         Ok(TlsSettings {
             config: Arc::new(config),
         })

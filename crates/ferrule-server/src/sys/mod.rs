@@ -4,13 +4,15 @@
 //! than the rest of a request), borrowing a descriptor number from Python's
 //! file_wrapper, taking ownership of an inherited listening socket (`fd://N`), and
 //! the TCP options nix has no wrapper for (`TCP_CORK`, which the monitor clears on a
-//! socket named by number, and `TCP_DEFER_ACCEPT`).
+//! socket named by number, and `TCP_DEFER_ACCEPT`), and mapping the memory a master
+//! shares with its workers (`shared_memory.rs`: TLS 1.2 session IDs).
 //!
 //! `readiness.rs` owns epoll, the eventfd and poll(2); `socket.rs` the calls on a
 //! socket; `process.rs` memory, limits and threads.
 
 mod process;
 mod readiness;
+mod shared_memory;
 mod socket;
 
 pub use process::{
@@ -18,6 +20,7 @@ pub use process::{
     ThreadState,
 };
 pub use readiness::{empty_event, ends_stream, wait_ready, Event, Interest, Poller, Waker};
+pub use shared_memory::shared_words;
 pub use socket::{
     has_bytes, inherited_listener, read_append, send, send_and_shut, sendfile, set_cork,
     set_defer_accept,

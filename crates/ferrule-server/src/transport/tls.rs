@@ -52,6 +52,21 @@ impl Write for Socket {
     }
 }
 
+/// The socket as rustls reads it, remembering whether the last read was short (took
+/// less than the room it was given).
+struct Measured<'a> {
+    socket: &'a mut Socket,
+    short: bool,
+}
+
+impl Read for Measured<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.socket.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
+}
+
 /// A TLS connection: the socket and its rustls session.
 pub struct TlsStream {
     socket: Socket,
@@ -138,6 +153,7 @@ impl TlsStream {
         }
         let start = buf.len();
         let end = buf.capacity();
+        let mut drained = false;
         loop {
             let eof = self.take_plaintext(buf, end)?;
             let got = buf.len() - start;
@@ -150,16 +166,28 @@ impl TlsStream {
                     n => ReadOutcome::Data(n),
                 });
             }
-            match self.session.read_tls(&mut self.socket) {
+            let empty = match got {
+                0 => ReadOutcome::WouldBlock,
+                n => ReadOutcome::Data(n),
+            };
+            if drained {
+                return Ok(empty);
+            }
+            let mut from = Measured {
+                socket: &mut self.socket,
+                short: false,
+            };
+            match self.session.read_tls(&mut from) {
                 // The TCP end: the session answers `UnexpectedEof` (no close_notify)
                 // at the next `take_plaintext`, which ends the stream like a close.
-                Ok(_) => self.process()?,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok(match got {
-                        0 => ReadOutcome::WouldBlock,
-                        n => ReadOutcome::Data(n),
-                    });
+                Ok(0) => self.process()?,
+                Ok(_) => {
+                    // A read shorter than the room emptied the socket, as a plain
+                    // read's does: no second `recv` only to be told EAGAIN.
+                    drained = from.short;
+                    self.process()?;
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(empty),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
