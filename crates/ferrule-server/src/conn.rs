@@ -106,6 +106,9 @@ pub struct Conn {
     /// At least one request was answered: when idle, it is a keep-alive connection.
     pub(crate) served: bool,
     pub(crate) stage: Stage,
+    /// When it was accepted, while its first request has not started; only when
+    /// requests are timed (the queue wait, `metrics/timing.rs`).
+    pub(crate) accepted: Option<std::time::Instant>,
 }
 
 impl Conn {
@@ -130,6 +133,7 @@ impl Conn {
             peer_done: false,
             served: false,
             stage: Stage::Open,
+            accepted: None,
         })
     }
 

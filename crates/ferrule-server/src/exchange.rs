@@ -15,6 +15,7 @@ use crate::cork::CorkState;
 use crate::error::Error;
 use crate::finished::{Finished, Outcome};
 use crate::listener::{Local, Peer};
+use crate::metrics::Timing;
 use crate::progress::Progress;
 use crate::protocol::{Protocol, ReadyVars};
 use crate::shared::Shared;
@@ -152,6 +153,8 @@ pub struct Exchange {
     client: Option<Box<Peer>>,
     /// The protocol that carried the request (see `Admit::protocol`).
     protocol: Protocol,
+    /// Queue and app times, when metrics, `--server-timing` or the access log read them.
+    pub(crate) timing: Option<Timing>,
 }
 
 impl Exchange {
@@ -178,6 +181,10 @@ impl Exchange {
         let body = BodyDecoder::new(head.framing.body, &shared.config.parser);
         let pos = head.len;
         let fd = conn.transport.raw_fd();
+        let timing = match shared.observe.timed() {
+            true => Some(Timing::start(conn.accepted.take(), started)),
+            false => None,
+        };
         // Built in its box: the exchange travels through Python as a pointer.
         let mut ex = Box::new(Exchange {
             interim: match head.framing.expect_continue && !body.is_done() {
@@ -202,6 +209,7 @@ impl Exchange {
             cork: CorkState::Idle,
             client,
             protocol,
+            timing,
         });
         // Only now, so nothing between the box and its fields can fail.
         if mark == 0 {
@@ -310,6 +318,8 @@ impl Exchange {
             head: &self.head,
             buf: &self.conn.buf,
             response_head: self.response_head.as_deref(),
+            timing: self.timing,
+            received: self.head.len as u64 + self.body.received(),
         }
     }
 

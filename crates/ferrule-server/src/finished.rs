@@ -3,6 +3,7 @@
 //! log knows nothing of exchanges or connections.
 
 use crate::listener::Peer;
+use crate::metrics::Timing;
 use crate::protocol::Protocol;
 use ferrule_http::{is_var_of_field, Head, Version};
 use std::time::Instant;
@@ -36,6 +37,10 @@ pub(crate) struct Finished<'a> {
     pub(crate) buf: &'a [u8],
     /// A copy of the response head, kept only when the access log shows response fields.
     pub(crate) response_head: Option<&'a [u8]>,
+    /// Queue and app times, when something reads them (`Observe::timed`).
+    pub(crate) timing: Option<Timing>,
+    /// Bytes of the request: its head, and its body as decoded.
+    pub(crate) received: u64,
 }
 
 impl Finished<'_> {

@@ -26,6 +26,7 @@ mod listener;
 pub mod log;
 pub mod logfile;
 mod logline;
+pub mod metrics;
 mod preamble;
 mod preread;
 mod progress;

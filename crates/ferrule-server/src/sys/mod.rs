@@ -7,10 +7,12 @@
 //! socket named by number, and `TCP_DEFER_ACCEPT`).
 //!
 //! `readiness.rs` owns epoll, the eventfd and poll(2); `socket.rs` the calls on a
-//! socket; `process.rs` memory, limits and threads.
+//! socket; `process.rs` memory, limits and threads; `shared_mem.rs` the metrics
+//! region the master shares with its workers (an anonymous `MAP_SHARED` mapping).
 
 mod process;
 mod readiness;
+mod shared_mem;
 mod socket;
 
 pub use process::{
@@ -18,6 +20,7 @@ pub use process::{
     ThreadState,
 };
 pub use readiness::{empty_event, ends_stream, wait_ready, Event, Interest, Poller, Waker};
+pub use shared_mem::shared_words;
 pub use socket::{
     has_bytes, inherited_listener, read_append, send, send_and_shut, sendfile, set_cork,
     set_defer_accept,

@@ -1,0 +1,99 @@
+//! Metrics and per-request timing (`docs/observability.md`).
+//!
+//! - `slot.rs`: one worker's counters in memory shared with the master;
+//! - `registry.rs`: the master's view: slots, retired workers, restarts;
+//! - `expose.rs`: the Prometheus text; `endpoint.rs`: `--metrics-bind`, a thread of
+//!   the master;
+//! - `statsd.rs`: gunicorn's statsd metrics, sent by each worker;
+//! - `timing.rs`: queue and app times, `--server-timing`.
+//!
+//! A worker records a finished request here ([`Observe::answered`]) right after its
+//! access-log line, from the same `Finished` record.
+
+mod endpoint;
+mod expose;
+mod registry;
+mod slot;
+mod statsd;
+mod timing;
+
+pub use endpoint::{start as start_endpoint, MetricsBind};
+pub use expose::{egress_counters, render};
+pub use registry::{Registry, Totals, REASONS};
+pub use slot::{Gauges, Slot, BOUNDS, METHODS};
+pub use statsd::{Statsd, StatsdSettings, StatsdTarget};
+pub use timing::ServerTiming;
+pub(crate) use timing::{has_server_timing, server_timing_value, Timing};
+
+use crate::finished::Finished;
+use slot::Answered;
+use std::sync::OnceLock;
+
+/// This process's slot, once a worker (or `ferrule.run()` with `--metrics-bind`) has
+/// one. Process-wide because a process is one worker: requests the server refuses
+/// itself are counted from code that has no server state at hand (`Conn::answer_error`).
+static SLOT: OnceLock<Slot> = OnceLock::new();
+
+/// Makes `slot` this process's; false if it already has one.
+pub fn use_slot(slot: Slot) -> bool {
+    SLOT.set(slot).is_ok()
+}
+
+pub fn this_slot() -> Option<Slot> {
+    SLOT.get().copied()
+}
+
+/// A request the server answered itself, before the app.
+pub(crate) fn rejected(status: u16) {
+    if let Some(slot) = SLOT.get() {
+        slot.rejected(status);
+    }
+}
+
+/// What a worker's server observes about each request.
+#[derive(Default)]
+pub struct Observe {
+    pub slot: Option<Slot>,
+    pub statsd: Option<Statsd>,
+    pub server_timing: ServerTiming,
+    /// The access log shows queue or first-byte times (`%(Q)s`, `%(F)s`).
+    pub timed_log: bool,
+}
+
+impl Observe {
+    /// Whether requests are timed ([`Timing`]): something reads the times.
+    #[inline]
+    pub(crate) fn timed(&self) -> bool {
+        self.slot.is_some() || self.server_timing != ServerTiming::Off || self.timed_log
+    }
+
+    /// Whether the response head's time is kept (Server-Timing's `app`, `%(F)s`).
+    #[inline]
+    pub(crate) fn head_time(&self) -> bool {
+        self.server_timing != ServerTiming::Off || self.timed_log
+    }
+
+    /// Whether anything counts finished requests.
+    #[inline]
+    pub(crate) fn counts(&self) -> bool {
+        self.slot.is_some() || self.statsd.is_some()
+    }
+
+    /// A finished request, answered by the app.
+    pub(crate) fn answered(&self, f: &Finished<'_>) {
+        let duration = f.started.elapsed();
+        if let Some(slot) = &self.slot {
+            slot.request(&Answered {
+                method: f.method,
+                status: f.outcome.status,
+                duration,
+                queue: f.timing.map(|t| t.queue),
+                sent: f.outcome.body_bytes,
+                received: f.received,
+            });
+        }
+        if let Some(statsd) = &self.statsd {
+            statsd.request(f.outcome.status, duration);
+        }
+    }
+}
