@@ -14,7 +14,7 @@ import signal
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ferrule import _ferrule, daemon, limits, pool, systemd, upgrade
+from ferrule import _ferrule, daemon, limits, metrics, pool, systemd, upgrade
 from ferrule.halt import HaltServer
 from ferrule.hooks import Worker
 from ferrule.log import Log
@@ -94,6 +94,7 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
             # The old master's pid only while it is our parent (see _maybe_promote).
             self.master_pid = old_master if old_master == os.getppid() else 0
         self.listeners = _ferrule.bind(self.core.inherit(inherited) if inherited else self.core)
+        metrics_url = metrics.start(self)
         if handed and self.master_pid:
             self.log.info(f"Using {len(handed)} socket(s) of the master being upgraded (pid {self.master_pid})")
         elif handed:
@@ -111,6 +112,8 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
             elif self.cfg.is_ssl and url.startswith("http://"):  # every bind is TLS then
                 url = "https://" + url[len("http://"):]
             self.log.info(f"Listening at: {url} ({self.pid})")
+        if metrics_url:
+            self.log.info(f"Metrics at: {metrics_url} (/metrics, /healthz, /readyz)")
         if self.cfg.proxy_protocol != "off":
             self.log.info(f"PROXY protocol ({self.cfg.proxy_protocol}) required from {self.cfg.proxy_allow_ips}")
         if uwsgi and self.cfg.forwarded_remote_addr != "off":
@@ -193,6 +196,7 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
         for w in self.WORKERS.values():
             if w.term_at is None:
                 w.retiring = True
+                metrics.replacing(w, "reload")
 
     def reopen_logs(self) -> None:
         try:

@@ -17,7 +17,7 @@ mod slot;
 mod statsd;
 mod timing;
 
-pub use endpoint::{start as start_endpoint, MetricsBind};
+pub use endpoint::{close_in_child, start as start_endpoint, MetricsBind};
 pub use expose::{egress_counters, render};
 pub use registry::{Registry, Totals, REASONS};
 pub use slot::{Gauges, Slot, BOUNDS, METHODS};

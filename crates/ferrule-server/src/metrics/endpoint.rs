@@ -4,6 +4,11 @@
 //! `IO_TIMEOUT` to send its request line, so a stalled one delays a scrape by at most
 //! that.
 //!
+//! The listening socket has `SO_REUSEPORT`, so a new master started for a binary
+//! upgrade (USR2) binds the same address while the old one still runs; workers close
+//! their inherited copy at once ([`close_in_child`]), or the kernel would hand them
+//! connections no one accepts.
+//!
 //! `/metrics` (text format 0.0.4), `/healthz` (200 while the master lives),
 //! `/readyz` (200 while at least one worker accepts, else 503), anything else 404;
 //! methods other than GET and HEAD get 405.
@@ -12,7 +17,9 @@ use super::expose::render;
 use super::registry::Registry;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +65,33 @@ impl std::fmt::Display for MetricsBind {
     }
 }
 
+/// The endpoint's listening descriptor in this process (-1: none).
+static LISTENING_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// In a process just forked from the master: closes its copy of the endpoint's
+/// socket (the thread that owned it does not exist here).
+pub fn close_in_child() {
+    let fd: RawFd = LISTENING_FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+fn tcp_listener(addr: &str) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address");
+    for a in addr.to_socket_addrs()? {
+        let sock = Socket::new(Domain::for_address(a), Type::STREAM, None)?;
+        sock.set_reuse_address(true)?;
+        sock.set_reuse_port(true)?;
+        match sock.bind(&a.into()).and_then(|()| sock.listen(64)) {
+            Ok(()) => return Ok(sock.into()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 enum Listening {
     Tcp(TcpListener),
     Unix(UnixListener),
@@ -66,10 +100,7 @@ enum Listening {
 /// Binds `bind` and serves it on a thread of its own for the rest of the process.
 pub fn start(bind: &MetricsBind, registry: Arc<Registry>) -> io::Result<()> {
     let listening = match bind {
-        MetricsBind::Tcp(addr) => {
-            let addrs: Vec<_> = addr.to_socket_addrs()?.collect();
-            Listening::Tcp(TcpListener::bind(&addrs[..])?)
-        }
+        MetricsBind::Tcp(addr) => Listening::Tcp(tcp_listener(addr)?),
         MetricsBind::Unix(path) => {
             // A socket file left by an earlier run (gunicorn's binds do the same).
             if std::fs::symlink_metadata(path)
@@ -80,6 +111,13 @@ pub fn start(bind: &MetricsBind, registry: Arc<Registry>) -> io::Result<()> {
             Listening::Unix(UnixListener::bind(path)?)
         }
     };
+    LISTENING_FD.store(
+        match &listening {
+            Listening::Tcp(l) => l.as_raw_fd(),
+            Listening::Unix(l) => l.as_raw_fd(),
+        },
+        Ordering::Relaxed,
+    );
     std::thread::Builder::new()
         .name("ferrule-metrics".into())
         .spawn(move || serve(&listening, &registry))?;
