@@ -199,7 +199,6 @@ def test_every_gunicorn_flag_is_implemented_logged_or_refused_with_its_name():
 
 
 @pytest.mark.parametrize("text, words", [
-    ("server_timing = 'sometimes'\n", "setting 'server_timing': must be one of off, on, always"),
     ("syslog = True\n", "setting 'syslog': syslog is not implemented yet"),
     ("logconfig_dict = {'version': 1}\n", "setting 'logconfig_dict': Python logging configuration"),
     ("worker_class = 'uvicorn.workers.UvicornWorker'\n", "ferrule serves WSGI apps only"),

@@ -5,7 +5,10 @@ joined with `always`."""
 from __future__ import annotations
 
 import http.client
+import os
 import re
+import subprocess
+import sys
 
 from conftest import wait_until
 
@@ -50,3 +53,14 @@ def test_queue_and_first_byte_atoms(serve):
     assert m, line
     q, f, d = map(int, m.groups())
     assert f >= 20_000 and q <= f <= d, line
+
+
+def test_a_bad_value_is_one_line(tmp_path):
+    conf = tmp_path / "t.conf.py"
+    conf.write_text("server_timing = 'sometimes'\n")
+    apps = os.path.join(os.path.dirname(__file__), "..", "apps")
+    for args in (["--server-timing", "sometimes"], ["-c", str(conf)]):
+        r = subprocess.run([sys.executable, "-m", "ferrule", "metrics_app:app", *args, "--check-config"],
+                           capture_output=True, text=True, timeout=60, cwd=apps)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "must be one of off, on, always" in r.stderr, r.stderr
