@@ -39,7 +39,10 @@ impl ObserveSettings {
             None => None,
         };
         Ok(ObserveSettings {
-            bind: bind.filter(|s| !s.is_empty()).map(MetricsBind::parse).transpose()?,
+            bind: bind
+                .filter(|s| !s.is_empty())
+                .map(MetricsBind::parse)
+                .transpose()?,
             statsd,
             server_timing: ServerTiming::parse(server_timing)?,
         })
