@@ -2,12 +2,14 @@
 
 pub mod defaults;
 mod numbers;
+pub mod observe;
+
+use observe::ObserveSettings;
 #[cfg(test)]
 mod tls_tests;
 
 use numbers::{count, integer, seconds, ANY, MAX_BACKLOG, MAX_THREADS, MAX_WORKERS};
 
-use crate::metrics::ObserveSettings;
 use crate::{ConfigError, TlsError};
 use ferrule_http::{HeaderMap, ParserConfig, ProxyMode, SchemeHeaders};
 use ferrule_server::access::{AccessFormat, AccessLog};

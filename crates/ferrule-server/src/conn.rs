@@ -106,9 +106,10 @@ pub struct Conn {
     /// At least one request was answered: when idle, it is a keep-alive connection.
     pub(crate) served: bool,
     pub(crate) stage: Stage,
-    /// When it was accepted, while its first request has not started; only when
-    /// requests are timed (the queue wait, `metrics/timing.rs`).
-    pub(crate) accepted: Option<std::time::Instant>,
+    /// Since when the request about to be served waited for a thread: when a runner
+    /// took its event (or its listener's) from epoll; set by the runner only when
+    /// requests are timed (`timing.rs`), else None.
+    pub(crate) queued: Option<std::time::Instant>,
 }
 
 impl Conn {
@@ -133,7 +134,7 @@ impl Conn {
             peer_done: false,
             served: false,
             stage: Stage::Open,
-            accepted: None,
+            queued: None,
         })
     }
 

@@ -48,9 +48,6 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
             Ok((stream, peer)) => {
                 shared.backoff.accepted();
                 let mut conn = Conn::new(stream, peer, idx);
-                if shared.observe.timed() {
-                    conn.accepted = Some(Instant::now());
-                }
                 if listener.protocol() == Protocol::Uwsgi && !uwsgi::allowed(shared, &conn) {
                     continue;
                 }

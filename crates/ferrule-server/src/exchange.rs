@@ -15,10 +15,11 @@ use crate::cork::CorkState;
 use crate::error::Error;
 use crate::finished::{Finished, Outcome};
 use crate::listener::{Local, Peer};
-use crate::metrics::Timing;
+use crate::metrics::Answered;
 use crate::progress::Progress;
 use crate::protocol::{Protocol, ReadyVars};
 use crate::shared::Shared;
+use crate::timing::Timing;
 use ferrule_http::{BodyDecoder, Head, ResponseFraming, Version};
 use std::io;
 use std::ops::Range;
@@ -182,7 +183,7 @@ impl Exchange {
         let pos = head.len;
         let fd = conn.transport.raw_fd();
         let timing = match shared.observe.timed() {
-            true => Some(Timing::start(conn.accepted.take(), started)),
+            true => Some(Timing::start(conn.queued.take(), started)),
             false => None,
         };
         // Built in its box: the exchange travels through Python as a pointer.
@@ -319,6 +320,17 @@ impl Exchange {
             buf: &self.conn.buf,
             response_head: self.response_head.as_deref(),
             timing: self.timing,
+        }
+    }
+
+    /// What the metrics count of the finished request (`Observe::answered`).
+    pub(crate) fn answered(&self) -> Answered<'_> {
+        Answered {
+            method: self.method(),
+            status: self.outcome.status,
+            started: self.started,
+            queue: self.timing.map(|t| t.queue),
+            sent: self.outcome.body_bytes,
             received: self.head.len as u64 + self.body.received(),
         }
     }

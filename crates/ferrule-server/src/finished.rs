@@ -3,8 +3,8 @@
 //! log knows nothing of exchanges or connections.
 
 use crate::listener::Peer;
-use crate::metrics::Timing;
 use crate::protocol::Protocol;
+use crate::timing::Timing;
 use ferrule_http::{is_var_of_field, Head, Version};
 use std::time::Instant;
 
@@ -39,8 +39,6 @@ pub(crate) struct Finished<'a> {
     pub(crate) response_head: Option<&'a [u8]>,
     /// Queue and app times, when something reads them (`Observe::timed`).
     pub(crate) timing: Option<Timing>,
-    /// Bytes of the request: its head, and its body as decoded.
-    pub(crate) received: u64,
 }
 
 impl Finished<'_> {

@@ -40,6 +40,7 @@ pub mod sink;
 #[allow(unsafe_code)]
 mod sys;
 mod table;
+mod timing;
 mod tls_ciphers;
 mod tls_settings;
 mod tokens;

@@ -5,28 +5,25 @@
 //! - `expose.rs`: the Prometheus text; `endpoint.rs`: `--metrics-bind`, a thread of
 //!   the master;
 //! - `statsd.rs`: gunicorn's statsd metrics, sent by each worker;
-//! - `timing.rs`: queue and app times, `--server-timing`.
+//! - the crate's `timing.rs`: queue and app times, `--server-timing`.
 //!
 //! A worker records a finished request here ([`Observe::answered`]) right after its
-//! access-log line, from the same `Finished` record.
+//! access-log line.
 
 mod endpoint;
 mod expose;
 mod registry;
 mod slot;
 mod statsd;
-mod timing;
 
+pub use crate::timing::ServerTiming;
 pub use endpoint::{close_in_child, start as start_endpoint, MetricsBind};
-pub use expose::{egress_counters, render};
+pub use expose::{egress_counters, render, EgressCount};
 pub use registry::{Registry, Totals, REASONS};
 pub use slot::{Gauges, Slot, BOUNDS, METHODS};
 pub use statsd::{Statsd, StatsdSettings, StatsdTarget};
-pub use timing::ServerTiming;
-pub(crate) use timing::{has_server_timing, server_timing_value, Timing};
 
-use crate::finished::Finished;
-use slot::Answered;
+pub(crate) use slot::Answered;
 use std::sync::OnceLock;
 
 /// This process's slot, once a worker (or `ferrule.run()` with `--metrics-bind`) has
@@ -79,21 +76,14 @@ impl Observe {
         self.slot.is_some() || self.statsd.is_some()
     }
 
-    /// A finished request, answered by the app.
-    pub(crate) fn answered(&self, f: &Finished<'_>) {
-        let duration = f.started.elapsed();
+    /// A finished request, answered by the app (`Exchange::answered`).
+    pub(crate) fn answered(&self, a: &Answered<'_>) {
+        let duration = a.started.elapsed();
         if let Some(slot) = &self.slot {
-            slot.request(&Answered {
-                method: f.method,
-                status: f.outcome.status,
-                duration,
-                queue: f.timing.map(|t| t.queue),
-                sent: f.outcome.body_bytes,
-                received: f.received,
-            });
+            slot.request(a, duration);
         }
         if let Some(statsd) = &self.statsd {
-            statsd.request(f.outcome.status, duration);
+            statsd.request(a.status, duration);
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::sys::{
 };
 use crate::tokens::{LISTENER, PEER_DONE, WAKE};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest epoll wait: how soon a runner notices a stop it was not woken for.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
@@ -56,6 +56,10 @@ struct Runner<'a> {
     spare: HeldConns,
     /// When the last request of the current batch ended: the next one's start.
     last_end: Option<Stamp>,
+    /// When this runner last took events from epoll (the first stamp after the wait,
+    /// or the batch's last end for a wait that did not block): where a request's wait
+    /// for a thread starts when requests are timed (`timing.rs`).
+    seen: Instant,
     /// The timer slack this thread has (`Sched::precise_timers`), once set.
     precise: Option<bool>,
 }
@@ -72,6 +76,7 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
         held: 0,
         spare: Vec::with_capacity(MAX_HELD),
         last_end: None,
+        seen: Instant::now(),
         precise: None,
     };
     shared.sched.register(
@@ -204,7 +209,12 @@ impl Runner<'_> {
             next = match self.shared.pop_ready() {
                 Some(t) => Taken::Token(t),
                 None => match self.poll(Duration::ZERO) {
-                    Ok(Some(t)) => Taken::Token(t),
+                    Ok(Some(t)) => {
+                        if let Some(end) = self.last_end {
+                            self.seen = end.at;
+                        }
+                        Taken::Token(t)
+                    }
                     Ok(None) => break,
                     Err(()) => {
                         self.flush(blocking);
@@ -252,10 +262,22 @@ impl Runner<'_> {
     }
 
     /// Serves the requests of one connection. True when this runner should step back.
-    fn serve_conn(&mut self, conn: Box<Conn>, blocking: &dyn Blocking) -> bool {
+    fn serve_conn(&mut self, mut conn: Box<Conn>, blocking: &dyn Blocking) -> bool {
         let shared = self.shared;
         // One clock read per request: back to back, one's end is the next's start.
-        let started = self.last_end.take().unwrap_or_else(|| shared.sched.stamp());
+        let started = match self.last_end.take() {
+            Some(end) => end,
+            None => {
+                let now = shared.sched.stamp();
+                self.seen = now.at;
+                now
+            }
+        };
+        if shared.observe.timed() {
+            // A new connection was accepted after `seen` (its listener's event), and
+            // is served from the ready queue like any other.
+            conn.queued = Some(self.seen);
+        }
         shared.sched.start_request(self.me, started);
         shared.rouse_monitor();
         let holding = self.held > 0;

@@ -7,8 +7,8 @@ use crate::conn::error_answer;
 use crate::cork::CorkState;
 use crate::date::add_server_fields;
 use crate::error::{Error, Phase};
-use crate::metrics::{has_server_timing, server_timing_value, ServerTiming};
 use crate::protocol::Protocol;
+use crate::timing::{has_server_timing, server_timing_value, ServerTiming};
 use crate::transport::{Interest, Sendfile};
 use ferrule_http::{
     choose_framing, classify_field, finish_head, parse_status, write_chunk, write_status_line,

@@ -9,10 +9,52 @@ use super::slot::{
 };
 use std::fmt::Write;
 
-/// The egress counters, once the egress side hands them over per worker: this is
-/// where they join the exposition (`ferrule_egress_*`). Nothing is written until
-/// then.
-pub fn egress_counters(_out: &mut String, _t: &Totals) {}
+/// One egress counter of a worker (`ferrule.egress_counts()`, the egress record):
+/// connection attempts to a destination with the policy's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressCount {
+    pub proto: String,
+    pub addr: String,
+    pub port: u16,
+    pub host: String,
+    pub verdict: String,
+    pub count: u64,
+}
+
+/// A label value with `\`, `"` and line ends escaped (the text format's rule).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Writes `ferrule_egress_attempts_total{proto,addr,port,host,verdict}`: the seam
+/// where the egress counters join the exposition. [`render`] passes
+/// [`Totals::egress`], which stays empty until the workers' counts reach the master
+/// (they live in each worker's memory today, not in its slot).
+pub fn egress_counters(out: &mut String, counts: &[EgressCount]) {
+    if counts.is_empty() {
+        return;
+    }
+    header(
+        out,
+        "ferrule_egress_attempts_total",
+        "counter",
+        "Outgoing connection attempts by destination and verdict.",
+    );
+    for c in counts {
+        let _ = writeln!(
+            out,
+            "ferrule_egress_attempts_total{{proto=\"{}\",addr=\"{}\",port=\"{}\",host=\"{}\",verdict=\"{}\"}} {}",
+            label(&c.proto),
+            label(&c.addr),
+            c.port,
+            label(&c.host),
+            label(&c.verdict),
+            c.count
+        );
+    }
+}
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -142,7 +184,7 @@ pub fn render(t: &Totals) -> String {
         "Request bytes received: heads, and bodies as decoded.",
     );
     let _ = writeln!(out, "ferrule_bytes_received_total {}", w[RECEIVED]);
-    egress_counters(&mut out, t);
+    egress_counters(&mut out, &t.egress);
     out
 }
 
@@ -157,14 +199,17 @@ mod tests {
     fn renders_counts_and_buckets() {
         let r = Registry::new(1).unwrap();
         let s = r.slot(0).unwrap();
-        s.request(&Answered {
-            method: b"BREW",
-            status: 418,
-            duration: Duration::from_millis(3),
-            queue: Some(Duration::from_micros(50)),
-            sent: 7,
-            received: 30,
-        });
+        s.request(
+            &Answered {
+                method: b"BREW",
+                status: 418,
+                started: std::time::Instant::now(),
+                queue: Some(Duration::from_micros(50)),
+                sent: 7,
+                received: 30,
+            },
+            Duration::from_millis(3),
+        );
         s.rejected(431);
         let text = render(&r.totals());
         assert!(text.contains("ferrule_requests_total{method=\"OTHER\",status=\"418\"} 1\n"));
@@ -174,5 +219,26 @@ mod tests {
         assert!(text.contains("ferrule_request_duration_seconds_count 1\n"));
         assert!(text.contains("ferrule_rejected_requests_total{status=\"431\"} 1\n"));
         assert!(text.contains("ferrule_bytes_sent_total 7\n"));
+        assert!(!text.contains("egress"));
+    }
+
+    #[test]
+    fn egress_labels_are_escaped() {
+        let mut out = String::new();
+        egress_counters(
+            &mut out,
+            &[EgressCount {
+                proto: "tcp".into(),
+                addr: "10.0.0.5".into(),
+                port: 5432,
+                host: "db\"x\\".into(),
+                verdict: "deny".into(),
+                count: 3,
+            }],
+        );
+        assert!(out.ends_with(
+            "ferrule_egress_attempts_total{proto=\"tcp\",addr=\"10.0.0.5\",port=\"5432\",\
+             host=\"db\\\"x\\\\\",verdict=\"deny\"} 3\n"
+        ));
     }
 }

@@ -36,6 +36,9 @@ pub struct Totals {
     pub(crate) words: Vec<u64>,
     pub(crate) restarts: [u64; REASONS.len()],
     pub(crate) workers: u64,
+    /// The workers' egress counters (`expose::egress_counters`); empty until they
+    /// are carried to the master.
+    pub(crate) egress: Vec<super::expose::EgressCount>,
 }
 
 impl Registry {
@@ -117,6 +120,7 @@ impl Registry {
             words,
             restarts: std::array::from_fn(|i| self.restarts[i].load(Relaxed)),
             workers: self.workers.load(Relaxed),
+            egress: Vec::new(),
         }
     }
 }
@@ -131,7 +135,7 @@ mod tests {
         Answered {
             method: b"GET",
             status,
-            duration: Duration::from_micros(150),
+            started: std::time::Instant::now(),
             queue: None,
             sent: 5,
             received: 40,
@@ -143,9 +147,9 @@ mod tests {
         let r = Registry::new(2).unwrap();
         let (a, b) = (r.slot(0).unwrap(), r.slot(1).unwrap());
         for _ in 0..3 {
-            a.request(&answered(200));
+            a.request(&answered(200), Duration::from_micros(150));
         }
-        b.request(&answered(200));
+        b.request(&answered(200), Duration::from_micros(150));
         a.set_accepting(true);
         assert!(r.ready());
         assert_eq!(r.totals().words[REQUESTS + 100], 4);
@@ -153,7 +157,7 @@ mod tests {
         assert!(!r.ready());
         assert_eq!(r.totals().words[REQUESTS + 100], 4);
         assert_eq!(r.totals().words[SENT], 20);
-        a.request(&answered(200));
+        a.request(&answered(200), Duration::from_micros(150));
         assert_eq!(r.totals().words[REQUESTS + 100], 5);
         assert!(r.slot(2).is_none());
         assert!(r.restart("crash") && !r.restart("boredom"));

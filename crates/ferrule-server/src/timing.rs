@@ -1,6 +1,10 @@
-//! Per-request timing: when a request was queued and when the app started, for the
-//! queue histogram, `--server-timing` and the `%(Q)s`/`%(F)s` access-log atoms.
-//! Measured only when one of those asks for it (two clock reads a request).
+//! Per-request timing: how long a request waited for a thread, for the queue
+//! histogram, `--server-timing` and the `%(Q)s`/`%(F)s` access-log atoms. Kept only
+//! when one of those asks for it, and with no clock read of its own: the wait starts
+//! at the accept (a connection's first request) or when a runner took the request's
+//! event from epoll (`Conn::queued`, set by the runner from the stamp it reads after
+//! each wait), and ends at the request's start (`Exchange::started`, the runner's
+//! stamp), from which the app is called without waiting.
 
 use std::time::{Duration, Instant};
 
@@ -28,22 +32,22 @@ impl ServerTiming {
 /// A request's times, kept in its exchange.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
-    /// Waiting for a thread: from the connection's accept (its first request) or the
-    /// request's start (its event taken, or its head parsed) to the app's start.
+    /// Waiting for a thread: from the connection's accept (its first request) or its
+    /// event taken from epoll, to the request's start.
     pub(crate) queue: Duration,
+    /// The request's start: its head is parsed (microseconds) and the app called.
     pub(crate) app_start: Instant,
     /// When the response head was complete (its first byte leaves with it).
     pub(crate) head_at: Option<Instant>,
 }
 
 impl Timing {
-    /// The app starts now.
-    pub(crate) fn start(accepted: Option<Instant>, started: Instant) -> Timing {
-        let app_start = Instant::now();
-        let from = accepted.map_or(started, |a| a.min(started));
+    /// A request that started at `started`, queued since `queued` (None: it did not
+    /// wait, as a pipelined request read right after the one before).
+    pub(crate) fn start(queued: Option<Instant>, started: Instant) -> Timing {
         Timing {
-            queue: app_start.saturating_duration_since(from),
-            app_start,
+            queue: queued.map_or(Duration::ZERO, |q| started.saturating_duration_since(q)),
+            app_start: started,
             head_at: None,
         }
     }
