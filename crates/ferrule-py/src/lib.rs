@@ -50,6 +50,8 @@ const QUICK_STOP: Duration = Duration::from_secs(1);
 
 /// How often the serving loop looks at signals and calls `tick`.
 const LOOP_EVERY: Duration = Duration::from_millis(100);
+/// Loops between two samples of the metrics' gauges (one a second).
+const SAMPLE_EVERY: u64 = 10;
 
 /// Binds, serves `app` until a signal handler raises (KeyboardInterrupt: quick stop,
 /// anything else: graceful stop) or `tick` returns True (graceful stop). `ready` is
@@ -120,8 +122,13 @@ fn serve(
     if let Some(ready) = ready {
         ready.call1(py, (addresses,))?;
     }
+    server.mark_accepting();
+    let mut round = 0u64;
     loop {
-        server.sample_metrics(true);
+        if round % SAMPLE_EVERY == 0 {
+            server.sample_metrics();
+        }
+        round += 1;
         py.detach(|| std::thread::park_timeout(LOOP_EVERY));
         let stop = match py.check_signals() {
             Err(signal) => Some(signal.is_instance_of::<PyKeyboardInterrupt>(py)),

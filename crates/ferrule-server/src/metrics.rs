@@ -24,7 +24,18 @@ pub use slot::{Gauges, Slot, BOUNDS, METHODS};
 pub use statsd::{Statsd, StatsdSettings, StatsdTarget};
 
 pub(crate) use slot::Answered;
+use slot::Counted;
+use std::cell::Cell;
 use std::sync::OnceLock;
+use std::time::Instant;
+
+thread_local! {
+    /// The request this thread answered last, counted once its end is known: the
+    /// runner's stamp after `serve` returns ([`Observe::ended`]), which it reads anyway,
+    /// so counting a request reads no clock. A pipelined request after it in the
+    /// same `serve` reads one.
+    static PENDING: Cell<Option<Counted>> = const { Cell::new(None) };
+}
 
 /// This process's slot, once a worker (or `ferrule.run()` with `--metrics-bind`) has
 /// one. Process-wide because a process is one worker: requests the server refuses
@@ -76,14 +87,33 @@ impl Observe {
         self.slot.is_some() || self.statsd.is_some()
     }
 
-    /// A finished request, answered by the app (`Exchange::answered`).
+    /// A finished request, answered by the app (`Exchange::answered`): counted at
+    /// its end ([`Observe::ended`]).
     pub(crate) fn answered(&self, a: &Answered<'_>) {
-        let duration = a.started.elapsed();
+        let counted = Counted::of(a);
+        if let Some(before) = PENDING.replace(Some(counted)) {
+            self.count(before, Instant::now());
+        }
+    }
+
+    /// The runner's stamp after the requests of a connection were served: the end of
+    /// the last one, which is now counted.
+    #[inline]
+    pub(crate) fn ended(&self, at: Instant) {
+        if self.counts() {
+            if let Some(last) = PENDING.take() {
+                self.count(last, at);
+            }
+        }
+    }
+
+    fn count(&self, c: Counted, end: Instant) {
+        let duration = end.saturating_duration_since(c.started);
         if let Some(slot) = &self.slot {
-            slot.request(a, duration);
+            slot.request(&c, duration);
         }
         if let Some(statsd) = &self.statsd {
-            statsd.request(a.status, duration);
+            statsd.request(c.status, duration);
         }
     }
 }

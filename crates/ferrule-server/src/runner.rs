@@ -298,6 +298,7 @@ impl Runner<'_> {
             self.held += 1;
         }
         let ended = shared.sched.stamp();
+        shared.observe.ended(ended.at);
         self.last_end = Some(ended);
         // A slow request means the held answers already waited long.
         if self.held >= MAX_HELD || ended.since(started) > HOLD_LIMIT {

@@ -98,8 +98,9 @@ impl Server {
     }
 
     /// Samples the gauges of this worker's metrics slot, if it has one (the serving
-    /// loop calls it every 100 ms); `accepting` is false once it stops.
-    pub fn sample_metrics(&self, accepting: bool) {
+    /// loop calls it every second: reading each busy thread's `/proc` state costs more
+    /// than the gauges are worth at a finer grain).
+    pub fn sample_metrics(&self) {
         let s = &self.shared;
         let Some(slot) = &s.observe.slot else { return };
         let (running, blocked) = s.sched.app_threads();
@@ -110,7 +111,14 @@ impl Server {
             open,
             idle,
         });
-        slot.set_accepting(accepting && !s.stopping());
+    }
+
+    /// Says in this worker's metrics slot that it accepts connections (`/readyz`),
+    /// once it serves; `stop` says it no longer does.
+    pub fn mark_accepting(&self) {
+        if let Some(slot) = &self.shared.observe.slot {
+            slot.set_accepting(!self.shared.stopping());
+        }
     }
 
     /// Requests answered so far (for `--max-requests`).

@@ -1,10 +1,10 @@
 //! Per-request timing: how long a request waited for a thread, for the queue
 //! histogram, `--server-timing` and the `%(Q)s`/`%(F)s` access-log atoms. Kept only
 //! when one of those asks for it, and with no clock read of its own: the wait starts
-//! at the accept (a connection's first request) or when a runner took the request's
-//! event from epoll (`Conn::queued`, set by the runner from the stamp it reads after
-//! each wait), and ends at the request's start (`Exchange::started`, the runner's
-//! stamp), from which the app is called without waiting.
+//! when a runner took the request's event (a new connection: its listener's) from
+//! epoll (`Conn::queued`, set by the runner from the stamp it reads after each wait),
+//! and ends at the request's start (`Exchange::started`, the runner's stamp), from
+//! which the app is called without waiting.
 
 use std::time::{Duration, Instant};
 
@@ -32,8 +32,7 @@ impl ServerTiming {
 /// A request's times, kept in its exchange.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
-    /// Waiting for a thread: from the connection's accept (its first request) or its
-    /// event taken from epoll, to the request's start.
+    /// Waiting for a thread: from its event taken from epoll to the request's start.
     pub(crate) queue: Duration,
     /// The request's start: its head is parsed (microseconds) and the app called.
     pub(crate) app_start: Instant,

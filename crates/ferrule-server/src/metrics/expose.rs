@@ -111,7 +111,7 @@ pub fn render(t: &Totals) -> String {
     histogram(
         &mut out,
         "ferrule_request_queue_seconds",
-        "From the connection's accept (first request) or the request's start to the app's start.",
+        "Waiting for a thread: from the request's event taken from epoll to its start (the app's call).",
         &w[QUEUE..QUEUE + HIST],
     );
     let (running, blocked) = (w[RUNNING], w[BLOCKED]);
@@ -191,7 +191,7 @@ pub fn render(t: &Totals) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::registry::Registry;
-    use super::super::slot::Answered;
+    use super::super::slot::{Answered, Counted};
     use super::*;
     use std::time::Duration;
 
@@ -200,14 +200,14 @@ mod tests {
         let r = Registry::new(1).unwrap();
         let s = r.slot(0).unwrap();
         s.request(
-            &Answered {
+            &Counted::of(&Answered {
                 method: b"BREW",
                 status: 418,
                 started: std::time::Instant::now(),
                 queue: Some(Duration::from_micros(50)),
                 sent: 7,
                 received: 30,
-            },
+            }),
             Duration::from_millis(3),
         );
         s.rejected(431);

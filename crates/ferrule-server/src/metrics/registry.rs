@@ -127,7 +127,7 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::super::slot::{Answered, REQUESTS, SENT};
+    use super::super::slot::{Answered, Counted, REQUESTS, SENT};
     use super::*;
     use std::time::Duration;
 
@@ -147,9 +147,9 @@ mod tests {
         let r = Registry::new(2).unwrap();
         let (a, b) = (r.slot(0).unwrap(), r.slot(1).unwrap());
         for _ in 0..3 {
-            a.request(&answered(200), Duration::from_micros(150));
+            a.request(&Counted::of(&answered(200)), Duration::from_micros(150));
         }
-        b.request(&answered(200), Duration::from_micros(150));
+        b.request(&Counted::of(&answered(200)), Duration::from_micros(150));
         a.set_accepting(true);
         assert!(r.ready());
         assert_eq!(r.totals().words[REQUESTS + 100], 4);
@@ -157,7 +157,7 @@ mod tests {
         assert!(!r.ready());
         assert_eq!(r.totals().words[REQUESTS + 100], 4);
         assert_eq!(r.totals().words[SENT], 20);
-        a.request(&answered(200), Duration::from_micros(150));
+        a.request(&Counted::of(&answered(200)), Duration::from_micros(150));
         assert_eq!(r.totals().words[REQUESTS + 100], 5);
         assert!(r.slot(2).is_none());
         assert!(r.restart("crash") && !r.restart("boredom"));

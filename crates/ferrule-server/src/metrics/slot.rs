@@ -118,11 +118,8 @@ impl Slot {
 
     /// A request the app answered, which took `duration`.
     #[inline]
-    pub(crate) fn request(&self, r: &Answered, duration: Duration) {
-        self.add(
-            REQUESTS + method_index(r.method) * N_STATUS + status_index(r.status),
-            1,
-        );
+    pub(crate) fn request(&self, r: &Counted, duration: Duration) {
+        self.add(r.series, 1);
         self.observe(DURATION, duration);
         if let Some(q) = r.queue {
             self.observe(QUEUE, q);
@@ -146,6 +143,33 @@ impl Slot {
     /// Whether this worker accepts connections (`/readyz`).
     pub fn set_accepting(&self, yes: bool) {
         self.words[ACCEPTING].store(u64::from(yes), Relaxed);
+    }
+}
+
+/// What a finished request adds to its worker's slot, waiting for its end (a copy of
+/// [`Answered`] without the borrow).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counted {
+    /// Its word among `REQUESTS` (method and status).
+    pub(crate) series: usize,
+    pub(crate) status: u16,
+    pub(crate) started: Instant,
+    pub(crate) queue: Option<Duration>,
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+}
+
+impl Counted {
+    #[inline]
+    pub(crate) fn of(a: &Answered<'_>) -> Counted {
+        Counted {
+            series: REQUESTS + method_index(a.method) * N_STATUS + status_index(a.status),
+            status: a.status,
+            started: a.started,
+            queue: a.queue,
+            sent: a.sent,
+            received: a.received,
+        }
     }
 }
 
