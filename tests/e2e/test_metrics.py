@@ -46,6 +46,14 @@ def requests_total(port, **labels):
                if name == "ferrule_requests_total" and want <= set(ls))
 
 
+def exactly(port, n):
+    """The requests counted reach n, and stay there. A request is counted by its
+    worker right after its answer went out, so a client may read the answer a few
+    microseconds before the count moves."""
+    wait_until(lambda: requests_total(port) >= n, timeout=5)
+    assert requests_total(port) == n
+
+
 def keep_alive(port, n, path="/", status=200):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -94,6 +102,8 @@ def test_metrics_parse_and_probes_answer(serve, tmp_path):
                    "ferrule_bytes_sent_total", "ferrule_bytes_received_total"):
         assert family in names, family
     # booted() sent one request too.
+    exactly(mport, 8)
+    got = samples(mport)
     assert got[("ferrule_requests_total", (("method", "GET"), ("status", "200")))] == 6
     assert got[("ferrule_requests_total", (("method", "GET"), ("status", "404")))] == 2
     assert got[("ferrule_request_duration_seconds_count", ())] == 8
@@ -136,14 +146,14 @@ def test_counts_are_exact_across_four_workers_and_their_replacements(serve):
         sent += 40
     # 161 requests over 4 workers of at most 40 (plus jitter 0): some were replaced.
     wait_until(lambda: set(children(s.proc.pid)) - set(pids), timeout=30)
-    assert requests_total(mport) == sent
+    exactly(mport, sent)
     old = booted(s, 4)
     sent += 1
     s.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: len(k := children(s.proc.pid)) == 4 and not set(k) & set(old), timeout=30)
     keep_alive(s.port, 10)
     sent += 10
-    assert requests_total(mport) == sent
+    exactly(mport, sent)
     got = samples(mport)
     restarts = {dict(ls)["reason"]: v for (n, ls), v in got.items() if n == "ferrule_worker_restarts_total"}
     assert restarts["max-requests"] >= 1
@@ -162,7 +172,7 @@ def test_a_crash_is_counted_and_its_requests_kept(serve):
         c.getresponse()
     c.close()
     wait_until(lambda: samples(mport)[("ferrule_worker_restarts_total", (("reason", "crash"),))] == 1)
-    assert requests_total(mport) == 8
+    exactly(mport, 8)
 
 
 def test_readyz_is_503_while_no_worker_accepts(serve, tmp_path):
@@ -211,3 +221,21 @@ def test_unix_bind_and_bad_values(serve, tmp_path):
                         "--check-config"], capture_output=True, text=True, timeout=60,
                        cwd=os.path.join(os.path.dirname(__file__), "..", "apps"))
     assert r.returncode == 2 and "metrics-bind" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def restarts(port):
+    return {dict(ls)["reason"]: v for (n, ls), v in samples(port).items() if n == "ferrule_worker_restarts_total"}
+
+
+def test_timeout_and_memory_replacements_are_counted_by_reason(serve):
+    s, mport = start(serve, "--timeout", "1", "--graceful-timeout", "1")
+    booted(s, 1)
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=20)
+    c.request("GET", "/sleep?5")
+    assert c.getresponse().status == 500
+    c.close()
+    wait_until(lambda: restarts(mport)["timeout"] == 1, timeout=20)
+    # Any worker is over 1 MB: each asks to be replaced within its first second.
+    s2, mport2 = start(serve, "--max-worker-memory", "1")
+    wait_until(lambda: restarts(mport2)["memory"] >= 1, timeout=20)
+    assert restarts(mport2)["crash"] == 0

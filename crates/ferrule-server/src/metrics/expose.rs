@@ -118,7 +118,7 @@ pub fn render(t: &Totals) -> String {
     gauge(
         &mut out,
         "ferrule_requests_in_flight",
-        "Requests inside the app (sampled every 100 ms per worker).",
+        "Requests inside the app (sampled every second per worker).",
         &[("", running + blocked)],
     );
     gauge(

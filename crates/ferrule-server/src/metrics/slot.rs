@@ -5,7 +5,7 @@
 //! Layout (in 64-bit words): requests by method and status, rejected requests by
 //! status, the duration and queue histograms (one word per bucket, not cumulative,
 //! then the sum in nanoseconds), bytes sent and received; then the gauges the worker
-//! refreshes every 100 ms, which are not folded when it is gone.
+//! refreshes every second, which are not folded when it is gone.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
