@@ -329,7 +329,6 @@ impl Exchange {
             method: self.method(),
             status: self.outcome.status,
             started: self.started,
-            queue: self.timing.map(|t| t.queue),
             sent: self.outcome.body_bytes,
             received: self.head.len as u64 + self.body.received(),
         }

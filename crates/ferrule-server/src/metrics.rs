@@ -23,17 +23,19 @@ pub use registry::{Registry, Totals, REASONS};
 pub use slot::{Gauges, Slot, BOUNDS, METHODS};
 pub use statsd::{Statsd, StatsdSettings, StatsdTarget};
 
+use crate::sched::Stamp;
 pub(crate) use slot::Answered;
 use slot::Counted;
 use std::cell::Cell;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 thread_local! {
     /// The request this thread answered last, counted once its end is known: the
-    /// runner's stamp after `serve` returns ([`Observe::ended`]), which it reads anyway,
-    /// so counting a request reads no clock. A pipelined request after it in the
-    /// same `serve` reads one.
+    /// runner's stamp after `serve` returns ([`Observe::ended`]), which it reads anyway.
+    /// Its duration and queue wait are then differences of the runner's stamps (no
+    /// clock read, no `Instant` arithmetic); a pipelined request followed by another
+    /// in the same `serve` reads the clock for its end and counts no wait.
     static PENDING: Cell<Option<Counted>> = const { Cell::new(None) };
 }
 
@@ -69,10 +71,11 @@ pub struct Observe {
 }
 
 impl Observe {
-    /// Whether requests are timed ([`Timing`]): something reads the times.
+    /// Whether requests carry their times (`timing.rs`): `--server-timing` or the
+    /// access log reads them. The counters take theirs from the runner's stamps.
     #[inline]
     pub(crate) fn timed(&self) -> bool {
-        self.slot.is_some() || self.server_timing != ServerTiming::Off || self.timed_log
+        self.server_timing != ServerTiming::Off || self.timed_log
     }
 
     /// Whether the response head's time is kept (Server-Timing's `app`, `%(F)s`).
@@ -92,25 +95,34 @@ impl Observe {
     pub(crate) fn answered(&self, a: &Answered<'_>) {
         let counted = Counted::of(a);
         if let Some(before) = PENDING.replace(Some(counted)) {
-            self.count(before, Instant::now());
+            // Pipelined: the one before ended when this one was answered.
+            self.count(
+                &before,
+                Instant::now().saturating_duration_since(before.started),
+                None,
+            );
         }
     }
 
-    /// The runner's stamp after the requests of a connection were served: the end of
-    /// the last one, which is now counted.
+    /// The runner served a connection from `started` to `end`, having taken its
+    /// event from epoll at `seen`: the last request answered is counted.
     #[inline]
-    pub(crate) fn ended(&self, at: Instant) {
-        if self.counts() {
-            if let Some(last) = PENDING.take() {
-                self.count(last, at);
-            }
+    pub(crate) fn ended(&self, seen: Stamp, started: Stamp, end: Stamp) {
+        if !self.counts() {
+            return;
+        }
+        let Some(last) = PENDING.take() else { return };
+        if last.started == started.at {
+            self.count(&last, end.since(started), Some(started.since(seen)));
+        } else {
+            // The last of several pipelined requests: it started at its parse.
+            self.count(&last, end.at.saturating_duration_since(last.started), None);
         }
     }
 
-    fn count(&self, c: Counted, end: Instant) {
-        let duration = end.saturating_duration_since(c.started);
+    fn count(&self, c: &Counted, duration: Duration, queue: Option<Duration>) {
         if let Some(slot) = &self.slot {
-            slot.request(&c, duration);
+            slot.request(c, duration, queue.unwrap_or(Duration::ZERO));
         }
         if let Some(statsd) = &self.statsd {
             statsd.request(c.status, duration);

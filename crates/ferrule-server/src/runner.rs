@@ -19,7 +19,7 @@ use crate::sys::{
 };
 use crate::tokens::{LISTENER, PEER_DONE, WAKE};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest epoll wait: how soon a runner notices a stop it was not woken for.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
@@ -59,7 +59,7 @@ struct Runner<'a> {
     /// When this runner last took events from epoll (the first stamp after the wait,
     /// or the batch's last end for a wait that did not block): where a request's wait
     /// for a thread starts when requests are timed (`timing.rs`).
-    seen: Instant,
+    seen: Stamp,
     /// The timer slack this thread has (`Sched::precise_timers`), once set.
     precise: Option<bool>,
 }
@@ -76,7 +76,7 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
         held: 0,
         spare: Vec::with_capacity(MAX_HELD),
         last_end: None,
-        seen: Instant::now(),
+        seen: shared.sched.stamp(),
         precise: None,
     };
     shared.sched.register(
@@ -211,7 +211,7 @@ impl Runner<'_> {
                 None => match self.poll(Duration::ZERO) {
                     Ok(Some(t)) => {
                         if let Some(end) = self.last_end {
-                            self.seen = end.at;
+                            self.seen = end;
                         }
                         Taken::Token(t)
                     }
@@ -269,14 +269,14 @@ impl Runner<'_> {
             Some(end) => end,
             None => {
                 let now = shared.sched.stamp();
-                self.seen = now.at;
+                self.seen = now;
                 now
             }
         };
         if shared.observe.timed() {
             // A new connection was accepted after `seen` (its listener's event), and
             // is served from the ready queue like any other.
-            conn.queued = Some(self.seen);
+            conn.queued = Some(self.seen.at);
         }
         shared.sched.start_request(self.me, started);
         shared.rouse_monitor();
@@ -298,7 +298,7 @@ impl Runner<'_> {
             self.held += 1;
         }
         let ended = shared.sched.stamp();
-        shared.observe.ended(ended.at);
+        shared.observe.ended(self.seen, started, ended);
         self.last_end = Some(ended);
         // A slow request means the held answers already waited long.
         if self.held >= MAX_HELD || ended.since(started) > HOLD_LIMIT {

@@ -204,11 +204,11 @@ mod tests {
                 method: b"BREW",
                 status: 418,
                 started: std::time::Instant::now(),
-                queue: Some(Duration::from_micros(50)),
                 sent: 7,
                 received: 30,
             }),
             Duration::from_millis(3),
+            Duration::from_micros(50),
         );
         s.rejected(431);
         let text = render(&r.totals());

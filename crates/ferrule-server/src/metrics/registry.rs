@@ -136,7 +136,6 @@ mod tests {
             method: b"GET",
             status,
             started: std::time::Instant::now(),
-            queue: None,
             sent: 5,
             received: 40,
         }
@@ -147,9 +146,17 @@ mod tests {
         let r = Registry::new(2).unwrap();
         let (a, b) = (r.slot(0).unwrap(), r.slot(1).unwrap());
         for _ in 0..3 {
-            a.request(&Counted::of(&answered(200)), Duration::from_micros(150));
+            a.request(
+                &Counted::of(&answered(200)),
+                Duration::from_micros(150),
+                Duration::ZERO,
+            );
         }
-        b.request(&Counted::of(&answered(200)), Duration::from_micros(150));
+        b.request(
+            &Counted::of(&answered(200)),
+            Duration::from_micros(150),
+            Duration::ZERO,
+        );
         a.set_accepting(true);
         assert!(r.ready());
         assert_eq!(r.totals().words[REQUESTS + 100], 4);
@@ -157,7 +164,11 @@ mod tests {
         assert!(!r.ready());
         assert_eq!(r.totals().words[REQUESTS + 100], 4);
         assert_eq!(r.totals().words[SENT], 20);
-        a.request(&Counted::of(&answered(200)), Duration::from_micros(150));
+        a.request(
+            &Counted::of(&answered(200)),
+            Duration::from_micros(150),
+            Duration::ZERO,
+        );
         assert_eq!(r.totals().words[REQUESTS + 100], 5);
         assert!(r.slot(2).is_none());
         assert!(r.restart("crash") && !r.restart("boredom"));

@@ -116,14 +116,12 @@ impl Slot {
         self.add(hist + BOUNDS.len() + 1, ns);
     }
 
-    /// A request the app answered, which took `duration`.
+    /// A request the app answered, which took `duration` after waiting `queue`.
     #[inline]
-    pub(crate) fn request(&self, r: &Counted, duration: Duration) {
+    pub(crate) fn request(&self, r: &Counted, duration: Duration, queue: Duration) {
         self.add(r.series, 1);
         self.observe(DURATION, duration);
-        if let Some(q) = r.queue {
-            self.observe(QUEUE, q);
-        }
+        self.observe(QUEUE, queue);
         self.add(SENT, r.sent);
         self.add(RECEIVED, r.received);
     }
@@ -154,7 +152,6 @@ pub(crate) struct Counted {
     pub(crate) series: usize,
     pub(crate) status: u16,
     pub(crate) started: Instant,
-    pub(crate) queue: Option<Duration>,
     pub(crate) sent: u64,
     pub(crate) received: u64,
 }
@@ -166,7 +163,6 @@ impl Counted {
             series: REQUESTS + method_index(a.method) * N_STATUS + status_index(a.status),
             status: a.status,
             started: a.started,
-            queue: a.queue,
             sent: a.sent,
             received: a.received,
         }
@@ -179,8 +175,6 @@ pub(crate) struct Answered<'a> {
     pub(crate) status: u16,
     /// The request's start, the origin of its duration (as of `%(D)s`).
     pub(crate) started: Instant,
-    /// `None` when it was not measured.
-    pub(crate) queue: Option<Duration>,
     pub(crate) sent: u64,
     pub(crate) received: u64,
 }
