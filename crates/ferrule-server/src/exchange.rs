@@ -154,7 +154,7 @@ pub struct Exchange {
     client: Option<Box<Peer>>,
     /// The protocol that carried the request (see `Admit::protocol`).
     protocol: Protocol,
-    /// Queue and app times, when metrics, `--server-timing` or the access log read them.
+    /// Queue and app times, when `--server-timing` or the access log read them.
     pub(crate) timing: Option<Timing>,
 }
 

@@ -96,11 +96,8 @@ impl Observe {
         let counted = Counted::of(a);
         if let Some(before) = PENDING.replace(Some(counted)) {
             // Pipelined: the one before ended when this one was answered.
-            self.count(
-                &before,
-                Instant::now().saturating_duration_since(before.started),
-                None,
-            );
+            let took = Instant::now().saturating_duration_since(before.started);
+            self.count(&before, took.as_nanos() as u64, 0);
         }
     }
 
@@ -113,19 +110,21 @@ impl Observe {
         }
         let Some(last) = PENDING.take() else { return };
         if last.started == started.at {
-            self.count(&last, end.since(started), Some(started.since(seen)));
+            self.count(&last, end.nanos_since(started), started.nanos_since(seen));
         } else {
             // The last of several pipelined requests: it started at its parse.
-            self.count(&last, end.at.saturating_duration_since(last.started), None);
+            let took = end.at.saturating_duration_since(last.started);
+            self.count(&last, took.as_nanos() as u64, 0);
         }
     }
 
-    fn count(&self, c: &Counted, duration: Duration, queue: Option<Duration>) {
+    /// Counts a request that took `duration` nanoseconds after waiting `queue`.
+    fn count(&self, c: &Counted, duration: u64, queue: u64) {
         if let Some(slot) = &self.slot {
-            slot.request(c, duration, queue.unwrap_or(Duration::ZERO));
+            slot.request(c, duration, queue);
         }
         if let Some(statsd) = &self.statsd {
-            statsd.request(c.status, duration);
+            statsd.request(c.status, Duration::from_nanos(duration));
         }
     }
 }

@@ -193,7 +193,6 @@ mod tests {
     use super::super::registry::Registry;
     use super::super::slot::{Answered, Counted};
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn renders_counts_and_buckets() {
@@ -207,8 +206,8 @@ mod tests {
                 sent: 7,
                 received: 30,
             }),
-            Duration::from_millis(3),
-            Duration::from_micros(50),
+            3_000_000,
+            50_000,
         );
         s.rejected(431);
         let text = render(&r.totals());

@@ -129,7 +129,6 @@ impl Registry {
 mod tests {
     use super::super::slot::{Answered, Counted, REQUESTS, SENT};
     use super::*;
-    use std::time::Duration;
 
     fn answered(status: u16) -> Answered<'static> {
         Answered {
@@ -146,17 +145,9 @@ mod tests {
         let r = Registry::new(2).unwrap();
         let (a, b) = (r.slot(0).unwrap(), r.slot(1).unwrap());
         for _ in 0..3 {
-            a.request(
-                &Counted::of(&answered(200)),
-                Duration::from_micros(150),
-                Duration::ZERO,
-            );
+            a.request(&Counted::of(&answered(200)), 150_000, 0);
         }
-        b.request(
-            &Counted::of(&answered(200)),
-            Duration::from_micros(150),
-            Duration::ZERO,
-        );
+        b.request(&Counted::of(&answered(200)), 150_000, 0);
         a.set_accepting(true);
         assert!(r.ready());
         assert_eq!(r.totals().words[REQUESTS + 100], 4);
@@ -164,11 +155,7 @@ mod tests {
         assert!(!r.ready());
         assert_eq!(r.totals().words[REQUESTS + 100], 4);
         assert_eq!(r.totals().words[SENT], 20);
-        a.request(
-            &Counted::of(&answered(200)),
-            Duration::from_micros(150),
-            Duration::ZERO,
-        );
+        a.request(&Counted::of(&answered(200)), 150_000, 0);
         assert_eq!(r.totals().words[REQUESTS + 100], 5);
         assert!(r.slot(2).is_none());
         assert!(r.restart("crash") && !r.restart("boredom"));

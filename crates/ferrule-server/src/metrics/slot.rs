@@ -8,7 +8,7 @@
 //! refreshes every second, which are not folded when it is gone.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Methods with a label of their own; any other is `OTHER` (a client choosing method
 /// names must not grow the series without bound).
@@ -109,16 +109,16 @@ impl Slot {
         self.words[i].fetch_add(n, Relaxed);
     }
 
-    fn observe(&self, hist: usize, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    fn observe(&self, hist: usize, ns: u64) {
         let bucket = BOUNDS_NS.partition_point(|&b| b < ns);
         self.add(hist + bucket, 1);
         self.add(hist + BOUNDS.len() + 1, ns);
     }
 
-    /// A request the app answered, which took `duration` after waiting `queue`.
+    /// A request the app answered, which took `duration` nanoseconds after waiting
+    /// `queue` (integers: the runner's stamps are, and a `Duration` costs conversions).
     #[inline]
-    pub(crate) fn request(&self, r: &Counted, duration: Duration, queue: Duration) {
+    pub(crate) fn request(&self, r: &Counted, duration: u64, queue: u64) {
         self.add(r.series, 1);
         self.observe(DURATION, duration);
         self.observe(QUEUE, queue);
