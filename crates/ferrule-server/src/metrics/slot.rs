@@ -42,6 +42,31 @@ const BOUNDS_NS: [u64; 16] = [
     5_000_000_000,
     10_000_000_000,
 ];
+/// Per power of two `p`: how many bounds lie below `2^p`. Consecutive bounds are at
+/// least twice apart, so at most one lies in `[2^p, 2^(p+1))` and a value's bucket
+/// is this count or one more (`bucket`): one compare instead of a search.
+const OCTAVES: [u8; 64] = {
+    let mut out = [0u8; 64];
+    let mut p = 0;
+    while p < 64 {
+        let mut n = 0;
+        while n < BOUNDS_NS.len() && BOUNDS_NS[n] < 1u64 << p {
+            n += 1;
+        }
+        out[p] = n as u8;
+        p += 1;
+    }
+    out
+};
+
+/// The bucket of `ns`: how many bounds are below it (`+Inf` after the last).
+#[inline]
+fn bucket(ns: u64) -> usize {
+    let octave = 63 - (ns | 1).leading_zeros() as usize;
+    let below = OCTAVES[octave] as usize;
+    below + usize::from(BOUNDS_NS.get(below).is_some_and(|&b| b < ns))
+}
+
 /// Words of a histogram: a bucket per bound, `+Inf`, the sum.
 pub(crate) const HIST: usize = BOUNDS.len() + 2;
 
@@ -110,8 +135,7 @@ impl Slot {
     }
 
     fn observe(&self, hist: usize, ns: u64) {
-        let bucket = BOUNDS_NS.partition_point(|&b| b < ns);
-        self.add(hist + bucket, 1);
+        self.add(hist + bucket(ns), 1);
         self.add(hist + BOUNDS.len() + 1, ns);
     }
 
@@ -193,6 +217,22 @@ mod tests {
         }
         assert_eq!(status_index(100), 0);
         assert_eq!(status_index(999), 899);
+    }
+
+    #[test]
+    fn buckets_match_a_search() {
+        for w in BOUNDS_NS.windows(2) {
+            assert!(w[1] >= 2 * w[0], "bounds must be at least twice apart");
+        }
+        let mut probes = vec![0, 1, u64::MAX];
+        for &b in &BOUNDS_NS {
+            probes.extend([b - 1, b, b + 1]);
+        }
+        probes.extend((0..64).map(|p| 1u64 << p));
+        probes.extend((0..10_000u64).map(|i| i * 1_234_567));
+        for ns in probes {
+            assert_eq!(bucket(ns), BOUNDS_NS.partition_point(|&b| b < ns), "{ns}");
+        }
     }
 
     #[test]
