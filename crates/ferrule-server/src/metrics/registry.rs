@@ -59,8 +59,9 @@ impl Registry {
 
     /// Position `i`'s slot, if there is one.
     pub fn slot(&self, i: usize) -> Option<Slot> {
-        (i < self.slots).then(|| Slot {
-            words: &self.region[i * WORDS..(i + 1) * WORDS],
+        let words = self.region.get(i * WORDS..(i + 1) * WORDS)?;
+        Some(Slot {
+            words: words.try_into().ok()?,
         })
     }
 

@@ -91,7 +91,8 @@ pub(crate) const WORDS: usize = (ACCEPTING + 1).div_ceil(8) * 8;
 /// A worker's part of the shared region.
 #[derive(Clone, Copy)]
 pub struct Slot {
-    pub(crate) words: &'static [AtomicU64],
+    /// A fixed-size array: the words named by constants need no bounds check.
+    pub(crate) words: &'static [AtomicU64; WORDS],
 }
 
 /// What the worker samples every 100 ms (`Slot::set_gauges`).
