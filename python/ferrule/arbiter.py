@@ -94,7 +94,7 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
             # The old master's pid only while it is our parent (see _maybe_promote).
             self.master_pid = old_master if old_master == os.getppid() else 0
         self.listeners = _ferrule.bind(self.core.inherit(inherited) if inherited else self.core)
-        metrics_url = metrics.start(self)
+        metrics_url = metrics.start(self, upgrading=bool(handed))
         if handed and self.master_pid:
             self.log.info(f"Using {len(handed)} socket(s) of the master being upgraded (pid {self.master_pid})")
         elif handed:

@@ -22,11 +22,12 @@ MIN_SLOTS = 64
 _free: List[int] = []
 
 
-def start(arbiter) -> Optional[str]:
+def start(arbiter, upgrading: bool) -> Optional[str]:
     """Makes the registry and starts the endpoint (BindError when its address cannot be
-    used); returns the address to log, or None without ``--metrics-bind``."""
+    used, unless ``upgrading``: the old master holds it until it leaves); returns the
+    address to log, or None without ``--metrics-bind``."""
     slots = max(MIN_SLOTS, 4 * arbiter.num_workers)
-    url = _ferrule.metrics_open(arbiter.core, slots)
+    url = _ferrule.metrics_open(arbiter.core, slots, upgrading)
     _free[:] = range(_ferrule.metrics_slots())
     return url
 

@@ -18,8 +18,9 @@ static MASTER_STATSD: OnceLock<Statsd> = OnceLock::new();
 /// Makes the registry with `slots` worker positions and starts the `--metrics-bind`
 /// endpoint; returns its address for the log, or None without `--metrics-bind`.
 /// Opens the master's statsd client when `--statsd-host` is set. Call once, in the
-/// master, before forking.
-pub fn open(config: &Config, slots: usize) -> PyResult<Option<String>> {
+/// master, before forking. `upgrading`: this is the new master of a binary upgrade,
+/// whose old master still holds the address (`endpoint.rs`).
+pub fn open(config: &Config, slots: usize, upgrading: bool) -> PyResult<Option<String>> {
     if let Some(s) = config.observe.statsd.clone() {
         if let Ok(s) = Statsd::open(s) {
             let _ = MASTER_STATSD.set(s);
@@ -32,7 +33,7 @@ pub fn open(config: &Config, slots: usize) -> PyResult<Option<String>> {
         return Ok(Some(bind.to_string()));
     }
     let registry = Arc::new(Registry::new(slots).map_err(|e| BindError::new_err(e.to_string()))?);
-    start_endpoint(bind, registry.clone())
+    start_endpoint(bind, registry.clone(), upgrading)
         .map_err(|e| BindError::new_err(format!("metrics-bind {bind}: {e}")))?;
     let _ = REGISTRY.set(registry);
     Ok(Some(bind.to_string()))
@@ -41,7 +42,7 @@ pub fn open(config: &Config, slots: usize) -> PyResult<Option<String>> {
 /// Makes `--metrics-bind` work without a master (`ferrule.run()`): one slot, this
 /// process's.
 pub fn open_single(config: &Config) -> PyResult<()> {
-    if config.observe.bind.is_some() && open(config, 1)?.is_some() {
+    if config.observe.bind.is_some() && open(config, 1, false)?.is_some() {
         if let Some(s) = REGISTRY.get().and_then(|r| r.slot(0)) {
             use_slot(s);
         }
@@ -50,9 +51,13 @@ pub fn open_single(config: &Config) -> PyResult<()> {
 }
 
 #[pyfunction]
-#[pyo3(name = "metrics_open")]
-pub fn py_open(config: PyRef<'_, Config>, slots: usize) -> PyResult<Option<String>> {
-    open(&config, slots)
+#[pyo3(name = "metrics_open", signature = (config, slots, upgrading=false))]
+pub fn py_open(
+    config: PyRef<'_, Config>,
+    slots: usize,
+    upgrading: bool,
+) -> PyResult<Option<String>> {
+    open(&config, slots, upgrading)
 }
 
 /// In a new worker: closes the endpoint's socket inherited from the master, and

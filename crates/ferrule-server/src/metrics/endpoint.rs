@@ -4,10 +4,10 @@
 //! `IO_TIMEOUT` to send its request line, so a stalled one delays a scrape by at most
 //! that.
 //!
-//! The listening socket has `SO_REUSEPORT`, so a new master started for a binary
-//! upgrade (USR2) binds the same address while the old one still runs; workers close
-//! their inherited copy at once ([`close_in_child`]), or the kernel would hand them
-//! connections no one accepts.
+//! A busy address stops start-up, except in a new master started for a binary
+//! upgrade (USR2): the old master still serves it, so the new one tries again every
+//! second until the old one is gone. Workers close their inherited copy of the
+//! socket at once ([`close_in_child`]).
 //!
 //! `/metrics` (text format 0.0.4), `/healthz` (200 while the master lives),
 //! `/readyz` (200 while at least one worker accepts, else 503), anything else 404;
@@ -16,7 +16,7 @@
 use super::expose::render;
 use super::registry::Registry;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, ToSocketAddrs};
+use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -77,20 +77,8 @@ pub fn close_in_child() {
     }
 }
 
-fn tcp_listener(addr: &str) -> io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address");
-    for a in addr.to_socket_addrs()? {
-        let sock = Socket::new(Domain::for_address(a), Type::STREAM, None)?;
-        sock.set_reuse_address(true)?;
-        sock.set_reuse_port(true)?;
-        match sock.bind(&a.into()).and_then(|()| sock.listen(64)) {
-            Ok(()) => return Ok(sock.into()),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
+/// How often a new master of an upgrade tries the address its old master holds.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 enum Listening {
     Tcp(TcpListener),
@@ -98,9 +86,41 @@ enum Listening {
 }
 
 /// Binds `bind` and serves it on a thread of its own for the rest of the process.
-pub fn start(bind: &MetricsBind, registry: Arc<Registry>) -> io::Result<()> {
+/// With `upgrading` (this is the new master of a binary upgrade), an address in use
+/// is tried again every second on that thread instead of failing.
+pub fn start(bind: &MetricsBind, registry: Arc<Registry>, upgrading: bool) -> io::Result<()> {
+    let listening = match listen(bind) {
+        Ok(l) => Some(l),
+        Err(e) if upgrading && e.kind() == io::ErrorKind::AddrInUse => {
+            tracing::info!(
+                "metrics-bind {bind}: in use by the old master; serving it once it leaves"
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let bind = bind.clone();
+    std::thread::Builder::new()
+        .name("ferrule-metrics".into())
+        .spawn(move || {
+            let listening = match listening {
+                Some(l) => l,
+                None => loop {
+                    // Nothing wakes this thread early: it lives as long as the master.
+                    std::thread::park_timeout(RETRY_EVERY);
+                    if let Ok(l) = listen(&bind) {
+                        break l;
+                    }
+                },
+            };
+            serve(&listening, &registry)
+        })?;
+    Ok(())
+}
+
+fn listen(bind: &MetricsBind) -> io::Result<Listening> {
     let listening = match bind {
-        MetricsBind::Tcp(addr) => Listening::Tcp(tcp_listener(addr)?),
+        MetricsBind::Tcp(addr) => Listening::Tcp(TcpListener::bind(addr.as_str())?),
         MetricsBind::Unix(path) => {
             // A socket file left by an earlier run (gunicorn's binds do the same).
             if std::fs::symlink_metadata(path)
@@ -118,10 +138,7 @@ pub fn start(bind: &MetricsBind, registry: Arc<Registry>) -> io::Result<()> {
         },
         Ordering::Relaxed,
     );
-    std::thread::Builder::new()
-        .name("ferrule-metrics".into())
-        .spawn(move || serve(&listening, &registry))?;
-    Ok(())
+    Ok(listening)
 }
 
 fn serve(listening: &Listening, registry: &Registry) {
@@ -218,6 +235,42 @@ mod tests {
         assert!(MetricsBind::parse("9100").is_err());
         assert!(MetricsBind::parse("host:http").is_err());
         assert!(MetricsBind::parse("unix:").is_err());
+    }
+
+    #[test]
+    fn a_busy_address_fails_unless_upgrading_then_is_taken_once_free() {
+        use std::io::{Read, Write};
+        let held = TcpListener::bind("127.0.0.1:0").unwrap();
+        let bind = MetricsBind::Tcp(held.local_addr().unwrap().to_string());
+        let r = Arc::new(Registry::new(1).unwrap());
+        let e = start(&bind, r.clone(), false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        start(&bind, r, true).unwrap();
+        drop(held);
+        let addr = held_addr(&bind);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let answer = loop {
+            assert!(std::time::Instant::now() < deadline, "never bound");
+            if let Ok(mut c) = std::net::TcpStream::connect(&addr) {
+                c.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+                let mut out = String::new();
+                if c.read_to_string(&mut out).is_ok() && !out.is_empty() {
+                    break out;
+                }
+            }
+            std::thread::park_timeout(Duration::from_millis(50));
+        };
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("ok\n"),
+            "{answer}"
+        );
+    }
+
+    fn held_addr(bind: &MetricsBind) -> String {
+        match bind {
+            MetricsBind::Tcp(a) => a.clone(),
+            MetricsBind::Unix(_) => unreachable!(),
+        }
     }
 
     #[test]
