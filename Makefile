@@ -54,6 +54,8 @@ test: rust-checks install wheel
 	{ command -v haproxy && test -e /usr/lib/nginx/modules/ngx_stream_module.so; } >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy libnginx-mod-stream >/dev/null; }
 	$(PY) -c "import trustme, requests" 2>/dev/null || $(PY) -m pip install -q trustme requests
 	{ command -v openssl && command -v curl; } >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl curl >/dev/null; }
+	$(PY) -c "import prometheus_client" 2>/dev/null || $(PY) -m pip install -q prometheus_client
+	command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; } || true
 	$(PY) -m pytest tests -q -rf
 	$(PY) bench/bench.py --smoke
 	$(PY) bench/uwsgi.py --smoke

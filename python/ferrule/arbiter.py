@@ -14,7 +14,7 @@ import signal
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ferrule import _ferrule, daemon, limits, pool, systemd, upgrade
+from ferrule import _ferrule, daemon, limits, metrics, pool, systemd, upgrade
 from ferrule.halt import HaltServer
 from ferrule.hooks import Worker
 from ferrule.log import Log
@@ -101,6 +101,7 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
         given = set(inherited) if inherited and not handed else set()
         given |= {int(b[5:]) for b in self.cfg.bind if b.startswith("fd://") and b[5:].isdigit()}
         self._bound_here = [url for fd, url in self.listeners if fd not in given]
+        metrics_url = metrics.start(self, upgrading=bool(handed))
         if handed and self.master_pid:
             self.log.info(f"Using {len(handed)} socket(s) of the master being upgraded (pid {self.master_pid})")
         elif handed:
@@ -116,6 +117,8 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
             elif uwsgi:
                 url += " (uwsgi)"
             self.log.info(f"Listening at: {url} ({self.pid})")
+        if metrics_url:
+            self.log.info(f"Metrics at: {metrics_url} (/metrics, /healthz, /readyz)")
         if self.cfg.proxy_protocol != "off":
             self.log.info(f"PROXY protocol ({self.cfg.proxy_protocol}) required from {self.cfg.proxy_allow_ips}")
         if uwsgi and self.cfg.forwarded_remote_addr != "off":
@@ -198,6 +201,7 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
         for w in self.WORKERS.values():
             if w.term_at is None:
                 w.retiring = True
+                metrics.replacing(w, "reload")
 
     def reopen_logs(self) -> None:
         try:

@@ -215,6 +215,9 @@ def main(argv=None) -> None:
         if fresh.bind != cfg.bind:
             _ferrule.log_message("warning", "bind changed in the configuration; it applies after a restart")
         fresh.bind, fresh.script_name = cfg.bind, cfg.script_name
+        if fresh.metrics_bind != cfg.metrics_bind:
+            _ferrule.log_message("warning", "metrics_bind changed in the configuration; it applies after a restart")
+        fresh.metrics_bind = cfg.metrics_bind
         # Checked here, in the master: a value only the core rejects keeps the old settings.
         fresh_core = _ferrule.Config(fresh.as_dict())
         _apply_env(fresh.env)

@@ -62,7 +62,7 @@ def _hint(tp: Any) -> Any:
 _TYPES = {f.name: _hint(t) for f, t in ((f, typing.get_type_hints(Settings)[f.name])
                                          for f in dataclasses.fields(Settings)) if f.name != "extra"}
 _OPTIONAL = ("access_logfile", "error_logfile", "pidfile", "user", "group", "app", "chdir", "pythonpath",
-             "certfile", "keyfile", "ca_certs", "ciphers")
+             "certfile", "keyfile", "ca_certs", "ciphers", "metrics_bind", "statsd_host")
 
 
 #: The longest wait any timeout can name: what the core's Duration holds (u64 seconds).
@@ -128,6 +128,7 @@ _SPECIAL: Dict[str, Callable[[Any], Any]] = {
     "protocol": g.one_of("http", "uwsgi"),
     "uwsgi_allow_ips": g.addr_list,
     "cert_reqs": g.cert_reqs,
+    "server_timing": g.server_timing,
     "bind": g.string_list,
     "header_map": g.one_of("drop", "refuse", "dangerous"),
     "log_level": g.one_of("debug", "info", "warning", "warn", "error", "critical"),

@@ -122,6 +122,29 @@ def _gunicorn_flags(p: argparse.ArgumentParser, known: set) -> None:
         group.add_argument(*flags, **kwargs)
 
 
+def _server_timing(text: str) -> str:
+    try:
+        return gunicorn.server_timing(text)
+    except gunicorn.BadValue as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _metrics_flags(p: argparse.ArgumentParser) -> None:
+    """Prometheus, statsd (gunicorn's flags) and per-request timing (docs/observability.md)."""
+    m = p.add_argument_group("metrics")
+    m.add_argument("--metrics-bind", metavar="ADDRESS",
+                   help="HOST:PORT or unix:PATH where the master serves /metrics (Prometheus), /healthz and "
+                        "/readyz (default: off)")
+    m.add_argument("--statsd-host", metavar="STATSD_ADDR",
+                   help="send gunicorn's statsd metrics to HOST:PORT (UDP) or unix:PATH (default: off)")
+    m.add_argument("--statsd-prefix", metavar="STATSD_PREFIX", help="prefix of the statsd names (default none)")
+    m.add_argument("--dogstatsd-tags", metavar="DOGSTATSD_TAGS",
+                   help="comma-separated Datadog tags added to each statsd metric (default none)")
+    m.add_argument("--server-timing", nargs="?", const="on", type=_server_timing, metavar="off|on|always",
+                   help="add a Server-Timing field (queue;dur=MS, app;dur=MS) to responses: on (no value) keeps "
+                        "the app's own field instead, always adds it beside (default off)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Flags carry no defaults: what was not given is absent, so the config file and
     the CMD_ARGS environment variables can fill it (Settings holds the defaults)."""
@@ -268,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with a file error log, send stdout and stderr of every process into it (default off)")
     lg.add_argument("-R", "--enable-stdio-inheritance", action="store_true",
                     help="with --daemon, keep stdout and stderr instead of /dev/null (default off)")
+    _metrics_flags(p)
     known = {opt for act in p._actions for opt in act.option_strings}
     _gunicorn_flags(p, known)
     return p

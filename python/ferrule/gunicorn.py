@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 # The validators the table names (config.py reaches them here too: ``g.pos_int``).
 from ferrule.validators import (
     BadValue, addr_list, anything, boolean, cert_reqs, class_path, cleartext, dictionary, one_of, pos_int,
-    proxy_protocol, scheme_headers, seconds, string, string_list,
+    proxy_protocol, scheme_headers, seconds, server_timing, string, string_list,
 )
 
 IMPLEMENTED, LOGGED, REFUSED, INERT, COMMAND = "implemented", "logged", "refused", "inert", "command"
@@ -49,7 +49,8 @@ class Spec:
 
 SYSLOG = ("syslog is not implemented yet (planned: issue 26); log to stderr (journald) or a file and "
           "let the system logger collect it")
-STATSD = "statsd is not implemented yet (planned: issue 26); remove it, or scrape the access log"
+BACKLOG = ("ferrule sends no gunicorn.backlog gauge (the kernel's listen queue is not read); "
+           "ferrule_request_queue_seconds (--metrics-bind) shows the wait for a thread")
 LOGCONF = ("Python logging configuration of ferrule's logs is not implemented yet (planned: issue 26); "
            "use --error-logfile/--access-logfile/--access-logformat")
 H2 = "HTTP/2 is not implemented yet; serve HTTP/2 from the front server (nginx, a load balancer)"
@@ -160,13 +161,11 @@ SPECS: Tuple[Spec, ...] = (
     _s("syslog_facility", ["--log-syslog-facility"], INERT, string, "user", metavar="SYSLOG_FACILITY",
        note="applies with syslog only"),
     _s("enable_stdio_inheritance", ["-R", "--enable-stdio-inheritance"], IMPLEMENTED, boolean, False),
-    _s("statsd_host", ["--statsd-host"], REFUSED, string, metavar="STATSD_ADDR", note=STATSD),
-    _s("dogstatsd_tags", ["--dogstatsd-tags"], INERT, string, "", metavar="DOGSTATSD_TAGS",
-       note="applies with statsd_host only"),
-    _s("statsd_prefix", ["--statsd-prefix"], INERT, string, "", metavar="STATSD_PREFIX",
-       note="applies with statsd_host only"),
-    _s("enable_backlog_metric", ["--enable-backlog-metric"], INERT, boolean, False, action="store_true",
-       note="applies with statsd_host only"),
+    _s("statsd_host", ["--statsd-host"], IMPLEMENTED, string, metavar="STATSD_ADDR"),
+    _s("dogstatsd_tags", ["--dogstatsd-tags"], IMPLEMENTED, string, "", metavar="DOGSTATSD_TAGS"),
+    _s("statsd_prefix", ["--statsd-prefix"], IMPLEMENTED, string, "", metavar="STATSD_PREFIX"),
+    _s("enable_backlog_metric", ["--enable-backlog-metric"], LOGGED, boolean, False, action="store_true",
+       note=BACKLOG),
     # Process Naming
     _s("proc_name", ["-n", "--name"], LOGGED, string, metavar="STRING",
        note="ferrule does not set process titles (ps shows the command line); hooks see it as server.cfg.proc_name"),

@@ -13,7 +13,7 @@ import signal
 import time
 from typing import Optional
 
-from ferrule import systemd
+from ferrule import metrics, systemd
 from ferrule import worker as worker_mod
 from ferrule.halt import HaltServer
 from ferrule.hooks import Worker
@@ -51,6 +51,7 @@ class Pool:
                 self._on_ready(w)
             if b"R" in data:
                 w.retiring = True
+                metrics.heard(w, data)
 
     def _on_ready(self, w: Worker) -> None:
         old = self.WORKERS.get(w.replaces) if w.replaces else None
@@ -90,6 +91,7 @@ class Pool:
         w.replaces = replaces
         w.pipe_r, w.pipe_w = os.pipe2(os.O_CLOEXEC)
         self.call_hook("pre_fork", self, w)
+        metrics.take_slot(w)
         # Until the child has its own handlers, a stop signal must wait (blocked), not
         # reach the master's handler copied into it, which would only queue it there.
         signal.pthread_sigmask(signal.SIG_BLOCK, worker_mod.STOP_SIGNALS)
@@ -103,6 +105,7 @@ class Pool:
         w.pid = pid
         w.last_beat = time.monotonic()
         self.WORKERS[pid] = w
+        metrics.workers(self)
         return w
 
     def close_in_child(self, me: Worker) -> None:
@@ -140,6 +143,7 @@ class Pool:
             os.close(w.pipe_r)
             w.alive = False
             code = os.waitstatus_to_exitcode(status)
+            metrics.reaped(self, w, code)
             self._log_exit(w, code)
             self.call_hook("child_exit", self, w)
             if not w.booted and code in (worker_mod.EXIT_APP_LOAD, worker_mod.EXIT_BOOT):
@@ -200,4 +204,5 @@ class Pool:
                 self.log.critical(f"WORKER TIMEOUT (pid:{w.pid}): no heartbeat for {now - w.last_beat:.1f}s "
                                   "(something holds the GIL, e.g. a C extension); killing it")
                 self.call_hook("worker_abort", w)
+                metrics.replacing(w, "timeout")
                 self._signal(w, signal.SIGKILL)

@@ -87,6 +87,16 @@ class Settings:
     # TLS settings beside the certificate.
     #: OpenSSL-style cipher list mapped to rustls' suites (docs/http.md); None: rustls' own.
     ciphers: Optional[str] = None
+    # Metrics (docs/observability.md).
+    #: HOST:PORT or unix:PATH where the master serves /metrics, /healthz, /readyz; None: off.
+    metrics_bind: Optional[str] = None
+    #: gunicorn's statsd settings: HOST:PORT (port 8125 by default) or unix:PATH.
+    statsd_host: Optional[str] = None
+    statsd_prefix: str = ""
+    dogstatsd_tags: str = ""
+    #: A Server-Timing response field (queue and app times): off, on (unless the app
+    #: sent one), always (beside the app's).
+    server_timing: str = "off"
     log_level: str = "info"
     error_logfile: Optional[str] = "-"
     access_logfile: Optional[str] = None

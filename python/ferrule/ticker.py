@@ -16,6 +16,7 @@ from typing import Optional
 
 from ferrule.hooks import Worker
 from ferrule.log import Log
+from ferrule.metrics import REASON_CODES
 
 HEARTBEAT_EVERY = 1.0
 CHECK_EVERY = 1.0
@@ -74,11 +75,12 @@ class Ticker:
         except OSError:
             pass
 
-    def retire(self, why: str) -> None:
+    def retire(self, why: str, reason: str) -> None:
+        """`reason` is the metrics' label (``metrics.REASON_CODES``)."""
         if not self.retiring:
             self.retiring = True
             self.worker.log.info(f"Worker {self.worker.pid} asks to be replaced: {why}")
-            self.send(b"R")
+            self.send(b"R" + REASON_CODES[reason])
 
     def __call__(self, served: int, stalled: Optional[float], starved: Optional[tuple] = None) -> bool:
         if self.stopping:
@@ -96,11 +98,11 @@ class Ticker:
             dump_stacks(self.worker.log, f"WORKER TIMEOUT (pid:{self.worker.pid}): a request has been stuck in "
                                          f"the app for {stalled:.1f}s (timeout {timeout:g}s); stacks of every thread:")
             self.arbiter.call_hook("worker_abort", self.worker)
-            self.retire("request timeout")
+            self.retire("request timeout", "timeout")
             self.stopping = True
             return float(timeout)  # stop, answering 500 to requests stuck longer
         if self.limit and served >= self.limit:
-            self.retire(f"max requests ({self.limit}) reached")
+            self.retire(f"max requests ({self.limit}) reached", "max-requests")
         if starved is not None:
             self._check_starved(*starved)
         if now >= self.next_check and not self.retiring:
@@ -108,13 +110,14 @@ class Ticker:
             if self.cfg.max_worker_memory > 0:
                 rss = _rss_mb()
                 if rss > self.cfg.max_worker_memory:
-                    self.retire(f"resident memory {rss:.0f} MB over max-worker-memory {self.cfg.max_worker_memory} MB")
+                    self.retire(f"resident memory {rss:.0f} MB over max-worker-memory "
+                                f"{self.cfg.max_worker_memory} MB", "memory")
             if self.cfg.reload:
                 fresh = _source_mtimes(self.watch)
                 changed = [p for p, m in fresh.items() if self.mtimes.get(p, m) != m]
                 self.mtimes.update(fresh)
                 if changed:
-                    self.retire(f"{changed[0]} modified")
+                    self.retire(f"{changed[0]} modified", "reload")
         return False
 
     def _check_starved(self, during: float, connections: int, limit: int) -> None:
@@ -124,4 +127,4 @@ class Ticker:
         after = self.cfg.timeout if self.cfg.timeout > 0 else STARVED_AFTER
         if during > after:
             self.retire(f"out of file descriptors for {during:.0f}s with only {connections} connection(s) "
-                        f"open (limit {limit}); the app may be leaking descriptors")
+                        f"open (limit {limit}); the app may be leaking descriptors", "descriptors")

@@ -129,6 +129,20 @@ def proxy_protocol(value: Any) -> str:
     return mapping[text.lower()]
 
 
+def server_timing(value: Any) -> str:
+    """--server-timing: off, on (unless the app sent one) or always; True is on."""
+    if value is None or value is False:
+        return "off"
+    if value is True:
+        return "on"
+    mapping = {"false": "off", "off": "off", "0": "off", "no": "off", "true": "on", "on": "on", "1": "on",
+               "yes": "on", "always": "always"}
+    text = string(value)
+    if text is None or text.lower() not in mapping:
+        raise BadValue(f"must be one of off, on, always (got {value!r})")
+    return mapping[text.lower()]
+
+
 def cert_reqs(value: Any) -> int:
     """gunicorn's --cert-reqs: Python's ssl.CERT_NONE (0), CERT_OPTIONAL (1), CERT_REQUIRED (2)."""
     number = pos_int(value)

@@ -10,7 +10,7 @@ import signal
 import traceback
 from typing import Callable, NoReturn
 
-from ferrule import _ferrule, daemon
+from ferrule import _ferrule, daemon, metrics
 from ferrule.hooks import Request, Response, Worker, with_request_hooks  # noqa: F401 (req, resp: still here)
 from ferrule.loader import AppLoadError, load_app
 from ferrule.log import Log, flush_std
@@ -125,6 +125,7 @@ def _serve(arbiter, worker: Worker) -> int:
     signal.signal(signal.SIGUSR1, reopen)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     arbiter.close_in_child(worker)
+    metrics.attach(worker)
     os.set_blocking(worker.pipe_w, False)
     cfg = worker.cfg
     try:

@@ -2,6 +2,9 @@
 
 pub mod defaults;
 mod numbers;
+pub mod observe;
+
+use observe::ObserveSettings;
 #[cfg(test)]
 mod tls_tests;
 
@@ -71,6 +74,17 @@ pub struct Settings<'py> {
     cert_reqs: Bound<'py, PyAny>,
     // TLS settings beside the certificate.
     ciphers: Option<String>,
+    // Metrics (`metrics.rs`); absent keys keep them off (`ferrule.run` callers).
+    #[pyo3(default)]
+    metrics_bind: Option<String>,
+    #[pyo3(default)]
+    statsd_host: Option<String>,
+    #[pyo3(default)]
+    statsd_prefix: String,
+    #[pyo3(default)]
+    dogstatsd_tags: String,
+    #[pyo3(default)]
+    server_timing: Option<String>,
 }
 
 /// Where the error log goes and how much of it.
@@ -205,10 +219,18 @@ impl Settings<'_> {
                 Some((target, format))
             }
         };
+        let observe = ObserveSettings::parse(
+            self.metrics_bind.as_deref(),
+            self.statsd_host.as_deref(),
+            &self.statsd_prefix,
+            &self.dogstatsd_tags,
+            self.server_timing.as_deref().unwrap_or("off"),
+        )?;
         Ok(Config {
             server,
             logs,
             access,
+            observe,
         })
     }
 }
@@ -280,6 +302,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub logs: LogSettings,
     access: Option<(AccessTarget, AccessFormat)>,
+    pub observe: ObserveSettings,
 }
 
 /// The access log this process serves with, for Python logging's `gunicorn.access`.

@@ -10,6 +10,7 @@ mod fields;
 mod file_wrapper;
 mod handler;
 mod input;
+mod metrics;
 // The only module allowed unsafe code (workspace lint `unsafe_code = "deny"`).
 #[allow(unsafe_code)]
 mod sys;
@@ -49,6 +50,8 @@ const QUICK_STOP: Duration = Duration::from_secs(1);
 
 /// How often the serving loop looks at signals and calls `tick`.
 const LOOP_EVERY: Duration = Duration::from_millis(100);
+/// Loops between two samples of the metrics' gauges (one a second).
+const SAMPLE_EVERY: u64 = 10;
 
 /// Binds, serves `app` until a signal handler raises (KeyboardInterrupt: quick stop,
 /// anything else: graceful stop) or `tick` returns True (graceful stop). `ready` is
@@ -77,6 +80,10 @@ fn serve(
     let access = config.access_log().map_err(ConfigError::new_err)?;
     config.logs.init().map_err(ConfigError::new_err)?;
     let cfg = config.server.clone();
+    if !worker {
+        metrics::open_single(&config)?;
+    }
+    let observe = config.observe.observe();
     drop(config);
     let graceful = cfg.graceful_timeout;
     let threads = cfg.threads;
@@ -91,7 +98,8 @@ fn serve(
     )?;
     let logged =
         environ::LoggedKeys::new(py, access.as_ref().map_or(&[][..], |a| a.environ_keys()));
-    let mut server = Server::bind(cfg, access).map_err(|e| BindError::new_err(e.to_string()))?;
+    let mut server = Server::bind_observed(cfg, access, observe)
+        .map_err(|e| BindError::new_err(e.to_string()))?;
     let addresses: Vec<String> = server.addresses().iter().map(ToString::to_string).collect();
     if worker {
         tracing::info!("Booting worker with pid: {}", std::process::id());
@@ -112,7 +120,13 @@ fn serve(
     if let Some(ready) = ready {
         ready.call1(py, (addresses,))?;
     }
+    server.mark_accepting();
+    let mut round = 0u64;
     loop {
+        if round % SAMPLE_EVERY == 0 {
+            server.sample_metrics();
+        }
+        round += 1;
         py.detach(|| std::thread::park_timeout(LOOP_EVERY));
         let stop = match py.check_signals() {
             Err(signal) => Some(signal.is_instance_of::<PyKeyboardInterrupt>(py)),
@@ -243,6 +257,7 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reopen_logs, m)?)?;
     m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(config::defaults::defaults, m)?)?;
+    metrics::register(m)?;
     m.add_class::<config::Config>()?;
     m.add_class::<file_wrapper::FileWrapper>()?;
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;

@@ -54,6 +54,10 @@ enum Piece {
     Micros,
     DecimalSecs,
     Pid,
+    /// `%(Q)s`: the queue wait in microseconds (`metrics/timing.rs`).
+    QueueMicros,
+    /// `%(F)s`: microseconds from the request's start to its response head.
+    FirstByteMicros,
     ReqHeader(String),
     RespHeader(String),
     /// An index into the format's environ keys.
@@ -106,6 +110,13 @@ impl AccessLog {
         self.pieces
             .iter()
             .any(|p| matches!(p, Piece::RespHeader(_)))
+    }
+
+    /// Whether the format shows queue or first-byte times (requests are then timed).
+    pub fn wants_timing(&self) -> bool {
+        self.pieces
+            .iter()
+            .any(|p| matches!(p, Piece::QueueMicros | Piece::FirstByteMicros))
     }
 
     /// Reports the lines lost so far in the error log now (the server is stopping).
@@ -165,6 +176,18 @@ impl AccessLog {
                 Piece::Micros => s.push_str(&elapsed.as_micros().to_string()),
                 Piece::DecimalSecs => s.push_str(&format!("{:.6}", elapsed.as_secs_f64())),
                 Piece::Pid => s.push_str(&format!("<{}>", std::process::id())),
+                Piece::QueueMicros => match ex.timing {
+                    Some(t) => s.push_str(&t.queue.as_micros().to_string()),
+                    None => s.push('-'),
+                },
+                Piece::FirstByteMicros => match ex.timing.and_then(|t| t.head_at) {
+                    Some(at) => s.push_str(
+                        &at.saturating_duration_since(ex.started)
+                            .as_micros()
+                            .to_string(),
+                    ),
+                    None => s.push('-'),
+                },
                 Piece::ReqHeader(h) => s.push_str(&text(ex.header(h.as_bytes()))),
                 Piece::RespHeader(h) => s.push_str(&text(ex.response_header(h.as_bytes()))),
                 Piece::Env(i) => match environ.get(*i) {
@@ -211,6 +234,8 @@ fn parse(format: &str) -> Result<(Vec<Piece>, Vec<String>), String> {
             "D" => Piece::Micros,
             "L" => Piece::DecimalSecs,
             "p" => Piece::Pid,
+            "Q" => Piece::QueueMicros,
+            "F" => Piece::FirstByteMicros,
             a if a.starts_with('{') && a.ends_with("}i") => {
                 Piece::ReqHeader(a[1..a.len() - 2].to_string())
             }
@@ -290,6 +315,7 @@ mod tests {
             Piece::ReqHeader("x-id".into())
         );
         assert!(parse("%(zz)s").is_err());
+        assert_eq!(parse("%(Q)s %(F)s").unwrap().0[2], Piece::FirstByteMicros);
         assert!(parse("%(h").is_err());
     }
 

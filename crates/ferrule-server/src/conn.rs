@@ -106,6 +106,10 @@ pub struct Conn {
     /// At least one request was answered: when idle, it is a keep-alive connection.
     pub(crate) served: bool,
     pub(crate) stage: Stage,
+    /// Since when the request about to be served waited for a thread: when a runner
+    /// took its event (or its listener's) from epoll; set by the runner only when
+    /// requests are timed (`timing.rs`), else None.
+    pub(crate) queued: Option<std::time::Instant>,
 }
 
 impl Conn {
@@ -130,6 +134,7 @@ impl Conn {
             peer_done: false,
             served: false,
             stage: Stage::Open,
+            queued: None,
         })
     }
 

@@ -15,9 +15,11 @@ use crate::cork::CorkState;
 use crate::error::Error;
 use crate::finished::{Finished, Outcome};
 use crate::listener::{Local, Peer};
+use crate::metrics::Answered;
 use crate::progress::Progress;
 use crate::protocol::{Protocol, ReadyVars};
 use crate::shared::Shared;
+use crate::timing::Timing;
 use ferrule_http::{BodyDecoder, Head, ResponseFraming, Version};
 use std::io;
 use std::ops::Range;
@@ -152,6 +154,8 @@ pub struct Exchange {
     client: Option<Box<Peer>>,
     /// The protocol that carried the request (see `Admit::protocol`).
     protocol: Protocol,
+    /// Queue and app times, when `--server-timing` or the access log read them.
+    pub(crate) timing: Option<Timing>,
 }
 
 impl Exchange {
@@ -178,6 +182,10 @@ impl Exchange {
         let body = BodyDecoder::new(head.framing.body, &shared.config.parser);
         let pos = head.len;
         let fd = conn.transport.raw_fd();
+        let timing = match shared.observe.timed() {
+            true => Some(Timing::start(conn.queued.take(), started)),
+            false => None,
+        };
         // Built in its box: the exchange travels through Python as a pointer.
         let mut ex = Box::new(Exchange {
             interim: match head.framing.expect_continue && !body.is_done() {
@@ -202,6 +210,7 @@ impl Exchange {
             cork: CorkState::Idle,
             client,
             protocol,
+            timing,
         });
         // Only now, so nothing between the box and its fields can fail.
         if mark == 0 {
@@ -310,6 +319,18 @@ impl Exchange {
             head: &self.head,
             buf: &self.conn.buf,
             response_head: self.response_head.as_deref(),
+            timing: self.timing,
+        }
+    }
+
+    /// What the metrics count of the finished request (`Observe::answered`).
+    pub(crate) fn answered(&self) -> Answered<'_> {
+        Answered {
+            method: self.method(),
+            status: self.outcome.status,
+            started: self.started,
+            sent: self.outcome.body_bytes,
+            received: self.head.len as u64 + self.body.received(),
         }
     }
 

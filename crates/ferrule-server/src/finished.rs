@@ -4,6 +4,7 @@
 
 use crate::listener::Peer;
 use crate::protocol::Protocol;
+use crate::timing::Timing;
 use ferrule_http::{is_var_of_field, Head, Version};
 use std::time::Instant;
 
@@ -36,6 +37,8 @@ pub(crate) struct Finished<'a> {
     pub(crate) buf: &'a [u8],
     /// A copy of the response head, kept only when the access log shows response fields.
     pub(crate) response_head: Option<&'a [u8]>,
+    /// Queue and app times, when something reads them (`Observe::timed`).
+    pub(crate) timing: Option<Timing>,
 }
 
 impl Finished<'_> {

@@ -26,6 +26,7 @@ mod listener;
 pub mod log;
 pub mod logfile;
 mod logline;
+pub mod metrics;
 mod preamble;
 mod preread;
 mod progress;
@@ -39,6 +40,7 @@ pub mod sink;
 #[allow(unsafe_code)]
 mod sys;
 mod table;
+mod timing;
 mod tls_ciphers;
 mod tls_sessions;
 mod tls_settings;

@@ -56,6 +56,10 @@ struct Runner<'a> {
     spare: HeldConns,
     /// When the last request of the current batch ended: the next one's start.
     last_end: Option<Stamp>,
+    /// When this runner last took events from epoll (the first stamp after the wait,
+    /// or the batch's last end for a wait that did not block): where a request's wait
+    /// for a thread starts when requests are timed (`timing.rs`).
+    seen: Stamp,
     /// The timer slack this thread has (`Sched::precise_timers`), once set.
     precise: Option<bool>,
 }
@@ -72,6 +76,7 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
         held: 0,
         spare: Vec::with_capacity(MAX_HELD),
         last_end: None,
+        seen: shared.sched.stamp(),
         precise: None,
     };
     shared.sched.register(
@@ -204,7 +209,12 @@ impl Runner<'_> {
             next = match self.shared.pop_ready() {
                 Some(t) => Taken::Token(t),
                 None => match self.poll(Duration::ZERO) {
-                    Ok(Some(t)) => Taken::Token(t),
+                    Ok(Some(t)) => {
+                        if let Some(end) = self.last_end {
+                            self.seen = end;
+                        }
+                        Taken::Token(t)
+                    }
                     Ok(None) => break,
                     Err(()) => {
                         self.flush(blocking);
@@ -252,10 +262,22 @@ impl Runner<'_> {
     }
 
     /// Serves the requests of one connection. True when this runner should step back.
-    fn serve_conn(&mut self, conn: Box<Conn>, blocking: &dyn Blocking) -> bool {
+    fn serve_conn(&mut self, mut conn: Box<Conn>, blocking: &dyn Blocking) -> bool {
         let shared = self.shared;
         // One clock read per request: back to back, one's end is the next's start.
-        let started = self.last_end.take().unwrap_or_else(|| shared.sched.stamp());
+        let started = match self.last_end.take() {
+            Some(end) => end,
+            None => {
+                let now = shared.sched.stamp();
+                self.seen = now;
+                now
+            }
+        };
+        if shared.observe.timed() {
+            // A new connection was accepted after `seen` (its listener's event), and
+            // is served from the ready queue like any other.
+            conn.queued = Some(self.seen.at);
+        }
         shared.sched.start_request(self.me, started);
         shared.rouse_monitor();
         let holding = self.held > 0;
@@ -276,6 +298,7 @@ impl Runner<'_> {
             self.held += 1;
         }
         let ended = shared.sched.stamp();
+        shared.observe.ended(self.seen, started, ended);
         self.last_end = Some(ended);
         // A slow request means the held answers already waited long.
         if self.held >= MAX_HELD || ended.since(started) > HOLD_LIMIT {

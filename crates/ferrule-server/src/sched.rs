@@ -59,7 +59,12 @@ pub(crate) struct Stamp {
 impl Stamp {
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub(crate) fn since(self, earlier: Stamp) -> Duration {
-        Duration::from_nanos(self.nanos.saturating_sub(earlier.nanos))
+        Duration::from_nanos(self.nanos_since(earlier))
+    }
+
+    /// [`Stamp::since`] in nanoseconds.
+    pub(crate) fn nanos_since(self, earlier: Stamp) -> u64 {
+        self.nanos.saturating_sub(earlier.nanos)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::driver::accept_all;
 use crate::handler::Handler;
 use crate::idle::IdleTrim;
 use crate::listener::{bind_all, BindError, Local};
+use crate::metrics::{Gauges, Observe};
 use crate::runner;
 use crate::shared::Shared;
 use crate::sys::{thread_cpu_time, Poller, Waker};
@@ -52,6 +53,16 @@ pub struct Server {
 impl Server {
     /// Binds every address; nothing is served until [`Server::start`].
     pub fn bind(config: ServerConfig, access: Option<AccessLog>) -> Result<Server, BindError> {
+        Server::bind_observed(config, access, Observe::default())
+    }
+
+    /// [`Server::bind`] with metrics, statsd or `--server-timing` (`metrics.rs`).
+    pub fn bind_observed(
+        config: ServerConfig,
+        access: Option<AccessLog>,
+        mut observe: Observe,
+    ) -> Result<Server, BindError> {
+        observe.timed_log |= access.as_ref().is_some_and(AccessLog::wants_timing);
         let listeners = bind_all(&config)?;
         let io_err = |cause| BindError {
             bind: config.binds[0].bind.clone(),
@@ -65,7 +76,7 @@ impl Server {
                 .add_listener(l.fd(), LISTENER | i as u64)
                 .map_err(io_err)?;
         }
-        let shared = Shared::new(config, listeners, poller, waker, access);
+        let shared = Shared::new(config, listeners, poller, waker, access, observe);
         Ok(Server {
             shared: Arc::new(shared),
         })
@@ -94,6 +105,30 @@ impl Server {
         spawn(&self.shared, "ferrule-monitor".into(), move || {
             monitor(&s, &h)
         })
+    }
+
+    /// Samples the gauges of this worker's metrics slot, if it has one (the serving
+    /// loop calls it every second: reading each busy thread's `/proc` state costs more
+    /// than the gauges are worth at a finer grain).
+    pub fn sample_metrics(&self) {
+        let s = &self.shared;
+        let Some(slot) = &s.observe.slot else { return };
+        let (running, blocked) = s.sched.app_threads();
+        let (open, idle) = s.table.counts();
+        slot.set_gauges(Gauges {
+            running,
+            blocked,
+            open,
+            idle,
+        });
+    }
+
+    /// Says in this worker's metrics slot that it accepts connections (`/readyz`),
+    /// once it serves; `stop` says it no longer does.
+    pub fn mark_accepting(&self) {
+        if let Some(slot) = &self.shared.observe.slot {
+            slot.set_accepting(!self.shared.stopping());
+        }
     }
 
     /// Requests answered so far (for `--max-requests`).
@@ -144,6 +179,10 @@ impl Server {
     pub fn stop(self, graceful: Duration) -> bool {
         let s = &self.shared;
         s.stopping.store(true, Ordering::SeqCst);
+        // `/readyz` stops counting this worker before its listeners go.
+        if let Some(slot) = &s.observe.slot {
+            slot.set_accepting(false);
+        }
         s.backoff.stop();
         for l in &s.listeners {
             let _ = s.poller.delete(l.fd());

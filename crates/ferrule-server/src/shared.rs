@@ -10,6 +10,7 @@ use crate::conn::Conn;
 use crate::cork::Corks;
 use crate::held::Held;
 use crate::listener::{Listener, Local};
+use crate::metrics::Observe;
 use crate::progress::Progress;
 use crate::sched::Sched;
 use crate::sys::{Poller, Waker};
@@ -36,6 +37,8 @@ pub struct Shared {
     /// Requests answered.
     pub(crate) served: AtomicU64,
     pub(crate) access: Option<AccessLog>,
+    /// Metrics, statsd and `--server-timing` (`metrics.rs`).
+    pub(crate) observe: Observe,
     /// Threads alive, and the condition the monitor ticks on and stop waits on.
     pub(crate) running: Mutex<usize>,
     pub(crate) all_stopped: Condvar,
@@ -63,6 +66,7 @@ impl Shared {
         poller: Poller,
         waker: Waker,
         access: Option<AccessLog>,
+        observe: Observe,
     ) -> Shared {
         let backoff = Backoff::new(listeners.len());
         Shared {
@@ -75,6 +79,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             served: AtomicU64::new(0),
             access,
+            observe,
             running: Mutex::new(0),
             all_stopped: Condvar::new(),
             dozing: AtomicBool::new(false),

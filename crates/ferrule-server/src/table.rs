@@ -214,6 +214,21 @@ impl Table {
     }
 
     /// No connection is shelved or being served.
+    /// Connections open, and of those the ones waiting in epoll with nothing of a
+    /// request received (idle keep-alive), for the metrics' gauges.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let slots = self.slots();
+        let idle = slots
+            .iter()
+            .filter(|(_, s)| {
+                s.conn
+                    .as_ref()
+                    .is_some_and(|c| c.buf.is_empty() && matches!(c.stage, Stage::Open))
+            })
+            .count();
+        (slots.len() as u64, idle as u64)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.slots().is_empty()
     }

@@ -107,6 +107,9 @@ pub(crate) fn serve(
                     if let Some(log) = &shared.access {
                         log.record(&ex.finished());
                     }
+                    if shared.observe.counts() {
+                        shared.observe.answered(&ex.answered());
+                    }
                     shared.served.fetch_add(1, Ordering::Relaxed);
                     let (c, ended) = ex.into_conn(blocking);
                     conn = c;

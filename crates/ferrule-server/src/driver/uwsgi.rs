@@ -188,6 +188,9 @@ fn run(
     if let Some(log) = &shared.access {
         log.record(&ex.finished());
     }
+    if shared.observe.counts() {
+        shared.observe.answered(&ex.answered());
+    }
     shared.served.fetch_add(1, Ordering::Relaxed);
     let (mut conn, ended) = ex.into_conn(blocking);
     match after_uwsgi(&conn, ended) {

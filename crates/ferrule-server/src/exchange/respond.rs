@@ -8,11 +8,13 @@ use crate::cork::CorkState;
 use crate::date::add_server_fields;
 use crate::error::{Error, Phase};
 use crate::protocol::Protocol;
+use crate::timing::{has_server_timing, server_timing_value, ServerTiming};
 use crate::transport::{Interest, Sendfile};
 use ferrule_http::{
     choose_framing, classify_field, finish_head, parse_status, write_chunk, write_status_line,
     CheckedField, FieldKind, ResponseFraming, LAST_CHUNK,
 };
+use std::time::Instant;
 
 const OUTSIDE_HEAD: Error = Error::Protocol("header added outside a response head");
 
@@ -94,6 +96,9 @@ impl Exchange {
         else {
             return Err(Error::Protocol("end of a head that was not begun"));
         };
+        if self.shared.observe.server_timing != ServerTiming::Off {
+            self.add_server_timing();
+        }
         if self.protocol == Protocol::Uwsgi {
             return self.end_uwsgi_head(code, declared, known_len);
         }
@@ -130,9 +135,31 @@ impl Exchange {
         Ok(())
     }
 
+    /// `--server-timing`: the queue wait and the app's time so far, unless the app
+    /// sent its own field and the setting is `on` rather than `always`.
+    #[cold]
+    fn add_server_timing(&mut self) {
+        let Some(t) = &mut self.timing else { return };
+        let now = Instant::now();
+        t.head_at = Some(now);
+        let (queue, app) = (t.queue, now.saturating_duration_since(t.app_start));
+        if self.shared.observe.server_timing == ServerTiming::On
+            && has_server_timing(&self.out[self.mark..])
+        {
+            return;
+        }
+        let value = server_timing_value(queue, app);
+        ferrule_http::write_field(&mut self.out, b"Server-Timing", value.as_bytes());
+    }
+
     /// The head is complete in `out`: the body follows.
     #[inline(always)]
     pub(super) fn head_ended(&mut self, code: u16, framing: ResponseFraming, declared: bool) {
+        if let Some(t) = &mut self.timing {
+            if t.head_at.is_none() && self.shared.observe.head_time() {
+                t.head_at = Some(Instant::now());
+            }
+        }
         if self
             .shared
             .access

@@ -20,6 +20,22 @@ impl Sched {
         self.idle.load(Ordering::SeqCst) < runners
     }
 
+    /// Threads inside a request: (runnable, waiting), for the metrics' gauges. A
+    /// thread whose `/proc` state cannot be read counts as runnable.
+    pub(crate) fn app_threads(&self) -> (u64, u64) {
+        let (mut running, mut blocked) = (0, 0);
+        for i in 0..self.spawned() {
+            if self.busy[i].load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            match self.state_of(i).as_ref().is_none_or(ThreadState::runnable) {
+                true => running += 1,
+                false => blocked += 1,
+            }
+        }
+        (running, blocked)
+    }
+
     /// When thread `me`'s current request began (nanoseconds since `epoch`), if it is in one.
     pub(crate) fn request_start(&self, me: usize) -> Option<u64> {
         match self.busy.get(me)?.load(Ordering::Relaxed) {

@@ -5,10 +5,11 @@
 //! file_wrapper, taking ownership of an inherited listening socket (`fd://N`), and
 //! the TCP options nix has no wrapper for (`TCP_CORK`, which the monitor clears on a
 //! socket named by number, and `TCP_DEFER_ACCEPT`), and mapping the memory a master
-//! shares with its workers (`shared_memory.rs`: TLS 1.2 session IDs).
+//! shares with its workers (`shared_memory.rs`: TLS 1.2 session IDs, metrics slots).
 //!
 //! `readiness.rs` owns epoll, the eventfd and poll(2); `socket.rs` the calls on a
-//! socket; `process.rs` memory, limits and threads.
+//! socket; `process.rs` memory, limits and threads; `shared_memory.rs` the memory the
+//! master shares with its workers (an anonymous `MAP_SHARED` mapping).
 
 mod process;
 mod readiness;

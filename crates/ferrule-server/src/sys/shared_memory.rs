@@ -1,5 +1,6 @@
 //! Memory shared by a master and every worker it forks: an anonymous `MAP_SHARED`
-//! mapping made before the fork (the TLS 1.2 session-ID store, `tls_sessions.rs`).
+//! mapping made before the fork (the TLS 1.2 session-ID store, `tls_sessions.rs`; the
+//! metrics slots, `metrics/registry.rs`).
 
 use std::io;
 use std::sync::atomic::AtomicU64;
@@ -34,4 +35,19 @@ pub fn shared_words(count: usize) -> io::Result<&'static [AtomicU64]> {
     // has u64's size), zero-filled by the kernel (a valid AtomicU64 each), and never
     // unmapped or remapped, so the slice is valid for the rest of the process.
     Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>(), count) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn zeroed_and_writable() {
+        let w = shared_words(1024).unwrap();
+        assert!(w.iter().all(|a| a.load(Ordering::Relaxed) == 0));
+        w[7].store(5, Ordering::Relaxed);
+        assert_eq!(w[7].load(Ordering::Relaxed), 5);
+        assert!(shared_words(0).unwrap().is_empty());
+    }
 }

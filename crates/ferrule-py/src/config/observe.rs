@@ -1,0 +1,60 @@
+//! The metrics settings (`--metrics-bind`, `--statsd-host`, `--statsd-prefix`,
+//! `--dogstatsd-tags`, `--server-timing`), checked once with the others; what the
+//! master and the workers do with them is `crate::metrics`.
+
+use ferrule_server::metrics::{
+    MetricsBind, Observe, ServerTiming, Statsd, StatsdSettings, StatsdTarget,
+};
+
+/// The metrics settings, checked once with the others.
+#[derive(Clone, Default)]
+pub struct ObserveSettings {
+    pub bind: Option<MetricsBind>,
+    pub statsd: Option<StatsdSettings>,
+    pub server_timing: ServerTiming,
+}
+
+impl ObserveSettings {
+    pub fn parse(
+        bind: Option<&str>,
+        statsd_host: Option<&str>,
+        statsd_prefix: &str,
+        dogstatsd_tags: &str,
+        server_timing: &str,
+    ) -> Result<ObserveSettings, String> {
+        let statsd = match statsd_host.filter(|s| !s.is_empty()) {
+            Some(host) => Some(StatsdSettings::new(
+                StatsdTarget::parse(host)?,
+                statsd_prefix,
+                dogstatsd_tags,
+            )),
+            None => None,
+        };
+        Ok(ObserveSettings {
+            bind: bind
+                .filter(|s| !s.is_empty())
+                .map(MetricsBind::parse)
+                .transpose()?,
+            statsd,
+            server_timing: ServerTiming::parse(server_timing)?,
+        })
+    }
+
+    /// What a serving process observes: its slot (a worker's, given by the master,
+    /// or slot 0 of the registry `serve` made without a master), statsd, timing.
+    pub fn observe(&self) -> Observe {
+        let statsd = self.statsd.clone().and_then(|s| match Statsd::open(s) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!("statsd: cannot open a socket ({e}); statsd metrics are off");
+                None
+            }
+        });
+        Observe {
+            slot: ferrule_server::metrics::this_slot(),
+            statsd,
+            server_timing: self.server_timing,
+            timed_log: false,
+        }
+    }
+}
