@@ -76,7 +76,7 @@ pub enum EgressError {
 impl fmt::Display for EgressError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EgressError::Spec(e) => write!(f, "bad --egress-deny/--egress-allow rule {e}"),
+            EgressError::Spec(e) => write!(f, "{e}"),
             EgressError::Log(p, e) => write!(f, "cannot open the egress log {}: {e}", p.display()),
             EgressError::Install(e) => write!(f, "cannot install the egress filter: {e}"),
             EgressError::Arch => write!(f, "egress needs Linux on x86_64 or aarch64"),
@@ -137,6 +137,12 @@ pub fn start(settings: &EgressSettings) -> Result<usize, EgressError> {
     attribution::enable_egress();
     supervisor::spawn(eg, listener).map_err(EgressError::Install)?;
     Ok(rules)
+}
+
+/// Starts `ex` on this thread for egress attribution and `request_id` (call only
+/// when [`wanted`]).
+pub fn begin_request(ex: &crate::Exchange) {
+    begin(ex.method(), ex.path(), ex.trusted_request_id());
 }
 
 /// The app resolved `name` to `addrs` (the Python `getaddrinfo` wrapper).

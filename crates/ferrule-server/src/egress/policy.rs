@@ -37,8 +37,8 @@ impl Policy {
     /// not resolved yet ([`Policy::resolve`]).
     pub fn parse<S: AsRef<str>>(deny: &[S], allow: &[S]) -> Result<Policy, String> {
         Ok(Policy {
-            deny: parse_all(deny)?,
-            allow: parse_all(allow)?,
+            deny: parse_all(deny).map_err(|e| format!("--egress-deny {e}"))?,
+            allow: parse_all(allow).map_err(|e| format!("--egress-allow {e}"))?,
             nameservers: Vec::new(),
         })
     }
@@ -202,6 +202,6 @@ mod tests {
     #[test]
     fn a_bad_spec_is_named() {
         let e = Policy::parse(&["10.0.0.0/8,300.1.1.1"], &[]).unwrap_err();
-        assert!(e.starts_with("\"300.1.1.1\": "), "{e}");
+        assert!(e.starts_with("--egress-deny \"300.1.1.1\": "), "{e}");
     }
 }
