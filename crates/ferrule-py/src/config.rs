@@ -7,9 +7,10 @@ mod tls_tests;
 
 use numbers::{count, integer, seconds, ANY, MAX_BACKLOG, MAX_THREADS, MAX_WORKERS};
 
-use crate::{ConfigError, TlsError};
+use crate::{ConfigError, EgressLogError, TlsError};
 use ferrule_http::{HeaderMap, ParserConfig, ProxyMode, SchemeHeaders};
 use ferrule_server::access::{AccessFormat, AccessLog};
+use ferrule_server::egress::{self, EgressLog, EgressSettings};
 use ferrule_server::log::LogLevel;
 use ferrule_server::logfile::LogFile;
 use ferrule_server::sink::{Report, Sink, Stdout};
@@ -71,6 +72,10 @@ pub struct Settings<'py> {
     cert_reqs: Bound<'py, PyAny>,
     // TLS settings beside the certificate.
     ciphers: Option<String>,
+    // Egress (issue 25): on when a log or any rule is given.
+    egress_log: Option<String>,
+    egress_deny: Vec<String>,
+    egress_allow: Vec<String>,
 }
 
 /// Where the error log goes and how much of it.
@@ -205,10 +210,21 @@ impl Settings<'_> {
                 Some((target, format))
             }
         };
+        let egress = EgressSettings {
+            log: self.egress_log.map(|p| match p.as_str() {
+                "-" => EgressLog::Stdout,
+                _ => EgressLog::File(PathBuf::from(p)),
+            }),
+            deny: self.egress_deny,
+            allow: self.egress_allow,
+        };
+        // SPECs checked here, in the master (and by --check-config and a reload).
+        egress::check(&egress).map_err(|e| e.to_string())?;
         Ok(Config {
             server,
             logs,
             access,
+            egress,
         })
     }
 }
@@ -280,6 +296,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub logs: LogSettings,
     access: Option<(AccessTarget, AccessFormat)>,
+    /// Turned on in each worker, before the app is imported (`egress_start`).
+    pub egress: EgressSettings,
 }
 
 /// The access log this process serves with, for Python logging's `gunicorn.access`.
@@ -313,6 +331,13 @@ impl Config {
     fn py_new(settings: Settings) -> PyResult<Config> {
         let tls = settings.tls_files().map_err(ConfigError::new_err)?;
         let mut config = settings.into_config().map_err(ConfigError::new_err)?;
+        // Opened once here so an unusable file stops start-up (exit 3) with its name,
+        // rather than failing in every worker.
+        if let Some(EgressLog::File(path)) = &config.egress.log {
+            LogFile::open(path).map_err(|e| {
+                EgressLogError::new_err(format!("egress-log {}: {e}", path.display()))
+            })?;
+        }
         if let Some(files) = tls {
             // Read here, once: the master checks the files before it forks, and
             // its workers inherit the loaded configuration.

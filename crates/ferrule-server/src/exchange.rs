@@ -252,6 +252,18 @@ impl Exchange {
     pub fn content_length(&self) -> Option<&[u8]> {
         self.head.framing.content_length.map(|s| self.bytes(s))
     }
+    /// The `X-Request-ID` field, when the connection's peer is in
+    /// `--forwarded-allow-ips` (egress's `request_id`).
+    pub fn trusted_request_id(&self) -> Option<&[u8]> {
+        let config = &self.shared.config;
+        match config.forwarded_allow_ips.allows(self.conn.peer.ip()) {
+            true => match self.protocol {
+                Protocol::Http1 => self.header(b"x-request-id"),
+                Protocol::Uwsgi => self.header(b"HTTP_X_REQUEST_ID"),
+            },
+            false => None,
+        }
+    }
     /// The protocol that carried the request.
     pub fn protocol(&self) -> Protocol {
         self.protocol

@@ -7,11 +7,18 @@
 //! socket named by number, and `TCP_DEFER_ACCEPT`).
 //!
 //! `readiness.rs` owns epoll, the eventfd and poll(2); `socket.rs` the calls on a
-//! socket; `process.rs` memory, limits and threads.
+//! socket; `process.rs` memory, limits and threads; `seccomp.rs` the egress filter and
+//! its notifications, `remote.rs` what the egress supervisor reads of a trapped call
+//! (the caller's memory, the socket a descriptor number names).
 
 mod process;
 mod readiness;
+pub mod remote;
+pub mod seccomp;
 mod socket;
+
+#[cfg(test)]
+mod egress_tests;
 
 pub use process::{
     current_thread_cpu_clock, nofile_limit, release_free_memory, thread_cpu_time, timer_slack,

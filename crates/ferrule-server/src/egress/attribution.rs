@@ -1,0 +1,303 @@
+//! Which request a thread is serving, for the supervisor: a slot per serving thread,
+//! registered once in a thread id → slot map, refilled per request without
+//! allocating (its strings and list keep their room). Also the request's egress
+//! tally (destinations, connect time) the access log shows, and `request_id`.
+//!
+//! Nothing here runs unless ids are wanted ([`wanted`]): egress is on, or the access
+//! log shows `%(request_id)s`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::record::RequestFields;
+
+/// Egress is on in this process (the supervisor runs).
+static EGRESS_ON: AtomicBool = AtomicBool::new(false);
+/// Request ids are made (egress on, or the access log shows them).
+static IDS: AtomicBool = AtomicBool::new(false);
+/// This process's random key for request ids, and their sequence.
+static KEY: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Longest `X-Request-ID` kept from a trusted peer.
+const MAX_FORWARDED_ID: usize = 200;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a serving thread is doing, read by the supervisor.
+#[derive(Default)]
+pub(crate) struct Current {
+    /// A request is being served (fields below are its own).
+    pub(crate) active: bool,
+    pub(crate) seq: u64,
+    pub(crate) request_id: String,
+    pub(crate) method: String,
+    pub(crate) path: String,
+    /// The distinct destinations, `dests[..used]`; the rest is room kept.
+    dests: Vec<String>,
+    used: usize,
+    /// Milliseconds spent in TCP connects.
+    connect_ms: f64,
+}
+
+impl Current {
+    pub(crate) fn fields(&self) -> RequestFields<'_> {
+        match self.active {
+            true => RequestFields {
+                request_id: Some(&self.request_id),
+                method: Some(&self.method),
+                path: Some(&self.path),
+            },
+            false => RequestFields::default(),
+        }
+    }
+
+    /// Adds `dest` (first attempt order, each once) and `ms` to the tally of request
+    /// `seq`, if this slot still serves it.
+    pub(crate) fn note(&mut self, seq: u64, dest: &str, ms: Option<f64>) {
+        if seq != self.seq {
+            return;
+        }
+        self.connect_ms += ms.unwrap_or(0.0);
+        if self.dests[..self.used].iter().any(|d| d == dest) {
+            return;
+        }
+        match self.dests.get_mut(self.used) {
+            Some(room) => {
+                room.clear();
+                room.push_str(dest);
+            }
+            None => self.dests.push(dest.to_string()),
+        }
+        self.used += 1;
+    }
+}
+
+pub(crate) struct Slot(Mutex<Current>);
+
+impl Slot {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Current> {
+        lock(&self.0)
+    }
+}
+
+/// Serving threads' slots by thread id.
+static SLOTS: Mutex<Option<HashMap<i32, Arc<Slot>>>> = Mutex::new(None);
+
+/// This thread's slot; unregistered when the thread ends (its id may be reused).
+struct Mine {
+    tid: i32,
+    slot: Arc<Slot>,
+}
+
+impl Drop for Mine {
+    fn drop(&mut self) {
+        if let Some(map) = lock(&SLOTS).as_mut() {
+            map.remove(&self.tid);
+        }
+    }
+}
+
+thread_local! {
+    static MINE: RefCell<Option<Mine>> = const { RefCell::new(None) };
+}
+
+/// The slot of thread `tid`, if it serves requests.
+pub(crate) fn slot_of(tid: i32) -> Option<Arc<Slot>> {
+    lock(&SLOTS).as_ref()?.get(&tid).cloned()
+}
+
+/// Turns egress on for this process: request ids are made from now on, with a key
+/// drawn here (after the fork, so workers differ).
+pub(crate) fn enable_egress() {
+    EGRESS_ON.store(true, Ordering::Relaxed);
+    want_ids();
+}
+
+/// Whether egress is on in this process.
+pub fn egress_on() -> bool {
+    EGRESS_ON.load(Ordering::Relaxed)
+}
+
+/// Request ids are wanted (the access log shows them): draws this process's key.
+pub fn want_ids() {
+    let mut bytes = [0u8; 16];
+    if let Err(e) = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+    {
+        // Still distinct per process: the pid and the time stand in.
+        tracing::warn!("/dev/urandom: {e}; request ids use the pid and the time");
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = (t ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
+    }
+    let (a, b) = bytes.split_at(8);
+    KEY[0].store(
+        u64::from_le_bytes(a.try_into().unwrap_or_default()),
+        Ordering::Relaxed,
+    );
+    KEY[1].store(
+        u64::from_le_bytes(b.try_into().unwrap_or_default()),
+        Ordering::Relaxed,
+    );
+    IDS.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`begin`] should be called for each request.
+#[inline]
+pub fn wanted() -> bool {
+    IDS.load(Ordering::Relaxed)
+}
+
+/// splitmix64's finaliser: a bijection, so distinct sequence numbers give distinct ids.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A kept `X-Request-ID`: 1-200 visible ASCII characters.
+fn usable_id(id: &[u8]) -> bool {
+    (1..=MAX_FORWARDED_ID).contains(&id.len()) && id.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// Starts a request on this thread: its id (a trusted peer's `X-Request-ID`, else 32
+/// lowercase hex characters), method and path, and an empty tally.
+pub fn begin(method: &[u8], path: &[u8], forwarded_id: Option<&[u8]>) {
+    MINE.with(|m| {
+        let mut m = m.borrow_mut();
+        let mine = m.get_or_insert_with(register);
+        let mut c = mine.slot.lock();
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        c.seq = seq;
+        c.request_id.clear();
+        match forwarded_id.filter(|id| usable_id(id)) {
+            // Visible ASCII only, so valid UTF-8.
+            Some(id) => c.request_id.push_str(&String::from_utf8_lossy(id)),
+            None => {
+                let hi = KEY[0].load(Ordering::Relaxed) ^ mix(seq);
+                let lo = KEY[1].load(Ordering::Relaxed) ^ mix(seq ^ 0x5bd1_e995);
+                let _ = write!(c.request_id, "{hi:016x}{lo:016x}");
+            }
+        }
+        c.method.clear();
+        c.method.push_str(&String::from_utf8_lossy(method));
+        c.path.clear();
+        c.path.push_str(&String::from_utf8_lossy(path));
+        c.used = 0;
+        c.connect_ms = 0.0;
+        c.active = true;
+    });
+}
+
+/// Ends this thread's request: later attempts from the thread have no request. The
+/// tally stays for the access-log line that follows.
+pub fn end() {
+    MINE.with(|m| {
+        if let Some(mine) = m.borrow().as_ref() {
+            mine.slot.lock().active = false;
+        }
+    });
+}
+
+fn register() -> Mine {
+    let tid = nix::unistd::gettid().as_raw();
+    let slot = Arc::new(Slot(Mutex::new(Current::default())));
+    lock(&SLOTS)
+        .get_or_insert_with(HashMap::new)
+        .insert(tid, slot.clone());
+    Mine { tid, slot }
+}
+
+/// Calls `f` with this thread's last request id, destinations and connect
+/// milliseconds (`None` when this thread has no slot).
+pub fn with_tally<R>(f: impl FnOnce(Option<(&str, &[String], f64)>) -> R) -> R {
+    MINE.with(|m| match m.borrow().as_ref() {
+        Some(mine) => {
+            let c = mine.slot.lock();
+            f(Some((&c.request_id, &c.dests[..c.used], c.connect_ms)))
+        }
+        None => f(None),
+    })
+}
+
+/// This thread's current request id, for the environ.
+pub fn with_request_id<R>(f: impl FnOnce(&str) -> R) -> Option<R> {
+    MINE.with(|m| {
+        m.borrow()
+            .as_ref()
+            .map(|mine| f(&mine.slot.lock().request_id))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_carries_its_request_and_tally_and_is_reused() {
+        want_ids();
+        begin(b"GET", b"/a", None);
+        let tid = nix::unistd::gettid().as_raw();
+        let slot = slot_of(tid).expect("registered");
+        let (seq, id) = {
+            let c = slot.lock();
+            assert_eq!(c.fields().method, Some("GET"));
+            assert_eq!(c.fields().path, Some("/a"));
+            (c.seq, c.request_id.clone())
+        };
+        assert_eq!(id.len(), 32);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        slot.lock().note(seq, "db:5432", Some(1.5));
+        slot.lock().note(seq, "db:5432", Some(0.5));
+        slot.lock().note(seq, "[::1]:80", None);
+        slot.lock().note(seq + 1000, "stale:1", Some(9.0));
+        with_tally(|t| {
+            let (rid, dests, ms) = t.unwrap();
+            assert_eq!(rid, id);
+            assert_eq!(dests, ["db:5432", "[::1]:80"]);
+            assert_eq!(ms, 2.0);
+        });
+        end();
+        assert!(slot.lock().fields().request_id.is_none());
+        begin(b"POST", b"/b", Some(b"trace-1"));
+        let c = slot.lock();
+        assert_eq!(c.fields().request_id, Some("trace-1"));
+        assert_eq!(c.used, 0);
+        assert_eq!(c.dests.len(), 2, "room kept for the next request");
+        drop(c);
+        begin(b"GET", b"/", Some(b"has space"));
+        assert_ne!(slot.lock().request_id, "has space");
+    }
+
+    #[test]
+    fn ids_are_distinct_across_threads() {
+        want_ids();
+        let ids: Vec<String> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let mut seen = Vec::new();
+                    for _ in 0..50 {
+                        begin(b"GET", b"/", None);
+                        with_request_id(|id| seen.push(id.to_string()));
+                    }
+                    seen
+                })
+            })
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len());
+    }
+}
