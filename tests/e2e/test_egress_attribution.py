@@ -44,7 +44,7 @@ def assert_each_attributed(log, pairs):
         recs = wait_records(log, 1, to_port(target.port))
         assert len(recs) == 1, recs
         check(recs[0], pid=got["pid"], request_id=got["request_id"], method="GET", path=f"/hold/{i}",
-              proto="tcp", addr="127.0.0.1", verdict="allow", ms_known=True)
+              port=target.port, proto="tcp", addr="127.0.0.1", verdict="allow", ms_known=True)
     ids = [got["request_id"] for _, got in pairs]
     assert len(set(ids)) == len(ids) and all(REQUEST_ID.match(i) for i in ids), ids
 
@@ -75,7 +75,7 @@ def test_a_thread_started_at_import_has_null_request_fields(serve, tmp_path, lis
     for target in (at_import, later):
         recs = wait_records(log, 1, to_port(target.port))
         check(recs[0], pid=got["pid"], request_id=None, method=None, path=None, proto="tcp", addr="127.0.0.1",
-              verdict="allow", ms_known=True)
+              port=target.port, verdict="allow", ms_known=True)
         assert target.settle() == 1
 
 
@@ -85,7 +85,8 @@ def test_a_trusted_front_ends_x_request_id_is_kept(serve, tmp_path, listeners):
     _, got = call(s.port, f"/socket?to=127.0.0.1:{target.port}", headers={"X-Request-ID": "front-7f3a.42"})
     assert got["request_id"] == "front-7f3a.42"
     recs = wait_records(log, 1, to_port(target.port))
-    check(recs[0], request_id="front-7f3a.42", path="/socket", proto="tcp", addr="127.0.0.1", verdict="allow")
+    check(recs[0], request_id="front-7f3a.42", path="/socket", proto="tcp", addr="127.0.0.1", port=target.port,
+          verdict="allow", ms_known=True)
 
 
 @pytest.mark.parametrize("value", ["x" * 201, "has space", "tab\there"], ids=["too-long", "space", "tab"])

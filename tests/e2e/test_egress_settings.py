@@ -67,6 +67,15 @@ def test_a_bad_spec_is_one_line_naming_it_and_exit_2(flag, spec):
         assert spec in lines[0], r.stderr
 
 
+@pytest.mark.parametrize("value", ["127.0.0.1,,10.0.0.1", "127.0.0.1,", " "])
+def test_an_empty_item_is_a_bad_spec(value):
+    # `--egress-allow "$ALLOWED"` with the variable unset must not turn an allow-list into
+    # "allow everything" (nor drop a deny rule) without a word.
+    r = ferrule("--check-config", f"--egress-allow={value}")
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "egress-allow" in r.stderr, r.stderr
+
+
 def test_a_bad_spec_in_a_config_file_is_exit_2(tmp_path):
     conf = tmp_path / "bad.conf.py"
     conf.write_text("egress_deny = ['metadata', '10.0.0.0/40']\n")
