@@ -208,6 +208,46 @@ def by_ctypes():
     return answer(["ok" if err == 0 else "PermissionError" if err == errno.EACCES else f"errno {err}"])
 
 
+@app.get("/race")
+def race():
+    """n libc connects with one sockaddr whose port another thread flips between `allow`
+    and `deny` as fast as it can: a check that read the address and let the kernel read it
+    again could pass a denied port. Counts the outcomes."""
+    ports = [socket.htons(int(request.args["allow"])), socket.htons(int(request.args["deny"]))]
+    sa = SockaddrIn()
+    sa.family, sa.port = socket.AF_INET, ports[0]
+    sa.addr[:] = [127, 0, 0, 1]
+    stop = threading.Event()
+
+    def flip():
+        i = 0
+        while not stop.is_set():
+            i ^= 1
+            sa.port = ports[i]
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    outcomes: dict = {}
+    try:
+        for _ in range(int(request.args["n"])):
+            fd = libc.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
+            rc = libc.connect(fd, ctypes.byref(sa), ctypes.sizeof(sa))
+            err = ctypes.get_errno() if rc else 0
+            libc.close(fd)
+            key = "ok" if rc == 0 else errno.errorcode.get(err, str(err))
+            outcomes[key] = outcomes.get(key, 0) + 1
+    finally:
+        stop.set()
+        flipper.join()
+    return answer([], outcomes=outcomes)
+
+
+@app.get("/counts")
+def counts():
+    import ferrule
+    return answer([list(c) for c in ferrule.egress_counts()])
+
+
 @app.get("/hold/<int:n>")
 def hold(n):
     """Connects to 127.0.0.1:port (with `native=1` through libc) and waits for the

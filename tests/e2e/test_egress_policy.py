@@ -172,3 +172,45 @@ def test_a_background_thread_is_under_the_policy_too(serve, tmp_path, listeners)
     check(rec, request_id=None, method=None, path=None, proto="tcp", addr="127.0.0.1", port=no.port,
           verdict="deny", rule=spec, ms_known=False)
     assert no.settle() == 0
+
+
+def test_a_thread_flipping_the_address_never_gets_a_denied_connect_through(serve, tmp_path, listeners):
+    # The supervisor judges a copy of the address and connects with that same copy, so the
+    # app's other thread rewriting the port meanwhile cannot slip the denied one in.
+    yes, no = listeners(), listeners()
+    spec = f"127.0.0.1:{no.port}"
+    s, log = start(serve, tmp_path, "--egress-deny", spec)
+    _, got = call(s.port, f"/race?allow={yes.port}&deny={no.port}&n=400")
+    outcomes = got["outcomes"]
+    assert set(outcomes) <= {"ok", "EACCES"} and sum(outcomes.values()) == 400, outcomes
+    # Both ports were tried (the flipper ran while connects were in flight: ~70/30 here).
+    assert outcomes.get("ok", 0) > 0 and outcomes.get("EACCES", 0) > 0, outcomes
+    assert no.settle() == 0
+    assert yes.settle() == outcomes.get("ok", 0)
+    recs = wait_records(log, 400, lambda r: r["request_id"] == got["request_id"])
+    assert len(recs) == 400
+    for r in recs:
+        want = ("deny", spec) if r["port"] == no.port else ("allow", None)
+        assert r["port"] in (yes.port, no.port) and (r["verdict"], r["rule"]) == want, r
+    assert sum(r["verdict"] == "deny" for r in recs) == outcomes.get("EACCES", 0)
+
+
+def test_egress_counts_are_by_destination_and_verdict(serve, tmp_path, listeners):
+    yes, no = listeners(), listeners()
+    spec = f"127.0.0.1:{no.port}"
+    s, log = start(serve, tmp_path, "-w", "1", "--egress-deny", spec)
+    _, got = call(s.port, f"/socket?to=127.0.0.1:{no.port}&to=127.0.0.1:{no.port}&to=127.0.0.1:{yes.port}")
+    assert got["results"] == ["PermissionError", "PermissionError", "ok"]
+    wait_records(log, 3)
+    _, counted = call(s.port, "/counts")
+    mine = [c for c in counted["results"] if c[2] in (yes.port, no.port)]
+    assert sorted(mine) == sorted([["tcp", "127.0.0.1", no.port, None, "deny", 2],
+                                   ["tcp", "127.0.0.1", yes.port, None, "allow", 1]]), counted
+
+
+def test_egress_counts_are_empty_when_egress_is_off(serve, listeners):
+    target = listeners()
+    s = serve("egress_app:app")
+    _, got = call(s.port, f"/socket?to=127.0.0.1:{target.port}")
+    assert got["results"] == ["ok"]
+    assert call(s.port, "/counts")[1]["results"] == []
