@@ -4,6 +4,8 @@ the policy, USR1 reopening the log, and ferrule.run()."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -136,6 +138,35 @@ def test_hup_changes_the_policy(tmp_path, listeners):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_reload_keeps_egress_in_the_new_worker(serve, tmp_path, listeners):
+    no = listeners()
+    spec = f"127.0.0.1:{no.port}"
+    live = tmp_path / "egress_live.py"
+    live.write_text("from egress_app import app  # version 1\n")
+    log = tmp_path / "egress.log"
+    s = serve("egress_live:app", "--reload", "--pythonpath", str(tmp_path), "--egress-log", str(log),
+              "--egress-deny", spec)
+    first = call(s.port, "/env")[1]["pid"]
+    assert verdict(s, log, no) == ("deny", spec)
+    live.write_text("from egress_app import app  # version 2\n")
+    later = os.stat(live).st_mtime + 5  # a new mtime without waiting for the clock
+    os.utime(live, (later, later))
+    wait_until(lambda: call(s.port, "/env")[1]["pid"] != first)
+    assert verdict(s, log, no) == ("deny", spec)
+    assert {r["pid"] for r in records(log)} == {first, call(s.port, "/env")[1]["pid"]}
+    assert no.settle() == 0
+
+
+def test_the_log_on_stdout(serve, tmp_path, listeners):
+    target = listeners()
+    s = serve("egress_app:app", "--egress-log", "-")
+    _, got = call(s.port, f"/socket?to=127.0.0.1:{target.port}")
+    line = wait_until(lambda: [ln for ln in s.out().splitlines() if got["request_id"] in ln])
+    rec = json.loads(line[0])
+    check(rec, pid=got["pid"], request_id=got["request_id"], method="GET", path="/socket", proto="tcp",
+          addr="127.0.0.1", port=target.port, verdict="allow", ms_known=True)
 
 
 def test_usr1_reopens_the_egress_log(serve, tmp_path, listeners):
