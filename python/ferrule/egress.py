@@ -49,10 +49,11 @@ def _wrap_getaddrinfo() -> None:
         result = real(host, port, *args, **kwargs)
         try:
             name = host.decode("idna") if isinstance(host, bytes) else host
-            if isinstance(name, str) and name and not _is_literal(name):
+            if isinstance(name, str) and name:
                 addrs = [ai[4][0] for ai in result if ai[0] in (socket.AF_INET, socket.AF_INET6)]
                 if addrs:
-                    _ferrule.egress_note_host(name, addrs)
+                    # A literal address is reached by no name: "" forgets the last one.
+                    _ferrule.egress_note_host("" if _is_literal(name) else name, addrs)
         except Exception:  # noqa: BLE001 - the name is a nicety; resolving must not fail for it
             pass
         return result

@@ -315,12 +315,8 @@ impl Egress {
             .add(proto, ip, dest.port(), host.as_deref(), verdict);
         let (mut slot, mut request) = (None, None);
         if let Some(sl) = (tid > 0).then(|| slot_of(tid)).flatten() {
-            let c = sl.lock();
-            let f = c.fields();
-            if let (Some(id), Some(m), Some(p)) = (f.request_id, f.method, f.path) {
-                request = Some([id.to_string(), m.to_string(), p.to_string()]);
-                let seq = c.seq;
-                drop(c);
+            if let Some((fields, seq)) = sl.request() {
+                request = Some(fields);
                 slot = Some((sl, seq));
             }
         }
