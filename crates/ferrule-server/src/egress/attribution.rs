@@ -42,14 +42,11 @@ pub(crate) struct Current {
 }
 
 impl Current {
-    /// Adds `dest` (first attempt order, each once) and `ms` to the tally of request
-    /// `seq`, if this slot still serves it.
-    pub(crate) fn note(&mut self, seq: u64, dest: &str, ms: Option<f64>) {
-        if seq != self.seq {
-            return;
-        }
-        self.connect_ms += ms.unwrap_or(0.0);
-        if self.dests[..self.used].iter().any(|d| d == dest) {
+    /// Adds `dest` (first attempt order, each once) to the tally of request `seq`,
+    /// if this slot still serves it: when the attempt is decided, so the access-log
+    /// line has it even when the connect's end is seen later.
+    pub(crate) fn note_dest(&mut self, seq: u64, dest: &str) {
+        if seq != self.seq || self.dests[..self.used].iter().any(|d| d == dest) {
             return;
         }
         match self.dests.get_mut(self.used) {
@@ -60,6 +57,13 @@ impl Current {
             None => self.dests.push(dest.to_string()),
         }
         self.used += 1;
+    }
+
+    /// Adds a finished connect's milliseconds to request `seq`'s time connecting.
+    pub(crate) fn add_ms(&mut self, seq: u64, ms: f64) {
+        if seq == self.seq {
+            self.connect_ms += ms;
+        }
     }
 }
 
@@ -274,10 +278,13 @@ mod tests {
         assert!(id
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-        slot.lock().note(seq, "db:5432", Some(1.5));
-        slot.lock().note(seq, "db:5432", Some(0.5));
-        slot.lock().note(seq, "[::1]:80", None);
-        slot.lock().note(seq + 1000, "stale:1", Some(9.0));
+        slot.lock().note_dest(seq, "db:5432");
+        slot.lock().add_ms(seq, 1.5);
+        slot.lock().note_dest(seq, "db:5432");
+        slot.lock().add_ms(seq, 0.5);
+        slot.lock().note_dest(seq, "[::1]:80");
+        slot.lock().note_dest(seq + 1000, "stale:1");
+        slot.lock().add_ms(seq + 1000, 9.0);
         with_tally(|t| {
             let (rid, dests, ms) = t.unwrap();
             assert_eq!(rid, id);

@@ -316,6 +316,11 @@ impl Egress {
         let (mut slot, mut request) = (None, None);
         if let Some(sl) = (tid > 0).then(|| slot_of(tid)).flatten() {
             if let Some((fields, seq)) = sl.request() {
+                let shown = match &host {
+                    Some(h) => format!("{h}:{}", dest.port()),
+                    None => dest.to_string(),
+                };
+                sl.lock().note_dest(seq, &shown);
                 request = Some(fields);
                 slot = Some((sl, seq));
             }
@@ -335,12 +340,8 @@ impl Egress {
 
     /// Writes the attempt's line and tells its request (`ms`: the connect's time).
     fn finish(&self, a: &Attempt, ms: Option<f64>) {
-        if let Some((slot, seq)) = &a.slot {
-            let dest = match (&a.host, a.dest) {
-                (Some(h), d) => format!("{h}:{}", d.port()),
-                (None, d) => d.to_string(),
-            };
-            slot.lock().note(*seq, &dest, ms);
+        if let (Some((slot, seq)), Some(ms)) = (&a.slot, ms) {
+            slot.lock().add_ms(*seq, ms);
         }
         let Some(log) = &self.log else { return };
         let request = match &a.request {
