@@ -174,8 +174,14 @@ fn foreign(s: &Shared, fd: RawFd, n: Notice) {
         return;
     }
     let Ok(call) = call else {
-        // Unreadable: the kernel's own call reports the bad pointer.
-        let _ = answer(fd, n.id, Answer::Continue);
+        // Unreadable (a bad pointer, or a child the worker may not read after a user
+        // switch): with rules it cannot be judged, so it is refused; a log-only
+        // setup lets the kernel run it (and report a bad pointer itself).
+        let how = match s.eg.policy.is_empty() {
+            true => Answer::Continue,
+            false => Answer::Errno(libc::EACCES),
+        };
+        let _ = answer(fd, n.id, how);
         return;
     };
     let udp = !call.is_connect();
