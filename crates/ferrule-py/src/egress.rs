@@ -32,8 +32,9 @@ pub fn egress_start(py: Python<'_>, config: PyRef<'_, Config>) -> PyResult<Optio
         .map_err(to_py)
 }
 
-/// The app resolved `name` to `addrs` (the wrapper of `socket.getaddrinfo`);
-/// addresses that are not IP literals (a scope suffix) are skipped.
+/// The app resolved `name` to `addrs` (the wrapper of `socket.getaddrinfo`); an
+/// empty `name`: the app asked for a literal address, whose name is forgotten.
+/// Addresses that are not IP literals (a scope suffix) are skipped.
 #[pyfunction]
 pub fn egress_note_host(name: &str, addrs: Vec<String>) {
     let ips: Vec<IpAddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();

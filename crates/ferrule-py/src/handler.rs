@@ -73,10 +73,12 @@ impl Wsgi {
         };
         let environ = self.environ.build(py, &tx);
         if let (true, Ok(env)) = (ids, &environ) {
-            let set =
-                egress::with_request_id(|id| env.set_item(intern!(py, "ferrule.request_id"), id));
-            if let Some(Err(e)) = set {
-                tracing::error!("cannot set ferrule.request_id: {e}");
+            // HTTP/1 environs have it already (`Environ::build`); uwsgi ones get it here.
+            let key = intern!(py, "ferrule.request_id");
+            if !env.contains(key).unwrap_or(true) {
+                if let Some(Err(e)) = egress::with_request_id(|id| env.set_item(key, id)) {
+                    tracing::error!("cannot set ferrule.request_id: {e}");
+                }
             }
         }
         let result = match &environ {

@@ -8,11 +8,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use super::record::RequestFields;
 
 /// Egress is on in this process (the supervisor runs).
 static EGRESS_ON: AtomicBool = AtomicBool::new(false);
@@ -32,12 +29,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// What a serving thread is doing, read by the supervisor.
 #[derive(Default)]
 pub(crate) struct Current {
-    /// A request is being served (fields below are its own).
-    pub(crate) active: bool,
     pub(crate) seq: u64,
     pub(crate) request_id: String,
-    pub(crate) method: String,
-    pub(crate) path: String,
+    /// As sent (bytes: made text only when an attempt is recorded).
+    pub(crate) method: Vec<u8>,
+    pub(crate) path: Vec<u8>,
     /// The distinct destinations, `dests[..used]`; the rest is room kept.
     dests: Vec<String>,
     used: usize,
@@ -46,25 +42,11 @@ pub(crate) struct Current {
 }
 
 impl Current {
-    pub(crate) fn fields(&self) -> RequestFields<'_> {
-        match self.active {
-            true => RequestFields {
-                request_id: Some(&self.request_id),
-                method: Some(&self.method),
-                path: Some(&self.path),
-            },
-            false => RequestFields::default(),
-        }
-    }
-
-    /// Adds `dest` (first attempt order, each once) and `ms` to the tally of request
-    /// `seq`, if this slot still serves it.
-    pub(crate) fn note(&mut self, seq: u64, dest: &str, ms: Option<f64>) {
-        if seq != self.seq {
-            return;
-        }
-        self.connect_ms += ms.unwrap_or(0.0);
-        if self.dests[..self.used].iter().any(|d| d == dest) {
+    /// Adds `dest` (first attempt order, each once) to the tally of request `seq`,
+    /// if this slot still serves it: when the attempt is decided, so the access-log
+    /// line has it even when the connect's end is seen later.
+    pub(crate) fn note_dest(&mut self, seq: u64, dest: &str) {
+        if seq != self.seq || self.dests[..self.used].iter().any(|d| d == dest) {
             return;
         }
         match self.dests.get_mut(self.used) {
@@ -76,13 +58,38 @@ impl Current {
         }
         self.used += 1;
     }
+
+    /// Adds a finished connect's milliseconds to request `seq`'s time connecting.
+    pub(crate) fn add_ms(&mut self, seq: u64, ms: f64) {
+        if seq == self.seq {
+            self.connect_ms += ms;
+        }
+    }
 }
 
-pub(crate) struct Slot(Mutex<Current>);
+pub(crate) struct Slot {
+    current: Mutex<Current>,
+    /// A request is being served (`current` is its own); outside the lock so that
+    /// ending a request costs one store.
+    active: AtomicBool,
+}
 
 impl Slot {
     pub(crate) fn lock(&self) -> MutexGuard<'_, Current> {
-        lock(&self.0)
+        lock(&self.current)
+    }
+
+    /// The request this slot serves now: (request_id, method, path, seq).
+    pub(crate) fn request(&self) -> Option<([String; 3], u64)> {
+        let c = self.lock();
+        if !self.active.load(Ordering::Acquire) {
+            return None;
+        }
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Some((
+            [c.request_id.clone(), text(&c.method), text(&c.path)],
+            c.seq,
+        ))
     }
 }
 
@@ -163,6 +170,15 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Writes `v` as 16 lowercase hex digits into `out` (by hand: `format!` costs
+/// several times more, on every request).
+fn put_hex(out: &mut [u8], v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in out.iter_mut().enumerate().take(16) {
+        *b = DIGITS[((v >> ((15 - i) * 4)) & 0xf) as usize];
+    }
+}
+
 /// A kept `X-Request-ID`: 1-200 visible ASCII characters.
 fn usable_id(id: &[u8]) -> bool {
     (1..=MAX_FORWARDED_ID).contains(&id.len()) && id.iter().all(|b| b.is_ascii_graphic())
@@ -184,16 +200,22 @@ pub fn begin(method: &[u8], path: &[u8], forwarded_id: Option<&[u8]>) {
             None => {
                 let hi = KEY[0].load(Ordering::Relaxed) ^ mix(seq);
                 let lo = KEY[1].load(Ordering::Relaxed) ^ mix(seq ^ 0x5bd1_e995);
-                let _ = write!(c.request_id, "{hi:016x}{lo:016x}");
+                let mut hex = [0u8; 32];
+                put_hex(&mut hex[..16], hi);
+                put_hex(&mut hex[16..], lo);
+                // Hex digits only, so valid UTF-8 (`from_utf8` cannot fail here).
+                c.request_id
+                    .push_str(std::str::from_utf8(&hex).unwrap_or_default());
             }
         }
         c.method.clear();
-        c.method.push_str(&String::from_utf8_lossy(method));
+        c.method.extend_from_slice(method);
         c.path.clear();
-        c.path.push_str(&String::from_utf8_lossy(path));
+        c.path.extend_from_slice(path);
         c.used = 0;
         c.connect_ms = 0.0;
-        c.active = true;
+        drop(c);
+        mine.slot.active.store(true, Ordering::Release);
     });
 }
 
@@ -202,14 +224,17 @@ pub fn begin(method: &[u8], path: &[u8], forwarded_id: Option<&[u8]>) {
 pub fn end() {
     MINE.with(|m| {
         if let Some(mine) = m.borrow().as_ref() {
-            mine.slot.lock().active = false;
+            mine.slot.active.store(false, Ordering::Release);
         }
     });
 }
 
 fn register() -> Mine {
     let tid = nix::unistd::gettid().as_raw();
-    let slot = Arc::new(Slot(Mutex::new(Current::default())));
+    let slot = Arc::new(Slot {
+        current: Mutex::new(Current::default()),
+        active: AtomicBool::new(false),
+    });
     lock(&SLOTS)
         .get_or_insert_with(HashMap::new)
         .insert(tid, slot.clone());
@@ -247,20 +272,19 @@ mod tests {
         begin(b"GET", b"/a", None);
         let tid = nix::unistd::gettid().as_raw();
         let slot = slot_of(tid).expect("registered");
-        let (seq, id) = {
-            let c = slot.lock();
-            assert_eq!(c.fields().method, Some("GET"));
-            assert_eq!(c.fields().path, Some("/a"));
-            (c.seq, c.request_id.clone())
-        };
+        let ([id, method, path], seq) = slot.request().expect("active");
+        assert_eq!((method.as_str(), path.as_str()), ("GET", "/a"));
         assert_eq!(id.len(), 32);
         assert!(id
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-        slot.lock().note(seq, "db:5432", Some(1.5));
-        slot.lock().note(seq, "db:5432", Some(0.5));
-        slot.lock().note(seq, "[::1]:80", None);
-        slot.lock().note(seq + 1000, "stale:1", Some(9.0));
+        slot.lock().note_dest(seq, "db:5432");
+        slot.lock().add_ms(seq, 1.5);
+        slot.lock().note_dest(seq, "db:5432");
+        slot.lock().add_ms(seq, 0.5);
+        slot.lock().note_dest(seq, "[::1]:80");
+        slot.lock().note_dest(seq + 1000, "stale:1");
+        slot.lock().add_ms(seq + 1000, 9.0);
         with_tally(|t| {
             let (rid, dests, ms) = t.unwrap();
             assert_eq!(rid, id);
@@ -268,10 +292,10 @@ mod tests {
             assert_eq!(ms, 2.0);
         });
         end();
-        assert!(slot.lock().fields().request_id.is_none());
+        assert!(slot.request().is_none());
         begin(b"POST", b"/b", Some(b"trace-1"));
+        assert_eq!(slot.request().unwrap().0[0], "trace-1");
         let c = slot.lock();
-        assert_eq!(c.fields().request_id, Some("trace-1"));
         assert_eq!(c.used, 0);
         assert_eq!(c.dests.len(), 2, "room kept for the next request");
         drop(c);

@@ -18,10 +18,17 @@ pub struct Hosts {
 }
 
 impl Hosts {
-    /// `name` resolved to `addrs`.
+    /// `name` resolved to `addrs`; an empty `name` (the app used the literal
+    /// address) forgets their names.
     pub fn note(&self, name: &str, addrs: &[IpAddr]) {
         let mut guard = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let (map, clock) = &mut *guard;
+        if name.is_empty() {
+            for ip in addrs {
+                map.remove(&ip.to_canonical());
+            }
+            return;
+        }
         for ip in addrs {
             *clock += 1;
             let ip = ip.to_canonical();
@@ -68,6 +75,11 @@ mod tests {
         h.note("two", &[a, "::ffff:127.0.0.2".parse().unwrap()]);
         assert!(h.name_into(a, &mut out) && out == "two");
         assert!(h.name_into("127.0.0.2".parse().unwrap(), &mut out));
+        h.note("", &["127.0.0.2".parse().unwrap()]);
+        assert!(
+            !h.name_into("127.0.0.2".parse().unwrap(), &mut out),
+            "a literal forgets"
+        );
         for i in 0..(MAX_ADDRS as u32 + 10) {
             h.note(
                 "many",

@@ -174,8 +174,14 @@ fn foreign(s: &Shared, fd: RawFd, n: Notice) {
         return;
     }
     let Ok(call) = call else {
-        // Unreadable: the kernel's own call reports the bad pointer.
-        let _ = answer(fd, n.id, Answer::Continue);
+        // Unreadable (a bad pointer, or a child the worker may not read after a user
+        // switch): with rules it cannot be judged, so it is refused; a log-only
+        // setup lets the kernel run it (and report a bad pointer itself).
+        let how = match s.eg.policy.is_empty() {
+            true => Answer::Continue,
+            false => Answer::Errno(libc::EACCES),
+        };
+        let _ = answer(fd, n.id, how);
         return;
     };
     let udp = !call.is_connect();
@@ -315,12 +321,13 @@ impl Egress {
             .add(proto, ip, dest.port(), host.as_deref(), verdict);
         let (mut slot, mut request) = (None, None);
         if let Some(sl) = (tid > 0).then(|| slot_of(tid)).flatten() {
-            let c = sl.lock();
-            let f = c.fields();
-            if let (Some(id), Some(m), Some(p)) = (f.request_id, f.method, f.path) {
-                request = Some([id.to_string(), m.to_string(), p.to_string()]);
-                let seq = c.seq;
-                drop(c);
+            if let Some((fields, seq)) = sl.request() {
+                let shown = match &host {
+                    Some(h) => format!("{h}:{}", dest.port()),
+                    None => dest.to_string(),
+                };
+                sl.lock().note_dest(seq, &shown);
+                request = Some(fields);
                 slot = Some((sl, seq));
             }
         }
@@ -339,12 +346,8 @@ impl Egress {
 
     /// Writes the attempt's line and tells its request (`ms`: the connect's time).
     fn finish(&self, a: &Attempt, ms: Option<f64>) {
-        if let Some((slot, seq)) = &a.slot {
-            let dest = match (&a.host, a.dest) {
-                (Some(h), d) => format!("{h}:{}", d.port()),
-                (None, d) => d.to_string(),
-            };
-            slot.lock().note(*seq, &dest, ms);
+        if let (Some((slot, seq)), Some(ms)) = (&a.slot, ms) {
+            slot.lock().add_ms(*seq, ms);
         }
         let Some(log) = &self.log else { return };
         let request = match &a.request {

@@ -62,6 +62,9 @@ extern "C" {
 const AUDIT_ARCH: u32 = 0xc000_003e; // AUDIT_ARCH_X86_64
 #[cfg(target_arch = "aarch64")]
 const AUDIT_ARCH: u32 = 0xc000_00b7; // AUDIT_ARCH_AARCH64
+/// Elsewhere no filter is installed (`install_filter` refuses); the program is only built.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const AUDIT_ARCH: u32 = 0;
 
 /// Whether egress can be installed on this machine's architecture.
 pub const EGRESS_ARCH: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
