@@ -156,9 +156,13 @@ def test_the_access_log_atoms(serve, tmp_path, listeners):
         want.append(f"[::1]:{c6.port}")
     assert dests == ",".join(want)
     assert re.fullmatch(r"\d+\.\d{3}", ms) and float(ms) > 0, ms
-    # The request's own connects' times add up to the atom (each record rounds to 3 decimals).
+    # The atom adds up the request's connects whose end the supervisor had seen when the
+    # line was written: a non-blocking connect (Python with a timeout) is watched, and under
+    # load its end may be seen after the response (docs/egress.md), so it is at most the
+    # records' sum (each record rounds to 3 decimals).
     mine = [r["ms"] for r in records(log) if r["request_id"] == got["request_id"] and r["ms"] is not None]
-    assert abs(sum(mine) - float(ms)) <= 0.001 * len(mine) + 0.001, (mine, ms)
+    assert len(mine) == len(to) - 1, mine  # every allowed connect's record knows its ms
+    assert float(ms) <= sum(mine) + 0.001 * len(mine) + 0.001, (mine, ms)
     assert lines["/env"] == [idle["request_id"], "-", "0.000"]
     assert denied.settle() == 0
 
