@@ -33,7 +33,10 @@ def destination(spec):
     return host.strip("[]"), int(port)
 
 
-def tcp_connect(spec):
+def tcp_connect(spec, nonblocking=False):
+    """A blocking connect (ferrule performs it on a pool thread and times it), or with
+    `nonblocking` a Python timeout, which makes the socket non-blocking: the connect
+    returns EINPROGRESS and Python waits for it (ferrule watches it for its `ms`)."""
     host, port = destination(spec)
     try:
         # A name is resolved here, IPv4 only (so "localhost" is one attempt whatever
@@ -41,7 +44,8 @@ def tcp_connect(spec):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         addr = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0][4]
         with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.settimeout(10)
+            if nonblocking:
+                s.settimeout(10)
             s.connect(addr)
         return "ok"
     except PermissionError:
@@ -68,8 +72,9 @@ def env():
 
 @app.get("/socket")
 def by_socket():
-    """Connects to each `to` in order (repeats allowed)."""
-    return answer([tcp_connect(spec) for spec in request.args.getlist("to")])
+    """Connects to each `to` in order (repeats allowed); nb=1: non-blocking sockets."""
+    nonblocking = request.args.get("nb") == "1"
+    return answer([tcp_connect(spec, nonblocking) for spec in request.args.getlist("to")])
 
 
 @app.get("/udp")
@@ -260,7 +265,7 @@ def hold(n):
             return answer([f"errno {err}"])
         s = socket.socket(fileno=fd)
     else:
-        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s = socket.create_connection(("127.0.0.1", port))  # blocking: its record has its ms
     with s:
         s.settimeout(30)
         got = s.recv(1)
