@@ -1,18 +1,22 @@
 """The cost of egress (issue 25), in one run:
 
-- callgrind hello (one keep-alive client, `ferrule.run` in one process as bench.py does):
-  instructions per request with egress off, with `--egress-log` only, and with the log and a
-  policy; the issue's target is ≤ 3% more with the log on for an app that connects nowhere.
+- hello, no connection: the server's CPU µs per request under `wrk -t1 -c50` keep-alive
+  (bench.py's scenario and pinning), with egress off, with `--egress-log` only, and with the
+  log and a policy; the issue's target is ≤ 3% more with the log on. Also callgrind
+  instructions per hello request with egress off (the number bench.py tracks). Callgrind
+  cannot measure egress on: valgrind does not implement seccomp(2) (syscall 317, ENOSYS),
+  so a worker cannot install the filter under it; this machine has no hardware counters for
+  `perf stat -e instructions` either. CPU time under wrk is the measure that remains.
 - per outbound connect: the app (bench/egress_app.py) makes N TCP connects to a loopback
   listener in a loop, through Python's socket module and through libc connect(2) by ctypes;
   wall µs and process CPU µs per connect (the process's CPU includes the supervisor thread),
   with egress off, log only, and log + policy; the added µs are the difference from off.
 
-The policy is the allow-list recipe of docs/egress.md: deny `metadata` and `private`, allow
-`127.0.0.0/8` (so every connect is judged against three rules and allowed). The server runs
-`-w 1 --threads 1` on CPU 1, the listener and this script on CPU 0; each round starts every
-configuration afresh, rounds interleave, rows are medians. The section between the markers
-in bench/RESULTS.md is replaced. `--smoke` (in `make test`): one short round, no callgrind,
+The policy is an allow-list like docs/egress.md's recipe: deny `metadata` and `private`, allow
+`127.0.0.0/8` (so every connect is judged against three rules and allowed). The connect server
+runs `-w 1 --threads 1` on CPU 1, the listener and this script on CPU 0; each round starts every
+configuration afresh, rounds interleave, rows are medians. The section between the markers in
+bench/RESULTS.md is replaced. `--smoke` (in `make test`): one short round, no wrk, no callgrind,
 fails unless every connect succeeded and the log has a record for each.
 """
 
@@ -38,7 +42,6 @@ SERVER_CPU, LOAD_CPU = bench.SERVER_CPU, bench.LOAD_CPU
 BEGIN, END = "<!-- egress.py: begin -->", "<!-- egress.py: end -->"
 POLICY = ("--egress-deny", "metadata", "--egress-deny", "private", "--egress-allow", "127.0.0.0/8")
 CONFIGS = {"off": (), "log": ("--egress-log", "{log}"), "log + policy": ("--egress-log", "{log}", *POLICY)}
-RUN_POLICY = "egress_deny=['metadata', 'private'], egress_allow=['127.0.0.0/8']"
 KINDS = ("python", "native")
 
 
@@ -103,29 +106,41 @@ def measure(config: str, target: int, n: int, requests: int, tmp: Path) -> dict:
     return out
 
 
-def callgrind(tmp: Path) -> dict:
-    log = tmp / "callgrind-egress.log"
-    return {
-        "off": bench.instructions_per_request("ferrule", "hello", 1),
-        "log": bench.instructions_per_request("ferrule", "hello", 1, options=f"egress_log={str(log)!r}"),
-        "log + policy": bench.instructions_per_request(
-            "ferrule", "hello", 1, options=f"egress_log={str(log)!r}, {RUN_POLICY}"),
-    }
+def hello_cpu(seconds: int, repeat: int, tmp: Path) -> dict:
+    """config -> bench.Result (medians) of wrk hello against ferrule with that config."""
+    for config, flags in CONFIGS.items():
+        extra = [f.format(log=tmp / "hello-egress.log") for f in flags]
+        # `python -m ferrule` of this interpreter: the venv's `ferrule` script may be another's.
+        bench.SERVERS[f"egress {config}"] = (lambda a, p, extra=extra: [
+            sys.executable, "-m", "ferrule", f"apps:{a}", "-b", f"127.0.0.1:{p}", "--log-level", "warning", *extra])
+    sc = bench.Scenario("hello", "hello")
+    runs: dict = {}
+    for _ in range(repeat):
+        for config in CONFIGS:
+            r = bench.measure(f"egress {config}", sc, seconds)
+            runs.setdefault(config, []).append(r)
+            print(f"hello {config:14} {fmt(r.cpu_us)} CPU µs/req {fmt(r.rps, 0)}/s {r.errors}", file=sys.stderr)
+    return {config: bench.combine(rs) for config, rs in runs.items()}
 
 
-def write(res: dict, instr: dict, n: int, requests: int, repeat: int, out: Path) -> str:
+def write(res: dict, hello: dict, instr_off: float, n: int, requests: int, seconds: int, repeat: int,
+          out: Path) -> str:
     lines = [BEGIN, "## Egress: record and policy (issue 25)", "",
              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, `bench/egress.py`, "
-             f"median of {repeat} interleaved rounds; server `-w 1 --threads 1` on CPU {SERVER_CPU}, listener on "
-             f"CPU {LOAD_CPU}. Policy: deny `metadata`, `private`; allow `127.0.0.0/8`.", ""]
-    if instr:
-        off = instr["off"]
-        lines += ["### callgrind hello (instructions per request, one client)", "",
-                  "| egress | instructions/req | vs off |", "|---|---:|---:|"]
-        for config, value in instr.items():
-            lines.append(f"| {config} | {fmt(value, 0)} | {(value / off - 1) * 100:+.2f}% |")
+             f"median of {repeat} interleaved rounds; server on CPU {SERVER_CPU}, client on CPU {LOAD_CPU}. "
+             "Policy: deny `metadata`, `private`; allow `127.0.0.0/8`.", ""]
+    if hello:
+        off = hello["off"].cpu_us
+        lines += [f"### hello, no connection (`wrk -t1 -c50`, {seconds} s, keep-alive)", "",
+                  "| egress | CPU µs/req | vs off | RPS | p99 ms | errors |", "|---|---:|---:|---:|---:|---|"]
+        for config, r in hello.items():
+            lines.append(f"| {config} | {fmt(r.cpu_us, 2)} | {(r.cpu_us / off - 1) * 100:+.1f}% | {fmt(r.rps, 0)} "
+                         f"| {fmt(r.p99_ms, 2)} | {r.errors} |")
         lines += ["", f"Target: `--egress-log` on, no connection, ≤ 3% more: "
-                  f"{(instr['log'] / off - 1) * 100:+.2f}%.", ""]
+                  f"{(hello['log'].cpu_us / off - 1) * 100:+.1f}% CPU per request (CPU time, not instructions: "
+                  "valgrind cannot run the seccomp filter; see bench/NOTES.md).", ""]
+    if instr_off == instr_off:
+        lines += [f"callgrind hello, egress off (one client): {fmt(instr_off, 0)} instructions per request.", ""]
     lines += [f"### Per outbound connect ({n} loopback TCP connects per request, {requests} requests per round)", "",
               "| connect | egress | wall µs/connect | CPU µs/connect | added wall µs | added CPU µs |",
               "|---|---|---:|---:|---:|---:|"]
@@ -152,7 +167,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the tables show medians")
     ap.add_argument("--connects", type=int, default=2000, help="connects per request")
     ap.add_argument("--requests", type=int, default=3, help="measured requests per kind, configuration and round")
-    ap.add_argument("--smoke", action="store_true", help="one short round, no callgrind, nothing written")
+    ap.add_argument("--seconds", type=int, default=5, help="wrk seconds per hello run")
+    ap.add_argument("--smoke", action="store_true", help="one short round, no wrk, no callgrind, nothing written")
     ap.add_argument("--no-callgrind", action="store_true")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args, _ = ap.parse_known_args()  # bench/run.sh passes bench.py's flags too
@@ -171,13 +187,14 @@ def main() -> int:
                     samples.setdefault((config, kind), []).extend(got[kind])
                     walls = [w for w, _ in got[kind]]
                     print(f"{config:14} {kind:7} {fmt(median(walls))} µs/connect", file=sys.stderr)
-        instr = {} if args.smoke or args.no_callgrind else callgrind(Path(tmp))
+        hello = {} if args.smoke else hello_cpu(args.seconds, repeat, Path(tmp))
+    instr_off = float("nan") if args.smoke or args.no_callgrind else bench.instructions_per_request("ferrule", "hello", 1)
     for line in bad:
         print("egress.py:", line, file=sys.stderr)
     if args.smoke:
         return 1 if bad else 0
     res = {key: (median([w for w, _ in rows]), median([c for _, c in rows])) for key, rows in samples.items()}
-    print(write(res, instr, n, requests, repeat, Path(args.out)))
+    print(write(res, hello, instr_off, n, requests, args.seconds, repeat, Path(args.out)))
     return 1 if bad else 0
 
 
