@@ -76,7 +76,8 @@ impl Wsgi {
             // HTTP/1 environs have it already (`Environ::build`); uwsgi ones get it here.
             let key = intern!(py, "ferrule.request_id");
             if !env.contains(key).unwrap_or(true) {
-                if let Some(Err(e)) = egress::with_request_id(|id| env.set_item(key, id)) {
+                let set = egress::with_request_id(|id| env.set_item(key, sys::ascii_str(py, id)?));
+                if let Some(Err(e)) = set {
                     tracing::error!("cannot set ferrule.request_id: {e}");
                 }
             }
