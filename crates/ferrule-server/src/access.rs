@@ -196,7 +196,12 @@ fn egress_atom(p: &Piece, s: &mut String) {
         return;
     }
     if let Piece::RequestId = p {
-        match with_request_id(|id| s.push_str(&String::from_utf8_lossy(id))) {
+        // Visible ASCII, so `from_utf8` (much cheaper than the lossy walk) holds.
+        let text = |id: &[u8]| match std::str::from_utf8(id) {
+            Ok(t) => s.push_str(t),
+            Err(_) => s.push_str(&String::from_utf8_lossy(id)),
+        };
+        match with_request_id(text) {
             Some(()) => {}
             None => s.push('-'),
         }
