@@ -283,7 +283,10 @@ impl Environ {
         // built on by the next request (a store after `finish` would stop that).
         if ferrule_server::egress::wanted() {
             let key = intern!(py, "ferrule.request_id");
-            if let Some(set) = ferrule_server::egress::with_request_id(|id| env.set_item(key, id)) {
+            let set = ferrule_server::egress::with_request_id(|id| {
+                env.set_item(key, crate::sys::ascii_str(py, id)?)
+            });
+            if let Some(set) = set {
                 set?;
                 keys.push(key.clone().unbind());
             }

@@ -61,6 +61,8 @@ impl Wsgi {
     fn call(&self, py: Python<'_>, ex: Box<Exchange>) -> Option<Box<Exchange>> {
         // Egress attribution and `request_id`: one load when neither is on.
         let ids = egress::wanted();
+        // uwsgi environs are built elsewhere and get the id below.
+        let uwsgi_id = ids && ex.protocol() == ferrule_server::Protocol::Uwsgi;
         if ids {
             egress::begin_request(&ex);
         }
@@ -72,13 +74,12 @@ impl Wsgi {
             }
         };
         let environ = self.environ.build(py, &tx);
-        if let (true, Ok(env)) = (ids, &environ) {
-            // HTTP/1 environs have it already (`Environ::build`); uwsgi ones get it here.
+        if let (true, Ok(env)) = (uwsgi_id, &environ) {
+            // HTTP/1 environs have it already (`Environ::build`).
             let key = intern!(py, "ferrule.request_id");
-            if !env.contains(key).unwrap_or(true) {
-                if let Some(Err(e)) = egress::with_request_id(|id| env.set_item(key, id)) {
-                    tracing::error!("cannot set ferrule.request_id: {e}");
-                }
+            let set = egress::with_request_id(|id| env.set_item(key, sys::ascii_str(py, id)?));
+            if let Some(Err(e)) = set {
+                tracing::error!("cannot set ferrule.request_id: {e}");
             }
         }
         let result = match &environ {

@@ -190,15 +190,26 @@ impl AccessLog {
 /// `%(request_id)s`, `%(egress)s`, `%(egress_ms)s`: from this thread's egress slot,
 /// which holds the request just served; `-` when there is nothing.
 fn egress_atom(p: &Piece, s: &mut String) {
-    use crate::egress::{egress_on, wanted, with_tally};
+    use crate::egress::{egress_on, wanted, with_request_id, with_tally};
     if !wanted() {
         s.push('-');
         return;
     }
+    if let Piece::RequestId = p {
+        // Visible ASCII, so `from_utf8` (much cheaper than the lossy walk) holds.
+        let text = |id: &[u8]| match std::str::from_utf8(id) {
+            Ok(t) => s.push_str(t),
+            Err(_) => s.push_str(&String::from_utf8_lossy(id)),
+        };
+        match with_request_id(text) {
+            Some(()) => {}
+            None => s.push('-'),
+        }
+        return;
+    }
     with_tally(|t| match (p, t) {
-        (Piece::RequestId, Some((id, _, _))) => s.push_str(id),
-        (Piece::Egress, Some((_, dests, _))) if !dests.is_empty() => s.push_str(&dests.join(",")),
-        (Piece::EgressMs, Some((_, _, ms))) if egress_on() => s.push_str(&format!("{ms:.3}")),
+        (Piece::Egress, Some((dests, _))) if !dests.is_empty() => s.push_str(&dests.join(",")),
+        (Piece::EgressMs, Some((_, ms))) if egress_on() => s.push_str(&format!("{ms:.3}")),
         _ => s.push('-'),
     });
 }

@@ -159,3 +159,7 @@ pub fn counts() -> Vec<(Key, u64)> {
         .map(|eg| eg.counts.snapshot())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+#[path = "egress/filter_tests.rs"]
+mod filter_tests;

@@ -30,7 +30,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 pub(crate) struct Current {
     pub(crate) seq: u64,
-    pub(crate) request_id: String,
+    /// Visible ASCII (generated, or a checked `X-Request-ID`).
+    pub(crate) request_id: Vec<u8>,
     /// As sent (bytes: made text only when an attempt is recorded).
     pub(crate) method: Vec<u8>,
     pub(crate) path: Vec<u8>,
@@ -86,10 +87,7 @@ impl Slot {
             return None;
         }
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        Some((
-            [c.request_id.clone(), text(&c.method), text(&c.path)],
-            c.seq,
-        ))
+        Some(([text(&c.request_id), text(&c.method), text(&c.path)], c.seq))
     }
 }
 
@@ -100,6 +98,9 @@ static SLOTS: Mutex<Option<HashMap<i32, Arc<Slot>>>> = Mutex::new(None);
 struct Mine {
     tid: i32,
     slot: Arc<Slot>,
+    /// The current request's id again, read by this thread only (the environ, the
+    /// access log) without the slot's lock.
+    id: Vec<u8>,
 }
 
 impl Drop for Mine {
@@ -170,12 +171,23 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Writes `v` as 16 lowercase hex digits into `out` (by hand: `format!` costs
-/// several times more, on every request).
-fn put_hex(out: &mut [u8], v: u64) {
+/// Every byte as two lowercase hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in out.iter_mut().enumerate().take(16) {
-        *b = DIGITS[((v >> ((15 - i) * 4)) & 0xf) as usize];
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
+/// Writes `v` as 16 lowercase hex digits into `out` (a byte at a time from a table:
+/// `format!` costs several times more, on every request).
+fn put_hex(out: &mut [u8], v: u64) {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
     }
 }
 
@@ -190,24 +202,24 @@ pub fn begin(method: &[u8], path: &[u8], forwarded_id: Option<&[u8]>) {
     MINE.with(|m| {
         let mut m = m.borrow_mut();
         let mine = m.get_or_insert_with(register);
-        let mut c = mine.slot.lock();
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        c.seq = seq;
-        c.request_id.clear();
+        mine.id.clear();
         match forwarded_id.filter(|id| usable_id(id)) {
-            // Visible ASCII only, so valid UTF-8.
-            Some(id) => c.request_id.push_str(&String::from_utf8_lossy(id)),
+            Some(id) => mine.id.extend_from_slice(id),
             None => {
-                let hi = KEY[0].load(Ordering::Relaxed) ^ mix(seq);
-                let lo = KEY[1].load(Ordering::Relaxed) ^ mix(seq ^ 0x5bd1_e995);
                 let mut hex = [0u8; 32];
-                put_hex(&mut hex[..16], hi);
-                put_hex(&mut hex[16..], lo);
-                // Hex digits only, so valid UTF-8 (`from_utf8` cannot fail here).
-                c.request_id
-                    .push_str(std::str::from_utf8(&hex).unwrap_or_default());
+                put_hex(&mut hex[..16], KEY[0].load(Ordering::Relaxed) ^ mix(seq));
+                put_hex(
+                    &mut hex[16..],
+                    KEY[1].load(Ordering::Relaxed) ^ mix(seq ^ 0x5bd1_e995),
+                );
+                mine.id.extend_from_slice(&hex);
             }
         }
+        let mut c = mine.slot.lock();
+        c.seq = seq;
+        c.request_id.clear();
+        c.request_id.extend_from_slice(&mine.id);
         c.method.clear();
         c.method.extend_from_slice(method);
         c.path.clear();
@@ -238,28 +250,28 @@ fn register() -> Mine {
     lock(&SLOTS)
         .get_or_insert_with(HashMap::new)
         .insert(tid, slot.clone());
-    Mine { tid, slot }
+    Mine {
+        tid,
+        slot,
+        id: Vec::with_capacity(MAX_FORWARDED_ID),
+    }
 }
 
-/// Calls `f` with this thread's last request id, destinations and connect
+/// Calls `f` with this thread's last request's destinations and connect
 /// milliseconds (`None` when this thread has no slot).
-pub fn with_tally<R>(f: impl FnOnce(Option<(&str, &[String], f64)>) -> R) -> R {
+pub fn with_tally<R>(f: impl FnOnce(Option<(&[String], f64)>) -> R) -> R {
     MINE.with(|m| match m.borrow().as_ref() {
         Some(mine) => {
             let c = mine.slot.lock();
-            f(Some((&c.request_id, &c.dests[..c.used], c.connect_ms)))
+            f(Some((&c.dests[..c.used], c.connect_ms)))
         }
         None => f(None),
     })
 }
 
-/// This thread's current request id, for the environ.
-pub fn with_request_id<R>(f: impl FnOnce(&str) -> R) -> Option<R> {
-    MINE.with(|m| {
-        m.borrow()
-            .as_ref()
-            .map(|mine| f(&mine.slot.lock().request_id))
-    })
+/// Calls `f` with this thread's current (or last) request id: visible ASCII.
+pub fn with_request_id<R>(f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    MINE.with(|m| m.borrow().as_ref().map(|mine| f(&mine.id)))
 }
 
 #[cfg(test)]
@@ -285,9 +297,9 @@ mod tests {
         slot.lock().note_dest(seq, "[::1]:80");
         slot.lock().note_dest(seq + 1000, "stale:1");
         slot.lock().add_ms(seq + 1000, 9.0);
+        assert_eq!(with_request_id(|r| r == id.as_bytes()), Some(true));
         with_tally(|t| {
-            let (rid, dests, ms) = t.unwrap();
-            assert_eq!(rid, id);
+            let (dests, ms) = t.unwrap();
             assert_eq!(dests, ["db:5432", "[::1]:80"]);
             assert_eq!(ms, 2.0);
         });
@@ -300,7 +312,16 @@ mod tests {
         assert_eq!(c.dests.len(), 2, "room kept for the next request");
         drop(c);
         begin(b"GET", b"/", Some(b"has space"));
-        assert_ne!(slot.lock().request_id, "has space");
+        assert_ne!(slot.lock().request_id, b"has space");
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_big_endian() {
+        let mut out = [0u8; 16];
+        put_hex(&mut out, 0x0123_4567_89ab_cdef);
+        assert_eq!(&out, b"0123456789abcdef");
+        put_hex(&mut out, u64::MAX);
+        assert_eq!(&out, b"ffffffffffffffff");
     }
 
     #[test]
@@ -312,7 +333,7 @@ mod tests {
                     let mut seen = Vec::new();
                     for _ in 0..50 {
                         begin(b"GET", b"/", None);
-                        with_request_id(|id| seen.push(id.to_string()));
+                        with_request_id(|id| seen.push(String::from_utf8_lossy(id).into_owned()));
                     }
                     seen
                 })

@@ -17,9 +17,6 @@ pub mod remote;
 pub mod seccomp;
 mod socket;
 
-#[cfg(test)]
-mod egress_tests;
-
 pub use process::{
     current_thread_cpu_clock, nofile_limit, release_free_memory, thread_cpu_time, timer_slack,
     ThreadState,

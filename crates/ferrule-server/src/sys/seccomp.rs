@@ -285,6 +285,32 @@ pub fn still_waiting(fd: RawFd, id: u64) -> bool {
     unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id) == 0 }
 }
 
+/// System calls the egress filter tests make as an app would (`egress/filter_tests.rs`).
+#[cfg(test)]
+pub mod probe {
+    use super::*;
+
+    /// connect(2) on `fd` with the first `len` bytes of `addr` as the sockaddr, read
+    /// by the kernel (or the supervisor) as they are at that moment: other threads
+    /// may be changing them (through atomics).
+    pub fn connect_at<T: Sync>(fd: RawFd, addr: &T, len: usize) -> Result<(), i32> {
+        assert!(len <= std::mem::size_of::<T>());
+        // SAFETY: `addr` is live for the call and at least `len` bytes long.
+        let rc = unsafe { libc::connect(fd, (addr as *const T).cast(), len as u32) };
+        match rc {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+        }
+    }
+
+    /// The errno of io_uring_setup(1, NULL) (which fails either way).
+    pub fn io_uring_setup_errno() -> Option<i32> {
+        // SAFETY: a null params pointer: the kernel only fails (EFAULT, or the filter's EPERM).
+        let rc = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1, std::ptr::null_mut::<u8>()) };
+        (rc == -1).then(|| io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 //! between allowed and denied never gets a denied connect through.
 
 use crate::egress::{self, EgressLog, EgressSettings};
+use crate::sys::seccomp::probe::{connect_at, io_uring_setup_errno};
 use nix::libc;
 use std::io::ErrorKind;
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -21,7 +22,7 @@ fn filter_in_a_child_process() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "sys::egress_tests::child",
+            "egress::filter_tests::child",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -81,22 +82,10 @@ struct RacySockaddr {
 
 /// connect(2) on a new TCP socket with the racy address; the errno on failure.
 fn connect_racy(sa: &RacySockaddr) -> Result<(), i32> {
+    use std::os::fd::AsRawFd;
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .map_err(|e| e.raw_os_error().unwrap_or(0))?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: `sa` is a live, sockaddr_in-sized and -shaped struct for the call; the
-    // port changing under the kernel's (and the supervisor's) read is the point.
-    let rc = unsafe {
-        libc::connect(
-            s.as_raw_fd(),
-            (sa as *const RacySockaddr).cast(),
-            std::mem::size_of::<RacySockaddr>() as u32,
-        )
-    };
-    match rc {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
-    }
+    connect_at(s.as_raw_fd(), sa, std::mem::size_of::<RacySockaddr>())
 }
 
 #[test]
@@ -232,12 +221,7 @@ fn child() {
     );
 
     // io_uring would bypass the filter: refused.
-    // SAFETY: io_uring_setup with a null params pointer only fails.
-    let rc = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1, std::ptr::null_mut::<u8>()) };
-    assert_eq!(
-        (rc, std::io::Error::last_os_error().raw_os_error()),
-        (-1, Some(libc::EPERM))
-    );
+    assert_eq!(io_uring_setup_errno(), Some(libc::EPERM));
 
     // A child process inherits the filter: its calls are judged on a copy of its
     // memory (then continued by the kernel, or refused).
