@@ -58,18 +58,17 @@ def test_config_file_lists(serve, tmp_path, listeners):
 
 
 @pytest.mark.parametrize("spec", ["300.1.1.1", "10.0.0.0/33", "127.0.0.1:70000", "127.0.0.1:", "[::1",
-                                  "::1:80:x:y:z:w:v:u", "*.", "exa mple.com", "metadata:80x", ""])
+                                  "::1:80:x:y:z:w:v:u", "*.", "exa mple.com", "metadata:80x"])
 @pytest.mark.parametrize("flag", ["--egress-deny", "--egress-allow"])
 def test_a_bad_spec_is_one_line_naming_it_and_exit_2(flag, spec):
     r = ferrule(f"{flag}={spec}")
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ferrule: error:") and flag[2:] in lines[0], r.stderr
-    if spec:
-        assert spec in lines[0], r.stderr
+    assert spec in lines[0], r.stderr
 
 
-@pytest.mark.parametrize("value", ["127.0.0.1,,10.0.0.1", "127.0.0.1,", " "])
+@pytest.mark.parametrize("value", ["", " ", "127.0.0.1,,10.0.0.1", "127.0.0.1,"])
 def test_an_empty_item_is_a_bad_spec(value):
     # `--egress-allow "$ALLOWED"` with the variable unset must not turn an allow-list into
     # "allow everything" (nor drop a deny rule) without a word.
