@@ -17,6 +17,13 @@ from conftest import APPS, booted, children, free_port, wait_for_port, wait_unti
 from .egress_support import call, check, listeners, records, start, to_port, wait_records  # noqa: F401
 
 
+class Running:
+    """A ferrule started by the test itself, as `booted()` and `verdict()` take it."""
+
+    def __init__(self, port, proc):
+        self.port, self.proc = port, proc
+
+
 def ferrule(*args, timeout=30):
     return subprocess.run([sys.executable, "-m", "ferrule", "egress_app:app", "--chdir", str(APPS),
                            "-b", f"127.0.0.1:{free_port()}", *args], capture_output=True, text=True, timeout=timeout)
@@ -122,7 +129,7 @@ def test_hup_changes_the_policy(tmp_path, listeners):
                              "--chdir", str(APPS)], stderr=open(tmp_path / "err.log", "wb"))
     try:
         wait_for_port(port, proc)
-        s = type("S", (), {"port": port, "proc": proc})
+        s = Running(port, proc)
         first = booted(s, 1)
         assert verdict(s, log, target) == ("allow", None)
         conf.write_text(base + f"egress_deny = ['127.0.0.1:{target.port}']\n")
@@ -207,7 +214,7 @@ def test_ferrule_run_takes_the_egress_settings(tmp_path, listeners):
         apps=str(APPS), port=port, log=str(log), spec=spec)])
     try:
         wait_for_port(port, proc)
-        s = type("S", (), {"port": port, "proc": proc})
+        s = Running(port, proc)
         assert verdict(s, log, no) == ("deny", spec)
         assert verdict(s, log, yes) == ("allow", None)
         assert all(r["pid"] == proc.pid for r in records(log))
