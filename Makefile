@@ -56,10 +56,16 @@ test: rust-checks install wheel
 	{ command -v openssl && command -v curl; } >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl curl >/dev/null; }
 	$(PY) -c "import prometheus_client" 2>/dev/null || $(PY) -m pip install -q prometheus_client
 	command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; } || true
+	# The egress tests (tests/e2e/test_egress*.py): a real PostgreSQL (initdb in a temp dir),
+	# psycopg2 (libpq), Flask, requests, and pycurl where it installs from a wheel.
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
+	$(PY) -c "import psycopg2, flask, requests" 2>/dev/null || $(PY) -m pip install -q psycopg2-binary flask requests
+	$(PY) -c "import pycurl" 2>/dev/null || $(PY) -m pip install -q --only-binary=:all: pycurl || echo "pycurl: no wheel here, its egress tests skip"
 	$(PY) -m pytest tests -q -rf
 	$(PY) bench/bench.py --smoke
 	$(PY) bench/uwsgi.py --smoke
 	$(PY) bench/tls.py --smoke
+	$(PY) bench/egress.py --smoke
 
 bench: install
 	bench/run.sh

@@ -8,10 +8,11 @@ Run from the command line (``ferrule module:app``) or from Python::
 
 from ferrule import log as _log
 from ferrule._ferrule import BindError, ConfigError, FileWrapper, TlsError, __version__
+from ferrule.egress import counts as egress_counts
 from ferrule.settings import Settings, run
 
 # An app imported before ``ferrule.run`` (or the master's set-up) already finds the
 # ``gunicorn.error`` handler and level its logging recipe copies.
 _log.attach_handlers("info")
 
-__all__ = ["BindError", "ConfigError", "FileWrapper", "Settings", "TlsError", "__version__", "run"]
+__all__ = ["BindError", "ConfigError", "FileWrapper", "Settings", "TlsError", "__version__", "egress_counts", "run"]

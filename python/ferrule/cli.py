@@ -191,7 +191,7 @@ def main(argv=None) -> None:
         log.install(cfg.log_level)
     except _ferrule.ConfigError as exc:
         _fail(EXIT_USAGE, str(exc))
-    except _ferrule.TlsError as exc:
+    except (_ferrule.TlsError, _ferrule.EgressLogError) as exc:
         _fail(EXIT_BIND, str(exc))
     for note in notes:
         _ferrule.log_message("info", note)

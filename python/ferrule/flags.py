@@ -287,6 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--access-logfile", metavar="FILE", help="access log file, '-' for stdout (default: none)")
     lg.add_argument("--access-logformat", metavar="FORMAT",
                     help="gunicorn's access log atoms (default: gunicorn's format)")
+    eg = p.add_argument_group("egress (docs/egress.md)")
+    eg.add_argument("--egress-log", metavar="FILE",
+                    help="one JSON line per outbound connect/UDP send of the workers, '-' for stdout (default: none)")
+    eg.add_argument("--egress-deny", action="append", metavar="SPEC",
+                    help="refuse (EACCES) connects/sends to IP, CIDR, host.name or *.domain, each with optional "
+                         ":PORT ([v6]:PORT), or metadata / private; repeatable, comma-separated (default none)")
+    eg.add_argument("--egress-allow", action="append", metavar="SPEC",
+                    help="once given, refuse every destination not allowed (the resolver stays reachable); "
+                         "deny wins; repeatable, comma-separated (default none)")
     lg.add_argument("--capture-output", action="store_true",
                     help="with a file error log, send stdout and stderr of every process into it (default off)")
     lg.add_argument("-R", "--enable-stdio-inheritance", action="store_true",

@@ -8,7 +8,7 @@ import os
 import signal
 from typing import Any, Callable, Dict, List, Optional
 
-from ferrule import _ferrule, limits, log
+from ferrule import _ferrule, egress, limits, log
 
 #: gunicorn's default access log format.
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
@@ -101,6 +101,12 @@ class Settings:
     error_logfile: Optional[str] = "-"
     access_logfile: Optional[str] = None
     access_logformat: str = DEFAULT_ACCESS_LOG_FORMAT
+    #: Egress (docs/egress.md): one JSON line per outbound attempt of a worker ("-":
+    #: stdout), and the rules (SPECs; each value may list several, comma-separated).
+    #: Any of them turns egress on in every worker; none: nothing is installed.
+    egress_log: Optional[str] = None
+    egress_deny: List[str] = dataclasses.field(default_factory=list)
+    egress_allow: List[str] = dataclasses.field(default_factory=list)
     script_name: str = CORE["script_name"]
     # The process model (read by the master and the workers, not by the Rust core).
     app: Optional[str] = None
@@ -218,6 +224,7 @@ def run(app: Callable, ready: Optional[Callable[[List[str]], None]] = None, **op
     _ferrule.init_logging(core)
     limits.log_fd_limit(log.Log(), raised)
     _install_signal_handlers()
+    egress.start(core, settings)  # the app is already imported: its import-time connects are not seen
     clean = _ferrule.serve(app, core, ready)
     if not clean:
         # Threads still inside the app must not run into interpreter shutdown.

@@ -10,7 +10,7 @@ import signal
 import traceback
 from typing import Callable, NoReturn
 
-from ferrule import _ferrule, daemon, metrics
+from ferrule import _ferrule, daemon, egress, metrics
 from ferrule.hooks import Request, Response, Worker, with_request_hooks  # noqa: F401 (req, resp: still here)
 from ferrule.loader import AppLoadError, load_app
 from ferrule.log import Log, flush_std
@@ -132,6 +132,13 @@ def _serve(arbiter, worker: Worker) -> int:
         arbiter.call_hook("post_fork", arbiter, worker, fatal=True)
         _switch_user(cfg)
     except Exception:
+        return EXIT_BOOT
+    try:
+        # Before the app is imported: its import-time connects are judged too (with
+        # --preload the master imported it, unfiltered). A HUP's workers read the new rules.
+        egress.start(arbiter.core, cfg)
+    except (ValueError, OSError) as exc:
+        worker.log.error(f"egress: {exc}")
         return EXIT_BOOT
     app, watch = arbiter.app, []
     if app is None:

@@ -10,9 +10,10 @@ mod tls_tests;
 
 use numbers::{count, integer, seconds, ANY, MAX_BACKLOG, MAX_THREADS, MAX_WORKERS};
 
-use crate::{ConfigError, TlsError};
+use crate::{ConfigError, EgressLogError, TlsError};
 use ferrule_http::{HeaderMap, ParserConfig, ProxyMode, SchemeHeaders};
 use ferrule_server::access::{AccessFormat, AccessLog};
+use ferrule_server::egress::{self, EgressLog, EgressSettings};
 use ferrule_server::log::LogLevel;
 use ferrule_server::logfile::LogFile;
 use ferrule_server::sink::{Report, Sink, Stdout};
@@ -85,6 +86,10 @@ pub struct Settings<'py> {
     dogstatsd_tags: String,
     #[pyo3(default)]
     server_timing: Option<String>,
+    // Egress (issue 25): on when a log or any rule is given.
+    egress_log: Option<String>,
+    egress_deny: Vec<String>,
+    egress_allow: Vec<String>,
 }
 
 /// Where the error log goes and how much of it.
@@ -226,11 +231,22 @@ impl Settings<'_> {
             &self.dogstatsd_tags,
             self.server_timing.as_deref().unwrap_or("off"),
         )?;
+        let egress = EgressSettings {
+            log: self.egress_log.map(|p| match p.as_str() {
+                "-" => EgressLog::Stdout,
+                _ => EgressLog::File(PathBuf::from(p)),
+            }),
+            deny: self.egress_deny,
+            allow: self.egress_allow,
+        };
+        // SPECs checked here, in the master (and by --check-config and a reload).
+        egress::check(&egress).map_err(|e| e.to_string())?;
         Ok(Config {
             server,
             logs,
             access,
             observe,
+            egress,
         })
     }
 }
@@ -303,6 +319,8 @@ pub struct Config {
     pub logs: LogSettings,
     access: Option<(AccessTarget, AccessFormat)>,
     pub observe: ObserveSettings,
+    /// Turned on in each worker, before the app is imported (`egress_start`).
+    pub egress: EgressSettings,
 }
 
 /// The access log this process serves with, for Python logging's `gunicorn.access`.
@@ -336,6 +354,13 @@ impl Config {
     fn py_new(settings: Settings) -> PyResult<Config> {
         let tls = settings.tls_files().map_err(ConfigError::new_err)?;
         let mut config = settings.into_config().map_err(ConfigError::new_err)?;
+        // Opened once here so an unusable file stops start-up (exit 3) with its name,
+        // rather than failing in every worker.
+        if let Some(EgressLog::File(path)) = &config.egress.log {
+            LogFile::open(path).map_err(|e| {
+                EgressLogError::new_err(format!("egress-log {}: {e}", path.display()))
+            })?;
+        }
         if let Some(files) = tls {
             // Read here, once: the master checks the files before it forks, and
             // its workers inherit the loaded configuration.

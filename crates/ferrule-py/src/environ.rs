@@ -280,6 +280,18 @@ impl Environ {
         if let Some(words) = &self.tls {
             words.set_keys(py, &env, ex, &mut keys, !self.https_in_template)?;
         }
+        // Egress's request id: an extra key like the fields', so the environ is still
+        // built on by the next request (a store after `finish` would stop that).
+        if ferrule_server::egress::wanted() {
+            let key = intern!(py, "ferrule.request_id");
+            let set = ferrule_server::egress::with_request_id(|id| {
+                env.set_item(key, crate::sys::ascii_str(py, id)?)
+            });
+            if let Some(set) = set {
+                set?;
+                keys.push(key.clone().unbind());
+            }
+        }
         local.live.finish(&env, keys)?;
         Ok(env)
     }

@@ -7,6 +7,7 @@ use crate::file_wrapper::{regular_file, FileWrapper};
 use crate::sys;
 use crate::text::type_name;
 use crate::tx::Tx;
+use ferrule_server::egress;
 use ferrule_server::{Error, Exchange, Handler};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::intern;
@@ -58,6 +59,13 @@ impl Wsgi {
     }
 
     fn call(&self, py: Python<'_>, ex: Box<Exchange>) -> Option<Box<Exchange>> {
+        // Egress attribution and `request_id`: one load when neither is on.
+        let ids = egress::wanted();
+        // uwsgi environs are built elsewhere and get the id below.
+        let uwsgi_id = ids && ex.protocol() == ferrule_server::Protocol::Uwsgi;
+        if ids {
+            egress::begin_request(&ex);
+        }
         let (tx, start_response) = match request_object(py, ex) {
             Ok(pair) => pair,
             Err(e) => {
@@ -66,6 +74,14 @@ impl Wsgi {
             }
         };
         let environ = self.environ.build(py, &tx);
+        if let (true, Ok(env)) = (uwsgi_id, &environ) {
+            // HTTP/1 environs have it already (`Environ::build`).
+            let key = intern!(py, "ferrule.request_id");
+            let set = egress::with_request_id(|id| env.set_item(key, sys::ascii_str(py, id)?));
+            if let Some(Err(e)) = set {
+                tracing::error!("cannot set ferrule.request_id: {e}");
+            }
+        }
         let result = match &environ {
             Ok(environ) => self.app.bind(py).call1((environ, &start_response)),
             Err(e) => Err(e.clone_ref(py)),
@@ -83,6 +99,9 @@ impl Wsgi {
             ),
         };
         drop(result);
+        if ids {
+            egress::end();
+        }
         let mut t = tx.borrow_mut();
         let input_error = t.input_error;
         let mut ex = t.ex.take()?;

@@ -4,6 +4,7 @@
 
 mod blocking;
 mod config;
+mod egress;
 mod environ;
 mod errors;
 mod fields;
@@ -37,6 +38,12 @@ create_exception!(
     TlsError,
     PyOSError,
     "A TLS certificate, key or CA file cannot be used."
+);
+create_exception!(
+    _ferrule,
+    EgressLogError,
+    PyOSError,
+    "The egress log file cannot be opened."
 );
 create_exception!(
     _ferrule,
@@ -258,10 +265,14 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(config::defaults::defaults, m)?)?;
     metrics::register(m)?;
+    m.add_function(wrap_pyfunction!(egress::egress_start, m)?)?;
+    m.add_function(wrap_pyfunction!(egress::egress_note_host, m)?)?;
+    m.add_function(wrap_pyfunction!(egress::egress_counts, m)?)?;
     m.add_class::<config::Config>()?;
     m.add_class::<file_wrapper::FileWrapper>()?;
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;
     m.add("TlsError", m.py().get_type::<TlsError>())?;
     m.add("BindError", m.py().get_type::<BindError>())?;
+    m.add("EgressLogError", m.py().get_type::<EgressLogError>())?;
     Ok(())
 }

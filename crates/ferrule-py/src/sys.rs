@@ -1,11 +1,11 @@
 //! The crate's only unsafe code: two reads of CPython object fields that PyO3's safe
-//! API does not offer. Each takes a `Bound`, which holds a strong reference and proves
+//! API does not offer, and a str made from ASCII bytes without decoding them. Each takes a `Bound`, which holds a strong reference and proves
 //! the thread is attached to the interpreter, so the object it reads is alive and no
 //! other thread changes it meanwhile.
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 
 /// How many references `obj` has, the one `obj` holds among them.
 pub fn refcnt(obj: &Bound<'_, PyAny>) -> isize {
@@ -36,6 +36,29 @@ pub fn dict_version(dict: &Bound<'_, PyDict>) -> Option<u64> {
     }
 }
 
+/// A str of `bytes`: for ASCII (egress's request id, every request) a compact str
+/// filled by a copy, without the UTF-8 decoder (callgrind: about 120 instructions
+/// less for 32 characters); anything else decoded as UTF-8, invalid bytes replaced.
+pub fn ascii_str<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    #[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy)))]
+    if bytes.is_ascii() {
+        // SAFETY: PyUnicode_New(n, 127) returns a new compact ASCII str of `n`
+        // one-byte characters (or null with an exception set); its data pointer has
+        // room for exactly `n` bytes, which the copy fills with ASCII before anyone
+        // else can see the object. This thread is attached (`py`).
+        unsafe {
+            let obj = ffi::PyUnicode_New(bytes.len() as ffi::Py_ssize_t, 127);
+            if obj.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            let data = ffi::PyUnicode_DATA(obj).cast::<u8>();
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
+            return Ok(Bound::from_owned_ptr(py, obj).cast_into_unchecked());
+        }
+    }
+    Ok(PyString::new(py, &String::from_utf8_lossy(bytes)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +82,22 @@ mod tests {
             d.set_item("b", 1).unwrap();
             d.del_item("b").unwrap();
             assert_ne!(dict_version(&d), v2, "a key added and removed again");
+        });
+    }
+
+    #[test]
+    fn ascii_str_equals_the_decoded_str() {
+        Python::initialize();
+        Python::attach(|py| {
+            for text in ["0123456789abcdef0123456789abcdef", "", "trace-1", "é~"] {
+                let s = ascii_str(py, text.as_bytes()).unwrap();
+                assert_eq!(s.to_str().unwrap(), text);
+                assert!(s.as_any().eq(PyString::new(py, text)).unwrap());
+            }
+            assert_eq!(
+                ascii_str(py, b"a\xffb").unwrap().to_str().unwrap(),
+                "a\u{fffd}b"
+            );
         });
     }
 

@@ -62,6 +62,11 @@ enum Piece {
     RespHeader(String),
     /// An index into the format's environ keys.
     Env(usize),
+    /// Egress (`egress.rs`): the request's id, the destinations it reached, and the
+    /// time it spent connecting.
+    RequestId,
+    Egress,
+    EgressMs,
 }
 
 /// A parsed `--access-logformat`: checked once, when the settings are.
@@ -91,6 +96,9 @@ pub struct AccessLog {
 impl AccessLog {
     /// `sink` should report its losses in the error log ([`crate::sink::Report::ErrorLog`]).
     pub fn new(format: AccessFormat, sink: Arc<Sink>) -> AccessLog {
+        if format.pieces.contains(&Piece::RequestId) {
+            crate::egress::want_ids();
+        }
         AccessLog {
             pieces: format.pieces,
             environ_keys: format.environ_keys,
@@ -194,11 +202,39 @@ impl AccessLog {
                     Some(Some(v)) => s.push_str(v),
                     _ => s.push('-'),
                 },
+                Piece::RequestId | Piece::Egress | Piece::EgressMs => egress_atom(p, &mut s),
             }
         }
         s.push('\n');
         s
     }
+}
+
+/// `%(request_id)s`, `%(egress)s`, `%(egress_ms)s`: from this thread's egress slot,
+/// which holds the request just served; `-` when there is nothing.
+fn egress_atom(p: &Piece, s: &mut String) {
+    use crate::egress::{egress_on, wanted, with_request_id, with_tally};
+    if !wanted() {
+        s.push('-');
+        return;
+    }
+    if let Piece::RequestId = p {
+        // Visible ASCII, so `from_utf8` (much cheaper than the lossy walk) holds.
+        let text = |id: &[u8]| match std::str::from_utf8(id) {
+            Ok(t) => s.push_str(t),
+            Err(_) => s.push_str(&String::from_utf8_lossy(id)),
+        };
+        match with_request_id(text) {
+            Some(()) => {}
+            None => s.push('-'),
+        }
+        return;
+    }
+    with_tally(|t| match (p, t) {
+        (Piece::Egress, Some((dests, _))) if !dests.is_empty() => s.push_str(&dests.join(",")),
+        (Piece::EgressMs, Some((_, ms))) if egress_on() => s.push_str(&format!("{ms:.3}")),
+        _ => s.push('-'),
+    });
 }
 
 fn parse(format: &str) -> Result<(Vec<Piece>, Vec<String>), String> {
@@ -236,6 +272,9 @@ fn parse(format: &str) -> Result<(Vec<Piece>, Vec<String>), String> {
             "p" => Piece::Pid,
             "Q" => Piece::QueueMicros,
             "F" => Piece::FirstByteMicros,
+            "request_id" => Piece::RequestId,
+            "egress" => Piece::Egress,
+            "egress_ms" => Piece::EgressMs,
             a if a.starts_with('{') && a.ends_with("}i") => {
                 Piece::ReqHeader(a[1..a.len() - 2].to_string())
             }
@@ -316,6 +355,16 @@ mod tests {
         );
         assert!(parse("%(zz)s").is_err());
         assert_eq!(parse("%(Q)s %(F)s").unwrap().0[2], Piece::FirstByteMicros);
+        assert_eq!(
+            parse("%(request_id)s %(egress)s %(egress_ms)s").unwrap().0,
+            [
+                Piece::RequestId,
+                Piece::Text(" ".into()),
+                Piece::Egress,
+                Piece::Text(" ".into()),
+                Piece::EgressMs
+            ]
+        );
         assert!(parse("%(h").is_err());
     }
 

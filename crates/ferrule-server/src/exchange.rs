@@ -261,6 +261,20 @@ impl Exchange {
     pub fn content_length(&self) -> Option<&[u8]> {
         self.head.framing.content_length.map(|s| self.bytes(s))
     }
+    /// The `X-Request-ID` field, when the connection's peer is in
+    /// `--forwarded-allow-ips` (egress's `request_id`).
+    pub fn trusted_request_id(&self) -> Option<&[u8]> {
+        // The field first: most requests have none, and the list is not looked at.
+        let id = match self.protocol {
+            Protocol::Http1 => self.header(b"x-request-id"),
+            Protocol::Uwsgi => self.header(b"HTTP_X_REQUEST_ID"),
+        }?;
+        let config = &self.shared.config;
+        config
+            .forwarded_allow_ips
+            .allows(self.conn.peer.ip())
+            .then_some(id)
+    }
     /// The protocol that carried the request.
     pub fn protocol(&self) -> Protocol {
         self.protocol

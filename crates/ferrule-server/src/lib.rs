@@ -14,6 +14,7 @@ mod conn;
 mod cork;
 mod date;
 mod driver;
+pub mod egress;
 mod error;
 mod exchange;
 mod finished;

@@ -83,6 +83,9 @@ pub(super) mod tests {
         d.set_item("cert_reqs", 0).unwrap();
         // The core keeps the suites a list selects, not the list; no list is its default.
         d.set_item("ciphers", py.None()).unwrap();
+        d.set_item("egress_log", py.None()).unwrap();
+        d.set_item("egress_deny", Vec::<String>::new()).unwrap();
+        d.set_item("egress_allow", Vec::<String>::new()).unwrap();
         d
     }
 
@@ -90,6 +93,28 @@ pub(super) mod tests {
         d.extract::<Settings>()
             .map_err(|e| e.to_string())?
             .into_config()
+    }
+
+    #[test]
+    fn egress_settings_are_typed_and_a_bad_spec_is_one_line() {
+        Python::initialize();
+        Python::attach(|py| {
+            let d = default_settings(py);
+            assert!(!config(&d).unwrap().egress.is_on());
+            d.set_item("egress_deny", vec!["metadata", "10.0.0.0/8:5432"])
+                .unwrap();
+            d.set_item("egress_log", "-").unwrap();
+            let c = config(&d).unwrap();
+            assert!(c.egress.is_on());
+            assert_eq!(c.egress.deny.len(), 2);
+            d.set_item("egress_allow", vec!["db.internal:99999"])
+                .unwrap();
+            let e = config(&d).err().unwrap();
+            assert!(
+                e.contains("\"db.internal:99999\"") && !e.contains('\n'),
+                "{e}"
+            );
+        });
     }
 
     #[test]

@@ -9,10 +9,14 @@
 //!
 //! `readiness.rs` owns epoll, the eventfd and poll(2); `socket.rs` the calls on a
 //! socket; `process.rs` memory, limits and threads; `shared_memory.rs` the memory the
-//! master shares with its workers (an anonymous `MAP_SHARED` mapping).
+//! master shares with its workers (an anonymous `MAP_SHARED` mapping); `seccomp.rs` the
+//! egress filter and its notifications, `remote.rs` what the egress supervisor reads of a
+//! trapped call (the caller's memory, the socket a descriptor number names).
 
 mod process;
 mod readiness;
+pub mod remote;
+pub mod seccomp;
 mod shared_memory;
 mod socket;
 
