@@ -317,7 +317,7 @@ impl Egress {
         let dest = SocketAddr::new(ip, dest.port());
         let mut name = String::new();
         let host = self.hosts.name_into(ip, &mut name).then_some(name);
-        let (verdict, rule) = self.policy.judge(udp, ip, dest.port(), host.as_deref());
+        let (verdict, rule) = self.policy.judge(ip, dest.port(), host.as_deref());
         let rule = rule.map(str::to_string);
         let proto = if udp { "udp" } else { "tcp" };
         self.counts
