@@ -72,13 +72,7 @@ impl Policy {
     }
 
     /// The verdict for `ip`:`port` (canonical `ip`), with the SPEC that decided.
-    pub fn judge(
-        &self,
-        udp: bool,
-        ip: IpAddr,
-        port: u16,
-        host: Option<&str>,
-    ) -> (Verdict, Option<&str>) {
+    pub fn judge(&self, ip: IpAddr, port: u16, host: Option<&str>) -> (Verdict, Option<&str>) {
         if let Some(r) = self.deny.iter().find(|r| r.matches(ip, port, host)) {
             return (Verdict::Deny, Some(r.text()));
         }
@@ -88,7 +82,7 @@ impl Policy {
         if let Some(r) = self.allow.iter().find(|r| r.matches(ip, port, host)) {
             return (Verdict::Allow, Some(r.text()));
         }
-        let _ = udp; // port 53 is DNS over UDP and over TCP alike
+        // Port 53: DNS over UDP and over TCP alike.
         if port == 53 && self.nameservers.contains(&ip) {
             return (Verdict::Allow, Some(NAMESERVER));
         }
@@ -123,11 +117,11 @@ mod tests {
     fn deny_wins_over_allow() {
         let p = Policy::parse(&["127.0.0.1:9"], &["127.0.0.0/8"]).unwrap();
         assert_eq!(
-            p.judge(false, ip("127.0.0.1"), 9, None),
+            p.judge(ip("127.0.0.1"), 9, None),
             (Verdict::Deny, Some("127.0.0.1:9"))
         );
         assert_eq!(
-            p.judge(false, ip("127.0.0.1"), 10, None),
+            p.judge(ip("127.0.0.1"), 10, None),
             (Verdict::Allow, Some("127.0.0.0/8"))
         );
     }
@@ -136,23 +130,17 @@ mod tests {
     fn allow_rules_deny_everything_else_with_no_rule() {
         let p = Policy::parse::<&str>(&[], &["db.internal:5432"]).unwrap();
         assert_eq!(
-            p.judge(false, ip("10.0.0.5"), 5432, Some("db.internal")),
+            p.judge(ip("10.0.0.5"), 5432, Some("db.internal")),
             (Verdict::Allow, Some("db.internal:5432"))
         );
-        assert_eq!(
-            p.judge(false, ip("10.0.0.5"), 5432, None),
-            (Verdict::Deny, None)
-        );
+        assert_eq!(p.judge(ip("10.0.0.5"), 5432, None), (Verdict::Deny, None));
     }
 
     #[test]
     fn no_rules_allow_everything() {
         let p = Policy::parse::<&str>(&[], &[]).unwrap();
         assert!(p.is_empty());
-        assert_eq!(
-            p.judge(true, ip("192.0.2.1"), 514, None),
-            (Verdict::Allow, None)
-        );
+        assert_eq!(p.judge(ip("192.0.2.1"), 514, None), (Verdict::Allow, None));
     }
 
     #[test]
@@ -162,25 +150,19 @@ mod tests {
             nameservers("# x\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch a\n");
         assert_eq!(p.nameservers, vec![ip("192.0.2.53"), ip("fe80::1")]);
         assert_eq!(
-            p.judge(true, ip("192.0.2.53"), 53, None),
+            p.judge(ip("192.0.2.53"), 53, None),
             (Verdict::Allow, Some(NAMESERVER))
         );
         assert_eq!(
-            p.judge(false, ip("192.0.2.53"), 53, None),
+            p.judge(ip("192.0.2.53"), 53, None),
             (Verdict::Allow, Some(NAMESERVER))
         );
-        assert_eq!(
-            p.judge(true, ip("192.0.2.53"), 54, None),
-            (Verdict::Deny, None)
-        );
-        assert_eq!(
-            p.judge(true, ip("192.0.2.54"), 53, None),
-            (Verdict::Deny, None)
-        );
+        assert_eq!(p.judge(ip("192.0.2.53"), 54, None), (Verdict::Deny, None));
+        assert_eq!(p.judge(ip("192.0.2.54"), 53, None), (Verdict::Deny, None));
         let mut d = Policy::parse(&["192.0.2.53"], &["127.0.0.1:5432"]).unwrap();
         d.nameservers = vec![ip("192.0.2.53")];
         assert_eq!(
-            d.judge(true, ip("192.0.2.53"), 53, None),
+            d.judge(ip("192.0.2.53"), 53, None),
             (Verdict::Deny, Some("192.0.2.53"))
         );
     }
@@ -190,13 +172,10 @@ mod tests {
         let mut p = Policy::parse(&["localhost:7"], &[]).unwrap();
         p.resolve();
         assert_eq!(
-            p.judge(false, ip("127.0.0.1"), 7, None),
+            p.judge(ip("127.0.0.1"), 7, None),
             (Verdict::Deny, Some("localhost:7"))
         );
-        assert_eq!(
-            p.judge(false, ip("127.0.0.1"), 8, None),
-            (Verdict::Allow, None)
-        );
+        assert_eq!(p.judge(ip("127.0.0.1"), 8, None), (Verdict::Allow, None));
     }
 
     #[test]

@@ -16,7 +16,9 @@ use super::perform::Call;
 use super::record::{Line, RequestFields};
 use super::{Egress, Verdict};
 use crate::sys::remote::{dup_of, is_blocking, socket_type};
-use crate::sys::seccomp::{answer, next_notice, still_waiting, Answer, Notice};
+use crate::sys::seccomp::{
+    answer, close_listener_on_fork, next_notice, still_waiting, Answer, Notice,
+};
 use nix::libc;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::collections::{HashMap, VecDeque};
@@ -70,6 +72,7 @@ struct Shared {
 }
 
 pub(crate) fn spawn(eg: Arc<Egress>, listener: OwnedFd) -> std::io::Result<()> {
+    close_listener_on_fork(listener.as_raw_fd());
     let shared = Arc::new(Shared {
         eg,
         listener,
@@ -314,7 +317,7 @@ impl Egress {
         let dest = SocketAddr::new(ip, dest.port());
         let mut name = String::new();
         let host = self.hosts.name_into(ip, &mut name).then_some(name);
-        let (verdict, rule) = self.policy.judge(udp, ip, dest.port(), host.as_deref());
+        let (verdict, rule) = self.policy.judge(ip, dest.port(), host.as_deref());
         let rule = rule.map(str::to_string);
         let proto = if udp { "udp" } else { "tcp" };
         self.counts

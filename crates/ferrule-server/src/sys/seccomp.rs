@@ -207,6 +207,35 @@ pub fn install_filter() -> io::Result<OwnedFd> {
     Err(io::Error::other("egress needs x86_64 or aarch64"))
 }
 
+/// The notification descriptor, for [`close_listener_in_child`].
+static LISTENER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn close_listener_in_child() {
+    let fd = LISTENER.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: close(2) is async-signal-safe and the child owns this copy of the
+        // descriptor; nothing else in the child uses it (its supervisor is not there).
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// A child forked without exec (multiprocessing) keeps the filter but not the
+/// supervisor: its calls still go to this process's supervisor, as long as this
+/// process lives. Its copy of the descriptor (exec closes it: close-on-exec) is
+/// closed at fork, so that once this process is gone the child's calls fail
+/// (ENOSYS) instead of waiting for a supervisor that no longer exists.
+pub fn close_listener_on_fork(fd: RawFd) {
+    LISTENER.store(fd, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: registers a plain extern "C" function with no arguments; called in
+    // the child right after fork, where it only calls close(2).
+    let rc = unsafe { libc::pthread_atfork(None, None, Some(close_listener_in_child)) };
+    if rc != 0 {
+        tracing::warn!(
+            "egress: pthread_atfork failed ({rc}); forked children keep the egress descriptor"
+        );
+    }
+}
+
 /// A trapped call: who made it and its arguments.
 #[derive(Debug, Clone, Copy)]
 pub struct Notice {
