@@ -1,4 +1,5 @@
-"""The master process: binds, forks workers before any thread exists, keeps their
+"""The master process: binds, forks workers (its only thread besides the main one is
+``--metrics-bind``'s, in Rust, which takes no lock a worker uses), keeps their
 number right, and turns gunicorn's signals into actions.
 
 The master never serves a request. It sleeps in ``select`` on a self-pipe (woken by
