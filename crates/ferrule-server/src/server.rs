@@ -190,9 +190,16 @@ impl Server {
         // Listeners wake one worker per connection (EPOLLEXCLUSIVE): a wake-up this worker
         // got but had not taken from epoll is gone with the registration, and its
         // connection would wait in the queue for the next one to wake another worker.
-        // Whatever is queued now is accepted here and served by the drain.
-        for idx in 0..s.listeners.len() {
-            accept_all(s, idx);
+        // Whatever is queued now is accepted here and served by the drain, if a runner
+        // is free to serve it. With every runner inside a request (one stuck past
+        // `--timeout`, above all) no thread of this worker waited in epoll, so no
+        // wake-up was given to it, and no runner starts while stopping: what it took
+        // now would wait for those requests, up to `graceful`, while the next worker
+        // (the replacement a timeout asks for) would have served it from the queue.
+        if s.sched.has_idle_runner() {
+            for idx in 0..s.listeners.len() {
+                accept_all(s, idx);
+            }
         }
         s.table.begin_drain(DRAIN_QUIET.min(graceful / 2));
         let _ = s.waker.wake();

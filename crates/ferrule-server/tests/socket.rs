@@ -6,6 +6,8 @@
 mod corpus;
 #[path = "socket/proxy.rs"]
 mod proxy;
+#[path = "socket/stopping.rs"]
+mod stopping;
 #[path = "socket/tls.rs"]
 mod tls;
 #[path = "socket/uwsgi.rs"]

@@ -36,6 +36,12 @@ impl Sched {
         (running, blocked)
     }
 
+    /// Whether some runner waits for work (in epoll, not inside a request): a
+    /// connection accepted now has a thread to serve it.
+    pub(crate) fn has_idle_runner(&self) -> bool {
+        self.idle.load(Ordering::SeqCst) > 0
+    }
+
     /// When thread `me`'s current request began (nanoseconds since `epoch`), if it is in one.
     pub(crate) fn request_start(&self, me: usize) -> Option<u64> {
         match self.busy.get(me)?.load(Ordering::Relaxed) {
