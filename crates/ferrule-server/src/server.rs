@@ -158,7 +158,7 @@ impl Server {
     pub fn answer_overdue(&self, limit: Duration) -> usize {
         let s = &self.shared;
         let response = error_answer(500, Version::Http11, s.config.protocol);
-        (0..s.sched.spawned())
+        let answered = (0..s.sched.spawned())
             .filter(|&me| {
                 let old = || {
                     s.progress
@@ -167,7 +167,11 @@ impl Server {
                 };
                 s.claims.time_out(me, old, &response)
             })
-            .count()
+            .count();
+        if answered > 0 {
+            s.gave_up.store(true, Ordering::SeqCst);
+        }
+        answered
     }
 
     /// Stops accepting (connections still queued in a shared listening socket stay
@@ -190,13 +194,13 @@ impl Server {
         // Listeners wake one worker per connection (EPOLLEXCLUSIVE): a wake-up this worker
         // got but had not taken from epoll is gone with the registration, and its
         // connection would wait in the queue for the next one to wake another worker.
-        // Whatever is queued now is accepted here and served by the drain, if a runner
-        // is free to serve it. With every runner inside a request (one stuck past
-        // `--timeout`, above all) no thread of this worker waited in epoll, so no
-        // wake-up was given to it, and no runner starts while stopping: what it took
-        // now would wait for those requests, up to `graceful`, while the next worker
-        // (the replacement a timeout asks for) would have served it from the queue.
-        if s.sched.has_idle_runner() {
+        // Whatever is queued now is accepted here and served by the drain, unless
+        // `--timeout` gave up on a request and every runner is inside one: then no
+        // thread of this worker waited in epoll (so no wake-up was given to it), no
+        // runner starts while stopping, and what it took would wait behind a request
+        // that may never end, while the replacement the timeout asks for serves it
+        // from the queue. Busy runners that are not stuck finish, and then serve it.
+        if s.sched.has_idle_runner() || !s.gave_up.load(Ordering::SeqCst) {
             for idx in 0..s.listeners.len() {
                 accept_all(s, idx);
             }

@@ -34,6 +34,8 @@ pub struct Shared {
     /// Pauses accepting while out of descriptors (`backoff.rs`).
     pub(crate) backoff: Backoff,
     pub(crate) stopping: AtomicBool,
+    /// `--timeout` gave up on a request of this worker (`Server::answer_overdue`).
+    pub(crate) gave_up: AtomicBool,
     /// Requests answered.
     pub(crate) served: AtomicU64,
     pub(crate) access: Option<AccessLog>,
@@ -77,6 +79,7 @@ impl Shared {
             table: Table::new(),
             backoff,
             stopping: AtomicBool::new(false),
+            gave_up: AtomicBool::new(false),
             served: AtomicU64::new(0),
             access,
             observe,

@@ -1,7 +1,8 @@
-//! A worker that stops while every runner is inside a request (what `--timeout` does
-//! to a worker whose app is stuck): connections queued on the shared listening socket
-//! are left there for the next worker, not taken by one that has no thread to serve
-//! them. Two servers on one socket stand for two workers of a master.
+//! A worker that stops while every runner is inside a request: after `--timeout` gave
+//! up on one (a stuck app), connections queued on the shared listening socket are left
+//! there for the next worker, not taken by one that has no thread to serve them;
+//! otherwise it takes them and serves them once a request ends. Two servers on one
+//! socket stand for two workers of a master.
 
 use ferrule_server::{Bind, Exchange, Handler, InPlace, Server, ServerConfig};
 use std::io::{Read, Write};
@@ -106,8 +107,10 @@ fn a_worker_stopping_with_every_runner_stuck_leaves_queued_connections_to_the_ne
     // Its one runner is in the app (and one runner is all it may have): this
     // connection waits in the socket's queue, as one does behind a stuck worker.
     let mut queued = send(&listener, "/");
-    // The stop gives up on the stuck request after its graceful time; by then it has
-    // done whatever it does with the queue.
+    // `--timeout` gives up on the stuck request, and the worker stops; the stop gives
+    // up on it too after its graceful time; by then it has done whatever it does with
+    // the queue.
+    assert_eq!(first.answer_overdue(Duration::ZERO), 1);
     let started = Instant::now();
     assert!(
         !first.stop(Duration::from_millis(300)),
@@ -125,4 +128,26 @@ fn a_worker_stopping_with_every_runner_stuck_leaves_queued_connections_to_the_ne
         "the queued connection was not served by the next worker: {read:?} {text:?}"
     );
     assert!(second.stop(Duration::from_secs(2)));
+}
+
+#[test]
+fn a_worker_stopping_with_busy_runners_not_given_up_on_serves_queued_connections() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let old = std::sync::Arc::new(Stuck::new("old"));
+    let first = worker(&listener, 1, &old);
+    let _busy = send(&listener, "/stuck");
+    old.wait_until(|s| s.0);
+    let mut queued = send(&listener, "/");
+    // A plain TERM (a HUP's replacement, the whole server stopping): the request in the
+    // app ends within the graceful time, and the queued connection is not lost.
+    let stopper = std::thread::spawn(move || first.stop(PATIENCE));
+    old.release();
+    let mut got = Vec::new();
+    let read = queued.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        read.is_ok() && text.starts_with("HTTP/1.1 200") && text.ends_with("old"),
+        "the queued connection was not served by the stopping worker: {read:?} {text:?}"
+    );
+    assert!(stopper.join().unwrap());
 }
