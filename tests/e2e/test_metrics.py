@@ -239,3 +239,18 @@ def test_timeout_and_memory_replacements_are_counted_by_reason(serve):
     s2, mport2 = start(serve, "--max-worker-memory", "1")
     wait_until(lambda: restarts(mport2)["memory"] >= 1, timeout=20)
     assert restarts(mport2)["crash"] == 0
+
+
+def test_pipelined_requests_are_each_counted_with_a_duration(serve):
+    import socket
+    s, mport = start(serve)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 4 + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    assert data.count(b"HTTP/1.1 200") == 5
+    exactly(mport, 5)
+    got = samples(mport)
+    assert got[("ferrule_request_duration_seconds_count", ())] == 5
+    assert got[("ferrule_request_queue_seconds_count", ())] == 5

@@ -25,19 +25,8 @@ pub use statsd::{Statsd, StatsdSettings, StatsdTarget};
 
 use crate::sched::Stamp;
 pub(crate) use slot::Answered;
-use slot::Counted;
-use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-thread_local! {
-    /// The request this thread answered last, counted once its end is known: the
-    /// runner's stamp after `serve` returns ([`Observe::ended`]), which it reads anyway.
-    /// Its duration and queue wait are then differences of the runner's stamps (no
-    /// clock read, no `Instant` arithmetic); a pipelined request followed by another
-    /// in the same `serve` reads the clock for its end and counts no wait.
-    static PENDING: Cell<Option<Counted>> = const { Cell::new(None) };
-}
 
 /// This process's slot, once a worker (or `ferrule.run()` with `--metrics-bind`) has
 /// one. Process-wide because a process is one worker: requests the server refuses
@@ -61,6 +50,12 @@ pub(crate) fn rejected(status: u16) {
 }
 
 /// What a worker's server observes about each request.
+///
+/// A request is counted in two steps, neither reading the clock: the driver adds its
+/// series and bytes when it is answered ([`Observe::answered`]) and notes it for its
+/// runner; the runner, after serving the connection, adds the duration and the
+/// queue wait from its own stamps ([`Observe::ended`]). Several pipelined requests
+/// served in one go share the time equally (and the first one the wait).
 #[derive(Default)]
 pub struct Observe {
     pub slot: Option<Slot>,
@@ -68,9 +63,25 @@ pub struct Observe {
     pub server_timing: ServerTiming,
     /// The access log shows queue or first-byte times (`%(Q)s`, `%(F)s`).
     pub timed_log: bool,
+    /// Per runner: requests answered since its last [`Observe::ended`].
+    answered: Box<[AtomicU32]>,
 }
 
 impl Observe {
+    pub fn new(slot: Option<Slot>, statsd: Option<Statsd>, server_timing: ServerTiming) -> Observe {
+        Observe {
+            slot,
+            statsd,
+            server_timing,
+            ..Observe::default()
+        }
+    }
+
+    /// Room for `threads` runners (`Server::bind_observed`).
+    pub(crate) fn for_runners(&mut self, threads: usize) {
+        self.answered = (0..threads.max(1)).map(|_| AtomicU32::new(0)).collect();
+    }
+
     /// Whether requests carry their times (`timing.rs`): `--server-timing` or the
     /// access log reads them. The counters take theirs from the runner's stamps.
     #[inline]
@@ -90,41 +101,35 @@ impl Observe {
         self.slot.is_some() || self.statsd.is_some()
     }
 
-    /// A finished request, answered by the app (`Exchange::answered`): counted at
-    /// its end ([`Observe::ended`]).
-    pub(crate) fn answered(&self, a: &Answered<'_>) {
-        let counted = Counted::of(a);
-        if let Some(before) = PENDING.replace(Some(counted)) {
-            // Pipelined: the one before ended when this one was answered.
-            let took = Instant::now().saturating_duration_since(before.started);
-            self.count(&before, took.as_nanos() as u64, 0);
-        }
-    }
-
-    /// The runner served a connection from `started` to `end`, having taken its
-    /// event from epoll at `seen`: the last request answered is counted.
-    #[inline]
-    pub(crate) fn ended(&self, seen: Stamp, started: Stamp, end: Stamp) {
-        if !self.counts() {
-            return;
-        }
-        let Some(last) = PENDING.take() else { return };
-        if last.started == started.at {
-            self.count(&last, end.nanos_since(started), started.nanos_since(seen));
-        } else {
-            // The last of several pipelined requests: it started at its parse.
-            let took = end.at.saturating_duration_since(last.started);
-            self.count(&last, took.as_nanos() as u64, 0);
-        }
-    }
-
-    /// Counts a request that took `duration` nanoseconds after waiting `queue`.
-    fn count(&self, c: &Counted, duration: u64, queue: u64) {
+    /// A finished request, answered by the app on runner `me` (`Exchange::answered`).
+    pub(crate) fn answered(&self, me: usize, a: &Answered<'_>) {
         if let Some(slot) = &self.slot {
-            slot.request(c, duration, queue);
+            slot.answered(a);
+            if let Some(n) = self.answered.get(me) {
+                n.fetch_add(1, Relaxed);
+            }
         }
         if let Some(statsd) = &self.statsd {
-            statsd.request(c.status, Duration::from_nanos(duration));
+            // A datagram a request anyway: its clock read is the small part.
+            statsd.request(a.status, a.started.elapsed());
+        }
+    }
+
+    /// Runner `me` served a connection from `started` to `end`, having taken its
+    /// event from epoll at `seen`: the requests it answered get their times.
+    #[inline]
+    pub(crate) fn ended(&self, me: usize, seen: Stamp, started: Stamp, end: Stamp) {
+        let Some(slot) = &self.slot else { return };
+        let Some(n) = self.answered.get(me) else {
+            return;
+        };
+        match n.swap(0, Relaxed) {
+            0 => {}
+            k => slot.timed(
+                k,
+                end.nanos_since(started) / u64::from(k),
+                started.nanos_since(seen),
+            ),
         }
     }
 }

@@ -63,6 +63,7 @@ impl Server {
         mut observe: Observe,
     ) -> Result<Server, BindError> {
         observe.timed_log |= access.as_ref().is_some_and(AccessLog::wants_timing);
+        observe.for_runners(config.threads);
         let listeners = bind_all(&config)?;
         let io_err = |cause| BindError {
             bind: config.binds[0].bind.clone(),

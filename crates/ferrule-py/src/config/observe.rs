@@ -50,11 +50,10 @@ impl ObserveSettings {
                 None
             }
         });
-        Observe {
-            slot: ferrule_server::metrics::this_slot(),
+        Observe::new(
+            ferrule_server::metrics::this_slot(),
             statsd,
-            server_timing: self.server_timing,
-            timed_log: false,
-        }
+            self.server_timing,
+        )
     }
 }

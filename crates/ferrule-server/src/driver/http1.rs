@@ -108,7 +108,7 @@ pub(crate) fn serve(
                         log.record(&ex.finished());
                     }
                     if shared.observe.counts() {
-                        shared.observe.answered(&ex.answered());
+                        shared.observe.answered(me, &ex.answered());
                     }
                     shared.served.fetch_add(1, Ordering::Relaxed);
                     let (c, ended) = ex.into_conn(blocking);

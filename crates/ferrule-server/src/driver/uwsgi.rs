@@ -189,7 +189,7 @@ fn run(
         log.record(&ex.finished());
     }
     if shared.observe.counts() {
-        shared.observe.answered(&ex.answered());
+        shared.observe.answered(me, &ex.answered());
     }
     shared.served.fetch_add(1, Ordering::Relaxed);
     let (mut conn, ended) = ex.into_conn(blocking);

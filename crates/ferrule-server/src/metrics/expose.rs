@@ -191,24 +191,21 @@ pub fn render(t: &Totals) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::registry::Registry;
-    use super::super::slot::{Answered, Counted};
+    use super::super::slot::Answered;
     use super::*;
 
     #[test]
     fn renders_counts_and_buckets() {
         let r = Registry::new(1).unwrap();
         let s = r.slot(0).unwrap();
-        s.request(
-            &Counted::of(&Answered {
-                method: b"BREW",
-                status: 418,
-                started: std::time::Instant::now(),
-                sent: 7,
-                received: 30,
-            }),
-            3_000_000,
-            50_000,
-        );
+        s.answered(&Answered {
+            method: b"BREW",
+            status: 418,
+            started: std::time::Instant::now(),
+            sent: 7,
+            received: 30,
+        });
+        s.timed(1, 3_000_000, 50_000);
         s.rejected(431);
         let text = render(&r.totals());
         assert!(text.contains("ferrule_requests_total{method=\"OTHER\",status=\"418\"} 1\n"));

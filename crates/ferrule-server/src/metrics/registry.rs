@@ -128,7 +128,7 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::super::slot::{Answered, Counted, REQUESTS, SENT};
+    use super::super::slot::{Answered, DURATION, REQUESTS, SENT};
     use super::*;
 
     fn answered(status: u16) -> Answered<'static> {
@@ -146,9 +146,9 @@ mod tests {
         let r = Registry::new(2).unwrap();
         let (a, b) = (r.slot(0).unwrap(), r.slot(1).unwrap());
         for _ in 0..3 {
-            a.request(&Counted::of(&answered(200)), 150_000, 0);
+            a.answered(&answered(200));
         }
-        b.request(&Counted::of(&answered(200)), 150_000, 0);
+        b.answered(&answered(200));
         a.set_accepting(true);
         assert!(r.ready());
         assert_eq!(r.totals().words[REQUESTS + 100], 4);
@@ -156,7 +156,15 @@ mod tests {
         assert!(!r.ready());
         assert_eq!(r.totals().words[REQUESTS + 100], 4);
         assert_eq!(r.totals().words[SENT], 20);
-        a.request(&Counted::of(&answered(200)), 150_000, 0);
+        // Three pipelined requests of 300 µs in all: three of 100 µs.
+        a.timed(3, 100_000, 0);
+        let t = r.totals();
+        assert_eq!(t.words[DURATION], 3);
+        assert_eq!(
+            t.words[DURATION + super::super::slot::BOUNDS.len() + 1],
+            300_000
+        );
+        a.answered(&answered(200));
         assert_eq!(r.totals().words[REQUESTS + 100], 5);
         assert!(r.slot(2).is_none());
         assert!(r.restart("crash") && !r.restart("boredom"));

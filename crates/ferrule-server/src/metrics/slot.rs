@@ -135,20 +135,28 @@ impl Slot {
         self.words[i].fetch_add(n, Relaxed);
     }
 
-    fn observe(&self, hist: usize, ns: u64) {
-        self.add(hist + bucket(ns), 1);
-        self.add(hist + BOUNDS.len() + 1, ns);
+    /// A request the app answered: its series and bytes (its times follow, `timed`).
+    #[inline]
+    pub(crate) fn answered(&self, a: &Answered<'_>) {
+        let series = REQUESTS + method_index(a.method) * N_STATUS + status_index(a.status);
+        self.add(series, 1);
+        self.add(SENT, a.sent);
+        self.add(RECEIVED, a.received);
     }
 
-    /// A request the app answered, which took `duration` nanoseconds after waiting
-    /// `queue` (integers: the runner's stamps are, and a `Duration` costs conversions).
+    /// The times of `k` requests a runner answered back to back: `each` nanoseconds
+    /// long, the first after waiting `queue` (the others waited for it, not for a
+    /// thread).
     #[inline]
-    pub(crate) fn request(&self, r: &Counted, duration: u64, queue: u64) {
-        self.add(r.series, 1);
-        self.observe(DURATION, duration);
-        self.observe(QUEUE, queue);
-        self.add(SENT, r.sent);
-        self.add(RECEIVED, r.received);
+    pub(crate) fn timed(&self, k: u32, each: u64, queue: u64) {
+        let k = u64::from(k);
+        self.add(DURATION + bucket(each), k);
+        self.add(DURATION + BOUNDS.len() + 1, each * k);
+        self.add(QUEUE + bucket(queue), 1);
+        self.add(QUEUE + BOUNDS.len() + 1, queue);
+        if k > 1 {
+            self.add(QUEUE, k - 1);
+        }
     }
 
     /// A request the server answered itself before the app (400, 408, 413, 431, 503...).
@@ -169,32 +177,8 @@ impl Slot {
     }
 }
 
-/// What a finished request adds to its worker's slot, waiting for its end (a copy of
-/// [`Answered`] without the borrow).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Counted {
-    /// Its word among `REQUESTS` (method and status).
-    pub(crate) series: usize,
-    pub(crate) status: u16,
-    pub(crate) started: Instant,
-    pub(crate) sent: u64,
-    pub(crate) received: u64,
-}
-
-impl Counted {
-    #[inline]
-    pub(crate) fn of(a: &Answered<'_>) -> Counted {
-        Counted {
-            series: REQUESTS + method_index(a.method) * N_STATUS + status_index(a.status),
-            status: a.status,
-            started: a.started,
-            sent: a.sent,
-            received: a.received,
-        }
-    }
-}
-
-/// What a finished request adds to its worker's slot (`Exchange::answered`).
+/// What a finished request adds to its worker's slot (`Exchange::answered`); its
+/// times come from the runner (`Slot::timed`).
 pub(crate) struct Answered<'a> {
     pub(crate) method: &'a [u8],
     pub(crate) status: u16,
