@@ -203,7 +203,11 @@ fn child() {
     let (mut ok, mut refused) = (0, 0);
     // Until both outcomes were seen often, bounded in count and time; fewer allowed
     // ones than the listen backlog (128): they wait there, unaccepted.
-    for _ in 0..2000 {
+    for i in 0..2000 {
+        // Also flipped here, so both outcomes come even while the flipper waits for
+        // a CPU; whenever it runs, it races the supervisor's copy.
+        let p = if i % 2 == 0 { a.port() } else { d.port() };
+        sa.port.store(p.to_be(), Ordering::Relaxed);
         match connect_racy(&sa) {
             Ok(()) => ok += 1,
             Err(libc::EACCES) => refused += 1,
@@ -251,10 +255,17 @@ fn child() {
     );
     assert_eq!(arrived(&allowed), 2 + ok + by_child);
     drop(kept);
-    let counts = egress::counts();
-    assert!(counts
-        .iter()
-        .any(|(k, n)| k.verdict == "deny" && k.port == d.port() && *n >= 2 + refused as u64));
+    // Counted after each caller was answered: waited for, bounded.
+    let counted = || {
+        egress::counts()
+            .iter()
+            .any(|(k, n)| k.verdict == "deny" && k.port == d.port() && *n >= 2 + refused as u64)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !counted() && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(counted(), "{:?}", egress::counts());
     // Let the watcher write the non-blocking connect's line.
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {

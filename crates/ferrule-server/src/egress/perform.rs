@@ -191,7 +191,13 @@ impl Call {
 
     /// Performs the call with the copy; its return value, or the errno. For
     /// `sendmmsg`, the lengths sent are written back to the caller's `msg_len`s.
-    pub(crate) fn perform(&mut self, pid: i32) -> Result<i64, i32> {
+    /// `dont_wait`: a send with `MSG_DONTWAIT` added (EAGAIN instead of waiting).
+    pub(crate) fn perform(&mut self, pid: i32, dont_wait: bool) -> Result<i64, i32> {
+        let extra = if dont_wait {
+            libc::MSG_DONTWAIT as u64
+        } else {
+            0
+        };
         match self {
             Call::Connect { fd, name } => exempt_syscall(
                 libc::SYS_connect,
@@ -203,7 +209,7 @@ impl Call {
                     *fd as u64,
                     msg.data.as_ptr() as u64,
                     msg.data.len() as u64,
-                    *flags,
+                    *flags | extra,
                     ptr_or_null(&msg.name),
                     msg.name.len() as u64,
                 ],
@@ -213,7 +219,7 @@ impl Call {
                 let hdr = msghdr(msg, &mut iov);
                 exempt_syscall(
                     libc::SYS_sendmsg,
-                    [*fd as u64, &hdr as *const _ as u64, *flags, 0, 0, 0],
+                    [*fd as u64, &hdr as *const _ as u64, *flags | extra, 0, 0, 0],
                 )
             }
             Call::SendMmsg {
@@ -238,7 +244,7 @@ impl Call {
                         *fd as u64,
                         hdrs.as_mut_ptr() as u64,
                         hdrs.len() as u64,
-                        *flags,
+                        *flags | extra,
                         0,
                         0,
                     ],

@@ -2,7 +2,8 @@
 //!
 //! Calls of this process's threads are copied and performed here with the copy
 //! (`perform.rs`); a call on a blocking socket is handed to a pool of up to
-//! [`POOL_MAX`] threads so the supervisor never waits on the network, and a
+//! [`POOL_MAX`] threads so the supervisor never waits on the network (a datagram
+//! socket's connect, and its send when it would not wait, are done here), and a
 //! non-blocking connect that returns `EINPROGRESS` is watched (a duplicate of its
 //! socket in an epoll set; `SO_ERROR` is never read, it would clear the app's error)
 //! until it is writable or failed, or [`WATCH_LIMIT`] passed, for its `ms`. Calls of
@@ -134,17 +135,37 @@ fn supervise(s: &Arc<Shared>) {
             }
             continue;
         }
-        if is_blocking(call.fd()).unwrap_or(false) {
-            let job = Job {
-                id: n.id,
-                call,
-                attempts,
-            };
-            hand_to_pool(s, job);
-            continue;
-        }
         let started = Instant::now();
-        let result = call.perform(me);
+        let result = match is_blocking(call.fd()).unwrap_or(false) {
+            false => call.perform(me, false),
+            // A datagram socket's connect never waits, and its send rarely: tried
+            // here without waiting; only one that would wait goes to the pool.
+            true if datagram(&call, udp, dests.is_empty()) => match call.perform(me, true) {
+                Err(libc::EAGAIN) => {
+                    hand_to_pool(
+                        s,
+                        Job {
+                            id: n.id,
+                            call,
+                            attempts,
+                        },
+                    );
+                    continue;
+                }
+                r => r,
+            },
+            true => {
+                hand_to_pool(
+                    s,
+                    Job {
+                        id: n.id,
+                        call,
+                        attempts,
+                    },
+                );
+                continue;
+            }
+        };
         let _ = answer(fd, n.id, to_answer(result));
         let tcp_connect = call.is_connect() && !udp;
         match (attempts.into_iter().next(), tcp_connect, result) {
@@ -156,6 +177,14 @@ fn supervise(s: &Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+/// Whether `call`'s socket is not a stream (`udp`: known from its destinations).
+fn datagram(call: &Call, udp: bool, no_dest: bool) -> bool {
+    match no_dest {
+        false => udp,
+        true => socket_type(call.fd()).is_ok_and(|t| t != libc::SOCK_STREAM),
     }
 }
 
@@ -250,7 +279,7 @@ fn pool(s: &Shared) {
             }
         };
         let started = Instant::now();
-        let result = job.call.perform(me);
+        let result = job.call.perform(me, false);
         let _ = answer(s.listener.as_raw_fd(), job.id, to_answer(result));
         let ms = match job.call.is_connect() && job.attempts.first().is_some_and(|a| !a.udp) {
             true => Some(ms_since(started)),
@@ -308,7 +337,7 @@ fn watch(s: &Shared) {
 }
 
 impl Egress {
-    /// Judges one destination of a call by thread `tid` (`-1`: not ours), counting it.
+    /// Judges one destination of a call by thread `tid` (`-1`: not ours).
     fn judge(&self, tid: i32, udp: bool, dest: SocketAddr) -> Attempt {
         let ts = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -319,9 +348,6 @@ impl Egress {
         let host = self.hosts.name_into(ip, &mut name).then_some(name);
         let (verdict, rule) = self.policy.judge(ip, dest.port(), host.as_deref());
         let rule = rule.map(str::to_string);
-        let proto = if udp { "udp" } else { "tcp" };
-        self.counts
-            .add(proto, ip, dest.port(), host.as_deref(), verdict);
         let (mut slot, mut request) = (None, None);
         if let Some(sl) = (tid > 0).then(|| slot_of(tid)).flatten() {
             if let Some((fields, seq)) = sl.request() {
@@ -347,8 +373,13 @@ impl Egress {
         }
     }
 
-    /// Writes the attempt's line and tells its request (`ms`: the connect's time).
+    /// Counts the attempt, writes its line and tells its request (`ms`: the
+    /// connect's time). Called after the caller was answered: none of this delays it.
     fn finish(&self, a: &Attempt, ms: Option<f64>) {
+        let proto = if a.udp { "udp" } else { "tcp" };
+        let host = a.host.as_deref();
+        self.counts
+            .add(proto, a.dest.ip(), a.dest.port(), host, a.verdict);
         if let (Some((slot, seq)), Some(ms)) = (&a.slot, ms) {
             slot.lock().add_ms(*seq, ms);
         }
