@@ -79,7 +79,8 @@ def by_socket():
 
 @app.get("/udp")
 def udp():
-    """sendto each `to`; with connected=1, connect then send (judged at the connect)."""
+    """sendto each `to`; with connected=1, connect then send (judged at the connect);
+    with via=sendmsg, sendmsg with the address and two buffers."""
     out = []
     for spec in request.args.getlist("to"):
         host, port = destination(spec)
@@ -89,6 +90,8 @@ def udp():
                 if request.args.get("connected") == "1":
                     s.connect((host, port))
                     s.send(b"hello")
+                elif request.args.get("via") == "sendmsg":
+                    s.sendmsg([b"hel", b"lo"], [], 0, (host, port))
                 else:
                     s.sendto(b"hello", (host, port))
             out.append("ok")

@@ -76,12 +76,12 @@ def test_psycopg2_denied_says_permission_denied_and_its_unix_socket_is_not_egres
     assert not [r for r in records(log) if r["request_id"] == unix["request_id"]]
 
 
-@pytest.mark.parametrize("connected", [False, True], ids=["sendto", "connected"])
-def test_a_denied_udp_destination_gets_no_datagram(serve, tmp_path, listeners, connected):
+@pytest.mark.parametrize("how", ["connected=0", "connected=1", "via=sendmsg"], ids=["sendto", "connected", "sendmsg"])
+def test_a_denied_udp_destination_gets_no_datagram(serve, tmp_path, listeners, how):
     sink = listeners("udp")
     spec = f"127.0.0.1:{sink.port}"
     s, log = start(serve, tmp_path, "--egress-deny", spec)
-    _, got = call(s.port, f"/udp?to={spec}&connected={int(connected)}")
+    _, got = call(s.port, f"/udp?to={spec}&{how}")
     assert got["results"] == ["PermissionError"]
     [rec] = wait_records(log, 1, to_port(sink.port))
     check(rec, request_id=got["request_id"], path="/udp", proto="udp", addr="127.0.0.1", port=sink.port,

@@ -86,11 +86,11 @@ def test_requests_to_a_name_records_the_name(serve, tmp_path, listeners):
             assert (r["addr"], r["host"]) == ("::1", "localhost"), r
 
 
-@pytest.mark.parametrize("connected", [False, True], ids=["sendto", "connected"])
-def test_udp_sends_are_recorded_without_ms(serve, tmp_path, listeners, connected):
+@pytest.mark.parametrize("how", ["connected=0", "connected=1", "via=sendmsg"], ids=["sendto", "connected", "sendmsg"])
+def test_udp_sends_are_recorded_without_ms(serve, tmp_path, listeners, how):
     sink = listeners("udp")
     s, log = start(serve, tmp_path)
-    _, got = call(s.port, f"/udp?to=127.0.0.1:{sink.port}&connected={int(connected)}")
+    _, got = call(s.port, f"/udp?to=127.0.0.1:{sink.port}&{how}")
     assert got["results"] == ["ok"]
     one(log, sink.port, pid=got["pid"], request_id=got["request_id"], method="GET", path="/udp",
         proto="udp", addr="127.0.0.1", verdict="allow", ms_known=False)
