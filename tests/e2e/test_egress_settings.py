@@ -75,8 +75,6 @@ def test_a_bad_spec_is_one_line_naming_it_and_exit_2(flag, spec):
     assert spec in lines[0], r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="empty SPECs are skipped today; refusing them is proposed in "
-                   "egress-contract.md (13:31 UTC note) and not adopted by wip/egress yet")
 @pytest.mark.parametrize("value", ["", " ", "127.0.0.1,,10.0.0.1", "127.0.0.1,"])
 def test_an_empty_item_is_a_bad_spec(value):
     # `--egress-allow "$ALLOWED"` with the variable unset must not turn an allow-list into

@@ -100,12 +100,17 @@ impl Rule {
 }
 
 /// Parses every SPEC of `specs`, each of which may hold several separated by commas.
+/// An empty one is refused: `--egress-allow "$ALLOWED"` with the variable unset must not
+/// quietly become no rule at all (for an allow list: everything allowed).
 pub fn parse_all<S: AsRef<str>>(specs: &[S]) -> Result<Vec<Rule>, String> {
     let mut rules = Vec::new();
     for value in specs {
         for spec in value.as_ref().split(',').map(str::trim) {
             if spec.is_empty() {
-                continue;
+                return Err(format!(
+                    "{:?}: an empty rule (a variable left unset?)",
+                    value.as_ref()
+                ));
             }
             rules.push(Rule::parse(spec).map_err(|e| format!("{spec:?}: {e}"))?);
         }

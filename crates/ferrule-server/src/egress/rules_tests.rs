@@ -148,3 +148,11 @@ fn lists_split_on_commas_and_name_the_bad_spec() {
     let e = parse_all(&["10.0.0.1,10.0.0.0/40"]).unwrap_err();
     assert!(e.starts_with("\"10.0.0.0/40\": "), "{e}");
 }
+
+#[test]
+fn an_empty_item_is_refused_not_skipped() {
+    for value in ["", " ", "10.0.0.1,,10.0.0.2", "10.0.0.1,"] {
+        let e = parse_all(&[value]).unwrap_err();
+        assert!(e.contains("an empty rule"), "{value:?}: {e}");
+    }
+}
