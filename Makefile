@@ -54,10 +54,16 @@ test: rust-checks install wheel
 	{ command -v haproxy && test -e /usr/lib/nginx/modules/ngx_stream_module.so; } >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy libnginx-mod-stream >/dev/null; }
 	$(PY) -c "import trustme, requests" 2>/dev/null || $(PY) -m pip install -q trustme requests
 	{ command -v openssl && command -v curl; } >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl curl >/dev/null; }
+	# The egress tests (tests/e2e/test_egress*.py): a real PostgreSQL (initdb in a temp dir),
+	# psycopg2 (libpq), Flask, requests, and pycurl where it installs from a wheel.
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
+	$(PY) -c "import psycopg2, flask, requests" 2>/dev/null || $(PY) -m pip install -q psycopg2-binary flask requests
+	$(PY) -c "import pycurl" 2>/dev/null || $(PY) -m pip install -q --only-binary=:all: pycurl || echo "pycurl: no wheel here, its egress tests skip"
 	$(PY) -m pytest tests -q -rf
 	$(PY) bench/bench.py --smoke
 	$(PY) bench/uwsgi.py --smoke
 	$(PY) bench/tls.py --smoke
+	$(PY) bench/egress.py --smoke
 
 bench: install
 	bench/run.sh
