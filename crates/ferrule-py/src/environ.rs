@@ -284,16 +284,7 @@ impl Environ {
         if ferrule_server::egress::wanted() {
             let key = intern!(py, "ferrule.request_id");
             let set = ferrule_server::egress::with_request_id(|id| {
-                // A reused environ has the last request's str: refilled when no one
-                // kept it (the usual case), else replaced.
-                if let Some(old) = env.get_item(key)? {
-                    if let Ok(old) = old.cast::<PyString>() {
-                        if crate::sys::refill_ascii(old, id) {
-                            return Ok(());
-                        }
-                    }
-                }
-                env.set_item(key, crate::sys::ascii_str(py, id)?)
+                local.live.set_request_id(&env, key, id)
             });
             if let Some(set) = set {
                 set?;

@@ -60,18 +60,18 @@ pub fn ascii_str<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PySt
     Ok(PyString::new(py, &String::from_utf8_lossy(bytes)))
 }
 
-/// Overwrites `s` with `bytes` when no one but `s`'s one other holder can see it:
-/// a reused environ's `ferrule.request_id` gets the next id without a new str and a
-/// dict store (callgrind: about 150 instructions a request). True when done: `s` is
+/// Overwrites `s` with `bytes` when no one but its two known holders can see it: a
+/// reused environ's `ferrule.request_id` gets the next id without a new str and a
+/// dict store (callgrind: about 250 instructions a request). True when done: `s` is
 /// an exact, compact ASCII, not interned str of `bytes.len()` characters with two
-/// references (the dict's and `s`'s), and `bytes` is ASCII.
+/// references (the caller's and one it knows of: the dict's), and `bytes` is ASCII.
 pub fn refill_ascii(s: &Bound<'_, PyString>, bytes: &[u8]) -> bool {
     #[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy, Py_GIL_DISABLED, Py_3_14)))]
     {
         let obj = s.as_ptr();
         // SAFETY: `s` is a live str (the `Bound` holds a reference) and this thread
         // is attached, so its header and fields are valid to read. It is written
-        // only when its references are the dict's and ours, so no other code holds
+        // only when its references are the caller's two, so no other code holds
         // it (a str has no weak references; an interned one, whose interning table
         // does not count, is left alone); its data has room for exactly `length`
         // one-byte characters, and the cached hash is reset, as for a new str.
