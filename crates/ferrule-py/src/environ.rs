@@ -285,7 +285,7 @@ impl Environ {
         if ferrule_server::egress::wanted() {
             let key = intern!(py, "ferrule.request_id");
             let set = ferrule_server::egress::with_request_id(|id| {
-                env.set_item(key, crate::sys::ascii_str(py, id)?)
+                local.live.set_request_id(&env, key, id)
             });
             if let Some(set) = set {
                 set?;

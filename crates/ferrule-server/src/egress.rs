@@ -132,11 +132,36 @@ pub fn start(settings: &EgressSettings) -> Result<usize, EgressError> {
         log: log.map(|d| Arc::new(Sink::new("egress log", d, Report::ErrorLog))),
         pid: std::process::id(),
     });
-    let listener: OwnedFd = install_filter().map_err(EgressError::Install)?;
+    let listener: Option<OwnedFd> = match install_filter() {
+        Ok(fd) => Some(fd),
+        Err(e) if unfiltered_for_bench(&e) => None,
+        Err(e) => return Err(EgressError::Install(e)),
+    };
     let _ = EGRESS.set(eg.clone());
     attribution::enable_egress();
-    supervisor::spawn(eg, listener).map_err(EgressError::Install)?;
+    if let Some(listener) = listener {
+        supervisor::spawn(eg, listener).map_err(EgressError::Install)?;
+    }
     Ok(rules)
+}
+
+/// The variable that lets a benchmark under valgrind (which does not implement
+/// seccomp(2)) count the per-request cost egress adds in user space.
+const BENCH_UNFILTERED: &str = "FERRULE_BENCH_EGRESS_UNFILTERED";
+
+/// Whether to go on without the filter: only when the kernel side cannot exist here
+/// (`seccomp(2)` is `ENOSYS`: valgrind) *and* [`BENCH_UNFILTERED`] asks for it, so it
+/// can never switch off a policy that could have been installed; said loudly.
+fn unfiltered_for_bench(e: &io::Error) -> bool {
+    let wanted = e.raw_os_error() == Some(nix::libc::ENOSYS)
+        && std::env::var_os(BENCH_UNFILTERED).is_some_and(|v| v == "1");
+    if wanted {
+        tracing::error!(
+            "egress: {BENCH_UNFILTERED}=1 and seccomp(2) is not implemented here: NO egress \
+             filter, nothing is judged or logged (request ids only, for measuring)"
+        );
+    }
+    wanted
 }
 
 /// Starts `ex` on this thread for egress attribution and `request_id` (call only

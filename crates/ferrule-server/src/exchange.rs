@@ -248,9 +248,15 @@ impl Exchange {
             .map(|h| (self.bytes(h.name), self.bytes(h.value)))
     }
     pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        // Lengths first, from the spans: most fields are not the one asked for
+        // (`X-Request-ID` is looked for on every request while egress is on).
+        self.head
+            .headers
+            .iter()
+            .find(|h| {
+                h.name.range().len() == name.len() && self.bytes(h.name).eq_ignore_ascii_case(name)
+            })
+            .map(|h| self.bytes(h.value))
     }
     pub fn host(&self) -> Option<&[u8]> {
         self.head.framing.host.map(|s| self.bytes(s))

@@ -36,6 +36,12 @@ pub struct Live {
     extras: Vec<Py<PyString>>,
     /// An empty list whose room the next request's keys take (no allocation).
     spare: Vec<Py<PyString>>,
+    /// Its `ferrule.request_id` str, while `dict` holds it (egress): refilled in place
+    /// for the next request when no one else refers to it.
+    request_id: Option<Py<PyString>>,
+    /// This build set `request_id` (else [`Live::finish`] forgets it: the dict may
+    /// not hold it, uwsgi's environs get theirs after `finish`).
+    request_id_set: bool,
 }
 
 impl Live {
@@ -50,8 +56,37 @@ impl Live {
         if dict.is_none() {
             // Dropped as `Bound`s: plain decrefs, without pyo3's GIL check.
             self.extras.drain(..).for_each(|k| drop(k.into_bound(py)));
+            if let Some(id) = self.request_id.take() {
+                drop(id.into_bound(py));
+            }
         }
         dict
+    }
+
+    /// Sets `dict[key]` (`ferrule.request_id`) to the ASCII `id`. A built-on dict
+    /// still holds the str this set last (its unchanged version tag says no one stored
+    /// anything since): rewritten in place when only the dict and this record refer
+    /// to it, which costs no new str and no dict store; otherwise a new str.
+    pub fn set_request_id(
+        &mut self,
+        dict: &Bound<'_, PyDict>,
+        key: &Bound<'_, PyString>,
+        id: &[u8],
+    ) -> PyResult<()> {
+        let py = dict.py();
+        if let Some(last) = &self.request_id {
+            if sys::refill_ascii(last.bind(py), id) {
+                self.request_id_set = true;
+                return Ok(());
+            }
+        }
+        let s = sys::ascii_str(py, id)?;
+        dict.set_item(key, &s)?;
+        if let Some(last) = self.request_id.replace(s.unbind()) {
+            drop(last.into_bound(py));
+        }
+        self.request_id_set = true;
+        Ok(())
     }
 
     /// Stores this request's [`Sticky`] values that differ from the dict's; a request
@@ -91,6 +126,11 @@ impl Live {
     /// marks the dict as built: its version now is the one [`Live::offer`] expects.
     pub fn finish(&mut self, dict: &Bound<'_, PyDict>, keys: Vec<Py<PyString>>) -> PyResult<()> {
         let py = dict.py();
+        if !std::mem::take(&mut self.request_id_set) {
+            if let Some(id) = self.request_id.take() {
+                drop(id.into_bound(py));
+            }
+        }
         let mut old = std::mem::replace(&mut self.extras, keys);
         for key in old.drain(..) {
             let key = key.into_bound(py);

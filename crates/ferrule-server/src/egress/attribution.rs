@@ -1,40 +1,46 @@
 //! Which request a thread is serving, for the supervisor: a slot per serving thread,
-//! registered once in a thread id → slot map, refilled per request without
-//! allocating (its strings and list keep their room). Also the request's egress
-//! tally (destinations, connect time) the access log shows, and `request_id`.
+//! registered once in a thread id → slot map. Also the request's egress tally
+//! (destinations, connect time) the access log shows, and `request_id`.
+//!
+//! The request path takes no lock and allocates nothing: a thread keeps its request's
+//! `id | method | path` bytes in its own buffer and publishes where they are with a
+//! few atomic stores. The supervisor copies them with `process_vm_readv` only while
+//! that thread is stopped inside a trapped system call, which it entered after those
+//! stores and leaves only when answered: the bytes cannot change under the copy. The
+//! tally, which the supervisor also updates after answering (a watched connect's
+//! end), is under a lock only the supervisor and the access-log atoms take.
 //!
 //! Nothing here runs unless ids are wanted ([`wanted`]): egress is on, or the access
 //! log shows `%(request_id)s`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Egress is on in this process (the supervisor runs).
 static EGRESS_ON: AtomicBool = AtomicBool::new(false);
 /// Request ids are made (egress on, or the access log shows them).
 static IDS: AtomicBool = AtomicBool::new(false);
-/// This process's random key for request ids, and their sequence.
-static KEY: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// This process's random id prefix (drawn after the fork, so workers differ).
+static KEY: AtomicU64 = AtomicU64::new(0);
+/// The last request's sequence number in this process (0: none yet).
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Longest `X-Request-ID` kept from a trusted peer.
 const MAX_FORWARDED_ID: usize = 200;
+/// A made id: the process's key, then the sequence number, 16 hex digits each.
+const MADE_ID: usize = 32;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// What a serving thread is doing, read by the supervisor.
+/// A request's egress tally: kept by sequence number, so that a late note about an
+/// earlier request of the thread (a watched connect's end) changes nothing.
 #[derive(Default)]
-pub(crate) struct Current {
-    pub(crate) seq: u64,
-    /// Visible ASCII (generated, or a checked `X-Request-ID`).
-    pub(crate) request_id: Vec<u8>,
-    /// As sent (bytes: made text only when an attempt is recorded).
-    pub(crate) method: Vec<u8>,
-    pub(crate) path: Vec<u8>,
+pub(crate) struct Tally {
+    seq: u64,
     /// The distinct destinations, `dests[..used]`; the rest is room kept.
     dests: Vec<String>,
     used: usize,
@@ -42,12 +48,23 @@ pub(crate) struct Current {
     connect_ms: f64,
 }
 
-impl Current {
-    /// Adds `dest` (first attempt order, each once) to the tally of request `seq`,
-    /// if this slot still serves it: when the attempt is decided, so the access-log
-    /// line has it even when the connect's end is seen later.
+impl Tally {
+    /// Whether a note about request `seq` counts: a later request than the tally's
+    /// starts a new tally; an earlier one is stale.
+    fn take(&mut self, seq: u64) -> bool {
+        if seq > self.seq {
+            self.seq = seq;
+            self.used = 0;
+            self.connect_ms = 0.0;
+        }
+        seq == self.seq
+    }
+
+    /// Adds `dest` (first attempt order, each once) to the tally of request `seq`:
+    /// when the attempt is decided, so the access-log line has it even when the
+    /// connect's end is seen later.
     pub(crate) fn note_dest(&mut self, seq: u64, dest: &str) {
-        if seq != self.seq || self.dests[..self.used].iter().any(|d| d == dest) {
+        if !self.take(seq) || self.dests[..self.used].iter().any(|d| d == dest) {
             return;
         }
         match self.dests.get_mut(self.used) {
@@ -62,32 +79,42 @@ impl Current {
 
     /// Adds a finished connect's milliseconds to request `seq`'s time connecting.
     pub(crate) fn add_ms(&mut self, seq: u64, ms: f64) {
-        if seq == self.seq {
+        if self.take(seq) {
             self.connect_ms += ms;
         }
     }
 }
 
 pub(crate) struct Slot {
-    current: Mutex<Current>,
-    /// A request is being served (`current` is its own); outside the lock so that
-    /// ending a request costs one store.
-    active: AtomicBool,
+    /// The request being served (0: none). Stored by the slot's thread only.
+    seq: AtomicU64,
+    /// Where that thread's `id | method | path` bytes are, and their three lengths.
+    at: AtomicUsize,
+    lens: [AtomicUsize; 3],
+    tally: Mutex<Tally>,
 }
 
 impl Slot {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Current> {
-        lock(&self.current)
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Tally> {
+        lock(&self.tally)
     }
 
-    /// The request this slot serves now: (request_id, method, path, seq).
-    pub(crate) fn request(&self) -> Option<([String; 3], u64)> {
-        let c = self.lock();
-        if !self.active.load(Ordering::Acquire) {
+    /// The request this slot serves now: (request_id, method, path, seq). Call only
+    /// while the slot's thread is stopped in a trapped call (see the module's text);
+    /// `pid` is this process's.
+    pub(crate) fn request(&self, pid: i32) -> Option<([String; 3], u64)> {
+        let seq = self.seq.load(Ordering::Acquire);
+        if seq == 0 {
             return None;
         }
+        let at = self.at.load(Ordering::Relaxed);
+        let [a, b, c] = [0, 1, 2].map(|i| self.lens[i].load(Ordering::Relaxed));
+        let mut bytes = vec![0u8; a + b + c];
+        crate::sys::remote::read_from(pid, at as u64, &mut bytes).ok()?;
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        Some(([text(&c.request_id), text(&c.method), text(&c.path)], c.seq))
+        let (id, rest) = bytes.split_at(a);
+        let (method, path) = rest.split_at(b);
+        Some(([text(id), text(method), text(path)], seq))
     }
 }
 
@@ -98,9 +125,42 @@ static SLOTS: Mutex<Option<HashMap<i32, Arc<Slot>>>> = Mutex::new(None);
 struct Mine {
     tid: i32,
     slot: Arc<Slot>,
-    /// The current request's id again, read by this thread only (the environ, the
-    /// access log) without the slot's lock.
-    id: Vec<u8>,
+    /// The current (or last) request's sequence number.
+    seq: u64,
+    /// Its `id | method | path`, read by this thread (the environ, the access log)
+    /// and, through [`Slot`], by the supervisor; room kept between requests.
+    buf: Vec<u8>,
+    id_len: usize,
+    /// `buf[..MADE_ID]` is a made id with this key and sequence number (`None`: a
+    /// forwarded id is there), so the next one writes only the digits that change.
+    made: Option<(u64, u64)>,
+}
+
+impl Mine {
+    /// Makes request `seq`'s id in `buf[..MADE_ID]`: the key's 16 hex digits, then
+    /// `seq`'s; usually only its last digit or two differ from the last id's.
+    fn make_id(&mut self, seq: u64) {
+        let key = KEY.load(Ordering::Relaxed);
+        match self.made {
+            Some((k, last)) if k == key && self.buf.len() >= MADE_ID => {
+                let changed = (64 - (last ^ seq).leading_zeros() as usize).div_ceil(4);
+                for (i, digit) in self.buf[MADE_ID - changed..MADE_ID]
+                    .iter_mut()
+                    .rev()
+                    .enumerate()
+                {
+                    *digit = HEX_DIGITS[((seq >> (4 * i)) & 0xf) as usize];
+                }
+            }
+            _ => {
+                self.buf.clear();
+                self.buf.resize(MADE_ID, 0);
+                put_hex(&mut self.buf[..16], key);
+                put_hex(&mut self.buf[16..MADE_ID], seq);
+            }
+        }
+        self.made = Some((key, seq));
+    }
 }
 
 impl Drop for Mine {
@@ -134,7 +194,7 @@ pub fn egress_on() -> bool {
 
 /// Request ids are wanted (the access log shows them): draws this process's key.
 pub fn want_ids() {
-    let mut bytes = [0u8; 16];
+    let mut bytes = [0u8; 8];
     if let Err(e) = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
     {
@@ -142,19 +202,11 @@ pub fn want_ids() {
         tracing::warn!("/dev/urandom: {e}; request ids use the pid and the time");
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
+            .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        bytes = (t ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
+        bytes = (t ^ (u64::from(std::process::id()) << 40)).to_le_bytes();
     }
-    let (a, b) = bytes.split_at(8);
-    KEY[0].store(
-        u64::from_le_bytes(a.try_into().unwrap_or_default()),
-        Ordering::Relaxed,
-    );
-    KEY[1].store(
-        u64::from_le_bytes(b.try_into().unwrap_or_default()),
-        Ordering::Relaxed,
-    );
+    KEY.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
     IDS.store(true, Ordering::Relaxed);
 }
 
@@ -164,27 +216,21 @@ pub fn wanted() -> bool {
     IDS.load(Ordering::Relaxed)
 }
 
-/// splitmix64's finaliser: a bijection, so distinct sequence numbers give distinct ids.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Every byte as two lowercase hex digits.
 const HEX_PAIRS: [[u8; 2]; 256] = {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut t = [[0u8; 2]; 256];
     let mut i = 0;
     while i < 256 {
-        t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+        t[i] = [HEX_DIGITS[i >> 4], HEX_DIGITS[i & 0xf]];
         i += 1;
     }
     t
 };
 
 /// Writes `v` as 16 lowercase hex digits into `out` (a byte at a time from a table:
-/// `format!` costs several times more, on every request).
+/// `format!` costs several times more).
 fn put_hex(out: &mut [u8], v: u64) {
     for (pair, byte) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
         pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
@@ -197,37 +243,41 @@ fn usable_id(id: &[u8]) -> bool {
 }
 
 /// Starts a request on this thread: its id (a trusted peer's `X-Request-ID`, else 32
-/// lowercase hex characters), method and path, and an empty tally.
+/// lowercase hex characters: the process's random key and a sequence number, so
+/// distinct across processes and restarts), method and path. No lock, no allocation
+/// once the buffer has grown to the thread's longest request.
 pub fn begin(method: &[u8], path: &[u8], forwarded_id: Option<&[u8]>) {
     MINE.with(|m| {
         let mut m = m.borrow_mut();
         let mine = m.get_or_insert_with(register);
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        mine.id.clear();
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed) + 1;
+        mine.seq = seq;
         match forwarded_id.filter(|id| usable_id(id)) {
-            Some(id) => mine.id.extend_from_slice(id),
+            Some(id) => {
+                mine.buf.clear();
+                mine.buf.extend_from_slice(id);
+                mine.id_len = id.len();
+                mine.made = None;
+            }
             None => {
-                let mut hex = [0u8; 32];
-                put_hex(&mut hex[..16], KEY[0].load(Ordering::Relaxed) ^ mix(seq));
-                put_hex(
-                    &mut hex[16..],
-                    KEY[1].load(Ordering::Relaxed) ^ mix(seq ^ 0x5bd1_e995),
-                );
-                mine.id.extend_from_slice(&hex);
+                mine.make_id(seq);
+                mine.id_len = MADE_ID;
             }
         }
-        let mut c = mine.slot.lock();
-        c.seq = seq;
-        c.request_id.clear();
-        c.request_id.extend_from_slice(&mine.id);
-        c.method.clear();
-        c.method.extend_from_slice(method);
-        c.path.clear();
-        c.path.extend_from_slice(path);
-        c.used = 0;
-        c.connect_ms = 0.0;
-        drop(c);
-        mine.slot.active.store(true, Ordering::Release);
+        mine.buf.truncate(mine.id_len);
+        mine.buf.extend_from_slice(method);
+        mine.buf.extend_from_slice(path);
+        // Published after the bytes (the buffer may have moved while growing).
+        let slot = &mine.slot;
+        slot.at.store(mine.buf.as_ptr() as usize, Ordering::Relaxed);
+        for (len, n) in slot
+            .lens
+            .iter()
+            .zip([mine.id_len, method.len(), path.len()])
+        {
+            len.store(n, Ordering::Relaxed);
+        }
+        slot.seq.store(seq, Ordering::Release);
     });
 }
 
@@ -236,7 +286,7 @@ pub fn begin(method: &[u8], path: &[u8], forwarded_id: Option<&[u8]>) {
 pub fn end() {
     MINE.with(|m| {
         if let Some(mine) = m.borrow().as_ref() {
-            mine.slot.active.store(false, Ordering::Release);
+            mine.slot.seq.store(0, Ordering::Release);
         }
     });
 }
@@ -244,8 +294,10 @@ pub fn end() {
 fn register() -> Mine {
     let tid = nix::unistd::gettid().as_raw();
     let slot = Arc::new(Slot {
-        current: Mutex::new(Current::default()),
-        active: AtomicBool::new(false),
+        seq: AtomicU64::new(0),
+        at: AtomicUsize::new(0),
+        lens: Default::default(),
+        tally: Mutex::new(Tally::default()),
     });
     lock(&SLOTS)
         .get_or_insert_with(HashMap::new)
@@ -253,7 +305,10 @@ fn register() -> Mine {
     Mine {
         tid,
         slot,
-        id: Vec::with_capacity(MAX_FORWARDED_ID),
+        seq: 0,
+        buf: Vec::with_capacity(256),
+        id_len: 0,
+        made: None,
     }
 }
 
@@ -262,8 +317,12 @@ fn register() -> Mine {
 pub fn with_tally<R>(f: impl FnOnce(Option<(&[String], f64)>) -> R) -> R {
     MINE.with(|m| match m.borrow().as_ref() {
         Some(mine) => {
-            let c = mine.slot.lock();
-            f(Some((&c.dests[..c.used], c.connect_ms)))
+            let t = mine.slot.lock();
+            if t.seq == mine.seq {
+                f(Some((&t.dests[..t.used], t.connect_ms)))
+            } else {
+                f(Some((&[], 0.0)))
+            }
         }
         None => f(None),
     })
@@ -271,78 +330,9 @@ pub fn with_tally<R>(f: impl FnOnce(Option<(&[String], f64)>) -> R) -> R {
 
 /// Calls `f` with this thread's current (or last) request id: visible ASCII.
 pub fn with_request_id<R>(f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-    MINE.with(|m| m.borrow().as_ref().map(|mine| f(&mine.id)))
+    MINE.with(|m| m.borrow().as_ref().map(|mine| f(&mine.buf[..mine.id_len])))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_slot_carries_its_request_and_tally_and_is_reused() {
-        want_ids();
-        begin(b"GET", b"/a", None);
-        let tid = nix::unistd::gettid().as_raw();
-        let slot = slot_of(tid).expect("registered");
-        let ([id, method, path], seq) = slot.request().expect("active");
-        assert_eq!((method.as_str(), path.as_str()), ("GET", "/a"));
-        assert_eq!(id.len(), 32);
-        assert!(id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-        slot.lock().note_dest(seq, "db:5432");
-        slot.lock().add_ms(seq, 1.5);
-        slot.lock().note_dest(seq, "db:5432");
-        slot.lock().add_ms(seq, 0.5);
-        slot.lock().note_dest(seq, "[::1]:80");
-        slot.lock().note_dest(seq + 1000, "stale:1");
-        slot.lock().add_ms(seq + 1000, 9.0);
-        assert_eq!(with_request_id(|r| r == id.as_bytes()), Some(true));
-        with_tally(|t| {
-            let (dests, ms) = t.unwrap();
-            assert_eq!(dests, ["db:5432", "[::1]:80"]);
-            assert_eq!(ms, 2.0);
-        });
-        end();
-        assert!(slot.request().is_none());
-        begin(b"POST", b"/b", Some(b"trace-1"));
-        assert_eq!(slot.request().unwrap().0[0], "trace-1");
-        let c = slot.lock();
-        assert_eq!(c.used, 0);
-        assert_eq!(c.dests.len(), 2, "room kept for the next request");
-        drop(c);
-        begin(b"GET", b"/", Some(b"has space"));
-        assert_ne!(slot.lock().request_id, b"has space");
-    }
-
-    #[test]
-    fn hex_is_lowercase_and_big_endian() {
-        let mut out = [0u8; 16];
-        put_hex(&mut out, 0x0123_4567_89ab_cdef);
-        assert_eq!(&out, b"0123456789abcdef");
-        put_hex(&mut out, u64::MAX);
-        assert_eq!(&out, b"ffffffffffffffff");
-    }
-
-    #[test]
-    fn ids_are_distinct_across_threads() {
-        want_ids();
-        let ids: Vec<String> = (0..4)
-            .map(|_| {
-                std::thread::spawn(|| {
-                    let mut seen = Vec::new();
-                    for _ in 0..50 {
-                        begin(b"GET", b"/", None);
-                        with_request_id(|id| seen.push(String::from_utf8_lossy(id).into_owned()));
-                    }
-                    seen
-                })
-            })
-            .flat_map(|h| h.join().unwrap())
-            .collect();
-        let mut unique = ids.clone();
-        unique.sort();
-        unique.dedup();
-        assert_eq!(unique.len(), ids.len());
-    }
-}
+#[path = "attribution_tests.rs"]
+mod tests;

@@ -350,7 +350,7 @@ impl Egress {
         let rule = rule.map(str::to_string);
         let (mut slot, mut request) = (None, None);
         if let Some(sl) = (tid > 0).then(|| slot_of(tid)).flatten() {
-            if let Some((fields, seq)) = sl.request() {
+            if let Some((fields, seq)) = sl.request(self.pid as i32) {
                 let shown = match &host {
                     Some(h) => format!("{h}:{}", dest.port()),
                     None => dest.to_string(),

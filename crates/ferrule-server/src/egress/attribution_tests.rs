@@ -1,0 +1,115 @@
+//! Tests of `attribution.rs`: the slot, the tally, the ids.
+
+use super::*;
+
+fn me() -> i32 {
+    std::process::id() as i32
+}
+
+#[test]
+fn a_slot_carries_its_request_and_tally_and_is_reused() {
+    want_ids();
+    begin(b"GET", b"/a", None);
+    let tid = nix::unistd::gettid().as_raw();
+    let slot = slot_of(tid).expect("registered");
+    let ([id, method, path], seq) = slot.request(me()).expect("active");
+    assert_eq!((method.as_str(), path.as_str()), ("GET", "/a"));
+    assert_eq!(id.len(), 32);
+    assert!(id
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    slot.lock().note_dest(seq, "db:5432");
+    slot.lock().add_ms(seq, 1.5);
+    slot.lock().note_dest(seq, "db:5432");
+    slot.lock().add_ms(seq, 0.5);
+    slot.lock().note_dest(seq, "[::1]:80");
+    slot.lock().note_dest(seq - 1, "stale:1");
+    slot.lock().add_ms(seq - 1, 9.0);
+    assert_eq!(with_request_id(|r| r == id.as_bytes()), Some(true));
+    with_tally(|t| {
+        let (dests, ms) = t.unwrap();
+        assert_eq!(dests, ["db:5432", "[::1]:80"]);
+        assert_eq!(ms, 2.0);
+    });
+    end();
+    assert!(slot.request(me()).is_none());
+    with_tally(|t| assert_eq!(t.unwrap().0.len(), 2, "kept for the access log"));
+    begin(b"POST", b"/b", Some(b"trace-1"));
+    let ([id, method, path], seq2) = slot.request(me()).unwrap();
+    assert_eq!([id, method, path], ["trace-1", "POST", "/b"]);
+    with_tally(|t| assert_eq!(t.unwrap(), (&[][..], 0.0), "a new request's tally"));
+    // A late note about the last request does not reach this one's tally.
+    slot.lock().add_ms(seq, 5.0);
+    slot.lock().note_dest(seq2, "x:1");
+    let t = slot.lock();
+    assert_eq!((t.used, t.connect_ms), (1, 0.0));
+    assert_eq!(t.dests.len(), 2, "room kept for the next request");
+    drop(t);
+    begin(b"GET", b"/", Some(b"has space"));
+    assert_eq!(slot.request(me()).unwrap().0[0].len(), 32);
+    begin(b"GET", b"/c", None);
+    assert_eq!(
+        with_request_id(|r| r.len()),
+        Some(32),
+        "a made id after a forwarded one"
+    );
+    end();
+}
+
+#[test]
+fn a_made_id_writes_only_what_changes_and_equals_a_full_one() {
+    want_ids();
+    let full = |seq: u64| {
+        let mut out = [0u8; 32];
+        put_hex(&mut out[..16], KEY.load(Ordering::Relaxed));
+        put_hex(&mut out[16..], seq);
+        out
+    };
+    let mut mine = register();
+    for seq in [
+        1,
+        2,
+        15,
+        16,
+        17,
+        255,
+        256,
+        0xffff_ffff,
+        0x1_0000_0000,
+        u64::MAX,
+    ] {
+        mine.make_id(seq);
+        assert_eq!(&mine.buf[..], &full(seq)[..], "seq {seq:#x}");
+    }
+}
+
+#[test]
+fn hex_is_lowercase_and_big_endian() {
+    let mut out = [0u8; 16];
+    put_hex(&mut out, 0x0123_4567_89ab_cdef);
+    assert_eq!(&out, b"0123456789abcdef");
+    put_hex(&mut out, u64::MAX);
+    assert_eq!(&out, b"ffffffffffffffff");
+}
+
+#[test]
+fn ids_are_distinct_across_threads() {
+    want_ids();
+    let ids: Vec<String> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let mut seen = Vec::new();
+                for _ in 0..50 {
+                    begin(b"GET", b"/", None);
+                    with_request_id(|id| seen.push(String::from_utf8_lossy(id).into_owned()));
+                }
+                seen
+            })
+        })
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len());
+}
