@@ -23,7 +23,7 @@ from conftest import children, serving, wait_until
 
 # certs and tls are fixtures: imported, pytest finds them by name.
 from .tls_support import (CURL, GET_CLOSE, REFERENCE, certs, fetch, read_until_close, requests,  # noqa: F401
-                          s_client, s_clients, tls, tls_socket)
+                          s_client, s_clients, tls, tls_socket, trustme)
 
 
 # Clients and protocol versions.
@@ -150,6 +150,39 @@ def test_resumption_survives_hup(tls, certs):
         pid = json.loads(read_until_close(t).partition(b"\r\n\r\n")[2])["pid"]
         assert t.session_reused and pid in new
 
+
+
+@pytest.mark.parametrize("change", ["certificate", "client-ca"])
+def test_a_hup_that_changes_the_files_ends_resumption_of_older_sessions(tls, certs, change):
+    # A session vouches for the certificate it was made under and for the client CA that
+    # verified its client: once a HUP changed either, those sessions must not resume (a
+    # client whose CA was removed would otherwise keep SSL_CLIENT_VERIFY=SUCCESS).
+    s = tls("-w", "1", "--ca-certs", certs.path("client-ca.pem"), "--cert-reqs", "1")
+    ctx = certs.context(client_cert=True)
+    with tls_socket(s.port, ctx) as t:
+        t.sendall(GET_ENVIRON)
+        assert json.loads(read_until_close(t).partition(b"\r\n\r\n")[2])["SSL_CLIENT_VERIFY"] == "SUCCESS"
+        session = t.session
+    old = set(wait_until(lambda: (k := children(s.proc.pid)) and len(k) == 1 and k))
+    if change == "certificate":
+        certs.write_server(certs.leaf_again())
+    else:
+        other = trustme.CA()
+        other.cert_pem.write_to_path(certs.path("client-ca.pem"))
+    s.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: (k := set(children(s.proc.pid))) and len(k) == 1 and not k & old
+               and all(serving(p) for p in k), timeout=30)
+    if change == "certificate":
+        with tls_socket(s.port, ctx, session=session) as t:
+            t.sendall(GET_ENVIRON)
+            read_until_close(t)
+            assert not t.session_reused
+    else:
+        # Optional client certificates: the client's, from a CA no longer listed, is refused.
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            with tls_socket(s.port, ctx, session=session) as t:
+                t.sendall(GET_ENVIRON)
+                read_until_close(t)
 
 def served_by(s_client_output: str) -> int:
     """The worker pid in an /environ answer that s_client printed among its own lines."""

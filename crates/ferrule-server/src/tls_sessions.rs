@@ -17,6 +17,11 @@
 //! makes the sequence odd, writes, makes it even; a reader copies and keeps the copy
 //! only if the sequence was even and unchanged, else reports a miss (a full handshake,
 //! never a wait). All of it is atomics on shared memory: no process waits for another.
+//!
+//! Each session is stored with a tag of what it vouches for (a digest of the
+//! certificate, key and client-CA files: `TlsSettings::load`); a worker finds only the
+//! sessions of its own files, so after a HUP that changed them (a client CA removed,
+//! a new certificate) the old sessions no longer resume.
 
 use nix::time::{clock_gettime, ClockId};
 use rustls::server::StoresServerSessions;
@@ -36,7 +41,9 @@ const LOCK: usize = 0;
 const SEQ: usize = 1;
 /// Key length (low 8 bits) and value length (next 16).
 const LENS: usize = 2;
-const KEY: usize = 3;
+/// The identity tag of the settings the session was made under.
+const TAG: usize = 3;
+const KEY: usize = 4;
 const VALUE: usize = KEY + KEY_MAX / 8;
 const SLOT_WORDS: usize = VALUE + VALUE_MAX / 8;
 
@@ -48,6 +55,8 @@ static TABLE: OnceLock<&'static [AtomicU64]> = OnceLock::new();
 /// The session store rustls is given (`ServerConfig::session_storage`).
 pub struct SharedSessions {
     words: &'static [AtomicU64],
+    /// This worker's identity tag: sessions stored under another are not found.
+    tag: u64,
 }
 
 impl fmt::Debug for SharedSessions {
@@ -59,22 +68,34 @@ impl fmt::Debug for SharedSessions {
 }
 
 impl SharedSessions {
-    /// The store over this process's table (mapped now if it is the first use).
-    pub fn new() -> std::io::Result<SharedSessions> {
+    /// The store over this process's table (mapped now if it is the first use), for
+    /// sessions made under `identity` (`TlsSettings::load`'s digest of the files).
+    pub fn new(identity: [u8; 32]) -> std::io::Result<SharedSessions> {
+        let tag = tag_of(identity);
         if let Some(words) = TABLE.get() {
-            return Ok(SharedSessions { words });
+            return Ok(SharedSessions { words, tag });
         }
         let fresh = crate::sys::shared_words(SLOTS * SLOT_WORDS)?;
         // A racing thread's mapping may win; the loser's stays mapped, unused.
         Ok(SharedSessions {
             words: TABLE.get_or_init(|| fresh),
+            tag,
         })
     }
 
     /// A store over `words` (tests: a table of their own).
     #[cfg(test)]
     pub(crate) fn over(words: &'static [AtomicU64]) -> SharedSessions {
-        SharedSessions { words }
+        SharedSessions { words, tag: 1 }
+    }
+
+    /// The same store, for sessions made under `identity`.
+    #[cfg(test)]
+    pub(crate) fn under(self, identity: [u8; 32]) -> SharedSessions {
+        SharedSessions {
+            tag: tag_of(identity),
+            ..self
+        }
     }
 
     fn slot(&self, key: &[u8]) -> Option<&'static [AtomicU64]> {
@@ -107,6 +128,7 @@ impl SharedSessions {
             key.len() as u64 | (value.len() as u64) << 8,
             Ordering::Relaxed,
         );
+        slot[TAG].store(self.tag, Ordering::Relaxed);
         store_bytes(&slot[KEY..VALUE], key);
         store_bytes(&slot[VALUE..], value);
         slot[SEQ].store(seq.wrapping_add(1), Ordering::Release);
@@ -121,6 +143,7 @@ impl SharedSessions {
             return None; // being written
         }
         let lens = slot[LENS].load(Ordering::Relaxed);
+        let tag = slot[TAG].load(Ordering::Relaxed);
         let (key_len, value_len) = ((lens & 0xff) as usize, (lens >> 8 & 0xffff) as usize);
         let mut stored_key = [0u8; KEY_MAX];
         let mut value = vec![0u8; value_len.min(VALUE_MAX)];
@@ -130,7 +153,8 @@ impl SharedSessions {
         if slot[SEQ].load(Ordering::Relaxed) != seq {
             return None; // changed while copied
         }
-        let same = key_len == key.len()
+        let same = tag == self.tag
+            && key_len == key.len()
             && value_len <= VALUE_MAX
             && stored_key.get(..key_len) == Some(key);
         same.then_some(value)
@@ -167,6 +191,13 @@ impl StoresServerSessions for SharedSessions {
     fn can_cache(&self) -> bool {
         true
     }
+}
+
+/// The identity's first 8 bytes as a tag; never 0, the tag of an empty slot.
+fn tag_of(identity: [u8; 32]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&identity[..8]);
+    u64::from_le_bytes(first).max(1)
 }
 
 /// Milliseconds on the monotonic clock, which every process of the host shares.

@@ -151,14 +151,44 @@ impl TlsSettings {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         // Tickets (TLS 1.3, and TLS 1.2 clients that offer the extension) resume on
         // every worker: keys from a secret the master made before forking.
-        config.ticketer = Arc::new(SharedTickets::new().map_err(TlsError::TicketSecret)?);
+        // Both find only the sessions made under these very files and settings.
+        let identity = identity(files)?;
+        config.ticketer = Arc::new(SharedTickets::new(identity).map_err(TlsError::TicketSecret)?);
         // TLS 1.2 clients that offer no ticket resume by session ID: kept in memory
         // the master mapped before forking, so any worker finds them.
-        config.session_storage = Arc::new(SharedSessions::new().map_err(TlsError::SessionTable)?);
+        config.session_storage =
+            Arc::new(SharedSessions::new(identity).map_err(TlsError::SessionTable)?);
         Ok(TlsSettings {
             config: Arc::new(config),
         })
     }
+}
+
+/// A digest of what a resumed session vouches for: the certificate, key and client-CA
+/// files' bytes and what is asked of clients. A HUP that changes any of them gives new
+/// workers another digest, and the sessions made before stop resuming.
+fn identity(files: &TlsFiles) -> Result<[u8; 32], TlsError> {
+    let mut digest = ::ring::digest::Context::new(&::ring::digest::SHA256);
+    for path in [
+        Some(&files.certfile),
+        Some(&files.keyfile),
+        files.ca_certs.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let bytes = std::fs::read(path).map_err(|e| TlsError::Read(path.clone(), e))?;
+        digest.update(&(bytes.len() as u64).to_le_bytes());
+        digest.update(&bytes);
+    }
+    digest.update(match files.cert_reqs {
+        CertReqs::None => b"0",
+        CertReqs::Optional => b"1",
+        CertReqs::Required => b"2",
+    });
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.finish().as_ref());
+    Ok(out)
 }
 
 fn open(path: &Path) -> Result<io::BufReader<std::fs::File>, TlsError> {

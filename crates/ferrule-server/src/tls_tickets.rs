@@ -12,6 +12,11 @@
 //! to two periods, and a key is forgotten two periods after it started, which bounds
 //! what a stolen key can decrypt (the forward-secrecy cost of tickets).
 //!
+//! The key also depends on what a session vouches for (`identity`: the certificate, key
+//! and client-CA files and what is asked of clients), so a HUP that changes any of them
+//! stops the tickets made before from resuming: a client whose CA was removed must do a
+//! full handshake, and be refused.
+//!
 //! Sealed ticket: period index (8 bytes, big-endian; also the AEAD's additional data)
 //! ‖ random nonce (12) ‖ ciphertext ‖ tag (16).
 
@@ -58,6 +63,8 @@ struct Keys {
 /// The ticketer rustls is given (`ServerConfig::ticketer`).
 pub struct SharedTickets {
     prk: hkdf::Prk,
+    /// A digest of the files and settings the sessions were made under.
+    identity: [u8; 32],
     keys: Mutex<Option<Keys>>,
     rng: SystemRandom,
 }
@@ -72,23 +79,30 @@ impl fmt::Debug for SharedTickets {
 }
 
 impl SharedTickets {
-    /// The ticketer over this process's secret (made now if it is the first use).
-    pub fn new() -> Result<SharedTickets, ring::error::Unspecified> {
-        Ok(SharedTickets::from_secret(&process_secret()?))
+    /// The ticketer over this process's secret (made now if it is the first use), for
+    /// sessions made under `identity` (`TlsSettings::load`'s digest of the files).
+    pub fn new(identity: [u8; 32]) -> Result<SharedTickets, ring::error::Unspecified> {
+        Ok(SharedTickets::from_secret(&process_secret()?).under(identity))
     }
 
     pub(crate) fn from_secret(secret: &[u8; 32]) -> SharedTickets {
         let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"ferrule session tickets");
         SharedTickets {
             prk: salt.extract(secret),
+            identity: [0; 32],
             keys: Mutex::new(None),
             rng: SystemRandom::new(),
         }
     }
 
+    /// The same ticketer, for sessions made under `identity`.
+    pub(crate) fn under(self, identity: [u8; 32]) -> SharedTickets {
+        SharedTickets { identity, ..self }
+    }
+
     fn key(&self, period: u64) -> Option<LessSafeKey> {
         let period = period.to_be_bytes();
-        let info = [&period[..]];
+        let info = [&period[..], &self.identity[..]];
         let okm = self.prk.expand(&info, &CHACHA20_POLY1305).ok()?;
         Some(LessSafeKey::new(UnboundKey::from(okm)))
     }

@@ -97,8 +97,19 @@ fn threads_writing_and_reading_one_slot_never_see_a_torn_value() {
 
 #[test]
 fn the_process_table_is_made_once() {
-    let a = SharedSessions::new().expect("mmap");
-    let b = SharedSessions::new().expect("mmap");
+    let a = SharedSessions::new([1; 32]).expect("mmap");
+    let b = SharedSessions::new([2; 32]).expect("mmap");
     assert!(std::ptr::eq(a.words, b.words));
     assert_eq!(a.words.len(), SLOTS * SLOT_WORDS);
+}
+
+#[test]
+fn a_session_made_under_other_files_is_not_found() {
+    // After a HUP with a new certificate or client CA, the new workers' identity differs.
+    let before = table(4).under([1; 32]);
+    let after = SharedSessions::over(before.words).under([2; 32]);
+    assert!(before.put(b"id-1".to_vec(), b"vouched for by the old CA".to_vec()));
+    assert_eq!(after.get(b"id-1"), None);
+    assert_eq!(after.take(b"id-1"), None);
+    assert!(before.get(b"id-1").is_some());
 }

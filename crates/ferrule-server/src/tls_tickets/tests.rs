@@ -72,3 +72,13 @@ fn the_process_secret_is_made_once() {
     assert_eq!(a, b);
     assert_ne!(a, [0; 32]);
 }
+
+#[test]
+fn a_ticket_made_under_other_files_is_refused() {
+    // A HUP that changed the certificate, key or client CAs changes the identity.
+    let before = SharedTickets::from_secret(&SECRET_A).under([1; 32]);
+    let after = SharedTickets::from_secret(&SECRET_A).under([2; 32]);
+    let sealed = before.seal_at(b"state", NOW).expect("seal");
+    assert_eq!(after.open_at(&sealed, NOW), None);
+    assert_eq!(before.open_at(&sealed, NOW).as_deref(), Some(&b"state"[..]));
+}
