@@ -28,8 +28,13 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Most pool threads performing calls on blocking sockets at once.
-const POOL_MAX: usize = 16;
+/// Most pool threads performing calls on blocking sockets at once. Each one stands
+/// for an app thread blocked in that call anyway, so the bound is the app's threads,
+/// not a queue: with a small pool, connects to a destination that does not answer
+/// would hold every other connect of the worker behind them.
+const POOL_MAX: usize = 512;
+/// A pool thread only performs one system call: a small stack.
+const POOL_STACK: usize = 256 * 1024;
 /// How long a non-blocking connect is watched for its `ms`.
 const WATCH_LIMIT: Duration = Duration::from_secs(60);
 
@@ -166,10 +171,16 @@ fn supervise(s: &Arc<Shared>) {
                 continue;
             }
         };
-        let _ = answer(fd, n.id, to_answer(result));
         let tcp_connect = call.is_connect() && !udp;
+        // The duplicate to watch is made before the answer: once answered, the app may
+        // close the descriptor, or reuse its number for another socket.
+        let watched = match (tcp_connect, result) {
+            (true, Err(libc::EINPROGRESS)) => dup_of(call.fd()).ok(),
+            _ => None,
+        };
+        let _ = answer(fd, n.id, to_answer(result));
         match (attempts.into_iter().next(), tcp_connect, result) {
-            (Some(a), true, Err(libc::EINPROGRESS)) => watch_connect(s, call.fd(), a, started),
+            (Some(a), true, Err(libc::EINPROGRESS)) => watch_connect(s, watched, a, started),
             (Some(a), true, _) => s.eg.finish(&a, Some(ms_since(started))),
             (first, _, _) => {
                 if let Some(a) = first {
@@ -248,6 +259,7 @@ fn hand_to_pool(s: &Arc<Shared>, job: Job) {
         let s2 = s.clone();
         let spawned = std::thread::Builder::new()
             .name("ferrule-egress-pool".into())
+            .stack_size(POOL_STACK)
             .spawn(move || pool(&s2));
         if let Err(e) = spawned {
             jobs.1 -= 1;
@@ -291,8 +303,8 @@ fn pool(s: &Shared) {
     }
 }
 
-fn watch_connect(s: &Shared, fd: RawFd, a: Attempt, started: Instant) {
-    let Ok(dup) = dup_of(fd) else {
+fn watch_connect(s: &Shared, dup: Option<OwnedFd>, a: Attempt, started: Instant) {
+    let Some(dup) = dup else {
         s.eg.finish(&a, None);
         return;
     };
