@@ -46,7 +46,13 @@ impl ObserveSettings {
         let statsd = self.statsd.clone().and_then(|s| match Statsd::open(s) {
             Ok(s) => Some(s),
             Err(e) => {
-                tracing::error!("statsd: cannot open a socket ({e}); statsd metrics are off");
+                let hint = match e.kind() {
+                    std::io::ErrorKind::PermissionDenied => {
+                        " (refused by the egress policy: allow the statsd address)"
+                    }
+                    _ => "",
+                };
+                tracing::error!("statsd: cannot open a socket ({e}){hint}; statsd metrics are off");
                 None
             }
         });

@@ -85,7 +85,9 @@ impl StatsdSettings {
 }
 
 enum Sock {
-    Udp(UdpSocket, SocketAddr),
+    /// Connected once, as gunicorn's is: each datagram is a plain `send`, which egress's
+    /// filter does not trap (a `sendto` with an address would be judged every time).
+    Udp(UdpSocket),
     Unix(UnixDatagram, PathBuf),
 }
 
@@ -108,8 +110,9 @@ impl Statsd {
                     SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
                 };
                 let s = UdpSocket::bind(local)?;
+                s.connect(addr)?;
                 s.set_nonblocking(true)?;
-                Sock::Udp(s, *addr)
+                Sock::Udp(s)
             }
             StatsdTarget::Unix(path) => {
                 let s = UnixDatagram::unbound()?;
@@ -172,17 +175,17 @@ impl Statsd {
 
     fn send(&self, msg: &[u8]) {
         let sent = match &self.sock {
-            Sock::Udp(s, addr) => s.send_to(msg, addr),
+            Sock::Udp(s) => s.send(msg),
             Sock::Unix(s, path) => s.send_to(msg, path),
         };
-        if sent.is_err() {
+        if let Err(e) = sent {
             self.dropped.fetch_add(1, Relaxed);
-            self.report();
+            self.report(&e);
         }
     }
 
     /// Says in the error log how many datagrams were dropped, at most once a minute.
-    fn report(&self) {
+    fn report(&self, last_error: &io::Error) {
         let Ok(mut last) = self.reported.try_lock() else {
             return;
         };
@@ -192,7 +195,13 @@ impl Statsd {
         }
         *last = Some(now);
         let n = self.dropped.swap(0, Relaxed);
-        tracing::warn!("statsd: {n} datagram(s) dropped (the receiver is unreachable or slow)");
+        let why = match last_error.kind() {
+            io::ErrorKind::PermissionDenied => {
+                "refused by the egress policy: allow the statsd address"
+            }
+            _ => "the receiver is unreachable or slow",
+        };
+        tracing::warn!("statsd: {n} datagram(s) dropped ({why}: {last_error})");
     }
 }
 
