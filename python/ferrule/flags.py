@@ -98,7 +98,7 @@ exit codes:
   4  the app could not be imported
 
 docs: README.md, docs/migrating-from-gunicorn.md, docs/deploy.md, docs/signals.md,
-docs/http.md, docs/ARCHITECTURE.md
+docs/http.md, docs/logging.md, docs/observability.md, docs/egress.md, docs/ARCHITECTURE.md
 """
 
 
