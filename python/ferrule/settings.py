@@ -210,8 +210,9 @@ def run(app: Callable, ready: Optional[Callable[[List[str]], None]] = None, **op
 
     ``bind`` may be a string or a list of strings. Must be called from the main thread.
     """
-    if isinstance(options.get("bind"), str):
-        options["bind"] = [options["bind"]]
+    for listed in ("bind", "egress_deny", "egress_allow"):  # one string is a list of one
+        if isinstance(options.get(listed), str):
+            options[listed] = [options[listed]]
     if "script_name" not in options:
         options["script_name"] = os.environ.get("SCRIPT_NAME", "")
     try:

@@ -202,7 +202,7 @@ import sys
 sys.path.insert(0, {apps!r})
 import ferrule
 from egress_app import app
-ferrule.run(app, bind="127.0.0.1:{port}", egress_log={log!r}, egress_deny=[{spec!r}])
+ferrule.run(app, bind="127.0.0.1:{port}", egress_log={log!r}, egress_deny={spec!r})  # one string: a list of one
 """
 
 

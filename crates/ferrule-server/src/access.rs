@@ -212,6 +212,24 @@ impl AccessLog {
 
 /// `%(request_id)s`, `%(egress)s`, `%(egress_ms)s`: from this thread's egress slot,
 /// which holds the request just served; `-` when there is nothing.
+/// Destinations `%(egress)s` names before it only counts the rest: an app that reaches
+/// thousands of hosts in one request must not make a line of as many kilobytes.
+const EGRESS_LISTED: usize = 32;
+
+/// `a:1,b:2,…` for the first [`EGRESS_LISTED`] destinations, then `,+N more`.
+fn egress_list(dests: &[String], s: &mut String) {
+    for (i, d) in dests.iter().take(EGRESS_LISTED).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(d);
+    }
+    if dests.len() > EGRESS_LISTED {
+        let _ =
+            std::fmt::Write::write_fmt(s, format_args!(",+{} more", dests.len() - EGRESS_LISTED));
+    }
+}
+
 fn egress_atom(p: &Piece, s: &mut String) {
     use crate::egress::{egress_on, wanted, with_request_id, with_tally};
     if !wanted() {
@@ -231,7 +249,7 @@ fn egress_atom(p: &Piece, s: &mut String) {
         return;
     }
     with_tally(|t| match (p, t) {
-        (Piece::Egress, Some((dests, _))) if !dests.is_empty() => s.push_str(&dests.join(",")),
+        (Piece::Egress, Some((dests, _))) if !dests.is_empty() => egress_list(dests, s),
         (Piece::EgressMs, Some((_, ms))) if egress_on() => s.push_str(&format!("{ms:.3}")),
         _ => s.push('-'),
     });
@@ -384,5 +402,17 @@ mod tests {
             Some("aladdin")
         );
         assert_eq!(basic_user(Some(b"Bearer x")), None);
+    }
+
+    #[test]
+    fn a_long_egress_list_names_the_first_destinations_and_counts_the_rest() {
+        let dests: Vec<String> = (0..40).map(|i| format!("10.0.0.{i}:80")).collect();
+        let mut s = String::new();
+        super::egress_list(&dests, &mut s);
+        assert!(s.starts_with("10.0.0.0:80,10.0.0.1:80,"), "{s}");
+        assert!(s.ends_with("10.0.0.31:80,+8 more"), "{s}");
+        let mut short = String::new();
+        super::egress_list(&dests[..2], &mut short);
+        assert_eq!(short, "10.0.0.0:80,10.0.0.1:80");
     }
 }
