@@ -254,3 +254,33 @@ def test_pipelined_requests_are_each_counted_with_a_duration(serve):
     got = samples(mport)
     assert got[("ferrule_request_duration_seconds_count", ())] == 5
     assert got[("ferrule_request_queue_seconds_count", ())] == 5
+
+
+RUN_SCRIPT = """
+import ferrule
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+
+ferrule.run(app, bind="127.0.0.1:{port}", metrics_bind="127.0.0.1:{metrics}")
+"""
+
+
+def test_ferrule_run_serves_metrics_as_one_worker(tmp_path):
+    import sys
+    from conftest import wait_for_port
+    port, metrics = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-c", RUN_SCRIPT.format(port=port, metrics=metrics)])
+    try:
+        wait_for_port(port, proc)
+        wait_for_port(metrics, proc)
+        keep_alive(port, 3)
+        exactly(metrics, 3)
+        assert samples(metrics)[("ferrule_workers", ())] == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

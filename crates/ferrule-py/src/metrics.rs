@@ -43,8 +43,12 @@ pub fn open(config: &Config, slots: usize, upgrading: bool) -> PyResult<Option<S
 /// process's.
 pub fn open_single(config: &Config) -> PyResult<()> {
     if config.observe.bind.is_some() && open(config, 1, false)?.is_some() {
-        if let Some(s) = REGISTRY.get().and_then(|r| r.slot(0)) {
-            use_slot(s);
+        if let Some(r) = REGISTRY.get() {
+            if let Some(s) = r.slot(0) {
+                use_slot(s);
+            }
+            // No master: this process is the one worker.
+            r.set_workers(1);
         }
     }
     Ok(())
