@@ -35,6 +35,16 @@ def test_a_socket_connect_is_one_record_with_the_request_fields(serve, tmp_path,
     assert target.settle() == 1
 
 
+
+def test_the_path_is_path_info_decoded_below_script_name(serve, tmp_path, listeners):
+    # The issue's `path` is the request's PATH_INFO: percent-decoded, without SCRIPT_NAME.
+    target = listeners()
+    s, log = start(serve, tmp_path, env={"SCRIPT_NAME": "/app"})  # gunicorn takes it from the environment
+    status, got = call(s.port, f"/app/%73ocket?to=127.0.0.1:{target.port}")
+    assert status == 200 and got["results"] == ["ok"], got
+    one(log, target.port, pid=got["pid"], request_id=got["request_id"], method="GET", path="/socket",
+        proto="tcp", addr="127.0.0.1", verdict="allow", ms_known=True)
+
 def test_a_non_blocking_connect_is_recorded(serve, tmp_path, listeners):
     target = listeners()
     s, log = start(serve, tmp_path)

@@ -156,6 +156,30 @@ thread_local! {
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 impl Environ {
+    /// The request's PATH_INFO as its environ will have it, for egress's record (which
+    /// runs before the environ is built): the decoded path without SCRIPT_NAME (the environment's); for
+    /// uwsgi, the PATH_INFO variable below the SCRIPT_NAME mount.
+    pub fn path_info<'a>(&self, ex: &'a ferrule_server::Exchange) -> std::borrow::Cow<'a, [u8]> {
+        use std::borrow::Cow;
+        if ex.protocol() == ferrule_server::Protocol::Uwsgi {
+            let (mut path, mut mount) = (&b""[..], self.script_name.as_slice());
+            for (name, value) in ex.headers() {
+                match name {
+                    b"PATH_INFO" => path = value,
+                    b"SCRIPT_NAME" => mount = value,
+                    _ => {}
+                }
+            }
+            return Cow::Borrowed(rules::strip_mount(path, mount));
+        }
+        match rules::decode_path(ex.path()) {
+            Cow::Borrowed(raw) => Cow::Borrowed(rules::strip_script_name(raw, &self.script_name)),
+            Cow::Owned(decoded) => {
+                Cow::Owned(rules::strip_script_name(&decoded, &self.script_name).to_vec())
+            }
+        }
+    }
+
     pub fn new(
         py: Python<'_>,
         cfg: &ferrule_server::ServerConfig,

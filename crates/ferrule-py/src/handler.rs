@@ -64,7 +64,11 @@ impl Wsgi {
         // uwsgi environs are built elsewhere and get the id below.
         let uwsgi_id = ids && ex.protocol() == ferrule_server::Protocol::Uwsgi;
         if ids {
-            egress::begin_request(&ex);
+            egress::begin(
+                ex.method(),
+                &self.environ.path_info(&ex),
+                ex.trusted_request_id(),
+            );
         }
         let (tx, start_response) = match request_object(py, ex) {
             Ok(pair) => pair,

@@ -164,12 +164,6 @@ fn unfiltered_for_bench(e: &io::Error) -> bool {
     wanted
 }
 
-/// Starts `ex` on this thread for egress attribution and `request_id` (call only
-/// when [`wanted`]).
-pub fn begin_request(ex: &crate::Exchange) {
-    begin(ex.method(), ex.path(), ex.trusted_request_id());
-}
-
 /// The app resolved `name` to `addrs` (the Python `getaddrinfo` wrapper).
 pub fn note_host(name: &str, addrs: &[IpAddr]) {
     if let Some(eg) = EGRESS.get() {
