@@ -141,35 +141,24 @@ fn supervise(s: &Arc<Shared>) {
             continue;
         }
         let started = Instant::now();
-        let result = match is_blocking(call.fd()).unwrap_or(false) {
-            false => call.perform(me, false),
+        let performed = match is_blocking(call.fd()).unwrap_or(false) {
+            false => Some(call.perform(me, false)),
             // A datagram socket's connect never waits, and its send rarely: tried
             // here without waiting; only one that would wait goes to the pool.
             true if datagram(&call, udp, dests.is_empty()) => match call.perform(me, true) {
-                Err(libc::EAGAIN) => {
-                    hand_to_pool(
-                        s,
-                        Job {
-                            id: n.id,
-                            call,
-                            attempts,
-                        },
-                    );
-                    continue;
-                }
-                r => r,
+                Err(libc::EAGAIN) => None,
+                r => Some(r),
             },
-            true => {
-                hand_to_pool(
-                    s,
-                    Job {
-                        id: n.id,
-                        call,
-                        attempts,
-                    },
-                );
-                continue;
-            }
+            true => None,
+        };
+        let Some(result) = performed else {
+            let job = Job {
+                id: n.id,
+                call,
+                attempts,
+            };
+            hand_to_pool(s, job);
+            continue;
         };
         let tcp_connect = call.is_connect() && !udp;
         // The duplicate to watch is made before the answer: once answered, the app may
