@@ -437,6 +437,20 @@ def instructions_per_request(server: str, app: str = "hello", clients: int = 1, 
     return total / (rounds * clients) if total else float("nan")
 
 
+def write_section(text: str, path: Path, begin: str, end: str) -> None:
+    """Replaces the section of RESULTS.md between `begin` and `end` (which `text` starts
+    and ends with), or puts it before the notes when there is none yet."""
+    old = path.read_text() if path.exists() else ""
+    if begin in old and end in old:
+        new = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: text, old, flags=re.S)
+    elif "## Notes on these numbers" in old:
+        head, _, tail = old.partition("## Notes on these numbers")
+        new = f"{head}{text}\n\n## Notes on these numbers{tail}"
+    else:
+        new = f"{old}\n{text}\n"
+    path.write_text(new)
+
+
 def median(values):
     vals = sorted(v for v in values if v == v)
     return vals[len(vals) // 2] if vals else float("nan")

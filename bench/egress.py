@@ -29,7 +29,6 @@ import datetime
 import http.client
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -177,12 +176,7 @@ def write(res: dict, hello: dict, instr: dict, n: int, requests: int, seconds: i
             lines.append(f"| {label} | {config} | {fmt(wall)} | {fmt(cpu)} | {added[0]} | {added[1]} |")
     lines += ["", END]
     text = "\n".join(lines)
-    old = out.read_text() if out.exists() else ""
-    if BEGIN in old and END in old:
-        new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: text, old, flags=re.S)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    out.write_text(new)
+    bench.write_section(text, out, BEGIN, END)
     return text
 
 

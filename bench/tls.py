@@ -225,12 +225,7 @@ def write(res: dict, names: list[str], seconds: int, repeat: int, out: Path) -> 
         lines.append("")
     lines.append(END)
     text = "\n".join(lines)
-    old = out.read_text() if out.exists() else ""
-    if BEGIN in old and END in old:
-        new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: text, old, flags=re.S)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    out.write_text(new)
+    bench.write_section(text, out, BEGIN, END)
     return text
 
 

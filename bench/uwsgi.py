@@ -320,19 +320,6 @@ def section(results: dict, runs: dict, servers: list[str], seconds: float, repea
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replaces this bench's section of RESULTS.md, or puts it before the notes."""
-    old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: text, old, flags=re.S)
-    elif "## Notes on these numbers" in old:
-        head, _, tail = old.partition("## Notes on these numbers")
-        new = f"{head}{text}\n\n## Notes on these numbers{tail}"
-    else:
-        new = f"{old}\n{text}\n"
-    path.write_text(new)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5)
@@ -373,7 +360,7 @@ def main():
         failed = [k for k, r in results.items() if not r.requests or r.errors]
         print("uwsgi smoke:", "ok" if not failed else f"failed {failed}")
         sys.exit(1 if failed else 0)
-    write_section(section(results, runs, servers, seconds, repeat, instr), Path(args.out))
+    bench.write_section(section(results, runs, servers, seconds, repeat, instr), Path(args.out), BEGIN, END)
     print(f"wrote {args.out}")
 
 
