@@ -9,14 +9,11 @@
 
 #![allow(clippy::disallowed_methods)] // the CPU measuring window sleeps
 
-use ferrule_server::{
-    Bind, Exchange, Handler, InPlace, Server, ServerConfig, TlsFiles, TlsSettings,
-};
+use ferrule_server::{Bind, Exchange, Handler, InPlace, Server, ServerConfig, TlsSettings};
 use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::IntoRawFd;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,59 +31,17 @@ impl Handler for Ok200 {
     }
 }
 
-/// A CA and a `localhost` leaf; the certificate file is the leaf then the CA 100
-/// times, a flight of about 40 KB.
-struct Certs {
-    dir: PathBuf,
-    client: Arc<rustls::ClientConfig>,
-}
-
-impl Certs {
-    fn new() -> Certs {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        let dir = std::env::temp_dir().join(format!("ferrule-tls-room-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        std::fs::write(dir.join("cert.pem"), leaf.pem() + &ca.pem().repeat(100)).unwrap();
-        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Certs {
-            dir,
-            client: Arc::new(client),
-        }
-    }
-}
-
-impl Drop for Certs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+// The certificate file is the leaf then the CA 100 times: a flight of about 40 KB.
+#[allow(dead_code)] // the client certificate is for the other TLS tests
+#[path = "support/certs.rs"]
+mod certs;
+use certs::Certs;
 
 /// A server on a listening socket whose send buffer is capped at 4 KB (accepted
 /// sockets inherit the cap, and with it no autotuning), with two threads.
 fn server(certs: &Certs) -> (Server, SocketAddr) {
     use socket2::{Domain, Socket, Type};
-    let files = TlsFiles {
-        certfile: certs.dir.join("cert.pem"),
-        keyfile: certs.dir.join("key.pem"),
-        ..TlsFiles::default()
-    };
+    let files = certs.files();
     let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     listener.set_send_buffer_size(4096).unwrap();
     listener
@@ -118,7 +73,7 @@ fn stalled(
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    let mut conn = rustls::ClientConnection::new(certs.client.clone(), name).unwrap();
+    let mut conn = rustls::ClientConnection::new(certs.client(), name).unwrap();
     while conn.wants_write() {
         conn.write_tls(&mut sock).unwrap();
     }
@@ -146,7 +101,7 @@ fn cpu_time() -> Duration {
 
 #[test]
 fn a_flight_larger_than_the_socket_waits_for_room() {
-    let certs = Certs::new();
+    let certs = Certs::new("room").with_long_chain(100);
     let (server, addr) = server(&certs);
     // More stalled handshakes than the server has threads.
     let mut clients: Vec<_> = (0..6).map(|_| stalled(&certs, addr)).collect();
@@ -167,7 +122,7 @@ fn a_flight_larger_than_the_socket_waits_for_room() {
         sock.set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         let name = ServerName::try_from("localhost").unwrap();
-        let conn = rustls::ClientConnection::new(certs.client.clone(), name).unwrap();
+        let conn = rustls::ClientConnection::new(certs.client(), name).unwrap();
         rustls::StreamOwned::new(conn, sock)
     };
     assert_eq!(status(&mut normal), "HTTP/1.1 200 OK");

@@ -6,93 +6,15 @@
 use super::{start, Running};
 use ferrule_http::ParserConfig;
 use ferrule_server::{TlsFiles, TlsSettings};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A CA, and a `localhost` certificate and key it signed, written to a fresh directory.
-pub(crate) struct Certs {
-    pub dir: PathBuf,
-    pub ca: CertificateDer<'static>,
-    /// A client certificate the CA signed, and its key (PKCS#8 DER).
-    pub client_cert: CertificateDer<'static>,
-    pub client_key: Vec<u8>,
-}
-
-impl Certs {
-    pub(crate) fn new(name: &str) -> Certs {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        let dir = std::env::temp_dir().join(format!("ferrule-tls-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
-        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        let client_key = KeyPair::generate().unwrap();
-        let client = CertificateParams::new(Vec::<String>::new())
-            .unwrap()
-            .signed_by(&client_key, &ca, &ca_key)
-            .unwrap();
-        Certs {
-            dir,
-            ca: ca.der().clone(),
-            client_cert: client.der().clone(),
-            client_key: client_key.serialize_der(),
-        }
-    }
-
-    pub(crate) fn files(&self) -> TlsFiles {
-        TlsFiles {
-            certfile: self.dir.join("cert.pem"),
-            keyfile: self.dir.join("key.pem"),
-            ..TlsFiles::default()
-        }
-    }
-
-    /// A client that trusts the CA and offers ALPN `http/1.1`.
-    pub(crate) fn client(&self) -> Arc<rustls::ClientConfig> {
-        self.client_with(false)
-    }
-
-    /// The same, sending the client certificate when `mine`.
-    pub(crate) fn client_with(&self, mine: bool) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let mut cfg = match mine {
-            false => builder.with_no_client_auth(),
-            true => {
-                let key = rustls::pki_types::PrivatePkcs8KeyDer::from(self.client_key.clone());
-                builder
-                    .with_client_auth_cert(vec![self.client_cert.clone()], key.into())
-                    .unwrap()
-            }
-        };
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(cfg)
-    }
-}
-
-impl Drop for Certs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+#[path = "../support/certs.rs"]
+mod certs;
+pub(crate) use certs::Certs;
 
 fn tls_server(certs: &Certs) -> Running {
     let settings = TlsSettings::load(&certs.files()).expect("load");
@@ -332,20 +254,11 @@ fn a_handshake_must_end_within_the_header_timeout() {
 
 #[test]
 fn a_long_chain_completes_its_handshake() {
-    let certs = Certs::new("long-chain");
     // The leaf, then the CA 100 times: a flight of about 40 KB (under the client's
     // 64 KB limit for one message), to a client with a tiny receive buffer. (Loopback
-    // socket buffers still take it whole: the wait for room in `handshake::run` is
-    // not provoked here.)
-    let leaf = std::fs::read_to_string(certs.dir.join("cert.pem")).unwrap();
-    let ca = std::fs::read_to_string(certs.dir.join("ca.pem")).unwrap();
-    let long = certs.dir.join("long.pem");
-    std::fs::write(&long, leaf + &ca.repeat(100)).unwrap();
-    let files = TlsFiles {
-        certfile: long,
-        ..certs.files()
-    };
-    let settings = TlsSettings::load(&files).expect("load");
+    // socket buffers still take it whole: the wait for room is `tests/tls_room.rs`.)
+    let certs = Certs::new("long-chain").with_long_chain(100);
+    let settings = TlsSettings::load(&certs.files()).expect("load");
     let srv = start(ParserConfig::default(), |c| {
         c.tls = Some(settings);
         c.header_timeout = Duration::from_secs(20);
