@@ -37,6 +37,7 @@ mod sched;
 mod server;
 mod shared;
 pub mod sink;
+pub mod syslog;
 // The only module allowed unsafe code (workspace lint `unsafe_code = "deny"`).
 #[allow(unsafe_code)]
 mod sys;

@@ -7,6 +7,7 @@
 use crate::logfile::LogFile;
 use crate::logline::{line, prefix};
 use crate::sink::{Destination, Report, Sink, Stderr, ERROR_LOG};
+use crate::syslog::{Stream, SyslogDest, SyslogSettings};
 use std::fmt;
 use std::io;
 use std::path::Path;
@@ -155,9 +156,14 @@ where
     }
 }
 
-/// Installs the error log. `path` None or `-` means stderr. Calling it again is a
-/// no-op (tests, or `ferrule.run` called twice, keep the first logger).
-pub fn init(level: LogLevel, path: Option<&Path>) -> Result<(), String> {
+/// Installs the error log. `path` None or `-` means stderr; with `syslog` its lines go
+/// there too (`syslog.rs`). Calling it again is a no-op (tests, or `ferrule.run`
+/// called twice, keep the first logger).
+pub fn init(
+    level: LogLevel,
+    path: Option<&Path>,
+    syslog: Option<&SyslogSettings>,
+) -> Result<(), String> {
     if ERROR_LOG.get().is_some() {
         return Ok(());
     }
@@ -166,6 +172,14 @@ pub fn init(level: LogLevel, path: Option<&Path>) -> Result<(), String> {
             Box::new(LogFile::open(p).map_err(|e| format!("error-logfile {}: {e}", p.display()))?)
         }
         _ => Box::new(Stderr),
+    };
+    let dest: Box<dyn Destination> = match syslog {
+        Some(settings) => Box::new(SyslogDest::new(
+            crate::syslog::install(settings),
+            Stream::Error,
+            Some(dest),
+        )),
+        None => dest,
     };
     let sink = Arc::new(Sink::new("error log", dest, Report::Inline));
     let (filter, handle) = reload::Layer::new(level.filter());
