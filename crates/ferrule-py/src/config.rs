@@ -3,6 +3,7 @@
 pub mod defaults;
 mod numbers;
 pub mod observe;
+mod syslog;
 
 use observe::ObserveSettings;
 #[cfg(test)]
@@ -16,7 +17,8 @@ use ferrule_server::access::{AccessFormat, AccessLog};
 use ferrule_server::egress::{self, EgressLog, EgressSettings};
 use ferrule_server::log::LogLevel;
 use ferrule_server::logfile::LogFile;
-use ferrule_server::sink::{Report, Sink, Stdout};
+use ferrule_server::sink::{Destination, Report, Sink, Stdout};
+use ferrule_server::syslog::{Stream, SyslogDest, SyslogSettings};
 use ferrule_server::{
     check_tls_binds, cipher_suites, parse_bind, AllowIps, Bind, CertReqs, Endpoint, Protocol,
     RemoteAddrFrom, ServerConfig, TlsFiles, TlsSettings,
@@ -25,6 +27,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use syslog::syslog_settings;
 
 /// The settings as the front end passes them: a dict with these keys. Numbers are
 /// taken as Python objects and checked here, so a value too large for an i64 (or
@@ -90,6 +93,20 @@ pub struct Settings<'py> {
     egress_log: Option<String>,
     egress_deny: Vec<String>,
     egress_allow: Vec<String>,
+    // Syslog (gunicorn's `syslog*` settings, `syslog.rs`); absent keys keep it off.
+    #[pyo3(default)]
+    syslog: bool,
+    #[pyo3(default)]
+    syslog_addr: Option<String>,
+    #[pyo3(default)]
+    syslog_facility: Option<String>,
+    #[pyo3(default)]
+    syslog_format: Option<String>,
+    /// `syslog_prefix`, or the process name: the front end works it out.
+    #[pyo3(default)]
+    syslog_name: Option<String>,
+    #[pyo3(default)]
+    disable_redirect_access_to_syslog: bool,
 }
 
 /// Where the error log goes and how much of it.
@@ -97,12 +114,13 @@ pub struct Settings<'py> {
 pub struct LogSettings {
     pub level: LogLevel,
     pub path: Option<PathBuf>,
+    pub syslog: Option<SyslogSettings>,
 }
 
 impl LogSettings {
     /// Starts the error log of this process; a no-op once started.
     pub fn init(&self) -> Result<(), String> {
-        ferrule_server::log::init(self.level, self.path.as_deref())
+        ferrule_server::log::init(self.level, self.path.as_deref(), self.syslog.as_ref())
     }
 }
 
@@ -206,21 +224,33 @@ impl Settings<'_> {
             // --check-config) now, not when a certificate is added.
             ciphers: self.ciphers.as_deref().map(cipher_suites).transpose()?,
         };
+        let syslog = syslog_settings(
+            self.syslog,
+            self.syslog_addr.as_deref(),
+            self.syslog_facility.as_deref(),
+            self.syslog_format.as_deref(),
+            self.syslog_name.as_deref(),
+            self.disable_redirect_access_to_syslog,
+        )?;
+        let access_to_syslog = syslog.as_ref().is_some_and(|s| s.access);
         let logs = LogSettings {
             level: self.log_level.parse()?,
             path: self.error_logfile.filter(|p| p != "-").map(PathBuf::from),
+            syslog,
         };
-        let access = match self.access_logfile {
+        let target = match self.access_logfile.as_deref() {
+            None if access_to_syslog => Some(AccessTarget::Nowhere),
             None => None,
-            Some(path) => {
+            Some("-") => Some(AccessTarget::Stdout),
+            Some(path) => Some(AccessTarget::File(PathBuf::from(path))),
+        };
+        let access = match target {
+            None => None,
+            Some(target) => {
                 let format = AccessFormat::parse(&self.access_logformat)?;
-                let target = match path.as_str() {
-                    "-" => AccessTarget::Stdout,
-                    _ => AccessTarget::File(PathBuf::from(path)),
-                };
                 // Opened once here so an unwritable path stops start-up (or a reload)
                 // with its name, rather than failing in every worker.
-                target.open()?;
+                target.dest()?;
                 Some((target, format))
             }
         };
@@ -288,22 +318,42 @@ fn scheme_headers(value: &Bound<'_, PyAny>) -> Result<SchemeHeaders, String> {
     SchemeHeaders::new(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
-/// Where the access log goes.
+/// Where the access log goes (beside syslog, when it takes access lines).
 #[derive(Clone)]
 enum AccessTarget {
     Stdout,
     File(PathBuf),
+    /// No file: syslog only.
+    Nowhere,
 }
 
 impl AccessTarget {
+    fn dest(&self) -> Result<Option<Box<dyn Destination>>, String> {
+        Ok(match self {
+            AccessTarget::Stdout => Some(Box::new(Stdout)),
+            AccessTarget::File(path) => {
+                Some(Box::new(LogFile::open(path).map_err(|e| {
+                    format!("access-logfile {}: {e}", path.display())
+                })?))
+            }
+            AccessTarget::Nowhere => None,
+        })
+    }
+
     /// The sink counts lines it cannot write and reports them in the error log.
-    fn open(&self) -> Result<Sink, String> {
-        let dest: Box<dyn ferrule_server::sink::Destination> = match self {
-            AccessTarget::Stdout => Box::new(Stdout),
-            AccessTarget::File(path) => Box::new(
-                LogFile::open(path)
-                    .map_err(|e| format!("access-logfile {}: {e}", path.display()))?,
-            ),
+    fn open(&self, syslog: Option<&SyslogSettings>) -> Result<Sink, String> {
+        let beside = self.dest()?;
+        let dest: Box<dyn Destination> = match (syslog.filter(|s| s.access), beside) {
+            // The error log's syslog (one sender per process); its own when the
+            // error log was started without one.
+            (Some(settings), beside) => Box::new(SyslogDest::new(
+                ferrule_server::syslog::installed()
+                    .unwrap_or_else(|| ferrule_server::syslog::install(settings)),
+                Stream::Access,
+                beside,
+            )),
+            (None, Some(beside)) => beside,
+            (None, None) => return Err("access log: no destination".into()),
         };
         Ok(Sink::new("access log", dest, Report::ErrorLog))
     }
@@ -342,7 +392,7 @@ impl Config {
         let Some((target, format)) = &self.access else {
             return Ok(None);
         };
-        let sink = Arc::new(target.open()?);
+        let sink = Arc::new(target.open(self.logs.syslog.as_ref())?);
         *ACCESS_SINK.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.clone());
         Ok(Some(AccessLog::new(format.clone(), sink)))
     }

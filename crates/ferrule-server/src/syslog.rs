@@ -27,6 +27,12 @@ pub use addr::{facility, SyslogAddr, UnixKind, DEFAULT_PORT, FACILITIES};
 pub use frame::{frame, rfc3339, split_error_line, Framing, Origin, Stream, SyslogFormat};
 pub use queue::CAPACITY;
 
+/// `--log-syslog-to`'s default (the issue's; gunicorn's own on Linux is
+/// `udp://localhost:514`), `--log-syslog-facility`'s and `--log-syslog-format`'s.
+pub const DEFAULT_ADDR: &str = "unix:///dev/log";
+pub const DEFAULT_FACILITY: &str = "user";
+pub const DEFAULT_FORMAT: &str = "rfc3164";
+
 /// The syslog settings, checked once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyslogSettings {
@@ -67,7 +73,7 @@ pub fn installed() -> Option<Arc<Syslog>> {
 }
 
 /// Makes the syslog of this process (and its forks); the first one stays.
-pub(crate) fn install(settings: &SyslogSettings) -> Arc<Syslog> {
+pub fn install(settings: &SyslogSettings) -> Arc<Syslog> {
     INSTALLED
         .get_or_init(|| Arc::new(Syslog::new(settings.clone(), queue::CAPACITY)))
         .clone()

@@ -62,6 +62,10 @@ pub fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("forwarded_remote_addr", s.forwarded_remote_addr.name())?;
     d.set_item("protocol", s.protocol.name())?;
     d.set_item("uwsgi_allow_ips", DEFAULT_UWSGI_ALLOW_IPS)?;
+    // Syslog (`syslog.rs`).
+    d.set_item("syslog_addr", ferrule_server::syslog::DEFAULT_ADDR)?;
+    d.set_item("syslog_facility", ferrule_server::syslog::DEFAULT_FACILITY)?;
+    d.set_item("syslog_format", ferrule_server::syslog::DEFAULT_FORMAT)?;
     Ok(d)
 }
 
