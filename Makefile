@@ -61,6 +61,8 @@ test: rust-checks install wheel
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
 	$(PY) -c "import psycopg2, flask, requests" 2>/dev/null || $(PY) -m pip install -q psycopg2-binary flask requests
 	$(PY) -c "import pycurl" 2>/dev/null || $(PY) -m pip install -q --only-binary=:all: pycurl || echo "pycurl: no wheel here, its egress tests skip"
+	# The syslog tests (tests/e2e/test_syslog.py): a real rsyslogd started in a temp dir.
+	command -v rsyslogd >/dev/null || test -x /usr/sbin/rsyslogd || { apt-get update -qq && apt-get install -y -qq rsyslog >/dev/null; }
 	$(PY) -m pytest tests -q -rf
 	$(PY) bench/bench.py --smoke
 	$(PY) bench/uwsgi.py --smoke

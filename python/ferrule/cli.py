@@ -218,6 +218,11 @@ def main(argv=None) -> None:
         if fresh.metrics_bind != cfg.metrics_bind:
             _ferrule.log_message("warning", "metrics_bind changed in the configuration; it applies after a restart")
         fresh.metrics_bind = cfg.metrics_bind
+        if fresh.syslog_settings != cfg.syslog_settings:
+            _ferrule.log_message("warning", "syslog settings changed in the configuration; they apply after a restart")
+        for name in ("syslog", "syslog_addr", "syslog_prefix", "syslog_facility", "syslog_format",
+                     "disable_redirect_access_to_syslog"):
+            setattr(fresh, name, getattr(cfg, name))
         # Checked here, in the master: a value only the core rejects keeps the old settings.
         fresh_core = _ferrule.Config(fresh.as_dict())
         _apply_env(fresh.env)

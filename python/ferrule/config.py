@@ -62,7 +62,8 @@ def _hint(tp: Any) -> Any:
 _TYPES = {f.name: _hint(t) for f, t in ((f, typing.get_type_hints(Settings)[f.name])
                                          for f in dataclasses.fields(Settings)) if f.name != "extra"}
 _OPTIONAL = ("access_logfile", "error_logfile", "pidfile", "user", "group", "app", "chdir", "pythonpath",
-             "certfile", "keyfile", "ca_certs", "ciphers", "metrics_bind", "statsd_host", "egress_log")
+             "certfile", "keyfile", "ca_certs", "ciphers", "metrics_bind", "statsd_host", "egress_log",
+             "syslog_prefix")
 
 
 #: The longest wait any timeout can name: what the core's Duration holds (u64 seconds).

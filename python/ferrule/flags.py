@@ -145,6 +145,25 @@ def _metrics_flags(p: argparse.ArgumentParser) -> None:
                         "the app's own field instead, always adds it beside (default off)")
 
 
+def _syslog_flags(p: argparse.ArgumentParser, d: Settings) -> None:
+    """gunicorn's syslog flags, and ferrule's --log-syslog-format (docs/logging.md "Syslog")."""
+    s = p.add_argument_group("syslog (gunicorn's flags)")
+    s.add_argument("--log-syslog", dest="syslog", action="store_true",
+                   help="also send the error log, and the access log, to syslog (default off)")
+    s.add_argument("--log-syslog-to", dest="syslog_addr", metavar="SYSLOG_ADDR",
+                   help="unix://PATH[#dgram|#stream], udp://HOST:PORT or tcp://HOST:PORT "
+                        f"(default {d.syslog_addr}; gunicorn's is udp://localhost:514)")
+    s.add_argument("--log-syslog-prefix", dest="syslog_prefix", metavar="SYSLOG_PREFIX",
+                   help="the ident is gunicorn.SYSLOG_PREFIX.error (.access) (default: the process name)")
+    s.add_argument("--log-syslog-facility", dest="syslog_facility", metavar="SYSLOG_FACILITY",
+                   help=f"user, daemon, local0 ... local7, or another syslog facility (default {d.syslog_facility})")
+    s.add_argument("--log-syslog-format", dest="syslog_format", type=str.lower, choices=["rfc3164", "rfc5424"],
+                   help=f"rfc3164 is gunicorn's bytes; rfc5424 adds time, host and pid fields "
+                        f"(default {d.syslog_format})")
+    s.add_argument("--disable-redirect-access-to-syslog", dest="disable_redirect_access_to_syslog",
+                   action="store_true", help="keep the access log out of syslog (default off)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Flags carry no defaults: what was not given is absent, so the config file and
     the CMD_ARGS environment variables can fill it (Settings holds the defaults)."""
@@ -301,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("-R", "--enable-stdio-inheritance", action="store_true",
                     help="with --daemon, keep stdout and stderr instead of /dev/null (default off)")
     _metrics_flags(p)
+    _syslog_flags(p, d)
     known = {opt for act in p._actions for opt in act.option_strings}
     _gunicorn_flags(p, known)
     return p

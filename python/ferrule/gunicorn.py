@@ -47,8 +47,6 @@ class Spec:
     metavar: Optional[str] = None
 
 
-SYSLOG = ("syslog is not implemented yet (planned: issue 26); log to stderr (journald) or a file and "
-          "let the system logger collect it")
 BACKLOG = ("ferrule sends no gunicorn.backlog gauge (the kernel's listen queue is not read); "
            "ferrule_request_queue_seconds (--metrics-bind) shows the wait for a thread")
 LOGCONF = ("Python logging configuration of ferrule's logs is not implemented yet (planned: issue 26); "
@@ -141,8 +139,8 @@ SPECS: Tuple[Spec, ...] = (
        note="root_path is for ASGI apps; for a WSGI app under a prefix set the SCRIPT_NAME environment variable"),
     # Logging
     _s("accesslog", ["--access-logfile"], IMPLEMENTED, string, field="access_logfile"),
-    _s("disable_redirect_access_to_syslog", ["--disable-redirect-access-to-syslog"], INERT, boolean, False,
-       action="store_true", note="applies with syslog only"),
+    _s("disable_redirect_access_to_syslog", ["--disable-redirect-access-to-syslog"], IMPLEMENTED, boolean, False,
+       action="store_true"),
     _s("access_log_format", ["--access-logformat"], IMPLEMENTED, string, field="access_logformat"),
     _s("errorlog", ["--error-logfile", "--log-file"], IMPLEMENTED, string, "-", field="error_logfile"),
     _s("loglevel", ["--log-level"], IMPLEMENTED, one_of("debug", "info", "warning", "warn", "error", "critical"),
@@ -153,13 +151,11 @@ SPECS: Tuple[Spec, ...] = (
     _s("logconfig", ["--log-config"], REFUSED, string, metavar="FILE", note=LOGCONF),
     _s("logconfig_dict", [], REFUSED, dictionary, {}, note=LOGCONF),
     _s("logconfig_json", ["--log-config-json"], REFUSED, string, metavar="FILE", note=LOGCONF),
-    _s("syslog_addr", ["--log-syslog-to"], INERT, string, "udp://localhost:514", metavar="SYSLOG_ADDR",
-       note="applies with syslog only"),
-    _s("syslog", ["--log-syslog"], REFUSED, boolean, False, action="store_true", note=SYSLOG),
-    _s("syslog_prefix", ["--log-syslog-prefix"], INERT, string, metavar="SYSLOG_PREFIX",
-       note="applies with syslog only"),
-    _s("syslog_facility", ["--log-syslog-facility"], INERT, string, "user", metavar="SYSLOG_FACILITY",
-       note="applies with syslog only"),
+    # syslog_addr: gunicorn's default on Linux; ferrule's is unix:///dev/log (docs/logging.md).
+    _s("syslog_addr", ["--log-syslog-to"], IMPLEMENTED, string, "udp://localhost:514", metavar="SYSLOG_ADDR"),
+    _s("syslog", ["--log-syslog"], IMPLEMENTED, boolean, False, action="store_true"),
+    _s("syslog_prefix", ["--log-syslog-prefix"], IMPLEMENTED, string, metavar="SYSLOG_PREFIX"),
+    _s("syslog_facility", ["--log-syslog-facility"], IMPLEMENTED, string, "user", metavar="SYSLOG_FACILITY"),
     _s("enable_stdio_inheritance", ["-R", "--enable-stdio-inheritance"], IMPLEMENTED, boolean, False),
     _s("statsd_host", ["--statsd-host"], IMPLEMENTED, string, metavar="STATSD_ADDR"),
     _s("dogstatsd_tags", ["--dogstatsd-tags"], IMPLEMENTED, string, "", metavar="DOGSTATSD_TAGS"),

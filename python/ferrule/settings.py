@@ -107,6 +107,18 @@ class Settings:
     egress_log: Optional[str] = None
     egress_deny: List[str] = dataclasses.field(default_factory=list)
     egress_allow: List[str] = dataclasses.field(default_factory=list)
+    # Syslog, gunicorn's settings (docs/logging.md "Syslog"): the error log, and the
+    # access log unless disable_redirect_access_to_syslog, also go to syslog.
+    syslog: bool = False
+    #: unix://PATH[#dgram|#stream], udp://HOST:PORT or tcp://HOST:PORT (gunicorn's
+    #: own default on Linux is udp://localhost:514).
+    syslog_addr: str = CORE["syslog_addr"]
+    #: The ident is gunicorn.<syslog_prefix>.error (.access); None: the process name.
+    syslog_prefix: Optional[str] = None
+    syslog_facility: str = CORE["syslog_facility"]
+    #: rfc3164 (gunicorn's bytes) or rfc5424 (ferrule's own).
+    syslog_format: str = CORE["syslog_format"]
+    disable_redirect_access_to_syslog: bool = False
     script_name: str = CORE["script_name"]
     # The process model (read by the master and the workers, not by the Rust core).
     app: Optional[str] = None
@@ -138,7 +150,22 @@ class Settings:
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["syslog_name"] = self.syslog_name
+        return d
+
+    @property
+    def syslog_settings(self) -> tuple:
+        """What the error log's syslog is made from, once per master (a HUP keeps it)."""
+        return (self.syslog, self.syslog_addr, self.syslog_facility, self.syslog_format, self.syslog_name,
+                self.disable_redirect_access_to_syslog)
+
+    @property
+    def syslog_name(self) -> str:
+        """gunicorn's ``syslog_prefix or proc_name``, where proc_name defaults to the app
+        (``myapp:app``: the ident is ``gunicorn.myapp.app.error``)."""
+        return (self.syslog_prefix or self.extra.get("proc_name") or self.extra.get("default_proc_name")
+                or self.app or "ferrule")
 
     def __getattr__(self, name: str) -> Any:
         """gunicorn's names for hooks (``server.cfg.accesslog``, ``server.cfg.certfile``)."""
