@@ -7,6 +7,7 @@ Exit codes: 0 after a signal-initiated stop, 2 for a bad flag or setting value,
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import os
 import shlex
@@ -188,6 +189,7 @@ def main(argv=None) -> None:
     try:
         core = _ferrule.Config(cfg.as_dict())
         _ferrule.init_logging(core)
+        atexit.register(_ferrule.finish_syslog)  # the master's last lines ("Shutting down")
         log.install(cfg.log_level)
     except _ferrule.ConfigError as exc:
         _fail(EXIT_USAGE, str(exc))

@@ -81,6 +81,7 @@ def run(arbiter, worker: Worker) -> NoReturn:
         worker.log.exception(f"Exception in worker process {os.getpid()}")
     finally:
         flush_std()  # a closed stdout must not keep this child from its os._exit
+        _ferrule.finish_syslog()  # its sender thread ends with the process
         os._exit(code)
 
 

@@ -152,6 +152,9 @@ def test_rfc3164_over_udp_is_gunicorns_bytes_from_master_and_workers(serve):
     assert re.fullmatch(re.escape(pri(INFO)) + rb"gunicorn\.shop\.access: \[(\d+)\] 127\.0\.0\.1 - - \[[^]]+\] "
                         rb"\"GET /log\?msg=py HTTP/1\.1\" 200 6 \"-\" \"-\"\x00", access), access
     assert s.out() == ""
+    # The master's last line goes out before it exits.
+    assert s.stop() == 0
+    rx.until(has(b"gunicorn.shop.error: [%d] Shutting down: Master" % master))
 
 
 def test_rfc5424_over_tcp_is_octet_counted(serve, tmp_path):

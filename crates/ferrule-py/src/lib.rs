@@ -215,6 +215,13 @@ fn init_logging(config: PyRef<'_, config::Config>) -> PyResult<()> {
     config.logs.init().map_err(ConfigError::new_err)
 }
 
+/// Sends the syslog lines this process still has queued, waiting at most a second
+/// (a process about to exit; its last lines, "Shutting down", would go with it).
+#[pyfunction]
+fn finish_syslog(py: Python<'_>) {
+    py.detach(ferrule_server::syslog::finish_installed);
+}
+
 /// Changes the error log's level in this process (a reload with a new `--log-level`);
 /// workers forked afterwards start with it.
 #[pyfunction]
@@ -263,6 +270,7 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;
     m.add_function(wrap_pyfunction!(reopen_logs, m)?)?;
     m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(finish_syslog, m)?)?;
     m.add_function(wrap_pyfunction!(config::defaults::defaults, m)?)?;
     metrics::register(m)?;
     m.add_function(wrap_pyfunction!(egress::egress_start, m)?)?;

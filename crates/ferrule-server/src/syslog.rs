@@ -159,6 +159,14 @@ impl Syslog {
     }
 }
 
+/// Sends what this process still has queued for syslog, waiting at most
+/// [`FINISH_WITHIN`] (a process about to exit); nothing when syslog is off.
+pub fn finish_installed() {
+    if let Some(s) = INSTALLED.get() {
+        s.finish(FINISH_WITHIN);
+    }
+}
+
 /// How long a stopping process waits for its queued syslog lines.
 pub const FINISH_WITHIN: Duration = Duration::from_secs(1);
 

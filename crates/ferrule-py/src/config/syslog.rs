@@ -27,7 +27,6 @@ pub fn syslog_settings(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::defaults::tests::{config, default_settings};
     use ferrule_server::syslog::{SyslogAddr, SyslogFormat, UnixKind};
     use pyo3::prelude::*;
