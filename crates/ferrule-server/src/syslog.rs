@@ -13,7 +13,8 @@
 
 use crate::sink::Destination;
 use std::io;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 mod addr;
@@ -75,8 +76,38 @@ pub fn installed() -> Option<Arc<Syslog>> {
 /// Makes the syslog of this process (and its forks); the first one stays.
 pub fn install(settings: &SyslogSettings) -> Arc<Syslog> {
     INSTALLED
-        .get_or_init(|| Arc::new(Syslog::new(settings.clone(), queue::CAPACITY)))
+        .get_or_init(|| {
+            if let Err(e) = crate::sys::around_fork(hold_for_fork, release_after_fork) {
+                crate::sink::warn_now(&format!(
+                    "syslog: pthread_atfork failed ({e}); a fork while a thread logs may \
+                     leave the child without syslog"
+                ));
+            }
+            Arc::new(Syslog::new(settings.clone(), queue::CAPACITY))
+        })
         .clone()
+}
+
+type Current = Option<Arc<queue::Queue>>;
+
+thread_local! {
+    /// The installed syslog's queue lock, held by the forking thread across a fork.
+    static HELD_FOR_FORK: RefCell<Option<MutexGuard<'static, Current>>> =
+        const { RefCell::new(None) };
+}
+
+/// Before a fork: takes the lock of the installed syslog's queue, so that no other
+/// thread holds it at the fork (the child would wait for it forever).
+extern "C" fn hold_for_fork() {
+    if let Some(s) = INSTALLED.get() {
+        let guard = s.current.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = HELD_FOR_FORK.try_with(|h| *h.borrow_mut() = Some(guard));
+    }
+}
+
+/// After a fork, in the parent and in the child: lets the lock go.
+extern "C" fn release_after_fork() {
+    let _ = HELD_FOR_FORK.try_with(|h| h.borrow_mut().take());
 }
 
 pub struct Syslog {
@@ -84,7 +115,8 @@ pub struct Syslog {
     host: String,
     capacity: usize,
     /// This process's queue; a forked child finds its parent's and makes its own.
-    current: Mutex<Option<Arc<queue::Queue>>>,
+    /// The installed one's lock is held across forks ([`hold_for_fork`]).
+    current: Mutex<Current>,
 }
 
 impl Syslog {
@@ -112,7 +144,7 @@ impl Syslog {
             return q.clone();
         }
         // The parent's queue (if any) is left alone: its lock may have been held by a
-        // thread that does not exist here.
+        // thread that does not exist here (its sender).
         let q = Arc::new(queue::Queue::new(pid, self.capacity));
         let origin = Origin {
             format: self.settings.format,
@@ -125,13 +157,14 @@ impl Syslog {
         let spawned = std::thread::Builder::new()
             .name("ferrule-syslog".into())
             .spawn(move || link::run(sender_q, addr, origin));
+        *current = Some(q.clone());
+        drop(current); // the warning below is a line for this syslog too
         if let Err(e) = spawned {
             // No sender: every line is dropped, counted and reported by `finish`.
             crate::sink::warn_now(&format!(
                 "syslog: no sender thread ({e}); lines are dropped"
             ));
         }
-        *current = Some(q.clone());
         q
     }
 

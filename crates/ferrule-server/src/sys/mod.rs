@@ -21,7 +21,7 @@ mod shared_memory;
 mod socket;
 
 pub use process::{
-    current_thread_cpu_clock, nofile_limit, release_free_memory, thread_cpu_time, timer_slack,
+    around_fork, current_thread_cpu_clock, nofile_limit, release_free_memory, thread_cpu_time, timer_slack,
     ThreadState,
 };
 pub use readiness::{empty_event, ends_stream, wait_ready, Event, Interest, Poller, Waker};

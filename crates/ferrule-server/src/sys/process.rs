@@ -20,6 +20,20 @@ pub fn release_free_memory() -> bool {
     }
 }
 
+/// Runs `prepare` in the forking thread right before every `fork` of this process,
+/// and `after` right after it, in the parent and in the child (`pthread_atfork`): a
+/// lock taken in `prepare` is held by no other thread at the fork, and `after`
+/// releases it on both sides.
+pub fn around_fork(prepare: extern "C" fn(), after: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: registers plain extern "C" functions without arguments, which live for
+    // the whole program; glibc calls them around fork(2) in the forking thread only.
+    let rc = unsafe { nix::libc::pthread_atfork(Some(prepare), Some(after), Some(after)) };
+    match rc {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
 /// The process's descriptor limit (`RLIMIT_NOFILE`): (soft, hard).
 pub fn nofile_limit() -> io::Result<(u64, u64)> {
     use nix::sys::resource::{getrlimit, Resource};
