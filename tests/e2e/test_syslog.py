@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, booted, free_port, get, raw, wait_until
+from conftest import APPS, booted, free_port, get, raw, wait_for_port, wait_until
 
 LOCAL3 = 19  # --log-syslog-facility local3
 INFO, WARNING = 6, 4
@@ -201,6 +201,36 @@ def test_a_python_hook_logs_to_syslog_through_server_log(serve, tmp_path):
     serve("logging_app:app", "-c", str(conf), "--log-syslog", "--log-syslog-to", f"udp://127.0.0.1:{rx.port}")
     got = rx.until(has(b"ready hook says hi"))
     assert any(m.startswith(b"<11>gunicorn.logging_app.app.error: [") for m in got if b"hook says" in m)
+
+
+RUN_SCRIPT = """
+import ferrule
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+
+ferrule.run(app, bind="127.0.0.1:{port}", syslog=True, syslog_addr="udp://127.0.0.1:{syslog}",
+            syslog_format="rfc5424")
+"""
+
+
+def test_ferrule_run_sends_to_syslog_with_the_name_ferrule(tmp_path):
+    rx = Udp()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", RUN_SCRIPT.format(port=port, syslog=rx.port)])
+    try:
+        wait_for_port(port, proc)
+        assert get(port, "/run")[0] == 200
+        got = rx.until(has(b"GET /run "))
+        access = next(m for m in got if b"GET /run " in m)
+        assert re.match(rb"<14>1 \S+ \S+ gunicorn\.ferrule\.access %d - - 127\.0\.0\.1 - - " % proc.pid, access), access
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def requests_keep_answering(port: int, n: int, within: float, word: str = "n") -> None:
