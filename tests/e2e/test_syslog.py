@@ -257,6 +257,9 @@ def test_a_tcp_server_stopped_mid_run_costs_no_request_and_is_reconnected(serve)
     assert b'"GET /?down=49 ' in b"".join(got)
     assert sum(b'"GET /?down=' in m for m in got) >= 45
     assert s.proc.poll() is None
+    log = s.log()
+    assert f"[WARNING] syslog: cannot connect to tcp://127.0.0.1:{rx.port} (Connection refused" in log, log
+    assert f"[INFO] syslog: connected to tcp://127.0.0.1:{rx.port} again" in log, log
 
 
 def test_a_udp_server_stopped_mid_run_drops_are_counted_and_reported(serve):

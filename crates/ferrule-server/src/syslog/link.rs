@@ -8,7 +8,7 @@
 
 use super::addr::{SyslogAddr, UnixKind};
 use super::frame::{frame, Framing, Origin};
-use super::queue::Queue;
+use super::queue::{Queue, CAPACITY};
 use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -107,6 +107,8 @@ fn no_address(host: &str) -> io::Error {
 pub fn run(queue: Arc<Queue>, addr: SyslogAddr, origin: Origin) {
     let mut socket: Option<Socket> = None;
     let mut backoff = BACKOFF_MIN;
+    // Whether the error log says the server cannot be reached (once per outage).
+    let mut unreachable = false;
     loop {
         let entry = queue.take();
         let msg = origin.message(entry.stream, entry.severity, entry.time, &entry.msg);
@@ -116,9 +118,18 @@ pub fn run(queue: Arc<Queue>, addr: SyslogAddr, origin: Origin) {
                 None => match connect(&addr) {
                     Ok(s) => {
                         backoff = BACKOFF_MIN;
+                        if std::mem::take(&mut unreachable) {
+                            tracing::info!("syslog: connected to {addr} again");
+                        }
                         socket.insert(s)
                     }
                     Err(e) => {
+                        if !std::mem::replace(&mut unreachable, true) {
+                            tracing::warn!(
+                                "syslog: cannot connect to {addr} ({e}); lines wait in a queue of \
+                                 {CAPACITY} and the connection is retried"
+                            );
+                        }
                         queue.pause(format!("{addr}: {e}"), backoff);
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                         continue;
