@@ -12,8 +12,8 @@
 //! `syslog/frame.rs`, the queue in `syslog/queue.rs`, the sender in `syslog/link.rs`.
 
 use crate::sink::Destination;
-use std::io;
 use std::cell::RefCell;
+use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 

@@ -21,8 +21,8 @@ mod shared_memory;
 mod socket;
 
 pub use process::{
-    around_fork, current_thread_cpu_clock, nofile_limit, release_free_memory, thread_cpu_time, timer_slack,
-    ThreadState,
+    around_fork, current_thread_cpu_clock, nofile_limit, release_free_memory, thread_cpu_time,
+    timer_slack, ThreadState,
 };
 pub use readiness::{empty_event, ends_stream, wait_ready, Event, Interest, Poller, Waker};
 pub use shared_memory::shared_words;

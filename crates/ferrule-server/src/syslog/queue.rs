@@ -44,6 +44,8 @@ struct Inner {
     /// Why the sender cannot send now (the last connection error), for drop reports.
     problem: Option<String>,
     last_report: Option<Instant>,
+    /// A [`Queue::finish`] ran out of time (the process is stopping).
+    gave_up: bool,
 }
 
 pub struct Queue {
@@ -71,6 +73,7 @@ impl Queue {
                 dropped: None,
                 problem: None,
                 last_report: None,
+                gave_up: false,
             }),
             ready: Condvar::new(),
             drained: Condvar::new(),
@@ -160,14 +163,23 @@ impl Queue {
     }
 
     /// Waits up to `within` for every queued line to be sent (the process is
-    /// stopping), then reports what was dropped and what is still queued.
+    /// stopping), then reports what was dropped, the lines still queued included
+    /// (taken out of the queue). Once a wait ran out, later calls (each log is
+    /// finished, then the process) do not wait again.
     pub fn finish(&self, within: Duration) {
-        let deadline = Instant::now() + within;
         let mut inner = lock(&self.inner);
-        while !inner.entries.is_empty() || inner.sending {
+        let deadline = match inner.gave_up {
+            true => Instant::now(),
+            false => Instant::now() + within,
+        };
+        while !inner.entries.is_empty() || (inner.sending && !inner.gave_up) {
             let now = Instant::now();
             if now >= deadline {
-                let left = inner.entries.len() as u64 + u64::from(inner.sending);
+                // The line the sender holds is counted the first time only.
+                let held = u64::from(inner.sending && !inner.gave_up);
+                let left = inner.entries.len() as u64 + held;
+                inner.entries.clear();
+                inner.gave_up = true;
                 let why = inner
                     .problem
                     .clone()
@@ -212,6 +224,12 @@ impl Queue {
         drop(inner);
         crate::sink::warn_now(&notice(&d));
         lock(&self.inner)
+    }
+
+    /// Lines queued (tests).
+    #[cfg(test)]
+    pub fn queued(&self) -> usize {
+        lock(&self.inner).entries.len()
     }
 
     /// Lines dropped and not reported yet (tests).

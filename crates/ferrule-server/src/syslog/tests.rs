@@ -205,6 +205,24 @@ fn a_full_queue_drops_and_counts() {
     assert_eq!(q.unreported(), 1);
 }
 
+#[test]
+fn finishing_without_a_sender_counts_the_queued_lines_once_and_waits_once() {
+    let q = Queue::new(std::process::id(), 8);
+    for n in 0..3 {
+        assert!(q.push(entry(n)));
+    }
+    let started = Instant::now();
+    q.finish(Duration::from_millis(200));
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(q.queued(), 0); // counted and reported (to stderr here)
+                               // A second finish (the other log, then the process) does not wait again.
+    assert!(q.push(entry(3)));
+    let started = Instant::now();
+    q.finish(Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!((q.queued(), q.unreported()), (0, 0));
+}
+
 fn settings(addr: SyslogAddr) -> SyslogSettings {
     SyslogSettings {
         addr,
@@ -233,6 +251,7 @@ fn accept_later(l: TcpListener) -> std::sync::mpsc::Receiver<BufReader<TcpStream
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         if let Ok((s, _)) = l.accept() {
+            drop(l); // the port is free once the connection is handed over
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let _ = tx.send(BufReader::new(s));
         }
