@@ -316,6 +316,19 @@ def test_a_udp_server_stopped_mid_run_drops_are_counted_and_reported(serve):
     back.until(has(b'"GET /?n=2 '))
 
 
+def test_a_process_stopping_while_the_server_is_down_waits_once_and_reports_once(serve):
+    port = free_port()  # nothing listens
+    s = serve("logging_app:app", "--log-syslog", "--log-syslog-to", f"tcp://127.0.0.1:{port}")
+    requests_keep_answering(s.port, 3, 10)
+    wait_until(lambda: s.log().count("syslog: cannot connect to") == 2)  # the master, the worker
+    started = time.monotonic()
+    assert s.stop() == 0
+    assert time.monotonic() - started < 8
+    reports = re.findall(r"\[(\d+)\] \[WARNING\] \d+ syslog lines? dropped since [-\d: +]+: still queued when the log "
+                         rf"was closed: tcp://127\.0\.0\.1:{port}: Connection refused", s.log())
+    assert sorted(reports) == sorted(set(reports)) and len(reports) == 2, s.log()
+
+
 def test_a_bad_syslog_setting_is_one_line_and_exit_2():
     def run(*args):
         return subprocess.run([sys.executable, "-m", "ferrule", "logging_app:app", "--check-config", *args],

@@ -44,7 +44,8 @@ struct Inner {
     /// Why the sender cannot send now (the last connection error), for drop reports.
     problem: Option<String>,
     last_report: Option<Instant>,
-    /// A [`Queue::finish`] ran out of time (the process is stopping).
+    /// A [`Queue::finish`] ran out of time (the process is stopping): lines are no
+    /// longer queued.
     gave_up: bool,
 }
 
@@ -80,9 +81,14 @@ impl Queue {
         }
     }
 
-    /// Queues a line; false when the queue is full and the line was dropped (counted).
+    /// Queues a line; false when the queue is full and the line was dropped (counted),
+    /// or when a stopping process gave up on syslog (the report of its drops, and any
+    /// later line, goes only beside syslog: not counted again).
     pub fn push(&self, entry: Entry) -> bool {
         let mut inner = lock(&self.inner);
+        if inner.gave_up {
+            return false;
+        }
         if inner.entries.len() >= self.capacity {
             let reason = match &inner.problem {
                 Some(p) => format!("queue of {} lines full: {p}", self.capacity),

@@ -215,8 +215,9 @@ fn finishing_without_a_sender_counts_the_queued_lines_once_and_waits_once() {
     q.finish(Duration::from_millis(200));
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert_eq!(q.queued(), 0); // counted and reported (to stderr here)
-                               // A second finish (the other log, then the process) does not wait again.
-    assert!(q.push(entry(3)));
+                               // Later lines (the report itself among them) are not queued, nor counted again, and
+                               // a second finish (the other log, then the process) does not wait again.
+    assert!(!q.push(entry(3)));
     let started = Instant::now();
     q.finish(Duration::from_secs(5));
     assert!(started.elapsed() < Duration::from_secs(1));
