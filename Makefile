@@ -61,6 +61,8 @@ test: rust-checks install wheel
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
 	$(PY) -c "import psycopg2, flask, requests" 2>/dev/null || $(PY) -m pip install -q psycopg2-binary flask requests
 	$(PY) -c "import pycurl" 2>/dev/null || $(PY) -m pip install -q --only-binary=:all: pycurl || echo "pycurl: no wheel here, its egress tests skip"
+	# Python logging config tests (tests/e2e/test_logconfig.py): a JSON formatter.
+	$(PY) -c "import pythonjsonlogger" 2>/dev/null || $(PY) -m pip install -q python-json-logger
 	$(PY) -m pytest tests -q -rf
 	$(PY) bench/bench.py --smoke
 	$(PY) bench/uwsgi.py --smoke

@@ -200,7 +200,7 @@ def test_every_gunicorn_flag_is_implemented_logged_or_refused_with_its_name():
 
 @pytest.mark.parametrize("text, words", [
     ("syslog = True\n", "setting 'syslog': syslog is not implemented yet"),
-    ("logconfig_dict = {'version': 1}\n", "setting 'logconfig_dict': Python logging configuration"),
+    ("logger_class = 'myapp.MyLogger'\n", "setting 'logger_class': a logger class is not supported"),
     ("worker_class = 'uvicorn.workers.UvicornWorker'\n", "ferrule serves WSGI apps only"),
     ("worker_class = 'gevent'\n", "no gevent/eventlet/tornado"),
     ("reload_extra_files = ['templates/a.html']\n", "setting 'reload_extra_files': not implemented"),

@@ -12,8 +12,10 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 mod atoms;
+mod records;
 
 use atoms::{parse, write_atom, Piece};
+pub use records::{AccessRecords, Atoms};
 
 thread_local! {
     /// The `{VAR}e` values of the request this thread handled last, in the order of
@@ -55,6 +57,8 @@ pub struct AccessLog {
     pieces: Vec<Piece>,
     environ_keys: Vec<String>,
     sink: Arc<Sink>,
+    /// Set when a Python logging configuration takes the records instead of the sink.
+    records: Option<Arc<dyn AccessRecords>>,
 }
 
 impl AccessLog {
@@ -67,6 +71,22 @@ impl AccessLog {
             pieces: format.pieces,
             environ_keys: format.environ_keys,
             sink,
+            records: None,
+        }
+    }
+
+    /// An access log whose requests go to `records` (Python's `gunicorn.access`) with
+    /// every atom, instead of lines to `sink`; the response head and the queue and
+    /// first-byte times are then kept for every request.
+    pub fn to_records(
+        format: AccessFormat,
+        sink: Arc<Sink>,
+        records: Arc<dyn AccessRecords>,
+    ) -> AccessLog {
+        crate::egress::want_ids();
+        AccessLog {
+            records: Some(records),
+            ..AccessLog::new(format, sink)
         }
     }
 
@@ -79,16 +99,20 @@ impl AccessLog {
 
     /// Whether a `%({name}o)s` atom needs the response's fields.
     pub fn wants_response_headers(&self) -> bool {
-        self.pieces
-            .iter()
-            .any(|p| matches!(p, Piece::RespHeader(_)))
+        self.records.is_some()
+            || self
+                .pieces
+                .iter()
+                .any(|p| matches!(p, Piece::RespHeader(_)))
     }
 
     /// Whether the format shows queue or first-byte times (requests are then timed).
     pub fn wants_timing(&self) -> bool {
-        self.pieces
-            .iter()
-            .any(|p| matches!(p, Piece::QueueMicros | Piece::FirstByteMicros))
+        self.records.is_some()
+            || self
+                .pieces
+                .iter()
+                .any(|p| matches!(p, Piece::QueueMicros | Piece::FirstByteMicros))
     }
 
     /// Reports the lines lost so far in the error log now (the server is stopping).
@@ -98,6 +122,10 @@ impl AccessLog {
 
     /// Writes the line of a finished request (`Exchange::finished`).
     pub(crate) fn record(&self, ex: &Finished<'_>) {
+        if let Some(records) = &self.records {
+            records.record(&Atoms::new(ex));
+            return;
+        }
         let environ = match self.environ_keys.is_empty() {
             true => Vec::new(),
             false => ENVIRON_VALUES.with(|v| std::mem::take(&mut *v.borrow_mut())),

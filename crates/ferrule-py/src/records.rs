@@ -1,0 +1,233 @@
+//! ferrule's logs as Python logging records, when a Python logging configuration is
+//! given (`--log-config`, `logconfig_dict`, `--log-config-json`; `ferrule/logconfig.py`):
+//!
+//! * access records: `gunicorn.access`'s `info(access_log_format, atoms)` on the thread
+//!   that ran the request, with the GIL it holds for its batch, after the response was
+//!   sent (as gunicorn does), `atoms` carrying gunicorn's keys and types;
+//! * error records: the Rust side's lines go through a bounded queue
+//!   (`ferrule_server::log::forward`) that a Python thread drains ([`next_error_records`]);
+//! * [`error_line`]: the way back for Python's handler of ferrule's own error log.
+
+use crate::config::Config;
+use crate::text::latin1;
+use ferrule_server::access::{AccessFormat, AccessLog, AccessRecords, Atoms, DEFAULT_FORMAT};
+use ferrule_server::log::{self, forward, LogLevel};
+use ferrule_server::sink::{Destination, Report, Sink};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where access records go once `access_to_python` was called in this process.
+static PY_ACCESS: Mutex<Option<Arc<PyAccess>>> = Mutex::new(None);
+/// Whether the handler keeps each request's environ for its record: one load per
+/// request when off.
+static KEEP_ENVIRON: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// A copy of the environ of the request this thread ran last (the app's changes
+    /// included), taken by its record right after; the handler reuses the dict itself.
+    static LAST_ENVIRON: RefCell<Option<Py<PyDict>>> = const { RefCell::new(None) };
+}
+
+struct PyAccess {
+    /// `logging.getLogger("gunicorn.access").info`.
+    info: Py<PyAny>,
+    format: Py<PyString>,
+    /// `ferrule.logconfig.SafeAtoms`: a dict that answers `-` for a missing atom and
+    /// reads `{Header}i` in any case, as gunicorn's.
+    atoms_type: Py<PyAny>,
+}
+
+/// gunicorn's `SafeAtoms` escapes the double quotes of text values.
+fn escaped(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.contains('"') {
+        true => s.replace('"', "\\\"").into(),
+        false => s.into(),
+    }
+}
+
+impl PyAccess {
+    fn atoms<'py>(&self, py: Python<'py>, atoms: &Atoms<'_>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = self.atoms_type.bind(py).call0()?.cast_into::<PyDict>()?;
+        let elapsed = atoms.elapsed();
+        let mut failed = Ok(());
+        atoms.each_named(|name, text| {
+            // gunicorn's types: numbers for B, T, M, D; text for the rest.
+            let set = match name {
+                "B" => dict.set_item(name, atoms.body_bytes()),
+                "T" => dict.set_item(name, elapsed.as_secs()),
+                "M" => dict.set_item(name, elapsed.as_millis() as u64),
+                "D" => dict.set_item(name, elapsed.as_micros() as u64),
+                "s" => dict.set_item(name, atoms.status().to_string()),
+                _ => dict.set_item(name, escaped(text)),
+            };
+            if failed.is_ok() {
+                failed = set;
+            }
+        });
+        std::mem::replace(&mut failed, Ok(()))?;
+        let mut fields = |suffix: char, name: &str, value: &[u8]| {
+            let key = format!("{{{}}}{suffix}", name.to_ascii_lowercase());
+            let set = dict.set_item(key, escaped(&latin1(value)));
+            if failed.is_ok() {
+                failed = set;
+            }
+        };
+        atoms.each_request_header(|n, v| fields('i', n, v));
+        atoms.each_response_header(|n, v| fields('o', n, v));
+        failed?;
+        if let Some(environ) = LAST_ENVIRON.with(|e| e.borrow_mut().take()) {
+            for (key, value) in environ.bind(py).iter() {
+                let key = format!("{{{}}}e", key.str()?.to_str()?.to_lowercase());
+                match value.cast::<PyString>() {
+                    Ok(s) => dict.set_item(key, escaped(s.to_str()?))?,
+                    Err(_) => dict.set_item(key, value)?,
+                }
+            }
+        }
+        Ok(dict)
+    }
+}
+
+impl AccessRecords for PyAccess {
+    fn record(&self, atoms: &Atoms<'_>) {
+        // The runner holds the GIL for its batch: attaching is a counter check.
+        Python::attach(|py| {
+            let sent = self
+                .atoms(py, atoms)
+                .and_then(|a| self.info.call1(py, (self.format.bind(py), a)));
+            if let Err(e) = sent {
+                // gunicorn logs the traceback in the error log; so does this.
+                tracing::error!(
+                    "access record failed: {}",
+                    crate::errors::format_exception(py, &e)
+                );
+            }
+        });
+    }
+}
+
+/// Keeps a copy of the request's environ for its access record, when records go to
+/// Python (called by the handler after the app ran, before the environ is reused).
+pub fn keep_environ(environ: &PyResult<Bound<'_, PyDict>>) {
+    if !KEEP_ENVIRON.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Ok(env) = environ {
+        if let Ok(copy) = env.copy() {
+            LAST_ENVIRON.with(|e| *e.borrow_mut() = Some(copy.unbind()));
+        }
+    }
+}
+
+/// Never written: an access log whose records go to Python and that has no
+/// `--access-logfile` (gunicorn logs access records whenever a log config is given).
+struct Nowhere;
+
+impl Destination for Nowhere {
+    fn write_line(&self, _line: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The access log `serve` runs with: the configured one, or, once `access_to_python`
+/// was called, one that sends records to Python (opening `--access-logfile` all the
+/// same, for Python's handler of it).
+pub fn access_log(config: &Config) -> Result<Option<AccessLog>, String> {
+    let lines = config.access_log()?;
+    let Some(records) = PY_ACCESS.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+        return Ok(lines);
+    };
+    let format = AccessFormat::parse(DEFAULT_FORMAT)?;
+    let sink = Arc::new(Sink::new("access log", Box::new(Nowhere), Report::ErrorLog));
+    Ok(Some(AccessLog::to_records(format, sink, records)))
+}
+
+/// Sends this process's access records to `info` (`gunicorn.access`'s) as
+/// `info(format, atoms_type(**atoms))`; `None` turns that off. Applies to the next `serve`.
+#[pyfunction]
+#[pyo3(signature = (info, format=None, atoms_type=None))]
+fn access_to_python(
+    info: Option<Py<PyAny>>,
+    format: Option<Py<PyString>>,
+    atoms_type: Option<Py<PyAny>>,
+) -> PyResult<()> {
+    let access = match (info, format, atoms_type) {
+        (Some(info), Some(format), Some(atoms_type)) => Some(Arc::new(PyAccess {
+            info,
+            format,
+            atoms_type,
+        })),
+        (None, _, _) => None,
+        _ => {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "access_to_python needs info, format and atoms_type",
+            ))
+        }
+    };
+    KEEP_ENVIRON.store(access.is_some(), Ordering::Relaxed);
+    *PY_ACCESS.lock().unwrap_or_else(|p| p.into_inner()) = access;
+    Ok(())
+}
+
+/// Sends this process's Rust error-log lines to a new queue for [`next_error_records`]
+/// (each forked process calls it again for its own); False when that is not possible
+/// and lines stay on the error log.
+#[pyfunction]
+fn errors_to_python() -> bool {
+    forward::start()
+}
+
+/// Rust error-log lines go to the error log again.
+#[pyfunction]
+fn errors_to_rust() {
+    forward::stop()
+}
+
+/// Python logging's level number for a gunicorn level.
+fn levelno(level: LogLevel) -> u8 {
+    match level {
+        LogLevel::Debug => 10,
+        LogLevel::Info => 20,
+        LogLevel::Warning => 30,
+        LogLevel::Error => 40,
+        LogLevel::Critical => 50,
+    }
+}
+
+/// The next error records as `([(levelno, message)], dropped)`, waiting up to `wait`
+/// seconds (the GIL released) for the first; `dropped` counts the records lost to a
+/// full queue since the last call.
+#[pyfunction]
+fn next_error_records(py: Python<'_>, wait: f64) -> (Vec<(u8, String)>, u64) {
+    let wait = Duration::try_from_secs_f64(wait).unwrap_or(Duration::ZERO);
+    let records = py.detach(|| forward::next(wait));
+    let records = records
+        .into_iter()
+        .map(|r| (levelno(r.level), r.message))
+        .collect();
+    (records, forward::take_dropped())
+}
+
+/// Writes a line to ferrule's error log at `level` (its logger has judged the
+/// level): Python logging's handler of ferrule's own error log, never forwarded back
+/// to Python. Never raises for a failing log.
+#[pyfunction]
+fn error_line(py: Python<'_>, level: &str, message: &Bound<'_, PyString>) -> PyResult<()> {
+    let level: LogLevel = level.parse().map_err(crate::ConfigError::new_err)?;
+    let message = message.to_string_lossy();
+    py.detach(|| log::write_line(level, &message));
+    Ok(())
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(access_to_python, m)?)?;
+    m.add_function(wrap_pyfunction!(errors_to_python, m)?)?;
+    m.add_function(wrap_pyfunction!(errors_to_rust, m)?)?;
+    m.add_function(wrap_pyfunction!(next_error_records, m)?)?;
+    m.add_function(wrap_pyfunction!(error_line, m)?)?;
+    Ok(())
+}
