@@ -51,8 +51,8 @@ SYSLOG = ("syslog is not implemented yet (planned: issue 26); log to stderr (jou
           "let the system logger collect it")
 BACKLOG = ("ferrule sends no gunicorn.backlog gauge (the kernel's listen queue is not read); "
            "ferrule_request_queue_seconds (--metrics-bind) shows the wait for a thread")
-LOGCONF = ("Python logging configuration of ferrule's logs is not implemented yet (planned: issue 26); "
-           "use --error-logfile/--access-logfile/--access-logformat")
+LOGCONF = ("a logger class is not supported; configure Python logging with --log-config, logconfig_dict "
+           "or --log-config-json (docs/logging.md)")
 H2 = "HTTP/2 is not implemented yet; serve HTTP/2 from the front server (nginx, a load balancer)"
 DIRTY = "dirty arbiters are not implemented; run the long tasks in a task queue (Celery, RQ)"
 ASGI = "applies to gunicorn's ASGI worker only; ferrule serves WSGI"
