@@ -26,3 +26,21 @@ class Recording(logging.Handler):
         }
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
+
+
+class Gated(Recording):
+    """A handler that is stuck until the test lets it go: the first request line it
+    gets (the debug line a worker logs for each request) waits until the test writes
+    to the FIFO ``gate``. Meanwhile the worker's records pile up in the queue."""
+
+    def __init__(self, path: str, gate: str):
+        super().__init__(path)
+        self.gate = gate
+        self.waited = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.waited and record.getMessage().startswith("GET "):
+            self.waited = True
+            with open(self.gate, "rb") as gate:
+                gate.read(1)
+        super().emit(record)

@@ -3,6 +3,8 @@
 configured handlers with gunicorn's logger names and record attributes."""
 
 import base64
+import os
+import socket
 import json
 import subprocess
 import sys
@@ -10,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import APPS, free_port, raw, wait_until
+from conftest import APPS, free_port, raw, read_response, wait_until
 
 
 def records(path, name=None):
@@ -228,3 +230,27 @@ def test_without_a_config_logs_stay_on_the_rust_path(serve):
     assert request(s.port, "/plain")[0] == 200
     wait_until(lambda: "/plain" in s.out())
     assert "Booting worker with pid" in s.log()
+
+
+def test_a_stuck_handler_never_holds_up_requests_and_dropped_records_are_reported(serve, tmp_path):
+    # At debug each request logs a line from Rust; the handler is stuck on the first,
+    # so the worker's queue fills (4096) and the rest are dropped, never waited for.
+    err, gate = tmp_path / "err.jsonl", tmp_path / "gate"
+    os.mkfifo(gate)
+    config = {"version": 1, "root": {"handlers": []},
+              "handlers": {"err": {"()": "recording_handler.Gated", "path": str(err), "gate": str(gate)}},
+              "loggers": {"gunicorn.error": {"level": "DEBUG", "handlers": ["err"], "propagate": False}}}
+    s = serve("logconfig_app:app", "--log-config-dict", json.dumps(config))
+    n = 6000
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        for _ in range(n):
+            c.sendall(b"GET /q HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(c) == (200, b"ok\n")
+    with open(gate, "wb") as g:  # let the handler go
+        g.write(b"x")
+    wait_until(lambda: any("dropped" in r["message"] for r in records(err)), timeout=60)
+    note = [r for r in records(err) if "dropped" in r["message"]][0]
+    assert note["levelname"] == "WARNING" and note["name"] == "gunicorn.error"
+    dropped = int(note["message"].split()[0])
+    # Nearly every line past the queue's room: the queue had 4096 places.
+    assert n - 4096 - 300 <= dropped <= n, note
