@@ -21,6 +21,7 @@ logged on ``ferrule.*`` is handled by the ``gunicorn.*`` logger's handlers.
 
 from __future__ import annotations
 
+import atexit
 import configparser
 import copy
 import json
@@ -178,7 +179,9 @@ def _alias(name: str, target: str) -> None:
 #: How long the drain thread waits for a record before it looks again (GIL released).
 DRAIN_WAIT = 0.25
 
-_state: Dict[str, Any] = {"error": None, "thread": None, "forked_hook": False}
+#: ``error``: the logger name error records go to (None: no configuration);
+#: ``forked_hook``: whether forked processes start their own queue and thread.
+_state: Dict[str, Any] = {"error": None, "forked_hook": False}
 
 
 def _deliver(records, dropped: int) -> None:
@@ -211,9 +214,7 @@ def drain_now() -> None:
 def _start_errors() -> None:
     if not _ferrule.errors_to_python():
         return
-    thread = threading.Thread(target=_drain, name="ferrule-error-records", daemon=True)
-    _state["thread"] = thread
-    thread.start()
+    threading.Thread(target=_drain, name="ferrule-error-records", daemon=True).start()
 
 
 def _after_fork() -> None:
@@ -258,4 +259,5 @@ def install(cfg) -> bool:
     if not _state["forked_hook"]:
         _state["forked_hook"] = True
         os.register_at_fork(after_in_child=_after_fork)
+        atexit.register(drain_now)  # the master's last lines ("Shutting down: Master")
     return True
