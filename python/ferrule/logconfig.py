@@ -180,8 +180,9 @@ def _alias(name: str, target: str) -> None:
 DRAIN_WAIT = 0.25
 
 #: ``error``: the logger name error records go to (None: no configuration);
-#: ``forked_hook``: whether forked processes start their own queue and thread.
-_state: Dict[str, Any] = {"error": None, "forked_hook": False}
+#: ``thread``: this process's drain thread; ``stopping``: it should end (the process is
+#: exiting); ``forked_hook``: whether forked processes start their own queue and thread.
+_state: Dict[str, Any] = {"error": None, "thread": None, "stopping": False, "forked_hook": False}
 
 
 def _deliver(records, dropped: int) -> None:
@@ -193,7 +194,7 @@ def _deliver(records, dropped: int) -> None:
 
 
 def _drain() -> None:
-    while _state["error"] is not None:
+    while _state["error"] is not None and not _state["stopping"]:
         try:
             _deliver(*_ferrule.next_error_records(DRAIN_WAIT))
         except Exception:  # a broken handler must not end the thread: logging reports it
@@ -201,9 +202,14 @@ def _drain() -> None:
 
 
 def drain_now() -> None:
-    """Delivers the records still queued (a process about to exit)."""
+    """Delivers the records still queued (a process about to exit): the drain thread
+    is stopped first, so none is left in its hands when the interpreter ends."""
     if _state["error"] is None:
         return
+    _state["stopping"] = True
+    thread = _state["thread"]
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(timeout=DRAIN_WAIT + 5.0)  # bounded: a handler stuck for good is left behind
     while True:
         records, dropped = _ferrule.next_error_records(0.0)
         _deliver(records, dropped)
@@ -214,7 +220,9 @@ def drain_now() -> None:
 def _start_errors() -> None:
     if not _ferrule.errors_to_python():
         return
-    threading.Thread(target=_drain, name="ferrule-error-records", daemon=True).start()
+    _state["stopping"] = False
+    _state["thread"] = threading.Thread(target=_drain, name="ferrule-error-records", daemon=True)
+    _state["thread"].start()
 
 
 def _after_fork() -> None:

@@ -4,6 +4,7 @@ configured handlers with gunicorn's logger names and record attributes."""
 
 import base64
 import os
+import signal
 import socket
 import json
 import subprocess
@@ -12,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import APPS, free_port, raw, read_response, wait_until
+from conftest import APPS, free_port, raw, read_response, wait_for_port, wait_until
 
 
 def records(path, name=None):
@@ -254,3 +255,35 @@ def test_a_stuck_handler_never_holds_up_requests_and_dropped_records_are_reporte
     dropped = int(note["message"].split()[0])
     # Nearly every line past the queue's room: the queue had 4096 places.
     assert n - 4096 - 300 <= dropped <= n, note
+
+
+RUN_SCRIPT = """
+import sys
+sys.path.insert(0, {apps!r})
+import ferrule
+from logconfig_app import app
+ferrule.run(app, bind="127.0.0.1:{port}", log_config_dict={config!r})
+"""
+
+
+def test_ferrule_run_takes_a_log_config_dict(tmp_path):
+    port, err, acc = free_port(), tmp_path / "err.jsonl", tmp_path / "acc.jsonl"
+    config = {"version": 1, "root": {"handlers": []},
+              "handlers": {"err": recording(err), "acc": recording(acc)},
+              "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["err"], "propagate": False},
+                          "gunicorn.access": {"level": "INFO", "handlers": ["acc"], "propagate": False}}}
+    proc = subprocess.Popen([sys.executable, "-c", RUN_SCRIPT.format(apps=str(APPS), port=port, config=config)])
+    try:
+        wait_for_port(port, proc)
+        assert request(port, "/single?x=1")[0] == 200
+        wait_until(lambda: records(acc))
+        assert records(acc)[0]["args"]["U"] == "/single"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    messages = [r["message"] for r in records(err)]
+    assert any(m.startswith("Listening at: http://127.0.0.1") for m in messages), messages
+    assert any(m.startswith("Shutting down") for m in messages), messages
