@@ -15,7 +15,7 @@ mod atoms;
 mod records;
 
 use atoms::{parse, write_atom, Piece};
-pub use records::{AccessRecords, Atoms};
+pub use records::{named_atoms, AccessRecords, Atoms};
 
 thread_local! {
     /// The `{VAR}e` values of the request this thread handled last, in the order of

@@ -16,6 +16,11 @@ pub trait AccessRecords: Send + Sync + 'static {
     fn record(&self, atoms: &Atoms<'_>);
 }
 
+/// The named atoms' names in the order [`Atoms::each_named`] gives them.
+pub fn named_atoms() -> impl Iterator<Item = &'static str> {
+    NAMED.iter().map(|(name, _)| *name)
+}
+
 /// A finished request as the atoms a record carries.
 pub struct Atoms<'a> {
     ex: &'a Finished<'a>,
@@ -32,19 +37,15 @@ impl<'a> Atoms<'a> {
     }
 
     /// Each named atom (gunicorn's `h l u t r m U q H s B b f a T M D L p`, then
-    /// ferrule's) with its text as the access line shows it.
-    pub fn each_named(&self, mut f: impl FnMut(&'static str, &str)) {
-        let mut s = String::with_capacity(64);
-        for (name, piece) in NAMED.iter() {
+    /// ferrule's) with its place in [`named_atoms`], its name and its text as the access
+    /// line shows it.
+    pub fn each_named(&self, mut f: impl FnMut(usize, &'static str, &str)) {
+        let mut s = String::with_capacity(128);
+        for (i, (name, piece)) in NAMED.iter().enumerate() {
             s.clear();
             write_atom(piece, self.ex, &[], self.elapsed, &mut s);
-            f(name, &s);
+            f(i, name, &s);
         }
-    }
-
-    /// The response status (`s`), for a record that keeps gunicorn's types.
-    pub fn status(&self) -> u16 {
-        self.ex.outcome.status
     }
 
     /// The body bytes sent (`B`).
