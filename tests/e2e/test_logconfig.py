@@ -96,8 +96,11 @@ def test_logconfig_dict_sends_access_records_with_gunicorns_atoms_and_rust_error
     # The JSON formatter's file: one object per record.
     wait_until(lambda: js.exists() and len(js.read_text().splitlines()) >= 2)
     lines = [json.loads(line) for line in js.read_text().splitlines()]
-    assert lines[0]["name"] == "gunicorn.access" and lines[0]["levelname"] == "INFO"
+    for line in lines:  # every line one object with the formatter's fields
+        assert set(line) >= {"asctime", "name", "levelname", "message"}, line
+        assert line["name"] == "gunicorn.access" and line["levelname"] == "INFO"
     assert '"GET /hello?a=1 HTTP/1.1" 200 3' in lines[0]["message"]
+    assert '"GET /log?from-app HTTP/1.1" 200 3' in lines[1]["message"]
     # Error records: the worker's boot line and the 400's line come from Rust, the
     # app's warning from its own logging call.
     wait_until(lambda: any("invalid request" in r["message"] for r in records(err)))
