@@ -10,11 +10,8 @@
 
 use crate::config::Config;
 use crate::text::latin1;
-use ferrule_server::access::{
-    named_atoms, AccessFormat, AccessLog, AccessRecords, Atoms, DEFAULT_FORMAT,
-};
+use ferrule_server::access::{named_atoms, AccessLog, AccessRecords, Atoms};
 use ferrule_server::log::{self, forward, LogLevel};
-use ferrule_server::sink::{Destination, Report, Sink};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::cell::RefCell;
@@ -182,27 +179,16 @@ pub fn keep_environ(environ: &PyResult<Bound<'_, PyDict>>) {
     }
 }
 
-/// Never written: an access log whose records go to Python and that has no
-/// `--access-logfile` (gunicorn logs access records whenever a log config is given).
-struct Nowhere;
-
-impl Destination for Nowhere {
-    fn write_line(&self, _line: &[u8]) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The access log `serve` runs with: the configured one, or, once `access_to_python`
 /// was called, one that sends records to Python (opening `--access-logfile` all the
 /// same, for Python's handler of it).
 pub fn access_log(config: &Config) -> Result<Option<AccessLog>, String> {
     let lines = config.access_log()?;
-    let Some(records) = PY_ACCESS.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
-        return Ok(lines);
-    };
-    let format = AccessFormat::parse(DEFAULT_FORMAT)?;
-    let sink = Arc::new(Sink::new("access log", Box::new(Nowhere), Report::ErrorLog));
-    Ok(Some(AccessLog::to_records(format, sink, records)))
+    let records = PY_ACCESS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(match records {
+        Some(records) => Some(AccessLog::to_records(records)),
+        None => lines,
+    })
 }
 
 /// Sends this process's access records to `info` (`gunicorn.access`'s) as

@@ -7,7 +7,7 @@
 //! the format has such atoms.
 
 use crate::finished::Finished;
-use crate::sink::Sink;
+use crate::sink::{Report, Sink};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -76,17 +76,19 @@ impl AccessLog {
     }
 
     /// An access log whose requests go to `records` (Python's `gunicorn.access`) with
-    /// every atom, instead of lines to `sink`; the response head and the queue and
-    /// first-byte times are then kept for every request.
-    pub fn to_records(
-        format: AccessFormat,
-        sink: Arc<Sink>,
-        records: Arc<dyn AccessRecords>,
-    ) -> AccessLog {
+    /// every atom instead of as lines: it has no format and no sink of its own, and keeps
+    /// the response head and the queue and first-byte times of every request.
+    pub fn to_records(records: Arc<dyn AccessRecords>) -> AccessLog {
         crate::egress::want_ids();
         AccessLog {
+            pieces: Vec::new(),
+            environ_keys: Vec::new(),
+            sink: Arc::new(Sink::new(
+                "access log",
+                Box::new(records::Nowhere),
+                Report::ErrorLog,
+            )),
             records: Some(records),
-            ..AccessLog::new(format, sink)
         }
     }
 

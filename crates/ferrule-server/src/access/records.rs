@@ -7,6 +7,7 @@
 use super::atoms::{write_atom, NAMED};
 use crate::finished::Finished;
 use crate::protocol::Protocol;
+use crate::sink::Destination;
 use std::time::Duration;
 
 /// Receives the access records of a process (the Python bridge: `gunicorn.access`).
@@ -95,5 +96,14 @@ impl<'a> Atoms<'a> {
                 );
             }
         }
+    }
+}
+
+/// The sink of an access log that sends records: never written to.
+pub(super) struct Nowhere;
+
+impl Destination for Nowhere {
+    fn write_line(&self, _line: &[u8]) -> std::io::Result<()> {
+        Ok(())
     }
 }
