@@ -123,11 +123,13 @@ class Log:
 class ErrorLogHandler(logging.Handler):
     """Writes each record to ferrule's error log at the record's level; the line gets
     the error log's prefix (time, pid, level), the record its message and traceback.
-    Written as it is: never sent round to Python logging again."""
+    With a Python logging config (which sends the error log's lines to Python) the
+    line is written as it is, never sent round to Python again."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        write = _ferrule.log_message if _python_error_log is None else _ferrule.error_line
         try:
-            _ferrule.error_line(_level_name(record.levelno), self.format(record))
+            write(_level_name(record.levelno), self.format(record))
         except Exception:  # logging's contract: a handler never raises into the caller
             self.handleError(record)
 

@@ -290,3 +290,18 @@ def test_ferrule_run_takes_a_log_config_dict(tmp_path):
     messages = [r["message"] for r in records(err)]
     assert any(m.startswith("Listening at: http://127.0.0.1") for m in messages), messages
     assert any(m.startswith("Shutting down") for m in messages), messages
+
+
+def test_a_config_that_leaves_gunicorn_error_alone_keeps_the_error_log_once(serve, tmp_path):
+    # ferrule's own handler stays on gunicorn.error: Rust's lines go to Python and come
+    # back to the error log through it, once each, never round again.
+    acc = tmp_path / "acc.jsonl"
+    config = {"version": 1, "root": {"handlers": []}, "handlers": {"acc": recording(acc)},
+              "loggers": {"gunicorn.access": {"level": "INFO", "handlers": ["acc"], "propagate": False}}}
+    s = serve("logconfig_app:app", "--log-config-dict", json.dumps(config))
+    assert request(s.port, "/log?once")[0] == 200
+    wait_until(lambda: "app warning once" in s.log() and "Booting worker with pid" in s.log())
+    log = s.log()
+    assert log.count("Booting worker with pid") == 1 and log.count("app warning once") == 1, log
+    assert "] [WARNING] app warning once" in log  # the error log's own line format
+    wait_until(lambda: records(acc))
