@@ -125,7 +125,7 @@ def test_log_config_dict_flag_and_the_ferrule_error_alias(serve, tmp_path):
     alias = [r for r in records(err) if r["message"] == "alias error via-ferrule"][0]
     # Handled by gunicorn.error's handlers, under the name it was logged with.
     assert alias["name"] == "ferrule.error" and alias["levelname"] == "ERROR"
-    assert any(r["message"].startswith("Booting worker") for r in records(err, "gunicorn.error"))
+    wait_until(lambda: any(r["message"].startswith("Booting worker") for r in records(err, "gunicorn.error")))
 
 
 def test_log_config_json_naming_the_ferrule_loggers_gets_ferrules_records(serve, tmp_path):
