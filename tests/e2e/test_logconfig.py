@@ -305,3 +305,30 @@ def test_a_config_that_leaves_gunicorn_error_alone_keeps_the_error_log_once(serv
     assert log.count("Booting worker with pid") == 1 and log.count("app warning once") == 1, log
     assert "] [WARNING] app warning once" in log  # the error log's own line format
     wait_until(lambda: records(acc))
+
+
+def test_a_reload_applies_a_changed_logconfig_dict(serve, tmp_path):
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+
+    def write(path):
+        config = {"version": 1, "root": {"handlers": []}, "handlers": {"h": recording(path)},
+                  "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["h"], "propagate": False},
+                              "gunicorn.access": {"level": "INFO", "handlers": ["h"], "propagate": False}}}
+        conf.write_text(f"logconfig_dict = {config!r}\n")
+
+    conf = tmp_path / "g.conf.py"
+    write(first)
+    s = serve("logconfig_app:app", "-c", str(conf))
+    wait_until(lambda: any(r["message"].startswith("Booting worker") for r in records(first)))
+    write(second)
+    s.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: any(r["message"].startswith("Booting worker") for r in records(second)))
+    assert any(r["message"] == "Hang up: reloading" for r in records(first))
+    wait_until(lambda: request(s.port, "/after-reload")[0] == 200
+               and any(r["name"] == "gunicorn.access" and r["args"].get("U") == "/after-reload"
+                       for r in records(second)))
+    # Served by the new worker (a request may still reach the old one, which keeps the
+    # old configuration until it stops).
+    booted = {int(r["message"].split()[-1]) for r in records(second) if r["message"].startswith("Booting worker")}
+    served = {r["process"] for r in records(second) if r["name"] == "gunicorn.access"}
+    assert served and served <= booted, (served, booted)
