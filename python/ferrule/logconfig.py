@@ -130,8 +130,9 @@ def apply(cfg) -> Optional[Tuple[str, str]]:
         named = _dict_config(given, f"log-config-json {cfg.log_config_json!r}")
     elif cfg.log_config:
         text = _read(cfg.log_config, "log-config")
-        defaults = {k: v for k, v in CONFIG_DEFAULTS.items() if isinstance(v, str)}
-        defaults.update({"__file__": cfg.log_config, "here": os.path.dirname(cfg.log_config)})
+        # gunicorn's defaults: CONFIG_DEFAULTS itself (configparser makes its values text),
+        # the file's name and its directory (%(here)s).
+        defaults = {**CONFIG_DEFAULTS, "__file__": cfg.log_config, "here": os.path.dirname(cfg.log_config)}
         try:
             logging.config.fileConfig(cfg.log_config, defaults=defaults, disable_existing_loggers=False)
         except (configparser.Error, KeyError, ValueError, TypeError, AttributeError, ImportError,
