@@ -63,6 +63,8 @@ test: rust-checks install wheel
 	$(PY) -c "import pycurl" 2>/dev/null || $(PY) -m pip install -q --only-binary=:all: pycurl || echo "pycurl: no wheel here, its egress tests skip"
 	# The syslog tests (tests/e2e/test_syslog.py): a real rsyslogd started in a temp dir.
 	command -v rsyslogd >/dev/null || test -x /usr/sbin/rsyslogd || { apt-get update -qq && apt-get install -y -qq rsyslog >/dev/null; }
+	# Python logging config tests (tests/e2e/test_logconfig.py): a JSON formatter.
+	$(PY) -c "import pythonjsonlogger" 2>/dev/null || $(PY) -m pip install -q python-json-logger
 	$(PY) -m pytest tests -q -rf
 	$(PY) bench/bench.py --smoke
 	$(PY) bench/uwsgi.py --smoke

@@ -199,7 +199,7 @@ def test_every_gunicorn_flag_is_implemented_logged_or_refused_with_its_name():
 
 
 @pytest.mark.parametrize("text, words", [
-    ("logconfig_dict = {'version': 1}\n", "setting 'logconfig_dict': Python logging configuration"),
+    ("logger_class = 'myapp.MyLogger'\n", "setting 'logger_class': a logger class is not supported"),
     ("worker_class = 'uvicorn.workers.UvicornWorker'\n", "ferrule serves WSGI apps only"),
     ("worker_class = 'gevent'\n", "no gevent/eventlet/tornado"),
     ("reload_extra_files = ['templates/a.html']\n", "setting 'reload_extra_files': not implemented"),

@@ -15,7 +15,7 @@ import sys
 import traceback
 from typing import List, NoReturn, Tuple
 
-from ferrule import _ferrule, config, daemon, gunicorn, log, upgrade
+from ferrule import _ferrule, config, daemon, gunicorn, log, logconfig, upgrade
 from ferrule.arbiter import Arbiter, HaltServer, preload
 from ferrule.flags import EXIT_APP_LOAD, EXIT_BIND, EXIT_USAGE, build_parser
 from ferrule.loader import AppLoadError, load_app
@@ -191,8 +191,11 @@ def main(argv=None) -> None:
         _ferrule.init_logging(core)
         atexit.register(_ferrule.finish_syslog)  # the master's last lines ("Shutting down")
         log.install(cfg.log_level)
+        logconfig.install(cfg)
     except _ferrule.ConfigError as exc:
         _fail(EXIT_USAGE, str(exc))
+    except logconfig.LogConfigError as exc:
+        _fail(EXIT_BIND if exc.unreadable else EXIT_USAGE, str(exc))
     except (_ferrule.TlsError, _ferrule.EgressLogError) as exc:
         _fail(EXIT_BIND, str(exc))
     for note in notes:
@@ -229,6 +232,7 @@ def main(argv=None) -> None:
         fresh_core = _ferrule.Config(fresh.as_dict())
         _apply_env(fresh.env)
         log.install(fresh.log_level)
+        logconfig.install(fresh)
         return fresh, fresh_core, fresh_hooks
 
     arbiter = Arbiter(cfg, core, hooks, reload_config, app)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ferrule import gunicorn as g
 from ferrule.settings import Settings
+from ferrule.validators import json_dict, optional_path
 
 #: Files read when no ``-c`` is given, first found wins.
 DEFAULT_CONFIG_FILES = ("ferrule.conf.py", "gunicorn.conf.py")
@@ -133,6 +134,9 @@ _SPECIAL: Dict[str, Callable[[Any], Any]] = {
     "bind": g.string_list,
     "header_map": g.one_of("drop", "refuse", "dangerous"),
     "log_level": g.one_of("debug", "info", "warning", "warn", "error", "critical"),
+    "log_config": optional_path,
+    "log_config_json": optional_path,
+    "log_config_dict": json_dict,
 }
 
 

@@ -315,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--egress-allow", action="append", metavar="SPEC",
                     help="once given, refuse every destination not allowed (the resolver stays reachable); "
                          "deny wins; repeatable, comma-separated (default none)")
+    lg.add_argument("--log-config", metavar="FILE",
+                    help="Python logging fileConfig file for ferrule's error and access records (default: none)")
+    lg.add_argument("--log-config-dict", metavar="JSON",
+                    help="Python logging dictConfig as JSON, over gunicorn's defaults (default: none)")
+    lg.add_argument("--log-config-json", metavar="FILE",
+                    help="Python logging dictConfig JSON file, over gunicorn's defaults (default: none)")
     lg.add_argument("--capture-output", action="store_true",
                     help="with a file error log, send stdout and stderr of every process into it (default off)")
     lg.add_argument("-R", "--enable-stdio-inheritance", action="store_true",

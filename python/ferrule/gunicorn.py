@@ -49,8 +49,8 @@ class Spec:
 
 BACKLOG = ("ferrule sends no gunicorn.backlog gauge (the kernel's listen queue is not read); "
            "ferrule_request_queue_seconds (--metrics-bind) shows the wait for a thread")
-LOGCONF = ("Python logging configuration of ferrule's logs is not implemented yet (planned: issue 26); "
-           "use --error-logfile/--access-logfile/--access-logformat")
+LOGCONF = ("a logger class is not supported; configure Python logging with --log-config, logconfig_dict "
+           "or --log-config-json (docs/logging.md)")
 H2 = "HTTP/2 is not implemented yet; serve HTTP/2 from the front server (nginx, a load balancer)"
 DIRTY = "dirty arbiters are not implemented; run the long tasks in a task queue (Celery, RQ)"
 ASGI = "applies to gunicorn's ASGI worker only; ferrule serves WSGI"
@@ -148,9 +148,9 @@ SPECS: Tuple[Spec, ...] = (
     _s("capture_output", ["--capture-output"], IMPLEMENTED, boolean, False),
     _s("logger_class", ["--logger-class"], REFUSED, class_path, "gunicorn.glogging.Logger", metavar="STRING",
        note=LOGCONF),
-    _s("logconfig", ["--log-config"], REFUSED, string, metavar="FILE", note=LOGCONF),
-    _s("logconfig_dict", [], REFUSED, dictionary, {}, note=LOGCONF),
-    _s("logconfig_json", ["--log-config-json"], REFUSED, string, metavar="FILE", note=LOGCONF),
+    _s("logconfig", ["--log-config"], IMPLEMENTED, string, metavar="FILE", field="log_config"),
+    _s("logconfig_dict", ["--log-config-dict"], IMPLEMENTED, dictionary, {}, field="log_config_dict"),
+    _s("logconfig_json", ["--log-config-json"], IMPLEMENTED, string, metavar="FILE", field="log_config_json"),
     # syslog_addr: gunicorn's default on Linux; ferrule's is unix:///dev/log (docs/logging.md).
     _s("syslog_addr", ["--log-syslog-to"], IMPLEMENTED, string, "udp://localhost:514", metavar="SYSLOG_ADDR"),
     _s("syslog", ["--log-syslog"], IMPLEMENTED, boolean, False, action="store_true"),

@@ -36,6 +36,17 @@ _LEVELS = ((logging.CRITICAL, "critical"), (logging.ERROR, "error"), (logging.WA
 ERROR_LOGGERS = ("gunicorn.error", "ferrule.error")
 ACCESS_LOGGERS = ("gunicorn.access", "ferrule.access")
 
+#: The Python logger ``Log`` writes to when a Python logging configuration is given
+#: (``ferrule.logconfig``); None: the error log.
+_python_error_log = None
+
+
+def to_python(logger) -> None:
+    """``Log``'s lines go to ``logger`` (a Python logging configuration's
+    ``gunicorn.error``) as records; None: to the error log again."""
+    global _python_error_log
+    _python_error_log = logger
+
 
 def _level_name(levelno: int) -> str:
     for number, name in _LEVELS:
@@ -71,6 +82,9 @@ class Log:
         self.access_log = logging.getLogger("gunicorn.access")
 
     def _emit(self, level: str, msg, args: tuple, exc_info=None) -> None:
+        if _python_error_log is not None:
+            _python_error_log.log(_level_number(level), msg, *args, exc_info=exc_info)
+            return
         try:
             text = str(msg) % args if args else str(msg)
         except (TypeError, ValueError):
@@ -108,11 +122,14 @@ class Log:
 
 class ErrorLogHandler(logging.Handler):
     """Writes each record to ferrule's error log at the record's level; the line gets
-    the error log's prefix (time, pid, level), the record its message and traceback."""
+    the error log's prefix (time, pid, level), the record its message and traceback.
+    With a Python logging config (which sends the error log's lines to Python) the
+    line is written as it is, never sent round to Python again."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        write = _ferrule.log_message if _python_error_log is None else _ferrule.error_line
         try:
-            _ferrule.log_message(_level_name(record.levelno), self.format(record))
+            write(_level_name(record.levelno), self.format(record))
         except Exception:  # logging's contract: a handler never raises into the caller
             self.handleError(record)
 

@@ -8,7 +8,7 @@ import os
 import signal
 from typing import Any, Callable, Dict, List, Optional
 
-from ferrule import _ferrule, egress, limits, log
+from ferrule import _ferrule, egress, limits, log, logconfig
 
 #: gunicorn's default access log format.
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
@@ -146,6 +146,12 @@ class Settings:
     enable_stdio_inheritance: bool = False
     #: When the error log is a file, the processes' stdout and stderr go into it too.
     capture_output: bool = False
+    #: gunicorn's Python logging configuration (docs/logging.md): a fileConfig file, a
+    #: dictConfig dict (over gunicorn's defaults), a JSON file of one. Any of them sends
+    #: ferrule's error and access records to Python logging (``ferrule.logconfig``).
+    log_config: Optional[str] = None
+    log_config_dict: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    log_config_json: Optional[str] = None
     #: gunicorn settings ferrule has no field for, as given (see ``ferrule.gunicorn``).
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -250,6 +256,10 @@ def run(app: Callable, ready: Optional[Callable[[List[str]], None]] = None, **op
     log.install(settings.log_level)
     raised = limits.raise_fd_limit()
     _ferrule.init_logging(core)
+    try:
+        logconfig.install(settings)
+    except logconfig.LogConfigError as exc:
+        raise _ferrule.ConfigError(str(exc)) from None
     limits.log_fd_limit(log.Log(), raised)
     _install_signal_handlers()
     egress.start(core, settings)  # the app is already imported: its import-time connects are not seen

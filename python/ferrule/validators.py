@@ -167,3 +167,26 @@ def cleartext(value: Any) -> str:
 def class_path(value: Any) -> Any:
     """validate_class: a dotted path or a class."""
     return value if isinstance(value, type) else string(value)
+
+
+def optional_path(value: Any) -> Optional[str]:
+    """A file name, or None/"" for none (``--log-config``)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise BadValue(f"must be a file name (got {value!r})")
+    return value
+
+
+def json_dict(value: Any) -> dict:
+    """A dict, or a JSON object as text (``--log-config-dict '{"version": 1, ...}'``)."""
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise BadValue(f"must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadValue(f"must be a dict (a JSON object) (got {value!r})")
+    return value

@@ -10,7 +10,7 @@ import signal
 import traceback
 from typing import Callable, NoReturn
 
-from ferrule import _ferrule, daemon, egress, metrics
+from ferrule import _ferrule, daemon, egress, logconfig, metrics
 from ferrule.hooks import Request, Response, Worker, with_request_hooks  # noqa: F401 (req, resp: still here)
 from ferrule.loader import AppLoadError, load_app
 from ferrule.log import Log, flush_std
@@ -80,6 +80,7 @@ def run(arbiter, worker: Worker) -> NoReturn:
     except BaseException:
         worker.log.exception(f"Exception in worker process {os.getpid()}")
     finally:
+        logconfig.drain_now()  # the last error records (Python logging config) before os._exit
         flush_std()  # a closed stdout must not keep this child from its os._exit
         _ferrule.finish_syslog()  # its sender thread ends with the process
         os._exit(code)

@@ -103,6 +103,7 @@ impl Wsgi {
             ),
         };
         drop(result);
+        crate::records::keep_environ(&environ);
         if ids {
             egress::end();
         }

@@ -12,6 +12,7 @@ mod file_wrapper;
 mod handler;
 mod input;
 mod metrics;
+mod records;
 // The only module allowed unsafe code (workspace lint `unsafe_code = "deny"`).
 #[allow(unsafe_code)]
 mod sys;
@@ -84,7 +85,7 @@ fn serve(
     tick: Option<Py<PyAny>>,
     worker: bool,
 ) -> PyResult<bool> {
-    let access = config.access_log().map_err(ConfigError::new_err)?;
+    let access = records::access_log(&config).map_err(ConfigError::new_err)?;
     config.logs.init().map_err(ConfigError::new_err)?;
     let cfg = config.server.clone();
     if !worker {
@@ -273,6 +274,7 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(finish_syslog, m)?)?;
     m.add_function(wrap_pyfunction!(config::defaults::defaults, m)?)?;
     metrics::register(m)?;
+    records::register(m)?;
     m.add_function(wrap_pyfunction!(egress::egress_start, m)?)?;
     m.add_function(wrap_pyfunction!(egress::egress_note_host, m)?)?;
     m.add_function(wrap_pyfunction!(egress::egress_counts, m)?)?;

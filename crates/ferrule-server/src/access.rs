@@ -7,13 +7,15 @@
 //! the format has such atoms.
 
 use crate::finished::Finished;
-use crate::sink::Sink;
+use crate::sink::{Report, Sink};
 use std::cell::RefCell;
 use std::sync::Arc;
 
 mod atoms;
+mod records;
 
 use atoms::{parse, write_atom, Piece};
+pub use records::{named_atoms, AccessRecords, Atoms};
 
 thread_local! {
     /// The `{VAR}e` values of the request this thread handled last, in the order of
@@ -55,6 +57,8 @@ pub struct AccessLog {
     pieces: Vec<Piece>,
     environ_keys: Vec<String>,
     sink: Arc<Sink>,
+    /// Set when a Python logging configuration takes the records instead of the sink.
+    records: Option<Arc<dyn AccessRecords>>,
 }
 
 impl AccessLog {
@@ -67,6 +71,24 @@ impl AccessLog {
             pieces: format.pieces,
             environ_keys: format.environ_keys,
             sink,
+            records: None,
+        }
+    }
+
+    /// An access log whose requests go to `records` (Python's `gunicorn.access`) with
+    /// every atom instead of as lines: it has no format and no sink of its own, and keeps
+    /// the response head and the queue and first-byte times of every request.
+    pub fn to_records(records: Arc<dyn AccessRecords>) -> AccessLog {
+        crate::egress::want_ids();
+        AccessLog {
+            pieces: Vec::new(),
+            environ_keys: Vec::new(),
+            sink: Arc::new(Sink::new(
+                "access log",
+                Box::new(records::Nowhere),
+                Report::ErrorLog,
+            )),
+            records: Some(records),
         }
     }
 
@@ -79,16 +101,20 @@ impl AccessLog {
 
     /// Whether a `%({name}o)s` atom needs the response's fields.
     pub fn wants_response_headers(&self) -> bool {
-        self.pieces
-            .iter()
-            .any(|p| matches!(p, Piece::RespHeader(_)))
+        self.records.is_some()
+            || self
+                .pieces
+                .iter()
+                .any(|p| matches!(p, Piece::RespHeader(_)))
     }
 
     /// Whether the format shows queue or first-byte times (requests are then timed).
     pub fn wants_timing(&self) -> bool {
-        self.pieces
-            .iter()
-            .any(|p| matches!(p, Piece::QueueMicros | Piece::FirstByteMicros))
+        self.records.is_some()
+            || self
+                .pieces
+                .iter()
+                .any(|p| matches!(p, Piece::QueueMicros | Piece::FirstByteMicros))
     }
 
     /// Reports the lines lost so far in the error log now (the server is stopping).
@@ -98,6 +124,10 @@ impl AccessLog {
 
     /// Writes the line of a finished request (`Exchange::finished`).
     pub(crate) fn record(&self, ex: &Finished<'_>) {
+        if let Some(records) = &self.records {
+            records.record(&Atoms::new(ex));
+            return;
+        }
         let environ = match self.environ_keys.is_empty() {
             true => Vec::new(),
             false => ENVIRON_VALUES.with(|v| std::mem::take(&mut *v.borrow_mut())),

@@ -21,6 +21,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, Registry};
 
+pub mod forward;
 mod throttle;
 pub use throttle::{flush_suppressed, Throttle, PER_SECOND, SUMMARY_EVERY_SECS};
 
@@ -90,6 +91,26 @@ impl std::str::FromStr for LogLevel {
 }
 
 impl LogLevel {
+    fn of(level: Level) -> LogLevel {
+        match level {
+            Level::ERROR => LogLevel::Error,
+            Level::WARN => LogLevel::Warning,
+            Level::INFO => LogLevel::Info,
+            _ => LogLevel::Debug,
+        }
+    }
+
+    /// gunicorn's name for it, as the error log's lines show it.
+    fn name(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Error => "ERROR",
+            LogLevel::Critical => "CRITICAL",
+        }
+    }
+
     fn filter(self) -> LevelFilter {
         match self {
             LogLevel::Debug => LevelFilter::DEBUG,
@@ -144,6 +165,15 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        if forward::active() {
+            // To Python logging: the message alone (its formatter makes the line), and
+            // nothing for the writer to write.
+            let mut msg = String::new();
+            ctx.field_format()
+                .format_fields(Writer::new(&mut msg), event)?;
+            forward::send(LogLevel::of(*event.metadata().level()), msg);
+            return Ok(());
+        }
         let level = match *event.metadata().level() {
             Level::ERROR => "ERROR",
             Level::WARN => "WARNING",
@@ -236,9 +266,24 @@ pub fn emit(level: LogLevel, msg: &str) {
         LogLevel::Error => tracing::error!("{msg}"),
         // gunicorn's [CRITICAL]: above every level, so written whatever the level is.
         LogLevel::Critical => {
-            if let Some(sink) = ERROR_LOG.get() {
-                sink.write_line(line("CRITICAL", msg).as_bytes());
+            if !forward::send(level, msg.to_string()) {
+                write_line(level, msg);
             }
+        }
+    }
+}
+
+/// Writes a line to the error log at `level` whatever the log's level and whether
+/// records go to Python: for Python logging's handler of ferrule's error log (its
+/// logger has judged the level, and the record must not go round to Python again).
+pub fn write_line(level: LogLevel, msg: &str) {
+    let text = line(level.name(), msg);
+    match ERROR_LOG.get() {
+        Some(sink) => {
+            sink.write_line(text.as_bytes());
+        }
+        None => {
+            Stderr.write_line(text.as_bytes()).ok();
         }
     }
 }
