@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 mod atoms;
+mod json;
 
 use atoms::{parse, write_atom, Piece};
 
@@ -38,15 +39,26 @@ pub const DEFAULT_FORMAT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s 
 pub struct AccessFormat {
     pieces: Vec<Piece>,
     environ_keys: Vec<String>,
+    /// `json`: the line's keys, one per piece (`access/json.rs`); empty for a text line.
+    json: Vec<json::Field>,
 }
 
 impl AccessFormat {
     /// Unknown atoms are an error naming the atom.
     pub fn parse(format: &str) -> Result<AccessFormat, String> {
+        if json::wanted(format) {
+            let parsed = json::parse_json(format)?;
+            return Ok(AccessFormat {
+                pieces: parsed.pieces,
+                environ_keys: parsed.environ_keys,
+                json: parsed.fields,
+            });
+        }
         let (pieces, environ_keys) = parse(format)?;
         Ok(AccessFormat {
             pieces,
             environ_keys,
+            json: Vec::new(),
         })
     }
 }
@@ -54,6 +66,7 @@ impl AccessFormat {
 pub struct AccessLog {
     pieces: Vec<Piece>,
     environ_keys: Vec<String>,
+    json: Vec<json::Field>,
     sink: Arc<Sink>,
 }
 
@@ -66,6 +79,7 @@ impl AccessLog {
         AccessLog {
             pieces: format.pieces,
             environ_keys: format.environ_keys,
+            json: format.json,
             sink,
         }
     }
@@ -109,6 +123,10 @@ impl AccessLog {
     fn format(&self, ex: &Finished<'_>, environ: &[Option<String>]) -> String {
         let elapsed = ex.started.elapsed();
         let mut s = String::with_capacity(128);
+        if !self.json.is_empty() {
+            json::write_line(&self.json, &self.pieces, ex, environ, elapsed, &mut s);
+            return s;
+        }
         for p in &self.pieces {
             write_atom(p, ex, environ, elapsed, &mut s);
         }

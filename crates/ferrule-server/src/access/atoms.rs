@@ -98,6 +98,12 @@ pub(crate) fn write_atom(
             Peer::Unix => s.push_str("unix"),
         },
         Piece::Dash => s.push('-'),
+        // A request refused before its line arrived whole (`refused.rs`).
+        Piece::RequestLine | Piece::Method | Piece::Path | Piece::Protocol
+            if !ex.has_request_line() =>
+        {
+            s.push('-')
+        }
         Piece::User => {
             s.push_str(&basic_user(ex.header(b"authorization")).unwrap_or_else(|| "-".into()))
         }
@@ -142,6 +148,8 @@ pub(crate) fn write_atom(
             Some(Some(v)) => s.push_str(v),
             _ => s.push('-'),
         },
+        // The thread's egress slot holds its last request served, not this one.
+        Piece::RequestId | Piece::Egress | Piece::EgressMs if ex.refused => s.push('-'),
         Piece::RequestId | Piece::Egress | Piece::EgressMs => egress_atom(p, s),
     }
 }
