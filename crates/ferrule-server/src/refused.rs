@@ -118,8 +118,14 @@ fn leading_blank(buf: &[u8]) -> usize {
 }
 
 /// The request's head, when what arrived parses (the refusal was for its body or
-/// for what a field said, not for the head's form).
+/// for what a field said, not for the head's form). A Content-Length over
+/// `--limit-request-body` is refused by the parser: here it is let through, so a 413's
+/// line shows its fields.
 fn reparse(buf: &[u8], protocol: Protocol, parser: &ParserConfig) -> Option<Head> {
+    let parser = &ParserConfig {
+        limit_request_body: 0,
+        ..parser.clone()
+    };
     match protocol {
         Protocol::Http1 => parse_head(buf, parser).ok().flatten(),
         Protocol::Uwsgi => {

@@ -99,7 +99,7 @@ pub(crate) fn write_atom(
         },
         Piece::Dash => s.push('-'),
         // A request refused before its line arrived whole (`refused.rs`).
-        Piece::RequestLine | Piece::Method | Piece::Path | Piece::Protocol
+        Piece::RequestLine | Piece::Method | Piece::Path | Piece::Query | Piece::Protocol
             if !ex.has_request_line() =>
         {
             s.push('-')
@@ -144,7 +144,9 @@ pub(crate) fn write_atom(
         },
         Piece::ReqHeader(h) => s.push_str(&text(ex.header(h.as_bytes()))),
         Piece::RespHeader(h) => s.push_str(&text(ex.response_header(h.as_bytes()))),
+        // Quotes escaped as gunicorn's SafeAtoms does, so `"%({KEY}e)s"` stays one field.
         Piece::Env(i) => match environ.get(*i) {
+            Some(Some(v)) if v.contains('"') => s.push_str(&v.replace('"', "\\\"")),
             Some(Some(v)) => s.push_str(v),
             _ => s.push('-'),
         },

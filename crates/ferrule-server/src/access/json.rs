@@ -159,6 +159,11 @@ pub(crate) fn write_line(
             Kind::Pid => {
                 let _ = write!(out, "{}", std::process::id());
             }
+            // The value itself: the text line's escaping of quotes is not JSON's.
+            Kind::Text if matches!(piece, Piece::Env(_)) => match piece_env(piece, environ) {
+                Some(v) => string(v, out),
+                None => out.push_str("null"),
+            },
             Kind::Number | Kind::Text => {
                 value.clear();
                 write_atom(piece, ex, environ, elapsed, &mut value);
@@ -173,6 +178,13 @@ pub(crate) fn write_line(
     out.push_str("}\n");
 }
 
+fn piece_env<'a>(piece: &Piece, environ: &'a [Option<String>]) -> Option<&'a str> {
+    match piece {
+        Piece::Env(i) => environ.get(*i)?.as_deref(),
+        _ => None,
+    }
+}
+
 /// Whether an atom that shows `-` shows it for absent, rather than a field or environ
 /// value that is `-` itself.
 fn absent(piece: &Piece, ex: &Finished<'_>) -> bool {
@@ -181,7 +193,6 @@ fn absent(piece: &Piece, ex: &Finished<'_>) -> bool {
         Piece::Agent => ex.header(b"user-agent").is_none(),
         Piece::ReqHeader(h) => ex.header(h.as_bytes()).is_none(),
         Piece::RespHeader(h) => ex.response_header(h.as_bytes()).is_none(),
-        // An environ value of `-` is rare enough to read as absent.
         _ => true,
     }
 }

@@ -131,14 +131,15 @@ fn a_hostile_user_agent_stays_one_valid_line() {
 #[test]
 fn added_fields_environ_keys_and_chosen_keys() {
     let req = b"GET / HTTP/1.1\r\nHost: h\r\nX-Request-ID: abc\r\nX-B3-TraceId: t1\r\n\r\n";
-    let environ = [Some("alice\n".to_string()), None];
+    let environ = [Some("say \"hi\"\n".to_string()), None];
     let (_, v) = line_of(
         "json:{X-Request-ID}i, {REMOTE_USER}e,{missing}e,trace={X-B3-TraceId}i,{Content-Type}o",
         req,
         &environ,
     );
     assert_eq!(v["req.x-request-id"], "abc");
-    assert_eq!(v["env.REMOTE_USER"], "alice\n");
+    // The value itself, not the text line's `\"`.
+    assert_eq!(v["env.REMOTE_USER"], "say \"hi\"\n");
     assert_eq!(v["env.missing"], Value::Null);
     assert_eq!(v["trace"], "t1");
     assert_eq!(v["resp.content-type"], Value::Null);
