@@ -10,9 +10,10 @@
 //!   environ keys and response fields, keyed `req.x-request-id`, `env.REMOTE_USER`,
 //!   `resp.content-type`; `trace={X-B3-TraceId}i` chooses the key.
 
-use super::atoms::{parse, write_atom, Piece};
-use crate::clock::civil;
+use super::atoms::{parse, push_num, write_atom, Piece};
+use crate::clock::{civil, per_second, StampCache};
 use crate::finished::Finished;
+use std::cell::RefCell;
 use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -156,9 +157,7 @@ pub(crate) fn write_line(
         out.push_str(&field.prefix);
         match field.kind {
             Kind::Time => iso_stamp(SystemTime::now(), out),
-            Kind::Pid => {
-                let _ = write!(out, "{}", std::process::id());
-            }
+            Kind::Pid => push_num(std::process::id(), out),
             // The value itself: the text line's escaping of quotes is not JSON's.
             Kind::Text if matches!(piece, Piece::Env(_)) => match piece_env(piece, environ) {
                 Some(v) => string(v, out),
@@ -201,7 +200,9 @@ fn absent(piece: &Piece, ex: &Finished<'_>) -> bool {
 fn string(text: &str, out: &mut String) {
     out.push('"');
     let mut rest = text;
-    while let Some(i) = rest.find(|c: char| c < ' ' || c == '"' || c == '\\' || c == '\x7f') {
+    // Bytes, not chars: each of these is one byte in UTF-8 and never inside another char.
+    let special = |b: u8| b < b' ' || b == b'"' || b == b'\\' || b == 0x7f;
+    while let Some(i) = rest.bytes().position(special) {
         out.push_str(&rest[..i]);
         let c = rest.as_bytes()[i];
         match c {
@@ -220,19 +221,31 @@ fn string(text: &str, out: &mut String) {
     out.push('"');
 }
 
+thread_local! {
+    /// `"2026-12-03T16:04:07` of the current second, made once a second per thread.
+    static ISO_SECOND: StampCache = const { RefCell::new((u64::MAX, String::new())) };
+}
+
 /// `"2026-12-03T16:04:07.123+00:00"`: UTC like the text line's `%(t)s`, with
 /// milliseconds.
 fn iso_stamp(t: SystemTime, out: &mut String) {
-    let c = civil(t);
+    per_second(&ISO_SECOND, t, iso_second, |second| out.push_str(second));
     let ms = t
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .subsec_millis();
-    let _ = write!(
-        out,
-        "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{ms:03}+00:00\"",
+    for digit in [ms / 100, ms / 10 % 10, ms % 10] {
+        out.push(char::from(b'0' + digit as u8));
+    }
+    out.push_str("+00:00\"");
+}
+
+fn iso_second(t: SystemTime) -> String {
+    let c = civil(t);
+    format!(
+        "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
         c.year, c.month, c.day, c.hour, c.minute, c.second
-    );
+    )
 }
 
 #[cfg(test)]

@@ -162,3 +162,18 @@ fn a_bad_json_format_says_what_to_fix() {
     assert!(wanted("json") && wanted("json:{a}i"));
     assert!(!wanted("jsonish") && !wanted("%(h)s json"));
 }
+
+#[test]
+fn the_stamp_is_made_once_a_second_and_right_for_each() {
+    let at = |secs: u64, ms: u64| UNIX_EPOCH + Duration::from_millis(secs * 1000 + ms);
+    for (t, want) in [
+        (at(1_764_777_847, 5), "\"2025-12-03T16:04:07.005+00:00\""),
+        (at(1_764_777_847, 999), "\"2025-12-03T16:04:07.999+00:00\""),
+        (at(1_764_777_848, 120), "\"2025-12-03T16:04:08.120+00:00\""),
+        (at(0, 0), "\"1970-01-01T00:00:00.000+00:00\""),
+    ] {
+        let mut out = String::new();
+        iso_stamp(t, &mut out);
+        assert_eq!(out, want);
+    }
+}
