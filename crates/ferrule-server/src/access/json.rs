@@ -152,7 +152,8 @@ pub(crate) fn write_line(
     elapsed: Duration,
     out: &mut String,
 ) {
-    let mut value = String::with_capacity(64);
+    // One value at a time; a user agent is often over 100 bytes.
+    let mut value = String::with_capacity(256);
     for (field, piece) in fields.iter().zip(pieces) {
         out.push_str(&field.prefix);
         match field.kind {
