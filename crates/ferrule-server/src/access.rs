@@ -112,7 +112,8 @@ impl AccessLog {
 
     /// Writes the line of a finished request (`Exchange::finished`).
     pub(crate) fn record(&self, ex: &Finished<'_>) {
-        let environ = match self.environ_keys.is_empty() {
+        // A refused request has no environ: what a thread holds is an earlier request's.
+        let environ = match self.environ_keys.is_empty() || ex.refused {
             true => Vec::new(),
             false => ENVIRON_VALUES.with(|v| std::mem::take(&mut *v.borrow_mut())),
         };
