@@ -304,8 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--error-logfile", "--log-file", dest="error_logfile", metavar="FILE",
                     help="error log file, '-' for stderr (default -)")
     lg.add_argument("--access-logfile", metavar="FILE", help="access log file, '-' for stdout (default: none)")
-    lg.add_argument("--access-logformat", metavar="FORMAT",
-                    help="gunicorn's access log atoms (default: gunicorn's format)")
+    lg.add_argument("--access-logformat", "--access-log-format", dest="access_logformat", metavar="FORMAT",
+                    help="gunicorn's access log atoms, or json[:{NAME}i,{KEY}e,...] for one JSON object "
+                         "per request (default: gunicorn's format)")
     eg = p.add_argument_group("egress (docs/egress.md)")
     eg.add_argument("--egress-log", metavar="FILE",
                     help="one JSON line per outbound connect/UDP send of the workers, '-' for stdout (default: none)")

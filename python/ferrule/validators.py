@@ -48,8 +48,18 @@ def seconds(value: Any) -> float:
     return float(value)
 
 
+def _as_bool(value: Any) -> Any:
+    """The integers 0 and 1 of a config file as False and True (`preload_app = 1`, which
+    gunicorn refuses with a TypeError); anything else unchanged. Every boolean setting
+    and every setting whose True and False mean on and off takes them the same."""
+    if type(value) is int and value in (0, 1):
+        return value == 1
+    return value
+
+
 def boolean(value: Any) -> Optional[bool]:
-    """validate_bool: True/False, or the strings "true"/"false" in any case."""
+    """validate_bool: True/False, or the strings "true"/"false" in any case; 0/1 (`_as_bool`)."""
+    value = _as_bool(value)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
@@ -117,6 +127,7 @@ def one_of(*choices: str) -> Callable[[Any], str]:
 
 
 def proxy_protocol(value: Any) -> str:
+    value = _as_bool(value)
     if value is None or value is False:
         return "off"
     if value is True:
@@ -131,6 +142,7 @@ def proxy_protocol(value: Any) -> str:
 
 def server_timing(value: Any) -> str:
     """--server-timing: off, on (unless the app sent one) or always; True is on."""
+    value = _as_bool(value)
     if value is None or value is False:
         return "off"
     if value is True:
@@ -157,6 +169,7 @@ def anything(value: Any) -> Any:
 
 def cleartext(value: Any) -> str:
     """validate_http2_cleartext: False/None are "off", True is "prior-knowledge"."""
+    value = _as_bool(value)
     if value is None or value is False:
         return "off"
     if value is True:

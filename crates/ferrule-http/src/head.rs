@@ -10,7 +10,7 @@ use crate::config::{HeaderMap, ParserConfig};
 use crate::error::ParseError;
 use crate::framing::{self, Framing};
 use crate::span::{Bytes, Header, Span};
-use crate::target::{check_method, parse_target, parse_version, Target, Version};
+use crate::target::{check_method, parse_target, parse_version, Target, TargetForm, Version};
 use memchr::memchr;
 
 /// A parsed request head.
@@ -29,6 +29,26 @@ pub struct Head {
 }
 
 impl Head {
+    /// A head with no request line and no fields: what stands for a request the server
+    /// refused before it had a head to parse (its access-log line shows `-`).
+    pub fn empty() -> Head {
+        Head {
+            len: 0,
+            method: Span::default(),
+            target: Target {
+                form: TargetForm::Origin,
+                raw: Span::default(),
+                path: Span::default(),
+                query: Span::default(),
+                fragment: Span::default(),
+            },
+            version: Version::Http11,
+            headers: Vec::new(),
+            framing: Framing::default(),
+            owned: Vec::new(),
+        }
+    }
+
     /// The bytes of `span`, taken from `buf` (the buffer the head was parsed from) or the side buffer.
     #[inline]
     pub fn get<'a>(&'a self, buf: &'a [u8], span: Span) -> &'a [u8] {

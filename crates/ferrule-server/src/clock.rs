@@ -2,7 +2,9 @@
 //! fields for log timestamps (no time-zone database needed).
 
 use nix::time::{clock_gettime, ClockId};
+use std::cell::RefCell;
 use std::ops::Add;
+use std::thread::LocalKey;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A point on the coarse monotonic clock, in milliseconds.
@@ -94,6 +96,27 @@ pub fn log_stamp(t: SystemTime) -> String {
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02} +0000",
         c.year, c.month, c.day, c.hour, c.minute, c.second
     )
+}
+
+/// A thread's stamp of one second: the second since the epoch and its text.
+pub(crate) type StampCache = RefCell<(u64, String)>;
+
+/// Hands `f` the text `make` gives for `t`'s second, made once a second per thread
+/// (`cache`): a log line's stamp is otherwise seven numbers formatted per request.
+pub(crate) fn per_second<R>(
+    cache: &'static LocalKey<StampCache>,
+    t: SystemTime,
+    make: fn(SystemTime) -> String,
+    f: impl FnOnce(&str) -> R,
+) -> R {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    cache.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            *c = (secs, make(t));
+        }
+        f(&c.1)
+    })
 }
 
 /// `[23/Nov/2026:21:07:11 +0000]`, the access log's `%(t)s`.

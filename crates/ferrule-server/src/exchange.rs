@@ -340,6 +340,8 @@ impl Exchange {
             buf: &self.conn.buf,
             response_head: self.response_head.as_deref(),
             timing: self.timing,
+            refused: false,
+            sent_version: None,
         }
     }
 

@@ -39,6 +39,12 @@ pub(crate) struct Finished<'a> {
     pub(crate) response_head: Option<&'a [u8]>,
     /// Queue and app times, when something reads them (`Observe::timed`).
     pub(crate) timing: Option<Timing>,
+    /// The server answered it itself, before the app (`refused.rs`): nothing of the
+    /// thread's last request (its id, its egress) belongs to it.
+    pub(crate) refused: bool,
+    /// The version as its client sent it, for a refused request: it may be one the
+    /// server does not speak. None: `version`.
+    pub(crate) sent_version: Option<&'a [u8]>,
 }
 
 impl Finished<'_> {
@@ -57,9 +63,18 @@ impl Finished<'_> {
             .map(|h| bytes(h.value))
     }
 
+    /// Whether a request line was read: false only for a request the server refused
+    /// before one arrived whole (its access line shows `-` for `%(r)s`, as nginx's).
+    pub(crate) fn has_request_line(&self) -> bool {
+        !self.method.is_empty()
+    }
+
     /// The protocol version the client sent (`%(H)s`): a uwsgi request's
     /// SERVER_PROTOCOL, which may be `HTTP/2.0` when the front server speaks HTTP/2.
     pub(crate) fn version_text(&self) -> &[u8] {
+        if let Some(v) = self.sent_version {
+            return v;
+        }
         match self.protocol {
             Protocol::Http1 => self.version.as_str().as_bytes(),
             Protocol::Uwsgi => {

@@ -139,7 +139,7 @@ fn plain_http(shared: &Shared, mut conn: Box<Conn>) {
         if crate::log::TLS_FAILURES.allow() {
             tracing::warn!("plain HTTP request from {} on a TLS port", conn.peer);
         }
-        let _ = conn.transport.send(PLAIN_HTTP);
+        conn.refuse_with(400, PLAIN_HTTP, &shared.config, shared.access.as_ref());
         conn.linger();
         shared.shelve(conn, false);
     } else {

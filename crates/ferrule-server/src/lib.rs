@@ -32,6 +32,7 @@ mod preamble;
 mod preread;
 mod progress;
 mod protocol;
+mod refused;
 mod runner;
 mod sched;
 mod server;

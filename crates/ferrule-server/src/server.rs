@@ -306,7 +306,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
             .release_stale(&shared.sched, Instant::now(), |c| shared.shelve(c, false));
         shared.backoff.tick(shared.watch(), Instant::now());
         if shared.stopping() {
-            shared.table.sweep(shared.config.protocol);
+            shared.table.sweep(&shared.config, shared.access.as_ref());
             continue;
         }
         let blocked_before = shared.sched.blocked_since_start();
@@ -332,7 +332,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
-            shared.table.sweep(shared.config.protocol);
+            shared.table.sweep(&shared.config, shared.access.as_ref());
             crate::log::flush_suppressed(false);
             trim.tick(shared, last_busy, last_sweep);
         }

@@ -13,11 +13,11 @@
 //! is registered for writability too (`shelve_writing`), with `--io-timeout` as its
 //! deadline, counted from the last write that made progress.
 
+use crate::access::AccessLog;
 use crate::clock::Tick;
 use crate::config::ServerConfig;
 use crate::conn::{Conn, Preamble, Stage};
 use crate::error::{Error, Phase};
-use crate::protocol::Protocol;
 use crate::sys::Poller;
 use slab::Slab;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -254,8 +254,8 @@ impl Table {
 
     /// Closes connections past their deadline (408 to those inside a head or a body
     /// read before the app runs) and frees the buffers of connections idle for a while.
-    /// `protocol` is the server's, for the words of a 408.
-    pub(crate) fn sweep(&self, protocol: Protocol) {
+    /// A 408 is a refused request (`refused.rs`): counted and in the access log.
+    pub(crate) fn sweep(&self, config: &ServerConfig, access: Option<&AccessLog>) {
         let now = Tick::now();
         let mut expired = Vec::new();
         {
@@ -300,9 +300,10 @@ impl Table {
                         "closing a connection that sent nothing of its request body for --io-timeout"
                     );
                 }
-                conn.answer_error(
+                conn.refuse(
                     Error::Timeout(Phase::Body).status().unwrap_or(408),
-                    protocol,
+                    config,
+                    access,
                 );
                 continue;
             }
@@ -327,9 +328,10 @@ impl Table {
                         conn.client
                     );
                 }
-                conn.answer_error(
+                conn.refuse(
                     Error::Timeout(Phase::Head).status().unwrap_or(408),
-                    protocol,
+                    config,
+                    access,
                 );
             }
         }

@@ -62,10 +62,11 @@ fn any_case<'py>(env: &Bound<'py, PyDict>, lower: &str) -> Option<Bound<'py, PyA
     found
 }
 
-/// How gunicorn's `%s` shows a value; None (`-`) when `str()` raises.
+/// How gunicorn's `%s` shows a value; None (`-`) when `str()` raises. Quotes stay as
+/// they are: the text line escapes them (`access/atoms.rs`), the JSON line its own way.
 fn text(v: &Bound<'_, PyAny>) -> Option<String> {
     match v.cast::<PyString>() {
-        Ok(s) => Some(s.to_string_lossy().replace('"', "\\\"")),
+        Ok(s) => Some(s.to_string_lossy().into_owned()),
         Err(_) => v.str().ok().map(|s| s.to_string_lossy().into_owned()),
     }
 }

@@ -23,14 +23,6 @@ pub(crate) fn error_answer(status: u16, version: Version, protocol: Protocol) ->
 }
 
 impl Conn {
-    /// Answers with an error status the server writes itself, best effort: the socket is
-    /// non-blocking and the answer is small (the connection closes right after).
-    pub(crate) fn answer_error(&mut self, status: u16, protocol: Protocol) {
-        crate::metrics::rejected(status);
-        let bytes = error_answer(status, Version::Http11, protocol);
-        let _ = self.transport.send(&bytes);
-    }
-
     /// Nothing of a next request has arrived, neither in the buffer nor in the socket
     /// (asks the kernel: used only while stopping).
     pub(crate) fn silent(&self) -> bool {

@@ -194,7 +194,7 @@ fn not_http(shared: &Shared, conn: &mut Conn, blocking: &dyn Blocking) {
             conn.client
         );
     }
-    conn.answer_error(400, Protocol::Http1);
+    conn.refuse(400, &shared.config, shared.access.as_ref());
     shared.table.release(conn.token);
 }
 
@@ -219,7 +219,7 @@ fn reject(shared: &Shared, conn: &mut Conn, e: Error, blocking: &dyn Blocking) {
         tracing::warn!("invalid request from {peer}: {e}");
     }
     if let Some(status) = e.status() {
-        conn.answer_error(status, Protocol::Http1);
+        conn.refuse(status, &shared.config, shared.access.as_ref());
     }
     shared.table.release(conn.token);
 }

@@ -112,7 +112,7 @@ fn fail(shared: &Shared, conn: &mut Conn, e: Error, target: &str, blocking: &dyn
         }
     };
     if let Some(status) = status {
-        conn.answer_error(status, shared.config.protocol);
+        conn.refuse(status, &shared.config, shared.access.as_ref());
     }
     shared.table.release(conn.token);
 }

@@ -249,7 +249,7 @@ fn refuse(shared: &Shared, mut conn: Box<Conn>, e: UwsgiError) {
     }
     match e.status() {
         Some(status) => {
-            conn.answer_error(status, Protocol::Uwsgi);
+            conn.refuse(status, &shared.config, shared.access.as_ref());
             conn.linger();
             shared.shelve(conn, false);
         }
