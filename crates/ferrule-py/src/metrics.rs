@@ -5,7 +5,9 @@
 
 use crate::config::Config;
 use crate::BindError;
-use ferrule_server::metrics::{close_in_child, start_endpoint, use_slot, Registry, Statsd};
+use ferrule_server::metrics::{
+    close_in_child, start_endpoint, use_egress_table, use_slot, Registry, Statsd,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use std::sync::{Arc, OnceLock};
@@ -47,6 +49,7 @@ pub fn open_single(config: &Config) -> PyResult<()> {
             if let Some(s) = r.slot(0) {
                 use_slot(s);
             }
+            use_egress_table(r.egress_table());
             // No master: this process is the one worker.
             r.set_workers(1);
         }
@@ -65,13 +68,17 @@ pub fn py_open(
 }
 
 /// In a new worker: closes the endpoint's socket inherited from the master, and
-/// sends its counts to slot `slot`, if it has one.
+/// sends its counts to slot `slot`, if it has one, and its egress counts to the
+/// shared table.
 #[pyfunction]
 #[pyo3(name = "metrics_attach")]
 pub fn attach(slot: Option<usize>) {
     close_in_child();
-    if let Some(s) = slot.and_then(|i| REGISTRY.get()?.slot(i)) {
-        use_slot(s);
+    if let Some(r) = REGISTRY.get() {
+        if let Some(s) = slot.and_then(|i| r.slot(i)) {
+            use_slot(s);
+        }
+        use_egress_table(r.egress_table());
     }
 }
 

@@ -4,12 +4,14 @@
 //! - `registry.rs`: the master's view: slots, retired workers, restarts;
 //! - `expose.rs`: the Prometheus text; `endpoint.rs`: `--metrics-bind`, a thread of
 //!   the master;
+//! - `egress_table.rs`: every worker's egress counters, in shared memory;
 //! - `statsd.rs`: gunicorn's statsd metrics, sent by each worker;
 //! - the crate's `timing.rs`: queue and app times, `--server-timing`.
 //!
 //! A worker records a finished request here ([`Observe::answered`]) right after its
 //! access-log line.
 
+mod egress_table;
 mod endpoint;
 mod expose;
 mod registry;
@@ -17,6 +19,7 @@ mod slot;
 mod statsd;
 
 pub use crate::timing::ServerTiming;
+pub use egress_table::EgressTable;
 pub use endpoint::{close_in_child, start as start_endpoint, MetricsBind};
 pub use expose::{egress_counters, render, EgressCount};
 pub use registry::{Registry, Totals, REASONS};
@@ -40,6 +43,32 @@ pub fn use_slot(slot: Slot) -> bool {
 
 pub fn this_slot() -> Option<Slot> {
     SLOT.get().copied()
+}
+
+/// The egress counters this process adds to (`--metrics-bind`), made by the master.
+static EGRESS: OnceLock<EgressTable> = OnceLock::new();
+
+/// Makes `table` the one this process's egress attempts are counted in.
+pub fn use_egress_table(table: EgressTable) {
+    let _ = EGRESS.set(table);
+}
+
+/// An egress attempt (the supervisor, after answering its caller): counted under
+/// `host:port` when the app resolved a name (a name is what an operator knows, and
+/// one name's many addresses stay one series), else `addr:port`.
+pub(crate) fn egress_attempt(
+    udp: bool,
+    deny: bool,
+    dest: std::net::SocketAddr,
+    host: Option<&str>,
+) {
+    if let Some(t) = EGRESS.get() {
+        let destination = match host {
+            Some(h) => format!("{h}:{}", dest.port()),
+            None => dest.to_string(),
+        };
+        t.add(udp, deny, &destination);
+    }
 }
 
 /// A request the server answered itself, before the app.

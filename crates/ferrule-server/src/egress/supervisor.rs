@@ -381,6 +381,7 @@ impl Egress {
         let host = a.host.as_deref();
         self.counts
             .add(proto, a.dest.ip(), a.dest.port(), host, a.verdict);
+        crate::metrics::egress_attempt(a.udp, a.verdict == Verdict::Deny, a.dest, host);
         if let (Some((slot, seq)), Some(ms)) = (&a.slot, ms) {
             slot.lock().add_ms(*seq, ms);
         }
