@@ -6,6 +6,7 @@
 
 use crate::logfile::LogFile;
 use crate::logline::{line, prefix};
+use crate::metrics::{log_line, LogCounter};
 use crate::sink::{Destination, Report, Sink, Stderr, ERROR_LOG};
 use std::fmt;
 use std::io;
@@ -61,6 +62,10 @@ pub static SPILL_FAILURES: Throttle = Throttle::new(
     "request bodies that could not be written to a temporary file",
     Level::ERROR,
 );
+
+/// The target of a line that carries an app's traceback: statsd counts it as
+/// `log.exception`, not `log.error` (gunicorn's `Logger.exception`).
+pub const EXCEPTION: &str = "ferrule::exception";
 
 /// `--log-level` values, gunicorn's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,8 +149,17 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let level = match *event.metadata().level() {
-            Level::ERROR => "ERROR",
-            Level::WARN => "WARNING",
+            Level::ERROR => {
+                log_line(match event.metadata().target() {
+                    EXCEPTION => LogCounter::Exception,
+                    _ => LogCounter::Error,
+                });
+                "ERROR"
+            }
+            Level::WARN => {
+                log_line(LogCounter::Warning);
+                "WARNING"
+            }
             Level::INFO => "INFO",
             _ => "DEBUG",
         };
@@ -199,6 +213,15 @@ pub fn set_level(level: LogLevel) {
     }
 }
 
+/// Logs an exception from the Python side (`Logger.exception`, a traceback in
+/// `msg`): an ERROR line counted as `log.exception`.
+pub fn emit_exception(msg: &str) {
+    if ERROR_LOG.get().is_none() {
+        return emit(LogLevel::Error, msg);
+    }
+    tracing::error!(target: EXCEPTION, "{msg}");
+}
+
 /// Logs a message from the Python side at a gunicorn level.
 /// Before [`init`] (an app logging while it is imported, before `ferrule.run`), lines
 /// at info and above go to stderr in the same format rather than nowhere.
@@ -222,6 +245,7 @@ pub fn emit(level: LogLevel, msg: &str) {
         LogLevel::Error => tracing::error!("{msg}"),
         // gunicorn's [CRITICAL]: above every level, so written whatever the level is.
         LogLevel::Critical => {
+            log_line(LogCounter::Critical);
             if let Some(sink) = ERROR_LOG.get() {
                 sink.write_line(line("CRITICAL", msg).as_bytes());
             }

@@ -5,7 +5,8 @@
 //! - `expose.rs`: the Prometheus text; `endpoint.rs`: `--metrics-bind`, a thread of
 //!   the master;
 //! - `egress_table.rs`: every worker's egress counters, in shared memory;
-//! - `statsd.rs`: gunicorn's statsd metrics, sent by each worker;
+//! - `statsd.rs`: gunicorn's statsd metrics, sent by each worker; `log_counts.rs`:
+//!   its `log.LEVEL` counters;
 //! - the crate's `timing.rs`: queue and app times, `--server-timing`.
 //!
 //! A worker records a finished request here ([`Observe::answered`]) right after its
@@ -14,6 +15,7 @@
 mod egress_table;
 mod endpoint;
 mod expose;
+mod log_counts;
 mod registry;
 mod slot;
 mod statsd;
@@ -22,6 +24,10 @@ pub use crate::timing::ServerTiming;
 pub use egress_table::EgressTable;
 pub use endpoint::{close_in_child, start as start_endpoint, MetricsBind};
 pub use expose::{egress_counters, render, EgressCount};
+pub use log_counts::{
+    has_process_statsd, log_line, no_log_counts_on_this_thread, process_statsd, use_process_statsd,
+    LogCounter,
+};
 pub use registry::{Registry, Totals, REASONS};
 pub use slot::{Gauges, Slot, BOUNDS, METHODS};
 pub use statsd::{Statsd, StatsdSettings, StatsdTarget};

@@ -90,11 +90,18 @@ pub(crate) fn spawn(eg: Arc<Egress>, listener: OwnedFd) -> std::io::Result<()> {
     let s = shared.clone();
     std::thread::Builder::new()
         .name("ferrule-egress".into())
-        .spawn(move || supervise(&s))?;
+        .spawn(move || quiet(|| supervise(&s)))?;
     std::thread::Builder::new()
         .name("ferrule-egress-watch".into())
-        .spawn(move || watch(&shared))?;
+        .spawn(move || quiet(|| watch(&shared)))?;
     Ok(())
+}
+
+/// Runs a thread of the supervisor's that sends no statsd `log.*` datagram: a send
+/// of its own to a unix statsd socket would be trapped and wait for the supervisor.
+fn quiet(f: impl FnOnce()) {
+    crate::metrics::no_log_counts_on_this_thread();
+    f()
 }
 
 fn supervise(s: &Arc<Shared>) {
@@ -249,7 +256,7 @@ fn hand_to_pool(s: &Arc<Shared>, job: Job) {
         let spawned = std::thread::Builder::new()
             .name("ferrule-egress-pool".into())
             .stack_size(POOL_STACK)
-            .spawn(move || pool(&s2));
+            .spawn(move || quiet(|| pool(&s2)));
         if let Err(e) = spawned {
             jobs.1 -= 1;
             tracing::error!("egress: cannot start a pool thread: {e}");
