@@ -33,9 +33,11 @@ pub use slot::{Gauges, Slot, BOUNDS, METHODS};
 pub use statsd::{Statsd, StatsdSettings, StatsdTarget};
 
 use crate::sched::Stamp;
+use crate::timing::WallClock;
 pub(crate) use slot::Answered;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// This process's slot, once a worker (or `ferrule.run()` with `--metrics-bind`) has
 /// one. Process-wide because a process is one worker: requests the server refuses
@@ -100,6 +102,11 @@ pub struct Observe {
     pub timed_log: bool,
     /// Per runner: requests answered since its last [`Observe::ended`].
     answered: Box<[AtomicU32]>,
+    /// Per runner: the wait of the first request admitted since its last
+    /// [`Observe::ended`], from the kernel's receive time (ns; 0: none).
+    waited: Box<[AtomicU64]>,
+    /// The kernel's receive times against the runners' stamps.
+    pub(crate) wall: WallClock,
 }
 
 impl Observe {
@@ -115,6 +122,30 @@ impl Observe {
     /// Room for `threads` runners (`Server::bind_observed`).
     pub(crate) fn for_runners(&mut self, threads: usize) {
         self.answered = (0..threads.max(1)).map(|_| AtomicU32::new(0)).collect();
+        self.waited = (0..threads.max(1)).map(|_| AtomicU64::new(0)).collect();
+    }
+
+    /// Whether reads on TCP connections keep the kernel's receive time: something
+    /// shows the queue wait (the metrics' histogram, `--server-timing`, the access
+    /// log's `%(Q)s` or `%(F)s`). Otherwise reads stay plain `recv`s.
+    #[inline]
+    pub(crate) fn stamps(&self) -> bool {
+        self.slot.is_some() || self.timed()
+    }
+
+    /// A request admitted at `at` by runner `me` whose bytes reached the kernel at
+    /// `rx` (wall ns): its wait, kept for the histogram when it is the runner's first
+    /// since [`Observe::ended`].
+    #[inline]
+    pub(crate) fn waited(&self, me: usize, rx: u64, at: Instant) -> Duration {
+        let ns = self.wall.nanos_since(rx, at);
+        if let Some(w) = self.waited.get(me) {
+            // Only runner `me` touches its word: a load and a store, no locked op.
+            if w.load(Relaxed) == 0 {
+                w.store(ns, Relaxed);
+            }
+        }
+        Duration::from_nanos(ns)
     }
 
     /// Whether requests carry their times (`timing.rs`): `--server-timing` or the
@@ -151,19 +182,24 @@ impl Observe {
     }
 
     /// Runner `me` served a connection from `started` to `end`, having taken its
-    /// event from epoll at `seen`: the requests it answered get their times.
+    /// event from epoll at `seen`: the requests it answered get their times (the
+    /// first one's wait from its bytes' receive time when the kernel gave one).
     #[inline]
     pub(crate) fn ended(&self, me: usize, seen: Stamp, started: Stamp, end: Stamp) {
         let Some(slot) = &self.slot else { return };
-        let Some(n) = self.answered.get(me) else {
+        let (Some(n), Some(w)) = (self.answered.get(me), self.waited.get(me)) else {
             return;
         };
+        let waited = w.load(Relaxed);
+        if waited != 0 {
+            w.store(0, Relaxed);
+        }
         match n.swap(0, Relaxed) {
             0 => {}
             k => slot.timed(
                 k,
                 end.nanos_since(started) / u64::from(k),
-                started.nanos_since(seen),
+                started.nanos_since(seen).max(waited),
             ),
         }
     }

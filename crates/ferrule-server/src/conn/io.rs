@@ -188,7 +188,9 @@ impl Conn {
     /// One non-blocking read into the buffer. Records whether the socket is known to be
     /// empty now: edge-triggered epoll reports only bytes that arrive later.
     pub(crate) fn read_some(&mut self) -> io::Result<ReadOutcome> {
-        let got = self.transport.read_append(&mut self.buf, 4096, 16 * 1024);
+        let got = self
+            .transport
+            .read_append(&mut self.buf, 4096, 16 * 1024, self.rx.as_mut());
         self.drained = match &got {
             // A read that filled the buffer may have left more behind.
             Ok(ReadOutcome::Data(_) | ReadOutcome::Eof) => self.buf.len() < self.buf.capacity(),

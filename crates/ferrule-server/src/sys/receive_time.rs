@@ -1,0 +1,137 @@
+//! The kernel's receive time of a socket's bytes (`SO_TIMESTAMPNS`), for the queue
+//! wait (`timing.rs`): set on a TCP listener, the option is inherited by every
+//! connection it accepts, and each `recvmsg` then carries the time the newest segment
+//! it read reached the kernel (`CLOCK_REALTIME`). A read with no stamp leaves the
+//! last one in place (a unix stream socket never has one: Linux stamps only
+//! datagrams and TCP there).
+
+use nix::libc;
+use nix::sys::socket::{setsockopt, sockopt};
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// Turns the receive times on or off on `fd` (a TCP listener: its accepted
+/// connections inherit the setting).
+pub fn set_receive_times(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    setsockopt(&fd, sockopt::ReceiveTimestampns, &on).map_err(io::Error::from)
+}
+
+/// Room for one `SCM_TIMESTAMPNS` message (a header and a `timespec`), aligned.
+type Control = [u64; 8];
+const _: () =
+    assert!(size_of::<libc::cmsghdr>() + size_of::<libc::timespec>() <= size_of::<Control>());
+
+/// `recv(2)` into `len` bytes at `ptr`, by `recvmsg(2)`; a receive time found with
+/// the bytes is stored in `rx` (nanoseconds since the Unix epoch).
+///
+/// # Safety
+/// `ptr` must be valid for writes of `len` bytes.
+unsafe fn recv_stamped_raw(
+    fd: BorrowedFd<'_>,
+    ptr: *mut u8,
+    len: usize,
+    rx: &mut u64,
+) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: ptr.cast(),
+        iov_len: len,
+    };
+    let mut control: Control = [0; 8];
+    // SAFETY: a msghdr of zeros is a valid empty one (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<Control>() as _;
+    // SAFETY: `msg` names one iovec of `len` writable bytes at `ptr` (the caller's
+    // promise) and `control`, both alive for the call; the kernel writes only there.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `msg` is the header recvmsg filled: CMSG_FIRSTHDR returns null or a
+    // header inside `control` whose `cmsg_len` the kernel checked against
+    // `msg_controllen`; only SCM_TIMESTAMPNS's, which carries a timespec, is read.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if !c.is_null()
+            && (*c).cmsg_level == libc::SOL_SOCKET
+            && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
+            && (*c).cmsg_len as usize >= libc::CMSG_LEN(size_of::<libc::timespec>() as u32) as usize
+        {
+            let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+            *rx = (ts.tv_sec as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(ts.tv_nsec as u64);
+        }
+    }
+    Ok(n as usize)
+}
+
+/// [`super::read_append`] that also keeps the receive time (see [`recv_stamped`]).
+pub fn read_append_stamped(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    min_spare: usize,
+    grow: usize,
+    rx: &mut u64,
+) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < min_spare {
+        buf.reserve(grow);
+    }
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `spare` is `spare.len()` writable bytes owned by `buf`.
+    let n = unsafe { recv_stamped_raw(fd, spare.as_mut_ptr().cast(), spare.len(), rx)? };
+    // SAFETY: recvmsg initialised the first `n <= spare.len()` bytes of the spare
+    // capacity, so the new length is within the allocation.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// `recv(2)` into `buf`, storing the receive time of the newest segment read in `rx`
+/// when the kernel gave one.
+pub fn recv_stamped(fd: BorrowedFd<'_>, buf: &mut [u8], rx: &mut u64) -> io::Result<usize> {
+    // SAFETY: `buf` is `buf.len()` writable bytes.
+    unsafe { recv_stamped_raw(fd, buf.as_mut_ptr(), buf.len(), rx) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsFd;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    fn now_ns() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    }
+
+    #[test]
+    fn an_accepted_connection_inherits_the_stamps_of_its_listener() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        set_receive_times(l.as_fd(), true).unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let before = now_ns();
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::with_capacity(64);
+        let mut rx = 0;
+        let n = read_append_stamped(s.as_fd(), &mut buf, 64, 64, &mut rx).unwrap();
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n\r\n");
+        // Stamped when it reached the kernel, before this read.
+        assert!(rx + 1_000_000 >= before && rx <= now_ns(), "{before} {rx}");
+        // Off: no stamp.
+        set_receive_times(s.as_fd(), false).unwrap();
+        c.write_all(b"x").unwrap();
+        let mut rx2 = 0;
+        let mut one = [0u8; 8];
+        assert_eq!(recv_stamped(s.as_fd(), &mut one, &mut rx2).unwrap(), 1);
+        assert_eq!(rx2, 0);
+    }
+}
