@@ -182,7 +182,10 @@ impl Exchange {
         let body = BodyDecoder::new(head.framing.body, &shared.config.parser);
         let pos = head.len;
         let fd = conn.transport.raw_fd();
-        let timing = Timing::admit(&shared.observe, me, &mut conn, started);
+        let timing =
+            shared
+                .observe
+                .admit(me, &mut conn.rx, &mut conn.queued, started, &shared.sched);
         // Built in its box: the exchange travels through Python as a pointer.
         let mut ex = Box::new(Exchange {
             interim: match head.framing.expect_continue && !body.is_done() {

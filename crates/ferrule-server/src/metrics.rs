@@ -32,8 +32,8 @@ pub use registry::{Registry, Totals, REASONS};
 pub use slot::{Gauges, Slot, BOUNDS, METHODS};
 pub use statsd::{Statsd, StatsdSettings, StatsdTarget};
 
-use crate::sched::Stamp;
-use crate::timing::WallClock;
+use crate::sched::{Sched, Stamp};
+use crate::timing::Timing;
 pub(crate) use slot::Answered;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
@@ -102,11 +102,9 @@ pub struct Observe {
     pub timed_log: bool,
     /// Per runner: requests answered since its last [`Observe::ended`].
     answered: Box<[AtomicU32]>,
-    /// Per runner: the wait of the first request admitted since its last
-    /// [`Observe::ended`], from the kernel's receive time (ns; 0: none).
-    waited: Box<[AtomicU64]>,
-    /// The kernel's receive times against the runners' stamps.
-    pub(crate) wall: WallClock,
+    /// Per runner: the kernel's receive time (wall ns; 0: none) of the first request
+    /// admitted since its last [`Observe::ended`].
+    arrived: Box<[AtomicU64]>,
 }
 
 impl Observe {
@@ -122,7 +120,7 @@ impl Observe {
     /// Room for `threads` runners (`Server::bind_observed`).
     pub(crate) fn for_runners(&mut self, threads: usize) {
         self.answered = (0..threads.max(1)).map(|_| AtomicU32::new(0)).collect();
-        self.waited = (0..threads.max(1)).map(|_| AtomicU64::new(0)).collect();
+        self.arrived = (0..threads.max(1)).map(|_| AtomicU64::new(0)).collect();
     }
 
     /// Whether reads on TCP connections keep the kernel's receive time: something
@@ -133,19 +131,44 @@ impl Observe {
         self.slot.is_some() || self.timed()
     }
 
-    /// A request admitted at `at` by runner `me` whose bytes reached the kernel at
-    /// `rx` (wall ns): its wait, kept for the histogram when it is the runner's first
-    /// since [`Observe::ended`].
+    /// A request admitted at `started` by runner `me`, from a connection whose newest
+    /// bytes reached the kernel at `rx` (`Conn::rx`) and whose event was taken at
+    /// `queued` (`Conn::queued`): takes both for its wait, keeping the receive time for
+    /// the histogram ([`Observe::ended`]); its times when requests are timed. A request
+    /// whose bytes were read with the one before it (pipelined) has no time of its
+    /// own: it waited for that one, not for a thread.
     #[inline]
-    pub(crate) fn waited(&self, me: usize, rx: u64, at: Instant) -> Duration {
-        let ns = self.wall.nanos_since(rx, at);
-        if let Some(w) = self.waited.get(me) {
-            // Only runner `me` touches its word: a load and a store, no locked op.
-            if w.load(Relaxed) == 0 {
-                w.store(ns, Relaxed);
+    pub(crate) fn admit(
+        &self,
+        me: usize,
+        rx: &mut Option<u64>,
+        queued: &mut Option<Instant>,
+        started: Instant,
+        sched: &Sched,
+    ) -> Option<Timing> {
+        let rx = rx.as_mut().map_or(0, std::mem::take);
+        if rx != 0 {
+            if let Some(a) = self.arrived.get(me) {
+                // Only runner `me` touches its word: a load and a store, no locked op.
+                if a.load(Relaxed) == 0 {
+                    a.store(rx, Relaxed);
+                }
             }
         }
-        Duration::from_nanos(ns)
+        self.timed().then(|| {
+            let waited = match rx {
+                0 => 0,
+                rx => sched.wall_nanos_since(rx, sched.stamp_at(started)),
+            };
+            Timing {
+                queue: queued
+                    .take()
+                    .map_or(Duration::ZERO, |q| started.saturating_duration_since(q))
+                    .max(Duration::from_nanos(waited)),
+                app_start: started,
+                head_at: None,
+            }
+        })
     }
 
     /// Whether requests carry their times (`timing.rs`): `--server-timing` or the
@@ -185,22 +208,24 @@ impl Observe {
     /// event from epoll at `seen`: the requests it answered get their times (the
     /// first one's wait from its bytes' receive time when the kernel gave one).
     #[inline]
-    pub(crate) fn ended(&self, me: usize, seen: Stamp, started: Stamp, end: Stamp) {
+    pub(crate) fn ended(&self, me: usize, seen: Stamp, started: Stamp, end: Stamp, sched: &Sched) {
         let Some(slot) = &self.slot else { return };
-        let (Some(n), Some(w)) = (self.answered.get(me), self.waited.get(me)) else {
+        let (Some(n), Some(a)) = (self.answered.get(me), self.arrived.get(me)) else {
             return;
         };
-        let waited = w.load(Relaxed);
-        if waited != 0 {
-            w.store(0, Relaxed);
+        let rx = a.load(Relaxed);
+        if rx != 0 {
+            a.store(0, Relaxed);
         }
         match n.swap(0, Relaxed) {
             0 => {}
-            k => slot.timed(
-                k,
-                end.nanos_since(started) / u64::from(k),
-                started.nanos_since(seen).max(waited),
-            ),
+            k => {
+                let mut queue = started.nanos_since(seen);
+                if rx != 0 {
+                    queue = queue.max(sched.wall_nanos_since(rx, started));
+                }
+                slot.timed(k, end.nanos_since(started) / u64::from(k), queue)
+            }
         }
     }
 }

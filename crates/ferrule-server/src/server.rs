@@ -303,7 +303,7 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
         );
         shared.dozing.store(false, Ordering::SeqCst);
         if shared.observe.stamps() {
-            shared.observe.wall.refresh();
+            shared.sched.refresh_wall();
         }
         // Busy: a request in flight now, or answered since the last tick.
         let now_served = shared.served.load(Ordering::Relaxed);

@@ -11,8 +11,6 @@
 //! when a runner took the request's event (a new connection: its listener's) from
 //! epoll (`Conn::queued`, set by the runner from the stamp it reads after each wait).
 
-use crate::conn::Conn;
-use crate::metrics::Observe;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -48,70 +46,40 @@ pub(crate) struct Timing {
     pub(crate) head_at: Option<Instant>,
 }
 
-impl Timing {
-    /// A request admitted at `started` by runner `me`: takes the receive time of its
-    /// bytes for its wait (and the queue histogram's, `Observe::waited`); its times
-    /// when requests are timed. A request whose bytes were read with the one before
-    /// it (pipelined) has no time of its own: it waited for that one, not a thread.
-    #[inline]
-    pub(crate) fn admit(
-        observe: &Observe,
-        me: usize,
-        conn: &mut Conn,
-        started: Instant,
-    ) -> Option<Timing> {
-        let waited = match conn.rx.as_mut() {
-            Some(rx) if *rx != 0 => observe.waited(me, std::mem::take(rx), started),
-            _ => Duration::ZERO,
-        };
-        observe.timed().then(|| {
-            let queued = conn.queued.take();
-            Timing {
-                queue: queued
-                    .map_or(Duration::ZERO, |q| started.saturating_duration_since(q))
-                    .max(waited),
-                app_start: started,
-                head_at: None,
-            }
-        })
-    }
-}
-
 /// `CLOCK_REALTIME` (the kernel's receive times) against `Instant` (the runners'
-/// stamps): the wall time at `origin`, refreshed by the monitor every tick, so a
-/// request reads no clock for it and a step of the wall clock is followed.
+/// stamps): the wall time at an origin (the scheduler's epoch), refreshed by the
+/// monitor every tick, so a request reads no clock for it and a step of the wall
+/// clock is followed within a tick.
 pub(crate) struct WallClock {
     origin: Instant,
     /// Nanoseconds since the Unix epoch at `origin`.
     at_origin: AtomicU64,
 }
 
-impl Default for WallClock {
-    fn default() -> WallClock {
+impl WallClock {
+    pub(crate) fn new(origin: Instant) -> WallClock {
         let c = WallClock {
-            origin: Instant::now(),
+            origin,
             at_origin: AtomicU64::new(0),
         };
         c.refresh();
         c
     }
-}
 
-impl WallClock {
     pub(crate) fn refresh(&self) {
         let now = Instant::now();
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let since = now.duration_since(self.origin).as_nanos() as u64;
+        let since = now.saturating_duration_since(self.origin).as_nanos() as u64;
         self.at_origin.store(wall.saturating_sub(since), Relaxed);
     }
 
-    /// Nanoseconds from the wall time `rx` to `at` (0 if `rx` is later).
+    /// Nanoseconds from the wall time `rx` to `nanos` after the origin (0 if `rx` is
+    /// later).
     #[inline]
-    pub(crate) fn nanos_since(&self, rx: u64, at: Instant) -> u64 {
-        let since = at.saturating_duration_since(self.origin).as_nanos() as u64;
-        (self.at_origin.load(Relaxed) + since).saturating_sub(rx)
+    pub(crate) fn nanos_since(&self, rx: u64, nanos: u64) -> u64 {
+        (self.at_origin.load(Relaxed) + nanos).saturating_sub(rx)
     }
 }
 
@@ -134,8 +102,9 @@ mod tests {
 
     #[test]
     fn wall_times_become_waits() {
-        let c = WallClock::default();
-        let now = Instant::now();
+        let origin = Instant::now();
+        let c = WallClock::new(origin);
+        let now = origin.elapsed().as_nanos() as u64;
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()

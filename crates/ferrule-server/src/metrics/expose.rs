@@ -106,7 +106,7 @@ pub fn render(t: &Totals) -> String {
     histogram(
         &mut out,
         "ferrule_request_queue_seconds",
-        "Waiting for a thread: from the request's event taken from epoll to its start (the app's call).",
+        "Waiting for a thread: from the request's bytes reaching the kernel (unix sockets: its event taken from epoll) to the app's call.",
         &w[QUEUE..QUEUE + HIST],
     );
     let (running, blocked) = (w[RUNNING], w[BLOCKED]);
