@@ -120,7 +120,7 @@ impl Transport {
     /// One non-blocking read into the spare capacity of `buf`, grown by `grow` bytes
     /// when fewer than `min_spare` are free (no zero-filling: `sys::read_append`).
     /// With `rx`, by `recvmsg`, keeping the kernel's receive time there (`Conn::rx`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read_append(
         &mut self,
         buf: &mut Vec<u8>,

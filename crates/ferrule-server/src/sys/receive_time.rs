@@ -17,16 +17,21 @@ pub fn set_receive_times(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     setsockopt(&fd, sockopt::ReceiveTimestampns, &on).map_err(io::Error::from)
 }
 
-/// Room for one `SCM_TIMESTAMPNS` message (a header and a `timespec`), aligned.
-type Control = [u64; 8];
-const _: () =
-    assert!(size_of::<libc::cmsghdr>() + size_of::<libc::timespec>() <= size_of::<Control>());
+/// One `SCM_TIMESTAMPNS` message as the kernel lays it out: its header, then its
+/// `timespec` at `CMSG_DATA` (the header's size, already aligned; checked in the tests).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Control {
+    header: libc::cmsghdr,
+    time: libc::timespec,
+}
 
 /// `recv(2)` into `len` bytes at `ptr`, by `recvmsg(2)`; a receive time found with
 /// the bytes is stored in `rx` (nanoseconds since the Unix epoch).
 ///
 /// # Safety
 /// `ptr` must be valid for writes of `len` bytes.
+#[inline]
 unsafe fn recv_stamped_raw(
     fd: BorrowedFd<'_>,
     ptr: *mut u8,
@@ -37,7 +42,8 @@ unsafe fn recv_stamped_raw(
         iov_base: ptr.cast(),
         iov_len: len,
     };
-    let mut control: Control = [0; 8];
+    // Not zeroed: only what the kernel wrote (`msg_controllen` says how much) is read.
+    let mut control = MaybeUninit::<Control>::uninit();
     // SAFETY: a msghdr of zeros is a valid empty one (null pointers, zero lengths).
     let mut msg: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
     msg.msg_iov = &mut iov;
@@ -50,20 +56,18 @@ unsafe fn recv_stamped_raw(
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: `msg` is the header recvmsg filled: CMSG_FIRSTHDR returns null or a
-    // header inside `control` whose `cmsg_len` the kernel checked against
-    // `msg_controllen`; only SCM_TIMESTAMPNS's, which carries a timespec, is read.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        if !c.is_null()
-            && (*c).cmsg_level == libc::SOL_SOCKET
-            && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
-            && (*c).cmsg_len as usize >= libc::CMSG_LEN(size_of::<libc::timespec>() as u32) as usize
-        {
-            let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
-            *rx = (ts.tv_sec as u64)
+    // The only control message this socket can carry is SCM_TIMESTAMPNS (the one
+    // option set), and a whole one fills `control`: then the kernel wrote all of it.
+    // `msg_controllen` is a usize with glibc, a u32 with musl.
+    #[allow(clippy::unnecessary_cast)]
+    let written = msg.msg_controllen as usize;
+    if written == size_of::<Control>() {
+        // SAFETY: the kernel wrote `msg_controllen` bytes, the whole of `control`.
+        let c = unsafe { control.assume_init() };
+        if c.header.cmsg_level == libc::SOL_SOCKET && c.header.cmsg_type == libc::SCM_TIMESTAMPNS {
+            *rx = (c.time.tv_sec as u64)
                 .saturating_mul(1_000_000_000)
-                .saturating_add(ts.tv_nsec as u64);
+                .saturating_add(c.time.tv_nsec as u64);
         }
     }
     Ok(n as usize)
@@ -121,6 +125,23 @@ mod tests {
         let mut rx = 0;
         read_append_stamped(s.as_fd(), &mut buf, 64, 64, &mut rx).unwrap();
         (c, s, buf, rx)
+    }
+
+    #[test]
+    fn the_control_message_is_laid_out_as_the_kernel_writes_it() {
+        // SAFETY: CMSG_LEN and CMSG_SPACE only compute sizes.
+        let (len, space) = unsafe {
+            (
+                libc::CMSG_LEN(size_of::<libc::timespec>() as u32) as usize,
+                libc::CMSG_SPACE(size_of::<libc::timespec>() as u32) as usize,
+            )
+        };
+        assert_eq!(len, size_of::<Control>());
+        assert_eq!(space, size_of::<Control>());
+        assert_eq!(
+            std::mem::offset_of!(Control, time),
+            len - size_of::<libc::timespec>()
+        );
     }
 
     #[test]
