@@ -84,9 +84,9 @@ def test_new_connections_waiting_for_a_thread(serve):
     assert count == N + 1 and count - under_half >= 2, got  # booted()'s request, and the 8
     assert got[("ferrule_request_queue_seconds_sum", ())] >= 3 * SLEEP
     # Idle: the next request waits for nothing.
-    assert queue_ms(http_request(s.port, "/idle")) < 50
+    assert queue_ms(http_request(s.port, "/idle")) < 100
     wait_until(lambda: queue_times(s, "/idle"))
-    assert queue_times(s, "/idle")[0] < 50_000
+    assert queue_times(s, "/idle")[0] < 100_000
 
 
 def test_tls_keep_alive_connections_waiting_for_a_thread(serve, tmp_path):
@@ -118,7 +118,7 @@ def test_tls_keep_alive_connections_waiting_for_a_thread(serve, tmp_path):
             c.close()
     wait_until(lambda: len(queue_times(s, "/sleep")) == N)
     check_waits(queue_times(s, "/sleep"))
-    assert max(queue_times(s, "/warm")) < 50_000
+    assert max(queue_times(s, "/warm")) < 100_000
 
 
 def _tls_answers(port, ctx):
@@ -136,4 +136,4 @@ def test_uwsgi_requests_waiting_for_a_thread(serve):
     at_once([lambda: ask(s.port, nginx_vars(uri=f"/sleep?{SLEEP}"))] * N)
     wait_until(lambda: len(queue_times(s, "/sleep")) == N)
     check_waits(queue_times(s, "/sleep"))
-    assert queue_times(s, "/up")[0] < 50_000
+    assert queue_times(s, "/up")[0] < 100_000
