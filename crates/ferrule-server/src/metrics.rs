@@ -25,7 +25,7 @@ pub use egress_table::EgressTable;
 pub use endpoint::{close_in_child, start as start_endpoint, MetricsBind};
 pub use expose::{egress_counters, render, EgressCount};
 pub use log_counts::{
-    has_process_statsd, log_line, no_log_counts_on_this_thread, process_statsd, use_process_statsd,
+    has_process_statsd, log_line, process_statsd, use_process_statsd, without_log_counts,
     LogCounter,
 };
 pub use registry::{Registry, Totals, REASONS};

@@ -16,6 +16,7 @@ use super::attribution::{slot_of, Slot};
 use super::perform::Call;
 use super::record::{Line, RequestFields};
 use super::{Egress, Verdict};
+use crate::metrics::without_log_counts; // a unix statsd send would wait for the supervisor
 use crate::sys::remote::{dup_of, is_blocking, socket_type};
 use crate::sys::seccomp::{
     answer, close_listener_on_fork, next_notice, still_waiting, Answer, Notice,
@@ -90,18 +91,11 @@ pub(crate) fn spawn(eg: Arc<Egress>, listener: OwnedFd) -> std::io::Result<()> {
     let s = shared.clone();
     std::thread::Builder::new()
         .name("ferrule-egress".into())
-        .spawn(move || quiet(|| supervise(&s)))?;
+        .spawn(move || without_log_counts(|| supervise(&s)))?;
     std::thread::Builder::new()
         .name("ferrule-egress-watch".into())
-        .spawn(move || quiet(|| watch(&shared)))?;
+        .spawn(move || without_log_counts(|| watch(&shared)))?;
     Ok(())
-}
-
-/// Runs a thread of the supervisor's that sends no statsd `log.*` datagram: a send
-/// of its own to a unix statsd socket would be trapped and wait for the supervisor.
-fn quiet(f: impl FnOnce()) {
-    crate::metrics::no_log_counts_on_this_thread();
-    f()
 }
 
 fn supervise(s: &Arc<Shared>) {
@@ -256,7 +250,7 @@ fn hand_to_pool(s: &Arc<Shared>, job: Job) {
         let spawned = std::thread::Builder::new()
             .name("ferrule-egress-pool".into())
             .stack_size(POOL_STACK)
-            .spawn(move || quiet(|| pool(&s2)));
+            .spawn(move || without_log_counts(|| pool(&s2)));
         if let Err(e) = spawned {
             jobs.1 -= 1;
             tracing::error!("egress: cannot start a pool thread: {e}");

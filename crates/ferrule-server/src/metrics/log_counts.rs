@@ -62,8 +62,14 @@ pub fn has_process_statsd() -> bool {
 }
 
 /// This thread's log lines are not counted (see [`QUIET`]).
-pub fn no_log_counts_on_this_thread() {
+fn no_log_counts_on_this_thread() {
     QUIET.with(|q| q.set(true));
+}
+
+/// Runs `f`, a thread's body, with no log line of the thread counted.
+pub fn without_log_counts(f: impl FnOnce()) {
+    no_log_counts_on_this_thread();
+    f()
 }
 
 /// A line of `counter`'s level was written to the error log.
