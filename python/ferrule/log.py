@@ -111,7 +111,7 @@ class Log:
         self._emit("critical", msg, args, kwargs.get("exc_info"))
 
     def exception(self, msg, *args, **kwargs) -> None:
-        self._emit("error", msg, args, kwargs.get("exc_info", True))
+        self._emit("exception", msg, args, kwargs.get("exc_info", True))
 
     def log(self, level, msg, *args, **kwargs) -> None:
         self._emit(_level_name(_level_number(level)), msg, args, kwargs.get("exc_info"))

@@ -204,6 +204,7 @@ fn fail(py: Python<'_>, ex: &mut Exchange, failure: Failure, input_error: Option
                 }
                 None => {
                     tracing::error!(
+                        target: ferrule_server::log::EXCEPTION,
                         "Error handling request {target}\n{}",
                         format_exception(py, &err)
                     );
@@ -234,6 +235,7 @@ fn close_iterable(py: Python<'_>, iterable: &Bound<'_, PyAny>) {
         Ok(true) => {
             if let Err(e) = iterable.call_method0(intern!(py, "close")) {
                 tracing::error!(
+                    target: ferrule_server::log::EXCEPTION,
                     "Error closing the response iterable\n{}",
                     format_exception(py, &e)
                 );

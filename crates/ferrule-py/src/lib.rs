@@ -245,6 +245,12 @@ fn log_message(
     level: &str,
     message: &Bound<'_, pyo3::types::PyString>,
 ) -> PyResult<()> {
+    // `Logger.exception`: an ERROR line that statsd counts as `log.exception`.
+    if level == "exception" {
+        let message = message.to_string_lossy();
+        py.detach(|| log::emit_exception(&message));
+        return Ok(());
+    }
     let level: LogLevel = level.parse().map_err(ConfigError::new_err)?;
     // Lone surrogates (a file name that is not UTF-8) become U+FFFD: logging never raises.
     let message = message.to_string_lossy();

@@ -5,15 +5,16 @@
 
 use crate::config::Config;
 use crate::BindError;
-use ferrule_server::metrics::{close_in_child, start_endpoint, use_slot, Registry, Statsd};
+use ferrule_server::metrics::{
+    close_in_child, log_line, process_statsd, start_endpoint, use_egress_table, use_process_statsd,
+    use_slot, LogCounter, Registry, Statsd,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use std::sync::{Arc, OnceLock};
 
 /// The master's registry, inherited by every worker forked after it was made.
 static REGISTRY: OnceLock<Arc<Registry>> = OnceLock::new();
-/// The master's statsd client, for the `workers` gauge.
-static MASTER_STATSD: OnceLock<Statsd> = OnceLock::new();
 
 /// Makes the registry with `slots` worker positions and starts the `--metrics-bind`
 /// endpoint; returns its address for the log, or None without `--metrics-bind`.
@@ -22,8 +23,10 @@ static MASTER_STATSD: OnceLock<Statsd> = OnceLock::new();
 /// whose old master still holds the address (`endpoint.rs`).
 pub fn open(config: &Config, slots: usize, upgrading: bool) -> PyResult<Option<String>> {
     if let Some(s) = config.observe.statsd.clone() {
+        // The master's client: the `workers` gauge and `log.*` counters (workers
+        // inherit it for theirs).
         if let Ok(s) = Statsd::open(s) {
-            let _ = MASTER_STATSD.set(s);
+            use_process_statsd(s);
         }
     }
     let Some(bind) = &config.observe.bind else {
@@ -47,6 +50,7 @@ pub fn open_single(config: &Config) -> PyResult<()> {
             if let Some(s) = r.slot(0) {
                 use_slot(s);
             }
+            use_egress_table(r.egress_table());
             // No master: this process is the one worker.
             r.set_workers(1);
         }
@@ -65,13 +69,17 @@ pub fn py_open(
 }
 
 /// In a new worker: closes the endpoint's socket inherited from the master, and
-/// sends its counts to slot `slot`, if it has one.
+/// sends its counts to slot `slot`, if it has one, and its egress counts to the
+/// shared table.
 #[pyfunction]
 #[pyo3(name = "metrics_attach")]
 pub fn attach(slot: Option<usize>) {
     close_in_child();
-    if let Some(s) = slot.and_then(|i| REGISTRY.get()?.slot(i)) {
-        use_slot(s);
+    if let Some(r) = REGISTRY.get() {
+        if let Some(s) = slot.and_then(|i| r.slot(i)) {
+            use_slot(s);
+        }
+        use_egress_table(r.egress_table());
     }
 }
 
@@ -104,7 +112,7 @@ pub fn workers(n: u64) {
     if let Some(r) = REGISTRY.get() {
         r.set_workers(n);
     }
-    if let Some(s) = MASTER_STATSD.get() {
+    if let Some(s) = process_statsd() {
         s.gauge("workers", n);
     }
 }
@@ -116,14 +124,25 @@ pub fn slots() -> usize {
     REGISTRY.get().map_or(0, |r| r.slots())
 }
 
-/// Counts a log record of `level` in statsd's `gunicorn.log.LEVEL` (the master's
-/// own client; the seam the Python logging work calls for each warning or worse).
+/// Counts a log line of `level` (critical, error, warning, exception) in statsd's
+/// `gunicorn.log.LEVEL`, for a line that does not pass the Rust error log (those
+/// that do are counted there, `ferrule_server::metrics::log_line`).
 #[pyfunction]
 #[pyo3(name = "statsd_log")]
-pub fn statsd_log(level: &str) {
-    if let Some(s) = MASTER_STATSD.get() {
-        s.increment(&format!("log.{level}"));
-    }
+pub fn statsd_log(level: &str) -> PyResult<()> {
+    let counter = match level {
+        "critical" => LogCounter::Critical,
+        "error" => LogCounter::Error,
+        "warning" => LogCounter::Warning,
+        "exception" => LogCounter::Exception,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "no statsd log counter {level:?}"
+            )))
+        }
+    };
+    log_line(counter);
+    Ok(())
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

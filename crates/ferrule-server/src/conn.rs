@@ -110,6 +110,10 @@ pub struct Conn {
     /// took its event (or its listener's) from epoll; set by the runner only when
     /// requests are timed (`timing.rs`), else None.
     pub(crate) queued: Option<std::time::Instant>,
+    /// The kernel's receive time of the newest bytes read (ns since the Unix epoch,
+    /// `sys::receive_time`), 0 once taken by a request; None when reads are not
+    /// stamped (no queue wait is asked for, or not TCP: `timing.rs`).
+    pub(crate) rx: Option<u64>,
 }
 
 impl Conn {
@@ -135,6 +139,7 @@ impl Conn {
             served: false,
             stage: Stage::Open,
             queued: None,
+            rx: None,
         })
     }
 

@@ -35,7 +35,7 @@ use crate::handshake;
 use crate::preamble;
 use crate::protocol::Protocol;
 use crate::shared::Shared;
-use crate::transport::ReadOutcome;
+use crate::transport::{ReadOutcome, Transport};
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +48,9 @@ pub(crate) fn accept_all(shared: &Shared, idx: usize) {
             Ok((stream, peer)) => {
                 shared.backoff.accepted();
                 let mut conn = Conn::new(stream, peer, idx);
+                if shared.observe.stamps() && matches!(conn.transport, Transport::Tcp(_)) {
+                    conn.rx = Some(0); // its listener's option made it stamp (`timing.rs`)
+                }
                 if listener.protocol() == Protocol::Uwsgi && !uwsgi::allowed(shared, &conn) {
                     continue;
                 }

@@ -182,10 +182,10 @@ impl Exchange {
         let body = BodyDecoder::new(head.framing.body, &shared.config.parser);
         let pos = head.len;
         let fd = conn.transport.raw_fd();
-        let timing = match shared.observe.timed() {
-            true => Some(Timing::start(conn.queued.take(), started)),
-            false => None,
-        };
+        let timing =
+            shared
+                .observe
+                .admit(me, &mut conn.rx, &mut conn.queued, started, &shared.sched);
         // Built in its box: the exchange travels through Python as a pointer.
         let mut ex = Box::new(Exchange {
             interim: match head.framing.expect_continue && !body.is_done() {

@@ -45,7 +45,7 @@ pub(crate) fn run(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
     let Transport::Tls(tls) = &mut conn.transport else {
         return Some(conn);
     };
-    match tls.handshake() {
+    match tls.handshake(conn.rx.as_mut()) {
         Ok(Handshake::Done) => {
             conn.stage = Stage::Open;
             // The head's clock runs on from the accept: a slow handshake leaves less.

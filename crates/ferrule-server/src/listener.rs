@@ -194,6 +194,15 @@ impl Listener {
         self.tls
     }
 
+    /// Whether the connections it accepts keep the kernel's receive times of their
+    /// bytes (`sys::receive_time`; TCP only: a unix stream socket has none).
+    pub fn stamp_receipts(&self, on: bool) -> io::Result<()> {
+        match &self.socket {
+            Bound::Tcp(l) => crate::sys::set_receive_times(l.as_fd(), on),
+            Bound::Unix(..) => Ok(()),
+        }
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         match &self.socket {
             Bound::Tcp(l) => l.as_fd(),

@@ -6,6 +6,7 @@
 
 use crate::logfile::LogFile;
 use crate::logline::{line, prefix};
+use crate::metrics::{log_line, LogCounter};
 use crate::sink::{Destination, Report, Sink, Stderr, ERROR_LOG};
 use crate::syslog::{Stream, SyslogDest, SyslogSettings};
 use std::fmt;
@@ -63,6 +64,10 @@ pub static SPILL_FAILURES: Throttle = Throttle::new(
     "request bodies that could not be written to a temporary file",
     Level::ERROR,
 );
+
+/// The target of a line that carries an app's traceback: statsd counts it as
+/// `log.exception`, not `log.error` (gunicorn's `Logger.exception`).
+pub const EXCEPTION: &str = "ferrule::exception";
 
 /// `--log-level` values, gunicorn's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +170,21 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        let level = match *event.metadata().level() {
+            Level::ERROR => {
+                log_line(match event.metadata().target() {
+                    EXCEPTION => LogCounter::Exception,
+                    _ => LogCounter::Error,
+                });
+                "ERROR"
+            }
+            Level::WARN => {
+                log_line(LogCounter::Warning);
+                "WARNING"
+            }
+            Level::INFO => "INFO",
+            _ => "DEBUG",
+        };
         if forward::active() {
             // To Python logging: the message alone (its formatter makes the line), and
             // nothing for the writer to write.
@@ -174,12 +194,6 @@ where
             forward::send(LogLevel::of(*event.metadata().level()), msg);
             return Ok(());
         }
-        let level = match *event.metadata().level() {
-            Level::ERROR => "ERROR",
-            Level::WARN => "WARNING",
-            Level::INFO => "INFO",
-            _ => "DEBUG",
-        };
         w.write_str(&prefix(level))?;
         ctx.field_format().format_fields(w.by_ref(), event)?;
         writeln!(w)
@@ -243,6 +257,15 @@ pub fn set_level(level: LogLevel) {
     }
 }
 
+/// Logs an exception from the Python side (`Logger.exception`, a traceback in
+/// `msg`): an ERROR line counted as `log.exception`.
+pub fn emit_exception(msg: &str) {
+    if ERROR_LOG.get().is_none() {
+        return emit(LogLevel::Error, msg);
+    }
+    tracing::error!(target: EXCEPTION, "{msg}");
+}
+
 /// Logs a message from the Python side at a gunicorn level.
 /// Before [`init`] (an app logging while it is imported, before `ferrule.run`), lines
 /// at info and above go to stderr in the same format rather than nowhere.
@@ -266,6 +289,7 @@ pub fn emit(level: LogLevel, msg: &str) {
         LogLevel::Error => tracing::error!("{msg}"),
         // gunicorn's [CRITICAL]: above every level, so written whatever the level is.
         LogLevel::Critical => {
+            log_line(LogCounter::Critical);
             if !forward::send(level, msg.to_string()) {
                 write_line(level, msg);
             }

@@ -4,29 +4,40 @@
 //! - `registry.rs`: the master's view: slots, retired workers, restarts;
 //! - `expose.rs`: the Prometheus text; `endpoint.rs`: `--metrics-bind`, a thread of
 //!   the master;
-//! - `statsd.rs`: gunicorn's statsd metrics, sent by each worker;
+//! - `egress_table.rs`: every worker's egress counters, in shared memory;
+//! - `statsd.rs`: gunicorn's statsd metrics, sent by each worker; `log_counts.rs`:
+//!   its `log.LEVEL` counters;
 //! - the crate's `timing.rs`: queue and app times, `--server-timing`.
 //!
 //! A worker records a finished request here ([`Observe::answered`]) right after its
 //! access-log line.
 
+mod egress_table;
 mod endpoint;
 mod expose;
+mod log_counts;
 mod registry;
 mod slot;
 mod statsd;
 
 pub use crate::timing::ServerTiming;
+pub use egress_table::EgressTable;
 pub use endpoint::{close_in_child, start as start_endpoint, MetricsBind};
 pub use expose::{egress_counters, render, EgressCount};
+pub use log_counts::{
+    has_process_statsd, log_line, process_statsd, use_process_statsd, without_log_counts,
+    LogCounter,
+};
 pub use registry::{Registry, Totals, REASONS};
 pub use slot::{Gauges, Slot, BOUNDS, METHODS};
 pub use statsd::{Statsd, StatsdSettings, StatsdTarget};
 
-use crate::sched::Stamp;
+use crate::sched::{Sched, Stamp};
+use crate::timing::Timing;
 pub(crate) use slot::Answered;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// This process's slot, once a worker (or `ferrule.run()` with `--metrics-bind`) has
 /// one. Process-wide because a process is one worker: requests the server refuses
@@ -40,6 +51,32 @@ pub fn use_slot(slot: Slot) -> bool {
 
 pub fn this_slot() -> Option<Slot> {
     SLOT.get().copied()
+}
+
+/// The egress counters this process adds to (`--metrics-bind`), made by the master.
+static EGRESS: OnceLock<EgressTable> = OnceLock::new();
+
+/// Makes `table` the one this process's egress attempts are counted in.
+pub fn use_egress_table(table: EgressTable) {
+    let _ = EGRESS.set(table);
+}
+
+/// An egress attempt (the supervisor, after answering its caller): counted under
+/// `host:port` when the app resolved a name (a name is what an operator knows, and
+/// one name's many addresses stay one series), else `addr:port`.
+pub(crate) fn egress_attempt(
+    udp: bool,
+    deny: bool,
+    dest: std::net::SocketAddr,
+    host: Option<&str>,
+) {
+    if let Some(t) = EGRESS.get() {
+        let destination = match host {
+            Some(h) => format!("{h}:{}", dest.port()),
+            None => dest.to_string(),
+        };
+        t.add(udp, deny, &destination);
+    }
 }
 
 /// A request the server answered itself, before the app.
@@ -65,6 +102,9 @@ pub struct Observe {
     pub timed_log: bool,
     /// Per runner: requests answered since its last [`Observe::ended`].
     answered: Box<[AtomicU32]>,
+    /// Per runner: the kernel's receive time (wall ns; 0: none) of the first request
+    /// admitted since its last [`Observe::ended`].
+    arrived: Box<[AtomicU64]>,
 }
 
 impl Observe {
@@ -80,6 +120,55 @@ impl Observe {
     /// Room for `threads` runners (`Server::bind_observed`).
     pub(crate) fn for_runners(&mut self, threads: usize) {
         self.answered = (0..threads.max(1)).map(|_| AtomicU32::new(0)).collect();
+        self.arrived = (0..threads.max(1)).map(|_| AtomicU64::new(0)).collect();
+    }
+
+    /// Whether reads on TCP connections keep the kernel's receive time: something
+    /// shows the queue wait (the metrics' histogram, `--server-timing`, the access
+    /// log's `%(Q)s` or `%(F)s`). Otherwise reads stay plain `recv`s.
+    #[inline]
+    pub(crate) fn stamps(&self) -> bool {
+        self.slot.is_some() || self.timed()
+    }
+
+    /// A request admitted at `started` by runner `me`, from a connection whose newest
+    /// bytes reached the kernel at `rx` (`Conn::rx`) and whose event was taken at
+    /// `queued` (`Conn::queued`): takes both for its wait, keeping the receive time for
+    /// the histogram ([`Observe::ended`]); its times when requests are timed. A request
+    /// whose bytes were read with the one before it (pipelined) has no time of its
+    /// own: it waited for that one, not for a thread.
+    #[inline]
+    pub(crate) fn admit(
+        &self,
+        me: usize,
+        rx: &mut Option<u64>,
+        queued: &mut Option<Instant>,
+        started: Instant,
+        sched: &Sched,
+    ) -> Option<Timing> {
+        let rx = rx.as_mut().map_or(0, std::mem::take);
+        if rx != 0 {
+            if let Some(a) = self.arrived.get(me) {
+                // Only runner `me` touches its word: a load and a store, no locked op.
+                if a.load(Relaxed) == 0 {
+                    a.store(rx, Relaxed);
+                }
+            }
+        }
+        self.timed().then(|| {
+            let waited = match rx {
+                0 => 0,
+                rx => sched.wall_nanos_since(rx, sched.stamp_at(started)),
+            };
+            Timing {
+                queue: queued
+                    .take()
+                    .map_or(Duration::ZERO, |q| started.saturating_duration_since(q))
+                    .max(Duration::from_nanos(waited)),
+                app_start: started,
+                head_at: None,
+            }
+        })
     }
 
     /// Whether requests carry their times (`timing.rs`): `--server-timing` or the
@@ -116,20 +205,27 @@ impl Observe {
     }
 
     /// Runner `me` served a connection from `started` to `end`, having taken its
-    /// event from epoll at `seen`: the requests it answered get their times.
+    /// event from epoll at `seen`: the requests it answered get their times (the
+    /// first one's wait from its bytes' receive time when the kernel gave one).
     #[inline]
-    pub(crate) fn ended(&self, me: usize, seen: Stamp, started: Stamp, end: Stamp) {
+    pub(crate) fn ended(&self, me: usize, seen: Stamp, started: Stamp, end: Stamp, sched: &Sched) {
         let Some(slot) = &self.slot else { return };
-        let Some(n) = self.answered.get(me) else {
+        let (Some(n), Some(a)) = (self.answered.get(me), self.arrived.get(me)) else {
             return;
         };
+        let rx = a.load(Relaxed);
+        if rx != 0 {
+            a.store(0, Relaxed);
+        }
         match n.swap(0, Relaxed) {
             0 => {}
-            k => slot.timed(
-                k,
-                end.nanos_since(started) / u64::from(k),
-                started.nanos_since(seen),
-            ),
+            k => {
+                let mut queue = started.nanos_since(seen);
+                if rx != 0 {
+                    queue = queue.max(sched.wall_nanos_since(rx, started));
+                }
+                slot.timed(k, end.nanos_since(started) / u64::from(k), queue)
+            }
         }
     }
 }

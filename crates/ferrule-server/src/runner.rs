@@ -298,7 +298,9 @@ impl Runner<'_> {
             self.held += 1;
         }
         let ended = shared.sched.stamp();
-        shared.observe.ended(self.me, self.seen, started, ended);
+        shared
+            .observe
+            .ended(self.me, self.seen, started, ended, &shared.sched);
         self.last_end = Some(ended);
         // A slow request means the held answers already waited long.
         if self.held >= MAX_HELD || ended.since(started) > HOLD_LIMIT {

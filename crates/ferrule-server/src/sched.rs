@@ -15,6 +15,7 @@
 //! the busy runners' CPU clocks, adding runners) is `sched/monitor.rs`.
 
 use crate::sys::ThreadState;
+use crate::timing::WallClock;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -112,6 +113,8 @@ pub(crate) struct Sched {
     pressure: AtomicUsize,
     max: usize,
     epoch: Instant,
+    /// The wall time of `epoch`, for the kernel's receive times (`timing.rs`).
+    wall: WallClock,
     /// `RETIRE_AFTER` (shorter in tests).
     retire_after: Duration,
 }
@@ -119,6 +122,7 @@ pub(crate) struct Sched {
 impl Sched {
     pub(crate) fn new(max: usize) -> Sched {
         let max = max.max(1);
+        let epoch = Instant::now();
         Sched {
             counts: Mutex::new(Counts {
                 allowed: 1,
@@ -133,7 +137,8 @@ impl Sched {
             last_all_blocked: AtomicU64::new(0),
             pressure: AtomicUsize::new(0),
             max,
-            epoch: Instant::now(),
+            epoch,
+            wall: WallClock::new(epoch),
             retire_after: RETIRE_AFTER,
         }
     }
@@ -241,6 +246,17 @@ impl Sched {
     pub(crate) fn start_request(&self, me: usize, now: Stamp) {
         self.idle.fetch_sub(1, Ordering::SeqCst);
         self.busy[me].store(now.nanos.max(1), Ordering::Relaxed);
+    }
+
+    /// Nanoseconds from the wall time `rx` (a kernel's receive time) to `at`.
+    #[inline]
+    pub(crate) fn wall_nanos_since(&self, rx: u64, at: Stamp) -> u64 {
+        self.wall.nanos_since(rx, at.nanos)
+    }
+
+    /// Follows the wall clock (the monitor, every tick, while receive times are used).
+    pub(crate) fn refresh_wall(&self) {
+        self.wall.refresh();
     }
 
     /// `at` as nanoseconds since `epoch`, the unit of the stamps kept here.

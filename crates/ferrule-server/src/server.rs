@@ -65,6 +65,12 @@ impl Server {
         observe.timed_log |= access.as_ref().is_some_and(AccessLog::wants_timing);
         observe.for_runners(config.threads);
         let listeners = bind_all(&config)?;
+        for l in &listeners {
+            // Set either way: a listener inherited across a reload keeps what it had.
+            if let Err(e) = l.stamp_receipts(observe.stamps()) {
+                tracing::warn!("queue wait: no kernel receive times ({e}); it counts from epoll");
+            }
+        }
         let io_err = |cause| BindError {
             bind: config.binds[0].bind.clone(),
             cause,
@@ -296,6 +302,9 @@ fn monitor<H: Handler>(shared: &Arc<Shared>, handler: &Arc<H>) {
                 .unwrap_or_else(|p| p.into_inner()),
         );
         shared.dozing.store(false, Ordering::SeqCst);
+        if shared.observe.stamps() {
+            shared.sched.refresh_wall();
+        }
         // Busy: a request in flight now, or answered since the last tick.
         let now_served = shared.served.load(Ordering::Relaxed);
         if shared.sched.in_flight() || now_served != served {

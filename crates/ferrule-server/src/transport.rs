@@ -119,18 +119,24 @@ impl Transport {
 
     /// One non-blocking read into the spare capacity of `buf`, grown by `grow` bytes
     /// when fewer than `min_spare` are free (no zero-filling: `sys::read_append`).
-    #[inline]
+    /// With `rx`, by `recvmsg`, keeping the kernel's receive time there (`Conn::rx`).
+    #[inline(always)]
     pub(crate) fn read_append(
         &mut self,
         buf: &mut Vec<u8>,
         min_spare: usize,
         grow: usize,
+        mut rx: Option<&mut u64>,
     ) -> io::Result<ReadOutcome> {
         if let Transport::Tls(t) = self {
-            return t.read_append(buf, min_spare, grow);
+            return t.read_append(buf, min_spare, grow, rx);
         }
         loop {
-            match sys::read_append(self.fd(), buf, min_spare, grow) {
+            let read = match rx.as_deref_mut() {
+                None => sys::read_append(self.fd(), buf, min_spare, grow),
+                Some(rx) => sys::read_append_stamped(self.fd(), buf, min_spare, grow, rx),
+            };
+            match read {
                 Ok(0) => return Ok(ReadOutcome::Eof),
                 Ok(n) => return Ok(ReadOutcome::Data(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

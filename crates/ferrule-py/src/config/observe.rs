@@ -3,7 +3,8 @@
 //! master and the workers do with them is `crate::metrics`.
 
 use ferrule_server::metrics::{
-    MetricsBind, Observe, ServerTiming, Statsd, StatsdSettings, StatsdTarget,
+    has_process_statsd, use_process_statsd, MetricsBind, Observe, ServerTiming, Statsd,
+    StatsdSettings, StatsdTarget,
 };
 
 /// The metrics settings, checked once with the others.
@@ -43,6 +44,13 @@ impl ObserveSettings {
     /// What a serving process observes: its slot (a worker's, given by the master,
     /// or slot 0 of the registry `serve` made without a master), statsd, timing.
     pub fn observe(&self) -> Observe {
+        // Without a master (`ferrule.run`) nothing opened the process's client for
+        // the `log.*` counters yet.
+        if let Some(s) = self.statsd.clone().filter(|_| !has_process_statsd()) {
+            if let Ok(s) = Statsd::open(s) {
+                use_process_statsd(s);
+            }
+        }
         let statsd = self.statsd.clone().and_then(|s| match Statsd::open(s) {
             Ok(s) => Some(s),
             Err(e) => {

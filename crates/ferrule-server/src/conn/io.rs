@@ -180,7 +180,15 @@ impl Conn {
     /// One non-blocking read into the buffer. Records whether the socket is known to be
     /// empty now: edge-triggered epoll reports only bytes that arrive later.
     pub(crate) fn read_some(&mut self) -> io::Result<ReadOutcome> {
-        let got = self.transport.read_append(&mut self.buf, 4096, 16 * 1024);
+        // Two calls, so the inlined read without receive times is the plain `recv` path.
+        let got = match &mut self.rx {
+            None => self
+                .transport
+                .read_append(&mut self.buf, 4096, 16 * 1024, None),
+            Some(rx) => self
+                .transport
+                .read_append(&mut self.buf, 4096, 16 * 1024, Some(rx)),
+        };
         self.drained = match &got {
             // A read that filled the buffer may have left more behind.
             Ok(ReadOutcome::Data(_) | ReadOutcome::Eof) => self.buf.len() < self.buf.capacity(),

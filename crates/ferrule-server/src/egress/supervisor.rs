@@ -16,6 +16,7 @@ use super::attribution::{slot_of, Slot};
 use super::perform::Call;
 use super::record::{Line, RequestFields};
 use super::{Egress, Verdict};
+use crate::metrics::without_log_counts; // a unix statsd send would wait for the supervisor
 use crate::sys::remote::{dup_of, is_blocking, socket_type};
 use crate::sys::seccomp::{
     answer, close_listener_on_fork, next_notice, still_waiting, Answer, Notice,
@@ -90,10 +91,10 @@ pub(crate) fn spawn(eg: Arc<Egress>, listener: OwnedFd) -> std::io::Result<()> {
     let s = shared.clone();
     std::thread::Builder::new()
         .name("ferrule-egress".into())
-        .spawn(move || supervise(&s))?;
+        .spawn(move || without_log_counts(|| supervise(&s)))?;
     std::thread::Builder::new()
         .name("ferrule-egress-watch".into())
-        .spawn(move || watch(&shared))?;
+        .spawn(move || without_log_counts(|| watch(&shared)))?;
     Ok(())
 }
 
@@ -249,7 +250,7 @@ fn hand_to_pool(s: &Arc<Shared>, job: Job) {
         let spawned = std::thread::Builder::new()
             .name("ferrule-egress-pool".into())
             .stack_size(POOL_STACK)
-            .spawn(move || pool(&s2));
+            .spawn(move || without_log_counts(|| pool(&s2)));
         if let Err(e) = spawned {
             jobs.1 -= 1;
             tracing::error!("egress: cannot start a pool thread: {e}");
@@ -381,6 +382,7 @@ impl Egress {
         let host = a.host.as_deref();
         self.counts
             .add(proto, a.dest.ip(), a.dest.port(), host, a.verdict);
+        crate::metrics::egress_attempt(a.udp, a.verdict == Verdict::Deny, a.dest, host);
         if let (Some((slot, seq)), Some(ms)) = (&a.slot, ms) {
             slot.lock().add_ms(*seq, ms);
         }

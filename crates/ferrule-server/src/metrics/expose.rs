@@ -9,15 +9,14 @@ use super::slot::{
 };
 use std::fmt::Write;
 
-/// One egress counter of a worker (`ferrule.egress_counts()`, the egress record):
-/// connection attempts to a destination with the policy's verdict.
+/// One egress counter, summed over every worker (`egress_table.rs`): connection
+/// attempts to a destination with the policy's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressCount {
-    pub proto: String,
-    pub addr: String,
-    pub port: u16,
-    pub host: String,
-    pub verdict: String,
+    pub proto: &'static str,
+    /// `host:port` when the app resolved a name, else `addr:port`, or `other`.
+    pub destination: String,
+    pub verdict: &'static str,
     pub count: u64,
 }
 
@@ -28,10 +27,8 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Writes `ferrule_egress_attempts_total{proto,addr,port,host,verdict}`: the seam
-/// where the egress counters join the exposition. [`render`] passes
-/// [`Totals::egress`], which stays empty until the workers' counts reach the master
-/// (they live in each worker's memory today, not in its slot).
+/// Writes `ferrule_egress_attempts_total{proto,destination,verdict}` (nothing while
+/// egress counted nothing).
 pub fn egress_counters(out: &mut String, counts: &[EgressCount]) {
     if counts.is_empty() {
         return;
@@ -45,12 +42,10 @@ pub fn egress_counters(out: &mut String, counts: &[EgressCount]) {
     for c in counts {
         let _ = writeln!(
             out,
-            "ferrule_egress_attempts_total{{proto=\"{}\",addr=\"{}\",port=\"{}\",host=\"{}\",verdict=\"{}\"}} {}",
-            label(&c.proto),
-            label(&c.addr),
-            c.port,
-            label(&c.host),
-            label(&c.verdict),
+            "ferrule_egress_attempts_total{{proto=\"{}\",destination=\"{}\",verdict=\"{}\"}} {}",
+            c.proto,
+            label(&c.destination),
+            c.verdict,
             c.count
         );
     }
@@ -111,7 +106,7 @@ pub fn render(t: &Totals) -> String {
     histogram(
         &mut out,
         "ferrule_request_queue_seconds",
-        "Waiting for a thread: from the request's event taken from epoll to its start (the app's call).",
+        "Waiting for a thread: from the request's bytes reaching the kernel (unix sockets: its event taken from epoll) to the app's call.",
         &w[QUEUE..QUEUE + HIST],
     );
     let (running, blocked) = (w[RUNNING], w[BLOCKED]);
@@ -224,17 +219,15 @@ mod tests {
         egress_counters(
             &mut out,
             &[EgressCount {
-                proto: "tcp".into(),
-                addr: "10.0.0.5".into(),
-                port: 5432,
-                host: "db\"x\\".into(),
-                verdict: "deny".into(),
+                proto: "tcp",
+                destination: "db\"x\\:5432".into(),
+                verdict: "deny",
                 count: 3,
             }],
         );
         assert!(out.ends_with(
-            "ferrule_egress_attempts_total{proto=\"tcp\",addr=\"10.0.0.5\",port=\"5432\",\
-             host=\"db\\\"x\\\\\",verdict=\"deny\"} 3\n"
+            "ferrule_egress_attempts_total{proto=\"tcp\",destination=\"db\\\"x\\\\:5432\",\
+             verdict=\"deny\"} 3\n"
         ));
     }
 }

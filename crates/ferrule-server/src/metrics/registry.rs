@@ -6,6 +6,7 @@
 //! folds the slot into `retired` and zeroes it before the position is reused, under
 //! the same lock the scrape takes, so no request is counted twice or lost.
 
+use super::egress_table::EgressTable;
 use super::slot::{Slot, ACCEPTING, COUNTERS, IDLE, OPEN, WORDS};
 use crate::sys::shared_words;
 use std::io;
@@ -28,6 +29,7 @@ pub struct Registry {
     retired: Mutex<Vec<u64>>,
     restarts: [AtomicU64; REASONS.len()],
     workers: AtomicU64,
+    egress: EgressTable,
 }
 
 /// What a scrape sees: the counters summed over live slots and retired workers, the
@@ -36,8 +38,7 @@ pub struct Totals {
     pub(crate) words: Vec<u64>,
     pub(crate) restarts: [u64; REASONS.len()],
     pub(crate) workers: u64,
-    /// The workers' egress counters (`expose::egress_counters`); empty until they
-    /// are carried to the master.
+    /// Every worker's egress counters (`egress_table.rs`).
     pub(crate) egress: Vec<super::expose::EgressCount>,
 }
 
@@ -50,6 +51,7 @@ impl Registry {
             retired: Mutex::new(vec![0; COUNTERS]),
             restarts: Default::default(),
             workers: AtomicU64::new(0),
+            egress: EgressTable::new()?,
         })
     }
 
@@ -63,6 +65,11 @@ impl Registry {
         Some(Slot {
             words: words.try_into().ok()?,
         })
+    }
+
+    /// The egress counters every worker adds to.
+    pub fn egress_table(&self) -> EgressTable {
+        self.egress
     }
 
     fn retired(&self) -> MutexGuard<'_, Vec<u64>> {
@@ -121,7 +128,7 @@ impl Registry {
             words,
             restarts: std::array::from_fn(|i| self.restarts[i].load(Relaxed)),
             workers: self.workers.load(Relaxed),
-            egress: Vec::new(),
+            egress: self.egress.snapshot(),
         }
     }
 }

@@ -21,7 +21,7 @@ fn tcp_pair() -> (Transport, TcpStream) {
 }
 
 fn read(t: &mut Transport, buf: &mut Vec<u8>) -> ReadOutcome {
-    t.read_append(buf, 4096, 16 * 1024).unwrap()
+    t.read_append(buf, 4096, 16 * 1024, None).unwrap()
 }
 
 #[test]

@@ -53,15 +53,20 @@ impl Write for Socket {
 }
 
 /// The socket as rustls reads it, remembering whether the last read was short (took
-/// less than the room it was given).
+/// less than the room it was given), and keeping the kernel's receive time of the
+/// raw bytes in `rx` when given one (`Conn::rx`).
 struct Measured<'a> {
     socket: &'a mut Socket,
     short: bool,
+    rx: Option<&'a mut u64>,
 }
 
 impl Read for Measured<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.socket.read(buf)?;
+        let n = match self.rx.as_deref_mut() {
+            None => self.socket.read(buf)?,
+            Some(rx) => sys::recv_stamped(self.socket.fd(), buf, rx)?,
+        };
         self.short = n < buf.len();
         Ok(n)
     }
@@ -111,15 +116,21 @@ impl TlsStream {
         self.socket.fd()
     }
 
-    /// Advances the handshake on what the socket holds, writing the session's answers.
-    pub(crate) fn handshake(&mut self) -> io::Result<Handshake> {
+    /// Advances the handshake on what the socket holds, writing the session's answers
+    /// (`rx`: see [`Measured`]; the client's first request may come with its Finished).
+    pub(crate) fn handshake(&mut self, mut rx: Option<&mut u64>) -> io::Result<Handshake> {
         loop {
             self.process()?;
             if !self.session.is_handshaking() {
                 self.flush()?;
                 return Ok(Handshake::Done);
             }
-            match self.session.read_tls(&mut self.socket) {
+            let mut from = Measured {
+                socket: &mut self.socket,
+                short: false,
+                rx: rx.as_deref_mut(),
+            };
+            match self.session.read_tls(&mut from) {
                 Ok(0) => return Ok(Handshake::Closed),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Handshake::Pending),
@@ -147,6 +158,7 @@ impl TlsStream {
         buf: &mut Vec<u8>,
         min_spare: usize,
         grow: usize,
+        mut rx: Option<&mut u64>,
     ) -> io::Result<ReadOutcome> {
         if buf.capacity() - buf.len() < min_spare {
             buf.reserve(grow);
@@ -176,6 +188,7 @@ impl TlsStream {
             let mut from = Measured {
                 socket: &mut self.socket,
                 short: false,
+                rx: rx.as_deref_mut(),
             };
             match self.session.read_tls(&mut from) {
                 // The TCP end: the session answers `UnexpectedEof` (no close_notify)

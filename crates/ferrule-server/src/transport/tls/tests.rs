@@ -61,7 +61,7 @@ fn reads_fill_the_room_and_keep_the_rest_in_the_session() {
     let session = rustls::ServerConnection::new(server_cfg).unwrap();
     let mut tls = TlsStream::new(Socket::Tcp(server), session, &[]).unwrap();
     loop {
-        match tls.handshake().unwrap() {
+        match tls.handshake(None).unwrap() {
             Handshake::Done => break,
             Handshake::Pending => {
                 crate::sys::wait_ready(tls.fd(), Interest::Read, Duration::from_secs(10)).unwrap();
@@ -74,7 +74,7 @@ fn reads_fill_the_room_and_keep_the_rest_in_the_session() {
     let mut kept = 0;
     while got.len() < sent.len() {
         let mut buf = Vec::with_capacity(1000);
-        match t.read_append(&mut buf, 1000, 1000).unwrap() {
+        match t.read_append(&mut buf, 1000, 1000, None).unwrap() {
             ReadOutcome::Data(n) => {
                 assert!(n > 0 && n == buf.len());
                 if buf.len() == buf.capacity() && t.wait(Interest::Read, Duration::ZERO).unwrap() {
