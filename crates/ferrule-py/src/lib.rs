@@ -266,6 +266,7 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config::defaults::defaults, m)?)?;
     metrics::register(m)?;
     m.add_function(wrap_pyfunction!(egress::egress_start, m)?)?;
+    m.add_function(wrap_pyfunction!(egress::egress_dns_hint, m)?)?;
     m.add_function(wrap_pyfunction!(egress::egress_note_host, m)?)?;
     m.add_function(wrap_pyfunction!(egress::egress_counts, m)?)?;
     m.add_class::<config::Config>()?;

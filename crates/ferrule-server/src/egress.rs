@@ -105,6 +105,15 @@ pub fn check(settings: &EgressSettings) -> Result<usize, EgressError> {
         .len())
 }
 
+/// The start-up warning for allow rules that name hosts while DNS is denied
+/// ([`Policy::dns_hint`]); `None` when there is nothing to say or the SPECs are bad
+/// (which [`check`] reports).
+pub fn dns_hint(settings: &EgressSettings) -> Option<String> {
+    Policy::parse(&settings.deny, &settings.allow)
+        .ok()?
+        .dns_hint()
+}
+
 /// Turns egress on in this process: every thread's outbound attempts are judged,
 /// recorded and counted from now on. The number of rules.
 pub fn start(settings: &EgressSettings) -> Result<usize, EgressError> {
