@@ -60,12 +60,28 @@ pub fn ascii_str<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PySt
     Ok(PyString::new(py, &String::from_utf8_lossy(bytes)))
 }
 
-/// Overwrites `s` with `bytes` when no one but its two known holders can see it: a
-/// reused environ's `ferrule.request_id` gets the next id without a new str and a
-/// dict store (callgrind: about 250 instructions a request). True when done: `s` is
-/// an exact, compact ASCII, not interned str of `bytes.len()` characters with two
-/// references (the caller's and one it knows of: the dict's), and `bytes` is ASCII.
+/// Overwrites `s` with `bytes` when no one but its two known holders can see it
+/// ([`refill_ascii_with`]); `bytes` must be ASCII.
 pub fn refill_ascii(s: &Bound<'_, PyString>, bytes: &[u8]) -> bool {
+    bytes.is_ascii()
+        && refill_ascii_with(s, bytes.len(), |data| {
+            data.copy_from_slice(bytes);
+            true
+        })
+}
+
+/// Lets `write` rewrite the characters of `s` in place when no one but its two known
+/// holders can see it: a reused environ's `ferrule.request_id` gets the next id
+/// without a new str and a dict store (callgrind: about 250 instructions a request).
+/// True when done: `s` is an exact, compact ASCII, not interned str of `len`
+/// characters with two references (the caller's and one it knows of: the dict's),
+/// and `write` said true (false: it wrote nothing); a byte it left over 127 loses
+/// its high bit.
+pub fn refill_ascii_with(
+    s: &Bound<'_, PyString>,
+    len: usize,
+    write: impl FnOnce(&mut [u8]) -> bool,
+) -> bool {
     #[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy, Py_GIL_DISABLED, Py_3_14)))]
     {
         let obj = s.as_ptr();
@@ -73,14 +89,13 @@ pub fn refill_ascii(s: &Bound<'_, PyString>, bytes: &[u8]) -> bool {
         // is attached, so its header and fields are valid to read. It is written
         // only when its references are the caller's two, so no other code holds
         // it (a str has no weak references; an interned one, whose interning table
-        // does not count, is left alone); its data has room for exactly `length`
+        // does not count, is left alone); its data has room for exactly `len`
         // one-byte characters, and the cached hash is reset, as for a new str.
         unsafe {
             if ffi::PyUnicode_CheckExact(obj) == 0
                 || ffi::Py_REFCNT(obj) != 2
                 || ffi::PyUnicode_IS_COMPACT_ASCII(obj) == 0
-                || ffi::PyUnicode_GET_LENGTH(obj) != bytes.len() as ffi::Py_ssize_t
-                || !bytes.is_ascii()
+                || ffi::PyUnicode_GET_LENGTH(obj) != len as ffi::Py_ssize_t
             {
                 return false;
             }
@@ -88,15 +103,21 @@ pub fn refill_ascii(s: &Bound<'_, PyString>, bytes: &[u8]) -> bool {
             if (*ascii).interned() != 0 {
                 return false;
             }
-            let data = ffi::PyUnicode_DATA(obj).cast::<u8>();
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
+            let data = std::slice::from_raw_parts_mut(ffi::PyUnicode_DATA(obj).cast::<u8>(), len);
+            if !write(data) {
+                return false;
+            }
+            if !data.is_ascii() {
+                // Kept a valid ASCII str whatever `write` did.
+                data.iter_mut().for_each(|b| *b &= 0x7f);
+            }
             (*ascii).hash = -1;
             true
         }
     }
     #[cfg(any(Py_LIMITED_API, PyPy, GraalPy, Py_GIL_DISABLED, Py_3_14))]
     {
-        let _ = (s, bytes);
+        let _ = (s, len, write);
         false
     }
 }

@@ -21,7 +21,10 @@ mod record;
 mod rules;
 mod supervisor;
 
-pub use attribution::{begin, egress_on, end, want_ids, wanted, with_request_id, with_tally};
+pub use attribution::{
+    begin, egress_on, end, forwarded_id, set_mount, want_ids, wanted, with_request_id, with_tally,
+    MadeId, Path, RequestId,
+};
 pub use counts::Key;
 pub use policy::{Policy, Verdict};
 pub use rules::Rule;

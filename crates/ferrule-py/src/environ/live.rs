@@ -15,6 +15,7 @@
 
 use super::{Absent, Sticky, STICKY};
 use crate::sys;
+use ferrule_server::egress::{MadeId, RequestId};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -37,8 +38,12 @@ pub struct Live {
     /// An empty list whose room the next request's keys take (no allocation).
     spare: Vec<Py<PyString>>,
     /// Its `ferrule.request_id` str, while `dict` holds it (egress): refilled in place
-    /// for the next request when no one else refers to it.
+    /// for the next request when no one else refers to it. Not an extra key: every
+    /// request of the process sets it, so it stays in a built-on dict.
     request_id: Option<Py<PyString>>,
+    /// The made id that str holds (`None`: a forwarded one), so the next made id
+    /// rewrites only the digits that differ.
+    made: Option<MadeId>,
     /// This build set `request_id` (else [`Live::finish`] forgets it: the dict may
     /// not hold it, uwsgi's environs get theirs after `finish`).
     request_id_set: bool,
@@ -63,25 +68,44 @@ impl Live {
         dict
     }
 
-    /// Sets `dict[key]` (`ferrule.request_id`) to the ASCII `id`. A built-on dict
-    /// still holds the str this set last (its unchanged version tag says no one stored
+    /// Sets `dict[key]` (`ferrule.request_id`) to request `id`'s text (`forwarded`:
+    /// the kept `X-Request-ID`, for [`RequestId::Forwarded`]). A built-on dict still
+    /// holds the str this set last (its unchanged version tag says no one stored
     /// anything since): rewritten in place when only the dict and this record refer
-    /// to it, which costs no new str and no dict store; otherwise a new str.
+    /// to it, which costs no new str and no dict store (a made id after a made id:
+    /// only the digits that changed); otherwise a new str.
     pub fn set_request_id(
         &mut self,
         dict: &Bound<'_, PyDict>,
         key: &Bound<'_, PyString>,
-        id: &[u8],
+        id: RequestId,
+        forwarded: &[u8],
     ) -> PyResult<()> {
         let py = dict.py();
+        let made = match id {
+            RequestId::Made(made) => Some(made),
+            RequestId::Forwarded => None,
+        };
         if let Some(last) = &self.request_id {
-            if sys::refill_ascii(last.bind(py), id) {
+            let last = last.bind(py);
+            let done = match made {
+                Some(m) => {
+                    sys::refill_ascii_with(last, MadeId::LEN, |data| m.write(data, self.made))
+                }
+                None => sys::refill_ascii(last, forwarded),
+            };
+            if done {
+                self.made = made;
                 self.request_id_set = true;
                 return Ok(());
             }
         }
-        let s = sys::ascii_str(py, id)?;
+        let s = match made {
+            Some(m) => sys::ascii_str(py, &m.text())?,
+            None => sys::ascii_str(py, forwarded)?,
+        };
         dict.set_item(key, &s)?;
+        self.made = made;
         if let Some(last) = self.request_id.replace(s.unbind()) {
             drop(last.into_bound(py));
         }

@@ -188,7 +188,11 @@ mod tests {
     fn dns_is_denied_under_allow_rules_unless_a_nameserver_rule_allows_it() {
         let conf = "# x\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch a\n";
         assert_eq!(resolvers(conf), vec![ip("192.0.2.53"), ip("fe80::1")]);
-        assert_eq!(resolvers("search a\n"), vec![ip("127.0.0.1")], "the default");
+        assert_eq!(
+            resolvers("search a\n"),
+            vec![ip("127.0.0.1")],
+            "the default"
+        );
         let mut p = Policy::parse::<&str>(&[], &["127.0.0.1:5432"]).unwrap();
         p.set_resolvers(&resolvers(conf));
         assert_eq!(p.judge(ip("192.0.2.53"), 53, None), (Verdict::Deny, None));
@@ -232,7 +236,11 @@ mod tests {
             "{line}"
         );
         assert_eq!(hint(&["db.internal:5432", "nameserver"]), None);
-        assert_eq!(hint(&["db.internal", "192.0.2.0/24"]), None, "a network rule allows it");
+        assert_eq!(
+            hint(&["db.internal", "192.0.2.0/24"]),
+            None,
+            "a network rule allows it"
+        );
         assert_eq!(hint(&["10.0.0.1:5432"]), None, "no name to resolve");
         assert_eq!(hint(&[]), None);
     }
