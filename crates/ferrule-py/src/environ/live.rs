@@ -41,9 +41,10 @@ pub struct Live {
     /// for the next request when no one else refers to it. Not an extra key: every
     /// request of the process sets it, so it stays in a built-on dict.
     request_id: Option<Py<PyString>>,
-    /// The made id that str holds (`None`: a forwarded one), so the next made id
-    /// rewrites only the digits that differ.
+    /// The made id whose text `text` is (`None`: none yet, or the str holds a
+    /// forwarded id), so the next made id rewrites only the digits that differ.
     made: Option<MadeId>,
+    text: [u8; MadeId::LEN],
     /// This build set `request_id` (else [`Live::finish`] forgets it: the dict may
     /// not hold it, uwsgi's environs get theirs after `finish`).
     request_id_set: bool,
@@ -86,12 +87,17 @@ impl Live {
             RequestId::Made(made) => Some(made),
             RequestId::Forwarded => None,
         };
+        // The str holds `self.text` when it was last given a made id. Taken until this
+        // succeeds: after an error `text` may be ahead of the str.
+        let last_made = self.made.take();
+        let changed = made.map(|m| m.write(&mut self.text, last_made).unwrap_or(0..0));
         if let Some(last) = &self.request_id {
             let last = last.bind(py);
-            let done = match made {
-                Some(m) => {
-                    sys::refill_ascii_with(last, MadeId::LEN, |data| m.write(data, self.made))
+            let done = match changed {
+                Some(changed) if last_made.is_some() => {
+                    sys::refill_ascii_part(last, &self.text, changed)
                 }
+                Some(_) => sys::refill_ascii(last, &self.text),
                 None => sys::refill_ascii(last, forwarded),
             };
             if done {
@@ -101,7 +107,7 @@ impl Live {
             }
         }
         let s = match made {
-            Some(m) => sys::ascii_str(py, &m.text())?,
+            Some(_) => sys::ascii_str(py, &self.text)?,
             None => sys::ascii_str(py, forwarded)?,
         };
         dict.set_item(key, &s)?;

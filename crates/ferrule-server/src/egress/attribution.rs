@@ -20,6 +20,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -178,30 +179,29 @@ impl MadeId {
     /// The id's 32 characters.
     pub fn text(self) -> [u8; MADE_ID] {
         let mut out = [0u8; MADE_ID];
-        self.write(&mut out, None);
+        put_hex(&mut out[..16], self.key);
+        put_hex(&mut out[16..], self.seq);
         out
     }
 
-    /// Writes the id into `out` (32 bytes). When `out` holds `last`'s text (an id of
-    /// the same process), only the digits that differ are written: usually one or two.
-    /// False when `out` is not 32 bytes long.
-    pub fn write(self, out: &mut [u8], last: Option<MadeId>) -> bool {
-        let Ok(out) = <&mut [u8; MADE_ID]>::try_from(out) else {
-            return false;
-        };
+    /// Writes the id into `out` (32 bytes): the part that differs from `last`'s text,
+    /// when `out` holds it (an id of the same process whose sequence number differs in
+    /// the low byte only: one table pair, 255 requests in 256), else all of it. The
+    /// range written, `None` when `out` is not 32 bytes long.
+    #[inline]
+    pub fn write(self, out: &mut [u8], last: Option<MadeId>) -> Option<Range<usize>> {
+        let out = <&mut [u8; MADE_ID]>::try_from(out).ok()?;
         match last {
-            Some(last) if last.key == self.key => {
-                let changed = (64 - (last.seq ^ self.seq).leading_zeros() as usize).div_ceil(4);
-                for (i, digit) in out[MADE_ID - changed..].iter_mut().rev().enumerate() {
-                    *digit = HEX_DIGITS[((self.seq >> (4 * i)) & 0xf) as usize];
-                }
+            Some(last) if last.key == self.key && (last.seq ^ self.seq) >> 8 == 0 => {
+                out[MADE_ID - 2..].copy_from_slice(&HEX_PAIRS[(self.seq & 0xff) as usize]);
+                Some(MADE_ID - 2..MADE_ID)
             }
             _ => {
                 put_hex(&mut out[..16], self.key);
                 put_hex(&mut out[16..], self.seq);
+                Some(0..MADE_ID)
             }
         }
-        true
     }
 }
 

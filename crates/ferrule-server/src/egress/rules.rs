@@ -60,6 +60,9 @@ impl Rule {
             "metadata" => (keyword(METADATA)?, None),
             "private" => (keyword(PRIVATE)?, None),
             NAMESERVER => (vec![Target::Resolvers(Vec::new())], Some(53)),
+            k if k.starts_with("nameserver:") => {
+                return Err("the keyword nameserver takes no port (it is port 53)".into())
+            }
             _ => {
                 let (host, port) = split_port(text)?;
                 (vec![target(host)?], port)

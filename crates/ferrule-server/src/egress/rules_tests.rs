@@ -140,6 +140,7 @@ fn bad_specs_say_what_is_wrong() {
     for (spec, says) in [
         ("", "empty"),
         ("10.0.0.0/33", "prefix length"),
+        ("nameserver:853", "takes no port"),
         ("::1/129", "prefix length"),
         ("10.0.0.0/x", "prefix length"),
         ("300.1.1.1", "not a valid IP"),
