@@ -270,7 +270,7 @@ impl Exchange {
     }
     /// The `X-Request-ID` field, when the connection's peer is in
     /// `--forwarded-allow-ips` (egress's `request_id`).
-    #[inline]
+    #[inline(always)]
     pub fn trusted_request_id(&self) -> Option<&[u8]> {
         // The field first: most requests have none, and the list is not looked at.
         let id = match self.protocol {

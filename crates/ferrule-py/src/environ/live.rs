@@ -41,10 +41,9 @@ pub struct Live {
     /// for the next request when no one else refers to it. Not an extra key: every
     /// request of the process sets it, so it stays in a built-on dict.
     request_id: Option<Py<PyString>>,
-    /// The made id whose text `text` is (`None`: none yet, or the str holds a
-    /// forwarded id), so the next made id rewrites only the digits that differ.
+    /// The made id that str holds (`None`: a forwarded one, or not known), so the
+    /// next made id rewrites only the characters that differ.
     made: Option<MadeId>,
-    text: [u8; MadeId::LEN],
     /// This build set `request_id` (else [`Live::finish`] forgets it: the dict may
     /// not hold it, uwsgi's environs get theirs after `finish`).
     request_id_set: bool,
@@ -72,9 +71,10 @@ impl Live {
     /// Sets `dict[key]` (`ferrule.request_id`) to request `id`'s text (`forwarded`:
     /// the kept `X-Request-ID`, for [`RequestId::Forwarded`]). A built-on dict still
     /// holds the str this set last (its unchanged version tag says no one stored
-    /// anything since): rewritten in place when only the dict and this record refer
-    /// to it, which costs no new str and no dict store (a made id after a made id:
-    /// only the digits that changed); otherwise a new str.
+    /// anything since): when only the dict and this record refer to it, a made id
+    /// after a made id rewrites its last two characters in place (no new str, no dict
+    /// store), the usual case; [`Live::set_request_id_again`] does the rest.
+    #[inline]
     pub fn set_request_id(
         &mut self,
         dict: &Bound<'_, PyDict>,
@@ -82,39 +82,49 @@ impl Live {
         id: RequestId,
         forwarded: &[u8],
     ) -> PyResult<()> {
-        let py = dict.py();
-        let made = match id {
-            RequestId::Made(made) => Some(made),
-            RequestId::Forwarded => None,
-        };
-        // The str holds `self.text` when it was last given a made id. Taken until this
-        // succeeds: after an error `text` may be ahead of the str.
-        let last_made = self.made.take();
-        let changed = made.map(|m| m.write(&mut self.text, last_made).unwrap_or(0..0));
-        if let Some(last) = &self.request_id {
-            let last = last.bind(py);
-            let done = match changed {
-                Some(changed) if last_made.is_some() => {
-                    sys::refill_ascii_part(last, &self.text, changed)
+        if let (RequestId::Made(made), Some(last), Some(last_made)) =
+            (id, &self.request_id, self.made)
+        {
+            if let Some(tail) = made.tail_after(last_made) {
+                if sys::refill_ascii_tail(last.bind(dict.py()), MadeId::LEN, tail) {
+                    self.made = Some(made);
+                    self.request_id_set = true;
+                    return Ok(());
                 }
-                Some(_) => sys::refill_ascii(last, &self.text),
-                None => sys::refill_ascii(last, forwarded),
-            };
-            if done {
-                self.made = made;
-                self.request_id_set = true;
-                return Ok(());
             }
         }
-        let s = match made {
-            Some(_) => sys::ascii_str(py, &self.text)?,
-            None => sys::ascii_str(py, forwarded)?,
+        self.set_request_id_again(dict, key, id, forwarded)
+    }
+
+    /// [`Live::set_request_id`] when more than the tail changes: the whole text
+    /// rewritten in place when the str is still only ours, else a new str.
+    fn set_request_id_again(
+        &mut self,
+        dict: &Bound<'_, PyDict>,
+        key: &Bound<'_, PyString>,
+        id: RequestId,
+        forwarded: &[u8],
+    ) -> PyResult<()> {
+        let py = dict.py();
+        let (made, text) = match id {
+            RequestId::Made(made) => (Some(made), Some(made.text())),
+            RequestId::Forwarded => (None, None),
         };
-        dict.set_item(key, &s)?;
-        self.made = made;
-        if let Some(last) = self.request_id.replace(s.unbind()) {
-            drop(last.into_bound(py));
+        let text = text.as_ref().map_or(forwarded, |t| &t[..]);
+        // Unknown until this succeeds.
+        self.made = None;
+        let refilled = self
+            .request_id
+            .as_ref()
+            .is_some_and(|last| sys::refill_ascii(last.bind(py), text));
+        if !refilled {
+            let s = sys::ascii_str(py, text)?;
+            dict.set_item(key, &s)?;
+            if let Some(last) = self.request_id.replace(s.unbind()) {
+                drop(last.into_bound(py));
+            }
         }
+        self.made = made;
         self.request_id_set = true;
         Ok(())
     }

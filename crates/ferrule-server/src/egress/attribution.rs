@@ -20,7 +20,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -184,24 +183,13 @@ impl MadeId {
         out
     }
 
-    /// Writes the id into `out` (32 bytes): the part that differs from `last`'s text,
-    /// when `out` holds it (an id of the same process whose sequence number differs in
-    /// the low byte only: one table pair, 255 requests in 256), else all of it. The
-    /// range written, `None` when `out` is not 32 bytes long.
+    /// The last two characters of this id when they are all that differ from
+    /// `last`'s text (the same process's key, a sequence number that differs in the
+    /// low byte only: 255 requests in 256); `None` when more differ.
     #[inline]
-    pub fn write(self, out: &mut [u8], last: Option<MadeId>) -> Option<Range<usize>> {
-        let out = <&mut [u8; MADE_ID]>::try_from(out).ok()?;
-        match last {
-            Some(last) if last.key == self.key && (last.seq ^ self.seq) >> 8 == 0 => {
-                out[MADE_ID - 2..].copy_from_slice(&HEX_PAIRS[(self.seq & 0xff) as usize]);
-                Some(MADE_ID - 2..MADE_ID)
-            }
-            _ => {
-                put_hex(&mut out[..16], self.key);
-                put_hex(&mut out[16..], self.seq);
-                Some(0..MADE_ID)
-            }
-        }
+    pub fn tail_after(self, last: MadeId) -> Option<[u8; 2]> {
+        (last.key == self.key && (last.seq ^ self.seq) >> 8 == 0)
+            .then(|| HEX_PAIRS[(self.seq & 0xff) as usize])
     }
 }
 

@@ -63,7 +63,7 @@ fn a_slot_carries_its_request_and_tally_and_is_reused() {
 }
 
 #[test]
-fn a_made_id_writes_only_what_changes_and_equals_a_full_one() {
+fn a_made_id_after_another_differs_in_its_tail_or_is_made_whole() {
     want_ids();
     let full = |seq: u64| {
         let mut out = [0u8; 32];
@@ -71,8 +71,7 @@ fn a_made_id_writes_only_what_changes_and_equals_a_full_one() {
         put_hex(&mut out[16..], seq);
         out
     };
-    let mut text = [b'x'; 32];
-    let mut last = None;
+    let mut last: Option<MadeId> = None;
     for seq in [
         1,
         2,
@@ -86,22 +85,30 @@ fn a_made_id_writes_only_what_changes_and_equals_a_full_one() {
         u64::MAX,
     ] {
         let id = MadeId::new(seq);
-        let wrote = id.write(&mut text, last).unwrap();
-        assert_eq!(text, full(seq), "seq {seq:#x}");
-        let low_byte_only = last.is_some_and(|l: MadeId| (l.seq ^ seq) < 256);
-        assert_eq!(
-            wrote,
-            if low_byte_only { 30..32 } else { 0..32 },
-            "seq {seq:#x}"
-        );
-        assert_eq!(id.text(), full(seq));
+        assert_eq!(id.text(), full(seq), "seq {seq:#x}");
+        if let Some(last) = last {
+            let mut text = last.text();
+            match id.tail_after(last) {
+                Some(tail) => text[30..].copy_from_slice(&tail),
+                None => assert!((last.seq ^ seq) > 0xff, "seq {seq:#x}"),
+            }
+            if (last.seq ^ seq) <= 0xff {
+                assert_eq!(
+                    text,
+                    full(seq),
+                    "seq {seq:#x}: the tail is all that changed"
+                );
+            }
+        }
         last = Some(id);
     }
-    // Another key (ids wanted again): every digit is written.
     let other = MadeId { key: 7, seq: 3 };
-    assert_eq!(other.write(&mut text, last), Some(0..32));
-    assert_eq!(&text, b"00000000000000070000000000000003");
-    assert_eq!(other.write(&mut [0u8; 31], None), None, "not 32 bytes");
+    assert_eq!(&other.text(), b"00000000000000070000000000000003");
+    assert_eq!(
+        other.tail_after(MadeId { key: 8, seq: 2 }),
+        None,
+        "another key"
+    );
 }
 
 #[test]
