@@ -91,6 +91,9 @@ impl Policy {
     /// resolve those names, and nothing else would say why. Deny rules may deny DNS
     /// on purpose; the line names how to allow it, and the worker starts either way.
     fn dns_hint_for(&self, resolvers: &[IpAddr]) -> Option<String> {
+        // The master has not read them into its `nameserver` rules (workers do).
+        let mut judged = self.clone();
+        judged.set_resolvers(resolvers);
         let named: Vec<&str> = self
             .allow
             .iter()
@@ -99,7 +102,7 @@ impl Policy {
             .collect();
         let denied: Vec<String> = resolvers
             .iter()
-            .filter(|ip| self.judge(**ip, 53, None).0 == Verdict::Deny)
+            .filter(|ip| judged.judge(**ip, 53, None).0 == Verdict::Deny)
             .map(IpAddr::to_string)
             .collect();
         if named.is_empty() || denied.is_empty() {
@@ -222,11 +225,8 @@ mod tests {
     #[test]
     fn the_dns_hint_comes_only_for_named_hosts_without_dns() {
         let ns = [ip("192.0.2.53")];
-        let hint = |allow: &[&str]| {
-            let mut p = Policy::parse(&[], allow).unwrap();
-            p.set_resolvers(&ns);
-            p.dns_hint_for(&ns)
-        };
+        // As the master has them: parsed, the resolvers not read into the rules.
+        let hint = |allow: &[&str]| Policy::parse(&[], allow).unwrap().dns_hint_for(&ns);
         let line = hint(&["db.internal:5432", "*.example.com", "10.0.0.1"]).unwrap();
         assert!(
             line.contains("(db.internal:5432, *.example.com)")
