@@ -157,12 +157,11 @@ thread_local! {
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 impl Environ {
-    /// The request's method and path for egress's record (which starts before the
-    /// environ is built): the target's path, which the record decodes into PATH_INFO
-    /// below this environ's SCRIPT_NAME ([`Environ::new`] tells egress) only if a call
-    /// is trapped; for uwsgi, the PATH_INFO variable below the SCRIPT_NAME mount.
-    #[inline]
-    pub fn egress_request<'a>(&self, ex: &'a ferrule_server::Exchange) -> egress::Request<'a> {
+    /// The request's path for egress's record (which starts before the environ is
+    /// built): the target's, which the record decodes into PATH_INFO below this
+    /// environ's SCRIPT_NAME ([`Environ::new`] tells egress) only if a call is
+    /// trapped; for uwsgi, the PATH_INFO variable below the SCRIPT_NAME mount.
+    pub fn egress_path<'a>(&self, ex: &'a ferrule_server::Exchange) -> egress::Path<'a> {
         if ex.protocol() == ferrule_server::Protocol::Uwsgi {
             let (mut path, mut mount) = (&b""[..], self.script_name.as_slice());
             for (name, value) in ex.headers() {
@@ -172,22 +171,9 @@ impl Environ {
                     _ => {}
                 }
             }
-            return egress::Request::Vars {
-                method: ex.method(),
-                path_info: rules::strip_mount(path, mount),
-            };
+            return egress::Path::Info(rules::strip_mount(path, mount));
         }
-        match ex.method_to_path() {
-            Some((line, method_len, path_at)) => egress::Request::Line {
-                line,
-                method_len,
-                path_at,
-            },
-            None => egress::Request::Target {
-                method: ex.method(),
-                path: ex.path(),
-            },
-        }
+        egress::Path::Target(ex.path())
     }
 
     pub fn new(

@@ -60,8 +60,13 @@ impl Wsgi {
 
     fn call(&self, py: Python<'_>, ex: Box<Exchange>) -> Option<Box<Exchange>> {
         // Egress attribution and `request_id`: one load when neither is on.
-        let id = egress::wanted()
-            .then(|| egress::begin(self.environ.egress_request(&ex), ex.trusted_request_id()));
+        let id = egress::wanted().then(|| {
+            egress::begin(
+                ex.method(),
+                self.environ.egress_path(&ex),
+                ex.trusted_request_id(),
+            )
+        });
         // uwsgi environs are built elsewhere and get the id below.
         let uwsgi_id = id.filter(|_| ex.protocol() == ferrule_server::Protocol::Uwsgi);
         let (tx, start_response) = match request_object(py, ex) {

@@ -23,7 +23,7 @@ mod supervisor;
 
 pub use attribution::{
     begin, egress_on, end, forwarded_id, set_mount, want_ids, wanted, with_request_id, with_tally,
-    MadeId, Request, RequestId,
+    MadeId, Path, RequestId,
 };
 pub use counts::Key;
 pub use policy::{Policy, Verdict};

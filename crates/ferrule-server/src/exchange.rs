@@ -228,23 +228,6 @@ impl Exchange {
     pub fn method(&self) -> &[u8] {
         self.bytes(self.head.method)
     }
-    /// The head's bytes from the method to the end of the target's path, with the
-    /// method's length and where the path starts in them, when they lie together in
-    /// the connection's buffer (an HTTP/1 request line: `GET /a`): egress copies them
-    /// in one go. `None` when either was rewritten apart from the buffer.
-    #[inline]
-    pub fn method_to_path(&self) -> Option<(&[u8], usize, usize)> {
-        let buf = self.conn.buf.as_slice();
-        let base = buf.as_ptr() as usize;
-        let (method, path) = (self.method(), self.path());
-        // Offsets into `buf` (safe arithmetic on addresses: a slice of another
-        // allocation is never inside `buf`'s range, which `get` checks).
-        let method_at = (method.as_ptr() as usize).checked_sub(base)?;
-        let path_at = (path.as_ptr() as usize).checked_sub(base)?;
-        let from_method = path_at.checked_sub(method_at + method.len())? + method.len();
-        let line = buf.get(method_at..path_at + path.len())?;
-        Some((line, method.len(), from_method))
-    }
     pub fn raw_target(&self) -> &[u8] {
         self.bytes(self.head.target.raw)
     }

@@ -74,7 +74,7 @@ impl Live {
     /// anything since): when only the dict and this record refer to it, a made id
     /// after a made id rewrites its last two characters in place (no new str, no dict
     /// store), the usual case; [`Live::set_request_id_again`] does the rest.
-    #[inline(always)]
+    #[inline]
     pub fn set_request_id(
         &mut self,
         dict: &Bound<'_, PyDict>,

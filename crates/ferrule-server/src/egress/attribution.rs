@@ -12,7 +12,7 @@
 //!
 //! What only a trapped call needs is made then, not per request: a made id's text
 //! (the process's key and the sequence number, [`MadeId`]) and the target path's
-//! percent-decoding into PATH_INFO ([`Request::Line`]). The environ writes the id's
+//! percent-decoding into PATH_INFO ([`Path::Target`]). The environ writes the id's
 //! digits straight into its str ([`MadeId::write`]).
 //!
 //! Nothing here runs unless ids are wanted ([`wanted`]): egress is on, or the access
@@ -99,15 +99,11 @@ impl Tally {
 pub(crate) struct Slot {
     /// The request being served (0: none). Stored by the slot's thread only.
     seq: AtomicU64,
-    /// Where that thread's `forwarded id | method .. path` bytes are: the forwarded
-    /// id is `[..id_len]` (none: the id is made from `seq`), the method starts at
-    /// `id_len`, the path is `[path_at..path_at + path_len]`.
+    /// Where that thread's `forwarded id | method | path` bytes are, and their three
+    /// lengths (no forwarded id: the id is made from `seq`).
     at: AtomicUsize,
-    id_len: AtomicUsize,
-    method_len: AtomicUsize,
-    path_at: AtomicUsize,
-    path_len: AtomicUsize,
-    /// The path is the target's, to be decoded into PATH_INFO ([`Request::Line`]).
+    lens: [AtomicUsize; 3],
+    /// The path is the target's, to be decoded into PATH_INFO ([`Path::Target`]).
     target: AtomicBool,
     tally: Mutex<Tally>,
 }
@@ -126,17 +122,15 @@ impl Slot {
             return None;
         }
         let at = self.at.load(Ordering::Relaxed);
-        let id_len = self.id_len.load(Ordering::Relaxed);
-        let method_end = id_len + self.method_len.load(Ordering::Relaxed);
-        let path_at = self.path_at.load(Ordering::Relaxed);
-        let path_end = path_at + self.path_len.load(Ordering::Relaxed);
-        let mut bytes = vec![0u8; path_end.max(method_end)];
+        let [a, b, c] = [0, 1, 2].map(|i| self.lens[i].load(Ordering::Relaxed));
+        let mut bytes = vec![0u8; a + b + c];
         crate::sys::remote::read_from(pid, at as u64, &mut bytes).ok()?;
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let (method, path) = (&bytes[id_len..method_end], &bytes[path_at..path_end]);
-        let id = match id_len {
+        let (id, rest) = bytes.split_at(a);
+        let (method, path) = rest.split_at(b);
+        let id = match a {
             0 => text(&MadeId::new(seq).text()),
-            _ => text(&bytes[..id_len]),
+            _ => text(id),
         };
         let path = match self.target.load(Ordering::Relaxed) {
             true => text(&path_info(path)),
@@ -207,25 +201,14 @@ pub enum RequestId {
     Forwarded,
 }
 
-/// The request's method and path for the record, as the head has them.
+/// The request's path for the record.
 #[derive(Clone, Copy, Debug)]
-pub enum Request<'a> {
-    /// An HTTP/1 head's bytes from the method to the end of the target's path, which
-    /// lie together (`GET /a`: one copy): the method is `line[..method_len]`, the raw
-    /// path `line[path_at..]`. PATH_INFO is the path percent-decoded, below the mount
+pub enum Path<'a> {
+    /// The target's path, raw: PATH_INFO is its percent-decoded form below the mount
     /// ([`set_mount`]), made only when a trapped call needs it.
-    Line {
-        line: &'a [u8],
-        method_len: usize,
-        path_at: usize,
-    },
-    /// The method and the raw target path, apart: PATH_INFO as for `Line`.
-    Target { method: &'a [u8], path: &'a [u8] },
-    /// A front server's variables: REQUEST_METHOD and PATH_INFO as they are.
-    Vars {
-        method: &'a [u8],
-        path_info: &'a [u8],
-    },
+    Target(&'a [u8]),
+    /// PATH_INFO as it is (a front server's variable).
+    Info(&'a [u8]),
 }
 
 impl Drop for Mine {
@@ -339,7 +322,7 @@ fn path_info(path: &[u8]) -> Vec<u8> {
 /// made of the process's random key and a sequence number, so distinct across
 /// processes and restarts), method and path. No lock, no allocation once the buffer
 /// has grown to the thread's longest request, no text made for the id.
-pub fn begin(request: Request<'_>, forwarded: Option<&[u8]>) -> RequestId {
+pub fn begin(method: &[u8], path: Path<'_>, forwarded: Option<&[u8]>) -> RequestId {
     MINE.with(|m| {
         let mut m = m.borrow_mut();
         let mine = m.get_or_insert_with(register);
@@ -354,34 +337,18 @@ pub fn begin(request: Request<'_>, forwarded: Option<&[u8]>) -> RequestId {
             None => (RequestId::Made(MadeId::new(seq)), 0),
         };
         mine.id_len = id_len;
-        let (target, method_len, path_at) = match request {
-            Request::Line {
-                line,
-                method_len,
-                path_at,
-            } => {
-                mine.buf.extend_from_slice(line);
-                (true, method_len, id_len + path_at)
-            }
-            Request::Target { method, path }
-            | Request::Vars {
-                method,
-                path_info: path,
-            } => {
-                mine.buf.extend_from_slice(method);
-                mine.buf.extend_from_slice(path);
-                let target = matches!(request, Request::Target { .. });
-                (target, method.len(), id_len + method.len())
-            }
+        let (target, path) = match path {
+            Path::Target(p) => (true, p),
+            Path::Info(p) => (false, p),
         };
+        mine.buf.extend_from_slice(method);
+        mine.buf.extend_from_slice(path);
         // Published after the bytes (the buffer may have moved while growing).
         let slot = &mine.slot;
         slot.at.store(mine.buf.as_ptr() as usize, Ordering::Relaxed);
-        slot.id_len.store(id_len, Ordering::Relaxed);
-        slot.method_len.store(method_len, Ordering::Relaxed);
-        slot.path_at.store(path_at, Ordering::Relaxed);
-        slot.path_len
-            .store(mine.buf.len() - path_at, Ordering::Relaxed);
+        for (len, n) in slot.lens.iter().zip([id_len, method.len(), path.len()]) {
+            len.store(n, Ordering::Relaxed);
+        }
         slot.target.store(target, Ordering::Relaxed);
         slot.seq.store(seq, Ordering::Release);
         id
@@ -403,10 +370,7 @@ fn register() -> Mine {
     let slot = Arc::new(Slot {
         seq: AtomicU64::new(0),
         at: AtomicUsize::new(0),
-        id_len: AtomicUsize::new(0),
-        method_len: AtomicUsize::new(0),
-        path_at: AtomicUsize::new(0),
-        path_len: AtomicUsize::new(0),
+        lens: Default::default(),
         target: AtomicBool::new(false),
         tally: Mutex::new(Tally::default()),
     });

@@ -2,10 +2,6 @@
 
 use super::*;
 
-fn vars<'a>(method: &'a [u8], path_info: &'a [u8]) -> Request<'a> {
-    Request::Vars { method, path_info }
-}
-
 fn me() -> i32 {
     std::process::id() as i32
 }
@@ -14,7 +10,7 @@ fn me() -> i32 {
 fn a_slot_carries_its_request_and_tally_and_is_reused() {
     want_ids();
     assert!(matches!(
-        begin(vars(b"GET", b"/a"), None),
+        begin(b"GET", Path::Info(b"/a"), None),
         RequestId::Made(_)
     ));
     let tid = nix::unistd::gettid().as_raw();
@@ -42,7 +38,7 @@ fn a_slot_carries_its_request_and_tally_and_is_reused() {
     assert!(slot.request(me()).is_none());
     with_tally(|t| assert_eq!(t.unwrap().0.len(), 2, "kept for the access log"));
     assert_eq!(
-        begin(vars(b"POST", b"/b"), Some(b"trace-1")),
+        begin(b"POST", Path::Info(b"/b"), Some(b"trace-1")),
         RequestId::Forwarded
     );
     let ([id, method, path], seq2) = slot.request(me()).unwrap();
@@ -55,9 +51,9 @@ fn a_slot_carries_its_request_and_tally_and_is_reused() {
     assert_eq!((t.used, t.connect_ms), (1, 0.0));
     assert_eq!(t.dests.len(), 2, "room kept for the next request");
     drop(t);
-    begin(vars(b"GET", b"/"), Some(b"has space"));
+    begin(b"GET", Path::Info(b"/"), Some(b"has space"));
     assert_eq!(slot.request(me()).unwrap().0[0].len(), 32);
-    begin(vars(b"GET", b"/c"), None);
+    begin(b"GET", Path::Info(b"/c"), None);
     assert_eq!(
         with_request_id(|r| r.len()),
         Some(32),
@@ -120,29 +116,13 @@ fn the_record_decodes_a_target_path_below_the_mount_only_when_asked() {
     want_ids();
     set_mount(b"/app");
     let tid = nix::unistd::gettid().as_raw();
-    let line = b"GET /app/caf%C3%A9%2Fx";
-    let request = Request::Line {
-        line,
-        method_len: 3,
-        path_at: 4,
-    };
-    begin(request, None);
+    begin(b"GET", Path::Target(b"/app/caf%C3%A9%2Fx?"), None);
     let slot = slot_of(tid).expect("registered");
-    let ([id, method, path], _) = slot.request(me()).unwrap();
-    assert_eq!(
-        (id.len(), method.as_str(), path.as_str()),
-        (32, "GET", "/café/x")
-    );
-    begin(request, Some(b"trace-7"));
-    let ([id, method, path], _) = slot.request(me()).unwrap();
-    assert_eq!([id, method, path], ["trace-7", "GET", "/café/x"]);
-    let target = Request::Target {
-        method: b"POST",
-        path: b"/application%zz",
-    };
-    begin(target, None);
-    assert_eq!(slot.request(me()).unwrap().0[1..], ["POST", "lication%zz"]);
-    begin(vars(b"GET", b"/app/%41"), None);
+    let ([_, _, path], _) = slot.request(me()).unwrap();
+    assert_eq!(path, "/café/x?");
+    begin(b"GET", Path::Target(b"/application%zz"), None);
+    assert_eq!(slot.request(me()).unwrap().0[2], "lication%zz");
+    begin(b"GET", Path::Info(b"/app/%41"), None);
     assert_eq!(
         slot.request(me()).unwrap().0[2],
         "/app/%41",
@@ -169,7 +149,7 @@ fn ids_are_distinct_across_threads() {
             std::thread::spawn(|| {
                 let mut seen = Vec::new();
                 for _ in 0..50 {
-                    begin(vars(b"GET", b"/"), None);
+                    begin(b"GET", Path::Info(b"/"), None);
                     with_request_id(|id| seen.push(String::from_utf8_lossy(id).into_owned()));
                 }
                 seen
