@@ -97,7 +97,10 @@ impl Live {
     }
 
     /// [`Live::set_request_id`] when more than the tail changes: the whole text
-    /// rewritten in place when the str is still only ours, else a new str.
+    /// rewritten in place when the str is still only ours, else a new str. Kept out
+    /// of line: the usual case stays small enough to inline.
+    #[cold]
+    #[inline(never)]
     fn set_request_id_again(
         &mut self,
         dict: &Bound<'_, PyDict>,

@@ -365,6 +365,9 @@ pub fn end() {
     });
 }
 
+// Once per thread: kept out of `begin`, which is inlined into every request.
+#[cold]
+#[inline(never)]
 fn register() -> Mine {
     let tid = nix::unistd::gettid().as_raw();
     let slot = Arc::new(Slot {
