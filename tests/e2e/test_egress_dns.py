@@ -1,11 +1,16 @@
 """DNS by explicit rule (docs/egress.md, "Policy"): under an allow-list the resolvers are
 reached only when the keyword `nameserver` allows them. Allow rules that name hosts without
-it get one start-up warning from the master, and the workers serve all the same. (The
+it get one start-up warning from the master (or `ferrule.run`), and the workers serve all the
+same. (The
 keyword's matching is in the Rust table tests: the resolvers here are not on loopback.)"""
 
 from __future__ import annotations
 
-from conftest import booted
+import signal
+import subprocess
+import sys
+
+from conftest import APPS, booted, free_port, wait_for_port
 from .egress_support import call, listeners, start, to_port, wait_records  # noqa: F401
 
 HINT = "egress: the allow rules name hosts"
@@ -47,3 +52,30 @@ def test_a_nameserver_rule_or_an_address_only_list_says_nothing(serve, tmp_path,
     assert reach(t, log2, target) == ("allow", f"127.0.0.1:{target.port}")
     assert dns_warnings(s.log()) == [] and dns_warnings(t.log()) == []
     assert target.settle() == 2
+
+
+RUN_SCRIPT = """
+import sys
+sys.path.insert(0, {apps!r})
+import ferrule
+from egress_app import app
+ferrule.run(app, bind="127.0.0.1:{port}", egress_allow="localhost:{target}")
+"""
+
+
+def test_ferrule_run_warns_too(tmp_path, listeners):
+    target, port = listeners(), free_port()
+    err = tmp_path / "run.err"
+    script = RUN_SCRIPT.format(apps=str(APPS), port=port, target=target.port)
+    with open(err, "wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", script], stderr=stderr)
+    try:
+        wait_for_port(port, proc)
+        # The line comes before the port listens (the policy is read first).
+        assert len(dns_warnings(err.read_text())) == 1, err.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
