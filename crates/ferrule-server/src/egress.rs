@@ -18,15 +18,16 @@ mod hosts;
 mod perform;
 mod policy;
 mod record;
+mod request_id;
 mod rules;
 mod supervisor;
 
 pub use attribution::{
-    begin, egress_on, end, forwarded_id, set_mount, want_ids, wanted, with_request_id, with_tally,
-    MadeId, Path, RequestId,
+    begin, egress_on, end, set_mount, want_ids, wanted, with_request_id, with_tally, Path,
 };
 pub use counts::Key;
 pub use policy::{Policy, Verdict};
+pub use request_id::{forwarded_id, MadeId, RequestId};
 pub use rules::Rule;
 
 use crate::logfile::LogFile;

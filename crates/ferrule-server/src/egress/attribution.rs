@@ -12,8 +12,8 @@
 //!
 //! What only a trapped call needs is made then, not per request: a made id's text
 //! (the process's key and the sequence number, [`MadeId`]) and the target path's
-//! percent-decoding into PATH_INFO ([`Path::Target`]). The environ writes the id's
-//! digits straight into its str ([`MadeId::write`]).
+//! percent-decoding into PATH_INFO ([`Path::Target`]). The environ rewrites only the
+//! id's changed characters in its str ([`MadeId::tail_after`]).
 //!
 //! Nothing here runs unless ids are wanted ([`wanted`]): egress is on, or the access
 //! log shows `%(request_id)s`.
@@ -25,23 +25,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferrule_http::percent;
 
+use super::request_id::{draw_key, forwarded_id, MadeId, RequestId};
+
 /// Egress is on in this process (the supervisor runs).
 static EGRESS_ON: AtomicBool = AtomicBool::new(false);
 /// Request ids are made (egress on, or the access log shows them).
 static IDS: AtomicBool = AtomicBool::new(false);
-/// This process's random id prefix (drawn after the fork, so workers differ).
-static KEY: AtomicU64 = AtomicU64::new(0);
-/// The process that drew `KEY` (a forked worker draws its own); held while drawing.
-static KEY_PID: Mutex<u32> = Mutex::new(0);
 /// The last request's sequence number in this process (0: none yet).
 static SEQ: AtomicU64 = AtomicU64::new(0);
 /// SCRIPT_NAME, which PATH_INFO leaves out of a target path ([`set_mount`]).
 static MOUNT: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-/// Longest `X-Request-ID` kept from a trusted peer.
-const MAX_FORWARDED_ID: usize = 200;
-/// A made id: the process's key, then the sequence number, 16 hex digits each.
-const MADE_ID: usize = 32;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -156,51 +149,6 @@ struct Mine {
     id_len: usize,
 }
 
-/// A made request id: this process's random key and a request's sequence number,
-/// 16 lowercase hex digits each. Its text is written only where it is shown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MadeId {
-    key: u64,
-    seq: u64,
-}
-
-impl MadeId {
-    /// Its text's length.
-    pub const LEN: usize = MADE_ID;
-
-    fn new(seq: u64) -> MadeId {
-        MadeId {
-            key: KEY.load(Ordering::Relaxed),
-            seq,
-        }
-    }
-
-    /// The id's 32 characters.
-    pub fn text(self) -> [u8; MADE_ID] {
-        let mut out = [0u8; MADE_ID];
-        put_hex(&mut out[..16], self.key);
-        put_hex(&mut out[16..], self.seq);
-        out
-    }
-
-    /// The last two characters of this id when they are all that differ from
-    /// `last`'s text (the same process's key, a sequence number that differs in the
-    /// low byte only: 255 requests in 256); `None` when more differ.
-    #[inline]
-    pub fn tail_after(self, last: MadeId) -> Option<[u8; 2]> {
-        (last.key == self.key && (last.seq ^ self.seq) >> 8 == 0)
-            .then(|| HEX_PAIRS[(self.seq & 0xff) as usize])
-    }
-}
-
-/// A request's id as [`begin`] settled it, for the environ.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RequestId {
-    Made(MadeId),
-    /// The trusted peer's `X-Request-ID` ([`forwarded_id`] of the same field).
-    Forwarded,
-}
-
 /// The request's path for the record.
 #[derive(Clone, Copy, Debug)]
 pub enum Path<'a> {
@@ -240,27 +188,10 @@ pub fn egress_on() -> bool {
     EGRESS_ON.load(Ordering::Relaxed)
 }
 
-/// Request ids are wanted (the access log shows them): draws this process's key, once
-/// (a made id's text is made again from it when shown, so it must not change).
+/// Request ids are wanted (the access log shows them): draws this process's key
+/// ([`draw_key`]).
 pub fn want_ids() {
-    let pid = std::process::id();
-    let mut drawn_by = lock(&KEY_PID);
-    if *drawn_by != pid {
-        let mut bytes = [0u8; 8];
-        if let Err(e) = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        {
-            // Still distinct per process: the pid and the time stand in.
-            tracing::warn!("/dev/urandom: {e}; request ids use the pid and the time");
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            bytes = (t ^ (u64::from(pid) << 40)).to_le_bytes();
-        }
-        KEY.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
-        *drawn_by = pid;
-    }
+    draw_key();
     IDS.store(true, Ordering::Relaxed);
 }
 
@@ -268,35 +199,6 @@ pub fn want_ids() {
 #[inline]
 pub fn wanted() -> bool {
     IDS.load(Ordering::Relaxed)
-}
-
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-
-/// Every byte as two lowercase hex digits.
-const HEX_PAIRS: [[u8; 2]; 256] = {
-    let mut t = [[0u8; 2]; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = [HEX_DIGITS[i >> 4], HEX_DIGITS[i & 0xf]];
-        i += 1;
-    }
-    t
-};
-
-/// Writes `v` as 16 lowercase hex digits into `out` (a byte at a time from a table:
-/// `format!` costs several times more).
-fn put_hex(out: &mut [u8], v: u64) {
-    for (pair, byte) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
-        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
-    }
-}
-
-/// The trusted peer's `X-Request-ID` when it is kept as the request id: 1-200
-/// visible ASCII characters.
-pub fn forwarded_id(field: Option<&[u8]>) -> Option<&[u8]> {
-    field.filter(|id| {
-        (1..=MAX_FORWARDED_ID).contains(&id.len()) && id.iter().all(|b| b.is_ascii_graphic())
-    })
 }
 
 /// Sets the SCRIPT_NAME that PATH_INFO leaves out of a target path (the environ's).
