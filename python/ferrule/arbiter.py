@@ -126,6 +126,7 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
             self.log.warning("forwarded_remote_addr has no effect with protocol = 'uwsgi': REMOTE_ADDR is the "
                              "front server's variable (resolve the client in nginx: real_ip_header)")
         self.log.info(f"Using {self.num_workers} worker(s), up to {self.cfg.threads} threads each")
+        self._warn_dns(self.core)
         if self.cfg.pidfile:
             write_pidfile(self.cfg.pidfile, self.pid, self.master_pid)
             self._pidfile = self.cfg.pidfile
@@ -180,6 +181,12 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
             self.log.info(f"Number of workers: {old} -> {n}")
             self.call_hook("nworkers_changed", self, n, old)
 
+    def _warn_dns(self, core: _ferrule.Config) -> None:
+        # Once per configuration read, here rather than in each worker.
+        hint = _ferrule.egress_dns_hint(core)
+        if hint:
+            self.log.warning(hint)
+
     def reload(self) -> None:
         """HUP: re-read the configuration, then replace every worker; each old one is
         stopped only when its replacement accepts."""
@@ -191,6 +198,7 @@ class Arbiter(pool.Pool, upgrade.Upgrades):
         self._respawn_at, self._respawn_delay = 0.0, RESPAWN_FIRST
         try:
             cfg, core, hooks = self._reload_config()
+            self._warn_dns(core)
         except Exception as exc:  # a broken edit must not take the server down
             self.log.error(f"configuration not reloaded: {exc}")
             cfg, core, hooks = self.cfg, self.core, self.hooks

@@ -312,9 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one JSON line per outbound connect/UDP send of the workers, '-' for stdout (default: none)")
     eg.add_argument("--egress-deny", action="append", metavar="SPEC",
                     help="refuse (EACCES) connects/sends to IP, CIDR, host.name or *.domain, each with optional "
-                         ":PORT ([v6]:PORT), or metadata / private; repeatable, comma-separated (default none)")
+                         ":PORT ([v6]:PORT), or metadata / private / nameserver (DNS); repeatable, comma-separated (default none)")
     eg.add_argument("--egress-allow", action="append", metavar="SPEC",
-                    help="once given, refuse every destination not allowed (the resolver stays reachable); "
+                    help="once given, refuse every destination not allowed, DNS too unless 'nameserver' is allowed; "
                          "deny wins; repeatable, comma-separated (default none)")
     lg.add_argument("--log-config", metavar="FILE",
                     help="Python logging fileConfig file for ferrule's error and access records (default: none)")

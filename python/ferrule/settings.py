@@ -262,6 +262,9 @@ def run(app: Callable, ready: Optional[Callable[[List[str]], None]] = None, **op
         raise _ferrule.ConfigError(str(exc)) from None
     limits.log_fd_limit(log.Log(), raised)
     _install_signal_handlers()
+    hint = _ferrule.egress_dns_hint(core)
+    if hint:
+        log.Log().warning(hint)
     egress.start(core, settings)  # the app is already imported: its import-time connects are not seen
     clean = _ferrule.serve(app, core, ready)
     if not clean:

@@ -32,6 +32,13 @@ pub fn egress_start(py: Python<'_>, config: PyRef<'_, Config>) -> PyResult<Optio
         .map_err(to_py)
 }
 
+/// The start-up warning when allow rules name hosts but DNS is denied (no
+/// `nameserver` rule), or None.
+#[pyfunction]
+pub fn egress_dns_hint(config: PyRef<'_, Config>) -> Option<String> {
+    egress::dns_hint(&config.egress)
+}
+
 /// The app resolved `name` to `addrs` (the wrapper of `socket.getaddrinfo`); an
 /// empty `name`: the app asked for a literal address, whose name is forgotten.
 /// Addresses that are not IP literals (a scope suffix) are skipped.

@@ -48,6 +48,7 @@ pub use logged::LoggedKeys;
 use crate::text::latin1_str;
 use crate::tx::Tx;
 use ferrule_http::Version;
+use ferrule_server::egress;
 use live::Live;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
@@ -156,11 +157,11 @@ thread_local! {
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 impl Environ {
-    /// The request's PATH_INFO as its environ will have it, for egress's record (which
-    /// runs before the environ is built): the decoded path without SCRIPT_NAME (the environment's); for
-    /// uwsgi, the PATH_INFO variable below the SCRIPT_NAME mount.
-    pub fn path_info<'a>(&self, ex: &'a ferrule_server::Exchange) -> std::borrow::Cow<'a, [u8]> {
-        use std::borrow::Cow;
+    /// The request's path for egress's record (which starts before the environ is
+    /// built): the target's, which the record decodes into PATH_INFO below this
+    /// environ's SCRIPT_NAME ([`Environ::new`] tells egress) only if a call is
+    /// trapped; for uwsgi, the PATH_INFO variable below the SCRIPT_NAME mount.
+    pub fn egress_path<'a>(&self, ex: &'a ferrule_server::Exchange) -> egress::Path<'a> {
         if ex.protocol() == ferrule_server::Protocol::Uwsgi {
             let (mut path, mut mount) = (&b""[..], self.script_name.as_slice());
             for (name, value) in ex.headers() {
@@ -170,14 +171,9 @@ impl Environ {
                     _ => {}
                 }
             }
-            return Cow::Borrowed(rules::strip_mount(path, mount));
+            return egress::Path::Info(rules::strip_mount(path, mount));
         }
-        match rules::decode_path(ex.path()) {
-            Cow::Borrowed(raw) => Cow::Borrowed(rules::strip_script_name(raw, &self.script_name)),
-            Cow::Owned(decoded) => {
-                Cow::Owned(rules::strip_script_name(&decoded, &self.script_name).to_vec())
-            }
-        }
+        egress::Path::Target(ex.path())
     }
 
     pub fn new(
@@ -232,6 +228,8 @@ impl Environ {
             )
         })
         .collect();
+        // What egress's record strips off a target path to make PATH_INFO.
+        egress::set_mount(cfg.script_name.as_bytes());
         Ok(Environ {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             template: t.unbind(),
@@ -244,8 +242,14 @@ impl Environ {
         })
     }
 
-    /// The environ for the request in `tx`.
-    pub fn build<'py>(&self, py: Python<'py>, tx: &Bound<'py, Tx>) -> PyResult<Bound<'py, PyDict>> {
+    /// The environ for the request in `tx`; with `id` (egress or the access log want
+    /// ids), its `ferrule.request_id`.
+    pub fn build<'py>(
+        &self,
+        py: Python<'py>,
+        tx: &Bound<'py, Tx>,
+        id: Option<egress::RequestId>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         TEMPLATE.with(|cell| {
             // Only `build` borrows it, and nothing in `build` builds another environ.
             let mut slot = cell
@@ -263,7 +267,7 @@ impl Environ {
                     ready: ReadySlots::default(),
                 }),
             };
-            self.build_in(py, tx, local)
+            self.build_in(py, tx, local, id)
         })
     }
 
@@ -272,6 +276,7 @@ impl Environ {
         py: Python<'py>,
         tx: &Bound<'py, Tx>,
         local: &mut ThreadTemplate,
+        id: Option<egress::RequestId>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let mut t = tx.borrow_mut();
         let ex = t.exchange()?;
@@ -304,17 +309,17 @@ impl Environ {
         if let Some(words) = &self.tls {
             words.set_keys(py, &env, ex, &mut keys, !self.https_in_template)?;
         }
-        // Egress's request id: an extra key like the fields', so the environ is still
-        // built on by the next request (a store after `finish` would stop that).
-        if ferrule_server::egress::wanted() {
+        // The request id, before `finish`: a store after it would stop the next
+        // request from building on this environ.
+        if let Some(id) = id {
+            let forwarded = match id {
+                egress::RequestId::Forwarded => egress::forwarded_id(ex.trusted_request_id()),
+                egress::RequestId::Made(_) => None,
+            };
             let key = intern!(py, "ferrule.request_id");
-            let set = ferrule_server::egress::with_request_id(|id| {
-                local.live.set_request_id(&env, key, id)
-            });
-            if let Some(set) = set {
-                set?;
-                keys.push(key.clone().unbind());
-            }
+            local
+                .live
+                .set_request_id(&env, key, id, forwarded.unwrap_or_default())?;
         }
         local.live.finish(&env, keys)?;
         Ok(env)

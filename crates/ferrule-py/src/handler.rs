@@ -60,16 +60,15 @@ impl Wsgi {
 
     fn call(&self, py: Python<'_>, ex: Box<Exchange>) -> Option<Box<Exchange>> {
         // Egress attribution and `request_id`: one load when neither is on.
-        let ids = egress::wanted();
-        // uwsgi environs are built elsewhere and get the id below.
-        let uwsgi_id = ids && ex.protocol() == ferrule_server::Protocol::Uwsgi;
-        if ids {
+        let id = egress::wanted().then(|| {
             egress::begin(
                 ex.method(),
-                &self.environ.path_info(&ex),
+                self.environ.egress_path(&ex),
                 ex.trusted_request_id(),
-            );
-        }
+            )
+        });
+        // uwsgi environs are built elsewhere and get the id below.
+        let uwsgi_id = id.filter(|_| ex.protocol() == ferrule_server::Protocol::Uwsgi);
         let (tx, start_response) = match request_object(py, ex) {
             Ok(pair) => pair,
             Err(e) => {
@@ -77,8 +76,8 @@ impl Wsgi {
                 return None;
             }
         };
-        let environ = self.environ.build(py, &tx);
-        if let (true, Ok(env)) = (uwsgi_id, &environ) {
+        let environ = self.environ.build(py, &tx, id);
+        if let (Some(_), Ok(env)) = (uwsgi_id, &environ) {
             // HTTP/1 environs have it already (`Environ::build`).
             let key = intern!(py, "ferrule.request_id");
             let set = egress::with_request_id(|id| env.set_item(key, sys::ascii_str(py, id)?));
@@ -104,7 +103,7 @@ impl Wsgi {
         };
         drop(result);
         crate::records::keep_environ(&environ);
-        if ids {
+        if id.is_some() {
             egress::end();
         }
         let mut t = tx.borrow_mut();

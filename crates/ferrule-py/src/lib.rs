@@ -282,6 +282,7 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     metrics::register(m)?;
     records::register(m)?;
     m.add_function(wrap_pyfunction!(egress::egress_start, m)?)?;
+    m.add_function(wrap_pyfunction!(egress::egress_dns_hint, m)?)?;
     m.add_function(wrap_pyfunction!(egress::egress_note_host, m)?)?;
     m.add_function(wrap_pyfunction!(egress::egress_counts, m)?)?;
     m.add_class::<config::Config>()?;

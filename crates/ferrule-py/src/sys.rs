@@ -60,12 +60,27 @@ pub fn ascii_str<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PySt
     Ok(PyString::new(py, &String::from_utf8_lossy(bytes)))
 }
 
-/// Overwrites `s` with `bytes` when no one but its two known holders can see it: a
-/// reused environ's `ferrule.request_id` gets the next id without a new str and a
-/// dict store (callgrind: about 250 instructions a request). True when done: `s` is
-/// an exact, compact ASCII, not interned str of `bytes.len()` characters with two
-/// references (the caller's and one it knows of: the dict's), and `bytes` is ASCII.
+/// Overwrites `s` with `bytes` when no one but its two known holders can see it
+/// ([`refill_ascii_tail`]'s conditions): true when done.
 pub fn refill_ascii(s: &Bound<'_, PyString>, bytes: &[u8]) -> bool {
+    bytes.is_ascii() && refill(s, bytes.len(), |data| data.copy_from_slice(bytes))
+}
+
+/// Overwrites the last two characters of `s`, a str of `len` characters, with `tail`
+/// when no one but its two known holders can see it: a reused environ's
+/// `ferrule.request_id` gets the next id without a new str and a dict store
+/// (callgrind: about 250 instructions a request). True when done: `s` is an exact,
+/// compact ASCII, not interned str of `len` (two or more) characters with two
+/// references (the caller's and one it knows of: the dict's), and `tail` is ASCII.
+#[inline]
+pub fn refill_ascii_tail(s: &Bound<'_, PyString>, len: usize, tail: [u8; 2]) -> bool {
+    len >= 2 && tail.is_ascii() && refill(s, len, |data| data[len - 2..].copy_from_slice(&tail))
+}
+
+/// Lets `write` change the `len` characters of `s` in place, under the conditions
+/// above; `write` must leave them ASCII (both callers write checked ASCII bytes).
+#[inline]
+fn refill(s: &Bound<'_, PyString>, len: usize, write: impl FnOnce(&mut [u8])) -> bool {
     #[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy, Py_GIL_DISABLED, Py_3_14)))]
     {
         let obj = s.as_ptr();
@@ -73,14 +88,14 @@ pub fn refill_ascii(s: &Bound<'_, PyString>, bytes: &[u8]) -> bool {
         // is attached, so its header and fields are valid to read. It is written
         // only when its references are the caller's two, so no other code holds
         // it (a str has no weak references; an interned one, whose interning table
-        // does not count, is left alone); its data has room for exactly `length`
-        // one-byte characters, and the cached hash is reset, as for a new str.
+        // does not count, is left alone); its data has room for exactly `len`
+        // one-byte characters, which `write` keeps ASCII; the cached hash is reset,
+        // as for a new str.
         unsafe {
             if ffi::PyUnicode_CheckExact(obj) == 0
                 || ffi::Py_REFCNT(obj) != 2
                 || ffi::PyUnicode_IS_COMPACT_ASCII(obj) == 0
-                || ffi::PyUnicode_GET_LENGTH(obj) != bytes.len() as ffi::Py_ssize_t
-                || !bytes.is_ascii()
+                || ffi::PyUnicode_GET_LENGTH(obj) != len as ffi::Py_ssize_t
             {
                 return false;
             }
@@ -88,15 +103,17 @@ pub fn refill_ascii(s: &Bound<'_, PyString>, bytes: &[u8]) -> bool {
             if (*ascii).interned() != 0 {
                 return false;
             }
-            let data = ffi::PyUnicode_DATA(obj).cast::<u8>();
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
+            write(std::slice::from_raw_parts_mut(
+                ffi::PyUnicode_DATA(obj).cast::<u8>(),
+                len,
+            ));
             (*ascii).hash = -1;
             true
         }
     }
     #[cfg(any(Py_LIMITED_API, PyPy, GraalPy, Py_GIL_DISABLED, Py_3_14))]
     {
-        let _ = (s, bytes);
+        let _ = (s, len, write);
         false
     }
 }
@@ -165,6 +182,18 @@ mod tests {
             let fresh = PyString::new(py, "fedcba9876543210fedcba9876543210");
             assert_eq!(s.hash().unwrap(), fresh.hash().unwrap(), "hash recomputed");
             assert!(!refill_ascii(&s, b"short"), "another length");
+            assert!(
+                refill_ascii_tail(&s, 32, *b"ab"),
+                "the two bytes that differ"
+            );
+            assert_eq!(s.to_str().unwrap(), "fedcba9876543210fedcba98765432ab");
+            assert!(!refill_ascii_tail(&s, 31, *b"cd"), "another length");
+            assert!(!refill_ascii_tail(&s, 32, [b'c', 0xc3]), "not ASCII");
+            assert_eq!(
+                s.to_str().unwrap(),
+                "fedcba9876543210fedcba98765432ab",
+                "left alone"
+            );
             let other = s.clone();
             assert!(
                 !refill_ascii(&s, b"00000000000000000000000000000000"),

@@ -18,12 +18,16 @@ mod hosts;
 mod perform;
 mod policy;
 mod record;
+mod request_id;
 mod rules;
 mod supervisor;
 
-pub use attribution::{begin, egress_on, end, want_ids, wanted, with_request_id, with_tally};
+pub use attribution::{
+    begin, egress_on, end, set_mount, want_ids, wanted, with_request_id, with_tally, Path,
+};
 pub use counts::Key;
 pub use policy::{Policy, Verdict};
+pub use request_id::{forwarded_id, MadeId, RequestId};
 pub use rules::Rule;
 
 use crate::logfile::LogFile;
@@ -103,6 +107,15 @@ pub fn check(settings: &EgressSettings) -> Result<usize, EgressError> {
     Ok(Policy::parse(&settings.deny, &settings.allow)
         .map_err(EgressError::Spec)?
         .len())
+}
+
+/// The start-up warning for allow rules that name hosts while DNS is denied
+/// ([`Policy::dns_hint`]); `None` when there is nothing to say or the SPECs are bad
+/// (which [`check`] reports).
+pub fn dns_hint(settings: &EgressSettings) -> Option<String> {
+    Policy::parse(&settings.deny, &settings.allow)
+        .ok()?
+        .dns_hint()
 }
 
 /// Turns egress on in this process: every thread's outbound attempts are judged,

@@ -247,6 +247,7 @@ impl Exchange {
             .iter()
             .map(|h| (self.bytes(h.name), self.bytes(h.value)))
     }
+    #[inline]
     pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
         // Lengths first, from the spans: most fields are not the one asked for
         // (`X-Request-ID` is looked for on every request while egress is on).
@@ -269,6 +270,7 @@ impl Exchange {
     }
     /// The `X-Request-ID` field, when the connection's peer is in
     /// `--forwarded-allow-ips` (egress's `request_id`).
+    #[inline(always)]
     pub fn trusted_request_id(&self) -> Option<&[u8]> {
         // The field first: most requests have none, and the list is not looked at.
         let id = match self.protocol {

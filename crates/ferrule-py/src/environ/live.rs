@@ -15,6 +15,7 @@
 
 use super::{Absent, Sticky, STICKY};
 use crate::sys;
+use ferrule_server::egress::{MadeId, RequestId};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -37,8 +38,12 @@ pub struct Live {
     /// An empty list whose room the next request's keys take (no allocation).
     spare: Vec<Py<PyString>>,
     /// Its `ferrule.request_id` str, while `dict` holds it (egress): refilled in place
-    /// for the next request when no one else refers to it.
+    /// for the next request when no one else refers to it. Not an extra key: every
+    /// request of the process sets it, so it stays in a built-on dict.
     request_id: Option<Py<PyString>>,
+    /// The made id that str holds (`None`: a forwarded one, or not known), so the
+    /// next made id rewrites only the characters that differ.
+    made: Option<MadeId>,
     /// This build set `request_id` (else [`Live::finish`] forgets it: the dict may
     /// not hold it, uwsgi's environs get theirs after `finish`).
     request_id_set: bool,
@@ -63,28 +68,66 @@ impl Live {
         dict
     }
 
-    /// Sets `dict[key]` (`ferrule.request_id`) to the ASCII `id`. A built-on dict
-    /// still holds the str this set last (its unchanged version tag says no one stored
-    /// anything since): rewritten in place when only the dict and this record refer
-    /// to it, which costs no new str and no dict store; otherwise a new str.
+    /// Sets `dict[key]` (`ferrule.request_id`) to request `id`'s text (`forwarded`:
+    /// the kept `X-Request-ID`, for [`RequestId::Forwarded`]). A built-on dict still
+    /// holds the str this set last (its unchanged version tag says no one stored
+    /// anything since): when only the dict and this record refer to it, a made id
+    /// after a made id rewrites its last two characters in place (no new str, no dict
+    /// store), the usual case; [`Live::set_request_id_again`] does the rest.
+    #[inline]
     pub fn set_request_id(
         &mut self,
         dict: &Bound<'_, PyDict>,
         key: &Bound<'_, PyString>,
-        id: &[u8],
+        id: RequestId,
+        forwarded: &[u8],
     ) -> PyResult<()> {
-        let py = dict.py();
-        if let Some(last) = &self.request_id {
-            if sys::refill_ascii(last.bind(py), id) {
-                self.request_id_set = true;
-                return Ok(());
+        if let (RequestId::Made(made), Some(last), Some(last_made)) =
+            (id, &self.request_id, self.made)
+        {
+            if let Some(tail) = made.tail_after(last_made) {
+                if sys::refill_ascii_tail(last.bind(dict.py()), MadeId::LEN, tail) {
+                    self.made = Some(made);
+                    self.request_id_set = true;
+                    return Ok(());
+                }
             }
         }
-        let s = sys::ascii_str(py, id)?;
-        dict.set_item(key, &s)?;
-        if let Some(last) = self.request_id.replace(s.unbind()) {
-            drop(last.into_bound(py));
+        self.set_request_id_again(dict, key, id, forwarded)
+    }
+
+    /// [`Live::set_request_id`] when more than the tail changes: the whole text
+    /// rewritten in place when the str is still only ours, else a new str. Kept out
+    /// of line: the usual case stays small enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn set_request_id_again(
+        &mut self,
+        dict: &Bound<'_, PyDict>,
+        key: &Bound<'_, PyString>,
+        id: RequestId,
+        forwarded: &[u8],
+    ) -> PyResult<()> {
+        let py = dict.py();
+        let (made, text) = match id {
+            RequestId::Made(made) => (Some(made), Some(made.text())),
+            RequestId::Forwarded => (None, None),
+        };
+        let text = text.as_ref().map_or(forwarded, |t| &t[..]);
+        // Unknown until this succeeds.
+        self.made = None;
+        let refilled = self
+            .request_id
+            .as_ref()
+            .is_some_and(|last| sys::refill_ascii(last.bind(py), text));
+        if !refilled {
+            let s = sys::ascii_str(py, text)?;
+            dict.set_item(key, &s)?;
+            if let Some(last) = self.request_id.replace(s.unbind()) {
+                drop(last.into_bound(py));
+            }
         }
+        self.made = made;
         self.request_id_set = true;
         Ok(())
     }

@@ -3,12 +3,17 @@
 //! (destinations, connect time) the access log shows, and `request_id`.
 //!
 //! The request path takes no lock and allocates nothing: a thread keeps its request's
-//! `id | method | path` bytes in its own buffer and publishes where they are with a
-//! few atomic stores. The supervisor copies them with `process_vm_readv` only while
-//! that thread is stopped inside a trapped system call, which it entered after those
-//! stores and leaves only when answered: the bytes cannot change under the copy. The
-//! tally, which the supervisor also updates after answering (a watched connect's
+//! `forwarded id | method | path` bytes in its own buffer and publishes where they are
+//! with a few atomic stores. The supervisor copies them with `process_vm_readv` only
+//! while that thread is stopped inside a trapped system call, which it entered after
+//! those stores and leaves only when answered: the bytes cannot change under the copy.
+//! The tally, which the supervisor also updates after answering (a watched connect's
 //! end), is under a lock only the supervisor and the access-log atoms take.
+//!
+//! What only a trapped call needs is made then, not per request: a made id's text
+//! (the process's key and the sequence number, [`MadeId`]) and the target path's
+//! percent-decoding into PATH_INFO ([`Path::Target`]). The environ rewrites only the
+//! id's changed characters in its str ([`MadeId::tail_after`]).
 //!
 //! Nothing here runs unless ids are wanted ([`wanted`]): egress is on, or the access
 //! log shows `%(request_id)s`.
@@ -18,19 +23,18 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use ferrule_http::percent;
+
+use super::request_id::{draw_key, forwarded_id, MadeId, RequestId};
+
 /// Egress is on in this process (the supervisor runs).
 static EGRESS_ON: AtomicBool = AtomicBool::new(false);
 /// Request ids are made (egress on, or the access log shows them).
 static IDS: AtomicBool = AtomicBool::new(false);
-/// This process's random id prefix (drawn after the fork, so workers differ).
-static KEY: AtomicU64 = AtomicU64::new(0);
 /// The last request's sequence number in this process (0: none yet).
 static SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// Longest `X-Request-ID` kept from a trusted peer.
-const MAX_FORWARDED_ID: usize = 200;
-/// A made id: the process's key, then the sequence number, 16 hex digits each.
-const MADE_ID: usize = 32;
+/// SCRIPT_NAME, which PATH_INFO leaves out of a target path ([`set_mount`]).
+static MOUNT: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -88,9 +92,12 @@ impl Tally {
 pub(crate) struct Slot {
     /// The request being served (0: none). Stored by the slot's thread only.
     seq: AtomicU64,
-    /// Where that thread's `id | method | path` bytes are, and their three lengths.
+    /// Where that thread's `forwarded id | method | path` bytes are, and their three
+    /// lengths (no forwarded id: the id is made from `seq`).
     at: AtomicUsize,
     lens: [AtomicUsize; 3],
+    /// The path is the target's, to be decoded into PATH_INFO ([`Path::Target`]).
+    target: AtomicBool,
     tally: Mutex<Tally>,
 }
 
@@ -114,7 +121,15 @@ impl Slot {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let (id, rest) = bytes.split_at(a);
         let (method, path) = rest.split_at(b);
-        Some(([text(id), text(method), text(path)], seq))
+        let id = match a {
+            0 => text(&MadeId::new(seq).text()),
+            _ => text(id),
+        };
+        let path = match self.target.load(Ordering::Relaxed) {
+            true => text(&path_info(path)),
+            false => text(path),
+        };
+        Some(([id, text(method), path], seq))
     }
 }
 
@@ -127,40 +142,21 @@ struct Mine {
     slot: Arc<Slot>,
     /// The current (or last) request's sequence number.
     seq: u64,
-    /// Its `id | method | path`, read by this thread (the environ, the access log)
-    /// and, through [`Slot`], by the supervisor; room kept between requests.
+    /// Its `forwarded id | method | path`, read by this thread (the access log) and,
+    /// through [`Slot`], by the supervisor; room kept between requests.
     buf: Vec<u8>,
+    /// The forwarded id's length (0: a made id).
     id_len: usize,
-    /// `buf[..MADE_ID]` is a made id with this key and sequence number (`None`: a
-    /// forwarded id is there), so the next one writes only the digits that change.
-    made: Option<(u64, u64)>,
 }
 
-impl Mine {
-    /// Makes request `seq`'s id in `buf[..MADE_ID]`: the key's 16 hex digits, then
-    /// `seq`'s; usually only its last digit or two differ from the last id's.
-    fn make_id(&mut self, seq: u64) {
-        let key = KEY.load(Ordering::Relaxed);
-        match self.made {
-            Some((k, last)) if k == key && self.buf.len() >= MADE_ID => {
-                let changed = (64 - (last ^ seq).leading_zeros() as usize).div_ceil(4);
-                for (i, digit) in self.buf[MADE_ID - changed..MADE_ID]
-                    .iter_mut()
-                    .rev()
-                    .enumerate()
-                {
-                    *digit = HEX_DIGITS[((seq >> (4 * i)) & 0xf) as usize];
-                }
-            }
-            _ => {
-                self.buf.clear();
-                self.buf.resize(MADE_ID, 0);
-                put_hex(&mut self.buf[..16], key);
-                put_hex(&mut self.buf[16..MADE_ID], seq);
-            }
-        }
-        self.made = Some((key, seq));
-    }
+/// The request's path for the record.
+#[derive(Clone, Copy, Debug)]
+pub enum Path<'a> {
+    /// The target's path, raw: PATH_INFO is its percent-decoded form below the mount
+    /// ([`set_mount`]), made only when a trapped call needs it.
+    Target(&'a [u8]),
+    /// PATH_INFO as it is (a front server's variable).
+    Info(&'a [u8]),
 }
 
 impl Drop for Mine {
@@ -181,7 +177,7 @@ pub(crate) fn slot_of(tid: i32) -> Option<Arc<Slot>> {
 }
 
 /// Turns egress on for this process: request ids are made from now on, with a key
-/// drawn here (after the fork, so workers differ).
+/// drawn after the fork, so workers differ.
 pub(crate) fn enable_egress() {
     EGRESS_ON.store(true, Ordering::Relaxed);
     want_ids();
@@ -192,21 +188,10 @@ pub fn egress_on() -> bool {
     EGRESS_ON.load(Ordering::Relaxed)
 }
 
-/// Request ids are wanted (the access log shows them): draws this process's key.
+/// Request ids are wanted (the access log shows them): draws this process's key
+/// ([`draw_key`]).
 pub fn want_ids() {
-    let mut bytes = [0u8; 8];
-    if let Err(e) = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-    {
-        // Still distinct per process: the pid and the time stand in.
-        tracing::warn!("/dev/urandom: {e}; request ids use the pid and the time");
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        bytes = (t ^ (u64::from(std::process::id()) << 40)).to_le_bytes();
-    }
-    KEY.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+    draw_key();
     IDS.store(true, Ordering::Relaxed);
 }
 
@@ -216,69 +201,60 @@ pub fn wanted() -> bool {
     IDS.load(Ordering::Relaxed)
 }
 
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+/// Sets the SCRIPT_NAME that PATH_INFO leaves out of a target path (the environ's).
+pub fn set_mount(script_name: &[u8]) {
+    let mut mount = lock(&MOUNT);
+    mount.clear();
+    mount.extend_from_slice(script_name);
+}
 
-/// Every byte as two lowercase hex digits.
-const HEX_PAIRS: [[u8; 2]; 256] = {
-    let mut t = [[0u8; 2]; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = [HEX_DIGITS[i >> 4], HEX_DIGITS[i & 0xf]];
-        i += 1;
-    }
-    t
-};
-
-/// Writes `v` as 16 lowercase hex digits into `out` (a byte at a time from a table:
-/// `format!` costs several times more).
-fn put_hex(out: &mut [u8], v: u64) {
-    for (pair, byte) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
-        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+/// PATH_INFO of a target path: percent-decoded (a `%` without two hex digits stays),
+/// then without the mount when it starts with it: the environ's rule (ferrule-py's
+/// `environ/rules.rs`), applied here only when a trapped call asks.
+fn path_info(path: &[u8]) -> Vec<u8> {
+    let decoded = percent::decode(path).unwrap_or_else(|| path.to_vec());
+    let mount = lock(&MOUNT);
+    match decoded.strip_prefix(mount.as_slice()) {
+        Some(rest) => rest.to_vec(),
+        None => decoded,
     }
 }
 
-/// A kept `X-Request-ID`: 1-200 visible ASCII characters.
-fn usable_id(id: &[u8]) -> bool {
-    (1..=MAX_FORWARDED_ID).contains(&id.len()) && id.iter().all(|b| b.is_ascii_graphic())
-}
-
-/// Starts a request on this thread: its id (a trusted peer's `X-Request-ID`, else 32
-/// lowercase hex characters: the process's random key and a sequence number, so
-/// distinct across processes and restarts), method and path. No lock, no allocation
-/// once the buffer has grown to the thread's longest request.
-pub fn begin(method: &[u8], path: &[u8], forwarded_id: Option<&[u8]>) {
+/// Starts a request on this thread: its id (a trusted peer's `X-Request-ID`, else one
+/// made of the process's random key and a sequence number, so distinct across
+/// processes and restarts), method and path. No lock, no allocation once the buffer
+/// has grown to the thread's longest request, no text made for the id.
+pub fn begin(method: &[u8], path: Path<'_>, forwarded: Option<&[u8]>) -> RequestId {
     MINE.with(|m| {
         let mut m = m.borrow_mut();
         let mine = m.get_or_insert_with(register);
         let seq = SEQ.fetch_add(1, Ordering::Relaxed) + 1;
         mine.seq = seq;
-        match forwarded_id.filter(|id| usable_id(id)) {
-            Some(id) => {
-                mine.buf.clear();
-                mine.buf.extend_from_slice(id);
-                mine.id_len = id.len();
-                mine.made = None;
+        mine.buf.clear();
+        let (id, id_len) = match forwarded_id(forwarded) {
+            Some(fwd) => {
+                mine.buf.extend_from_slice(fwd);
+                (RequestId::Forwarded, fwd.len())
             }
-            None => {
-                mine.make_id(seq);
-                mine.id_len = MADE_ID;
-            }
-        }
-        mine.buf.truncate(mine.id_len);
+            None => (RequestId::Made(MadeId::new(seq)), 0),
+        };
+        mine.id_len = id_len;
+        let (target, path) = match path {
+            Path::Target(p) => (true, p),
+            Path::Info(p) => (false, p),
+        };
         mine.buf.extend_from_slice(method);
         mine.buf.extend_from_slice(path);
         // Published after the bytes (the buffer may have moved while growing).
         let slot = &mine.slot;
         slot.at.store(mine.buf.as_ptr() as usize, Ordering::Relaxed);
-        for (len, n) in slot
-            .lens
-            .iter()
-            .zip([mine.id_len, method.len(), path.len()])
-        {
+        for (len, n) in slot.lens.iter().zip([id_len, method.len(), path.len()]) {
             len.store(n, Ordering::Relaxed);
         }
+        slot.target.store(target, Ordering::Relaxed);
         slot.seq.store(seq, Ordering::Release);
-    });
+        id
+    })
 }
 
 /// Ends this thread's request: later attempts from the thread have no request. The
@@ -291,12 +267,16 @@ pub fn end() {
     });
 }
 
+// Once per thread: kept out of `begin`, which is inlined into every request.
+#[cold]
+#[inline(never)]
 fn register() -> Mine {
     let tid = nix::unistd::gettid().as_raw();
     let slot = Arc::new(Slot {
         seq: AtomicU64::new(0),
         at: AtomicUsize::new(0),
         lens: Default::default(),
+        target: AtomicBool::new(false),
         tally: Mutex::new(Tally::default()),
     });
     lock(&SLOTS)
@@ -308,7 +288,6 @@ fn register() -> Mine {
         seq: 0,
         buf: Vec::with_capacity(256),
         id_len: 0,
-        made: None,
     }
 }
 
@@ -330,7 +309,12 @@ pub fn with_tally<R>(f: impl FnOnce(Option<(&[String], f64)>) -> R) -> R {
 
 /// Calls `f` with this thread's current (or last) request id: visible ASCII.
 pub fn with_request_id<R>(f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-    MINE.with(|m| m.borrow().as_ref().map(|mine| f(&mine.buf[..mine.id_len])))
+    MINE.with(|m| {
+        m.borrow().as_ref().map(|mine| match mine.id_len {
+            0 => f(&MadeId::new(mine.seq).text()),
+            n => f(&mine.buf[..n]),
+        })
+    })
 }
 
 #[cfg(test)]

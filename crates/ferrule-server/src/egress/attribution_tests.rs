@@ -9,7 +9,10 @@ fn me() -> i32 {
 #[test]
 fn a_slot_carries_its_request_and_tally_and_is_reused() {
     want_ids();
-    begin(b"GET", b"/a", None);
+    assert!(matches!(
+        begin(b"GET", Path::Info(b"/a"), None),
+        RequestId::Made(_)
+    ));
     let tid = nix::unistd::gettid().as_raw();
     let slot = slot_of(tid).expect("registered");
     let ([id, method, path], seq) = slot.request(me()).expect("active");
@@ -34,7 +37,10 @@ fn a_slot_carries_its_request_and_tally_and_is_reused() {
     end();
     assert!(slot.request(me()).is_none());
     with_tally(|t| assert_eq!(t.unwrap().0.len(), 2, "kept for the access log"));
-    begin(b"POST", b"/b", Some(b"trace-1"));
+    assert_eq!(
+        begin(b"POST", Path::Info(b"/b"), Some(b"trace-1")),
+        RequestId::Forwarded
+    );
     let ([id, method, path], seq2) = slot.request(me()).unwrap();
     assert_eq!([id, method, path], ["trace-1", "POST", "/b"]);
     with_tally(|t| assert_eq!(t.unwrap(), (&[][..], 0.0), "a new request's tally"));
@@ -45,9 +51,9 @@ fn a_slot_carries_its_request_and_tally_and_is_reused() {
     assert_eq!((t.used, t.connect_ms), (1, 0.0));
     assert_eq!(t.dests.len(), 2, "room kept for the next request");
     drop(t);
-    begin(b"GET", b"/", Some(b"has space"));
+    begin(b"GET", Path::Info(b"/"), Some(b"has space"));
     assert_eq!(slot.request(me()).unwrap().0[0].len(), 32);
-    begin(b"GET", b"/c", None);
+    begin(b"GET", Path::Info(b"/c"), None);
     assert_eq!(
         with_request_id(|r| r.len()),
         Some(32),
@@ -57,39 +63,24 @@ fn a_slot_carries_its_request_and_tally_and_is_reused() {
 }
 
 #[test]
-fn a_made_id_writes_only_what_changes_and_equals_a_full_one() {
+fn the_record_decodes_a_target_path_below_the_mount_only_when_asked() {
     want_ids();
-    let full = |seq: u64| {
-        let mut out = [0u8; 32];
-        put_hex(&mut out[..16], KEY.load(Ordering::Relaxed));
-        put_hex(&mut out[16..], seq);
-        out
-    };
-    let mut mine = register();
-    for seq in [
-        1,
-        2,
-        15,
-        16,
-        17,
-        255,
-        256,
-        0xffff_ffff,
-        0x1_0000_0000,
-        u64::MAX,
-    ] {
-        mine.make_id(seq);
-        assert_eq!(&mine.buf[..], &full(seq)[..], "seq {seq:#x}");
-    }
-}
-
-#[test]
-fn hex_is_lowercase_and_big_endian() {
-    let mut out = [0u8; 16];
-    put_hex(&mut out, 0x0123_4567_89ab_cdef);
-    assert_eq!(&out, b"0123456789abcdef");
-    put_hex(&mut out, u64::MAX);
-    assert_eq!(&out, b"ffffffffffffffff");
+    set_mount(b"/app");
+    let tid = nix::unistd::gettid().as_raw();
+    begin(b"GET", Path::Target(b"/app/caf%C3%A9%2Fx?"), None);
+    let slot = slot_of(tid).expect("registered");
+    let ([_, _, path], _) = slot.request(me()).unwrap();
+    assert_eq!(path, "/café/x?");
+    begin(b"GET", Path::Target(b"/application%zz"), None);
+    assert_eq!(slot.request(me()).unwrap().0[2], "lication%zz");
+    begin(b"GET", Path::Info(b"/app/%41"), None);
+    assert_eq!(
+        slot.request(me()).unwrap().0[2],
+        "/app/%41",
+        "a ready PATH_INFO as it is"
+    );
+    set_mount(b"");
+    end();
 }
 
 #[test]
@@ -100,7 +91,7 @@ fn ids_are_distinct_across_threads() {
             std::thread::spawn(|| {
                 let mut seen = Vec::new();
                 for _ in 0..50 {
-                    begin(b"GET", b"/", None);
+                    begin(b"GET", Path::Info(b"/"), None);
                     with_request_id(|id| seen.push(String::from_utf8_lossy(id).into_owned()));
                 }
                 seen

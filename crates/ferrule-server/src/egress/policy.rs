@@ -1,13 +1,13 @@
 //! The decision for one attempt: deny rules first (deny wins), then allow rules;
-//! once any allow rule exists everything else is denied, except the resolver
-//! (`nameserver` lines of `/etc/resolv.conf`, UDP and TCP port 53), which the app
-//! needs to resolve the names its allow rules give.
+//! once any allow rule exists everything else is denied, DNS included: the resolvers
+//! are reached only through a rule (the keyword `nameserver`), and [`Policy::dns_hint`]
+//! says so at start when the allow rules name hosts the app could then not resolve.
 
-use super::rules::{parse_all, Rule};
-use std::net::{IpAddr, ToSocketAddrs};
+use super::rules::{parse_all, Rule, NAMESERVER};
+use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 
-/// `rule` in the record when the resolver exception decided.
-pub const NAMESERVER: &str = "nameserver";
+/// Where the resolvers are listed.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -29,7 +29,6 @@ impl Verdict {
 pub struct Policy {
     deny: Vec<Rule>,
     allow: Vec<Rule>,
-    nameservers: Vec<IpAddr>,
 }
 
 impl Policy {
@@ -39,7 +38,6 @@ impl Policy {
         Ok(Policy {
             deny: parse_all(deny).map_err(|e| format!("--egress-deny {e}"))?,
             allow: parse_all(allow).map_err(|e| format!("--egress-allow {e}"))?,
-            nameservers: Vec::new(),
         })
     }
 
@@ -52,8 +50,8 @@ impl Policy {
         self.len() == 0
     }
 
-    /// Resolves the host names of the rules and, when allow rules exist, reads the
-    /// nameservers; done once per worker, before the filter is installed (the
+    /// Resolves the host names of the rules and gives `nameserver` rules the
+    /// resolvers; done once per worker, before the filter is installed (the
     /// resolver's own sends would otherwise wait for a supervisor not yet running).
     /// A name that does not resolve matches by name only.
     pub fn resolve(&mut self) {
@@ -65,9 +63,12 @@ impl Policy {
                 }
             }
         }
-        if !self.allow.is_empty() {
-            let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            self.nameservers = nameservers(&conf);
+        self.set_resolvers(&read_resolvers());
+    }
+
+    fn set_resolvers(&mut self, resolvers: &[IpAddr]) {
+        for rule in self.deny.iter_mut().chain(self.allow.iter_mut()) {
+            rule.set_resolvers(resolvers);
         }
     }
 
@@ -79,20 +80,59 @@ impl Policy {
         if self.allow.is_empty() {
             return (Verdict::Allow, None);
         }
-        if let Some(r) = self.allow.iter().find(|r| r.matches(ip, port, host)) {
-            return (Verdict::Allow, Some(r.text()));
+        match self.allow.iter().find(|r| r.matches(ip, port, host)) {
+            Some(r) => (Verdict::Allow, Some(r.text())),
+            None => (Verdict::Deny, None),
         }
-        // Port 53: DNS over UDP and over TCP alike.
-        if port == 53 && self.nameservers.contains(&ip) {
-            return (Verdict::Allow, Some(NAMESERVER));
+    }
+
+    /// One line for the error log when allow rules name hosts but DNS to the
+    /// resolvers (`resolvers`, from resolv.conf) is denied: the app could not
+    /// resolve those names, and nothing else would say why. Deny rules may deny DNS
+    /// on purpose; the line names how to allow it, and the worker starts either way.
+    fn dns_hint_for(&self, resolvers: &[IpAddr]) -> Option<String> {
+        // The master has not read them into its `nameserver` rules (workers do).
+        let mut judged = self.clone();
+        judged.set_resolvers(resolvers);
+        let named: Vec<&str> = self
+            .allow
+            .iter()
+            .filter(|r| r.names_hosts())
+            .map(Rule::text)
+            .collect();
+        let denied: Vec<String> = resolvers
+            .iter()
+            .filter(|ip| judged.judge(**ip, 53, None).0 == Verdict::Deny)
+            .map(IpAddr::to_string)
+            .collect();
+        if named.is_empty() || denied.is_empty() {
+            return None;
         }
-        (Verdict::Deny, None)
+        Some(format!(
+            "egress: the allow rules name hosts ({}) but DNS to {} (port 53, {RESOLV_CONF}) is \
+             denied, so the app cannot resolve them: add --egress-allow {NAMESERVER} \
+             (egress_allow = [\"{NAMESERVER}\", ...] in a config file)",
+            named.join(", "),
+            denied.join(", "),
+        ))
+    }
+
+    /// [`Policy::dns_hint_for`] this host's resolvers.
+    pub fn dns_hint(&self) -> Option<String> {
+        self.dns_hint_for(&read_resolvers())
     }
 }
 
-/// The `nameserver` addresses of a resolv.conf (a scope suffix `%eth0` dropped).
-fn nameservers(conf: &str) -> Vec<IpAddr> {
-    conf.lines()
+/// This host's resolvers ([`resolvers`] of resolv.conf).
+fn read_resolvers() -> Vec<IpAddr> {
+    resolvers(&std::fs::read_to_string(RESOLV_CONF).unwrap_or_default())
+}
+
+/// The `nameserver` addresses of a resolv.conf (a scope suffix `%eth0` dropped); with
+/// none, the resolver's own default, the local machine (resolv.conf(5)).
+fn resolvers(conf: &str) -> Vec<IpAddr> {
+    let listed: Vec<IpAddr> = conf
+        .lines()
         .filter_map(|l| {
             let mut words = l.split_whitespace();
             match words.next() {
@@ -102,7 +142,11 @@ fn nameservers(conf: &str) -> Vec<IpAddr> {
         })
         .filter_map(|a| a.split('%').next()?.parse::<IpAddr>().ok())
         .map(|a| a.to_canonical())
-        .collect()
+        .collect();
+    match listed.is_empty() {
+        true => vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        false => listed,
+    }
 }
 
 #[cfg(test)]
@@ -144,27 +188,61 @@ mod tests {
     }
 
     #[test]
-    fn the_resolver_stays_reachable_under_allow_rules_unless_denied() {
+    fn dns_is_denied_under_allow_rules_unless_a_nameserver_rule_allows_it() {
+        let conf = "# x\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch a\n";
+        assert_eq!(resolvers(conf), vec![ip("192.0.2.53"), ip("fe80::1")]);
+        assert_eq!(
+            resolvers("search a\n"),
+            vec![ip("127.0.0.1")],
+            "the default"
+        );
         let mut p = Policy::parse::<&str>(&[], &["127.0.0.1:5432"]).unwrap();
-        p.nameservers =
-            nameservers("# x\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch a\n");
-        assert_eq!(p.nameservers, vec![ip("192.0.2.53"), ip("fe80::1")]);
-        assert_eq!(
-            p.judge(ip("192.0.2.53"), 53, None),
-            (Verdict::Allow, Some(NAMESERVER))
-        );
-        assert_eq!(
-            p.judge(ip("192.0.2.53"), 53, None),
-            (Verdict::Allow, Some(NAMESERVER))
-        );
+        p.set_resolvers(&resolvers(conf));
+        assert_eq!(p.judge(ip("192.0.2.53"), 53, None), (Verdict::Deny, None));
+        let mut p = Policy::parse::<&str>(&[], &["127.0.0.1:5432", "Nameserver"]).unwrap();
+        p.set_resolvers(&resolvers(conf));
+        for ns in ["192.0.2.53", "fe80::1"] {
+            assert_eq!(
+                p.judge(ip(ns), 53, None),
+                (Verdict::Allow, Some("Nameserver"))
+            );
+        }
         assert_eq!(p.judge(ip("192.0.2.53"), 54, None), (Verdict::Deny, None));
         assert_eq!(p.judge(ip("192.0.2.54"), 53, None), (Verdict::Deny, None));
-        let mut d = Policy::parse(&["192.0.2.53"], &["127.0.0.1:5432"]).unwrap();
-        d.nameservers = vec![ip("192.0.2.53")];
+        let mut d = Policy::parse(&["nameserver"], &["10.0.0.0/8"]).unwrap();
+        d.set_resolvers(&[ip("10.0.0.53")]);
         assert_eq!(
-            d.judge(ip("192.0.2.53"), 53, None),
-            (Verdict::Deny, Some("192.0.2.53"))
+            d.judge(ip("10.0.0.53"), 53, None),
+            (Verdict::Deny, Some("nameserver")),
+            "deny wins: DNS refused on purpose"
         );
+        assert_eq!(
+            d.judge(ip("10.0.0.53"), 80, None),
+            (Verdict::Allow, Some("10.0.0.0/8"))
+        );
+    }
+
+    #[test]
+    fn the_dns_hint_comes_only_for_named_hosts_without_dns() {
+        let ns = [ip("192.0.2.53")];
+        // As the master has them: parsed, the resolvers not read into the rules.
+        let hint = |allow: &[&str]| Policy::parse(&[], allow).unwrap().dns_hint_for(&ns);
+        let line = hint(&["db.internal:5432", "*.example.com", "10.0.0.1"]).unwrap();
+        assert!(
+            line.contains("(db.internal:5432, *.example.com)")
+                && line.contains("DNS to 192.0.2.53")
+                && line.contains("--egress-allow nameserver")
+                && !line.contains('\n'),
+            "{line}"
+        );
+        assert_eq!(hint(&["db.internal:5432", "nameserver"]), None);
+        assert_eq!(
+            hint(&["db.internal", "192.0.2.0/24"]),
+            None,
+            "a network rule allows it"
+        );
+        assert_eq!(hint(&["10.0.0.1:5432"]), None, "no name to resolve");
+        assert_eq!(hint(&[]), None);
     }
 
     #[test]

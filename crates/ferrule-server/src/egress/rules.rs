@@ -2,8 +2,9 @@
 //!
 //! A SPEC is an IP, a CIDR, a host name or `*.domain`, each with an optional `:PORT`
 //! (`[v6]:PORT` for IPv6; a bare `v6` or `v6/len` takes no port), or a keyword:
-//! `metadata` (the cloud metadata endpoints) and `private` (RFC 1918/4193 and
-//! link-local ranges). A host-name rule matches the name the app resolved, or an
+//! `metadata` (the cloud metadata endpoints), `private` (RFC 1918/4193 and
+//! link-local ranges) and `nameserver` (the resolvers of `/etc/resolv.conf`, port 53,
+//! UDP and TCP: DNS is allowed only by a rule, like any destination). A host-name rule matches the name the app resolved, or an
 //! address the name resolved to when the policy was loaded; `*.domain` matches names
 //! only (a strict subdomain: `*.example.com` does not match `example.com`).
 
@@ -18,6 +19,8 @@ pub(crate) enum Target {
     Name(String, Vec<IpAddr>),
     /// `*.domain`: the suffix `.domain`, lowercase.
     Suffix(String),
+    /// `nameserver`: the resolvers' addresses, read when the policy is loaded.
+    Resolvers(Vec<IpAddr>),
 }
 
 /// One SPEC: its text as written, what it stands for, and its port, if any.
@@ -27,6 +30,9 @@ pub struct Rule {
     pub(crate) targets: Vec<Target>,
     pub(crate) port: Option<u16>,
 }
+
+/// The keyword for the system resolvers (`rule` in the record when it decided).
+pub const NAMESERVER: &str = "nameserver";
 
 /// The metadata endpoints (AWS/OpenStack/Azure/GCP, AWS IPv6, Alibaba).
 const METADATA: &[&str] = &[
@@ -53,6 +59,10 @@ impl Rule {
             "" => return Err("empty rule".into()),
             "metadata" => (keyword(METADATA)?, None),
             "private" => (keyword(PRIVATE)?, None),
+            NAMESERVER => (vec![Target::Resolvers(Vec::new())], Some(53)),
+            k if k.starts_with("nameserver:") => {
+                return Err("the keyword nameserver takes no port (it is port 53)".into())
+            }
             _ => {
                 let (host, port) = split_port(text)?;
                 (vec![target(host)?], port)
@@ -87,7 +97,25 @@ impl Rule {
                     && h.as_bytes()[h.len() - suffix.len()..]
                         .eq_ignore_ascii_case(suffix.as_bytes())
             }),
+            Target::Resolvers(addrs) => addrs.contains(&ip),
         })
+    }
+
+    /// Whether the rule names hosts (a name or `*.domain`): the app resolves them.
+    pub(crate) fn names_hosts(&self) -> bool {
+        self.targets
+            .iter()
+            .any(|t| matches!(t, Target::Name(..) | Target::Suffix(_)))
+    }
+
+    /// Gives a `nameserver` rule the resolvers' addresses.
+    pub(crate) fn set_resolvers(&mut self, resolvers: &[IpAddr]) {
+        for t in &mut self.targets {
+            if let Target::Resolvers(addrs) = t {
+                addrs.clear();
+                addrs.extend_from_slice(resolvers);
+            }
+        }
     }
 
     /// Host names this rule resolves at load (`Target::Name`).

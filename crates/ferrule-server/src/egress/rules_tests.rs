@@ -117,10 +117,30 @@ fn every_form_matches_as_the_table_says() {
 }
 
 #[test]
+fn nameserver_is_the_resolvers_on_port_53_once_they_are_read() {
+    let mut rule = Rule::parse("NameServer").unwrap();
+    assert_eq!(rule.text(), "NameServer");
+    assert!(!rule.matches(ip("192.0.2.53"), 53, None), "none read yet");
+    rule.set_resolvers(&[ip("192.0.2.53"), ip("::1")]);
+    for (addr, port, want) in [
+        ("192.0.2.53", 53, true),
+        ("::1", 53, true),
+        ("192.0.2.53", 853, false),
+        ("192.0.2.54", 53, false),
+    ] {
+        assert_eq!(rule.matches(ip(addr), port, None), want, "{addr}:{port}");
+    }
+    assert!(!rule.names_hosts());
+    assert!(Rule::parse("db.internal").unwrap().names_hosts());
+    assert!(Rule::parse("*.example.com").unwrap().names_hosts());
+}
+
+#[test]
 fn bad_specs_say_what_is_wrong() {
     for (spec, says) in [
         ("", "empty"),
         ("10.0.0.0/33", "prefix length"),
+        ("nameserver:853", "takes no port"),
         ("::1/129", "prefix length"),
         ("10.0.0.0/x", "prefix length"),
         ("300.1.1.1", "not a valid IP"),
