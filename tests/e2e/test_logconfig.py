@@ -332,3 +332,18 @@ def test_a_reload_applies_a_changed_logconfig_dict(serve, tmp_path):
     booted = {int(r["message"].split()[-1]) for r in records(second) if r["message"].startswith("Booting worker")}
     served = {r["process"] for r in records(second) if r["name"] == "gunicorn.access"}
     assert served and served <= booted, (served, booted)
+
+
+def test_a_408_made_by_the_timeout_sweep_reaches_the_access_records(serve, tmp_path):
+    # The 408 for a head that never ends is answered by the worker's monitor thread,
+    # which never holds the GIL and must not wait for it: its record waits for the
+    # drain thread (or the next request) instead of being lost.
+    err, acc = tmp_path / "err.jsonl", tmp_path / "acc.jsonl"
+    s = serve("logconfig_app:app", "--log-config-dict", json.dumps(dict_config(err, acc)),
+              "--header-timeout", "0.5")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"GET /slow-head HTTP/1.1\r\nHost: x\r\n")
+        assert c.recv(4096).startswith(b"HTTP/1.1 408")
+    wait_until(lambda: any(r["args"].get("s") == "408" for r in records(acc, "gunicorn.access")))
+    line = [r for r in records(acc, "gunicorn.access") if r["args"].get("s") == "408"][0]
+    assert line["args"]["h"] == "127.0.0.1"

@@ -10,12 +10,12 @@
 
 use crate::config::Config;
 use crate::text::latin1;
-use ferrule_server::access::{named_atoms, AccessLog, AccessRecords, Atoms};
+use ferrule_server::access::{named_atoms, AccessLog, AccessRecords, AtomView, Atoms, OwnedAtoms};
 use ferrule_server::log::{self, forward, LogLevel};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,17 +100,17 @@ fn keep(first: &mut PyResult<()>, result: PyResult<()>) {
 }
 
 impl PyAccess {
-    fn atoms<'py>(&self, py: Python<'py>, atoms: &Atoms<'_>) -> PyResult<Bound<'py, PyDict>> {
+    fn atoms<'py>(&self, py: Python<'py>, atoms: &dyn AtomView) -> PyResult<Bound<'py, PyDict>> {
         let dict = self.atoms_type.bind(py).call0()?.cast_into::<PyDict>()?;
-        let elapsed = atoms.elapsed();
+        let elapsed = atoms.time();
         let mut failed = Ok(());
-        atoms.each_named(|i, name, text| {
+        atoms.named(&mut |i, name, text| {
             let Some(key) = self.names.get(i).map(|k| k.bind(py)) else {
                 return;
             };
             // gunicorn's types: numbers for B, T, M, D; text for the rest (`s` too).
             let set = match name {
-                "B" => dict.set_item(key, atoms.body_bytes()),
+                "B" => dict.set_item(key, atoms.bytes()),
                 "T" => dict.set_item(key, elapsed.as_secs()),
                 "M" => dict.set_item(key, elapsed.as_millis() as u64),
                 "D" => dict.set_item(key, elapsed.as_micros() as u64),
@@ -120,11 +120,11 @@ impl PyAccess {
         });
         KEYS.with(|keys| {
             let keys = &mut *keys.borrow_mut();
-            atoms.each_request_header(|n, v| {
+            atoms.request_headers(&mut |n, v| {
                 let k = key(py, &mut keys.request, n, 'i');
                 keep(&mut failed, dict.set_item(k, escaped(&latin1(v))));
             });
-            atoms.each_response_header(|n, v| {
+            atoms.response_headers(&mut |n, v| {
                 let k = key(py, &mut keys.response, n, 'o');
                 keep(&mut failed, dict.set_item(k, escaped(&latin1(v))));
             });
@@ -148,21 +148,73 @@ impl PyAccess {
     }
 }
 
+/// Records made on a thread that does not hold the GIL (the monitor's sweep answers a
+/// 408): that thread must not wait for Python, so they wait here for the next record
+/// made with the GIL or for the error-record drain thread, whichever comes first.
+static LATER: Mutex<VecDeque<OwnedAtoms>> = Mutex::new(VecDeque::new());
+/// Records [`LATER`] keeps at most; more are dropped and counted.
+const LATER_KEPT: usize = 1024;
+static LATER_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl PyAccess {
+    fn send(&self, py: Python<'_>, atoms: &dyn AtomView) {
+        let sent = self
+            .atoms(py, atoms)
+            .and_then(|a| self.info.call1(py, (self.format.bind(py), a)));
+        if let Err(e) = sent {
+            // gunicorn logs the traceback in the error log; so does this.
+            tracing::error!(
+                "access record failed: {}",
+                crate::errors::format_exception(py, &e)
+            );
+        }
+    }
+
+    /// Sends the records that waited in [`LATER`].
+    fn send_later(&self, py: Python<'_>) {
+        let waiting = std::mem::take(&mut *LATER.lock().unwrap_or_else(|p| p.into_inner()));
+        for atoms in &waiting {
+            self.send(py, atoms);
+        }
+        let dropped = LATER_DROPPED.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(
+                "{dropped} access records dropped: too many made outside a request's thread"
+            );
+        }
+    }
+}
+
 impl AccessRecords for PyAccess {
     fn record(&self, atoms: &Atoms<'_>) {
+        if !crate::sys::holds_gil() {
+            let mut later = LATER.lock().unwrap_or_else(|p| p.into_inner());
+            match later.len() < LATER_KEPT {
+                true => later.push_back(atoms.to_owned()),
+                false => {
+                    LATER_DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
         // The runner holds the GIL for its batch: attaching is a counter check.
         Python::attach(|py| {
-            let sent = self
-                .atoms(py, atoms)
-                .and_then(|a| self.info.call1(py, (self.format.bind(py), a)));
-            if let Err(e) = sent {
-                // gunicorn logs the traceback in the error log; so does this.
-                tracing::error!(
-                    "access record failed: {}",
-                    crate::errors::format_exception(py, &e)
-                );
+            if !LATER.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                self.send_later(py);
             }
+            self.send(py, atoms);
         });
+    }
+}
+
+/// Sends the access records made outside a request's thread (the drain thread's turn).
+fn send_later(py: Python<'_>) {
+    if LATER.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        return;
+    }
+    let access = PY_ACCESS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(access) = access {
+        access.send_later(py);
     }
 }
 
@@ -254,6 +306,7 @@ fn levelno(level: LogLevel) -> u8 {
 fn next_error_records(py: Python<'_>, wait: f64) -> (Vec<(u8, String)>, u64) {
     let wait = Duration::try_from_secs_f64(wait).unwrap_or(Duration::ZERO);
     let records = py.detach(|| forward::next(wait));
+    send_later(py);
     let records = records
         .into_iter()
         .map(|r| (levelno(r.level), r.message))

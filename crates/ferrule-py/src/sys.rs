@@ -1,4 +1,4 @@
-//! The crate's only unsafe code: two reads of CPython object fields that PyO3's safe
+//! The crate's only unsafe code: whether this thread holds the GIL, two reads of CPython object fields that PyO3's safe
 //! API does not offer, a str made from ASCII bytes without decoding them, and such a
 //! str refilled in place when no one else holds it. Each takes a `Bound`, which holds a strong reference and proves
 //! the thread is attached to the interpreter, so the object it reads is alive and no
@@ -229,4 +229,13 @@ mod tests {
             assert_eq!(refcnt(&obj), 1);
         });
     }
+}
+
+/// Whether this thread holds the GIL: records made by a Rust thread that does not must
+/// not wait for it.
+pub fn holds_gil() -> bool {
+    // SAFETY: `PyGILState_Check` may be called by any thread, attached or not, once the
+    // interpreter is initialized, which it is for as long as this module is loaded; it
+    // only reads the thread's state.
+    unsafe { ffi::PyGILState_Check() == 1 }
 }

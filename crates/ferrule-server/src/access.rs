@@ -16,7 +16,7 @@ mod json;
 mod records;
 
 use atoms::{parse, write_atom, Piece};
-pub use records::{named_atoms, AccessRecords, Atoms};
+pub use records::{named_atoms, AccessRecords, AtomView, Atoms, OwnedAtoms};
 
 thread_local! {
     /// The `{VAR}e` values of the request this thread handled last, in the order of

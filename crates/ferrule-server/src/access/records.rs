@@ -99,6 +99,89 @@ impl<'a> Atoms<'a> {
     }
 }
 
+/// What a record is made of: a finished request's [`Atoms`], or their [`OwnedAtoms`]
+/// copy for a record made where the receiver cannot take it at once.
+pub trait AtomView {
+    /// Each named atom with its place in [`named_atoms`], its name and its text.
+    fn named(&self, f: &mut dyn FnMut(usize, &'static str, &str));
+    /// The body bytes sent (`B`).
+    fn bytes(&self) -> u64;
+    /// The request's time.
+    fn time(&self) -> Duration;
+    fn request_headers(&self, f: &mut dyn FnMut(&str, &[u8]));
+    fn response_headers(&self, f: &mut dyn FnMut(&str, &[u8]));
+}
+
+impl AtomView for Atoms<'_> {
+    fn named(&self, f: &mut dyn FnMut(usize, &'static str, &str)) {
+        self.each_named(f)
+    }
+    fn bytes(&self) -> u64 {
+        self.body_bytes()
+    }
+    fn time(&self) -> Duration {
+        self.elapsed()
+    }
+    fn request_headers(&self, f: &mut dyn FnMut(&str, &[u8])) {
+        self.each_request_header(f)
+    }
+    fn response_headers(&self, f: &mut dyn FnMut(&str, &[u8])) {
+        self.each_response_header(f)
+    }
+}
+
+/// A copy of a finished request's atoms, owning its texts.
+pub struct OwnedAtoms {
+    named: Vec<String>,
+    bytes: u64,
+    time: Duration,
+    request: Vec<(String, Vec<u8>)>,
+    response: Vec<(String, Vec<u8>)>,
+}
+
+impl Atoms<'_> {
+    /// Copies the atoms out of the request, for a record delivered later.
+    pub fn to_owned(&self) -> OwnedAtoms {
+        let mut named = Vec::with_capacity(NAMED.len());
+        self.each_named(|_, _, text| named.push(text.to_string()));
+        let mut request = Vec::new();
+        self.each_request_header(|n, v| request.push((n.to_string(), v.to_vec())));
+        let mut response = Vec::new();
+        self.each_response_header(|n, v| response.push((n.to_string(), v.to_vec())));
+        OwnedAtoms {
+            named,
+            bytes: self.body_bytes(),
+            time: self.elapsed(),
+            request,
+            response,
+        }
+    }
+}
+
+impl AtomView for OwnedAtoms {
+    fn named(&self, f: &mut dyn FnMut(usize, &'static str, &str)) {
+        for (i, ((name, _), text)) in NAMED.iter().zip(&self.named).enumerate() {
+            f(i, name, text);
+        }
+    }
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    fn time(&self) -> Duration {
+        self.time
+    }
+    fn request_headers(&self, f: &mut dyn FnMut(&str, &[u8])) {
+        for (n, v) in &self.request {
+            f(n, v);
+        }
+    }
+    fn response_headers(&self, f: &mut dyn FnMut(&str, &[u8])) {
+        for (n, v) in &self.response {
+            f(n, v);
+        }
+    }
+}
+
 /// The sink of an access log that sends records: never written to.
 pub(super) struct Nowhere;
 
