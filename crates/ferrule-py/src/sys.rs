@@ -118,6 +118,15 @@ fn refill(s: &Bound<'_, PyString>, len: usize, write: impl FnOnce(&mut [u8])) ->
     }
 }
 
+/// Whether this thread holds the GIL: records made by a Rust thread that does not must
+/// not wait for it.
+pub fn holds_gil() -> bool {
+    // SAFETY: `PyGILState_Check` may be called by any thread, attached or not, once the
+    // interpreter is initialized, which it is for as long as this module is loaded; it
+    // only reads the thread's state.
+    unsafe { ffi::PyGILState_Check() == 1 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,13 +238,4 @@ mod tests {
             assert_eq!(refcnt(&obj), 1);
         });
     }
-}
-
-/// Whether this thread holds the GIL: records made by a Rust thread that does not must
-/// not wait for it.
-pub fn holds_gil() -> bool {
-    // SAFETY: `PyGILState_Check` may be called by any thread, attached or not, once the
-    // interpreter is initialized, which it is for as long as this module is loaded; it
-    // only reads the thread's state.
-    unsafe { ffi::PyGILState_Check() == 1 }
 }
