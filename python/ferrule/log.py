@@ -83,7 +83,10 @@ class Log:
 
     def _emit(self, level: str, msg, args: tuple, exc_info=None) -> None:
         if _python_error_log is not None:
-            _python_error_log.log(_level_number(level), msg, *args, exc_info=exc_info)
+            number = logging.ERROR if level == "exception" else _level_number(level)
+            if _python_error_log.isEnabledFor(number):
+                _ferrule.count_log(level)  # statsd's log.*, as the error log's lines count
+                _python_error_log.log(number, msg, *args, exc_info=exc_info)
             return
         try:
             text = str(msg) % args if args else str(msg)

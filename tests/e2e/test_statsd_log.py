@@ -71,3 +71,43 @@ def test_each_error_log_line_is_counted_by_level(serve, tmp_path):
     # exception, counted as gunicorn does (log.exception, not log.error).
     assert matched(), (counts, s.log())
     assert counts["critical"] >= 2 and counts["warning"] >= 2 and counts["error"] >= 2
+
+
+def test_lines_python_logging_handles_are_counted_too(serve, tmp_path):
+    # Under a Python logging configuration the hooks' server.log lines go straight to
+    # Python's gunicorn.error, and the Rust lines through the records queue: both still
+    # count, and Log.exception is an ERROR record there as in gunicorn.
+    import json
+    rx = listener()
+    conf = tmp_path / "hooks.conf.py"
+    conf.write_text(HOOKS)
+    err = tmp_path / "err.jsonl"
+    config = {"version": 1, "root": {"handlers": []},
+              "handlers": {"err": {"()": "recording_handler.Recording", "path": str(err)}},
+              "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["err"], "propagate": False}}}
+    s = serve("uwsgi_app:app", "-c", str(conf), "--statsd-host", f"127.0.0.1:{rx.getsockname()[1]}",
+              "--log-config-dict", json.dumps(config))
+    booted_ok = time.monotonic() + 15
+    while time.monotonic() < booted_ok and not (err.exists() and "an exception in a worker" in err.read_text()):
+        time.sleep(0.05)
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    c.request("GET", "/error")
+    assert c.getresponse().status == 500
+    c.close()
+    counts = {"critical": 0, "error": 0, "warning": 0, "exception": 0}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not (counts["exception"] >= 3 and counts["critical"] >= 2
+                                                and counts["warning"] >= 2 and counts["error"] >= 2):
+        try:
+            data = rx.recv(65536).decode()
+        except TimeoutError:
+            continue
+        for line in data.split("\n"):
+            for level in counts:
+                if line == f"gunicorn.log.{level}:1|c|@1.0":
+                    counts[level] += 1
+    assert counts["exception"] >= 3 and counts["critical"] >= 2, counts
+    assert counts["warning"] >= 2 and counts["error"] >= 2, counts
+    records = [json.loads(line) for line in err.read_text().splitlines()]
+    exc = [r for r in records if r["message"].startswith("an exception in")]
+    assert exc and all(r["levelname"] == "ERROR" for r in exc), exc

@@ -237,6 +237,22 @@ fn reopen_logs() -> PyResult<()> {
     ferrule_server::logfile::reopen_all().map_err(|e| PyOSError::new_err(e.to_string()))
 }
 
+/// Counts in statsd's `log.*` a line that Python logging handles itself (a hook's
+/// `server.log` under a Python logging configuration): the error log's own lines are
+/// counted where they are written.
+#[pyfunction]
+fn count_log(level: &str) {
+    use ferrule_server::metrics::{log_line, LogCounter};
+    let counter = match level {
+        "critical" => LogCounter::Critical,
+        "error" => LogCounter::Error,
+        "warning" => LogCounter::Warning,
+        "exception" => LogCounter::Exception,
+        _ => return,
+    };
+    log_line(counter);
+}
+
 /// Writes a line to the error log (the front end, `server.log`, Python logging's
 /// `gunicorn.error`). Never raises for a failing log: the line is counted as lost.
 #[pyfunction]
@@ -272,6 +288,7 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(log_message, m)?)?;
+    m.add_function(wrap_pyfunction!(count_log, m)?)?;
     m.add_function(wrap_pyfunction!(access_message, m)?)?;
     m.add_function(wrap_pyfunction!(bind, m)?)?;
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;
