@@ -117,6 +117,11 @@ def apply(cfg) -> Optional[Tuple[str, str]]:
     """Applies the configuration ``cfg`` names, if any, and returns the (error,
     access) logger names ferrule's records go to; None when there is none. Raises
     :class:`LogConfigError` naming the problem."""
+    given = cfg.log_config_dict or cfg.log_config_json or cfg.log_config
+    if given and str(cfg.access_logformat).startswith("json"):
+        # The records' msg would be the literal "json...": refuse rather than log that.
+        raise LogConfigError("access-logformat json is ferrule's own access line; with a Python logging "
+                             "config, give gunicorn.access a JSON formatter (record.args holds every atom)")
     if cfg.log_config_dict:
         named = _dict_config(cfg.log_config_dict, "logconfig_dict")
     elif cfg.log_config_json:

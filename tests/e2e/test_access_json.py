@@ -135,3 +135,26 @@ def test_a_bad_json_format_is_one_line_and_exit_2(fmt, words):
                        capture_output=True, text=True, timeout=60, cwd=APPS)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert words in r.stderr, r.stderr
+
+
+def test_the_text_line_escapes_quotes_in_every_value_as_gunicorn(serve, tmp_path):
+    # gunicorn's SafeAtoms: a client's `"` is `\"`, so it cannot close a quoted field and
+    # forge the ones after it; the JSON line has the value itself.
+    text, js = tmp_path / "access.log", tmp_path / "access.json"
+    s = serve("routes:app", "--access-logfile", str(text))
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    c.request("GET", "/hello", headers={"User-Agent": 'ua" 500 "x', "Referer": 'r"f'})
+    assert c.getresponse().read()
+    c.close()
+    line = wait_until(lambda: text.exists() and [ln for ln in text.read_text().splitlines() if "/hello" in ln])[0]
+    assert line.endswith('"r\\"f" "ua\\" 500 \\"x"'), line
+    assert s.stop() == 0
+    s = serve("routes:app", "--access-logfile", str(js), "--access-logformat", "json")
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    c.request("GET", "/hello", headers={"User-Agent": 'ua" 500 "x'})
+    assert c.getresponse().read()
+    c.close()
+    got = wait_until(lambda: js.exists() and [json.loads(ln) for ln in js.read_text().splitlines()
+                                              if "/hello" in ln])
+    assert got[0]["user_agent"] == 'ua" 500 "x'
+    assert s.stop() == 0

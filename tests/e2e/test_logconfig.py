@@ -348,3 +348,13 @@ def test_a_408_made_by_the_timeout_sweep_reaches_the_access_records(serve, tmp_p
     wait_until(lambda: any(r["args"].get("s") == "408" for r in records(acc, "gunicorn.access")))
     line = [r for r in records(acc, "gunicorn.access") if r["args"].get("s") == "408"][0]
     assert line["args"]["h"] == "127.0.0.1"
+
+
+def test_a_json_access_format_with_a_python_logging_config_is_refused():
+    # Its records' message would be the literal format: one line and exit 2 instead.
+    r = subprocess.run([sys.executable, "-m", "ferrule", "logconfig_app:app", "-b", "127.0.0.1:0",
+                        "--chdir", str(APPS), "--access-logformat", "json",
+                        "--log-config-dict", json.dumps({"version": 1})],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, r
+    assert "JSON formatter" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -244,10 +244,12 @@ impl Settings<'_> {
             Some("-") => Some(AccessTarget::Stdout),
             Some(path) => Some(AccessTarget::File(PathBuf::from(path))),
         };
+        // Checked even with no access log, so `--check-config` finds a bad format that
+        // a later `--access-logfile` (or a Python logging config) would trip over.
+        let format = AccessFormat::parse(&self.access_logformat)?;
         let access = match target {
             None => None,
             Some(target) => {
-                let format = AccessFormat::parse(&self.access_logformat)?;
                 // Opened once here so an unwritable path stops start-up (or a reload)
                 // with its name, rather than failing in every worker.
                 target.dest()?;

@@ -161,7 +161,15 @@ impl AccessLog {
             return s;
         }
         for p in &self.pieces {
+            let start = s.len();
             write_atom(p, ex, environ, elapsed, &mut s);
+            // gunicorn's SafeAtoms: a `"` in a value is `\"`, so a client cannot end a
+            // quoted field (`"%(a)s"`) and forge the ones after it.
+            if !matches!(p, Piece::Text(_)) && s.as_bytes()[start..].contains(&b'"') {
+                let value = s[start..].replace('"', "\\\"");
+                s.truncate(start);
+                s.push_str(&value);
+            }
         }
         s.push('\n');
         s

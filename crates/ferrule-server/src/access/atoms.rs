@@ -148,9 +148,8 @@ pub(crate) fn write_atom(
         },
         Piece::ReqHeader(h) => text(ex.header(h.as_bytes()), s),
         Piece::RespHeader(h) => text(ex.response_header(h.as_bytes()), s),
-        // Quotes escaped as gunicorn's SafeAtoms does, so `"%({KEY}e)s"` stays one field.
+        // Quotes are escaped by the text line (`AccessLog::format`), as for every atom.
         Piece::Env(i) => match environ.get(*i) {
-            Some(Some(v)) if v.contains('"') => s.push_str(&v.replace('"', "\\\"")),
             Some(Some(v)) => s.push_str(v),
             _ => s.push('-'),
         },
