@@ -96,7 +96,10 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
         r.quiet = false;
         while !shared.drained() {
             let (first, quiet) = match shared.pop_ready() {
-                Some(t) => (t, false),
+                Some(t) => {
+                    r.quiet = false;
+                    (t, false)
+                }
                 None => match r.poll(IDLE_WAIT) {
                     Ok(Some(t)) => (t, std::mem::take(&mut r.quiet)),
                     Ok(None) => {
