@@ -114,6 +114,11 @@ pub struct Conn {
     /// `sys::receive_time`), 0 once taken by a request; None when reads are not
     /// stamped (no queue wait is asked for, or not TCP: `timing.rs`).
     pub(crate) rx: Option<u64>,
+    /// Its event came out of an epoll wait that blocked while no other request ran
+    /// (`Runner::poll`): its bytes arrived during the wait, so they waited for nothing
+    /// but the wake-up, and the next read skips their receive time (`recvmsg` and its
+    /// control message cost ~50 instructions a request; `timing.rs`).
+    pub(crate) fresh: bool,
 }
 
 impl Conn {
@@ -140,6 +145,7 @@ impl Conn {
             stage: Stage::Open,
             queued: None,
             rx: None,
+            fresh: false,
         })
     }
 

@@ -62,6 +62,10 @@ struct Runner<'a> {
     seen: Stamp,
     /// The timer slack this thread has (`Sched::precise_timers`), once set.
     precise: Option<bool>,
+    /// This runner's last look at epoll found nothing (a batch's last poll, a wait
+    /// that timed out), and nothing slow came since: what its next wait returns
+    /// arrived during that wait (`Conn::fresh`).
+    quiet: bool,
 }
 
 /// A thread's life: park until allowed to be a runner, then wait for connections and
@@ -78,6 +82,7 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
         last_end: None,
         seen: shared.sched.stamp(),
         precise: None,
+        quiet: false,
     };
     shared.sched.register(
         me,
@@ -87,12 +92,18 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
     'park: while shared.sched.become_runner(me) {
         // Waits in a row that found nothing: a runner idle for `RETIRE_AFTER` ends.
         let mut empty = 0u32;
+        // Parked, events may have waited for this thread.
+        r.quiet = false;
         while !shared.drained() {
-            let first = match shared.pop_ready() {
-                Some(t) => t,
+            let (first, quiet) = match shared.pop_ready() {
+                Some(t) => {
+                    r.quiet = false;
+                    (t, false)
+                }
                 None => match r.poll(IDLE_WAIT) {
-                    Ok(Some(t)) => t,
+                    Ok(Some(t)) => (t, std::mem::take(&mut r.quiet)),
                     Ok(None) => {
+                        r.quiet = true;
                         empty += 1;
                         if empty >= RETIRE_POLLS && shared.sched.retire_idle_runner(me) {
                             return;
@@ -105,7 +116,7 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
             empty = 0;
             // Room for an answer the server writes itself needs neither the app nor the
             // GIL (`writing.rs`): written here, before the batch takes it.
-            let Some(first) = r.unheld(first) else {
+            let Some(mut first) = r.unheld(first) else {
                 continue;
             };
             r.fit_timers();
@@ -117,6 +128,13 @@ pub(crate) fn run(shared: &Arc<Shared>, handler: &dyn Handler, me: usize) {
             // at 50 about -0.3%. One runner (a CPU-bound app) never pays it.
             if shared.sched.several_runners() {
                 std::thread::yield_now();
+            } else if quiet {
+                // Alone, and epoll was empty when this wait began: the request came
+                // during the wait and no request holds the GIL, so it waits for
+                // nothing its receive time would show (`Conn::fresh`).
+                if let Taken::Conn(c) = &mut first {
+                    c.fresh = c.rx.is_some();
+                }
             }
             let mut first = Some(first);
             handler.hold(&mut |blocking| {
@@ -215,7 +233,10 @@ impl Runner<'_> {
                         }
                         Taken::Token(t)
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        self.quiet = true;
+                        break;
+                    }
                     Err(()) => {
                         self.flush(blocking);
                         return After::Fail;

@@ -185,6 +185,11 @@ impl Conn {
             None => self
                 .transport
                 .read_append(&mut self.buf, 4096, 16 * 1024, None),
+            Some(_) if self.fresh => {
+                self.fresh = false;
+                self.transport
+                    .read_append(&mut self.buf, 4096, 16 * 1024, None)
+            }
             Some(rx) => self
                 .transport
                 .read_append(&mut self.buf, 4096, 16 * 1024, Some(rx)),
@@ -206,6 +211,51 @@ mod tests {
     use crate::transport::{ReadOutcome, Transport};
     use std::io::Write;
     use std::os::unix::net::UnixStream;
+
+    /// Reads `conn` until bytes come (the socket is non-blocking), within 10 s.
+    fn read_until_data(conn: &mut Conn) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match conn.read_some().unwrap() {
+                ReadOutcome::Data(_) => return,
+                ReadOutcome::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "no bytes came");
+                    std::thread::yield_now();
+                }
+                ReadOutcome::Eof => panic!("closed"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_fresh_read_skips_the_receive_time_and_the_next_one_keeps_it() {
+        use std::net::{TcpListener, TcpStream};
+        use std::os::fd::AsFd;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        crate::sys::set_receive_times(l.as_fd(), true).unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, peer) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(Transport::Tcp(s), Peer::Tcp(peer), 0);
+        conn.rx = Some(0);
+        // The kernel may stamp nothing in the first moments after stamping is turned
+        // on (`receive_time.rs`): stamped reads are retried until one has a time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            conn.fresh = true;
+            client.write_all(b"a").unwrap();
+            read_until_data(&mut conn);
+            assert_eq!(conn.rx, Some(0), "a fresh read keeps no time");
+            assert!(!conn.fresh, "only the one read after the wait is fresh");
+            client.write_all(b"b").unwrap();
+            read_until_data(&mut conn);
+            if conn.rx != Some(0) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never stamped");
+        }
+        assert!(conn.buf.ends_with(b"ab"), "every byte was read");
+    }
 
     #[test]
     fn a_read_records_whether_the_socket_is_known_to_be_empty() {
