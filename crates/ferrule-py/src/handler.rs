@@ -60,19 +60,26 @@ impl Wsgi {
 
     fn call(&self, py: Python<'_>, ex: Box<Exchange>) -> Option<Box<Exchange>> {
         // Egress attribution and `request_id`: one load when neither is on.
-        let id = egress::wanted().then(|| {
-            egress::begin(
-                ex.method(),
-                self.environ.egress_path(&ex),
-                ex.trusted_request_id(),
-            )
-        });
+        let (id, serving) = match egress::wanted() {
+            true => {
+                let (id, serving) = egress::begin(
+                    ex.method(),
+                    self.environ.egress_path(&ex),
+                    ex.trusted_request_id(),
+                );
+                (Some(id), Some(serving))
+            }
+            false => (None, None),
+        };
         // uwsgi environs are built elsewhere and get the id below.
         let uwsgi_id = id.filter(|_| ex.protocol() == ferrule_server::Protocol::Uwsgi);
         let (tx, start_response) = match request_object(py, ex) {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::error!("cannot allocate the request: {e}");
+                if let Some(serving) = serving {
+                    serving.end();
+                }
                 return None;
             }
         };
@@ -103,8 +110,8 @@ impl Wsgi {
         };
         drop(result);
         crate::records::keep_environ(&environ);
-        if id.is_some() {
-            egress::end();
+        if let Some(serving) = serving {
+            serving.end();
         }
         let mut t = tx.borrow_mut();
         let input_error = t.input_error;
