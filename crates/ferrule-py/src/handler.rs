@@ -60,24 +60,21 @@ impl Wsgi {
 
     fn call(&self, py: Python<'_>, ex: Box<Exchange>) -> Option<Box<Exchange>> {
         // Egress attribution and `request_id`: one load when neither is on.
-        let (id, serving) = match egress::wanted() {
-            true => {
-                let (id, serving) = egress::begin(
-                    ex.method(),
-                    self.environ.egress_path(&ex),
-                    ex.trusted_request_id(),
-                );
-                (Some(id), Some(serving))
-            }
-            false => (None, None),
-        };
+        let begun = egress::wanted().then(|| {
+            egress::begin(
+                ex.method(),
+                self.environ.egress_path(&ex),
+                ex.trusted_request_id(),
+            )
+        });
+        let id = begun.as_ref().map(|(id, _)| *id);
         // uwsgi environs are built elsewhere and get the id below.
         let uwsgi_id = id.filter(|_| ex.protocol() == ferrule_server::Protocol::Uwsgi);
         let (tx, start_response) = match request_object(py, ex) {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::error!("cannot allocate the request: {e}");
-                if let Some(serving) = serving {
+                if let Some((_, serving)) = begun {
                     serving.end();
                 }
                 return None;
@@ -110,7 +107,7 @@ impl Wsgi {
         };
         drop(result);
         crate::records::keep_environ(&environ);
-        if let Some(serving) = serving {
+        if let Some((_, serving)) = begun {
             serving.end();
         }
         let mut t = tx.borrow_mut();
