@@ -316,10 +316,9 @@ impl Environ {
                 egress::RequestId::Forwarded => egress::forwarded_id(ex.trusted_request_id()),
                 egress::RequestId::Made(_) => None,
             };
-            let key = intern!(py, "ferrule.request_id");
             local
                 .live
-                .set_request_id(&env, key, id, forwarded.unwrap_or_default())?;
+                .set_request_id(&env, id, forwarded.unwrap_or_default())?;
         }
         local.live.finish(&env, keys)?;
         Ok(env)

@@ -60,19 +60,23 @@ impl Wsgi {
 
     fn call(&self, py: Python<'_>, ex: Box<Exchange>) -> Option<Box<Exchange>> {
         // Egress attribution and `request_id`: one load when neither is on.
-        let id = egress::wanted().then(|| {
+        let begun = egress::wanted().then(|| {
             egress::begin(
                 ex.method(),
                 self.environ.egress_path(&ex),
                 ex.trusted_request_id(),
             )
         });
+        let id = begun.as_ref().map(|(id, _)| *id);
         // uwsgi environs are built elsewhere and get the id below.
         let uwsgi_id = id.filter(|_| ex.protocol() == ferrule_server::Protocol::Uwsgi);
         let (tx, start_response) = match request_object(py, ex) {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::error!("cannot allocate the request: {e}");
+                if let Some((_, serving)) = begun {
+                    serving.end();
+                }
                 return None;
             }
         };
@@ -103,8 +107,8 @@ impl Wsgi {
         };
         drop(result);
         crate::records::keep_environ(&environ);
-        if id.is_some() {
-            egress::end();
+        if let Some((_, serving)) = begun {
+            serving.end();
         }
         let mut t = tx.borrow_mut();
         let input_error = t.input_error;

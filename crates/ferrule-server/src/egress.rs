@@ -23,7 +23,7 @@ mod rules;
 mod supervisor;
 
 pub use attribution::{
-    begin, egress_on, end, set_mount, want_ids, wanted, with_request_id, with_tally, Path,
+    begin, egress_on, set_mount, want_ids, wanted, with_request_id, with_tally, Path, Serving,
 };
 pub use counts::Key;
 pub use policy::{Policy, Verdict};

@@ -93,7 +93,8 @@ pub(crate) struct Slot {
     /// The request being served (0: none). Stored by the slot's thread only.
     seq: AtomicU64,
     /// Where that thread's `forwarded id | method | path` bytes are, and their three
-    /// lengths (no forwarded id: the id is made from `seq`).
+    /// lengths (no forwarded id: the id is made from `seq`; a GET: not copied, the
+    /// method's length is [`GET`]).
     at: AtomicUsize,
     lens: [AtomicUsize; 3],
     /// The path is the target's, to be decoded into PATH_INFO ([`Path::Target`]).
@@ -116,11 +117,16 @@ impl Slot {
         }
         let at = self.at.load(Ordering::Relaxed);
         let [a, b, c] = [0, 1, 2].map(|i| self.lens[i].load(Ordering::Relaxed));
+        let (b, get) = match b {
+            GET => (0, true),
+            b => (b, false),
+        };
         let mut bytes = vec![0u8; a + b + c];
         crate::sys::remote::read_from(pid, at as u64, &mut bytes).ok()?;
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let (id, rest) = bytes.split_at(a);
         let (method, path) = rest.split_at(b);
+        let method = if get { b"GET" } else { method };
         let id = match a {
             0 => text(&MadeId::new(seq).text()),
             _ => text(id),
@@ -130,6 +136,26 @@ impl Slot {
             false => text(path),
         };
         Some(([id, text(method), path], seq))
+    }
+}
+
+/// A slot's method length for a GET, whose method is not copied: one compare instead
+/// of a `memcpy` call for most requests (a table of several methods cost what the
+/// copy did).
+const GET: usize = usize::MAX;
+
+/// A request being served on this thread, from [`begin`] to [`Serving::end`]: its
+/// slot, so that the end needs no second look-up of the thread's slot (a cdylib's
+/// thread-local costs a `__tls_get_addr` call).
+#[must_use = "a request begun must be ended"]
+pub struct Serving(Arc<Slot>);
+
+impl Serving {
+    /// Ends this thread's request: later attempts from the thread have no request.
+    /// The tally stays for the access-log line that follows.
+    #[inline]
+    pub fn end(self) {
+        self.0.seq.store(0, Ordering::Release);
     }
 }
 
@@ -223,8 +249,9 @@ fn path_info(path: &[u8]) -> Vec<u8> {
 /// Starts a request on this thread: its id (a trusted peer's `X-Request-ID`, else one
 /// made of the process's random key and a sequence number, so distinct across
 /// processes and restarts), method and path. No lock, no allocation once the buffer
-/// has grown to the thread's longest request, no text made for the id.
-pub fn begin(method: &[u8], path: Path<'_>, forwarded: Option<&[u8]>) -> RequestId {
+/// has grown to the thread's longest request, no text made for the id, a GET's method
+/// not copied.
+pub fn begin(method: &[u8], path: Path<'_>, forwarded: Option<&[u8]>) -> (RequestId, Serving) {
     MINE.with(|m| {
         let mut m = m.borrow_mut();
         let mine = m.get_or_insert_with(register);
@@ -243,28 +270,23 @@ pub fn begin(method: &[u8], path: Path<'_>, forwarded: Option<&[u8]>) -> Request
             Path::Target(p) => (true, p),
             Path::Info(p) => (false, p),
         };
-        mine.buf.extend_from_slice(method);
+        let method_len = if method == b"GET" {
+            GET
+        } else {
+            mine.buf.extend_from_slice(method);
+            method.len()
+        };
         mine.buf.extend_from_slice(path);
         // Published after the bytes (the buffer may have moved while growing).
         let slot = &mine.slot;
         slot.at.store(mine.buf.as_ptr() as usize, Ordering::Relaxed);
-        for (len, n) in slot.lens.iter().zip([id_len, method.len(), path.len()]) {
-            len.store(n, Ordering::Relaxed);
-        }
+        slot.lens[0].store(id_len, Ordering::Relaxed);
+        slot.lens[1].store(method_len, Ordering::Relaxed);
+        slot.lens[2].store(path.len(), Ordering::Relaxed);
         slot.target.store(target, Ordering::Relaxed);
         slot.seq.store(seq, Ordering::Release);
-        id
+        (id, Serving(slot.clone()))
     })
-}
-
-/// Ends this thread's request: later attempts from the thread have no request. The
-/// tally stays for the access-log line that follows.
-pub fn end() {
-    MINE.with(|m| {
-        if let Some(mine) = m.borrow().as_ref() {
-            mine.slot.seq.store(0, Ordering::Release);
-        }
-    });
 }
 
 // Once per thread: kept out of `begin`, which is inlined into every request.

@@ -9,10 +9,8 @@ fn me() -> i32 {
 #[test]
 fn a_slot_carries_its_request_and_tally_and_is_reused() {
     want_ids();
-    assert!(matches!(
-        begin(b"GET", Path::Info(b"/a"), None),
-        RequestId::Made(_)
-    ));
+    let (id, serving) = begin(b"GET", Path::Info(b"/a"), None);
+    assert!(matches!(id, RequestId::Made(_)));
     let tid = nix::unistd::gettid().as_raw();
     let slot = slot_of(tid).expect("registered");
     let ([id, method, path], seq) = slot.request(me()).expect("active");
@@ -34,11 +32,11 @@ fn a_slot_carries_its_request_and_tally_and_is_reused() {
         assert_eq!(dests, ["db:5432", "[::1]:80"]);
         assert_eq!(ms, 2.0);
     });
-    end();
+    serving.end();
     assert!(slot.request(me()).is_none());
     with_tally(|t| assert_eq!(t.unwrap().0.len(), 2, "kept for the access log"));
     assert_eq!(
-        begin(b"POST", Path::Info(b"/b"), Some(b"trace-1")),
+        begin(b"POST", Path::Info(b"/b"), Some(b"trace-1")).0,
         RequestId::Forwarded
     );
     let ([id, method, path], seq2) = slot.request(me()).unwrap();
@@ -51,15 +49,31 @@ fn a_slot_carries_its_request_and_tally_and_is_reused() {
     assert_eq!((t.used, t.connect_ms), (1, 0.0));
     assert_eq!(t.dests.len(), 2, "room kept for the next request");
     drop(t);
-    begin(b"GET", Path::Info(b"/"), Some(b"has space"));
+    let _ = begin(b"GET", Path::Info(b"/"), Some(b"has space"));
     assert_eq!(slot.request(me()).unwrap().0[0].len(), 32);
-    begin(b"GET", Path::Info(b"/c"), None);
+    let (_, serving) = begin(b"PROPFIND", Path::Info(b"/c"), None);
     assert_eq!(
         with_request_id(|r| r.len()),
         Some(32),
         "a made id after a forwarded one"
     );
-    end();
+    let ([_, method, path], _) = slot.request(me()).unwrap();
+    assert_eq!(
+        [method, path],
+        ["PROPFIND", "/c"],
+        "an unlisted method is copied"
+    );
+    let _ = begin(b"get", Path::Info(b"/d"), Some(b"t-2"));
+    let ([id, method, path], _) = slot.request(me()).unwrap();
+    assert_eq!([id, method, path], ["t-2", "get", "/d"]);
+    let _ = begin(b"GET", Path::Info(b"/f"), Some(b"t-3"));
+    let ([id, method, path], _) = slot.request(me()).unwrap();
+    assert_eq!(
+        [id, method, path],
+        ["t-3", "GET", "/f"],
+        "a GET's method not copied"
+    );
+    serving.end();
 }
 
 #[test]
@@ -67,20 +81,23 @@ fn the_record_decodes_a_target_path_below_the_mount_only_when_asked() {
     want_ids();
     set_mount(b"/app");
     let tid = nix::unistd::gettid().as_raw();
-    begin(b"GET", Path::Target(b"/app/caf%C3%A9%2Fx?"), None);
+    let _ = begin(b"GET", Path::Target(b"/app/caf%C3%A9%2Fx?"), None);
     let slot = slot_of(tid).expect("registered");
     let ([_, _, path], _) = slot.request(me()).unwrap();
     assert_eq!(path, "/café/x?");
-    begin(b"GET", Path::Target(b"/application%zz"), None);
+    let _ = begin(b"GET", Path::Target(b"/application%zz"), None);
     assert_eq!(slot.request(me()).unwrap().0[2], "lication%zz");
-    begin(b"GET", Path::Info(b"/app/%41"), None);
+    let _ = begin(b"GET", Path::Info(b"/app/%41"), None);
     assert_eq!(
         slot.request(me()).unwrap().0[2],
         "/app/%41",
         "a ready PATH_INFO as it is"
     );
     set_mount(b"");
-    end();
+    let (_, serving) = begin(b"DELETE", Path::Info(b"/e"), None);
+    assert_eq!(slot.request(me()).unwrap().0[1], "DELETE");
+    serving.end();
+    assert!(slot.request(me()).is_none());
 }
 
 #[test]
@@ -91,7 +108,7 @@ fn ids_are_distinct_across_threads() {
             std::thread::spawn(|| {
                 let mut seen = Vec::new();
                 for _ in 0..50 {
-                    begin(b"GET", Path::Info(b"/"), None);
+                    let _ = begin(b"GET", Path::Info(b"/"), None);
                     with_request_id(|id| seen.push(String::from_utf8_lossy(id).into_owned()));
                 }
                 seen
