@@ -32,6 +32,21 @@ def post_fork(server, worker):
 """
 
 
+def count_log_lines(rx, prefix: str, counts: dict, done, seconds: float = 15) -> None:
+    """Adds each `{prefix}gunicorn.log.LEVEL:1|c|@1.0` datagram the listener receives to
+    ``counts[LEVEL]`` until ``done()`` or the time is up (bounded)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not done():
+        try:
+            data = rx.recv(65536).decode()
+        except TimeoutError:
+            continue
+        for line in data.split("\n"):
+            for level in counts:
+                if line == f"{prefix}gunicorn.log.{level}:1|c|@1.0":
+                    counts[level] += 1
+
+
 def test_each_error_log_line_is_counted_by_level(serve, tmp_path):
     rx = listener()
     conf = tmp_path / "hooks.conf.py"
@@ -57,16 +72,7 @@ def test_each_error_log_line_is_counted_by_level(serve, tmp_path):
                 and counts["error"] + counts["exception"] == lines_of("ERROR")
                 and counts["exception"] == 3)
 
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not matched():
-        try:
-            data = rx.recv(65536).decode()
-        except TimeoutError:
-            continue
-        for line in data.split("\n"):
-            for level in counts:
-                if line == f"shop.gunicorn.log.{level}:1|c|@1.0":
-                    counts[level] += 1
+    count_log_lines(rx, "shop.", counts, matched)
     # The master's hook and the worker's: two of each level; the app's traceback a third
     # exception, counted as gunicorn does (log.exception, not log.error).
     assert matched(), (counts, s.log())
@@ -95,17 +101,8 @@ def test_lines_python_logging_handles_are_counted_too(serve, tmp_path):
     assert c.getresponse().status == 500
     c.close()
     counts = {"critical": 0, "error": 0, "warning": 0, "exception": 0}
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not (counts["exception"] >= 3 and counts["critical"] >= 2
-                                                and counts["warning"] >= 2 and counts["error"] >= 2):
-        try:
-            data = rx.recv(65536).decode()
-        except TimeoutError:
-            continue
-        for line in data.split("\n"):
-            for level in counts:
-                if line == f"gunicorn.log.{level}:1|c|@1.0":
-                    counts[level] += 1
+    count_log_lines(rx, "", counts, lambda: (counts["exception"] >= 3 and counts["critical"] >= 2
+                                             and counts["warning"] >= 2 and counts["error"] >= 2))
     assert counts["exception"] >= 3 and counts["critical"] >= 2, counts
     assert counts["warning"] >= 2 and counts["error"] >= 2, counts
     records = [json.loads(line) for line in err.read_text().splitlines()]

@@ -224,6 +224,13 @@ fn finishing_without_a_sender_counts_the_queued_lines_once_and_waits_once() {
     assert_eq!((q.queued(), q.unreported()), (0, 0));
 }
 
+fn loopback_tcp(port: u16) -> SyslogAddr {
+    SyslogAddr::Tcp {
+        host: "127.0.0.1".into(),
+        port,
+    }
+}
+
 fn settings(addr: SyslogAddr) -> SyslogSettings {
     SyslogSettings {
         addr,
@@ -264,13 +271,7 @@ fn accept_later(l: TcpListener) -> std::sync::mpsc::Receiver<BufReader<TcpStream
 fn tcp_is_octet_counted_and_made_again_after_the_server_comes_back() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    let s = Syslog::new(
-        settings(SyslogAddr::Tcp {
-            host: "127.0.0.1".into(),
-            port,
-        }),
-        64,
-    );
+    let s = Syslog::new(settings(loopback_tcp(port)), 64);
     assert!(s.send(Stream::Access, frame::INFO, b"first"));
     let mut r = accept_later(l)
         .recv_timeout(Duration::from_secs(5))
@@ -308,13 +309,7 @@ fn tcp_is_octet_counted_and_made_again_after_the_server_comes_back() {
 fn a_server_that_never_reads_never_slows_a_sender() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    let s = Syslog::new(
-        settings(SyslogAddr::Tcp {
-            host: "127.0.0.1".into(),
-            port,
-        }),
-        1000,
-    );
+    let s = Syslog::new(settings(loopback_tcp(port)), 1000);
     let line = vec![b'x'; 2000];
     let started = Instant::now();
     let sent = (0..20_000)
