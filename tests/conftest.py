@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -34,6 +35,18 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> N
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"ferrule did not listen on {port} within {timeout}s")
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen):
+    """Kills and reaps ``proc`` on the way out when the test left it running (an
+    assertion failed before it stopped the server itself)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 class Server:

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 
-from conftest import APPS, booted, free_port, wait_for_port
+from conftest import APPS, booted, free_port, reaped, wait_for_port
 from .egress_support import call, listeners, start, to_port, wait_records  # noqa: F401
 
 HINT = "egress: the allow rules name hosts"
@@ -69,13 +69,9 @@ def test_ferrule_run_warns_too(tmp_path, listeners):
     script = RUN_SCRIPT.format(apps=str(APPS), port=port, target=target.port)
     with open(err, "wb") as stderr:
         proc = subprocess.Popen([sys.executable, "-c", script], stderr=stderr)
-    try:
+    with reaped(proc):
         wait_for_port(port, proc)
         # The line comes before the port listens (the policy is read first).
         assert len(dns_warnings(err.read_text())) == 1, err.read_text()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from conftest import APPS, booted, children, free_port, wait_for_port, wait_until
+from conftest import APPS, booted, children, free_port, reaped, wait_for_port, wait_until
 from .egress_support import call, check, listeners, records, start, to_port, wait_records  # noqa: F401
 
 
@@ -127,7 +127,7 @@ def test_hup_changes_the_policy(tmp_path, listeners):
     conf.write_text(base)
     proc = subprocess.Popen([sys.executable, "-m", "ferrule", "egress_app:app", "-c", str(conf),
                              "--chdir", str(APPS)], stderr=open(tmp_path / "err.log", "wb"))
-    try:
+    with reaped(proc):
         wait_for_port(port, proc)
         s = Running(port, proc)
         first = booted(s, 1)
@@ -140,10 +140,6 @@ def test_hup_changes_the_policy(tmp_path, listeners):
         assert target.settle() == 1  # only the attempt before the HUP
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_reload_keeps_egress_in_the_new_worker(serve, tmp_path, listeners):
@@ -212,7 +208,7 @@ def test_ferrule_run_takes_the_egress_settings(tmp_path, listeners):
     spec = f"127.0.0.1:{no.port}"
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(RUN_SCRIPT).format(
         apps=str(APPS), port=port, log=str(log), spec=spec)])
-    try:
+    with reaped(proc):
         wait_for_port(port, proc)
         s = Running(port, proc)
         assert verdict(s, log, no) == ("deny", spec)
@@ -220,10 +216,6 @@ def test_ferrule_run_takes_the_egress_settings(tmp_path, listeners):
         assert all(r["pid"] == proc.pid for r in records(log))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert (no.settle(), yes.settle()) == (0, 1)
 
 

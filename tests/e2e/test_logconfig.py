@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import APPS, free_port, raw, read_response, wait_for_port, wait_until
+from conftest import APPS, free_port, raw, read_response, reaped, wait_for_port, wait_until
 
 
 def records(path, name=None):
@@ -276,17 +276,13 @@ def test_ferrule_run_takes_a_log_config_dict(tmp_path):
               "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["err"], "propagate": False},
                           "gunicorn.access": {"level": "INFO", "handlers": ["acc"], "propagate": False}}}
     proc = subprocess.Popen([sys.executable, "-c", RUN_SCRIPT.format(apps=str(APPS), port=port, config=config)])
-    try:
+    with reaped(proc):
         wait_for_port(port, proc)
         assert request(port, "/single?x=1")[0] == 200
         wait_until(lambda: records(acc))
         assert records(acc)[0]["args"]["U"] == "/single"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     messages = [r["message"] for r in records(err)]
     assert any(m.startswith("Listening at: http://127.0.0.1") for m in messages), messages
     assert any(m.startswith("Shutting down") for m in messages), messages

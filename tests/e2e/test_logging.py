@@ -9,12 +9,11 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
-from conftest import APPS, booted, children, free_port, get, raw, serving, wait_for_port, wait_until
+from conftest import APPS, booted, children, free_port, get, raw, reaped, serving, wait_for_port, wait_until
 
 
 # A closed stdout and stderr ------------------------------------------------------------
@@ -59,7 +58,7 @@ def test_a_closed_stdout_and_stderr_never_crash_the_master_or_a_worker(tmp_path,
     if not buffered:
         env["PYTHONUNBUFFERED"] = "1"
     proc, port = start_piped(tmp_path, "-w", "2", "--access-logfile", "-", env=env)
-    try:
+    with reaped(proc):
         wait_for_port(port, proc)
 
         def workers():
@@ -80,10 +79,6 @@ def test_a_closed_stdout_and_stderr_never_crash_the_master_or_a_worker(tmp_path,
         assert proc.wait(timeout=30) == 0
         # No worker outlived its master (a worker whose exit flush raised used to run on).
         assert not children(proc.pid)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_a_closed_stderr_does_not_change_the_exit_status_of_a_failed_start():
@@ -141,7 +136,7 @@ def test_a_full_disk_loses_log_lines_counted_and_reported_when_space_returns(sma
            "--error-logfile", str(errors), "--access-logfile", str(access)]
     with open(stdout, "ab") as out, open(tmp_path / "stderr.log", "wb") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
+    with reaped(proc):
         wait_for_port(port, proc)
         all_ok(port, 3, "/log")
         all_ok(port, 1, "/print")
@@ -174,10 +169,6 @@ def test_a_full_disk_loses_log_lines_counted_and_reported_when_space_returns(sma
         assert stdout.read_text().count("printed by") == 2
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 
@@ -229,7 +220,7 @@ def fill_all_free_pages(fs):
 
 def test_access_lines_lost_to_a_full_disk_are_counted_exactly_and_no_line_is_torn(small_fs, tmp_path):
     proc, port, errors, access = start_on_small_fs(small_fs, tmp_path)
-    try:
+    with reaped(proc):
         fill_all_free_pages(small_fs)
         n = 300  # about 100 bytes each: the last page's room takes a few dozen
         started = time.monotonic()
@@ -251,16 +242,12 @@ def test_access_lines_lost_to_a_full_disk_are_counted_exactly_and_no_line_is_tor
         assert ids[-1] == "back"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_access_lines_lost_are_reported_when_the_worker_stops(small_fs, tmp_path):
     """No request after the loss: the count is written as the worker stops, not lost with it."""
     proc, port, errors, access = start_on_small_fs(small_fs, tmp_path)
-    try:
+    with reaped(proc):
         fill_all_free_pages(small_fs)
         for i in range(100):
             assert get(port, f"/?r={i}")[0] == 200
@@ -272,10 +259,6 @@ def test_access_lines_lost_are_reported_when_the_worker_stops(small_fs, tmp_path
         # The line cut short by the full disk is one of those counted.
         written = [i for i in access_ids(access.read_text(), cut_at_end=True) if i.isdigit()]
         assert len(written) + count == 100, (written, count)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_an_unwritable_log_file_never_takes_a_request_or_a_process_down(serve):
@@ -425,15 +408,11 @@ def test_ferrule_run_reaches_python_logging(tmp_path):
     port, errors = free_port(), tmp_path / "error.log"
     script = RUN_SCRIPT.format(apps=str(APPS), port=port, errors=str(errors))
     proc = subprocess.Popen([sys.executable, "-c", script])
-    try:
+    with reaped(proc):
         wait_for_port(port, proc)
         assert get(port, "/log?msg=run")[0] == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     log = errors.read_text()
     # The app copied the logger's level (INFO, ferrule's default) when it was imported.
     assert f"[{proc.pid}] [INFO] info run from {proc.pid}" in log
@@ -457,16 +436,12 @@ def test_ferrule_run_with_sigpipe_restored_survives_a_closed_stderr():
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()
     proc.stderr.close()
-    try:
+    with reaped(proc):
         wait_for_port(port, proc)
         for path in ("/", "/log", "/print"):
             all_ok(port, 5, path)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 # A flood of malformed requests ------------------------------------------------------------

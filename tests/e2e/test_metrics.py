@@ -10,11 +10,10 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 
-from conftest import booted, children, free_port, wait_until
+from conftest import booted, children, free_port, reaped, wait_until
 
 parser = pytest.importorskip("prometheus_client.parser", reason="pip install prometheus_client (make test does)")
 
@@ -272,7 +271,7 @@ def test_ferrule_run_serves_metrics_as_one_worker(tmp_path):
     from conftest import wait_for_port
     port, metrics = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-c", RUN_SCRIPT.format(port=port, metrics=metrics)])
-    try:
+    with reaped(proc):
         wait_for_port(port, proc)
         wait_for_port(metrics, proc)
         keep_alive(port, 3)
@@ -280,7 +279,3 @@ def test_ferrule_run_serves_metrics_as_one_worker(tmp_path):
         assert samples(metrics)[("ferrule_workers", ())] == 1
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

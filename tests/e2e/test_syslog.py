@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, booted, free_port, get, raw, wait_for_port, wait_until
+from conftest import APPS, booted, free_port, get, raw, reaped, wait_for_port, wait_until
 
 LOCAL3 = 19  # --log-syslog-facility local3
 INFO, WARNING = 6, 4
@@ -250,7 +250,7 @@ def test_ferrule_run_sends_to_syslog_with_the_name_ferrule(tmp_path):
     rx = Udp()
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", RUN_SCRIPT.format(port=port, syslog=rx.port)])
-    try:
+    with reaped(proc):
         wait_for_port(port, proc)
         assert get(port, "/run")[0] == 200
         got = rx.until(has(b"GET /run "))
@@ -258,10 +258,6 @@ def test_ferrule_run_sends_to_syslog_with_the_name_ferrule(tmp_path):
         assert re.match(rb"<14>1 \S+ \S+ gunicorn\.ferrule\.access %d - - 127\.0\.0\.1 - - " % proc.pid, access), access
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def requests_keep_answering(port: int, n: int, within: float, word: str = "n") -> None:
