@@ -159,7 +159,7 @@ pub(crate) fn write_line(
         match field.kind {
             Kind::Time => iso_stamp(SystemTime::now(), out),
             Kind::Pid => push_num(std::process::id(), out),
-            // The value itself: the text line's escaping of quotes is not JSON's.
+            // The value itself: a value that is `-` is a string, absent is null.
             Kind::Text if matches!(piece, Piece::Env(_)) => match piece_env(piece, environ) {
                 Some(v) => string(v, out),
                 None => out.push_str("null"),
